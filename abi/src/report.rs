@@ -1,0 +1,89 @@
+//! Run-report vocabulary shared by the VMM and the guests: the outcome names
+//! of a run and the phase marks a guest can record.
+
+/// How a run ended. The VMM's JSON report spells these with `as_str`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The guest shut down cleanly (its exit code is reported separately).
+    Ok,
+    /// The guest reported a fatal error (`ReportFatalError`).
+    GuestPanic,
+    /// The guest touched memory that was never accepted.
+    PendingAccess,
+    /// The guest touched a GPA that is neither RAM nor a device.
+    BadGpa,
+    /// The vCPU triple-faulted (KVM shutdown exit).
+    TripleFault,
+    /// The VMM stopped the TD for any other reason (see the message).
+    Error,
+    /// The guest ran past the VMM's `--timeout`.
+    Timeout,
+}
+
+impl Outcome {
+    /// Every outcome, in report order.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Ok,
+        Outcome::GuestPanic,
+        Outcome::PendingAccess,
+        Outcome::BadGpa,
+        Outcome::TripleFault,
+        Outcome::Error,
+        Outcome::Timeout,
+    ];
+
+    /// The name used in reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::GuestPanic => "guest_panic",
+            Outcome::PendingAccess => "pending_access",
+            Outcome::BadGpa => "bad_gpa",
+            Outcome::TripleFault => "triple_fault",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// Phase marks a guest records with the `emu::MARK` vendor call. The VMM
+/// timestamps each on arrival and reports it under `timing_us`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u64)]
+pub enum Mark {
+    /// Firmware reached its main function.
+    FwStart = 1,
+    /// Firmware finished accepting memory.
+    FwAcceptDone = 2,
+    /// Firmware hands over (to the kernel, or shuts down).
+    FwDone = 3,
+    /// A doorbell micro-benchmark starts (argument: number of round trips).
+    BenchStart = 16,
+    /// The doorbell micro-benchmark ended.
+    BenchEnd = 17,
+}
+
+impl Mark {
+    /// Decodes a mark id; `None` for ids this ABI does not define.
+    pub const fn from_id(id: u64) -> Option<Self> {
+        match id {
+            1 => Some(Mark::FwStart),
+            2 => Some(Mark::FwAcceptDone),
+            3 => Some(Mark::FwDone),
+            16 => Some(Mark::BenchStart),
+            17 => Some(Mark::BenchEnd),
+            _ => None,
+        }
+    }
+
+    /// The key used under `timing_us` in reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mark::FwStart => "fw_start",
+            Mark::FwAcceptDone => "fw_accept_done",
+            Mark::FwDone => "fw_done",
+            Mark::BenchStart => "bench_start",
+            Mark::BenchEnd => "bench_end",
+        }
+    }
+}

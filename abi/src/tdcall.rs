@@ -1,0 +1,202 @@
+//! The emulated TDCALL: leaf numbers, completion statuses, page levels, the
+//! `TDG.MEM.PAGE.ACCEPT` operand, and the doorbell that carries a TDCALL to
+//! the VMM.
+//!
+//! A guest issues a TDCALL by loading RAX (leaf in bits 15:0, version in bits
+//! 23:16) and the TDX input registers, then executing `out DOORBELL_PORT, al`.
+//! The immediate port form keeps RDX free for TDX inputs. The VMM reads and
+//! writes the vCPU's registers at that I/O exit and resumes the guest after
+//! the `out`, with the status in RAX and outputs in the TDX output registers.
+
+/// I/O port of the TDCALL doorbell (immediate form, so it must fit in 8 bits).
+pub const DOORBELL_PORT: u8 = 0xdc;
+
+/// Leaf numbers (RAX bits 15:0).
+pub mod leaf {
+    pub const VP_VMCALL: u16 = 0;
+    pub const VP_INFO: u16 = 1;
+    pub const MR_RTMR_EXTEND: u16 = 2;
+    pub const VP_VEINFO_GET: u16 = 3;
+    pub const MR_REPORT: u16 = 4;
+    pub const MEM_PAGE_ACCEPT: u16 = 6;
+    pub const VM_RD: u16 = 7;
+    pub const VM_WR: u16 = 8;
+    pub const VP_RD: u16 = 9;
+    pub const VP_WR: u16 = 10;
+    pub const SYS_RD: u16 = 11;
+    pub const MEM_PAGE_ATTR_WR: u16 = 24;
+
+    /// Human-readable leaf name for logs and reports.
+    pub const fn name(leaf: u16) -> &'static str {
+        match leaf {
+            VP_VMCALL => "TDG.VP.VMCALL",
+            VP_INFO => "TDG.VP.INFO",
+            MR_RTMR_EXTEND => "TDG.MR.RTMR.EXTEND",
+            VP_VEINFO_GET => "TDG.VP.VEINFO.GET",
+            MR_REPORT => "TDG.MR.REPORT",
+            MEM_PAGE_ACCEPT => "TDG.MEM.PAGE.ACCEPT",
+            VM_RD => "TDG.VM.RD",
+            VM_WR => "TDG.VM.WR",
+            VP_RD => "TDG.VP.RD",
+            VP_WR => "TDG.VP.WR",
+            SYS_RD => "TDG.SYS.RD",
+            MEM_PAGE_ATTR_WR => "TDG.MEM.PAGE.ATTR.WR",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Splits RAX into (leaf, version); bits 63:24 must be zero.
+pub const fn decode_rax(rax: u64) -> (u16, u8, u64) {
+    ((rax & 0xffff) as u16, ((rax >> 16) & 0xff) as u8, rax >> 24)
+}
+
+/// TDX completion statuses (RAX on return). Only bits 63:32 identify the
+/// status; bits 31:0 carry detail (an operand id or a page level).
+pub mod status {
+    pub const SUCCESS: u64 = 0;
+    pub const OPERAND_INVALID: u64 = 0xC000_0100_0000_0000;
+    pub const OPERAND_BUSY: u64 = 0x8000_0200_0000_0000;
+    pub const PAGE_ALREADY_ACCEPTED: u64 = 0x0000_0B0A_0000_0000;
+    pub const PAGE_SIZE_MISMATCH: u64 = 0xC000_0B0B_0000_0000;
+    pub const NO_VALID_VE_INFO: u64 = 0xC000_0704_0000_0000;
+    pub const EPT_WALK_FAILED: u64 = 0xC000_0B00_0000_0000;
+
+    /// Mask selecting the class and code (the part callers compare).
+    pub const CODE_MASK: u64 = 0xFFFF_FFFF_0000_0000;
+    /// Bit 63: the status is an error (clear for success and warnings).
+    pub const ERROR_BIT: u64 = 1 << 63;
+
+    /// Operand ids placed in the detail bits.
+    pub const OPERAND_RAX: u64 = 0;
+    pub const OPERAND_RCX: u64 = 1;
+    pub const OPERAND_RDX: u64 = 2;
+    pub const OPERAND_R8: u64 = 8;
+
+    /// The class and code of a status, without its detail bits.
+    pub const fn code(status: u64) -> u64 {
+        status & CODE_MASK
+    }
+
+    /// The detail bits (operand id or level) of a status.
+    pub const fn detail(status: u64) -> u64 {
+        status & !CODE_MASK
+    }
+
+    /// Name of a status code (detail bits ignored).
+    pub const fn name(status: u64) -> &'static str {
+        match code(status) {
+            SUCCESS => "TDX_SUCCESS",
+            OPERAND_INVALID => "TDX_OPERAND_INVALID",
+            OPERAND_BUSY => "TDX_OPERAND_BUSY",
+            PAGE_ALREADY_ACCEPTED => "TDX_PAGE_ALREADY_ACCEPTED",
+            PAGE_SIZE_MISMATCH => "TDX_PAGE_SIZE_MISMATCH",
+            NO_VALID_VE_INFO => "TDX_NO_VALID_VE_INFO",
+            EPT_WALK_FAILED => "TDX_EPT_WALK_FAILED",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Secure-EPT page levels as TDX encodes them (RCX bits 2:0 of an accept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PageLevel {
+    /// 4 KiB.
+    L4K = 0,
+    /// 2 MiB.
+    L2M = 1,
+    /// 1 GiB (rejected by the accept leaf of TDX module 1.5).
+    L1G = 2,
+}
+
+impl PageLevel {
+    /// Bytes covered by one page of this level.
+    pub const fn size(self) -> u64 {
+        4096u64 << (9 * self as u32)
+    }
+
+    /// Decodes a level number; `None` for values above 1 GiB.
+    pub const fn from_bits(bits: u64) -> Option<Self> {
+        match bits {
+            0 => Some(PageLevel::L4K),
+            1 => Some(PageLevel::L2M),
+            2 => Some(PageLevel::L1G),
+            _ => None,
+        }
+    }
+
+    /// Name for logs and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PageLevel::L4K => "4k",
+            PageLevel::L2M => "2m",
+            PageLevel::L1G => "1g",
+        }
+    }
+}
+
+/// The RCX operand of `TDG.MEM.PAGE.ACCEPT`: GPA in bits 51:12, level in bits
+/// 2:0, bits 11:3 reserved (must be zero).
+pub mod accept {
+    use super::PageLevel;
+
+    /// Level field.
+    pub const LEVEL_MASK: u64 = 0x7;
+    /// Reserved bits 11:3.
+    pub const RESERVED_MASK: u64 = 0xff8;
+
+    /// Encodes an accept operand.
+    pub const fn encode(gpa: u64, level: PageLevel) -> u64 {
+        gpa | level as u64
+    }
+}
+
+/// Outputs of `TDG.VP.INFO`.
+pub mod vp_info {
+    /// TD attribute bit 28: SEPT_VE_DISABLE (an access to a pending page
+    /// terminates the TD instead of raising #VE).
+    pub const ATTR_SEPT_VE_DISABLE: u64 = 1 << 28;
+    /// TD attribute bit 0: DEBUG.
+    pub const ATTR_DEBUG: u64 = 1 << 0;
+    /// GPAW values TDX reports in RCX bits 5:0.
+    pub const GPAW_48: u64 = 48;
+    pub const GPAW_52: u64 = 52;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_values_are_the_tdx_module_ones() {
+        assert_eq!(status::OPERAND_INVALID, 0xC000010000000000);
+        assert_eq!(status::PAGE_ALREADY_ACCEPTED, 0x00000B0A00000000);
+        assert_eq!(status::PAGE_SIZE_MISMATCH, 0xC0000B0B00000000);
+        assert_eq!(status::OPERAND_BUSY, 0x8000020000000000);
+        assert_eq!(status::NO_VALID_VE_INFO, 0xC000070400000000);
+        // ALREADY_ACCEPTED is a warning: bit 63 clear.
+        assert_eq!(status::PAGE_ALREADY_ACCEPTED & status::ERROR_BIT, 0);
+        assert_ne!(status::PAGE_SIZE_MISMATCH & status::ERROR_BIT, 0);
+    }
+
+    #[test]
+    fn detail_bits_do_not_change_the_code() {
+        let s = status::OPERAND_INVALID | status::OPERAND_RCX;
+        assert_eq!(s, 0xC000010000000001);
+        assert_eq!(status::code(s), status::OPERAND_INVALID);
+        assert_eq!(status::detail(s), 1);
+        assert_eq!(status::name(status::PAGE_SIZE_MISMATCH | 1), "TDX_PAGE_SIZE_MISMATCH");
+    }
+
+    #[test]
+    fn levels_and_operands() {
+        assert_eq!(PageLevel::L4K.size(), 4096);
+        assert_eq!(PageLevel::L2M.size(), 2 << 20);
+        assert_eq!(PageLevel::L1G.size(), 1 << 30);
+        assert_eq!(PageLevel::from_bits(3), None);
+        assert_eq!(accept::encode(0x20_0000, PageLevel::L2M), 0x20_0001);
+        assert_eq!(decode_rax(0x0001_0006), (6, 1, 0));
+        assert_eq!(decode_rax(1 << 24), (0, 0, 1));
+    }
+}

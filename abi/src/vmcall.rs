@@ -1,0 +1,95 @@
+//! `TDG.VP.VMCALL` (TDCALL leaf 0): the services a TD asks of its host, in the
+//! GHCI register convention, plus this emulator's vendor-specific calls.
+//!
+//! RCX is the bitmap of GPRs the guest exposes to the host (bit n = GPR n in
+//! the order RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15). R10 = 0 selects
+//! a GHCI-standard call whose sub-function is in R11; a non-zero R10 selects a
+//! vendor-specific call. The call's own status comes back in R10 (RAX only
+//! says whether the TDCALL itself was well formed).
+
+/// GPR numbers as used by the RCX bitmap.
+pub mod gpr {
+    pub const RAX: u32 = 0;
+    pub const RCX: u32 = 1;
+    pub const RDX: u32 = 2;
+    pub const RBX: u32 = 3;
+    pub const RSP: u32 = 4;
+    pub const RBP: u32 = 5;
+    pub const RSI: u32 = 6;
+    pub const RDI: u32 = 7;
+    pub const R8: u32 = 8;
+    pub const R9: u32 = 9;
+    pub const R10: u32 = 10;
+    pub const R11: u32 = 11;
+    pub const R12: u32 = 12;
+    pub const R13: u32 = 13;
+    pub const R14: u32 = 14;
+    pub const R15: u32 = 15;
+}
+
+/// The bitmap bit of one GPR.
+pub const fn reg_bit(gpr: u32) -> u64 {
+    1 << gpr
+}
+
+/// Bits a guest may set in RCX: every GPR but RAX, RCX and RSP. Any other bit
+/// set makes the TDCALL fail with `TDX_OPERAND_INVALID | RCX`.
+pub const EXPOSABLE_MASK: u64 = 0xffec;
+
+/// R10..R15: what every call in this file needs exposed.
+pub const EXPOSE_R10_R15: u64 = 0xfc00;
+
+/// R10 value selecting a GHCI-standard call.
+pub const GHCI_STANDARD: u64 = 0;
+
+/// GHCI sub-functions (R11 when R10 = 0).
+pub mod ghci {
+    pub const INSTRUCTION_CPUID: u64 = 10;
+    pub const INSTRUCTION_HLT: u64 = 12;
+    pub const INSTRUCTION_IO: u64 = 30;
+    pub const INSTRUCTION_RDMSR: u64 = 31;
+    pub const INSTRUCTION_WRMSR: u64 = 32;
+    pub const VE_REQUEST_MMIO: u64 = 48;
+    pub const GET_TD_VM_CALL_INFO: u64 = 0x10000;
+    pub const MAP_GPA: u64 = 0x10001;
+    pub const GET_QUOTE: u64 = 0x10002;
+    pub const REPORT_FATAL_ERROR: u64 = 0x10003;
+    pub const SETUP_EVENT_NOTIFY_INTERRUPT: u64 = 0x10004;
+
+    /// Instruction.IO: R12 = access size (1, 2 or 4), R13 = direction, R14 =
+    /// port, R15 = data to write; a read returns its data in R11.
+    pub const IO_DIRECTION_READ: u64 = 0;
+    pub const IO_DIRECTION_WRITE: u64 = 1;
+
+    /// ReportFatalError: R12 bits 31:0 = error code, bit 63 = R13 holds the
+    /// 4 KiB-aligned GPA of a NUL-terminated message page.
+    pub const FATAL_GPA_VALID: u64 = 1 << 63;
+    /// Largest message the host reads from a fatal-error page.
+    pub const FATAL_MESSAGE_MAX: usize = 4096;
+}
+
+/// VMCALL completion statuses (R10 on return).
+pub mod vmcall_status {
+    pub const SUCCESS: u64 = 0;
+    pub const RETRY: u64 = 1;
+    pub const OPERAND_INVALID: u64 = 0x8000_0000_0000_0000;
+    pub const GPA_INUSE: u64 = 0x8000_0000_0000_0001;
+    pub const ALIGN_ERROR: u64 = 0x8000_0000_0000_0002;
+}
+
+/// R10 value selecting this emulator's vendor-specific calls ("EMU").
+pub const VENDOR_EMU: u64 = 0x0055_4d45;
+
+/// Vendor-specific sub-functions (R11 when R10 = `VENDOR_EMU`).
+pub mod emu {
+    /// Stop the TD cleanly: R12 = exit code (bits 31:0).
+    pub const SHUTDOWN: u64 = 1;
+    /// Record a phase mark: R12 = mark id (`report::Mark`), R13 = argument.
+    /// The host timestamps it on arrival.
+    pub const MARK: u64 = 2;
+}
+
+/// The serial port the guests' console writes go to (COM1, a 16550).
+pub const COM1_BASE: u16 = 0x3f8;
+/// Number of registers of the 16550.
+pub const COM1_LEN: u16 = 8;

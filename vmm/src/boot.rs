@@ -1,0 +1,189 @@
+//! Initial memory: where the firmware, the TD HOB, the GDT, the identity-map
+//! page tables, the firmware's scratch memory and the payload go, and the
+//! bytes of the GDT and page tables. All of it is accepted by construction,
+//! like pages added with `TDH.MEM.PAGE.ADD`.
+
+use crate::layout::RamLayout;
+use abi::layout::{selector, FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
+use abi::{GIB, PAGE_4K};
+use thiserror::Error;
+
+/// Firmware scratch memory handed over in the PHIT's free range.
+pub const FW_SCRATCH_BYTES: u64 = 1 << 20;
+
+/// Page-table entry bits: present, writable, user (U/S=1 at every level, as
+/// the pvm-native profile requires), page size.
+const PTE_P: u64 = 1;
+const PTE_RW: u64 = 1 << 1;
+const PTE_US: u64 = 1 << 2;
+const PTE_PS: u64 = 1 << 7;
+const TABLE: u64 = PTE_P | PTE_RW | PTE_US;
+
+/// Why initial memory could not be laid out.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BootError {
+    #[error("initial memory needs RAM up to {need:#x} but low RAM ends at {have:#x}; give the guest more memory")]
+    DoesNotFit { need: u64, have: u64 },
+}
+
+/// Where each piece of initial memory lives (GPAs; all 4 KiB aligned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootPlan {
+    /// `[start, end)` of initial memory.
+    pub initial: (u64, u64),
+    pub hob: u64,
+    pub hob_len: u64,
+    pub gdt: u64,
+    pub tss: u64,
+    pub page_tables: u64,
+    pub page_table_pages: u64,
+    /// Firmware scratch `(gpa, len)`.
+    pub scratch: (u64, u64),
+    /// Payload `(gpa, len)`, `(0, 0)` without one.
+    pub payload: (u64, u64),
+}
+
+fn align_up(v: u64, a: u64) -> u64 {
+    v.div_ceil(a) * a
+}
+
+/// Number of page-table pages for an identity map of `[0, top)` with 2 MiB
+/// pages: one PML4, one PDPT per 512 GiB, one PD per GiB.
+pub fn page_table_pages(layout: &RamLayout) -> u64 {
+    let pds = map_top(layout) / GIB;
+    1 + pds.div_ceil(512) + pds
+}
+
+/// Top of the identity map: all RAM and the MMIO hole, rounded up to 1 GiB.
+fn map_top(layout: &RamLayout) -> u64 {
+    align_up(layout.ram_top().max(abi::layout::FOUR_GIB), GIB)
+}
+
+impl BootPlan {
+    /// Lays out initial memory after a firmware that occupies
+    /// `[fw_start, fw_end)` (checked by the caller to lie in the firmware
+    /// window), for a HOB of `hob_len` bytes and a payload of `payload_len`.
+    pub fn new(layout: &RamLayout, fw_start: u64, fw_end: u64, hob_len: u64, payload_len: u64) -> Result<Self, BootError> {
+        debug_assert!(fw_start >= FIRMWARE_BASE && fw_end <= FIRMWARE_BASE + FIRMWARE_MAX_SIZE);
+        let start = fw_start & !(PAGE_4K - 1);
+        let mut cursor = align_up(fw_end, PAGE_4K);
+        let mut take = |len: u64| {
+            let at = cursor;
+            cursor += align_up(len, PAGE_4K);
+            at
+        };
+        let hob = take(hob_len);
+        let gdt = take(PAGE_4K);
+        let pt_pages = page_table_pages(layout);
+        let page_tables = take(pt_pages * PAGE_4K);
+        let scratch = take(FW_SCRATCH_BYTES);
+        let payload = if payload_len > 0 { take(payload_len) } else { 0 };
+        let end = cursor;
+        if end > layout.low().end() {
+            return Err(BootError::DoesNotFit {
+                need: end,
+                have: layout.low().end(),
+            });
+        }
+        Ok(BootPlan {
+            initial: (start, end),
+            hob,
+            hob_len,
+            gdt,
+            tss: gdt + PAGE_4K / 2,
+            page_tables,
+            page_table_pages: pt_pages,
+            scratch: (scratch, FW_SCRATCH_BYTES),
+            payload: (payload, payload_len),
+        })
+    }
+
+    /// Bytes of initial memory.
+    pub fn initial_len(&self) -> u64 {
+        self.initial.1 - self.initial.0
+    }
+}
+
+/// The GDT: null, ring-0 code64 and data at the standard selectors, ring-3
+/// data and code64 at the selectors the pvm-native profile uses.
+pub fn gdt_bytes() -> Vec<u8> {
+    let mut gdt = vec![0u64; 8];
+    gdt[(selector::CODE64_RING0 >> 3) as usize] = 0x00af_9b00_0000_ffff;
+    gdt[(selector::DATA_RING0 >> 3) as usize] = 0x00cf_9300_0000_ffff;
+    gdt[(selector::DATA_RING3 >> 3) as usize] = 0x00cf_f300_0000_ffff;
+    gdt[(selector::CODE64_RING3 >> 3) as usize] = 0x00af_fb00_0000_ffff;
+    gdt.iter().flat_map(|e| e.to_le_bytes()).collect()
+}
+
+/// The identity map of `[0, map_top)` with 2 MiB pages, as bytes to place at
+/// `base` (PML4, then PDPTs, then PDs).
+pub fn page_table_bytes(layout: &RamLayout, base: u64) -> Vec<u8> {
+    let pds = map_top(layout) / GIB;
+    let pdpts = pds.div_ceil(512);
+    let total = (1 + pdpts + pds) as usize;
+    let mut t = vec![0u64; total * 512];
+    let pdpt_base = base + PAGE_4K;
+    let pd_base = pdpt_base + pdpts * PAGE_4K;
+    for i in 0..pdpts {
+        t[i as usize] = (pdpt_base + i * PAGE_4K) | TABLE;
+    }
+    for g in 0..pds {
+        t[(512 + g) as usize] = (pd_base + g * PAGE_4K) | TABLE;
+    }
+    let pd_index = (1 + pdpts) as usize * 512;
+    for e in 0..pds * 512 {
+        t[pd_index + e as usize] = (e << 21) | TABLE | PTE_PS;
+    }
+    t.iter().flat_map(|e| e.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(bytes: &[u8], index: usize) -> u64 {
+        u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn identity_map_translates_every_gib() {
+        let layout = RamLayout::new(600 * GIB, 48).unwrap();
+        let base = 0x40_0000;
+        let bytes = page_table_bytes(&layout, base);
+        assert_eq!(bytes.len() as u64, page_table_pages(&layout) * PAGE_4K);
+        // Walk a few addresses, including above 512 GiB (second PDPT).
+        for va in [0u64, 0x1234_5000, 3 * GIB + 0x20_0000, 513 * GIB + 0x60_0000, 600 * GIB + GIB - 1] {
+            let pml4e = entry(&bytes, ((va >> 39) & 511) as usize);
+            assert_eq!(pml4e & 7, 7, "U/S, RW, P at PML4");
+            let pdpt = ((pml4e & !0xfff) - base) as usize / 8;
+            let pdpte = entry(&bytes, pdpt + ((va >> 30) & 511) as usize);
+            assert_eq!(pdpte & 7, 7);
+            let pd = ((pdpte & !0xfff) - base) as usize / 8;
+            let pde = entry(&bytes, pd + ((va >> 21) & 511) as usize);
+            assert_eq!(pde & 0x87, 0x87, "2 MiB leaf with U/S");
+            assert_eq!((pde & !0x1f_ffff) | (va & 0x1f_ffff), va);
+        }
+    }
+
+    #[test]
+    fn plan_is_contiguous_and_checked() {
+        let layout = RamLayout::new(4 * GIB, 48).unwrap();
+        let p = BootPlan::new(&layout, FIRMWARE_BASE, FIRMWARE_BASE + 0x1_2345, 0x300, 0x5000).unwrap();
+        assert_eq!(p.initial.0, FIRMWARE_BASE);
+        assert_eq!(p.hob, FIRMWARE_BASE + 0x1_3000);
+        assert!(p.gdt > p.hob && p.page_tables > p.gdt && p.scratch.0 > p.page_tables);
+        assert_eq!(p.payload.0 + 0x5000, p.initial.1);
+        let small = RamLayout::new(64 << 20, 48).unwrap();
+        assert!(matches!(
+            BootPlan::new(&small, FIRMWARE_BASE, FIRMWARE_BASE + 0x1000, 0x300, 80 << 20),
+            Err(BootError::DoesNotFit { .. })
+        ));
+    }
+
+    #[test]
+    fn gdt_has_both_profiles() {
+        let g = gdt_bytes();
+        assert_eq!(entry(&g, 1), 0x00af_9b00_0000_ffff);
+        assert_eq!(entry(&g, 6) >> 45 & 3, 3, "ring-3 code DPL");
+    }
+}

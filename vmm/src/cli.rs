@@ -1,0 +1,207 @@
+//! The `vmm` command line: parsing, validation with clear messages, and the
+//! exit-status contract (0 = clean guest exit 0, 1 = the guest failed,
+//! 2 = bad input or setup failure before any guest code ran).
+
+use crate::cpu::ProfileChoice;
+use crate::guest_ram::Backing;
+use crate::size::parse_size;
+use crate::td::{Td, TdConfig};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit status for a clean run.
+pub const EXIT_OK: i32 = 0;
+/// Exit status when the guest failed or exited non-zero.
+pub const EXIT_GUEST_FAILED: i32 = 1;
+/// Exit status for bad input or a setup failure.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "vmm", version, about = "KVM mini hypervisor emulating Intel TDX memory acceptance")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Boot a TD: firmware, optional kernel payload, and report.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ProfileArg {
+    Auto,
+    Standard,
+    PvmNative,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BackingArg {
+    Populate,
+    OnTouch,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Firmware ELF (TDVF role), linked inside the firmware window.
+    #[arg(long)]
+    pub firmware: PathBuf,
+    /// Kernel ELF handed to the firmware as the payload.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Guest RAM (e.g. 512M, 4G, 1T); a multiple of 4 KiB, at least 64M.
+    #[arg(long, default_value = "2G", value_parser = parse_mem)]
+    pub mem: u64,
+    /// Command line for the firmware and the kernel (payload GUID HOB).
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// How guest code runs: auto picks pvm-native on a kvm_pvm host.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub cpu_profile: ProfileArg,
+    /// When accepted memory gets host pages: at accept, or on first touch.
+    #[arg(long, value_enum, default_value = "populate")]
+    pub backing: BackingArg,
+    /// Write the JSON run report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Stop the guest after this many seconds (outcome `timeout`).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Do not echo the guest console to stdout.
+    #[arg(long)]
+    pub quiet: bool,
+    /// VMM log level (stderr).
+    #[arg(long, value_enum, default_value = "warn")]
+    pub log_level: LogLevel,
+}
+
+fn parse_mem(s: &str) -> Result<u64, String> {
+    let v = parse_size(s).map_err(|e| e.to_string())?;
+    if v == 0 {
+        return Err("memory size must not be zero".into());
+    }
+    Ok(v)
+}
+
+impl RunArgs {
+    /// The TD configuration these arguments describe.
+    pub fn to_config(&self) -> Result<TdConfig, String> {
+        let timeout = match self.timeout {
+            None => None,
+            Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),
+            Some(t) => return Err(format!("--timeout {t} is not a positive number of seconds")),
+        };
+        Ok(TdConfig {
+            firmware: self.firmware.clone(),
+            kernel: self.kernel.clone(),
+            mem_bytes: self.mem,
+            cmdline: self.cmdline.clone(),
+            profile: match self.cpu_profile {
+                ProfileArg::Auto => ProfileChoice::Auto,
+                ProfileArg::Standard => ProfileChoice::Standard,
+                ProfileArg::PvmNative => ProfileChoice::PvmNative,
+            },
+            backing: match self.backing {
+                BackingArg::Populate => Backing::Populate,
+                BackingArg::OnTouch => Backing::OnTouch,
+            },
+            gpaw: 48,
+            echo_console: !self.quiet,
+            timeout,
+        })
+    }
+}
+
+fn init_logging(level: LogLevel) {
+    let filter = match level {
+        LogLevel::Off => log::LevelFilter::Off,
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    };
+    let _ = env_logger::Builder::new().filter_level(filter).try_init();
+}
+
+/// Runs the command line `args`; returns the process exit status.
+pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run(&args),
+    }
+}
+
+fn run(args: &RunArgs) -> i32 {
+    init_logging(args.log_level);
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vmm: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if let Some(path) = &args.report {
+        // Fail before booting if the report cannot be written.
+        if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            eprintln!("vmm: cannot write report {}: {e}", path.display());
+            return EXIT_USAGE;
+        }
+    }
+    let td = match Td::build(config) {
+        Ok(td) => td,
+        Err(e) => {
+            eprintln!("vmm: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let report = td.run();
+    if let Some(f) = &report.fatal {
+        eprintln!("vmm: TD stopped: {}: {}", f.kind, f.message);
+    }
+    eprintln!(
+        "vmm: outcome {} exit_code {} accepted {} bytes in {} calls, {} us",
+        report.outcome,
+        report.exit_code.map_or("none".into(), |c| c.to_string()),
+        report.accept.bytes_accepted,
+        report.accept.calls,
+        report.timing_us.get("total").copied().unwrap_or(0)
+    );
+    if let Some(path) = &args.report {
+        let json = match serde_json::to_string_pretty(&report) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("vmm: cannot serialise the report: {e}");
+                return EXIT_GUEST_FAILED;
+            }
+        };
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("vmm: cannot write report {}: {e}", path.display());
+            return EXIT_GUEST_FAILED;
+        }
+    }
+    if report.success() {
+        EXIT_OK
+    } else {
+        EXIT_GUEST_FAILED
+    }
+}

@@ -1,0 +1,105 @@
+//! The guest console: a 16550 (vm-superio) at COM1 that the guest drives
+//! with GHCI Instruction.IO. Its output is captured for the report (capped)
+//! and, optionally, echoed to the VMM's stdout line by line.
+
+use std::io::Write;
+use vm_superio::{Serial, Trigger};
+
+/// Most console bytes kept for the report.
+pub const CAPTURE_LIMIT: usize = 1 << 20;
+
+/// The guest has no interrupt controller; the UART's interrupt goes nowhere.
+#[derive(Debug)]
+pub struct NoInterrupt;
+
+impl Trigger for NoInterrupt {
+    type E = std::convert::Infallible;
+    fn trigger(&self) -> Result<(), Self::E> {
+        Ok(())
+    }
+}
+
+/// Where the UART's transmitted bytes go.
+#[derive(Debug, Default)]
+pub struct Capture {
+    bytes: Vec<u8>,
+    line: Vec<u8>,
+    dropped: u64,
+    echo: bool,
+}
+
+impl Capture {
+    fn flush_line(&mut self) {
+        if self.echo && !self.line.is_empty() {
+            let mut out = std::io::stdout().lock();
+            // Console echo is best effort: a closed stdout must not stop the TD.
+            let _ = out.write_all(&self.line);
+            let _ = out.flush();
+        }
+        self.line.clear();
+    }
+}
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for &b in buf {
+            if self.bytes.len() < CAPTURE_LIMIT {
+                self.bytes.push(b);
+            } else {
+                self.dropped += 1;
+            }
+            self.line.push(b);
+            if b == b'\n' {
+                self.flush_line();
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// COM1 and its captured output.
+pub struct Console {
+    serial: Serial<NoInterrupt, vm_superio::serial::NoEvents, Capture>,
+}
+
+impl Console {
+    /// A console that echoes guest output to stdout when `echo` is set.
+    pub fn new(echo: bool) -> Self {
+        Console {
+            serial: Serial::new(
+                NoInterrupt,
+                Capture {
+                    echo,
+                    ..Default::default()
+                },
+            ),
+        }
+    }
+
+    /// A guest write to UART register `offset`.
+    pub fn write(&mut self, offset: u8, value: u8) {
+        if let Err(e) = self.serial.write(offset, value) {
+            log::warn!("console: UART write to register {offset} failed: {e:?}");
+        }
+    }
+
+    /// A guest read of UART register `offset`.
+    pub fn read(&mut self, offset: u8) -> u8 {
+        self.serial.read(offset)
+    }
+
+    /// Everything the guest printed (lossy UTF-8), with a note if capped.
+    pub fn text(&mut self) -> String {
+        let cap = self.serial.writer_mut();
+        cap.flush_line();
+        let mut s = String::from_utf8_lossy(&cap.bytes).into_owned();
+        if cap.dropped > 0 {
+            s.push_str(&format!("\n[console capture full: {} more bytes not kept]\n", cap.dropped));
+        }
+        s
+    }
+}

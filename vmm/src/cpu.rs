@@ -1,0 +1,192 @@
+//! vCPU setup: host-profile detection (standard VMX/SVM-style ring 0, or the
+//! pvm-native ring-3 profile of a kvm_pvm host), and the 64-bit start state
+//! with TDX's register contract (RCX = R8 = TD HOB, RBX = GPAW, RSI = vCPU
+//! index, RDX = CPUID(1).EAX).
+
+use crate::boot::BootPlan;
+use abi::layout::selector;
+use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuFd};
+use thiserror::Error;
+
+/// kvm_pvm: MSR whose bit 0 lets the hypervisor emulate privileged
+/// instructions of a ring-3 guest.
+const MSR_PVM_CTL: u32 = 0x4b56_4d10;
+/// kvm_pvm: signature MSR, reads "PVM".
+const MSR_PVM_SIGNATURE: u32 = 0x4b56_4d11;
+const PVM_SIGNATURE: u64 = 0x4d_5650;
+
+const CR0_PE: u64 = 1;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_PGE: u64 = 1 << 7;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const EFER_SCE: u64 = 1;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
+/// Why vCPU setup failed.
+#[derive(Debug, Error)]
+pub enum CpuError {
+    #[error("KVM ioctl {what} failed: {source}")]
+    Kvm { what: &'static str, source: vmm_sys_util::errno::Error },
+    #[error("the pvm-native profile was requested but this host's KVM is not kvm_pvm")]
+    NotPvm,
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> CpuError {
+    move |source| CpuError::Kvm { what, source }
+}
+
+/// How the guest's code runs on this host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuProfile {
+    /// Ring 0, as on any VMX/SVM KVM (emulated, and slow, under kvm_pvm).
+    Standard,
+    /// Ring 3 with DPL-3 selectors on a kvm_pvm host: runs natively.
+    PvmNative,
+}
+
+/// The `--cpu-profile` choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileChoice {
+    Auto,
+    Standard,
+    PvmNative,
+}
+
+impl CpuProfile {
+    /// Name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpuProfile::Standard => "standard",
+            CpuProfile::PvmNative => "pvm-native",
+        }
+    }
+}
+
+/// True when the vCPU belongs to a kvm_pvm host (signature MSR reads "PVM").
+pub fn host_is_pvm(vcpu: &VcpuFd) -> bool {
+    let Ok(mut msrs) = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_PVM_SIGNATURE,
+        ..Default::default()
+    }]) else {
+        return false;
+    };
+    matches!(vcpu.get_msrs(&mut msrs), Ok(1)) && msrs.as_slice()[0].data == PVM_SIGNATURE
+}
+
+/// Resolves the profile choice against the host.
+pub fn resolve_profile(choice: ProfileChoice, vcpu: &VcpuFd) -> Result<CpuProfile, CpuError> {
+    let pvm = host_is_pvm(vcpu);
+    match choice {
+        ProfileChoice::Auto if pvm => Ok(CpuProfile::PvmNative),
+        ProfileChoice::Auto | ProfileChoice::Standard => Ok(CpuProfile::Standard),
+        ProfileChoice::PvmNative if pvm => Ok(CpuProfile::PvmNative),
+        ProfileChoice::PvmNative => Err(CpuError::NotPvm),
+    }
+}
+
+fn segment(sel: u16, code: bool, dpl: u8) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: sel,
+        type_: if code { 0xb } else { 0x3 },
+        present: 1,
+        dpl,
+        db: u8::from(!code),
+        s: 1,
+        l: u8::from(code),
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// Puts the vCPU in 64-bit mode at `entry` with TDX's initial registers.
+pub fn setup_vcpu(
+    kvm: &Kvm,
+    vcpu: &VcpuFd,
+    profile: CpuProfile,
+    plan: &BootPlan,
+    entry: u64,
+    gpaw: u32,
+    vcpu_index: u32,
+) -> Result<(), CpuError> {
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    let leaf1_eax = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 1)
+        .map_or(0, |e| e.eax);
+    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+
+    let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+    sregs.cr0 = CR0_PG | CR0_WP | CR0_NE | CR0_ET | CR0_MP | CR0_PE;
+    sregs.cr3 = plan.page_tables;
+    sregs.cr4 = CR4_PAE | CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+    sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+    let (cs, ss, dpl) = match profile {
+        CpuProfile::Standard => (selector::CODE64_RING0, selector::DATA_RING0, 0),
+        CpuProfile::PvmNative => (selector::CODE64_RING3, selector::DATA_RING3, 3),
+    };
+    sregs.cs = segment(cs, true, dpl);
+    sregs.ss = segment(ss, false, dpl);
+    let mut unusable = segment(0, false, 0);
+    unusable.present = 0;
+    unusable.unusable = 1;
+    sregs.ds = unusable;
+    sregs.es = unusable;
+    sregs.fs = unusable;
+    sregs.gs = unusable;
+    sregs.ldt = unusable;
+    sregs.tr = kvm_segment {
+        base: plan.tss,
+        limit: 0x67,
+        type_: 11,
+        present: 1,
+        ..Default::default()
+    };
+    sregs.gdt.base = plan.gdt;
+    sregs.gdt.limit = 8 * 8 - 1;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0;
+    vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+
+    if profile == CpuProfile::PvmNative {
+        let msrs = Msrs::from_entries(&[kvm_msr_entry {
+            index: MSR_PVM_CTL,
+            data: 1,
+            ..Default::default()
+        }])
+        .map_err(|_| CpuError::NotPvm)?;
+        match vcpu.set_msrs(&msrs) {
+            Ok(1) => {}
+            Ok(_) => return Err(CpuError::NotPvm),
+            Err(e) => return Err(kvm_err("KVM_SET_MSRS")(e)),
+        }
+    }
+
+    let regs = kvm_regs {
+        rip: entry,
+        rflags: 0x2,
+        rcx: plan.hob,
+        r8: plan.hob,
+        rbx: gpaw as u64,
+        rsi: vcpu_index as u64,
+        rdx: leaf1_eax as u64,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Guest RAM: one anonymous `MAP_NORESERVE` mapping (THP-advised) that backs
+//! every RAM region, exposed to loaders through vm-memory. Nothing is
+//! allocated for pending memory; accepted memory is populated on accept or on
+//! first touch.
+
+use crate::layout::RamLayout;
+use std::io;
+use thiserror::Error;
+use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+/// Why guest RAM could not be set up or used.
+#[derive(Debug, Error)]
+pub enum GuestRamError {
+    #[error("cannot reserve {size} bytes of host address space for guest RAM: {source}")]
+    Mmap { size: u64, source: io::Error },
+    #[error("cannot describe guest RAM to vm-memory: {0}")]
+    Regions(String),
+    #[error("cannot populate guest RAM at offset {offset:#x} (+{len:#x}): {source}")]
+    Populate { offset: u64, len: u64, source: io::Error },
+}
+
+/// How accepted memory gets its host pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// Zero-fill and populate at accept time (TDX AUG at accept).
+    Populate,
+    /// Leave it to the guest's first touch.
+    OnTouch,
+}
+
+impl Backing {
+    /// Name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backing::Populate => "populate",
+            Backing::OnTouch => "on-touch",
+        }
+    }
+}
+
+/// The host mapping behind all guest RAM.
+#[derive(Debug)]
+pub struct GuestRam {
+    base: *mut u8,
+    size: u64,
+    layout: RamLayout,
+    memory: GuestMemoryMmap,
+    populate_supported: bool,
+}
+
+// SAFETY: `base` points to a private anonymous mapping owned by this value;
+// it is only unmapped in `Drop`. Guest memory is shared with KVM by design,
+// and every host-side access goes through vm-memory's volatile accessors or
+// `madvise`, which are safe to issue from any thread.
+unsafe impl Send for GuestRam {}
+
+impl GuestRam {
+    /// Reserves host address space for the layout's RAM.
+    pub fn new(layout: RamLayout) -> Result<Self, GuestRamError> {
+        let size = layout.mem_bytes();
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        // SAFETY: an anonymous mapping at an address of the kernel's choosing
+        // cannot alias any Rust object; the result is checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(GuestRamError::Mmap {
+                size,
+                source: io::Error::last_os_error(),
+            });
+        }
+        let base = base as *mut u8;
+        // SAFETY: `[base, base + size)` is the mapping created above. The
+        // advice only changes how the kernel backs it; failure is harmless
+        // (no THP), so it is logged and ignored.
+        if unsafe { libc::madvise(base as *mut _, size as usize, libc::MADV_HUGEPAGE) } != 0 {
+            log::debug!("MADV_HUGEPAGE refused: {}", io::Error::last_os_error());
+        }
+        let mut regions = Vec::new();
+        for r in layout.regions() {
+            // SAFETY: the region is a sub-range of the mapping created above
+            // (`RamLayout` keeps offsets + sizes within `mem_bytes`). The
+            // vm-memory region does not own it and is dropped with `self`,
+            // before `Drop` unmaps it.
+            let mapping = unsafe {
+                MmapRegion::build_raw(
+                    base.add(r.offset as usize),
+                    r.size as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags,
+                )
+            }
+            .map_err(|e| GuestRamError::Regions(e.to_string()))?;
+            let region = GuestRegionMmap::new(mapping, GuestAddress(r.gpa))
+                .ok_or_else(|| GuestRamError::Regions(format!("region at {:#x} overflows", r.gpa)))?;
+            regions.push(region);
+        }
+        let memory = match GuestMemoryMmap::from_regions(regions) {
+            Ok(m) => m,
+            Err(e) => {
+                // SAFETY: unmapping the mapping created above; nothing else
+                // refers to it yet.
+                unsafe { libc::munmap(base as *mut _, size as usize) };
+                return Err(GuestRamError::Regions(e.to_string()));
+            }
+        };
+        Ok(GuestRam {
+            base,
+            size,
+            layout,
+            memory,
+            populate_supported: true,
+        })
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &RamLayout {
+        &self.layout
+    }
+
+    /// vm-memory's view, for loaders and structured writes.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// Host address of RAM offset `offset`.
+    pub fn host_addr(&self, offset: u64) -> u64 {
+        debug_assert!(offset <= self.size);
+        self.base as u64 + offset
+    }
+
+    /// Guarantees `[offset, offset + len)` reads as zero and, with
+    /// `Backing::Populate`, has host pages behind it.
+    ///
+    /// Pending memory is never written (it has no memslot, and the VMM only
+    /// writes initial memory), so its host pages are either absent or were
+    /// zero-filled by the host kernel: populating them is zeroing them.
+    pub fn zero_and_back(&mut self, offset: u64, len: u64, backing: Backing) -> Result<(), GuestRamError> {
+        if backing == Backing::OnTouch {
+            return Ok(());
+        }
+        debug_assert!(offset + len <= self.size);
+        if self.populate_supported {
+            // SAFETY: the range lies inside the guest RAM mapping (checked by
+            // the caller through `RamLayout::ram_offset`); MADV_POPULATE_WRITE
+            // only faults pages in, it does not change their contents.
+            let rc = unsafe {
+                libc::madvise(
+                    self.base.add(offset as usize) as *mut _,
+                    len as usize,
+                    libc::MADV_POPULATE_WRITE,
+                )
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(GuestRamError::Populate {
+                    offset,
+                    len,
+                    source: err,
+                });
+            }
+            log::info!("MADV_POPULATE_WRITE unsupported; touching pages instead");
+            self.populate_supported = false;
+        }
+        for page in (offset..offset + len).step_by(abi::PAGE_4K as usize) {
+            // SAFETY: in bounds as above. A volatile read-then-write of the
+            // same value faults the page in without changing its contents.
+            unsafe {
+                let p = self.base.add(page as usize);
+                std::ptr::write_volatile(p, std::ptr::read_volatile(p));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of guest RAM resident in host memory (from /proc/self/smaps).
+    pub fn resident_bytes(&self) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let start = format!("{:x}-", self.base as u64);
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        lines.next()?;
+        lines
+            .take_while(|l| !l.contains('-') || l.contains(':'))
+            .find_map(|l| l.strip_prefix("Rss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    }
+
+    /// Reads `buf.len()` bytes at RAM offset `offset` (no page-state check).
+    pub fn read(&self, offset: u64, buf: &mut [u8]) {
+        assert!(offset + buf.len() as u64 <= self.size, "read beyond guest RAM");
+        // SAFETY: bounds checked above; the guest may write concurrently only
+        // while it runs, and the VMM reads while the vCPU is stopped in an exit.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.add(offset as usize), buf.as_mut_ptr(), buf.len()) }
+    }
+}
+
+impl Drop for GuestRam {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created in `new` with this base and size,
+        // and vm-memory's regions (built with `build_raw`) do not unmap it.
+        unsafe { libc::munmap(self.base as *mut _, self.size as usize) };
+    }
+}

@@ -1,0 +1,349 @@
+//! The memslot manager: KVM memslots cover exactly the accepted RAM, so a
+//! guest access to pending memory finds no slot and exits with its GPA.
+//!
+//! Every accept adds a slot for the range it accepted (adding a slot is
+//! cheap; removing one makes KVM drop its mappings). Slots are merged when
+//! that pays off and keeps the count bounded:
+//! - when a 2 MiB chunk or a 1 GiB block becomes fully accepted, the slots
+//!   inside it become one;
+//! - when the count reaches a threshold, all adjacent slots are merged and
+//!   the threshold doubles (amortised: at most one removal per slot created);
+//! - a merged slot never crosses a `MAX_SLOT_BYTES` boundary.
+//!
+//! If the accepted memory is so fragmented that even maximal runs exceed
+//! KVM's slot limit, `map` fails and the TD is stopped with that diagnostic.
+
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// Largest slot the manager builds (KVM's limit is 2^31 - 1 pages).
+pub const MAX_SLOT_BYTES: u64 = 1 << 40;
+/// Slot count at which the first global merge happens.
+pub const DEFAULT_SOFT_CAP: usize = 1024;
+
+/// Why a memslot operation failed.
+#[derive(Debug, Error)]
+pub enum MemslotError {
+    #[error("KVM rejected memslot {slot} (gpa {gpa:#x}, size {size:#x}): {source}")]
+    Kvm {
+        slot: u32,
+        gpa: u64,
+        size: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("accepted memory is fragmented into more runs than KVM's {limit} memslots")]
+    Exhausted { limit: usize },
+    #[error("range gpa {gpa:#x} size {size:#x} overlaps an existing memslot")]
+    Overlap { gpa: u64, size: u64 },
+}
+
+/// The KVM side of the manager, so the policy can be tested without KVM.
+pub trait SlotBackend {
+    /// Installs slot `slot` mapping `[gpa, gpa + size)` to host address `host`.
+    fn install(&mut self, slot: u32, gpa: u64, size: u64, host: u64) -> Result<(), MemslotError>;
+    /// Removes slot `slot` (previously installed at `gpa`, `host`).
+    fn remove(&mut self, slot: u32, gpa: u64, host: u64) -> Result<(), MemslotError>;
+}
+
+/// One installed slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub id: u32,
+    pub size: u64,
+    pub host: u64,
+}
+
+/// Counters for the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemslotStats {
+    pub installed: u64,
+    pub removed: u64,
+    pub merges: u64,
+    pub peak: usize,
+}
+
+/// Keeps KVM memslots equal to the accepted RAM, with a bounded count.
+#[derive(Debug)]
+pub struct MemslotManager<B> {
+    backend: B,
+    slots: BTreeMap<u64, Slot>,
+    free_ids: Vec<u32>,
+    next_id: u32,
+    limit: usize,
+    soft_cap: usize,
+    merge_at: usize,
+    stats: MemslotStats,
+}
+
+impl<B: SlotBackend> MemslotManager<B> {
+    /// A manager that may use up to `limit` slots.
+    pub fn new(backend: B, limit: usize, soft_cap: usize) -> Self {
+        let soft_cap = soft_cap.min(limit / 2).max(1);
+        MemslotManager {
+            backend,
+            slots: BTreeMap::new(),
+            free_ids: Vec::new(),
+            next_id: 0,
+            limit,
+            soft_cap,
+            merge_at: soft_cap,
+            stats: MemslotStats::default(),
+        }
+    }
+
+    /// Number of installed slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when no slot is installed.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MemslotStats {
+        self.stats
+    }
+
+    /// The installed slots by GPA.
+    pub fn slots(&self) -> impl Iterator<Item = (u64, Slot)> + '_ {
+        self.slots.iter().map(|(g, s)| (*g, *s))
+    }
+
+    /// The backend (for inspection in tests).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// True when some slot covers `gpa`.
+    pub fn covers(&self, gpa: u64) -> bool {
+        self.slots
+            .range(..=gpa)
+            .next_back()
+            .is_some_and(|(start, s)| gpa < start + s.size)
+    }
+
+    /// Maps newly accepted `[gpa, gpa + size)` at host address `host`.
+    pub fn map(&mut self, gpa: u64, size: u64, host: u64) -> Result<(), MemslotError> {
+        let overlaps_prev = self
+            .slots
+            .range(..gpa + size)
+            .next_back()
+            .is_some_and(|(start, s)| start + s.size > gpa);
+        if overlaps_prev {
+            return Err(MemslotError::Overlap { gpa, size });
+        }
+        if self.slots.len() >= self.merge_at {
+            self.merge_range(0, u64::MAX)?;
+            self.merge_at = (self.slots.len() * 2).max(self.soft_cap);
+        }
+        if self.slots.len() + 1 > self.limit {
+            return Err(MemslotError::Exhausted { limit: self.limit });
+        }
+        self.install(gpa, size, host)
+    }
+
+    fn install(&mut self, gpa: u64, size: u64, host: u64) -> Result<(), MemslotError> {
+        let id = self.free_ids.pop().unwrap_or_else(|| {
+            self.next_id += 1;
+            self.next_id - 1
+        });
+        if let Err(e) = self.backend.install(id, gpa, size, host) {
+            self.free_ids.push(id);
+            return Err(e);
+        }
+        self.slots.insert(gpa, Slot { id, size, host });
+        self.stats.installed += 1;
+        self.stats.peak = self.stats.peak.max(self.slots.len());
+        Ok(())
+    }
+
+    /// Merges adjacent slots that intersect `[lo, hi)` into maximal runs
+    /// (split at `MAX_SLOT_BYTES` boundaries). Slots outside the window but
+    /// adjacent to a merged run are not pulled in.
+    pub fn merge_range(&mut self, lo: u64, hi: u64) -> Result<(), MemslotError> {
+        let first = self
+            .slots
+            .range(..=lo)
+            .next_back()
+            .filter(|(start, s)| *start + s.size > lo)
+            .map_or(lo, |(start, _)| *start);
+        let window: Vec<(u64, Slot)> = self.slots.range(first..hi).map(|(g, s)| (*g, *s)).collect();
+        let mut i = 0;
+        while i < window.len() {
+            let mut j = i + 1;
+            let mut end = window[i].0 + window[i].1.size;
+            while j < window.len() {
+                let (g, s) = window[j];
+                let contiguous = g == end && s.host == window[i].1.host + (g - window[i].0);
+                let same_block = g % MAX_SLOT_BYTES != 0;
+                if !(contiguous && same_block) {
+                    break;
+                }
+                end = g + s.size;
+                j += 1;
+            }
+            if j - i > 1 {
+                let (start, first_slot) = window[i];
+                for (g, s) in &window[i..j] {
+                    self.backend.remove(s.id, *g, s.host)?;
+                    self.slots.remove(g);
+                    self.free_ids.push(s.id);
+                    self.stats.removed += 1;
+                }
+                self.install(start, end - start, first_slot.host)?;
+                self.stats.merges += 1;
+            }
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+/// The real backend: `KVM_SET_USER_MEMORY_REGION` on a VM.
+pub struct KvmSlots {
+    pub vm: kvm_ioctls::VmFd,
+}
+
+impl SlotBackend for KvmSlots {
+    fn install(&mut self, slot: u32, gpa: u64, size: u64, host: u64) -> Result<(), MemslotError> {
+        set_region(&self.vm, slot, gpa, size, host)
+    }
+
+    fn remove(&mut self, slot: u32, gpa: u64, host: u64) -> Result<(), MemslotError> {
+        set_region(&self.vm, slot, gpa, 0, host)
+    }
+}
+
+fn set_region(vm: &kvm_ioctls::VmFd, slot: u32, gpa: u64, size: u64, host: u64) -> Result<(), MemslotError> {
+    let region = kvm_bindings::kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: gpa,
+        memory_size: size,
+        userspace_addr: host,
+    };
+    // SAFETY: `host` points into the guest RAM mapping owned by `GuestRam`,
+    // which outlives the VM's use of it (the TD drops the VM first), and the
+    // range `[host, host + size)` lies inside that mapping: callers derive it
+    // from `RamLayout::ram_offset`, which checks the range is RAM.
+    unsafe { vm.set_user_memory_region(region) }.map_err(|e| MemslotError::Kvm {
+        slot,
+        gpa,
+        size,
+        source: std::io::Error::from_raw_os_error(e.errno()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    /// A fake KVM that checks slots never overlap and ids are unique.
+    #[derive(Default, Debug)]
+    struct Fake {
+        live: BTreeMap<u32, (u64, u64)>,
+        removals: u64,
+    }
+
+    impl SlotBackend for Fake {
+        fn install(&mut self, slot: u32, gpa: u64, size: u64, _host: u64) -> Result<(), MemslotError> {
+            assert!(!self.live.contains_key(&slot), "slot id {slot} reused while live");
+            for (g, s) in self.live.values() {
+                assert!(gpa + size <= *g || *g + *s <= gpa, "overlapping slots");
+            }
+            self.live.insert(slot, (gpa, size));
+            Ok(())
+        }
+        fn remove(&mut self, slot: u32, gpa: u64, _host: u64) -> Result<(), MemslotError> {
+            assert_eq!(self.live.remove(&slot).map(|(g, _)| g), Some(gpa));
+            self.removals += 1;
+            Ok(())
+        }
+    }
+
+    fn covered(m: &MemslotManager<Fake>) -> BTreeSet<u64> {
+        let mut pages = BTreeSet::new();
+        for (g, s) in m.slots() {
+            for p in (g..g + s.size).step_by(4096) {
+                pages.insert(p);
+            }
+        }
+        pages
+    }
+
+    #[test]
+    fn sequential_2m_maps_merge_into_one_slot_per_block() {
+        let mut m = MemslotManager::new(Fake::default(), 32764, 1024);
+        for i in 0..512u64 {
+            m.map(i << 21, 2 << 20, 0x1000_0000_0000 + (i << 21)).unwrap();
+        }
+        m.merge_range(0, 1 << 30).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.slots().next().unwrap().1.size, 1 << 30);
+        assert!(m.covers((1 << 30) - 1));
+        assert!(!m.covers(1 << 30));
+    }
+
+    #[test]
+    fn slots_never_merge_across_a_host_discontinuity() {
+        let mut m = MemslotManager::new(Fake::default(), 100, 10);
+        m.map(0, 4096, 0x10000).unwrap();
+        m.map(4096, 4096, 0x90000).unwrap();
+        m.merge_range(0, u64::MAX).unwrap();
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn fragmentation_beyond_the_limit_is_an_error_not_a_panic() {
+        let mut m = MemslotManager::new(Fake::default(), 8, 4);
+        let mut result = Ok(());
+        for i in 0..20u64 {
+            // Every other page: no two slots can ever merge.
+            result = m.map(i * 8192, 4096, i * 8192);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(result, Err(MemslotError::Exhausted { limit: 8 })));
+        assert!(m.len() <= 8);
+    }
+
+    #[test]
+    fn overlap_is_refused() {
+        let mut m = MemslotManager::new(Fake::default(), 100, 10);
+        m.map(0, 8192, 0).unwrap();
+        assert!(matches!(m.map(4096, 4096, 4096), Err(MemslotError::Overlap { .. })));
+    }
+
+    proptest! {
+        /// Whatever the order of accepts, slots cover exactly the accepted
+        /// pages, the count stays under the soft cap plus the number of
+        /// maximal runs, and removals never exceed installations.
+        #[test]
+        fn coverage_and_bounds(order in Just((0u64..2048).collect::<Vec<_>>()).prop_shuffle(), take in 1usize..2048) {
+            let mut m = MemslotManager::new(Fake::default(), 32764, 64);
+            let mut accepted = BTreeSet::new();
+            let (mut runs, mut max_runs) = (0i64, 0i64);
+            for &page in order.iter().take(take) {
+                let gpa = page * 4096;
+                m.map(gpa, 4096, gpa).unwrap();
+                runs += 1 - i64::from(gpa > 0 && accepted.contains(&(gpa - 4096))) - i64::from(accepted.contains(&(gpa + 4096)));
+                max_runs = max_runs.max(runs);
+                accepted.insert(gpa);
+                let chunk = gpa & !((2 << 20) - 1);
+                if (chunk..chunk + (2 << 20)).step_by(4096).all(|p| accepted.contains(&p)) {
+                    m.merge_range(chunk, chunk + (2 << 20)).unwrap();
+                }
+                prop_assert!(m.len() as i64 <= (2 * max_runs).max(64) + 1, "{} slots, at most {} runs", m.len(), max_runs);
+            }
+            prop_assert_eq!(covered(&m), accepted.clone());
+            prop_assert!(m.stats().removed <= m.stats().installed);
+            prop_assert_eq!(m.backend().live.len(), m.len());
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The page-state table: the TDX module's ground truth for every 4 KiB page
+//! of private memory, pending or accepted, and the Secure-EPT shape that
+//! decides accept statuses (a 2 MiB leaf, or a 2 MiB range split into 4 KiB
+//! leaves).
+//!
+//! Indexed by RAM offset (not GPA): page `i` covers host-mapping offset
+//! `[i * 4K, (i + 1) * 4K)`. Storage is one `u32` per 2 MiB chunk plus a
+//! 64-byte bitmap for each chunk that has been split into 4 KiB state, so the
+//! table costs 2 MiB per TiB of guest RAM, plus at most one bit per page.
+
+use abi::tdcall::PageLevel;
+
+/// Pages in a 2 MiB chunk.
+pub const PAGES_PER_CHUNK: u64 = 512;
+/// Pages in 1 GiB.
+pub const PAGES_PER_GIB: u64 = 512 * 512;
+
+const PENDING: u32 = 0;
+const MAPPED_2M: u32 = 1;
+const SPLIT_BASE: u32 = 2;
+
+/// The state of one 4 KiB page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageState {
+    /// Added by the host, never accepted: any access is fatal.
+    Pending,
+    /// Accepted: mapped, zeroed when it was accepted.
+    Accepted,
+}
+
+/// What an accept request did to the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    /// The range went from pending to accepted.
+    Accepted,
+    /// The range was already accepted; the level of the existing mapping.
+    AlreadyAccepted(PageLevel),
+    /// A 2 MiB request over a range already split into 4 KiB state.
+    SizeMismatch,
+}
+
+/// Ground truth of every page of guest RAM.
+#[derive(Clone, Debug)]
+pub struct PageStateTable {
+    pages: u64,
+    chunks: Vec<u32>,
+    bitmaps: Vec<[u64; 8]>,
+    accepted_pages: u64,
+    gib_accepted: Vec<u32>,
+}
+
+impl PageStateTable {
+    /// A table of `pages` pending pages.
+    pub fn new(pages: u64) -> Self {
+        let chunks = pages.div_ceil(PAGES_PER_CHUNK) as usize;
+        let gibs = pages.div_ceil(PAGES_PER_GIB) as usize;
+        PageStateTable {
+            pages,
+            chunks: vec![PENDING; chunks],
+            bitmaps: Vec::new(),
+            accepted_pages: 0,
+            gib_accepted: vec![0; gibs],
+        }
+    }
+
+    /// Number of pages the table covers.
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// Number of accepted pages.
+    pub fn accepted_pages(&self) -> u64 {
+        self.accepted_pages
+    }
+
+    /// Number of pending pages.
+    pub fn pending_pages(&self) -> u64 {
+        self.pages - self.accepted_pages
+    }
+
+    /// Host memory the table itself uses, in bytes.
+    pub fn footprint_bytes(&self) -> u64 {
+        (self.chunks.capacity() * 4 + self.bitmaps.capacity() * 64 + self.gib_accepted.capacity() * 4) as u64
+    }
+
+    /// Pages of chunk `chunk` that are RAM (512, fewer for a final partial chunk).
+    pub fn chunk_pages(&self, chunk: u64) -> u64 {
+        (self.pages - chunk * PAGES_PER_CHUNK).min(PAGES_PER_CHUNK)
+    }
+
+    /// Pages of 1 GiB block `gib` that are RAM.
+    pub fn gib_pages(&self, gib: u64) -> u64 {
+        (self.pages - gib * PAGES_PER_GIB).min(PAGES_PER_GIB)
+    }
+
+    /// State of page `page` (`page < pages()`).
+    pub fn state(&self, page: u64) -> PageState {
+        let accepted = match self.chunks[(page / PAGES_PER_CHUNK) as usize] {
+            PENDING => false,
+            MAPPED_2M => true,
+            split => bit(&self.bitmaps[(split - SPLIT_BASE) as usize], page % PAGES_PER_CHUNK),
+        };
+        if accepted {
+            PageState::Accepted
+        } else {
+            PageState::Pending
+        }
+    }
+
+    /// Applies `TDG.MEM.PAGE.ACCEPT` at `page` and `level`.
+    ///
+    /// The caller has validated the request: `level` is 4K or 2M, `page` is
+    /// aligned to it, and the whole page is RAM.
+    pub fn accept(&mut self, page: u64, level: PageLevel) -> AcceptOutcome {
+        let chunk = page / PAGES_PER_CHUNK;
+        let state = self.chunks[chunk as usize];
+        match level {
+            PageLevel::L2M => {
+                debug_assert_eq!(page % PAGES_PER_CHUNK, 0);
+                debug_assert_eq!(self.chunk_pages(chunk), PAGES_PER_CHUNK);
+                match state {
+                    PENDING => {
+                        self.chunks[chunk as usize] = MAPPED_2M;
+                        self.count(page, PAGES_PER_CHUNK);
+                        AcceptOutcome::Accepted
+                    }
+                    MAPPED_2M => AcceptOutcome::AlreadyAccepted(PageLevel::L2M),
+                    _ => AcceptOutcome::SizeMismatch,
+                }
+            }
+            PageLevel::L4K => {
+                debug_assert!(page < self.pages);
+                let index = page % PAGES_PER_CHUNK;
+                match state {
+                    MAPPED_2M => AcceptOutcome::AlreadyAccepted(PageLevel::L2M),
+                    PENDING => {
+                        let mut map = [0u64; 8];
+                        set_bit(&mut map, index);
+                        self.bitmaps.push(map);
+                        self.chunks[chunk as usize] = SPLIT_BASE + (self.bitmaps.len() - 1) as u32;
+                        self.count(page, 1);
+                        AcceptOutcome::Accepted
+                    }
+                    split => {
+                        let map = &mut self.bitmaps[(split - SPLIT_BASE) as usize];
+                        if bit(map, index) {
+                            AcceptOutcome::AlreadyAccepted(PageLevel::L4K)
+                        } else {
+                            set_bit(map, index);
+                            self.count(page, 1);
+                            AcceptOutcome::Accepted
+                        }
+                    }
+                }
+            }
+            PageLevel::L1G => unreachable!("1 GiB accepts are rejected before the table"),
+        }
+    }
+
+    /// Marks `[first, first + count)` accepted as 4 KiB pages, the way
+    /// `TDH.MEM.PAGE.ADD` builds a TD's initial memory.
+    pub fn add_initial(&mut self, first: u64, count: u64) {
+        for page in first..first + count {
+            self.accept(page, PageLevel::L4K);
+        }
+    }
+
+    fn count(&mut self, page: u64, n: u64) {
+        self.accepted_pages += n;
+        self.gib_accepted[(page / PAGES_PER_GIB) as usize] += n as u32;
+    }
+
+    /// True when every page of chunk `chunk` is accepted.
+    pub fn chunk_full(&self, chunk: u64) -> bool {
+        match self.chunks[chunk as usize] {
+            PENDING => false,
+            MAPPED_2M => true,
+            split => {
+                let map = &self.bitmaps[(split - SPLIT_BASE) as usize];
+                map.iter().map(|w| w.count_ones() as u64).sum::<u64>() == self.chunk_pages(chunk)
+            }
+        }
+    }
+
+    /// True when every page of 1 GiB block `gib` is accepted.
+    pub fn gib_full(&self, gib: u64) -> bool {
+        self.gib_accepted[gib as usize] as u64 == self.gib_pages(gib)
+    }
+
+    /// Calls `f(first_page, page_count)` for each maximal run of accepted
+    /// pages inside `[from, to)`, in ascending order.
+    pub fn for_each_accepted_run(&self, from: u64, to: u64, mut f: impl FnMut(u64, u64)) {
+        let to = to.min(self.pages);
+        let mut run_start: Option<u64> = None;
+        let mut page = from;
+        while page < to {
+            let chunk = page / PAGES_PER_CHUNK;
+            let chunk_end = ((chunk + 1) * PAGES_PER_CHUNK).min(to);
+            let state = self.chunks[chunk as usize];
+            if state == PENDING || state == MAPPED_2M {
+                // The whole rest of the chunk shares one state.
+                match (state == MAPPED_2M, run_start) {
+                    (true, None) => run_start = Some(page),
+                    (false, Some(start)) => {
+                        f(start, page - start);
+                        run_start = None;
+                    }
+                    _ => {}
+                }
+                page = chunk_end;
+                continue;
+            }
+            let map = &self.bitmaps[(state - SPLIT_BASE) as usize];
+            while page < chunk_end {
+                match (bit(map, page % PAGES_PER_CHUNK), run_start) {
+                    (true, None) => run_start = Some(page),
+                    (false, Some(start)) => {
+                        f(start, page - start);
+                        run_start = None;
+                    }
+                    _ => {}
+                }
+                page += 1;
+            }
+        }
+        if let Some(start) = run_start {
+            f(start, to - start);
+        }
+    }
+}
+
+fn bit(map: &[u64; 8], index: u64) -> bool {
+    map[(index / 64) as usize] & (1 << (index % 64)) != 0
+}
+
+fn set_bit(map: &mut [u64; 8], index: u64) {
+    map[(index / 64) as usize] |= 1 << (index % 64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The naive model: per page, pending or accepted at a level.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Model {
+        Pending,
+        At4K,
+        At2M,
+    }
+
+    fn model_accept(model: &mut [Model], page: u64, level: PageLevel) -> AcceptOutcome {
+        let chunk = (page / PAGES_PER_CHUNK) as usize * PAGES_PER_CHUNK as usize;
+        let chunk_end = (chunk + PAGES_PER_CHUNK as usize).min(model.len());
+        let pages = &mut model[chunk..chunk_end];
+        if pages.contains(&Model::At2M) {
+            return AcceptOutcome::AlreadyAccepted(PageLevel::L2M);
+        }
+        match level {
+            PageLevel::L2M if pages.contains(&Model::At4K) => AcceptOutcome::SizeMismatch,
+            PageLevel::L2M => {
+                pages.fill(Model::At2M);
+                AcceptOutcome::Accepted
+            }
+            _ => {
+                let p = &mut model[page as usize];
+                if *p == Model::At4K {
+                    AcceptOutcome::AlreadyAccepted(PageLevel::L4K)
+                } else {
+                    *p = Model::At4K;
+                    AcceptOutcome::Accepted
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_secure_ept_shape() {
+        let mut t = PageStateTable::new(4 * PAGES_PER_CHUNK);
+        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::Accepted);
+        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::AlreadyAccepted(PageLevel::L2M));
+        assert_eq!(t.accept(7, PageLevel::L4K), AcceptOutcome::AlreadyAccepted(PageLevel::L2M));
+        assert_eq!(t.accept(512 + 3, PageLevel::L4K), AcceptOutcome::Accepted);
+        assert_eq!(t.accept(512 + 3, PageLevel::L4K), AcceptOutcome::AlreadyAccepted(PageLevel::L4K));
+        assert_eq!(t.accept(512, PageLevel::L2M), AcceptOutcome::SizeMismatch);
+        assert_eq!(t.state(512 + 3), PageState::Accepted);
+        assert_eq!(t.state(512 + 4), PageState::Pending);
+        assert_eq!(t.accepted_pages(), 513);
+        assert!(t.chunk_full(0));
+        assert!(!t.chunk_full(1));
+    }
+
+    #[test]
+    fn a_chunk_filled_by_4k_accepts_is_full_but_stays_split() {
+        let mut t = PageStateTable::new(PAGES_PER_CHUNK);
+        for p in 0..PAGES_PER_CHUNK {
+            assert_eq!(t.accept(p, PageLevel::L4K), AcceptOutcome::Accepted);
+        }
+        assert!(t.chunk_full(0));
+        assert!(t.gib_full(0));
+        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::SizeMismatch);
+    }
+
+    #[test]
+    fn partial_last_chunk() {
+        let mut t = PageStateTable::new(PAGES_PER_CHUNK + 10);
+        assert_eq!(t.chunk_pages(1), 10);
+        for p in 512..522 {
+            t.accept(p, PageLevel::L4K);
+        }
+        assert!(t.chunk_full(1));
+        let mut runs = vec![];
+        t.for_each_accepted_run(0, t.pages(), |s, n| runs.push((s, n)));
+        assert_eq!(runs, vec![(512, 10)]);
+    }
+
+    #[test]
+    fn one_tib_costs_a_few_mib() {
+        let t = PageStateTable::new((1u64 << 40) / 4096);
+        assert!(t.footprint_bytes() < 3 << 20, "{}", t.footprint_bytes());
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_model(ops in proptest::collection::vec((0u64..6 * 512, any::<bool>()), 1..400)) {
+            let pages = 5 * 512 + 100;
+            let mut t = PageStateTable::new(pages);
+            let mut model = vec![Model::Pending; pages as usize];
+            for (page, big) in ops {
+                let page = page % pages;
+                let (page, level) = if big && page / 512 < 5 {
+                    (page & !511, PageLevel::L2M)
+                } else {
+                    (page, PageLevel::L4K)
+                };
+                prop_assert_eq!(t.accept(page, level), model_accept(&mut model, page, level));
+            }
+            let accepted = model.iter().filter(|m| **m != Model::Pending).count() as u64;
+            prop_assert_eq!(t.accepted_pages(), accepted);
+            for (i, m) in model.iter().enumerate() {
+                let want = if *m == Model::Pending { PageState::Pending } else { PageState::Accepted };
+                prop_assert_eq!(t.state(i as u64), want);
+            }
+            let mut covered = vec![false; pages as usize];
+            let mut last_end = None;
+            t.for_each_accepted_run(0, pages, |s, n| {
+                assert!(last_end.is_none_or(|e| e < s), "runs must be maximal and ordered");
+                last_end = Some(s + n);
+                for p in s..s + n { covered[p as usize] = true; }
+            });
+            for (i, m) in model.iter().enumerate() {
+                prop_assert_eq!(covered[i], *m != Model::Pending);
+            }
+            for c in 0..pages.div_ceil(512) {
+                let lo = (c * 512) as usize;
+                let hi = ((c + 1) * 512).min(pages) as usize;
+                prop_assert_eq!(t.chunk_full(c), model[lo..hi].iter().all(|m| *m != Model::Pending));
+            }
+        }
+    }
+}

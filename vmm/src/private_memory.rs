@@ -1,0 +1,130 @@
+//! The TD's private memory as the TDX module sees it: the host mapping, the
+//! page-state table and the memslots that expose accepted pages to the
+//! guest, kept in step. The accept leaf itself lives in `accept.rs`.
+
+use crate::guest_ram::{Backing, GuestRam};
+use crate::layout::RamLayout;
+use crate::memslots::{KvmSlots, MemslotError, MemslotManager, DEFAULT_SOFT_CAP};
+use crate::page_state::{PageState, PageStateTable};
+use abi::PAGE_4K;
+use thiserror::Error;
+
+/// Why private memory could not be set up or changed (VMM-side failures).
+#[derive(Debug, Error)]
+pub enum MemoryError {
+    #[error(transparent)]
+    Ram(#[from] crate::guest_ram::GuestRamError),
+    #[error(transparent)]
+    Memslot(#[from] MemslotError),
+    #[error("range gpa {gpa:#x} (+{len:#x}) is not RAM")]
+    NotRam { gpa: u64, len: u64 },
+    #[error("cannot write {what} at gpa {gpa:#x}: {source}")]
+    Write { what: &'static str, gpa: u64, source: vm_memory::GuestMemoryError },
+}
+
+/// What a guest access to a GPA without a memslot hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpaKind {
+    /// RAM that was never accepted.
+    Pending,
+    /// Accepted RAM (an access here should not have exited).
+    Accepted,
+    /// Neither RAM nor a device: the hole, or beyond RAM.
+    NotRam,
+}
+
+/// Ground truth and mappings of the TD's private memory.
+pub struct PrivateMemory {
+    pub(crate) slots: MemslotManager<KvmSlots>,
+    pub(crate) ram: GuestRam,
+    pub(crate) pages: PageStateTable,
+    pub(crate) backing: Backing,
+}
+
+impl PrivateMemory {
+    /// All RAM pending, no memslot.
+    pub fn new(vm: kvm_ioctls::VmFd, layout: RamLayout, backing: Backing, slot_limit: usize) -> Result<Self, MemoryError> {
+        let ram = GuestRam::new(layout)?;
+        let pages = PageStateTable::new(layout.mem_bytes() / PAGE_4K);
+        Ok(PrivateMemory {
+            slots: MemslotManager::new(KvmSlots { vm }, slot_limit, DEFAULT_SOFT_CAP),
+            ram,
+            pages,
+            backing,
+        })
+    }
+
+    /// The VM file descriptor.
+    pub fn vm(&self) -> &kvm_ioctls::VmFd {
+        &self.slots.backend().vm
+    }
+
+    /// The RAM layout.
+    pub fn layout(&self) -> &RamLayout {
+        self.ram.layout()
+    }
+
+    /// Host mapping.
+    pub fn ram(&self) -> &GuestRam {
+        &self.ram
+    }
+
+    /// Page states.
+    pub fn pages(&self) -> &PageStateTable {
+        &self.pages
+    }
+
+    /// Memslots.
+    pub fn slots(&self) -> &MemslotManager<KvmSlots> {
+        &self.slots
+    }
+
+    /// Makes `[gpa, gpa + len)` initial memory: accepted by construction at
+    /// 4 KiB granularity (like `TDH.MEM.PAGE.ADD`), populated, and mapped.
+    pub fn add_initial(&mut self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+        let offset = self
+            .layout()
+            .ram_offset(gpa, len)
+            .ok_or(MemoryError::NotRam { gpa, len })?;
+        self.pages.add_initial(offset / PAGE_4K, len / PAGE_4K);
+        self.ram.zero_and_back(offset, len, Backing::Populate)?;
+        let host = self.ram.host_addr(offset);
+        self.slots.map(gpa, len, host)?;
+        Ok(())
+    }
+
+    /// Writes `bytes` at `gpa` (initial memory only; used while building the TD).
+    pub fn write(&self, what: &'static str, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
+        use vm_memory::Bytes;
+        self.ram
+            .memory()
+            .write_slice(bytes, vm_memory::GuestAddress(gpa))
+            .map_err(|source| MemoryError::Write { what, gpa, source })
+    }
+
+    /// Classifies a GPA that a guest access reached without a memslot.
+    pub fn classify(&self, gpa: u64) -> GpaKind {
+        match self.layout().ram_offset(gpa, 1) {
+            None => GpaKind::NotRam,
+            Some(offset) => match self.pages.state(offset / PAGE_4K) {
+                PageState::Pending => GpaKind::Pending,
+                PageState::Accepted => GpaKind::Accepted,
+            },
+        }
+    }
+
+    /// Reads guest bytes at `gpa` if the whole range is accepted RAM.
+    pub fn read_accepted(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        let len = buf.len() as u64;
+        let Some(offset) = self.layout().ram_offset(gpa, len) else {
+            return false;
+        };
+        let first = offset / PAGE_4K;
+        let last = (offset + len.max(1) - 1) / PAGE_4K;
+        if (first..=last).any(|p| self.pages.state(p) != PageState::Accepted) {
+            return false;
+        }
+        self.ram.read(offset, buf);
+        true
+    }
+}

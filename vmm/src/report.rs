@@ -1,0 +1,155 @@
+//! The JSON run report: how the run ended, with the exact diagnostic, and
+//! what it cost (accepts, page states, host memory, memslots, exits, time).
+
+use crate::accept::AcceptStats;
+use abi::report::Outcome;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Report format version.
+pub const REPORT_VERSION: u32 = 1;
+
+/// How a TD stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stop {
+    pub outcome: Outcome,
+    /// The guest's exit code, for a clean shutdown.
+    pub exit_code: Option<i64>,
+    pub fatal: Option<Fatal>,
+}
+
+impl Stop {
+    /// A clean shutdown with `code`.
+    pub fn shutdown(code: i64) -> Self {
+        Stop {
+            outcome: Outcome::Ok,
+            exit_code: Some(code),
+            fatal: None,
+        }
+    }
+
+    /// A fatal stop.
+    pub fn fatal(outcome: Outcome, fatal: Fatal) -> Self {
+        Stop {
+            outcome,
+            exit_code: None,
+            fatal: Some(fatal),
+        }
+    }
+
+    /// A VMM-side error that stopped the TD.
+    pub fn error(message: String, rip: Option<u64>) -> Self {
+        Stop::fatal(
+            Outcome::Error,
+            Fatal {
+                kind: Outcome::Error.as_str(),
+                gpa: None,
+                rip,
+                access: None,
+                message,
+            },
+        )
+    }
+}
+
+/// Kind of a guest memory access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Execute,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Execute => "execute",
+        }
+    }
+}
+
+/// The diagnostic of a fatal stop.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Fatal {
+    pub kind: &'static str,
+    pub gpa: Option<u64>,
+    pub rip: Option<u64>,
+    pub access: Option<&'static str>,
+    pub message: String,
+}
+
+/// Page-state totals.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PageStats {
+    pub pending_bytes: u64,
+    pub accepted_bytes: u64,
+}
+
+/// Host-side cost.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct HostStats {
+    /// Peak RSS of the VMM process (VmHWM).
+    pub rss_peak_bytes: u64,
+    /// Guest RAM resident in host memory at the end of the run.
+    pub guest_resident_bytes: u64,
+    /// Memory used by the page-state table.
+    pub page_state_bytes: u64,
+    pub memslots: usize,
+    pub memslots_peak: usize,
+    pub memslots_installed: u64,
+    pub memslots_removed: u64,
+}
+
+/// vCPU exits by kind.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ExitStats {
+    pub io: u64,
+    pub mmio: u64,
+    /// I/O exits that were TDCALLs.
+    pub doorbell: u64,
+    /// Port I/O to ports with no device (reads all-ones, writes dropped).
+    pub unassigned_io: u64,
+    pub total: u64,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub version: u32,
+    pub outcome: &'static str,
+    pub exit_code: Option<i64>,
+    pub fatal: Option<Fatal>,
+    pub mem_bytes: u64,
+    pub cpu_profile: &'static str,
+    pub backing: &'static str,
+    pub accept: AcceptStats,
+    pub pages: PageStats,
+    pub host: HostStats,
+    pub exits: ExitStats,
+    /// TDCALLs by leaf (and VMCALL sub-function) name.
+    pub tdcalls: BTreeMap<String, u64>,
+    /// Microseconds since the VMM started: `total`, plus each guest phase mark.
+    pub timing_us: BTreeMap<String, u64>,
+    pub console: String,
+}
+
+impl Report {
+    /// True when the process should exit 0: clean shutdown with code 0.
+    pub fn success(&self) -> bool {
+        self.outcome == Outcome::Ok.as_str() && self.exit_code == Some(0)
+    }
+}
+
+/// Peak resident set of this process, from /proc/self/status (VmHWM).
+pub fn rss_peak_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

@@ -1,0 +1,484 @@
+//! The TD: builds the VM (RAM layout, initial memory, HOB, vCPU state), runs
+//! its vCPU, turns every exit into either a resumed guest or a precise stop,
+//! and produces the run report.
+
+use crate::accept::AcceptStats;
+use crate::boot::{self, BootPlan};
+use crate::console::Console;
+use crate::cpu::{self, CpuProfile, ProfileChoice};
+use crate::elf::{ElfError, ElfImage};
+use crate::guest_ram::Backing;
+use crate::hob_builder::{build_td_hob, HobBuildError, TdHobSpec};
+use crate::layout::{LayoutError, RamLayout};
+use crate::private_memory::{GpaKind, MemoryError, PrivateMemory};
+use crate::report::{self, Access, ExitStats, Fatal, HostStats, PageStats, Report, Stop, REPORT_VERSION};
+use crate::watchdog::Watchdog;
+use abi::layout::{FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
+use abi::report::{Mark, Outcome};
+use abi::tdcall::{leaf, DOORBELL_PORT};
+use abi::vmcall::{ghci, GHCI_STANDARD, VENDOR_EMU};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct TdConfig {
+    pub firmware: PathBuf,
+    pub kernel: Option<PathBuf>,
+    pub mem_bytes: u64,
+    pub cmdline: String,
+    pub profile: ProfileChoice,
+    pub backing: Backing,
+    pub gpaw: u32,
+    /// Echo the guest console to stdout.
+    pub echo_console: bool,
+    pub timeout: Option<Duration>,
+}
+
+impl TdConfig {
+    /// Defaults for everything but the firmware path.
+    pub fn new(firmware: PathBuf) -> Self {
+        TdConfig {
+            firmware,
+            kernel: None,
+            mem_bytes: 1 << 30,
+            cmdline: String::new(),
+            profile: ProfileChoice::Auto,
+            backing: Backing::Populate,
+            gpaw: 48,
+            echo_console: false,
+            timeout: None,
+        }
+    }
+}
+
+/// Why a TD could not be built (before any guest code ran).
+#[derive(Debug, Error)]
+pub enum TdError {
+    #[error("invalid memory size: {0}")]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    #[error(transparent)]
+    Hob(#[from] HobBuildError),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error("cannot open /dev/kvm: {0}")]
+    NoKvm(vmm_sys_util::errno::Error),
+    #[error("KVM {what} failed: {source}")]
+    Kvm { what: &'static str, source: vmm_sys_util::errno::Error },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuError),
+}
+
+/// Counts TDCALLs by leaf and VMCALLs by (R10, R11).
+#[derive(Debug)]
+pub struct TdcallCounters {
+    by_leaf: [u64; 64],
+    vmcalls: HashMap<(u64, u64), u64>,
+}
+
+impl Default for TdcallCounters {
+    fn default() -> Self {
+        TdcallCounters {
+            by_leaf: [0; 64],
+            vmcalls: HashMap::new(),
+        }
+    }
+}
+
+impl TdcallCounters {
+    pub fn leaf(&mut self, leaf: u16) {
+        self.by_leaf[(leaf as usize).min(63)] += 1;
+    }
+
+    pub fn vmcall(&mut self, r10: u64, r11: u64) {
+        *self.vmcalls.entry((r10, r11)).or_default() += 1;
+    }
+
+    fn to_map(&self) -> BTreeMap<String, u64> {
+        let mut map = BTreeMap::new();
+        for (l, n) in self.by_leaf.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let name = match leaf::name(l as u16) {
+                "unknown" if l == 63 => "leaf>=63".to_string(),
+                "unknown" => format!("leaf{l}"),
+                known => known.to_string(),
+            };
+            map.insert(name, *n);
+        }
+        for ((r10, r11), n) in &self.vmcalls {
+            let name = match (*r10, *r11) {
+                (GHCI_STANDARD, ghci::INSTRUCTION_IO) => "vmcall.instruction_io".to_string(),
+                (GHCI_STANDARD, ghci::REPORT_FATAL_ERROR) => "vmcall.report_fatal_error".to_string(),
+                (GHCI_STANDARD, f) => format!("vmcall.ghci.{f:#x}"),
+                (VENDOR_EMU, f) => format!("vmcall.emu.{f}"),
+                (v, f) => format!("vmcall.vendor{v:#x}.{f:#x}"),
+            };
+            map.insert(name, *n);
+        }
+        map
+    }
+}
+
+/// Everything a TDCALL handler may touch.
+pub struct TdState {
+    pub memory: PrivateMemory,
+    pub console: Console,
+    pub accept_stats: AcceptStats,
+    pub counters: TdcallCounters,
+    pub exits: ExitStats,
+    pub gpaw: u32,
+    pub vcpu_index: u32,
+    started: Instant,
+    marks: BTreeMap<String, u64>,
+    bench: Option<(Instant, u64)>,
+}
+
+impl TdState {
+    /// Records a guest phase mark (host time of arrival).
+    pub fn mark(&mut self, mark: Mark, arg: u64) {
+        let now = self.started.elapsed().as_micros() as u64;
+        self.marks.insert(mark.as_str().to_string(), now);
+        match mark {
+            Mark::BenchStart => self.bench = Some((Instant::now(), arg)),
+            Mark::BenchEnd => {
+                if let Some((t0, n)) = self.bench.take() {
+                    let ns = t0.elapsed().as_nanos() as u64 / n.max(1);
+                    log::info!("doorbell round trip: {ns} ns over {n} TDCALLs");
+                    self.marks.insert("doorbell_rtt_ns".to_string(), ns);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A built TD, ready to run.
+pub struct Td {
+    vcpu: VcpuFd,
+    state: TdState,
+    profile: CpuProfile,
+    config: TdConfig,
+    _kvm: Kvm,
+}
+
+impl Td {
+    /// Validates the inputs and builds the TD.
+    pub fn build(config: TdConfig) -> Result<Self, TdError> {
+        let started = Instant::now();
+        let layout = RamLayout::new(config.mem_bytes, config.gpaw)?;
+        let firmware = ElfImage::read(&config.firmware)?;
+        firmware.check_window(FIRMWARE_BASE, FIRMWARE_BASE + FIRMWARE_MAX_SIZE)?;
+        let payload = config.kernel.as_deref().map(ElfImage::read).transpose()?;
+        let payload_len = payload.as_ref().map_or(0, |p| p.bytes.len() as u64);
+
+        let ram: Vec<(u64, u64)> = layout.regions().map(|r| (r.gpa, r.size)).collect();
+        let mut spec = TdHobSpec {
+            base: 0,
+            ram,
+            initial: (0, 0),
+            free: (0, 0),
+            payload: (0, 0),
+            cmdline: &config.cmdline,
+        };
+        let hob_len = build_td_hob(&spec)?.len() as u64;
+        let plan = BootPlan::new(&layout, firmware.start(), firmware.end(), hob_len, payload_len)?;
+        spec.base = plan.hob;
+        spec.initial = (plan.initial.0, plan.initial_len());
+        spec.free = plan.scratch;
+        spec.payload = plan.payload;
+        let hob = build_td_hob(&spec)?;
+
+        let kvm = Kvm::new().map_err(TdError::NoKvm)?;
+        let vm = kvm.create_vm().map_err(|source| TdError::Kvm {
+            what: "KVM_CREATE_VM",
+            source,
+        })?;
+        if let Err(e) = vm.set_tss_address(0xfffb_d000) {
+            log::debug!("KVM_SET_TSS_ADDR failed ({e}); not needed in long mode");
+        }
+        let vcpu = vm.create_vcpu(0).map_err(|source| TdError::Kvm {
+            what: "KVM_CREATE_VCPU",
+            source,
+        })?;
+        let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
+        let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit)?;
+        memory.add_initial(plan.initial.0, plan.initial_len())?;
+        firmware.load(memory.ram().memory())?;
+        memory.write("TD HOB", plan.hob, &hob)?;
+        memory.write("GDT", plan.gdt, &boot::gdt_bytes())?;
+        memory.write(
+            "page tables",
+            plan.page_tables,
+            &boot::page_table_bytes(&layout, plan.page_tables),
+        )?;
+        if let Some(p) = &payload {
+            memory.write("payload", plan.payload.0, &p.bytes)?;
+        }
+        let profile = cpu::resolve_profile(config.profile, &vcpu)?;
+        cpu::setup_vcpu(&kvm, &vcpu, profile, &plan, firmware.entry, config.gpaw, 0)?;
+        log::info!(
+            "TD built: {} RAM, profile {}, initial memory {:#x}..{:#x}, HOB at {:#x}, entry {:#x}",
+            crate::size::format_size(config.mem_bytes),
+            profile.as_str(),
+            plan.initial.0,
+            plan.initial.1,
+            plan.hob,
+            firmware.entry
+        );
+        let state = TdState {
+            memory,
+            console: Console::new(config.echo_console),
+            accept_stats: AcceptStats::default(),
+            counters: TdcallCounters::default(),
+            exits: ExitStats::default(),
+            gpaw: config.gpaw,
+            vcpu_index: 0,
+            started,
+            marks: BTreeMap::new(),
+            bench: None,
+        };
+        Ok(Td {
+            vcpu,
+            state,
+            profile,
+            config,
+            _kvm: kvm,
+        })
+    }
+
+    /// The resolved CPU profile.
+    pub fn profile(&self) -> CpuProfile {
+        self.profile
+    }
+
+    /// Runs the vCPU until the TD stops, then reports.
+    pub fn run(mut self) -> Report {
+        let watchdog = self.config.timeout.map(Watchdog::arm);
+        let stop = loop {
+            if let Some(stop) = self.step(watchdog.as_ref()) {
+                break stop;
+            }
+        };
+        drop(watchdog);
+        self.report(stop)
+    }
+
+    /// One KVM_RUN and the handling of its exit.
+    fn step(&mut self, watchdog: Option<&Watchdog>) -> Option<Stop> {
+        enum Next {
+            Resume,
+            Doorbell,
+            Memory(u64, Access),
+            Stop(Stop),
+            Triple,
+            Internal,
+        }
+        let exits = &mut self.state.exits;
+        let next = match self.vcpu.run() {
+            Ok(exit) => {
+                exits.total += 1;
+                match exit {
+                    VcpuExit::IoOut(port, _) if port == DOORBELL_PORT as u16 => {
+                        exits.io += 1;
+                        exits.doorbell += 1;
+                        Next::Doorbell
+                    }
+                    VcpuExit::IoOut(port, data) => {
+                        exits.io += 1;
+                        exits.unassigned_io += 1;
+                        log::debug!("port write {port:#x} <- {data:?}: no device, dropped");
+                        Next::Resume
+                    }
+                    VcpuExit::IoIn(port, data) => {
+                        exits.io += 1;
+                        exits.unassigned_io += 1;
+                        log::debug!("port read {port:#x}: no device, all-ones");
+                        data.fill(0xff);
+                        Next::Resume
+                    }
+                    VcpuExit::MmioRead(gpa, _) => {
+                        exits.mmio += 1;
+                        Next::Memory(gpa, Access::Read)
+                    }
+                    VcpuExit::MmioWrite(gpa, _) => {
+                        exits.mmio += 1;
+                        Next::Memory(gpa, Access::Write)
+                    }
+                    VcpuExit::Shutdown => Next::Triple,
+                    VcpuExit::InternalError => Next::Internal,
+                    VcpuExit::Hlt => Next::Stop(Stop::error(
+                        "guest executed HLT with no interrupt source (a TD idles through TDG.VP.VMCALL)".into(),
+                        None,
+                    )),
+                    VcpuExit::FailEntry(reason, cpu) => Next::Stop(Stop::error(
+                        format!("KVM_RUN entry failure, hardware reason {reason:#x} on cpu {cpu}"),
+                        None,
+                    )),
+                    other => Next::Stop(Stop::error(format!("unexpected vCPU exit {other:?}"), None)),
+                }
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                if watchdog.is_some_and(|w| w.fired()) {
+                    let secs = self.config.timeout.unwrap_or_default().as_secs_f64();
+                    Next::Stop(Stop::fatal(
+                        Outcome::Timeout,
+                        Fatal {
+                            kind: Outcome::Timeout.as_str(),
+                            gpa: None,
+                            rip: None,
+                            access: None,
+                            message: format!("guest still running after the {secs} s timeout"),
+                        },
+                    ))
+                } else {
+                    Next::Resume
+                }
+            }
+            Err(e) => Next::Stop(Stop::error(format!("KVM_RUN failed: {e}"), None)),
+        };
+        match next {
+            Next::Resume => None,
+            Next::Stop(mut stop) => {
+                if let Some(f) = stop.fatal.as_mut() {
+                    f.rip = f.rip.or_else(|| self.vcpu.get_regs().ok().map(|r| r.rip));
+                }
+                Some(stop)
+            }
+            Next::Doorbell => self.doorbell(),
+            Next::Memory(gpa, access) => Some(self.memory_fault(gpa, access)),
+            Next::Triple => {
+                let rip = self.vcpu.get_regs().ok().map(|r| r.rip);
+                Some(Stop::fatal(
+                    Outcome::TripleFault,
+                    Fatal {
+                        kind: Outcome::TripleFault.as_str(),
+                        gpa: None,
+                        rip,
+                        access: None,
+                        message: "vCPU triple-faulted (KVM shutdown exit)".into(),
+                    },
+                ))
+            }
+            Next::Internal => Some(self.internal_error()),
+        }
+    }
+
+    fn doorbell(&mut self) -> Option<Stop> {
+        let mut regs = match self.vcpu.get_regs() {
+            Ok(r) => r,
+            Err(e) => return Some(Stop::error(format!("KVM_GET_REGS at a TDCALL failed: {e}"), None)),
+        };
+        let stop = crate::tdcall::dispatch(&mut self.state, &mut regs);
+        if stop.is_none() {
+            if let Err(e) = self.vcpu.set_regs(&regs) {
+                return Some(Stop::error(format!("KVM_SET_REGS after a TDCALL failed: {e}"), Some(regs.rip)));
+            }
+        }
+        stop
+    }
+
+    /// A guest access reached a GPA without a memslot.
+    fn memory_fault(&mut self, gpa: u64, access: Access) -> Stop {
+        let rip = self.vcpu.get_regs().ok().map(|r| r.rip);
+        let (outcome, what) = match self.state.memory.classify(gpa) {
+            GpaKind::Pending => (Outcome::PendingAccess, "memory that was never accepted"),
+            GpaKind::NotRam if self.state.memory.layout().in_hole(gpa) => {
+                (Outcome::BadGpa, "the MMIO hole, where no device is mapped")
+            }
+            GpaKind::NotRam => (Outcome::BadGpa, "a GPA that is not RAM"),
+            GpaKind::Accepted => {
+                return Stop::error(
+                    format!(
+                        "{} of accepted GPA {gpa:#x} exited without a memslot (memslot bookkeeping bug)",
+                        access.as_str()
+                    ),
+                    rip,
+                )
+            }
+        };
+        let message = format!(
+            "guest {} of {what} at GPA {gpa:#x} (RIP {})",
+            access.as_str(),
+            rip.map_or("unknown".into(), |r| format!("{r:#x}"))
+        );
+        log::error!("{message}");
+        Stop::fatal(
+            outcome,
+            Fatal {
+                kind: outcome.as_str(),
+                gpa: Some(gpa),
+                rip,
+                access: Some(access.as_str()),
+                message,
+            },
+        )
+    }
+
+    /// KVM could not emulate an instruction. If it was fetched from memory
+    /// with no memslot, that is an instruction fetch from pending memory or
+    /// from a non-RAM GPA (the identity map makes RIP a GPA).
+    fn internal_error(&mut self) -> Stop {
+        // SAFETY-free read of the exit's union through kvm-ioctls' accessor.
+        let suberror = {
+            let run = self.vcpu.get_kvm_run();
+            // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so the
+            // `internal` member of the exit union is the one KVM filled.
+            unsafe { run.__bindgen_anon_1.internal.suberror }
+        };
+        let rip = self.vcpu.get_regs().ok().map(|r| r.rip);
+        if let Some(rip) = rip {
+            match self.state.memory.classify(rip) {
+                GpaKind::Pending | GpaKind::NotRam => return self.memory_fault_at(rip, Access::Execute),
+                GpaKind::Accepted => {}
+            }
+        }
+        Stop::error(format!("KVM internal error, suberror {suberror}"), rip)
+    }
+
+    fn memory_fault_at(&mut self, gpa: u64, access: Access) -> Stop {
+        self.state.exits.mmio += 1;
+        self.memory_fault(gpa, access)
+    }
+
+    fn report(mut self, stop: Stop) -> Report {
+        let state = &mut self.state;
+        let mut timing_us = std::mem::take(&mut state.marks);
+        timing_us.insert("total".into(), state.started.elapsed().as_micros() as u64);
+        let pages = state.memory.pages();
+        let slot_stats = state.memory.slots().stats();
+        let report = Report {
+            version: REPORT_VERSION,
+            outcome: stop.outcome.as_str(),
+            exit_code: stop.exit_code,
+            fatal: stop.fatal,
+            mem_bytes: self.config.mem_bytes,
+            cpu_profile: self.profile.as_str(),
+            backing: state.memory.backing.as_str(),
+            accept: state.accept_stats,
+            pages: PageStats {
+                pending_bytes: pages.pending_pages() * abi::PAGE_4K,
+                accepted_bytes: pages.accepted_pages() * abi::PAGE_4K,
+            },
+            host: HostStats {
+                rss_peak_bytes: report::rss_peak_bytes(),
+                guest_resident_bytes: state.memory.ram().resident_bytes().unwrap_or(0),
+                page_state_bytes: pages.footprint_bytes(),
+                memslots: state.memory.slots().len(),
+                memslots_peak: slot_stats.peak,
+                memslots_installed: slot_stats.installed,
+                memslots_removed: slot_stats.removed,
+            },
+            exits: state.exits,
+            tdcalls: state.counters.to_map(),
+            timing_us,
+            console: state.console.text(),
+        };
+        report
+    }
+}

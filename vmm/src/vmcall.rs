@@ -1,0 +1,203 @@
+//! `TDG.VP.VMCALL`: the services a TD asks of its host, with GHCI register
+//! semantics (only registers exposed in RCX are seen or written), plus the
+//! vendor calls for shutdown and phase marks.
+
+use crate::private_memory::GpaKind;
+use crate::report::{Fatal, Stop};
+use crate::td::TdState;
+use abi::report::{Mark, Outcome};
+use abi::tdcall::status;
+use abi::vmcall::{emu, ghci, gpr, reg_bit, vmcall_status, COM1_BASE, COM1_LEN, EXPOSABLE_MASK, GHCI_STANDARD, VENDOR_EMU};
+use kvm_bindings::kvm_regs;
+
+/// The inputs of a VMCALL after masking by the RCX bitmap.
+struct Inputs {
+    exposed: u64,
+    r10: u64,
+    r11: u64,
+    r12: u64,
+    r13: u64,
+    r14: u64,
+    r15: u64,
+}
+
+fn gpr_value(regs: &kvm_regs, n: u32) -> u64 {
+    match n {
+        gpr::RDX => regs.rdx,
+        gpr::RBX => regs.rbx,
+        gpr::RBP => regs.rbp,
+        gpr::RSI => regs.rsi,
+        gpr::RDI => regs.rdi,
+        gpr::R8 => regs.r8,
+        gpr::R9 => regs.r9,
+        gpr::R10 => regs.r10,
+        gpr::R11 => regs.r11,
+        gpr::R12 => regs.r12,
+        gpr::R13 => regs.r13,
+        gpr::R14 => regs.r14,
+        gpr::R15 => regs.r15,
+        _ => 0,
+    }
+}
+
+/// Handles a VMCALL; sets RAX (TDCALL status) and the exposed outputs.
+pub fn handle(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
+    let exposed = regs.rcx;
+    if exposed & !EXPOSABLE_MASK != 0 {
+        regs.rax = status::OPERAND_INVALID | status::OPERAND_RCX;
+        return None;
+    }
+    let get = |n: u32| if exposed & reg_bit(n) != 0 { gpr_value(regs, n) } else { 0 };
+    let input = Inputs {
+        exposed,
+        r10: get(gpr::R10),
+        r11: get(gpr::R11),
+        r12: get(gpr::R12),
+        r13: get(gpr::R13),
+        r14: get(gpr::R14),
+        r15: get(gpr::R15),
+    };
+    regs.rax = status::SUCCESS;
+    td.counters.vmcall(input.r10, input.r11);
+    let mut out = Outputs::default();
+    let stop = match input.r10 {
+        GHCI_STANDARD => standard(td, regs, &input, &mut out),
+        VENDOR_EMU => vendor(td, &input, &mut out),
+        other => {
+            log::warn!("VMCALL with unknown R10 {other:#x}: returning TDG.VP.VMCALL_INVALID_OPERAND");
+            out.r10 = vmcall_status::OPERAND_INVALID;
+            None
+        }
+    };
+    if exposed & reg_bit(gpr::R10) != 0 {
+        regs.r10 = out.r10;
+    }
+    if let Some(v) = out.r11 {
+        if exposed & reg_bit(gpr::R11) != 0 {
+            regs.r11 = v;
+        }
+    }
+    stop
+}
+
+#[derive(Default)]
+struct Outputs {
+    r10: u64,
+    r11: Option<u64>,
+}
+
+fn standard(td: &mut TdState, regs: &kvm_regs, input: &Inputs, out: &mut Outputs) -> Option<Stop> {
+    match input.r11 {
+        ghci::INSTRUCTION_IO => {
+            instruction_io(td, input, out);
+            None
+        }
+        ghci::REPORT_FATAL_ERROR => Some(fatal_error(td, regs, input)),
+        ghci::GET_TD_VM_CALL_INFO => {
+            out.r11 = Some(0);
+            None
+        }
+        other => {
+            log::warn!("GHCI sub-function {other:#x} is not provided: returning TDG.VP.VMCALL_INVALID_OPERAND");
+            out.r10 = vmcall_status::OPERAND_INVALID;
+            None
+        }
+    }
+}
+
+/// Instruction.IO: R12 = size, R13 = direction, R14 = port, R15 = data.
+fn instruction_io(td: &mut TdState, input: &Inputs, out: &mut Outputs) {
+    let (size, dir, port) = (input.r12, input.r13, input.r14);
+    if !matches!(size, 1 | 2 | 4) || dir > ghci::IO_DIRECTION_WRITE || port > u16::MAX as u64 {
+        out.r10 = vmcall_status::OPERAND_INVALID;
+        return;
+    }
+    let port = port as u16;
+    let mask = if size == 4 { u32::MAX as u64 } else { (1u64 << (size * 8)) - 1 };
+    if (COM1_BASE..COM1_BASE + COM1_LEN).contains(&port) && size == 1 {
+        let offset = (port - COM1_BASE) as u8;
+        if dir == ghci::IO_DIRECTION_WRITE {
+            td.console.write(offset, input.r15 as u8);
+        } else {
+            out.r11 = Some(td.console.read(offset) as u64);
+        }
+        return;
+    }
+    td.exits.unassigned_io += 1;
+    log::debug!("Instruction.IO to unassigned port {port:#x} (size {size}, dir {dir})");
+    if dir == ghci::IO_DIRECTION_READ {
+        out.r11 = Some(mask);
+    }
+}
+
+/// ReportFatalError: R12 bits 31:0 = error code; if bit 63 is set, R13 is
+/// the GPA of a NUL-terminated message page. Linux instead puts up to 64
+/// message bytes in R14, R15, RBX, RDI, RSI, R8, R9, RDX.
+fn fatal_error(td: &mut TdState, regs: &kvm_regs, input: &Inputs) -> Stop {
+    let code = input.r12 & 0xffff_ffff;
+    let message = if input.r12 & ghci::FATAL_GPA_VALID != 0 {
+        let gpa = input.r13;
+        let mut page = vec![0u8; ghci::FATAL_MESSAGE_MAX];
+        if gpa % abi::PAGE_4K != 0 {
+            format!("[message GPA {gpa:#x} is not 4 KiB aligned; not read]")
+        } else if td.memory.read_accepted(gpa, &mut page) {
+            printable(&page)
+        } else {
+            let why = match td.memory.classify(gpa) {
+                GpaKind::Pending => "pending memory",
+                GpaKind::NotRam => "not RAM",
+                GpaKind::Accepted => "partly pending",
+            };
+            format!("[message GPA {gpa:#x} is {why}; not read]")
+        }
+    } else {
+        let order = [gpr::R14, gpr::R15, gpr::RBX, gpr::RDI, gpr::RSI, gpr::R8, gpr::R9, gpr::RDX];
+        let bytes: Vec<u8> = order
+            .iter()
+            .filter(|n| input.exposed & reg_bit(**n) != 0)
+            .flat_map(|n| gpr_value(regs, *n).to_le_bytes())
+            .collect();
+        printable(&bytes)
+    };
+    log::info!("guest reported a fatal error, code {code:#x}: {message}");
+    Stop::fatal(
+        Outcome::GuestPanic,
+        Fatal {
+            kind: Outcome::GuestPanic.as_str(),
+            gpa: None,
+            rip: Some(regs.rip),
+            access: None,
+            message: format!("guest fatal error {code:#x}: {message}"),
+        },
+    )
+}
+
+/// Bytes up to the first NUL, as text with control characters escaped.
+fn printable(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end])
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
+}
+
+fn vendor(td: &mut TdState, input: &Inputs, out: &mut Outputs) -> Option<Stop> {
+    match input.r11 {
+        emu::SHUTDOWN => Some(Stop::shutdown(input.r12 as u32 as i32 as i64)),
+        emu::MARK => {
+            match Mark::from_id(input.r12) {
+                Some(mark) => td.mark(mark, input.r13),
+                None => {
+                    log::warn!("guest phase mark {} is not defined", input.r12);
+                    out.r10 = vmcall_status::OPERAND_INVALID;
+                }
+            }
+            None
+        }
+        other => {
+            log::warn!("vendor VMCALL {other:#x} is not defined");
+            out.r10 = vmcall_status::OPERAND_INVALID;
+            None
+        }
+    }
+}

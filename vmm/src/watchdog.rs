@@ -1,0 +1,72 @@
+//! The run timeout: a thread that, once the deadline passes, keeps kicking
+//! the vCPU thread out of KVM_RUN with a signal until the run loop notices.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+static HANDLER: Once = Once::new();
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN() + 1
+}
+
+/// Armed for one run; disarmed on drop.
+pub struct Watchdog {
+    fired: Arc<AtomicBool>,
+    cancel: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Arms a timeout of `after` for the calling (vCPU) thread.
+    pub fn arm(after: Duration) -> Self {
+        HANDLER.call_once(|| {
+            if let Err(e) = vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
+                log::warn!("cannot install the timeout signal handler: {e}");
+            }
+        });
+        // SAFETY: pthread_self has no preconditions.
+        let target = unsafe { libc::pthread_self() };
+        let fired = Arc::new(AtomicBool::new(false));
+        let (cancel, cancelled) = channel::<()>();
+        let flag = fired.clone();
+        let thread = std::thread::spawn(move || {
+            if cancelled.recv_timeout(after) != Err(RecvTimeoutError::Timeout) {
+                return;
+            }
+            flag.store(true, Ordering::SeqCst);
+            loop {
+                // SAFETY: `target` is the vCPU thread, which outlives this
+                // one: it joins this thread (via `Drop`) before returning.
+                unsafe { libc::pthread_kill(target, kick_signal()) };
+                if cancelled.recv_timeout(Duration::from_millis(20)) != Err(RecvTimeoutError::Timeout) {
+                    return;
+                }
+            }
+        });
+        Watchdog {
+            fired,
+            cancel: Some(cancel),
+            thread: Some(thread),
+        }
+    }
+
+    /// True once the deadline has passed.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.cancel.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
