@@ -6,6 +6,7 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cmdline;
 pub mod guid;
 pub mod hob;
 pub mod layout;

@@ -6,7 +6,7 @@
 use crate::boot::BootPlan;
 use abi::layout::selector;
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, Msrs, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 
 /// kvm_pvm: MSR whose bit 0 lets the hypervisor emulate privileged
@@ -112,9 +112,12 @@ fn segment(sel: u16, code: bool, dpl: u8) -> kvm_segment {
 }
 
 /// Puts the vCPU in 64-bit mode at `entry` with TDX's initial registers.
+#[allow(clippy::too_many_arguments)]
 pub fn setup_vcpu(
     kvm: &Kvm,
+    vm: &VmFd,
     vcpu: &VcpuFd,
+    scratch_slot: u32,
     profile: CpuProfile,
     plan: &BootPlan,
     entry: u64,
@@ -149,7 +152,10 @@ pub fn setup_vcpu(
     sregs.es = unusable;
     sregs.fs = unusable;
     sregs.gs = unusable;
-    sregs.ldt = unusable;
+    sregs.ldt = kvm_segment {
+        unusable: 1,
+        ..Default::default()
+    };
     sregs.tr = kvm_segment {
         base: plan.tss,
         limit: 0x67,
@@ -163,20 +169,6 @@ pub fn setup_vcpu(
     sregs.idt.limit = 0;
     vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
 
-    if profile == CpuProfile::PvmNative {
-        let msrs = Msrs::from_entries(&[kvm_msr_entry {
-            index: MSR_PVM_CTL,
-            data: 1,
-            ..Default::default()
-        }])
-        .map_err(|_| CpuError::NotPvm)?;
-        match vcpu.set_msrs(&msrs) {
-            Ok(1) => {}
-            Ok(_) => return Err(CpuError::NotPvm),
-            Err(e) => return Err(kvm_err("KVM_SET_MSRS")(e)),
-        }
-    }
-
     let regs = kvm_regs {
         rip: entry,
         rflags: 0x2,
@@ -188,5 +180,49 @@ pub fn setup_vcpu(
         ..Default::default()
     };
     vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+    if profile == CpuProfile::PvmNative {
+        enable_pvm_native(vm, vcpu, scratch_slot)?;
+    }
     Ok(())
+}
+
+/// Sets bit 0 of the kvm_pvm control MSR (privileged-instruction emulation
+/// for a ring-3 guest).
+///
+/// Measured on our kvm_pvm hosts: the write is refused (0 MSRs processed)
+/// unless GPA 0 is backed by a memslot at that moment, and the slot is not
+/// needed afterwards. GPA 0 is guest RAM that must stay pending, so a
+/// private zero page is mapped there in slot `scratch_slot` (one the memslot
+/// manager never uses) just for the write.
+fn enable_pvm_native(vm: &VmFd, vcpu: &VcpuFd, scratch_slot: u32) -> Result<(), CpuError> {
+    let page = vm_memory::MmapRegion::<()>::new(abi::PAGE_4K as usize)
+        .map_err(|_| CpuError::NotPvm)?;
+    let mut region = kvm_bindings::kvm_userspace_memory_region {
+        slot: scratch_slot,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: abi::PAGE_4K,
+        userspace_addr: page.as_ptr() as u64,
+    };
+    // SAFETY: `page` is a 4 KiB anonymous mapping that lives until the end
+    // of this function, and the slot is removed below before it is dropped.
+    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION (PVM scratch)"))?;
+    let msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_PVM_CTL,
+        data: 1,
+        ..Default::default()
+    }])
+    .map_err(|_| CpuError::NotPvm)?;
+    let written = vcpu.set_msrs(&msrs);
+    region.memory_size = 0;
+    // SAFETY: deleting the slot created above; no host memory is referenced.
+    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION (PVM scratch removal)"))?;
+    match written {
+        Ok(1) => Ok(()),
+        Ok(n) => {
+            log::error!("KVM_SET_MSRS(PVM control) processed {n} MSRs");
+            Err(CpuError::NotPvm)
+        }
+        Err(e) => Err(kvm_err("KVM_SET_MSRS")(e)),
+    }
 }

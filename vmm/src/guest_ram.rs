@@ -19,6 +19,9 @@ pub enum GuestRamError {
     Populate { offset: u64, len: u64, source: io::Error },
 }
 
+/// Host huge-page size the mapping is aligned to.
+const HUGE: u64 = 2 << 20;
+
 /// How accepted memory gets its host pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backing {
@@ -59,25 +62,43 @@ impl GuestRam {
     pub fn new(layout: RamLayout) -> Result<Self, GuestRamError> {
         let size = layout.mem_bytes();
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        // Reserve 2 MiB more than needed and keep a 2 MiB-aligned window, so
+        // that guest 2 MiB pages line up with host huge pages (THP) and KVM
+        // can map them as huge pages too.
+        let reserve = size + HUGE;
         // SAFETY: an anonymous mapping at an address of the kernel's choosing
         // cannot alias any Rust object; the result is checked below.
-        let base = unsafe {
+        let raw = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                size as usize,
+                reserve as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
                 flags,
                 -1,
                 0,
             )
         };
-        if base == libc::MAP_FAILED {
+        if raw == libc::MAP_FAILED {
             return Err(GuestRamError::Mmap {
                 size,
                 source: io::Error::last_os_error(),
             });
         }
-        let base = base as *mut u8;
+        let raw = raw as u64;
+        let aligned = raw.next_multiple_of(HUGE);
+        // SAFETY: both trimmed pieces lie inside the reservation made above
+        // and nothing refers to them.
+        unsafe {
+            if aligned > raw {
+                libc::munmap(raw as *mut _, (aligned - raw) as usize);
+            }
+            let tail = aligned + size;
+            let end = raw + reserve;
+            if end > tail {
+                libc::munmap(tail as *mut _, (end - tail) as usize);
+            }
+        }
+        let base = aligned as *mut u8;
         // SAFETY: `[base, base + size)` is the mapping created above. The
         // advice only changes how the kernel backs it; failure is harmless
         // (no THP), so it is logged and ignored.

@@ -15,30 +15,14 @@ pub enum SizeError {
 
 /// Parses a size: decimal digits, optionally followed by one of `K M G T`
 /// (binary multiples, case-insensitive, an optional trailing `B` or `iB`).
+/// The grammar is the guests' (`abi::cmdline`); this adds host error texts.
 pub fn parse_size(text: &str) -> Result<u64, SizeError> {
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(SizeError::Empty);
-    }
-    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, suffix) = s.split_at(digits_end);
-    if digits.is_empty() {
-        return Err(SizeError::Malformed(text.to_string()));
-    }
-    let shift = match suffix.to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        _ => return Err(SizeError::Malformed(text.to_string())),
-    };
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| SizeError::Overflow(text.to_string()))?;
-    value
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| SizeError::Overflow(text.to_string()))
+    use abi::cmdline::SizeError as E;
+    abi::cmdline::parse_size(text).map_err(|e| match e {
+        E::Empty => SizeError::Empty,
+        E::Malformed => SizeError::Malformed(text.to_string()),
+        E::Overflow => SizeError::Overflow(text.to_string()),
+    })
 }
 
 /// Formats a byte count with the largest binary unit that divides it.

@@ -199,13 +199,11 @@ impl Td {
             what: "KVM_CREATE_VM",
             source,
         })?;
-        if let Err(e) = vm.set_tss_address(0xfffb_d000) {
-            log::debug!("KVM_SET_TSS_ADDR failed ({e}); not needed in long mode");
-        }
         let vcpu = vm.create_vcpu(0).map_err(|source| TdError::Kvm {
             what: "KVM_CREATE_VCPU",
             source,
         })?;
+        // The top slot ids stay free for short-lived VMM mappings (see cpu.rs).
         let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
         let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit)?;
         memory.add_initial(plan.initial.0, plan.initial_len())?;
@@ -221,7 +219,17 @@ impl Td {
             memory.write("payload", plan.payload.0, &p.bytes)?;
         }
         let profile = cpu::resolve_profile(config.profile, &vcpu)?;
-        cpu::setup_vcpu(&kvm, &vcpu, profile, &plan, firmware.entry, config.gpaw, 0)?;
+        cpu::setup_vcpu(
+            &kvm,
+            memory.vm(),
+            &vcpu,
+            slot_limit as u32,
+            profile,
+            &plan,
+            firmware.entry,
+            config.gpaw,
+            0,
+        )?;
         log::info!(
             "TD built: {} RAM, profile {}, initial memory {:#x}..{:#x}, HOB at {:#x}, entry {:#x}",
             crate::size::format_size(config.mem_bytes),

@@ -1,0 +1,80 @@
+//! Accepting memory the TDVF way: a head of 4 KiB pages up to a 2 MiB
+//! boundary, 2 MiB pages in the middle, a 4 KiB tail; ALREADY_ACCEPTED is
+//! counted and skipped, SIZE_MISMATCH retried as 512 4 KiB pages, anything
+//! else is fatal. Each newly accepted page is checked to read as zero.
+
+use crate::fatal::code;
+use crate::tdcall::accept_page;
+use abi::tdcall::{status, PageLevel};
+use abi::{PAGE_2M, PAGE_4K};
+
+/// What the firmware's accepts did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub calls: u64,
+    pub ok_2m: u64,
+    pub ok_4k: u64,
+    pub already: u64,
+    pub mismatch: u64,
+    pub bytes: u64,
+}
+
+fn check_zero(gpa: u64, len: u64) {
+    for at in [gpa, gpa + len - 8] {
+        // SAFETY: the page was just accepted (so it is mapped) and the
+        // identity map makes `at` a valid address; a volatile read keeps
+        // the check from being optimised away.
+        let v = unsafe { core::ptr::read_volatile(at as *const u64) };
+        if v != 0 {
+            crate::fatal!(code::NOT_ZERO, "accepted memory at {at:#x} reads {v:#x}, not zero");
+        }
+    }
+}
+
+fn accept_4k(gpa: u64, stats: &mut Stats) {
+    stats.calls += 1;
+    let st = accept_page(gpa, PageLevel::L4K);
+    match status::code(st) {
+        status::SUCCESS => {
+            stats.ok_4k += 1;
+            stats.bytes += PAGE_4K;
+            check_zero(gpa, PAGE_4K);
+        }
+        status::PAGE_ALREADY_ACCEPTED => stats.already += 1,
+        _ => crate::fatal!(code::ACCEPT_FAILED, "4K accept at {gpa:#x} failed: {st:#x} ({})", status::name(st)),
+    }
+}
+
+fn accept_2m(gpa: u64, stats: &mut Stats) {
+    stats.calls += 1;
+    let st = accept_page(gpa, PageLevel::L2M);
+    match status::code(st) {
+        status::SUCCESS => {
+            stats.ok_2m += 1;
+            stats.bytes += PAGE_2M;
+            check_zero(gpa, PAGE_2M);
+        }
+        status::PAGE_ALREADY_ACCEPTED => stats.already += 1,
+        status::PAGE_SIZE_MISMATCH => {
+            stats.mismatch += 1;
+            for page in (gpa..gpa + PAGE_2M).step_by(PAGE_4K as usize) {
+                accept_4k(page, stats);
+            }
+        }
+        _ => crate::fatal!(code::ACCEPT_FAILED, "2M accept at {gpa:#x} failed: {st:#x} ({})", status::name(st)),
+    }
+}
+
+/// Accepts `[start, end)` (4 KiB aligned).
+pub fn accept_range(start: u64, end: u64, stats: &mut Stats) {
+    let mut at = start;
+    while at < end {
+        if at % PAGE_2M == 0 && end - at >= PAGE_2M {
+            accept_2m(at, stats);
+            at += PAGE_2M;
+        } else {
+            accept_4k(at, stats);
+            at += PAGE_4K;
+        }
+    }
+}

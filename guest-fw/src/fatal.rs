@@ -1,0 +1,65 @@
+//! Fatal errors: the message goes into a page-aligned buffer whose GPA is
+//! handed to the host with GHCI ReportFatalError; the host stops the TD.
+//! The panic handler and the exception handlers end here.
+
+use core::fmt::{self, Write};
+
+/// Error codes the firmware reports (ReportFatalError R12 bits 31:0).
+pub mod code {
+    pub const PANIC: u32 = 1;
+    pub const EXCEPTION: u32 = 2;
+    pub const BAD_HOB: u32 = 3;
+    pub const ACCEPT_FAILED: u32 = 4;
+    pub const NOT_ZERO: u32 = 5;
+}
+
+#[repr(C, align(4096))]
+struct MessagePage([u8; 4096]);
+
+static mut MESSAGE: MessagePage = MessagePage([0; 4096]);
+
+struct PageWriter<'a> {
+    buf: &'a mut [u8; 4096],
+    len: usize,
+}
+
+impl Write for PageWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            // Keep the last byte for the terminating NUL.
+            if self.len < self.buf.len() - 1 {
+                self.buf[self.len] = b;
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prints the message, reports it to the host and never returns.
+pub fn fatal(code: u32, args: fmt::Arguments<'_>) -> ! {
+    crate::console::print(format_args!("fw: FATAL: {}\n", args));
+    // SAFETY: single vCPU, and `fatal` never returns, so this is the only
+    // live reference to the message page for the rest of the TD's life.
+    let page = unsafe { &mut *core::ptr::addr_of_mut!(MESSAGE) };
+    let mut w = PageWriter {
+        buf: &mut page.0,
+        len: 0,
+    };
+    let _ = w.write_fmt(args);
+    let len = w.len;
+    page.0[len] = 0;
+    // Identity map: the buffer's address is its GPA.
+    crate::tdcall::report_fatal_error(code, page.0.as_ptr() as u64);
+    crate::tdcall::shutdown(255)
+}
+
+#[macro_export]
+macro_rules! fatal {
+    ($code:expr, $($arg:tt)*) => { $crate::fatal::fatal($code, format_args!($($arg)*)) };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    fatal(code::PANIC, format_args!("panic: {info}"))
+}

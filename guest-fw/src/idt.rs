@@ -1,0 +1,88 @@
+//! Exception handling: an IDT whose 32 exception gates all report the vector,
+//! error code, RIP and CR2 as a fatal error. Gates are DPL 3 with IST 0 and
+//! the selector of the live `%cs`, so the same table works in ring 0
+//! (standard profile) and ring 3 (pvm-native profile) without a stack switch.
+
+use core::arch::{asm, global_asm};
+
+#[repr(C, align(16))]
+struct Idt([u64; 512]);
+
+static mut IDT: Idt = Idt([0; 512]);
+
+// 32 stubs of 16 bytes each; vectors with a CPU error code skip the dummy push.
+global_asm!(
+    ".pushsection .text",
+    ".balign 16",
+    ".global exception_stubs",
+    "exception_stubs:",
+    ".set v, 0",
+    ".rept 32",
+    ".balign 16",
+    ".if (v == 8) || (v == 10) || (v == 11) || (v == 12) || (v == 13) || (v == 14) || (v == 17) || (v == 21) || (v == 29) || (v == 30)",
+    ".else",
+    "pushq $0",
+    ".endif",
+    "pushq $v",
+    "jmp exception_common",
+    ".set v, v + 1",
+    ".endr",
+    "exception_common:",
+    // [rsp] = vector, [rsp+8] = error code, [rsp+16] = RIP.
+    "mov (%rsp), %rdi",
+    "mov 8(%rsp), %rsi",
+    "mov 16(%rsp), %rdx",
+    "and $-16, %rsp",
+    "call {handler}",
+    "ud2",
+    ".popsection",
+    handler = sym exception,
+    options(att_syntax),
+);
+
+extern "C" {
+    static exception_stubs: u8;
+}
+
+extern "C" fn exception(vector: u64, error: u64, rip: u64) -> ! {
+    let cr2: u64;
+    // SAFETY: reading CR2 has no side effects (trapped and emulated in the
+    // pvm-native profile).
+    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
+    crate::fatal!(
+        crate::fatal::code::EXCEPTION,
+        "exception {vector} error {error:#x} at RIP {rip:#x} (CR2 {cr2:#x})"
+    )
+}
+
+/// Builds and loads the IDT.
+pub fn init() {
+    let cs: u16;
+    // SAFETY: reading a segment register has no side effects.
+    unsafe { asm!("mov {:x}, cs", out(reg) cs, options(nomem, nostack)) };
+    // Only the address of the stubs label is taken.
+    let stubs = core::ptr::addr_of!(exception_stubs) as u64;
+    // SAFETY: single vCPU, called once before anything can raise an
+    // exception through the table.
+    let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
+    for v in 0..32u64 {
+        let handler = stubs + v * 16;
+        let low = (handler & 0xffff)
+            | ((cs as u64) << 16)
+            | (0xee00u64 << 32) // present, DPL 3, 64-bit interrupt gate, IST 0
+            | ((handler >> 16 & 0xffff) << 48);
+        idt.0[(v * 2) as usize] = low;
+        idt.0[(v * 2 + 1) as usize] = handler >> 32;
+    }
+    #[repr(C, packed)]
+    struct Idtr {
+        limit: u16,
+        base: u64,
+    }
+    let idtr = Idtr {
+        limit: (32 * 16 - 1) as u16,
+        base: idt.0.as_ptr() as u64,
+    };
+    // SAFETY: the IDT is static and its gates point at the stubs above.
+    unsafe { asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack)) };
+}

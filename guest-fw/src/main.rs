@@ -1,0 +1,165 @@
+//! guest-fw: the TDVF role. Entered in 64-bit mode with RCX = TD HOB,
+//! RBX = GPAW, RSI = vCPU index; validates the HOB, accepts pending RAM
+//! below 4 GiB per `fw.accept=all|none|SIZE`, checks it reads as zero,
+//! reports, and (until the EFI hand-off exists) shuts down.
+#![no_std]
+#![no_main]
+
+mod accept;
+mod console;
+mod fatal;
+mod idt;
+mod selftest;
+mod tdcall;
+
+use abi::cmdline;
+use abi::hob::{resource_type, HandoffInfoTable, HobList, MAX_HOB_LIST_BYTES};
+use abi::layout::FOUR_GIB;
+use abi::pod::Pod;
+use abi::report::Mark;
+use abi::tdcall::vp_info;
+use fatal::code;
+
+core::arch::global_asm!(
+    ".pushsection .text.entry, \"ax\"",
+    ".global _start",
+    "_start:",
+    "lea rsp, [rip + fw_stack_top]",
+    "mov rdx, rsi",
+    "mov rsi, rbx",
+    "mov rdi, rcx",
+    "call {main}",
+    "ud2",
+    ".popsection",
+    ".pushsection .bss.stack, \"aw\", @nobits",
+    ".balign 16",
+    ".space 65536",
+    "fw_stack_top:",
+    ".popsection",
+    main = sym fw_main,
+);
+
+/// How much pending RAM below 4 GiB to accept.
+#[derive(Clone, Copy, Debug)]
+enum Policy {
+    All,
+    None,
+    Bytes(u64),
+}
+
+fn policy(cmdline: &str) -> Policy {
+    match cmdline::get(cmdline, "fw.accept") {
+        None | Some("all") => Policy::All,
+        Some("none") => Policy::None,
+        Some(v) => match cmdline::parse_size(v) {
+            Ok(n) => Policy::Bytes(n),
+            Err(_) => fatal!(code::BAD_HOB, "fw.accept={v}: expected all, none or a size"),
+        },
+    }
+}
+
+fn hob_list(hob: u64) -> HobList<'static> {
+    // SAFETY: the HOB is in initial memory, which the host accepted and
+    // mapped; the PHIT's 56 bytes are read first to learn the list length.
+    let head = unsafe { core::slice::from_raw_parts(hob as *const u8, 56) };
+    let Some(phit) = HandoffInfoTable::read_from_prefix(head) else {
+        fatal!(code::BAD_HOB, "no PHIT at {hob:#x}");
+    };
+    let len = phit.efi_end_of_hob_list.wrapping_sub(hob).wrapping_add(8);
+    if len > MAX_HOB_LIST_BYTES || len < 64 {
+        fatal!(code::BAD_HOB, "HOB list at {hob:#x} claims {len} bytes");
+    }
+    // SAFETY: the length was bounded above; the whole list is in initial memory.
+    let bytes = unsafe { core::slice::from_raw_parts(hob as *const u8, len as usize) };
+    match HobList::parse(bytes, hob) {
+        Ok(list) => list,
+        Err(e) => fatal!(code::BAD_HOB, "invalid TD HOB at {hob:#x}: {e}"),
+    }
+}
+
+extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
+    tdcall::mark(Mark::FwStart, 0);
+    idt::init();
+    let info = tdcall::vp_info();
+    if info.rax != 0 || info.rcx & 0x3f != gpaw || info.r9 != vcpu {
+        fatal!(
+            code::BAD_HOB,
+            "TDG.VP.INFO disagrees with the entry registers: status {:#x}, GPAW {} vs {gpaw}, vCPU {} vs {vcpu}",
+            info.rax,
+            info.rcx & 0x3f,
+            info.r9
+        );
+    }
+    if info.rdx & vp_info::ATTR_SEPT_VE_DISABLE == 0 {
+        fatal!(code::BAD_HOB, "TD attributes {:#x} lack SEPT_VE_DISABLE", info.rdx);
+    }
+    let hobs = hob_list(hob);
+    let (payload, cmdline_bytes) = match hobs.payload_info() {
+        Some(Ok(p)) => p,
+        _ => fatal!(code::BAD_HOB, "TD HOB has no payload GUID HOB"),
+    };
+    let cmdline = core::str::from_utf8(cmdline_bytes).unwrap_or("");
+    println!("fw: TD HOB at {hob:#x} ({} bytes), GPAW {gpaw}, vCPU {vcpu}", hobs.len());
+    println!("fw: command line \"{cmdline}\"");
+    let mut ram_top = 0;
+    let mut pending_high = 0;
+    for r in hobs.memory_resources() {
+        let kind = if r.resource_type == resource_type::MEMORY_UNACCEPTED { "unaccepted" } else { "system" };
+        let end = r.physical_start + r.resource_length;
+        println!("fw: ram {:#014x}..{end:#014x} {kind}", r.physical_start);
+        ram_top = ram_top.max(end);
+        if r.resource_type == resource_type::MEMORY_UNACCEPTED {
+            pending_high += end.saturating_sub(r.physical_start.max(FOUR_GIB));
+        }
+    }
+
+    let selftest = cmdline::get(cmdline, "fw.selftest");
+    let mut failures = 0;
+    if selftest == Some("1") {
+        failures += selftest::run(&hobs, gpaw, ram_top);
+    }
+
+    let policy = policy(cmdline);
+    let mut stats = accept::Stats::default();
+    let mut budget = match policy {
+        Policy::All => u64::MAX,
+        Policy::None => 0,
+        Policy::Bytes(n) => n,
+    };
+    for r in hobs.memory_resources() {
+        if r.resource_type != resource_type::MEMORY_UNACCEPTED || r.physical_start >= FOUR_GIB || budget == 0 {
+            continue;
+        }
+        let end = (r.physical_start + r.resource_length).min(FOUR_GIB);
+        let take = (end - r.physical_start).min(budget) & !(abi::PAGE_4K - 1);
+        accept::accept_range(r.physical_start, r.physical_start + take, &mut stats);
+        budget -= take;
+    }
+    tdcall::mark(Mark::FwAcceptDone, stats.bytes);
+    println!(
+        "fw: accept policy {policy:?}: {} bytes accepted below 4 GiB in {} calls ({} x 2M, {} x 4K, {} already accepted, {} size mismatches)",
+        stats.bytes, stats.calls, stats.ok_2m, stats.ok_4k, stats.already, stats.mismatch
+    );
+    println!("fw: {pending_high} bytes above 4 GiB left unaccepted for the OS");
+    if payload.image_size > 0 {
+        println!(
+            "fw: payload of {} bytes at {:#x} (kernel hand-off not implemented yet)",
+            payload.image_size, payload.image_base
+        );
+    }
+
+    if let Some(n) = cmdline::get(cmdline, "fw.bench").and_then(|v| cmdline::parse_size(v).ok()) {
+        tdcall::mark(Mark::BenchStart, n);
+        for _ in 0..n {
+            tdcall::vp_info();
+        }
+        tdcall::mark(Mark::BenchEnd, n);
+        println!("fw: doorbell benchmark: {n} TDG.VP.INFO round trips");
+    }
+    if selftest == Some("touch-pending") {
+        failures += selftest::touch_pending(&hobs);
+    }
+    tdcall::mark(Mark::FwDone, 0);
+    println!("fw: done, {failures} self-test failure(s)");
+    tdcall::shutdown(u32::from(failures > 0))
+}

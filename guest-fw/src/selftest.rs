@@ -1,0 +1,130 @@
+//! `fw.selftest=1`: drives every accept status from the guest side and
+//! checks what came back, plus the other leaves' fixed answers.
+//! `fw.selftest=touch-pending`: reads one pending page above 4 GiB, which
+//! the host must answer by stopping the TD.
+
+use crate::println;
+use crate::tdcall::{accept_page, accept_raw, raw_leaf, vp_info};
+use abi::hob::{resource_type, HobList};
+use abi::layout::FOUR_GIB;
+use abi::tdcall::{leaf, status, vp_info as info, PageLevel};
+use abi::{PAGE_1G, PAGE_2M, PAGE_4K};
+
+const PATTERN: u64 = 0xa5a5_5a5a_dead_beef;
+
+/// Two 2 MiB-aligned chunks of unaccepted RAM below 4 GiB.
+fn two_pending_chunks(hobs: &HobList<'_>) -> Option<u64> {
+    hobs.memory_resources()
+        .filter(|r| r.resource_type == resource_type::MEMORY_UNACCEPTED)
+        .find_map(|r| {
+            let first = r.physical_start.div_ceil(PAGE_2M) * PAGE_2M;
+            let end = (r.physical_start + r.resource_length).min(FOUR_GIB);
+            (first + 2 * PAGE_2M <= end).then_some(first)
+        })
+}
+
+fn read(gpa: u64) -> u64 {
+    // SAFETY: only called on accepted pages, identity-mapped.
+    unsafe { core::ptr::read_volatile(gpa as *const u64) }
+}
+
+fn write(gpa: u64, v: u64) {
+    // SAFETY: only called on accepted pages, identity-mapped, that hold
+    // nothing else (they were pending until this self-test).
+    unsafe { core::ptr::write_volatile(gpa as *mut u64, v) }
+}
+
+struct Checker {
+    failures: u32,
+}
+
+impl Checker {
+    fn status(&mut self, name: &str, got: u64, want: u64) {
+        let ok = got == want;
+        println!(
+            "selftest {name}: status {got:#018x} ({}) want {want:#018x} {}",
+            status::name(got),
+            if ok { "ok" } else { "FAIL" }
+        );
+        self.failures += u32::from(!ok);
+    }
+
+    fn check(&mut self, name: &str, ok: bool) {
+        println!("selftest {name}: {}", if ok { "ok" } else { "FAIL" });
+        self.failures += u32::from(!ok);
+    }
+}
+
+/// Runs the accept self-test; returns the number of failed checks.
+pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
+    let mut c = Checker { failures: 0 };
+    let Some(a) = two_pending_chunks(hobs) else {
+        println!("selftest: no two pending 2 MiB chunks below 4 GiB; skipped");
+        return 1;
+    };
+    let b = a + PAGE_2M;
+    let invalid = status::OPERAND_INVALID | status::OPERAND_RCX;
+
+    c.status("accept_4k", accept_page(a, PageLevel::L4K), status::SUCCESS);
+    c.check("accept_4k_zeroed", read(a) == 0 && read(a + PAGE_4K - 8) == 0);
+    write(a, PATTERN);
+    c.status(
+        "double_accept_4k",
+        accept_page(a, PageLevel::L4K),
+        status::PAGE_ALREADY_ACCEPTED | PageLevel::L4K as u64,
+    );
+    c.check("double_accept_not_zeroed", read(a) == PATTERN);
+    c.status(
+        "accept_2m_over_split_4k",
+        accept_page(a, PageLevel::L2M),
+        status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64,
+    );
+    c.status("accept_2m", accept_page(b, PageLevel::L2M), status::SUCCESS);
+    c.check("accept_2m_zeroed", read(b) == 0 && read(b + PAGE_2M - 8) == 0);
+    write(b + PAGE_4K, PATTERN);
+    c.status(
+        "double_accept_2m",
+        accept_page(b, PageLevel::L2M),
+        status::PAGE_ALREADY_ACCEPTED | PageLevel::L2M as u64,
+    );
+    c.status(
+        "accept_4k_inside_2m",
+        accept_page(b + PAGE_4K, PageLevel::L4K),
+        status::PAGE_ALREADY_ACCEPTED | PageLevel::L2M as u64,
+    );
+    c.check("double_accept_2m_not_zeroed", read(b + PAGE_4K) == PATTERN);
+    c.status("accept_1g", accept_page(PAGE_1G, PageLevel::L1G), invalid);
+    c.status("accept_level_3", accept_raw(PAGE_1G | 3), invalid);
+    c.status("accept_misaligned_2m", accept_page(b + PAGE_4K, PageLevel::L2M), invalid);
+    c.status("accept_reserved_bits", accept_raw(b + 2 * PAGE_4K | 0x8), invalid);
+    c.status("accept_beyond_ram", accept_page(ram_top, PageLevel::L4K), invalid);
+    c.status("accept_in_mmio_hole", accept_page(0xc000_0000, PageLevel::L4K), invalid);
+    c.status("accept_shared_bit", accept_page(a | 1 << (gpaw - 1), PageLevel::L4K), invalid);
+    c.status("unknown_leaf", raw_leaf(99), status::OPERAND_INVALID | status::OPERAND_RAX);
+    c.status("leaf_version", raw_leaf(leaf::VP_INFO as u64 | 1 << 16), status::OPERAND_INVALID | status::OPERAND_RAX);
+    c.status("veinfo_get", raw_leaf(leaf::VP_VEINFO_GET as u64), status::NO_VALID_VE_INFO);
+    let vi = vp_info();
+    c.check(
+        "vp_info",
+        vi.rax == 0 && vi.rcx & 0x3f == gpaw && vi.rdx & info::ATTR_SEPT_VE_DISABLE != 0 && vi.r8 & 0xffff_ffff == 1,
+    );
+    println!("selftest: {} failure(s)", c.failures);
+    c.failures
+}
+
+/// Reads the first pending page above 4 GiB. The host stops the TD.
+pub fn touch_pending(hobs: &HobList<'_>) -> u32 {
+    let target = hobs
+        .memory_resources()
+        .filter(|r| r.resource_type == resource_type::MEMORY_UNACCEPTED && r.physical_start >= FOUR_GIB)
+        .map(|r| r.physical_start)
+        .next();
+    let Some(gpa) = target else {
+        println!("selftest touch-pending: no pending RAM above 4 GiB (give the guest more than 3G)");
+        return 1;
+    };
+    println!("selftest touch-pending: reading pending GPA {gpa:#x}");
+    let v = read(gpa);
+    println!("selftest touch-pending: read {v:#x} and survived: FAIL");
+    1
+}

@@ -1,0 +1,123 @@
+//! The guest side of the doorbell: TDCALL through `out DOORBELL_PORT, al`,
+//! and typed wrappers for the leaves and VMCALLs the firmware uses.
+
+use abi::report::Mark;
+use abi::tdcall::{accept, leaf, PageLevel, DOORBELL_PORT};
+use abi::vmcall::{emu, ghci, EXPOSE_R10_R15, GHCI_STANDARD, VENDOR_EMU};
+use core::arch::asm;
+
+/// TDCALL input and output registers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Regs {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+/// Issues a TDCALL with `regs`, returning the output registers.
+pub fn tdcall(mut regs: Regs) -> Regs {
+    // SAFETY: the `out` traps to the VMM, which only reads and writes the
+    // registers listed here; no memory is touched and the stack is not used.
+    unsafe {
+        asm!(
+            "out {port}, al",
+            port = const DOORBELL_PORT,
+            inout("rax") regs.rax,
+            inout("rcx") regs.rcx,
+            inout("rdx") regs.rdx,
+            inout("r8") regs.r8,
+            inout("r9") regs.r9,
+            inout("r10") regs.r10,
+            inout("r11") regs.r11,
+            inout("r12") regs.r12,
+            inout("r13") regs.r13,
+            inout("r14") regs.r14,
+            inout("r15") regs.r15,
+            options(nostack),
+        );
+    }
+    regs
+}
+
+/// `TDG.MEM.PAGE.ACCEPT` of the page at `gpa` at `level`; returns RAX.
+pub fn accept_page(gpa: u64, level: PageLevel) -> u64 {
+    accept_raw(accept::encode(gpa, level))
+}
+
+/// `TDG.MEM.PAGE.ACCEPT` with a raw RCX operand (for self-tests).
+pub fn accept_raw(rcx: u64) -> u64 {
+    tdcall(Regs {
+        rax: leaf::MEM_PAGE_ACCEPT as u64,
+        rcx,
+        ..Default::default()
+    })
+    .rax
+}
+
+/// `TDG.VP.INFO`.
+pub fn vp_info() -> Regs {
+    tdcall(Regs {
+        rax: leaf::VP_INFO as u64,
+        ..Default::default()
+    })
+}
+
+/// A TDCALL of an arbitrary leaf; returns RAX.
+pub fn raw_leaf(rax: u64) -> u64 {
+    tdcall(Regs {
+        rax,
+        ..Default::default()
+    })
+    .rax
+}
+
+fn vmcall(r10: u64, r11: u64, r12: u64, r13: u64, r14: u64, r15: u64) -> Regs {
+    tdcall(Regs {
+        rax: leaf::VP_VMCALL as u64,
+        rcx: EXPOSE_R10_R15,
+        r10,
+        r11,
+        r12,
+        r13,
+        r14,
+        r15,
+        ..Default::default()
+    })
+}
+
+/// GHCI Instruction.IO: writes one byte to `port`.
+pub fn io_write8(port: u16, value: u8) {
+    vmcall(GHCI_STANDARD, ghci::INSTRUCTION_IO, 1, ghci::IO_DIRECTION_WRITE, port as u64, value as u64);
+}
+
+/// GHCI ReportFatalError with a message page at `page_gpa` (4 KiB aligned).
+pub fn report_fatal_error(code: u32, page_gpa: u64) {
+    vmcall(
+        GHCI_STANDARD,
+        ghci::REPORT_FATAL_ERROR,
+        code as u64 | ghci::FATAL_GPA_VALID,
+        page_gpa,
+        0,
+        0,
+    );
+}
+
+/// Records a phase mark with the host.
+pub fn mark(mark: Mark, arg: u64) {
+    vmcall(VENDOR_EMU, emu::MARK, mark as u64, arg, 0, 0);
+}
+
+/// Asks the host to end the TD with `code`. Does not return.
+pub fn shutdown(code: u32) -> ! {
+    loop {
+        vmcall(VENDOR_EMU, emu::SHUTDOWN, code as u64, 0, 0, 0);
+    }
+}
