@@ -1,1 +1,85 @@
+//! Shared helpers of the integration tests: KVM availability (skip with a
+//! visible message, or fail when `REQUIRE_KVM=1`), CPU profiles to cover,
+//! guests built once per test process, and booting a TD in-process.
 
+use std::sync::OnceLock;
+use vmm::cpu::ProfileChoice;
+use vmm::{Report, Td, TdConfig};
+
+pub use xtask::GuestImages;
+
+/// True when /dev/kvm can be opened read-write.
+pub fn kvm_available() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+/// Returns false (and says so on stderr) when KVM is missing; panics
+/// instead when `REQUIRE_KVM=1`.
+pub fn require_kvm(test: &str) -> bool {
+    if kvm_available() {
+        return true;
+    }
+    assert!(!env_flag("REQUIRE_KVM"), "{test}: /dev/kvm is not usable and REQUIRE_KVM=1");
+    eprintln!("SKIPPED {test}: /dev/kvm is not available (set REQUIRE_KVM=1 to make this a failure)");
+    false
+}
+
+/// True when this host's KVM is kvm_pvm (the pvm-native profile exists).
+pub fn host_is_pvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// The CPU profiles to run a scenario in: always the standard one; the
+/// pvm-native one on a kvm_pvm host (skipped with a message elsewhere,
+/// a failure when `REQUIRE_PVM=1`).
+pub fn profiles(test: &str) -> Vec<ProfileChoice> {
+    let mut v = vec![ProfileChoice::Standard];
+    if host_is_pvm() {
+        v.push(ProfileChoice::PvmNative);
+    } else {
+        assert!(!env_flag("REQUIRE_PVM"), "{test}: host is not kvm_pvm and REQUIRE_PVM=1");
+        eprintln!("SKIPPED {test} [pvm-native]: host KVM is not kvm_pvm");
+    }
+    v
+}
+
+/// The guests, built once per test process.
+pub fn guests() -> &'static GuestImages {
+    static GUESTS: OnceLock<GuestImages> = OnceLock::new();
+    GUESTS.get_or_init(|| xtask::build_guests().unwrap_or_else(|e| panic!("building guests: {e}")))
+}
+
+/// A configuration for the built firmware (and kernel payload).
+pub fn config(profile: ProfileChoice, mem: u64, cmdline: &str) -> TdConfig {
+    let g = guests();
+    let mut c = TdConfig::new(g.firmware.clone());
+    c.kernel = Some(g.kernel.clone());
+    c.profile = profile;
+    c.mem_bytes = mem;
+    c.cmdline = cmdline.to_string();
+    c.timeout = Some(std::time::Duration::from_secs(120));
+    c
+}
+
+/// Builds and runs a TD in-process.
+pub fn boot(config: TdConfig) -> Report {
+    let td = Td::build(config).unwrap_or_else(|e| panic!("building the TD: {e}"));
+    td.run()
+}
+
+/// Name of a profile for messages.
+pub fn name(p: ProfileChoice) -> &'static str {
+    match p {
+        ProfileChoice::Auto => "auto",
+        ProfileChoice::Standard => "standard",
+        ProfileChoice::PvmNative => "pvm-native",
+    }
+}

@@ -85,6 +85,9 @@ pub struct Fatal {
 pub struct PageStats {
     pub pending_bytes: u64,
     pub accepted_bytes: u64,
+    /// Initial memory (firmware, HOB, page tables, scratch, payload),
+    /// accepted by construction.
+    pub initial_bytes: u64,
 }
 
 /// Host-side cost.

@@ -164,6 +164,7 @@ pub struct Td {
     state: TdState,
     profile: CpuProfile,
     config: TdConfig,
+    initial_bytes: u64,
     _kvm: Kvm,
 }
 
@@ -256,6 +257,7 @@ impl Td {
             state,
             profile,
             config,
+            initial_bytes: plan.initial_len(),
             _kvm: kvm,
         })
     }
@@ -472,6 +474,7 @@ impl Td {
             pages: PageStats {
                 pending_bytes: pages.pending_pages() * abi::PAGE_4K,
                 accepted_bytes: pages.accepted_pages() * abi::PAGE_4K,
+                initial_bytes: self.initial_bytes,
             },
             host: HostStats {
                 rss_peak_bytes: report::rss_peak_bytes(),

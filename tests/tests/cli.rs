@@ -1,0 +1,161 @@
+//! The `vmm run` command line as a user meets it: exit statuses (0 clean,
+//! 1 guest failure, 2 bad input), one-line errors naming the problem, the
+//! report file, and the peak RSS of a fresh process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tests::{guests, require_kvm};
+
+fn vmm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmm-cli"))
+        .args(args)
+        .output()
+        .expect("run the vmm binary")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tdx-accept-emu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn fw() -> String {
+    guests().firmware.display().to_string()
+}
+
+fn expect_usage_error(args: &[&str], needle: &str) {
+    let o = vmm(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: expected {needle:?} in: {err}");
+}
+
+#[test]
+fn bad_sizes_are_refused_with_status_2() {
+    let fw = fw();
+    expect_usage_error(&["run", "--firmware", &fw, "--mem", "0"], "must not be zero");
+    expect_usage_error(&["run", "--firmware", &fw, "--mem", "12X"], "not a number");
+    expect_usage_error(&["run", "--firmware", &fw, "--mem", "32M"], "below the minimum");
+    expect_usage_error(&["run", "--firmware", &fw, "--mem", "100T"], "limit");
+    expect_usage_error(&["run", "--firmware", &fw, "--mem", "99999999999999T"], "does not fit");
+    expect_usage_error(&["run", "--firmware", &fw, "--mem", "1000001K"], "multiple of 4 KiB");
+    expect_usage_error(&["run", "--firmware", &fw, "--timeout=-3"], "--timeout");
+    expect_usage_error(&["run", "--firmware", &fw, "--timeout", "inf"], "--timeout");
+}
+
+#[test]
+fn bad_images_are_refused_with_status_2_naming_the_file() {
+    let missing = scratch("missing.elf");
+    expect_usage_error(&["run", "--firmware", missing.to_str().unwrap()], "missing.elf");
+
+    let garbage = scratch("garbage.elf");
+    std::fs::write(&garbage, b"MZ this is not an ELF file").unwrap();
+    expect_usage_error(&["run", "--firmware", garbage.to_str().unwrap()], "not an ELF file");
+
+    let image = std::fs::read(&guests().firmware).unwrap();
+    let truncated = scratch("truncated.elf");
+    std::fs::write(&truncated, &image[..200]).unwrap();
+    expect_usage_error(&["run", "--firmware", truncated.to_str().unwrap()], "truncated");
+
+    let mut arm = image.clone();
+    arm[18] = 183; // EM_AARCH64
+    let arm_path = scratch("arm.elf");
+    std::fs::write(&arm_path, &arm).unwrap();
+    expect_usage_error(&["run", "--firmware", arm_path.to_str().unwrap()], "e_machine 183");
+
+    // The kernel is linked at 0, outside the firmware window.
+    let kernel = guests().kernel.display().to_string();
+    expect_usage_error(&["run", "--firmware", &kernel], "outside the allowed window");
+
+    // A garbage kernel payload is refused too, naming the kernel file.
+    expect_usage_error(
+        &["run", "--firmware", &fw(), "--kernel", garbage.to_str().unwrap()],
+        "garbage.elf",
+    );
+}
+
+#[test]
+fn unwritable_report_path_is_refused_before_boot() {
+    expect_usage_error(
+        &["run", "--firmware", &fw(), "--report", "/nonexistent-dir/r.json"],
+        "cannot write report /nonexistent-dir/r.json",
+    );
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn exit_status_and_report_follow_the_outcome() {
+    if !require_kvm("exit_status_and_report_follow_the_outcome") {
+        return;
+    }
+    let fw = fw();
+    let ok = scratch("ok.json");
+    let o = vmm(&["run", "--firmware", &fw, "--mem", "1G", "--quiet", "--report", ok.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = report(&ok);
+    assert_eq!(r["version"], 1);
+    assert_eq!(r["outcome"], "ok");
+    assert_eq!(r["exit_code"], 0);
+    assert!(r["fatal"].is_null());
+    for key in ["accept", "pages", "host", "exits", "timing_us", "console"] {
+        assert!(!r[key].is_null(), "report lacks {key}");
+    }
+    for key in ["calls", "ok_4k", "ok_2m", "already_accepted", "size_mismatch", "invalid", "bytes_accepted"] {
+        assert!(r["accept"][key].is_u64(), "report lacks accept.{key}");
+    }
+    for key in ["rss_peak_bytes", "guest_resident_bytes", "memslots", "memslots_peak"] {
+        assert!(r["host"][key].is_u64(), "report lacks host.{key}");
+    }
+
+    let bad = scratch("pending.json");
+    let o = vmm(&[
+        "run",
+        "--firmware",
+        &fw,
+        "--mem",
+        "4G",
+        "--quiet",
+        "--cmdline",
+        "fw.selftest=touch-pending",
+        "--report",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("pending_access"), "{}", stderr(&o));
+    let r = report(&bad);
+    assert_eq!(r["outcome"], "pending_access");
+    assert_eq!(r["fatal"]["gpa"], 1u64 << 32);
+    assert!(r["exit_code"].is_null());
+}
+
+#[test]
+fn a_terabyte_guest_boots_in_a_small_process() {
+    if !require_kvm("a_terabyte_guest_boots_in_a_small_process") {
+        return;
+    }
+    let path = scratch("tib.json");
+    let o = vmm(&[
+        "run",
+        "--firmware",
+        &fw(),
+        "--mem",
+        "1T",
+        "--quiet",
+        "--cmdline",
+        "fw.accept=none",
+        "--report",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = report(&path);
+    let rss = r["host"]["rss_peak_bytes"].as_u64().unwrap();
+    assert!(rss > 0 && rss < 256 << 20, "peak RSS {rss} bytes");
+    assert_eq!(r["mem_bytes"], 1u64 << 40);
+}

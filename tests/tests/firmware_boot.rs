@@ -1,0 +1,167 @@
+//! Boots the firmware under KVM, in every CPU profile, and checks what the
+//! VMM reports: bytes accepted, page states, accept statuses from the
+//! guest's self-test, and the exact GPA of a pending access.
+
+use abi::layout::{FOUR_GIB, MMIO_HOLE_START};
+use abi::report::Outcome;
+use abi::{GIB, MIB};
+use tests::{boot, config, name, profiles, require_kvm};
+
+fn console_line<'a>(console: &'a str, prefix: &str) -> &'a str {
+    console
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no console line starting with {prefix:?} in:\n{console}"))
+}
+
+#[test]
+fn firmware_accepts_all_pending_ram_below_4g() {
+    if !require_kvm("firmware_accepts_all_pending_ram_below_4g") {
+        return;
+    }
+    for p in profiles("firmware_accepts_all_pending_ram_below_4g") {
+        let r = boot(config(p, 4 * GIB, ""));
+        let ctx = format!("profile {}: {:?}", name(p), r.fatal);
+        assert_eq!(r.outcome, Outcome::Ok.as_str(), "{ctx}");
+        assert_eq!(r.exit_code, Some(0), "{ctx}");
+        assert_eq!(r.cpu_profile, name(p));
+        // Everything below 4 GiB except initial memory was pending.
+        assert_eq!(r.accept.bytes_accepted, MMIO_HOLE_START - r.pages.initial_bytes, "{ctx}");
+        assert_eq!(r.pages.accepted_bytes, MMIO_HOLE_START, "{ctx}");
+        assert_eq!(r.pages.pending_bytes, GIB, "RAM above 4 GiB stays pending ({ctx})");
+        assert_eq!(r.accept.invalid + r.accept.size_mismatch + r.accept.already_accepted, 0);
+        assert_eq!(
+            r.accept.bytes_accepted,
+            r.accept.ok_2m * 2 * MIB + r.accept.ok_4k * 4096,
+            "bytes match the per-level counts"
+        );
+        // Low RAM is fully accepted: one slot per GiB once merged.
+        assert_eq!(r.host.memslots, 3, "{ctx}");
+        assert!(r.host.memslots_peak <= 1024, "{ctx}");
+        assert!(r.exits.mmio == 0, "no access to pending memory ({ctx})");
+        let fw_line = console_line(&r.console, "fw: accept policy All:");
+        assert!(fw_line.contains(&format!("{} bytes accepted", r.accept.bytes_accepted)), "{fw_line}");
+        for mark in ["fw_start", "fw_accept_done", "fw_done", "total"] {
+            assert!(r.timing_us.contains_key(mark), "missing timing {mark}");
+        }
+    }
+}
+
+#[test]
+fn guest_self_test_sees_every_accept_status() {
+    if !require_kvm("guest_self_test_sees_every_accept_status") {
+        return;
+    }
+    for p in profiles("guest_self_test_sees_every_accept_status") {
+        let r = boot(config(p, 4 * GIB, "fw.selftest=1"));
+        let ctx = format!("profile {}: {:?}\n{}", name(p), r.fatal, r.console);
+        assert_eq!(r.outcome, Outcome::Ok.as_str(), "{ctx}");
+        assert_eq!(r.exit_code, Some(0), "self-test failures: {ctx}");
+        for check in [
+            "accept_4k",
+            "accept_4k_zeroed",
+            "double_accept_4k",
+            "double_accept_not_zeroed",
+            "accept_2m_over_split_4k",
+            "accept_2m",
+            "accept_2m_zeroed",
+            "double_accept_2m",
+            "accept_4k_inside_2m",
+            "double_accept_2m_not_zeroed",
+            "accept_1g",
+            "accept_level_3",
+            "accept_misaligned_2m",
+            "accept_reserved_bits",
+            "accept_beyond_ram",
+            "accept_in_mmio_hole",
+            "accept_shared_bit",
+            "unknown_leaf",
+            "leaf_version",
+            "veinfo_get",
+            "vp_info",
+        ] {
+            let line = console_line(&r.console, &format!("selftest {check}:"));
+            assert!(line.ends_with("ok"), "{line}");
+        }
+        // Self-test: 1 size mismatch, 3 already-accepted, 7 invalid. The
+        // bulk accept then meets the split chunk (1 mismatch, 1 already at
+        // its first page) and the 2 MiB chunk (1 already).
+        assert_eq!(r.accept.size_mismatch, 2, "{ctx}");
+        assert_eq!(r.accept.already_accepted, 5, "{ctx}");
+        assert_eq!(r.accept.invalid, 7, "{ctx}");
+        // Nothing was accepted twice, nothing was lost.
+        assert_eq!(r.accept.bytes_accepted, MMIO_HOLE_START - r.pages.initial_bytes, "{ctx}");
+        assert_eq!(r.tdcalls.get("leaf>=63").copied(), Some(1), "unknown leaf 99 was counted");
+    }
+}
+
+#[test]
+fn touching_pending_memory_stops_the_td_with_the_exact_gpa() {
+    if !require_kvm("touching_pending_memory_stops_the_td_with_the_exact_gpa") {
+        return;
+    }
+    for p in profiles("touching_pending_memory_stops_the_td_with_the_exact_gpa") {
+        let r = boot(config(p, 5 * GIB, "fw.accept=none fw.selftest=touch-pending"));
+        let ctx = format!("profile {}: {:?}", name(p), r.fatal);
+        assert_eq!(r.outcome, Outcome::PendingAccess.as_str(), "{ctx}");
+        assert_eq!(r.exit_code, None);
+        let f = r.fatal.as_ref().expect("a fatal diagnostic");
+        assert_eq!(f.kind, "pending_access");
+        assert_eq!(f.gpa, Some(FOUR_GIB), "{ctx}");
+        assert_eq!(f.access, Some("read"), "{ctx}");
+        let rip = f.rip.expect("RIP of the access");
+        assert!((abi::layout::FIRMWARE_BASE..abi::layout::FIRMWARE_BASE + abi::layout::FIRMWARE_MAX_SIZE).contains(&rip), "{ctx}");
+        assert!(f.message.contains("0x100000000"), "{}", f.message);
+        assert_eq!(r.exits.mmio, 1, "{ctx}");
+        assert_eq!(r.accept.bytes_accepted, 0, "fw.accept=none accepts nothing ({ctx})");
+    }
+}
+
+#[test]
+fn accept_policy_none_and_size() {
+    if !require_kvm("accept_policy_none_and_size") {
+        return;
+    }
+    for p in profiles("accept_policy_none_and_size") {
+        let r = boot(config(p, GIB, "fw.accept=none"));
+        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.accept.calls, 0);
+        assert_eq!(r.pages.pending_bytes, GIB - r.pages.initial_bytes);
+        assert_eq!(r.host.memslots, 1, "only initial memory is mapped");
+
+        let r = boot(config(p, GIB, "fw.accept=64M"));
+        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.accept.bytes_accepted, 64 * MIB);
+        assert_eq!(r.pages.accepted_bytes, 64 * MIB + r.pages.initial_bytes);
+    }
+}
+
+#[test]
+fn a_lazy_terabyte_guest_costs_almost_nothing() {
+    if !require_kvm("a_lazy_terabyte_guest_costs_almost_nothing") {
+        return;
+    }
+    for p in profiles("a_lazy_terabyte_guest_costs_almost_nothing") {
+        let r = boot(config(p, 1 << 40, "fw.accept=none"));
+        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.pages.pending_bytes, (1 << 40) - r.pages.initial_bytes);
+        assert!(r.host.guest_resident_bytes < 64 * MIB, "{:?}", r.host);
+        assert!(r.host.page_state_bytes < 4 * MIB, "{:?}", r.host);
+    }
+}
+
+#[test]
+fn memory_size_not_a_multiple_of_2m_boots() {
+    if !require_kvm("memory_size_not_a_multiple_of_2m_boots") {
+        return;
+    }
+    // 1 GiB + 12 KiB: the last 2 MiB chunk is partial, so it is accepted as
+    // 4 KiB pages.
+    for p in profiles("memory_size_not_a_multiple_of_2m_boots") {
+        let mem = GIB + 3 * 4096;
+        let r = boot(config(p, mem, ""));
+        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.pages.pending_bytes, 0);
+        assert_eq!(r.accept.bytes_accepted, mem - r.pages.initial_bytes);
+    }
+}
