@@ -58,7 +58,7 @@ pub fn get<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
             None if word == key => Some(""),
             _ => None,
         })
-        .last()
+        .next_back()
 }
 
 #[cfg(test)]

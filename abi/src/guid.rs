@@ -89,6 +89,9 @@ mod tests {
     fn in_memory_layout_is_mixed_endian() {
         let bytes = LINUX_EFI_UNACCEPTED_MEM_TABLE.as_bytes();
         assert_eq!(&bytes[..4], &[0x3c, 0xde, 0xd1, 0xd5]);
-        assert_eq!(&bytes[8..], &[0x9e, 0xa9, 0xbc, 0xef, 0x98, 0x12, 0x00, 0x31]);
+        assert_eq!(
+            &bytes[8..],
+            &[0x9e, 0xa9, 0xbc, 0xef, 0x98, 0x12, 0x00, 0x31]
+        );
     }
 }

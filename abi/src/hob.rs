@@ -165,7 +165,9 @@ pub enum HobError {
 impl core::fmt::Display for HobError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            HobError::Truncated { offset } => write!(f, "HOB at offset {offset:#x} runs past the list"),
+            HobError::Truncated { offset } => {
+                write!(f, "HOB at offset {offset:#x} runs past the list")
+            }
             HobError::BadPhit => write!(f, "first HOB is not a version-9 PHIT"),
             HobError::BadLength { offset, length } => {
                 write!(f, "HOB at offset {offset:#x} has bad length {length}")
@@ -175,10 +177,16 @@ impl core::fmt::Display for HobError {
             }
             HobError::NoEnd => write!(f, "no END_OF_HOB_LIST"),
             HobError::EndMismatch { expected, found } => {
-                write!(f, "PHIT end-of-list {found:#x} is not the END HOB at {expected:#x}")
+                write!(
+                    f,
+                    "PHIT end-of-list {found:#x} is not the END HOB at {expected:#x}"
+                )
             }
             HobError::BadResource { offset } => {
-                write!(f, "resource descriptor at offset {offset:#x} is empty, unaligned or wraps")
+                write!(
+                    f,
+                    "resource descriptor at offset {offset:#x} is empty, unaligned or wraps"
+                )
             }
             HobError::OverlappingResources { a, b } => {
                 write!(f, "memory resources at {a:#x} and {b:#x} overlap")
@@ -222,7 +230,8 @@ impl<'a> HobList<'a> {
         }
         let mut offset = 0usize;
         let end = loop {
-            let header = Header::read_from_prefix(&bytes[offset..]).ok_or(HobError::Truncated { offset })?;
+            let header =
+                Header::read_from_prefix(&bytes[offset..]).ok_or(HobError::Truncated { offset })?;
             if header.reserved != 0 {
                 return Err(HobError::ReservedNotZero { offset });
             }
@@ -233,7 +242,7 @@ impl<'a> HobList<'a> {
                 hob_type::GUID_EXTENSION => core::mem::size_of::<GuidHeader>(),
                 _ => core::mem::size_of::<Header>(),
             };
-            if length < min || length % 8 != 0 {
+            if length < min || !length.is_multiple_of(8) {
                 return Err(HobError::BadLength {
                     offset,
                     length: header.hob_length,
@@ -279,7 +288,8 @@ impl<'a> HobList<'a> {
                         return Err(HobError::BadResource { offset });
                     }
                     if is_memory(r.resource_type)
-                        && (r.physical_start % crate::PAGE_4K != 0 || r.resource_length % crate::PAGE_4K != 0)
+                        && (r.physical_start % crate::PAGE_4K != 0
+                            || r.resource_length % crate::PAGE_4K != 0)
                     {
                         return Err(HobError::BadResource { offset });
                     }
@@ -370,7 +380,8 @@ fn decode_payload_info(data: &[u8]) -> Result<(PayloadInfo, &[u8]), HobError> {
 
 /// True for resource types that describe RAM.
 pub const fn is_memory(resource_type: u32) -> bool {
-    resource_type == resource_type::SYSTEM_MEMORY || resource_type == resource_type::MEMORY_UNACCEPTED
+    resource_type == resource_type::SYSTEM_MEMORY
+        || resource_type == resource_type::MEMORY_UNACCEPTED
 }
 
 /// Iterator over the HOBs of a validated list (END HOB excluded).
@@ -394,7 +405,9 @@ impl<'a> Iterator for HobIter<'a> {
         self.offset += bytes.len();
         Some(match header.hob_type {
             hob_type::HANDOFF => Hob::Handoff(HandoffInfoTable::read_from_prefix(bytes)?),
-            hob_type::RESOURCE_DESCRIPTOR => Hob::Resource(ResourceDescriptor::read_from_prefix(bytes)?),
+            hob_type::RESOURCE_DESCRIPTOR => {
+                Hob::Resource(ResourceDescriptor::read_from_prefix(bytes)?)
+            }
             hob_type::GUID_EXTENSION => {
                 let g = GuidHeader::read_from_prefix(bytes)?;
                 Hob::Guid {

@@ -12,7 +12,10 @@ pub unsafe trait Pod: Copy + 'static {
         // SAFETY: `Self: Pod` has no padding, so all `size_of::<Self>()` bytes
         // behind `self` are initialised; the slice borrows `self`.
         unsafe {
-            core::slice::from_raw_parts(self as *const Self as *const u8, core::mem::size_of::<Self>())
+            core::slice::from_raw_parts(
+                self as *const Self as *const u8,
+                core::mem::size_of::<Self>(),
+            )
         }
     }
 

@@ -186,7 +186,10 @@ mod tests {
         assert_eq!(s, 0xC000010000000001);
         assert_eq!(status::code(s), status::OPERAND_INVALID);
         assert_eq!(status::detail(s), 1);
-        assert_eq!(status::name(status::PAGE_SIZE_MISMATCH | 1), "TDX_PAGE_SIZE_MISMATCH");
+        assert_eq!(
+            status::name(status::PAGE_SIZE_MISMATCH | 1),
+            "TDX_PAGE_SIZE_MISMATCH"
+        );
     }
 
     #[test]

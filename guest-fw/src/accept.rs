@@ -26,7 +26,10 @@ fn check_zero(gpa: u64, len: u64) {
         // the check from being optimised away.
         let v = unsafe { core::ptr::read_volatile(at as *const u64) };
         if v != 0 {
-            crate::fatal!(code::NOT_ZERO, "accepted memory at {at:#x} reads {v:#x}, not zero");
+            crate::fatal!(
+                code::NOT_ZERO,
+                "accepted memory at {at:#x} reads {v:#x}, not zero"
+            );
         }
     }
 }
@@ -41,7 +44,11 @@ fn accept_4k(gpa: u64, stats: &mut Stats) {
             check_zero(gpa, PAGE_4K);
         }
         status::PAGE_ALREADY_ACCEPTED => stats.already += 1,
-        _ => crate::fatal!(code::ACCEPT_FAILED, "4K accept at {gpa:#x} failed: {st:#x} ({})", status::name(st)),
+        _ => crate::fatal!(
+            code::ACCEPT_FAILED,
+            "4K accept at {gpa:#x} failed: {st:#x} ({})",
+            status::name(st)
+        ),
     }
 }
 
@@ -61,7 +68,11 @@ fn accept_2m(gpa: u64, stats: &mut Stats) {
                 accept_4k(page, stats);
             }
         }
-        _ => crate::fatal!(code::ACCEPT_FAILED, "2M accept at {gpa:#x} failed: {st:#x} ({})", status::name(st)),
+        _ => crate::fatal!(
+            code::ACCEPT_FAILED,
+            "2M accept at {gpa:#x} failed: {st:#x} ({})",
+            status::name(st)
+        ),
     }
 }
 
@@ -69,7 +80,7 @@ fn accept_2m(gpa: u64, stats: &mut Stats) {
 pub fn accept_range(start: u64, end: u64, stats: &mut Stats) {
     let mut at = start;
     while at < end {
-        if at % PAGE_2M == 0 && end - at >= PAGE_2M {
+        if at.is_multiple_of(PAGE_2M) && end - at >= PAGE_2M {
             accept_2m(at, stats);
             at += PAGE_2M;
         } else {

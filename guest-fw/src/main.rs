@@ -66,7 +66,7 @@ fn hob_list(hob: u64) -> HobList<'static> {
         fatal!(code::BAD_HOB, "no PHIT at {hob:#x}");
     };
     let len = phit.efi_end_of_hob_list.wrapping_sub(hob).wrapping_add(8);
-    if len > MAX_HOB_LIST_BYTES || len < 64 {
+    if !(64..=MAX_HOB_LIST_BYTES).contains(&len) {
         fatal!(code::BAD_HOB, "HOB list at {hob:#x} claims {len} bytes");
     }
     // SAFETY: the length was bounded above; the whole list is in initial memory.
@@ -91,7 +91,11 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         );
     }
     if info.rdx & vp_info::ATTR_SEPT_VE_DISABLE == 0 {
-        fatal!(code::BAD_HOB, "TD attributes {:#x} lack SEPT_VE_DISABLE", info.rdx);
+        fatal!(
+            code::BAD_HOB,
+            "TD attributes {:#x} lack SEPT_VE_DISABLE",
+            info.rdx
+        );
     }
     let hobs = hob_list(hob);
     let (payload, cmdline_bytes) = match hobs.payload_info() {
@@ -99,12 +103,19 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         _ => fatal!(code::BAD_HOB, "TD HOB has no payload GUID HOB"),
     };
     let cmdline = core::str::from_utf8(cmdline_bytes).unwrap_or("");
-    println!("fw: TD HOB at {hob:#x} ({} bytes), GPAW {gpaw}, vCPU {vcpu}", hobs.len());
+    println!(
+        "fw: TD HOB at {hob:#x} ({} bytes), GPAW {gpaw}, vCPU {vcpu}",
+        hobs.len()
+    );
     println!("fw: command line \"{cmdline}\"");
     let mut ram_top = 0;
     let mut pending_high = 0;
     for r in hobs.memory_resources() {
-        let kind = if r.resource_type == resource_type::MEMORY_UNACCEPTED { "unaccepted" } else { "system" };
+        let kind = if r.resource_type == resource_type::MEMORY_UNACCEPTED {
+            "unaccepted"
+        } else {
+            "system"
+        };
         let end = r.physical_start + r.resource_length;
         println!("fw: ram {:#014x}..{end:#014x} {kind}", r.physical_start);
         ram_top = ram_top.max(end);
@@ -127,7 +138,10 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         Policy::Bytes(n) => n,
     };
     for r in hobs.memory_resources() {
-        if r.resource_type != resource_type::MEMORY_UNACCEPTED || r.physical_start >= FOUR_GIB || budget == 0 {
+        if r.resource_type != resource_type::MEMORY_UNACCEPTED
+            || r.physical_start >= FOUR_GIB
+            || budget == 0
+        {
             continue;
         }
         let end = (r.physical_start + r.resource_length).min(FOUR_GIB);

@@ -66,7 +66,10 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
     let invalid = status::OPERAND_INVALID | status::OPERAND_RCX;
 
     c.status("accept_4k", accept_page(a, PageLevel::L4K), status::SUCCESS);
-    c.check("accept_4k_zeroed", read(a) == 0 && read(a + PAGE_4K - 8) == 0);
+    c.check(
+        "accept_4k_zeroed",
+        read(a) == 0 && read(a + PAGE_4K - 8) == 0,
+    );
     write(a, PATTERN);
     c.status(
         "double_accept_4k",
@@ -80,7 +83,10 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
         status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64,
     );
     c.status("accept_2m", accept_page(b, PageLevel::L2M), status::SUCCESS);
-    c.check("accept_2m_zeroed", read(b) == 0 && read(b + PAGE_2M - 8) == 0);
+    c.check(
+        "accept_2m_zeroed",
+        read(b) == 0 && read(b + PAGE_2M - 8) == 0,
+    );
     write(b + PAGE_4K, PATTERN);
     c.status(
         "double_accept_2m",
@@ -95,18 +101,53 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
     c.check("double_accept_2m_not_zeroed", read(b + PAGE_4K) == PATTERN);
     c.status("accept_1g", accept_page(PAGE_1G, PageLevel::L1G), invalid);
     c.status("accept_level_3", accept_raw(PAGE_1G | 3), invalid);
-    c.status("accept_misaligned_2m", accept_page(b + PAGE_4K, PageLevel::L2M), invalid);
-    c.status("accept_reserved_bits", accept_raw(b + 2 * PAGE_4K | 0x8), invalid);
-    c.status("accept_beyond_ram", accept_page(ram_top, PageLevel::L4K), invalid);
-    c.status("accept_in_mmio_hole", accept_page(0xc000_0000, PageLevel::L4K), invalid);
-    c.status("accept_shared_bit", accept_page(a | 1 << (gpaw - 1), PageLevel::L4K), invalid);
-    c.status("unknown_leaf", raw_leaf(99), status::OPERAND_INVALID | status::OPERAND_RAX);
-    c.status("leaf_version", raw_leaf(leaf::VP_INFO as u64 | 1 << 16), status::OPERAND_INVALID | status::OPERAND_RAX);
-    c.status("veinfo_get", raw_leaf(leaf::VP_VEINFO_GET as u64), status::NO_VALID_VE_INFO);
+    c.status(
+        "accept_misaligned_2m",
+        accept_page(b + PAGE_4K, PageLevel::L2M),
+        invalid,
+    );
+    c.status(
+        "accept_reserved_bits",
+        accept_raw((b + 2 * PAGE_4K) | 0x8),
+        invalid,
+    );
+    c.status(
+        "accept_beyond_ram",
+        accept_page(ram_top, PageLevel::L4K),
+        invalid,
+    );
+    c.status(
+        "accept_in_mmio_hole",
+        accept_page(0xc000_0000, PageLevel::L4K),
+        invalid,
+    );
+    c.status(
+        "accept_shared_bit",
+        accept_page(a | 1 << (gpaw - 1), PageLevel::L4K),
+        invalid,
+    );
+    c.status(
+        "unknown_leaf",
+        raw_leaf(99),
+        status::OPERAND_INVALID | status::OPERAND_RAX,
+    );
+    c.status(
+        "leaf_version",
+        raw_leaf(leaf::VP_INFO as u64 | 1 << 16),
+        status::OPERAND_INVALID | status::OPERAND_RAX,
+    );
+    c.status(
+        "veinfo_get",
+        raw_leaf(leaf::VP_VEINFO_GET as u64),
+        status::NO_VALID_VE_INFO,
+    );
     let vi = vp_info();
     c.check(
         "vp_info",
-        vi.rax == 0 && vi.rcx & 0x3f == gpaw && vi.rdx & info::ATTR_SEPT_VE_DISABLE != 0 && vi.r8 & 0xffff_ffff == 1,
+        vi.rax == 0
+            && vi.rcx & 0x3f == gpaw
+            && vi.rdx & info::ATTR_SEPT_VE_DISABLE != 0
+            && vi.r8 & 0xffff_ffff == 1,
     );
     println!("selftest: {} failure(s)", c.failures);
     c.failures
@@ -116,11 +157,15 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
 pub fn touch_pending(hobs: &HobList<'_>) -> u32 {
     let target = hobs
         .memory_resources()
-        .filter(|r| r.resource_type == resource_type::MEMORY_UNACCEPTED && r.physical_start >= FOUR_GIB)
+        .filter(|r| {
+            r.resource_type == resource_type::MEMORY_UNACCEPTED && r.physical_start >= FOUR_GIB
+        })
         .map(|r| r.physical_start)
         .next();
     let Some(gpa) = target else {
-        println!("selftest touch-pending: no pending RAM above 4 GiB (give the guest more than 3G)");
+        println!(
+            "selftest touch-pending: no pending RAM above 4 GiB (give the guest more than 3G)"
+        );
         return 1;
     };
     println!("selftest touch-pending: reading pending GPA {gpa:#x}");

@@ -95,7 +95,14 @@ fn vmcall(r10: u64, r11: u64, r12: u64, r13: u64, r14: u64, r15: u64) -> Regs {
 
 /// GHCI Instruction.IO: writes one byte to `port`.
 pub fn io_write8(port: u16, value: u8) {
-    vmcall(GHCI_STANDARD, ghci::INSTRUCTION_IO, 1, ghci::IO_DIRECTION_WRITE, port as u64, value as u64);
+    vmcall(
+        GHCI_STANDARD,
+        ghci::INSTRUCTION_IO,
+        1,
+        ghci::IO_DIRECTION_WRITE,
+        port as u64,
+        value as u64,
+    );
 }
 
 /// GHCI ReportFatalError with a message page at `page_gpa` (4 KiB aligned).

@@ -27,8 +27,13 @@ pub fn require_kvm(test: &str) -> bool {
     if kvm_available() {
         return true;
     }
-    assert!(!env_flag("REQUIRE_KVM"), "{test}: /dev/kvm is not usable and REQUIRE_KVM=1");
-    eprintln!("SKIPPED {test}: /dev/kvm is not available (set REQUIRE_KVM=1 to make this a failure)");
+    assert!(
+        !env_flag("REQUIRE_KVM"),
+        "{test}: /dev/kvm is not usable and REQUIRE_KVM=1"
+    );
+    eprintln!(
+        "SKIPPED {test}: /dev/kvm is not available (set REQUIRE_KVM=1 to make this a failure)"
+    );
     false
 }
 
@@ -45,7 +50,10 @@ pub fn profiles(test: &str) -> Vec<ProfileChoice> {
     if host_is_pvm() {
         v.push(ProfileChoice::PvmNative);
     } else {
-        assert!(!env_flag("REQUIRE_PVM"), "{test}: host is not kvm_pvm and REQUIRE_PVM=1");
+        assert!(
+            !env_flag("REQUIRE_PVM"),
+            "{test}: host is not kvm_pvm and REQUIRE_PVM=1"
+        );
         eprintln!("SKIPPED {test} [pvm-native]: host KVM is not kvm_pvm");
     }
     v

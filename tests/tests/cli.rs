@@ -31,18 +31,33 @@ fn expect_usage_error(args: &[&str], needle: &str) {
     let o = vmm(args);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: expected {needle:?} in: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in: {err}"
+    );
 }
 
 #[test]
 fn bad_sizes_are_refused_with_status_2() {
     let fw = fw();
-    expect_usage_error(&["run", "--firmware", &fw, "--mem", "0"], "must not be zero");
+    expect_usage_error(
+        &["run", "--firmware", &fw, "--mem", "0"],
+        "must not be zero",
+    );
     expect_usage_error(&["run", "--firmware", &fw, "--mem", "12X"], "not a number");
-    expect_usage_error(&["run", "--firmware", &fw, "--mem", "32M"], "below the minimum");
+    expect_usage_error(
+        &["run", "--firmware", &fw, "--mem", "32M"],
+        "below the minimum",
+    );
     expect_usage_error(&["run", "--firmware", &fw, "--mem", "100T"], "limit");
-    expect_usage_error(&["run", "--firmware", &fw, "--mem", "99999999999999T"], "does not fit");
-    expect_usage_error(&["run", "--firmware", &fw, "--mem", "1000001K"], "multiple of 4 KiB");
+    expect_usage_error(
+        &["run", "--firmware", &fw, "--mem", "99999999999999T"],
+        "does not fit",
+    );
+    expect_usage_error(
+        &["run", "--firmware", &fw, "--mem", "1000001K"],
+        "multiple of 4 KiB",
+    );
     expect_usage_error(&["run", "--firmware", &fw, "--timeout=-3"], "--timeout");
     expect_usage_error(&["run", "--firmware", &fw, "--timeout", "inf"], "--timeout");
 }
@@ -50,30 +65,51 @@ fn bad_sizes_are_refused_with_status_2() {
 #[test]
 fn bad_images_are_refused_with_status_2_naming_the_file() {
     let missing = scratch("missing.elf");
-    expect_usage_error(&["run", "--firmware", missing.to_str().unwrap()], "missing.elf");
+    expect_usage_error(
+        &["run", "--firmware", missing.to_str().unwrap()],
+        "missing.elf",
+    );
 
     let garbage = scratch("garbage.elf");
     std::fs::write(&garbage, b"MZ this is not an ELF file").unwrap();
-    expect_usage_error(&["run", "--firmware", garbage.to_str().unwrap()], "not an ELF file");
+    expect_usage_error(
+        &["run", "--firmware", garbage.to_str().unwrap()],
+        "not an ELF file",
+    );
 
     let image = std::fs::read(&guests().firmware).unwrap();
     let truncated = scratch("truncated.elf");
     std::fs::write(&truncated, &image[..200]).unwrap();
-    expect_usage_error(&["run", "--firmware", truncated.to_str().unwrap()], "truncated");
+    expect_usage_error(
+        &["run", "--firmware", truncated.to_str().unwrap()],
+        "truncated",
+    );
 
     let mut arm = image.clone();
     arm[18] = 183; // EM_AARCH64
     let arm_path = scratch("arm.elf");
     std::fs::write(&arm_path, &arm).unwrap();
-    expect_usage_error(&["run", "--firmware", arm_path.to_str().unwrap()], "e_machine 183");
+    expect_usage_error(
+        &["run", "--firmware", arm_path.to_str().unwrap()],
+        "e_machine 183",
+    );
 
     // The kernel is linked at 0, outside the firmware window.
     let kernel = guests().kernel.display().to_string();
-    expect_usage_error(&["run", "--firmware", &kernel], "outside the allowed window");
+    expect_usage_error(
+        &["run", "--firmware", &kernel],
+        "outside the allowed window",
+    );
 
     // A garbage kernel payload is refused too, naming the kernel file.
     expect_usage_error(
-        &["run", "--firmware", &fw(), "--kernel", garbage.to_str().unwrap()],
+        &[
+            "run",
+            "--firmware",
+            &fw(),
+            "--kernel",
+            garbage.to_str().unwrap(),
+        ],
         "garbage.elf",
     );
 }
@@ -81,7 +117,13 @@ fn bad_images_are_refused_with_status_2_naming_the_file() {
 #[test]
 fn unwritable_report_path_is_refused_before_boot() {
     expect_usage_error(
-        &["run", "--firmware", &fw(), "--report", "/nonexistent-dir/r.json"],
+        &[
+            "run",
+            "--firmware",
+            &fw(),
+            "--report",
+            "/nonexistent-dir/r.json",
+        ],
         "cannot write report /nonexistent-dir/r.json",
     );
 }
@@ -97,7 +139,16 @@ fn exit_status_and_report_follow_the_outcome() {
     }
     let fw = fw();
     let ok = scratch("ok.json");
-    let o = vmm(&["run", "--firmware", &fw, "--mem", "1G", "--quiet", "--report", ok.to_str().unwrap()]);
+    let o = vmm(&[
+        "run",
+        "--firmware",
+        &fw,
+        "--mem",
+        "1G",
+        "--quiet",
+        "--report",
+        ok.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let r = report(&ok);
     assert_eq!(r["version"], 1);
@@ -107,10 +158,23 @@ fn exit_status_and_report_follow_the_outcome() {
     for key in ["accept", "pages", "host", "exits", "timing_us", "console"] {
         assert!(!r[key].is_null(), "report lacks {key}");
     }
-    for key in ["calls", "ok_4k", "ok_2m", "already_accepted", "size_mismatch", "invalid", "bytes_accepted"] {
+    for key in [
+        "calls",
+        "ok_4k",
+        "ok_2m",
+        "already_accepted",
+        "size_mismatch",
+        "invalid",
+        "bytes_accepted",
+    ] {
         assert!(r["accept"][key].is_u64(), "report lacks accept.{key}");
     }
-    for key in ["rss_peak_bytes", "guest_resident_bytes", "memslots", "memslots_peak"] {
+    for key in [
+        "rss_peak_bytes",
+        "guest_resident_bytes",
+        "memslots",
+        "memslots_peak",
+    ] {
         assert!(r["host"][key].is_u64(), "report lacks host.{key}");
     }
 

@@ -26,10 +26,20 @@ fn firmware_accepts_all_pending_ram_below_4g() {
         assert_eq!(r.exit_code, Some(0), "{ctx}");
         assert_eq!(r.cpu_profile, name(p));
         // Everything below 4 GiB except initial memory was pending.
-        assert_eq!(r.accept.bytes_accepted, MMIO_HOLE_START - r.pages.initial_bytes, "{ctx}");
+        assert_eq!(
+            r.accept.bytes_accepted,
+            MMIO_HOLE_START - r.pages.initial_bytes,
+            "{ctx}"
+        );
         assert_eq!(r.pages.accepted_bytes, MMIO_HOLE_START, "{ctx}");
-        assert_eq!(r.pages.pending_bytes, GIB, "RAM above 4 GiB stays pending ({ctx})");
-        assert_eq!(r.accept.invalid + r.accept.size_mismatch + r.accept.already_accepted, 0);
+        assert_eq!(
+            r.pages.pending_bytes, GIB,
+            "RAM above 4 GiB stays pending ({ctx})"
+        );
+        assert_eq!(
+            r.accept.invalid + r.accept.size_mismatch + r.accept.already_accepted,
+            0
+        );
         assert_eq!(
             r.accept.bytes_accepted,
             r.accept.ok_2m * 2 * MIB + r.accept.ok_4k * 4096,
@@ -40,7 +50,10 @@ fn firmware_accepts_all_pending_ram_below_4g() {
         assert!(r.host.memslots_peak <= 1024, "{ctx}");
         assert!(r.exits.mmio == 0, "no access to pending memory ({ctx})");
         let fw_line = console_line(&r.console, "fw: accept policy All:");
-        assert!(fw_line.contains(&format!("{} bytes accepted", r.accept.bytes_accepted)), "{fw_line}");
+        assert!(
+            fw_line.contains(&format!("{} bytes accepted", r.accept.bytes_accepted)),
+            "{fw_line}"
+        );
         for mark in ["fw_start", "fw_accept_done", "fw_done", "total"] {
             assert!(r.timing_us.contains_key(mark), "missing timing {mark}");
         }
@@ -90,8 +103,16 @@ fn guest_self_test_sees_every_accept_status() {
         assert_eq!(r.accept.already_accepted, 5, "{ctx}");
         assert_eq!(r.accept.invalid, 7, "{ctx}");
         // Nothing was accepted twice, nothing was lost.
-        assert_eq!(r.accept.bytes_accepted, MMIO_HOLE_START - r.pages.initial_bytes, "{ctx}");
-        assert_eq!(r.tdcalls.get("leaf>=63").copied(), Some(1), "unknown leaf 99 was counted");
+        assert_eq!(
+            r.accept.bytes_accepted,
+            MMIO_HOLE_START - r.pages.initial_bytes,
+            "{ctx}"
+        );
+        assert_eq!(
+            r.tdcalls.get("leaf>=63").copied(),
+            Some(1),
+            "unknown leaf 99 was counted"
+        );
     }
 }
 
@@ -101,7 +122,11 @@ fn touching_pending_memory_stops_the_td_with_the_exact_gpa() {
         return;
     }
     for p in profiles("touching_pending_memory_stops_the_td_with_the_exact_gpa") {
-        let r = boot(config(p, 5 * GIB, "fw.accept=none fw.selftest=touch-pending"));
+        let r = boot(config(
+            p,
+            5 * GIB,
+            "fw.accept=none fw.selftest=touch-pending",
+        ));
         let ctx = format!("profile {}: {:?}", name(p), r.fatal);
         assert_eq!(r.outcome, Outcome::PendingAccess.as_str(), "{ctx}");
         assert_eq!(r.exit_code, None);
@@ -110,10 +135,18 @@ fn touching_pending_memory_stops_the_td_with_the_exact_gpa() {
         assert_eq!(f.gpa, Some(FOUR_GIB), "{ctx}");
         assert_eq!(f.access, Some("read"), "{ctx}");
         let rip = f.rip.expect("RIP of the access");
-        assert!((abi::layout::FIRMWARE_BASE..abi::layout::FIRMWARE_BASE + abi::layout::FIRMWARE_MAX_SIZE).contains(&rip), "{ctx}");
+        assert!(
+            (abi::layout::FIRMWARE_BASE
+                ..abi::layout::FIRMWARE_BASE + abi::layout::FIRMWARE_MAX_SIZE)
+                .contains(&rip),
+            "{ctx}"
+        );
         assert!(f.message.contains("0x100000000"), "{}", f.message);
         assert_eq!(r.exits.mmio, 1, "{ctx}");
-        assert_eq!(r.accept.bytes_accepted, 0, "fw.accept=none accepts nothing ({ctx})");
+        assert_eq!(
+            r.accept.bytes_accepted, 0,
+            "fw.accept=none accepts nothing ({ctx})"
+        );
     }
 }
 

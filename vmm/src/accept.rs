@@ -56,7 +56,9 @@ impl AcceptResult {
     pub fn status(self) -> u64 {
         match self {
             AcceptResult::Accepted { .. } => status::SUCCESS,
-            AcceptResult::AlreadyAccepted { level, .. } => status::PAGE_ALREADY_ACCEPTED | level as u64,
+            AcceptResult::AlreadyAccepted { level, .. } => {
+                status::PAGE_ALREADY_ACCEPTED | level as u64
+            }
             AcceptResult::SizeMismatch { .. } => status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64,
             AcceptResult::Invalid(_) => status::OPERAND_INVALID | status::OPERAND_RCX,
         }
@@ -73,21 +75,27 @@ pub fn decode(mem: &PrivateMemory, rcx: u64) -> Result<(u64, PageLevel, u64), In
         _ => return Err(InvalidAccept::Level),
     };
     let gpa = rcx & !(PAGE_4K - 1);
-    if gpa % level.size() != 0 {
+    if !gpa.is_multiple_of(level.size()) {
         return Err(InvalidAccept::Misaligned);
     }
     let layout = mem.layout();
     if gpa >= layout.shared_bit() {
         return Err(InvalidAccept::SharedOrBeyondGpaw);
     }
-    let offset = layout.ram_offset(gpa, level.size()).ok_or(InvalidAccept::NotRam)?;
+    let offset = layout
+        .ram_offset(gpa, level.size())
+        .ok_or(InvalidAccept::NotRam)?;
     Ok((gpa, level, offset))
 }
 
 impl PrivateMemory {
     /// Handles `TDG.MEM.PAGE.ACCEPT` with operand `rcx`. `Err` is a VMM-side
     /// failure (the host could not back or map memory): the TD must stop.
-    pub fn accept(&mut self, rcx: u64, stats: &mut AcceptStats) -> Result<AcceptResult, MemoryError> {
+    pub fn accept(
+        &mut self,
+        rcx: u64,
+        stats: &mut AcceptStats,
+    ) -> Result<AcceptResult, MemoryError> {
         let started = Instant::now();
         stats.calls += 1;
         let (gpa, level, offset) = match decode(self, rcx) {
@@ -103,7 +111,10 @@ impl PrivateMemory {
         let result = match self.pages.accept(page, level) {
             AcceptOutcome::AlreadyAccepted(reached) => {
                 stats.already_accepted += 1;
-                AcceptResult::AlreadyAccepted { gpa, level: reached }
+                AcceptResult::AlreadyAccepted {
+                    gpa,
+                    level: reached,
+                }
             }
             AcceptOutcome::SizeMismatch => {
                 stats.size_mismatch += 1;
@@ -132,7 +143,12 @@ impl PrivateMemory {
 
     /// Merges the slots of a 2 MiB chunk or 1 GiB block that the last accept
     /// completed.
-    fn merge_completed(&mut self, gpa: u64, page: u64, level: PageLevel) -> Result<(), MemoryError> {
+    fn merge_completed(
+        &mut self,
+        gpa: u64,
+        page: u64,
+        level: PageLevel,
+    ) -> Result<(), MemoryError> {
         let chunk = page / PAGES_PER_CHUNK;
         if level == PageLevel::L4K && self.pages.chunk_full(chunk) {
             let lo = gpa & !(abi::PAGE_2M - 1);

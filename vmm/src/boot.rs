@@ -63,7 +63,13 @@ impl BootPlan {
     /// Lays out initial memory after a firmware that occupies
     /// `[fw_start, fw_end)` (checked by the caller to lie in the firmware
     /// window), for a HOB of `hob_len` bytes and a payload of `payload_len`.
-    pub fn new(layout: &RamLayout, fw_start: u64, fw_end: u64, hob_len: u64, payload_len: u64) -> Result<Self, BootError> {
+    pub fn new(
+        layout: &RamLayout,
+        fw_start: u64,
+        fw_end: u64,
+        hob_len: u64,
+        payload_len: u64,
+    ) -> Result<Self, BootError> {
         debug_assert!(fw_start >= FIRMWARE_BASE && fw_end <= FIRMWARE_BASE + FIRMWARE_MAX_SIZE);
         let start = fw_start & !(PAGE_4K - 1);
         let mut cursor = align_up(fw_end, PAGE_4K);
@@ -77,7 +83,11 @@ impl BootPlan {
         let pt_pages = page_table_pages(layout);
         let page_tables = take(pt_pages * PAGE_4K);
         let scratch = take(FW_SCRATCH_BYTES);
-        let payload = if payload_len > 0 { take(payload_len) } else { 0 };
+        let payload = if payload_len > 0 {
+            take(payload_len)
+        } else {
+            0
+        };
         let end = cursor;
         if end > layout.low().end() {
             return Err(BootError::DoesNotFit {
@@ -107,7 +117,7 @@ impl BootPlan {
 /// The GDT: null, ring-0 code64 and data at the standard selectors, ring-3
 /// data and code64 at the selectors the pvm-native profile uses.
 pub fn gdt_bytes() -> Vec<u8> {
-    let mut gdt = vec![0u64; 8];
+    let mut gdt = [0u64; 8];
     gdt[(selector::CODE64_RING0 >> 3) as usize] = 0x00af_9b00_0000_ffff;
     gdt[(selector::DATA_RING0 >> 3) as usize] = 0x00cf_9300_0000_ffff;
     gdt[(selector::DATA_RING3 >> 3) as usize] = 0x00cf_f300_0000_ffff;
@@ -152,7 +162,13 @@ mod tests {
         let bytes = page_table_bytes(&layout, base);
         assert_eq!(bytes.len() as u64, page_table_pages(&layout) * PAGE_4K);
         // Walk a few addresses, including above 512 GiB (second PDPT).
-        for va in [0u64, 0x1234_5000, 3 * GIB + 0x20_0000, 513 * GIB + 0x60_0000, 600 * GIB + GIB - 1] {
+        for va in [
+            0u64,
+            0x1234_5000,
+            3 * GIB + 0x20_0000,
+            513 * GIB + 0x60_0000,
+            600 * GIB + GIB - 1,
+        ] {
             let pml4e = entry(&bytes, ((va >> 39) & 511) as usize);
             assert_eq!(pml4e & 7, 7, "U/S, RW, P at PML4");
             let pdpt = ((pml4e & !0xfff) - base) as usize / 8;
@@ -168,14 +184,27 @@ mod tests {
     #[test]
     fn plan_is_contiguous_and_checked() {
         let layout = RamLayout::new(4 * GIB, 48).unwrap();
-        let p = BootPlan::new(&layout, FIRMWARE_BASE, FIRMWARE_BASE + 0x1_2345, 0x300, 0x5000).unwrap();
+        let p = BootPlan::new(
+            &layout,
+            FIRMWARE_BASE,
+            FIRMWARE_BASE + 0x1_2345,
+            0x300,
+            0x5000,
+        )
+        .unwrap();
         assert_eq!(p.initial.0, FIRMWARE_BASE);
         assert_eq!(p.hob, FIRMWARE_BASE + 0x1_3000);
         assert!(p.gdt > p.hob && p.page_tables > p.gdt && p.scratch.0 > p.page_tables);
         assert_eq!(p.payload.0 + 0x5000, p.initial.1);
         let small = RamLayout::new(64 << 20, 48).unwrap();
         assert!(matches!(
-            BootPlan::new(&small, FIRMWARE_BASE, FIRMWARE_BASE + 0x1000, 0x300, 80 << 20),
+            BootPlan::new(
+                &small,
+                FIRMWARE_BASE,
+                FIRMWARE_BASE + 0x1000,
+                0x300,
+                80 << 20
+            ),
             Err(BootError::DoesNotFit { .. })
         ));
     }

@@ -18,7 +18,11 @@ pub const EXIT_GUEST_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "vmm", version, about = "KVM mini hypervisor emulating Intel TDX memory acceptance")]
+#[command(
+    name = "vmm",
+    version,
+    about = "KVM mini hypervisor emulating Intel TDX memory acceptance"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -162,7 +166,11 @@ fn run(args: &RunArgs) -> i32 {
     };
     if let Some(path) = &args.report {
         // Fail before booting if the report cannot be written.
-        if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             eprintln!("vmm: cannot write report {}: {e}", path.display());
             return EXIT_USAGE;
         }

@@ -98,7 +98,10 @@ impl Console {
         cap.flush_line();
         let mut s = String::from_utf8_lossy(&cap.bytes).into_owned();
         if cap.dropped > 0 {
-            s.push_str(&format!("\n[console capture full: {} more bytes not kept]\n", cap.dropped));
+            s.push_str(&format!(
+                "\n[console capture full: {} more bytes not kept]\n",
+                cap.dropped
+            ));
         }
         s
     }

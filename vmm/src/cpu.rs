@@ -35,7 +35,10 @@ const EFER_NXE: u64 = 1 << 11;
 #[derive(Debug, Error)]
 pub enum CpuError {
     #[error("KVM ioctl {what} failed: {source}")]
-    Kvm { what: &'static str, source: vmm_sys_util::errno::Error },
+    Kvm {
+        what: &'static str,
+        source: vmm_sys_util::errno::Error,
+    },
     #[error("the pvm-native profile was requested but this host's KVM is not kvm_pvm")]
     NotPvm,
 }
@@ -195,8 +198,8 @@ pub fn setup_vcpu(
 /// private zero page is mapped there in slot `scratch_slot` (one the memslot
 /// manager never uses) just for the write.
 fn enable_pvm_native(vm: &VmFd, vcpu: &VcpuFd, scratch_slot: u32) -> Result<(), CpuError> {
-    let page = vm_memory::MmapRegion::<()>::new(abi::PAGE_4K as usize)
-        .map_err(|_| CpuError::NotPvm)?;
+    let page =
+        vm_memory::MmapRegion::<()>::new(abi::PAGE_4K as usize).map_err(|_| CpuError::NotPvm)?;
     let mut region = kvm_bindings::kvm_userspace_memory_region {
         slot: scratch_slot,
         flags: 0,
@@ -206,7 +209,8 @@ fn enable_pvm_native(vm: &VmFd, vcpu: &VcpuFd, scratch_slot: u32) -> Result<(), 
     };
     // SAFETY: `page` is a 4 KiB anonymous mapping that lives until the end
     // of this function, and the slot is removed below before it is dropped.
-    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION (PVM scratch)"))?;
+    unsafe { vm.set_user_memory_region(region) }
+        .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION (PVM scratch)"))?;
     let msrs = Msrs::from_entries(&[kvm_msr_entry {
         index: MSR_PVM_CTL,
         data: 1,
@@ -216,7 +220,8 @@ fn enable_pvm_native(vm: &VmFd, vcpu: &VcpuFd, scratch_slot: u32) -> Result<(), 
     let written = vcpu.set_msrs(&msrs);
     region.memory_size = 0;
     // SAFETY: deleting the slot created above; no host memory is referenced.
-    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION (PVM scratch removal)"))?;
+    unsafe { vm.set_user_memory_region(region) }
+        .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION (PVM scratch removal)"))?;
     match written {
         Ok(1) => Ok(()),
         Ok(n) => {

@@ -24,23 +24,42 @@ pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
 #[derive(Debug, Error)]
 pub enum ElfError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: file is {size} bytes, more than the {MAX_IMAGE_BYTES}-byte limit")]
     TooBig { path: PathBuf, size: u64 },
     #[error("{path}: not an ELF file (bad magic)")]
     NotElf { path: PathBuf },
     #[error("{path}: truncated ELF ({what} needs {need} bytes, file has {have})")]
-    Truncated { path: PathBuf, what: &'static str, need: u64, have: u64 },
+    Truncated {
+        path: PathBuf,
+        what: &'static str,
+        need: u64,
+        have: u64,
+    },
     #[error("{path}: not a 64-bit little-endian x86-64 executable ({what})")]
     WrongArch { path: PathBuf, what: String },
     #[error("{path}: no loadable segment")]
     NoSegments { path: PathBuf },
     #[error("{path}: segment {index} is malformed: {what}")]
-    BadSegment { path: PathBuf, index: usize, what: String },
+    BadSegment {
+        path: PathBuf,
+        index: usize,
+        what: String,
+    },
     #[error("{path}: segments {a} and {b} overlap")]
     Overlap { path: PathBuf, a: usize, b: usize },
     #[error("{path}: segment {index} at {start:#x}..{end:#x} lies outside the allowed window {lo:#x}..{hi:#x}")]
-    OutsideWindow { path: PathBuf, index: usize, start: u64, end: u64, lo: u64, hi: u64 },
+    OutsideWindow {
+        path: PathBuf,
+        index: usize,
+        start: u64,
+        end: u64,
+        lo: u64,
+        hi: u64,
+    },
     #[error("{path}: entry point {entry:#x} is not inside an executable segment")]
     BadEntry { path: PathBuf, entry: u64 },
     #[error("{path}: loading failed: {what}")]
@@ -135,7 +154,7 @@ impl ElfImage {
         if phentsize != PHDR_SIZE as u64 {
             return Err(wrong(format!("e_phentsize {phentsize} is not {PHDR_SIZE}")));
         }
-        let table_end = phoff.checked_add(phnum * phentsize).unwrap_or(u64::MAX);
+        let table_end = phoff.saturating_add(phnum * phentsize);
         if table_end > have {
             return Err(ElfError::Truncated {
                 path: p(),
@@ -163,7 +182,10 @@ impl ElfImage {
                 what,
             };
             if seg.filesz > seg.memsz {
-                return Err(bad(format!("p_filesz {:#x} > p_memsz {:#x}", seg.filesz, seg.memsz)));
+                return Err(bad(format!(
+                    "p_filesz {:#x} > p_memsz {:#x}",
+                    seg.filesz, seg.memsz
+                )));
             }
             match seg.offset.checked_add(seg.filesz) {
                 Some(end) if end <= have => {}
@@ -312,10 +334,19 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_bad_images_with_named_reasons() {
-        assert!(matches!(parse(b"MZ\x90\x00".to_vec()), Err(ElfError::NotElf { .. })));
+        assert!(matches!(
+            parse(b"MZ\x90\x00".to_vec()),
+            Err(ElfError::NotElf { .. })
+        ));
         let good = tiny_elf(0x10_0000, &[0xf4; 16], 0x2000);
-        assert!(matches!(parse(good[..40].to_vec()), Err(ElfError::Truncated { .. })));
-        assert!(matches!(parse(good[..100].to_vec()), Err(ElfError::Truncated { .. })));
+        assert!(matches!(
+            parse(good[..40].to_vec()),
+            Err(ElfError::Truncated { .. })
+        ));
+        assert!(matches!(
+            parse(good[..100].to_vec()),
+            Err(ElfError::Truncated { .. })
+        ));
         let mut arm = good.clone();
         arm[18] = 183;
         let e = parse(arm).unwrap_err();
@@ -325,7 +356,10 @@ pub(crate) mod tests {
         assert!(matches!(parse(class32), Err(ElfError::WrongArch { .. })));
         let mut big_filesz = good.clone();
         big_filesz[EHDR_SIZE + 32..EHDR_SIZE + 40].copy_from_slice(&0x3000u64.to_le_bytes());
-        assert!(matches!(parse(big_filesz), Err(ElfError::BadSegment { .. })));
+        assert!(matches!(
+            parse(big_filesz),
+            Err(ElfError::BadSegment { .. })
+        ));
         let mut bad_entry = good;
         bad_entry[24..32].copy_from_slice(&0x50_0000u64.to_le_bytes());
         assert!(matches!(parse(bad_entry), Err(ElfError::BadEntry { .. })));

@@ -16,7 +16,11 @@ pub enum GuestRamError {
     #[error("cannot describe guest RAM to vm-memory: {0}")]
     Regions(String),
     #[error("cannot populate guest RAM at offset {offset:#x} (+{len:#x}): {source}")]
-    Populate { offset: u64, len: u64, source: io::Error },
+    Populate {
+        offset: u64,
+        len: u64,
+        source: io::Error,
+    },
 }
 
 /// Host huge-page size the mapping is aligned to.
@@ -120,8 +124,9 @@ impl GuestRam {
                 )
             }
             .map_err(|e| GuestRamError::Regions(e.to_string()))?;
-            let region = GuestRegionMmap::new(mapping, GuestAddress(r.gpa))
-                .ok_or_else(|| GuestRamError::Regions(format!("region at {:#x} overflows", r.gpa)))?;
+            let region = GuestRegionMmap::new(mapping, GuestAddress(r.gpa)).ok_or_else(|| {
+                GuestRamError::Regions(format!("region at {:#x} overflows", r.gpa))
+            })?;
             regions.push(region);
         }
         let memory = match GuestMemoryMmap::from_regions(regions) {
@@ -164,7 +169,12 @@ impl GuestRam {
     /// Pending memory is never written (it has no memslot, and the VMM only
     /// writes initial memory), so its host pages are either absent or were
     /// zero-filled by the host kernel: populating them is zeroing them.
-    pub fn zero_and_back(&mut self, offset: u64, len: u64, backing: Backing) -> Result<(), GuestRamError> {
+    pub fn zero_and_back(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: Backing,
+    ) -> Result<(), GuestRamError> {
         if backing == Backing::OnTouch {
             return Ok(());
         }
@@ -220,10 +230,19 @@ impl GuestRam {
 
     /// Reads `buf.len()` bytes at RAM offset `offset` (no page-state check).
     pub fn read(&self, offset: u64, buf: &mut [u8]) {
-        assert!(offset + buf.len() as u64 <= self.size, "read beyond guest RAM");
+        assert!(
+            offset + buf.len() as u64 <= self.size,
+            "read beyond guest RAM"
+        );
         // SAFETY: bounds checked above; the guest may write concurrently only
         // while it runs, and the VMM reads while the vCPU is stopped in an exit.
-        unsafe { std::ptr::copy_nonoverlapping(self.base.add(offset as usize), buf.as_mut_ptr(), buf.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.add(offset as usize),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        }
     }
 }
 

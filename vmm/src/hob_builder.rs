@@ -5,8 +5,8 @@
 
 use abi::guid::{self, Guid};
 use abi::hob::{
-    self, align_hob, hob_type, resource_attr, resource_type, GuidHeader, HandoffInfoTable, Header, PayloadInfo,
-    ResourceDescriptor,
+    self, align_hob, hob_type, resource_attr, resource_type, GuidHeader, HandoffInfoTable, Header,
+    PayloadInfo, ResourceDescriptor,
 };
 use abi::pod::Pod;
 use thiserror::Error;
@@ -137,7 +137,12 @@ pub fn build_td_hob(spec: &TdHobSpec<'_>) -> Result<Vec<u8>, HobBuildError> {
         let mut cursor = start;
         if init_start < end && init_end > start {
             if init_start > start {
-                b.resource(resource_type::MEMORY_UNACCEPTED, resource_attr::RAM, start, init_start - start);
+                b.resource(
+                    resource_type::MEMORY_UNACCEPTED,
+                    resource_attr::RAM,
+                    start,
+                    init_start - start,
+                );
             }
             let s = init_start.max(start);
             let e = init_end.min(end);
@@ -145,7 +150,12 @@ pub fn build_td_hob(spec: &TdHobSpec<'_>) -> Result<Vec<u8>, HobBuildError> {
             cursor = e;
         }
         if cursor < end {
-            b.resource(resource_type::MEMORY_UNACCEPTED, resource_attr::RAM, cursor, end - cursor);
+            b.resource(
+                resource_type::MEMORY_UNACCEPTED,
+                resource_attr::RAM,
+                cursor,
+                end - cursor,
+            );
         }
     }
     let info = PayloadInfo {
@@ -157,7 +167,11 @@ pub fn build_td_hob(spec: &TdHobSpec<'_>) -> Result<Vec<u8>, HobBuildError> {
     let mut data = info.as_bytes().to_vec();
     data.extend_from_slice(spec.cmdline.as_bytes());
     b.guid(guid::PAYLOAD_INFO, &data)?;
-    Ok(b.finish(spec.base, (init_start, init_end), (spec.free.0, spec.free.0 + spec.free.1)))
+    Ok(b.finish(
+        spec.base,
+        (init_start, init_end),
+        (spec.free.0, spec.free.0 + spec.free.1),
+    ))
 }
 
 #[cfg(test)]
@@ -195,7 +209,11 @@ mod tests {
             vec![
                 (resource_type::MEMORY_UNACCEPTED, 0, 0x10_0000),
                 (resource_type::SYSTEM_MEMORY, 0x10_0000, 0x30_0000),
-                (resource_type::MEMORY_UNACCEPTED, 0x40_0000, 3 * GIB - 0x40_0000),
+                (
+                    resource_type::MEMORY_UNACCEPTED,
+                    0x40_0000,
+                    3 * GIB - 0x40_0000
+                ),
                 (resource_type::MEMORY_UNACCEPTED, 4 * GIB, 5 * GIB),
             ]
         );
@@ -220,24 +238,46 @@ mod tests {
     fn parser_rejects_corruption() {
         let bytes = build_td_hob(&spec("x")).unwrap();
         // Wrong base: the PHIT's end pointer no longer matches.
-        assert!(matches!(HobList::parse(&bytes, 0x1000), Err(HobError::EndMismatch { .. })));
+        assert!(matches!(
+            HobList::parse(&bytes, 0x1000),
+            Err(HobError::EndMismatch { .. })
+        ));
         // Truncated: no END HOB.
         assert!(HobList::parse(&bytes[..bytes.len() - 8], 0x20_0000).is_err());
         // Non-zero reserved field in the second HOB.
         let mut bad = bytes.clone();
         bad[56 + 4] = 1;
-        assert_eq!(HobList::parse(&bad, 0x20_0000).unwrap_err(), HobError::ReservedNotZero { offset: 56 });
+        assert_eq!(
+            HobList::parse(&bad, 0x20_0000).unwrap_err(),
+            HobError::ReservedNotZero { offset: 56 }
+        );
         // Overlapping memory resources.
         let mut b = HobBuilder::new();
         b.resource(resource_type::SYSTEM_MEMORY, resource_attr::RAM, 0, 0x2000);
-        b.resource(resource_type::MEMORY_UNACCEPTED, resource_attr::RAM, 0x1000, 0x2000);
+        b.resource(
+            resource_type::MEMORY_UNACCEPTED,
+            resource_attr::RAM,
+            0x1000,
+            0x2000,
+        );
         let bytes = b.finish(0, (0, 0), (0, 0));
-        assert!(matches!(HobList::parse(&bytes, 0), Err(HobError::OverlappingResources { .. })));
+        assert!(matches!(
+            HobList::parse(&bytes, 0),
+            Err(HobError::OverlappingResources { .. })
+        ));
         // Unaligned memory resource.
         let mut b = HobBuilder::new();
-        b.resource(resource_type::SYSTEM_MEMORY, resource_attr::RAM, 0x10, 0x2000);
+        b.resource(
+            resource_type::SYSTEM_MEMORY,
+            resource_attr::RAM,
+            0x10,
+            0x2000,
+        );
         let bytes = b.finish(0, (0, 0), (0, 0));
-        assert!(matches!(HobList::parse(&bytes, 0), Err(HobError::BadResource { .. })));
+        assert!(matches!(
+            HobList::parse(&bytes, 0),
+            Err(HobError::BadResource { .. })
+        ));
     }
 
     #[test]

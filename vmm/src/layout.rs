@@ -19,7 +19,12 @@ pub enum LayoutError {
     #[error("memory size {0} is not a multiple of 4 KiB")]
     Unaligned(u64),
     #[error("memory size {size} puts RAM up to {top:#x}, past the {gpaw}-bit address width (shared bit at {shared:#x})")]
-    BeyondAddressWidth { size: u64, top: u64, gpaw: u32, shared: u64 },
+    BeyondAddressWidth {
+        size: u64,
+        top: u64,
+        gpaw: u32,
+        shared: u64,
+    },
     #[error("memory size {0} exceeds this VMM's limit of {MAX_MEM_BYTES} bytes (64T)")]
     TooLarge(u64),
 }
@@ -58,7 +63,7 @@ impl RamLayout {
         if mem_bytes < MIN_MEM_BYTES {
             return Err(LayoutError::TooSmall(mem_bytes));
         }
-        if mem_bytes % PAGE_4K != 0 {
+        if !mem_bytes.is_multiple_of(PAGE_4K) {
             return Err(LayoutError::Unaligned(mem_bytes));
         }
         if mem_bytes > MAX_MEM_BYTES {
@@ -201,6 +206,6 @@ mod tests {
             Err(LayoutError::BeyondAddressWidth { .. })
         ));
         assert!(RamLayout::new(1 << 40, 48).is_ok());
-        assert!(RamLayout::new(u64::MAX & !4095, 48).is_err());
+        assert!(RamLayout::new(!4095, 48).is_err());
     }
 }

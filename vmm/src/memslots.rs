@@ -217,7 +217,13 @@ impl SlotBackend for KvmSlots {
     }
 }
 
-fn set_region(vm: &kvm_ioctls::VmFd, slot: u32, gpa: u64, size: u64, host: u64) -> Result<(), MemslotError> {
+fn set_region(
+    vm: &kvm_ioctls::VmFd,
+    slot: u32,
+    gpa: u64,
+    size: u64,
+    host: u64,
+) -> Result<(), MemslotError> {
     let region = kvm_bindings::kvm_userspace_memory_region {
         slot,
         flags: 0,
@@ -251,8 +257,17 @@ mod tests {
     }
 
     impl SlotBackend for Fake {
-        fn install(&mut self, slot: u32, gpa: u64, size: u64, _host: u64) -> Result<(), MemslotError> {
-            assert!(!self.live.contains_key(&slot), "slot id {slot} reused while live");
+        fn install(
+            &mut self,
+            slot: u32,
+            gpa: u64,
+            size: u64,
+            _host: u64,
+        ) -> Result<(), MemslotError> {
+            assert!(
+                !self.live.contains_key(&slot),
+                "slot id {slot} reused while live"
+            );
             for (g, s) in self.live.values() {
                 assert!(gpa + size <= *g || *g + *s <= gpa, "overlapping slots");
             }
@@ -280,7 +295,8 @@ mod tests {
     fn sequential_2m_maps_merge_into_one_slot_per_block() {
         let mut m = MemslotManager::new(Fake::default(), 32764, 1024);
         for i in 0..512u64 {
-            m.map(i << 21, 2 << 20, 0x1000_0000_0000 + (i << 21)).unwrap();
+            m.map(i << 21, 2 << 20, 0x1000_0000_0000 + (i << 21))
+                .unwrap();
         }
         m.merge_range(0, 1 << 30).unwrap();
         assert_eq!(m.len(), 1);
@@ -317,7 +333,10 @@ mod tests {
     fn overlap_is_refused() {
         let mut m = MemslotManager::new(Fake::default(), 100, 10);
         m.map(0, 8192, 0).unwrap();
-        assert!(matches!(m.map(4096, 4096, 4096), Err(MemslotError::Overlap { .. })));
+        assert!(matches!(
+            m.map(4096, 4096, 4096),
+            Err(MemslotError::Overlap { .. })
+        ));
     }
 
     proptest! {

@@ -80,7 +80,9 @@ impl PageStateTable {
 
     /// Host memory the table itself uses, in bytes.
     pub fn footprint_bytes(&self) -> u64 {
-        (self.chunks.capacity() * 4 + self.bitmaps.capacity() * 64 + self.gib_accepted.capacity() * 4) as u64
+        (self.chunks.capacity() * 4
+            + self.bitmaps.capacity() * 64
+            + self.gib_accepted.capacity() * 4) as u64
     }
 
     /// Pages of chunk `chunk` that are RAM (512, fewer for a final partial chunk).
@@ -98,7 +100,10 @@ impl PageStateTable {
         let accepted = match self.chunks[(page / PAGES_PER_CHUNK) as usize] {
             PENDING => false,
             MAPPED_2M => true,
-            split => bit(&self.bitmaps[(split - SPLIT_BASE) as usize], page % PAGES_PER_CHUNK),
+            split => bit(
+                &self.bitmaps[(split - SPLIT_BASE) as usize],
+                page % PAGES_PER_CHUNK,
+            ),
         };
         if accepted {
             PageState::Accepted
@@ -279,10 +284,19 @@ mod tests {
     fn statuses_follow_the_secure_ept_shape() {
         let mut t = PageStateTable::new(4 * PAGES_PER_CHUNK);
         assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::Accepted);
-        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::AlreadyAccepted(PageLevel::L2M));
-        assert_eq!(t.accept(7, PageLevel::L4K), AcceptOutcome::AlreadyAccepted(PageLevel::L2M));
+        assert_eq!(
+            t.accept(0, PageLevel::L2M),
+            AcceptOutcome::AlreadyAccepted(PageLevel::L2M)
+        );
+        assert_eq!(
+            t.accept(7, PageLevel::L4K),
+            AcceptOutcome::AlreadyAccepted(PageLevel::L2M)
+        );
         assert_eq!(t.accept(512 + 3, PageLevel::L4K), AcceptOutcome::Accepted);
-        assert_eq!(t.accept(512 + 3, PageLevel::L4K), AcceptOutcome::AlreadyAccepted(PageLevel::L4K));
+        assert_eq!(
+            t.accept(512 + 3, PageLevel::L4K),
+            AcceptOutcome::AlreadyAccepted(PageLevel::L4K)
+        );
         assert_eq!(t.accept(512, PageLevel::L2M), AcceptOutcome::SizeMismatch);
         assert_eq!(t.state(512 + 3), PageState::Accepted);
         assert_eq!(t.state(512 + 4), PageState::Pending);

@@ -19,7 +19,11 @@ pub enum MemoryError {
     #[error("range gpa {gpa:#x} (+{len:#x}) is not RAM")]
     NotRam { gpa: u64, len: u64 },
     #[error("cannot write {what} at gpa {gpa:#x}: {source}")]
-    Write { what: &'static str, gpa: u64, source: vm_memory::GuestMemoryError },
+    Write {
+        what: &'static str,
+        gpa: u64,
+        source: vm_memory::GuestMemoryError,
+    },
 }
 
 /// What a guest access to a GPA without a memslot hit.
@@ -43,7 +47,12 @@ pub struct PrivateMemory {
 
 impl PrivateMemory {
     /// All RAM pending, no memslot.
-    pub fn new(vm: kvm_ioctls::VmFd, layout: RamLayout, backing: Backing, slot_limit: usize) -> Result<Self, MemoryError> {
+    pub fn new(
+        vm: kvm_ioctls::VmFd,
+        layout: RamLayout,
+        backing: Backing,
+        slot_limit: usize,
+    ) -> Result<Self, MemoryError> {
         let ram = GuestRam::new(layout)?;
         let pages = PageStateTable::new(layout.mem_bytes() / PAGE_4K);
         Ok(PrivateMemory {

@@ -29,7 +29,7 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [(&str, u32); 4] = [("T", 40), ("G", 30), ("M", 20), ("K", 10)];
     for (unit, shift) in UNITS {
-        if bytes != 0 && bytes % (1u64 << shift) == 0 {
+        if bytes != 0 && bytes.is_multiple_of(1u64 << shift) {
             return format!("{}{}", bytes >> shift, unit);
         }
     }
@@ -58,7 +58,10 @@ mod tests {
         assert!(matches!(parse_size("4X"), Err(SizeError::Malformed(_))));
         assert!(matches!(parse_size("-4G"), Err(SizeError::Malformed(_))));
         assert!(matches!(parse_size("1.5G"), Err(SizeError::Malformed(_))));
-        assert!(matches!(parse_size("99999999999T"), Err(SizeError::Overflow(_))));
+        assert!(matches!(
+            parse_size("99999999999T"),
+            Err(SizeError::Overflow(_))
+        ));
         assert!(matches!(
             parse_size("99999999999999999999999"),
             Err(SizeError::Overflow(_))

@@ -11,13 +11,15 @@ use crate::guest_ram::Backing;
 use crate::hob_builder::{build_td_hob, HobBuildError, TdHobSpec};
 use crate::layout::{LayoutError, RamLayout};
 use crate::private_memory::{GpaKind, MemoryError, PrivateMemory};
-use crate::report::{self, Access, ExitStats, Fatal, HostStats, PageStats, Report, Stop, REPORT_VERSION};
+use crate::report::{
+    self, Access, ExitStats, Fatal, HostStats, PageStats, Report, Stop, REPORT_VERSION,
+};
 use crate::watchdog::Watchdog;
 use abi::layout::{FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
 use abi::report::{Mark, Outcome};
 use abi::tdcall::{leaf, DOORBELL_PORT};
 use abi::vmcall::{ghci, GHCI_STANDARD, VENDOR_EMU};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -69,7 +71,10 @@ pub enum TdError {
     #[error("cannot open /dev/kvm: {0}")]
     NoKvm(vmm_sys_util::errno::Error),
     #[error("KVM {what} failed: {source}")]
-    Kvm { what: &'static str, source: vmm_sys_util::errno::Error },
+    Kvm {
+        what: &'static str,
+        source: vmm_sys_util::errno::Error,
+    },
     #[error(transparent)]
     Memory(#[from] MemoryError),
     #[error(transparent)]
@@ -114,7 +119,9 @@ impl TdcallCounters {
         for ((r10, r11), n) in &self.vmcalls {
             let name = match (*r10, *r11) {
                 (GHCI_STANDARD, ghci::INSTRUCTION_IO) => "vmcall.instruction_io".to_string(),
-                (GHCI_STANDARD, ghci::REPORT_FATAL_ERROR) => "vmcall.report_fatal_error".to_string(),
+                (GHCI_STANDARD, ghci::REPORT_FATAL_ERROR) => {
+                    "vmcall.report_fatal_error".to_string()
+                }
                 (GHCI_STANDARD, f) => format!("vmcall.ghci.{f:#x}"),
                 (VENDOR_EMU, f) => format!("vmcall.emu.{f}"),
                 (v, f) => format!("vmcall.vendor{v:#x}.{f:#x}"),
@@ -165,6 +172,8 @@ pub struct Td {
     profile: CpuProfile,
     config: TdConfig,
     initial_bytes: u64,
+    /// Registers travel through kvm_run (KVM_CAP_SYNC_REGS) at exits.
+    sync_regs: bool,
     _kvm: Kvm,
 }
 
@@ -188,7 +197,13 @@ impl Td {
             cmdline: &config.cmdline,
         };
         let hob_len = build_td_hob(&spec)?.len() as u64;
-        let plan = BootPlan::new(&layout, firmware.start(), firmware.end(), hob_len, payload_len)?;
+        let plan = BootPlan::new(
+            &layout,
+            firmware.start(),
+            firmware.end(),
+            hob_len,
+            payload_len,
+        )?;
         spec.base = plan.hob;
         spec.initial = (plan.initial.0, plan.initial_len());
         spec.free = plan.scratch;
@@ -200,7 +215,7 @@ impl Td {
             what: "KVM_CREATE_VM",
             source,
         })?;
-        let vcpu = vm.create_vcpu(0).map_err(|source| TdError::Kvm {
+        let mut vcpu = vm.create_vcpu(0).map_err(|source| TdError::Kvm {
             what: "KVM_CREATE_VCPU",
             source,
         })?;
@@ -240,6 +255,12 @@ impl Td {
             plan.hob,
             firmware.entry
         );
+        let sync_regs = kvm.check_extension(Cap::SyncRegs);
+        if sync_regs {
+            vcpu.set_sync_valid_reg(SyncReg::Register);
+        } else {
+            log::info!("KVM_CAP_SYNC_REGS missing: TDCALLs use KVM_GET/SET_REGS");
+        }
         let state = TdState {
             memory,
             console: Console::new(config.echo_console),
@@ -258,6 +279,7 @@ impl Td {
             profile,
             config,
             initial_bytes: plan.initial_len(),
+            sync_regs,
             _kvm: kvm,
         })
     }
@@ -380,14 +402,32 @@ impl Td {
     }
 
     fn doorbell(&mut self) -> Option<Stop> {
+        if self.sync_regs {
+            // KVM stored the registers in kvm_run at the exit: no ioctl.
+            let mut regs = self.vcpu.sync_regs().regs;
+            let stop = crate::tdcall::dispatch(&mut self.state, &mut regs);
+            if stop.is_none() {
+                self.vcpu.sync_regs_mut().regs = regs;
+                self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+            }
+            return stop;
+        }
         let mut regs = match self.vcpu.get_regs() {
             Ok(r) => r,
-            Err(e) => return Some(Stop::error(format!("KVM_GET_REGS at a TDCALL failed: {e}"), None)),
+            Err(e) => {
+                return Some(Stop::error(
+                    format!("KVM_GET_REGS at a TDCALL failed: {e}"),
+                    None,
+                ))
+            }
         };
         let stop = crate::tdcall::dispatch(&mut self.state, &mut regs);
         if stop.is_none() {
             if let Err(e) = self.vcpu.set_regs(&regs) {
-                return Some(Stop::error(format!("KVM_SET_REGS after a TDCALL failed: {e}"), Some(regs.rip)));
+                return Some(Stop::error(
+                    format!("KVM_SET_REGS after a TDCALL failed: {e}"),
+                    Some(regs.rip),
+                ));
             }
         }
         stop
@@ -444,7 +484,9 @@ impl Td {
         let rip = self.vcpu.get_regs().ok().map(|r| r.rip);
         if let Some(rip) = rip {
             match self.state.memory.classify(rip) {
-                GpaKind::Pending | GpaKind::NotRam => return self.memory_fault_at(rip, Access::Execute),
+                GpaKind::Pending | GpaKind::NotRam => {
+                    return self.memory_fault_at(rip, Access::Execute)
+                }
                 GpaKind::Accepted => {}
             }
         }

@@ -7,7 +7,10 @@ use crate::report::{Fatal, Stop};
 use crate::td::TdState;
 use abi::report::{Mark, Outcome};
 use abi::tdcall::status;
-use abi::vmcall::{emu, ghci, gpr, reg_bit, vmcall_status, COM1_BASE, COM1_LEN, EXPOSABLE_MASK, GHCI_STANDARD, VENDOR_EMU};
+use abi::vmcall::{
+    emu, ghci, gpr, reg_bit, vmcall_status, COM1_BASE, COM1_LEN, EXPOSABLE_MASK, GHCI_STANDARD,
+    VENDOR_EMU,
+};
 use kvm_bindings::kvm_regs;
 
 /// The inputs of a VMCALL after masking by the RCX bitmap.
@@ -47,7 +50,13 @@ pub fn handle(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
         regs.rax = status::OPERAND_INVALID | status::OPERAND_RCX;
         return None;
     }
-    let get = |n: u32| if exposed & reg_bit(n) != 0 { gpr_value(regs, n) } else { 0 };
+    let get = |n: u32| {
+        if exposed & reg_bit(n) != 0 {
+            gpr_value(regs, n)
+        } else {
+            0
+        }
+    };
     let input = Inputs {
         exposed,
         r10: get(gpr::R10),
@@ -64,7 +73,9 @@ pub fn handle(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
         GHCI_STANDARD => standard(td, regs, &input, &mut out),
         VENDOR_EMU => vendor(td, &input, &mut out),
         other => {
-            log::warn!("VMCALL with unknown R10 {other:#x}: returning TDG.VP.VMCALL_INVALID_OPERAND");
+            log::warn!(
+                "VMCALL with unknown R10 {other:#x}: returning TDG.VP.VMCALL_INVALID_OPERAND"
+            );
             out.r10 = vmcall_status::OPERAND_INVALID;
             None
         }
@@ -113,7 +124,11 @@ fn instruction_io(td: &mut TdState, input: &Inputs, out: &mut Outputs) {
         return;
     }
     let port = port as u16;
-    let mask = if size == 4 { u32::MAX as u64 } else { (1u64 << (size * 8)) - 1 };
+    let mask = if size == 4 {
+        u32::MAX as u64
+    } else {
+        (1u64 << (size * 8)) - 1
+    };
     if (COM1_BASE..COM1_BASE + COM1_LEN).contains(&port) && size == 1 {
         let offset = (port - COM1_BASE) as u8;
         if dir == ghci::IO_DIRECTION_WRITE {
@@ -138,7 +153,7 @@ fn fatal_error(td: &mut TdState, regs: &kvm_regs, input: &Inputs) -> Stop {
     let message = if input.r12 & ghci::FATAL_GPA_VALID != 0 {
         let gpa = input.r13;
         let mut page = vec![0u8; ghci::FATAL_MESSAGE_MAX];
-        if gpa % abi::PAGE_4K != 0 {
+        if !gpa.is_multiple_of(abi::PAGE_4K) {
             format!("[message GPA {gpa:#x} is not 4 KiB aligned; not read]")
         } else if td.memory.read_accepted(gpa, &mut page) {
             printable(&page)
@@ -151,7 +166,16 @@ fn fatal_error(td: &mut TdState, regs: &kvm_regs, input: &Inputs) -> Stop {
             format!("[message GPA {gpa:#x} is {why}; not read]")
         }
     } else {
-        let order = [gpr::R14, gpr::R15, gpr::RBX, gpr::RDI, gpr::RSI, gpr::R8, gpr::R9, gpr::RDX];
+        let order = [
+            gpr::R14,
+            gpr::R15,
+            gpr::RBX,
+            gpr::RDI,
+            gpr::RSI,
+            gpr::R8,
+            gpr::R9,
+            gpr::RDX,
+        ];
         let bytes: Vec<u8> = order
             .iter()
             .filter(|n| input.exposed & reg_bit(**n) != 0)

@@ -44,7 +44,9 @@ impl Watchdog {
                 // SAFETY: `target` is the vCPU thread, which outlives this
                 // one: it joins this thread (via `Drop`) before returning.
                 unsafe { libc::pthread_kill(target, kick_signal()) };
-                if cancelled.recv_timeout(Duration::from_millis(20)) != Err(RecvTimeoutError::Timeout) {
+                if cancelled.recv_timeout(Duration::from_millis(20))
+                    != Err(RecvTimeoutError::Timeout)
+                {
                     return;
                 }
             }

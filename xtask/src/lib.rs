@@ -48,7 +48,13 @@ pub fn workspace_root() -> PathBuf {
 fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    for var in ["RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_BUILD_RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -60,7 +66,14 @@ pub fn build_guest(guest: Guest) -> Result<PathBuf, String> {
     let target_dir = root.join("target").join("guests");
     let status = cargo()
         .current_dir(root.join(guest.name))
-        .args(["build", "--release", "--quiet", "--target", GUEST_TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            GUEST_TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", guest.rustflags.join("\u{1f}"))
         .status()
@@ -68,9 +81,16 @@ pub fn build_guest(guest: Guest) -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("building {} failed ({status})", guest.name));
     }
-    let path = target_dir.join(GUEST_TARGET).join("release").join(guest.name);
+    let path = target_dir
+        .join(GUEST_TARGET)
+        .join("release")
+        .join(guest.name);
     if !path.is_file() {
-        return Err(format!("{} built but {} is missing", guest.name, path.display()));
+        return Err(format!(
+            "{} built but {} is missing",
+            guest.name,
+            path.display()
+        ));
     }
     Ok(path)
 }
@@ -88,7 +108,15 @@ pub fn build_vmm() -> Result<PathBuf, String> {
     let root = workspace_root();
     let status = cargo()
         .current_dir(&root)
-        .args(["build", "--release", "--quiet", "--package", "vmm", "--bin", "vmm"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "vmm",
+            "--bin",
+            "vmm",
+        ])
         .status()
         .map_err(|e| format!("cannot run cargo to build the VMM: {e}"))?;
     if !status.success() {

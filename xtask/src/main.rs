@@ -44,7 +44,10 @@ fn run(args: &[String]) -> Result<i32, String> {
     let args: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
     let mut cmd = Command::new(&vmm);
     cmd.arg("run");
-    let names = |flag: &str| args.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+    let names = |flag: &str| {
+        args.iter()
+            .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
+    };
     if !names("--firmware") {
         cmd.arg("--firmware").arg(&guests.firmware);
     }
