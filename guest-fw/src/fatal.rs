@@ -11,6 +11,7 @@ pub mod code {
     pub const BAD_HOB: u32 = 3;
     pub const ACCEPT_FAILED: u32 = 4;
     pub const NOT_ZERO: u32 = 5;
+    pub const BAD_CMDLINE: u32 = 6;
 }
 
 #[repr(C, align(4096))]

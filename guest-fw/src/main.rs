@@ -53,7 +53,10 @@ fn policy(cmdline: &str) -> Policy {
         Some("none") => Policy::None,
         Some(v) => match cmdline::parse_size(v) {
             Ok(n) => Policy::Bytes(n),
-            Err(_) => fatal!(code::BAD_HOB, "fw.accept={v}: expected all, none or a size"),
+            Err(_) => fatal!(
+                code::BAD_CMDLINE,
+                "fw.accept={v}: expected all, none or a size"
+            ),
         },
     }
 }
@@ -170,8 +173,13 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         tdcall::mark(Mark::BenchEnd, n);
         println!("fw: doorbell benchmark: {n} TDG.VP.INFO round trips");
     }
-    if selftest == Some("touch-pending") {
-        failures += selftest::touch_pending(&hobs);
+    match selftest {
+        Some("touch-pending") => failures += selftest::touch_pending(&hobs),
+        Some("touch-hole") => failures += selftest::touch_hole(),
+        Some("triple-fault") => failures += selftest::triple_fault(),
+        Some("panic") => panic!("self-test panic requested"),
+        None | Some("1") => {}
+        Some(other) => fatal!(code::BAD_CMDLINE, "unknown fw.selftest={other}"),
     }
     tdcall::mark(Mark::FwDone, 0);
     println!("fw: done, {failures} self-test failure(s)");

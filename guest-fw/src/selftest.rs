@@ -141,6 +141,17 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
         raw_leaf(leaf::VP_VEINFO_GET as u64),
         status::NO_VALID_VE_INFO,
     );
+    let unknown = crate::tdcall::vmcall(abi::vmcall::GHCI_STANDARD, 0x7777, 0, 0, 0, 0);
+    c.status(
+        "vmcall_unknown_subfunction_rax",
+        unknown.rax,
+        status::SUCCESS,
+    );
+    c.status(
+        "vmcall_unknown_subfunction_r10",
+        unknown.r10,
+        abi::vmcall::vmcall_status::OPERAND_INVALID,
+    );
     let vi = vp_info();
     c.check(
         "vp_info",
@@ -151,6 +162,33 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
     );
     println!("selftest: {} failure(s)", c.failures);
     c.failures
+}
+
+/// Reads the start of the MMIO hole, where no device is mapped. The host
+/// stops the TD with `bad_gpa`.
+pub fn touch_hole() -> u32 {
+    let gpa = abi::layout::MMIO_HOLE_START;
+    println!("selftest touch-hole: reading GPA {gpa:#x}");
+    let v = read(gpa);
+    println!("selftest touch-hole: read {v:#x} and survived: FAIL");
+    1
+}
+
+/// Loads an empty IDT and raises #UD: with no handler, the CPU escalates
+/// to a double and then a triple fault.
+pub fn triple_fault() -> u32 {
+    println!("selftest triple-fault: loading an empty IDT and raising #UD");
+    #[repr(C, packed)]
+    struct Idtr {
+        limit: u16,
+        base: u64,
+    }
+    let empty = Idtr { limit: 0, base: 0 };
+    // SAFETY: deliberately fatal: the next exception cannot be delivered.
+    unsafe {
+        core::arch::asm!("lidt [{}]", "ud2", in(reg) &empty, options(nostack));
+    }
+    1
 }
 
 /// Reads the first pending page above 4 GiB. The host stops the TD.

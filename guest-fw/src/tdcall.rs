@@ -79,7 +79,8 @@ pub fn raw_leaf(rax: u64) -> u64 {
     .rax
 }
 
-fn vmcall(r10: u64, r11: u64, r12: u64, r13: u64, r14: u64, r15: u64) -> Regs {
+/// A TDG.VP.VMCALL exposing R10-R15; returns the output registers.
+pub fn vmcall(r10: u64, r11: u64, r12: u64, r13: u64, r14: u64, r15: u64) -> Regs {
     tdcall(Regs {
         rax: leaf::VP_VMCALL as u64,
         rcx: EXPOSE_R10_R15,

@@ -91,6 +91,8 @@ fn guest_self_test_sees_every_accept_status() {
             "unknown_leaf",
             "leaf_version",
             "veinfo_get",
+            "vmcall_unknown_subfunction_rax",
+            "vmcall_unknown_subfunction_r10",
             "vp_info",
         ] {
             let line = console_line(&r.console, &format!("selftest {check}:"));
@@ -196,5 +198,88 @@ fn memory_size_not_a_multiple_of_2m_boots() {
         assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
         assert_eq!(r.pages.pending_bytes, 0);
         assert_eq!(r.accept.bytes_accepted, mem - r.pages.initial_bytes);
+    }
+}
+
+#[test]
+fn touching_the_mmio_hole_is_a_bad_gpa() {
+    if !require_kvm("touching_the_mmio_hole_is_a_bad_gpa") {
+        return;
+    }
+    for p in profiles("touching_the_mmio_hole_is_a_bad_gpa") {
+        let r = boot(config(p, GIB, "fw.accept=none fw.selftest=touch-hole"));
+        let f = r.fatal.as_ref().expect("a fatal diagnostic");
+        assert_eq!(r.outcome, Outcome::BadGpa.as_str(), "{}: {f:?}", name(p));
+        assert_eq!(f.gpa, Some(MMIO_HOLE_START));
+        assert_eq!(f.access, Some("read"));
+        assert!(f.message.contains("MMIO hole"), "{}", f.message);
+    }
+}
+
+#[test]
+fn guest_panic_is_reported_with_its_message() {
+    if !require_kvm("guest_panic_is_reported_with_its_message") {
+        return;
+    }
+    for p in profiles("guest_panic_is_reported_with_its_message") {
+        let r = boot(config(p, GIB, "fw.accept=none fw.selftest=panic"));
+        let f = r.fatal.as_ref().expect("a fatal diagnostic");
+        assert_eq!(
+            r.outcome,
+            Outcome::GuestPanic.as_str(),
+            "{}: {f:?}",
+            name(p)
+        );
+        assert!(
+            f.message.contains("self-test panic requested"),
+            "{}",
+            f.message
+        );
+        assert_eq!(r.exit_code, None);
+
+        let r = boot(config(p, GIB, "fw.selftest=bogus"));
+        assert_eq!(r.outcome, Outcome::GuestPanic.as_str());
+        assert!(r
+            .fatal
+            .unwrap()
+            .message
+            .contains("unknown fw.selftest=bogus"));
+    }
+}
+
+#[test]
+fn triple_fault_is_reported_with_rip() {
+    if !require_kvm("triple_fault_is_reported_with_rip") {
+        return;
+    }
+    for p in profiles("triple_fault_is_reported_with_rip") {
+        let r = boot(config(p, GIB, "fw.accept=none fw.selftest=triple-fault"));
+        let f = r.fatal.as_ref().expect("a fatal diagnostic");
+        assert_eq!(
+            r.outcome,
+            Outcome::TripleFault.as_str(),
+            "{}: {f:?}",
+            name(p)
+        );
+        let rip = f.rip.expect("RIP");
+        assert!(rip >= abi::layout::FIRMWARE_BASE, "{rip:#x}");
+    }
+}
+
+#[test]
+fn doorbell_benchmark_reports_a_round_trip_time() {
+    if !require_kvm("doorbell_benchmark_reports_a_round_trip_time") {
+        return;
+    }
+    for p in profiles("doorbell_benchmark_reports_a_round_trip_time") {
+        let r = boot(config(p, GIB, "fw.accept=none fw.bench=100"));
+        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        let b = r.bench.expect("bench result");
+        assert_eq!(b.round_trips, 100);
+        assert!(b.doorbell_rtt_ns > 0);
+        assert_eq!(
+            r.tdcalls["TDG.VP.INFO"], 101,
+            "one at boot plus the benchmark's"
+        );
     }
 }

@@ -43,7 +43,9 @@ fn memset_fresh(bytes: u64) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let fw = args.get(1).expect("usage: accept_throughput FIRMWARE [MEM]");
+    let fw = args
+        .get(1)
+        .expect("usage: accept_throughput FIRMWARE [MEM]");
     let mem = args
         .get(2)
         .map(|m| vmm::size::parse_size(m).expect("size"))
@@ -82,9 +84,10 @@ fn main() {
         match Td::build(c) {
             Ok(td) => {
                 let r = td.run();
+                let b = r.bench.expect("the firmware ran the doorbell benchmark");
                 println!(
-                    "doorbell round trip [{}]: {} ns",
-                    r.cpu_profile, r.timing_us["doorbell_rtt_ns"]
+                    "doorbell round trip [{}]: {} ns ({} round trips)",
+                    r.cpu_profile, b.doorbell_rtt_ns, b.round_trips
                 );
             }
             Err(e) => println!("doorbell round trip [{profile:?}]: not available ({e})"),

@@ -135,7 +135,17 @@ pub struct Report {
     pub tdcalls: BTreeMap<String, u64>,
     /// Microseconds since the VMM started: `total`, plus each guest phase mark.
     pub timing_us: BTreeMap<String, u64>,
+    /// The guest's doorbell micro-benchmark (`fw.bench=N`), if it ran.
+    pub bench: Option<Bench>,
     pub console: String,
+}
+
+/// Result of a doorbell micro-benchmark: N TDCALL round trips timed by the
+/// host between the guest's two marks.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Bench {
+    pub round_trips: u64,
+    pub doorbell_rtt_ns: u64,
 }
 
 impl Report {

@@ -143,7 +143,8 @@ pub struct TdState {
     pub vcpu_index: u32,
     started: Instant,
     marks: BTreeMap<String, u64>,
-    bench: Option<(Instant, u64)>,
+    bench_start: Option<(Instant, u64)>,
+    bench: Option<report::Bench>,
 }
 
 impl TdState {
@@ -152,12 +153,15 @@ impl TdState {
         let now = self.started.elapsed().as_micros() as u64;
         self.marks.insert(mark.as_str().to_string(), now);
         match mark {
-            Mark::BenchStart => self.bench = Some((Instant::now(), arg)),
+            Mark::BenchStart => self.bench_start = Some((Instant::now(), arg)),
             Mark::BenchEnd => {
-                if let Some((t0, n)) = self.bench.take() {
+                if let Some((t0, n)) = self.bench_start.take() {
                     let ns = t0.elapsed().as_nanos() as u64 / n.max(1);
                     log::info!("doorbell round trip: {ns} ns over {n} TDCALLs");
-                    self.marks.insert("doorbell_rtt_ns".to_string(), ns);
+                    self.bench = Some(report::Bench {
+                        round_trips: n,
+                        doorbell_rtt_ns: ns,
+                    });
                 }
             }
             _ => {}
@@ -271,6 +275,7 @@ impl Td {
             vcpu_index: 0,
             started,
             marks: BTreeMap::new(),
+            bench_start: None,
             bench: None,
         };
         Ok(Td {
@@ -530,6 +535,7 @@ impl Td {
             exits: state.exits,
             tdcalls: state.counters.to_map(),
             timing_us,
+            bench: state.bench,
             console: state.console.text(),
         };
         report
