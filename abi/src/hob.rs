@@ -221,6 +221,7 @@ impl<'a> HobList<'a> {
     /// the PHIT's `efi_end_of_hob_list`, memory resource descriptors 4 KiB
     /// aligned, non-empty, not wrapping and not overlapping.
     pub fn parse(bytes: &'a [u8], base: u64) -> Result<Self, HobError> {
+        let bytes = &bytes[..bytes.len().min(MAX_HOB_LIST_BYTES as usize)];
         let phit = HandoffInfoTable::read_from_prefix(bytes).ok_or(HobError::BadPhit)?;
         if phit.header.hob_type != hob_type::HANDOFF
             || phit.header.hob_length as usize != core::mem::size_of::<HandoffInfoTable>()
@@ -262,7 +263,7 @@ impl<'a> HobList<'a> {
                 return Err(HobError::NoEnd);
             }
         };
-        let end_gpa = base + end as u64;
+        let end_gpa = base.wrapping_add(end as u64);
         if phit.efi_end_of_hob_list != end_gpa {
             return Err(HobError::EndMismatch {
                 expected: end_gpa,

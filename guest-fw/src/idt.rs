@@ -4,6 +4,9 @@
 //! (standard profile) and ring 3 (pvm-native profile) without a stack switch.
 
 use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+const PAGE_FAULT: u64 = 14;
 
 #[repr(C, align(16))]
 struct Idt([u64; 512]);
@@ -44,11 +47,19 @@ extern "C" {
     static exception_stubs: u8;
 }
 
+static IN_HANDLER: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn exception(vector: u64, error: u64, rip: u64) -> ! {
-    let cr2: u64;
-    // SAFETY: reading CR2 has no side effects (trapped and emulated in the
-    // pvm-native profile).
-    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
+    if IN_HANDLER.swap(true, Ordering::SeqCst) {
+        // A fault while reporting a fault: stop without touching more state.
+        crate::tdcall::shutdown(254);
+    }
+    let mut cr2: u64 = 0;
+    if vector == PAGE_FAULT {
+        // SAFETY: reading CR2 has no side effects (trapped and emulated in
+        // the pvm-native profile).
+        unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
+    }
     crate::fatal!(
         crate::fatal::code::EXCEPTION,
         "exception {vector} error {error:#x} at RIP {rip:#x} (CR2 {cr2:#x})"

@@ -105,7 +105,9 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         Some(Ok(p)) => p,
         _ => fatal!(code::BAD_HOB, "TD HOB has no payload GUID HOB"),
     };
-    let cmdline = core::str::from_utf8(cmdline_bytes).unwrap_or("");
+    let Ok(cmdline) = core::str::from_utf8(cmdline_bytes) else {
+        fatal!(code::BAD_CMDLINE, "command line is not UTF-8");
+    };
     println!(
         "fw: TD HOB at {hob:#x} ({} bytes), GPAW {gpaw}, vCPU {vcpu}",
         hobs.len()
@@ -177,6 +179,7 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         Some("touch-pending") => failures += selftest::touch_pending(&hobs),
         Some("touch-hole") => failures += selftest::touch_hole(),
         Some("triple-fault") => failures += selftest::triple_fault(),
+        Some("ud2") => failures += selftest::invalid_opcode(),
         Some("panic") => panic!("self-test panic requested"),
         None | Some("1") => {}
         Some(other) => fatal!(code::BAD_CMDLINE, "unknown fw.selftest={other}"),

@@ -174,6 +174,14 @@ pub fn touch_hole() -> u32 {
     1
 }
 
+/// Executes `ud2`: the firmware's own #UD handler must report it.
+pub fn invalid_opcode() -> u32 {
+    println!("selftest ud2: raising #UD");
+    // SAFETY: deliberately faulting; the exception handler never returns.
+    unsafe { core::arch::asm!("ud2", options(nostack)) };
+    1
+}
+
 /// Loads an empty IDT and raises #UD: with no handler, the CPU escalates
 /// to a double and then a triple fault.
 pub fn triple_fault() -> u32 {

@@ -115,6 +115,25 @@ fn bad_images_are_refused_with_status_2_naming_the_file() {
 }
 
 #[test]
+fn a_failed_build_leaves_no_report_file_behind() {
+    let report = scratch("never.json");
+    let _ = std::fs::remove_file(&report);
+    expect_usage_error(
+        &[
+            "run",
+            "--firmware",
+            &fw(),
+            "--mem",
+            "32M",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        "below the minimum",
+    );
+    assert!(!report.exists(), "{} was left behind", report.display());
+}
+
+#[test]
 fn unwritable_report_path_is_refused_before_boot() {
     expect_usage_error(
         &[

@@ -248,6 +248,24 @@ fn guest_panic_is_reported_with_its_message() {
 }
 
 #[test]
+fn exceptions_reach_the_firmware_handler_in_every_profile() {
+    if !require_kvm("exceptions_reach_the_firmware_handler_in_every_profile") {
+        return;
+    }
+    for p in profiles("exceptions_reach_the_firmware_handler_in_every_profile") {
+        let r = boot(config(p, GIB, "fw.accept=none fw.selftest=ud2"));
+        let f = r.fatal.as_ref().expect("a fatal diagnostic");
+        assert_eq!(
+            r.outcome,
+            Outcome::GuestPanic.as_str(),
+            "{}: {f:?}",
+            name(p)
+        );
+        assert!(f.message.contains("exception 6 "), "{}", f.message);
+    }
+}
+
+#[test]
 fn triple_fault_is_reported_with_rip() {
     if !require_kvm("triple_fault_is_reported_with_rip") {
         return;

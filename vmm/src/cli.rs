@@ -164,8 +164,11 @@ fn run(args: &RunArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    // Fail before booting if the report cannot be written; remove a report
+    // file created here if the TD then cannot be built.
+    let mut created_report = None;
     if let Some(path) = &args.report {
-        // Fail before booting if the report cannot be written.
+        let existed = path.exists();
         if let Err(e) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -174,11 +177,17 @@ fn run(args: &RunArgs) -> i32 {
             eprintln!("vmm: cannot write report {}: {e}", path.display());
             return EXIT_USAGE;
         }
+        if !existed {
+            created_report = Some(path.clone());
+        }
     }
     let td = match Td::build(config) {
         Ok(td) => td,
         Err(e) => {
             eprintln!("vmm: {e}");
+            if let Some(path) = created_report {
+                let _ = std::fs::remove_file(path);
+            }
             return EXIT_USAGE;
         }
     };

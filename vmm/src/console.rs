@@ -7,6 +7,8 @@ use vm_superio::{Serial, Trigger};
 
 /// Most console bytes kept for the report.
 pub const CAPTURE_LIMIT: usize = 1 << 20;
+/// Longest line buffered for echo before it is flushed anyway.
+const LINE_LIMIT: usize = 4096;
 
 /// The guest has no interrupt controller; the UART's interrupt goes nowhere.
 #[derive(Debug)]
@@ -48,9 +50,11 @@ impl Write for Capture {
             } else {
                 self.dropped += 1;
             }
-            self.line.push(b);
-            if b == b'\n' {
-                self.flush_line();
+            if self.echo {
+                self.line.push(b);
+                if b == b'\n' || self.line.len() >= LINE_LIMIT {
+                    self.flush_line();
+                }
             }
         }
         Ok(buf.len())

@@ -95,20 +95,29 @@ pub struct ElfImage {
 impl ElfImage {
     /// Reads and validates the ELF file at `path`.
     pub fn read(path: &Path) -> Result<Self, ElfError> {
-        let meta = std::fs::metadata(path).map_err(|source| ElfError::Read {
+        use std::io::Read;
+        let read_err = |source| ElfError::Read {
             path: path.to_owned(),
             source,
-        })?;
-        if meta.len() > MAX_IMAGE_BYTES {
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_IMAGE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > MAX_IMAGE_BYTES {
             return Err(ElfError::TooBig {
                 path: path.to_owned(),
-                size: meta.len(),
+                size: meta.len().max(bytes.len() as u64),
             });
         }
-        let bytes = std::fs::read(path).map_err(|source| ElfError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
         Self::parse(path, bytes)
     }
 
@@ -169,6 +178,7 @@ impl ElfImage {
             if u32_at(o) != PT_LOAD {
                 continue;
             }
+            let vaddr = u64_at(o + 16);
             let seg = Segment {
                 flags: u32_at(o + 4),
                 offset: u64_at(o + 8),
@@ -181,6 +191,12 @@ impl ElfImage {
                 index: i,
                 what,
             };
+            if vaddr != seg.paddr {
+                return Err(bad(format!(
+                    "p_vaddr {vaddr:#x} differs from p_paddr {:#x} (guests run identity-mapped)",
+                    seg.paddr
+                )));
+            }
             if seg.filesz > seg.memsz {
                 return Err(bad(format!(
                     "p_filesz {:#x} > p_memsz {:#x}",
@@ -209,15 +225,16 @@ impl ElfImage {
         if segments.is_empty() {
             return Err(ElfError::NoSegments { path: p() });
         }
-        for (x, (ia, a)) in segments.iter().enumerate() {
-            for (ib, b) in &segments[x + 1..] {
-                if a.paddr < b.end() && b.paddr < a.end() {
-                    return Err(ElfError::Overlap {
-                        path: p(),
-                        a: *ia,
-                        b: *ib,
-                    });
-                }
+        let mut by_addr: Vec<&(usize, Segment)> = segments.iter().collect();
+        by_addr.sort_by_key(|(_, s)| s.paddr);
+        for pair in by_addr.windows(2) {
+            let ((ia, a), (ib, b)) = (pair[0], pair[1]);
+            if b.paddr < a.end() {
+                return Err(ElfError::Overlap {
+                    path: p(),
+                    a: *ia.min(ib),
+                    b: *ia.max(ib),
+                });
             }
         }
         let segments: Vec<Segment> = segments.into_iter().map(|(_, s)| s).collect();
@@ -363,6 +380,32 @@ pub(crate) mod tests {
         let mut bad_entry = good;
         bad_entry[24..32].copy_from_slice(&0x50_0000u64.to_le_bytes());
         assert!(matches!(parse(bad_entry), Err(ElfError::BadEntry { .. })));
+    }
+
+    #[test]
+    fn rejects_overlapping_segments_and_virtual_addresses_that_differ() {
+        // Duplicate the one program header: two segments at the same place.
+        let mut two = tiny_elf(0x10_0000, &[0xf4; 16], 0x2000);
+        let phdr = two[EHDR_SIZE..EHDR_SIZE + PHDR_SIZE].to_vec();
+        two.extend_from_slice(&phdr);
+        let second = two.len() - PHDR_SIZE;
+        two[32..40].copy_from_slice(&(second as u64 - PHDR_SIZE as u64).to_le_bytes());
+        two[second - PHDR_SIZE..second].copy_from_slice(&phdr);
+        two[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let e = parse(two).unwrap_err();
+        assert!(matches!(e, ElfError::Overlap { a: 0, b: 1, .. }), "{e}");
+
+        let mut moved = tiny_elf(0x10_0000, &[0xf4; 16], 0x2000);
+        moved[EHDR_SIZE + 16..EHDR_SIZE + 24]
+            .copy_from_slice(&0xffff_8000_0010_0000u64.to_le_bytes());
+        let e = parse(moved).unwrap_err();
+        assert!(e.to_string().contains("p_vaddr"), "{e}");
+    }
+
+    #[test]
+    fn refuses_non_regular_files_without_reading_forever() {
+        let e = ElfImage::read(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
     #[test]

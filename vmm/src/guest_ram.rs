@@ -109,33 +109,13 @@ impl GuestRam {
         if unsafe { libc::madvise(base as *mut _, size as usize, libc::MADV_HUGEPAGE) } != 0 {
             log::debug!("MADV_HUGEPAGE refused: {}", io::Error::last_os_error());
         }
-        let mut regions = Vec::new();
-        for r in layout.regions() {
-            // SAFETY: the region is a sub-range of the mapping created above
-            // (`RamLayout` keeps offsets + sizes within `mem_bytes`). The
-            // vm-memory region does not own it and is dropped with `self`,
-            // before `Drop` unmaps it.
-            let mapping = unsafe {
-                MmapRegion::build_raw(
-                    base.add(r.offset as usize),
-                    r.size as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    flags,
-                )
-            }
-            .map_err(|e| GuestRamError::Regions(e.to_string()))?;
-            let region = GuestRegionMmap::new(mapping, GuestAddress(r.gpa)).ok_or_else(|| {
-                GuestRamError::Regions(format!("region at {:#x} overflows", r.gpa))
-            })?;
-            regions.push(region);
-        }
-        let memory = match GuestMemoryMmap::from_regions(regions) {
+        let memory = match describe(base, &layout, flags) {
             Ok(m) => m,
             Err(e) => {
-                // SAFETY: unmapping the mapping created above; nothing else
-                // refers to it yet.
+                // SAFETY: unmapping the mapping created above; the failed
+                // description holds no reference to it.
                 unsafe { libc::munmap(base as *mut _, size as usize) };
-                return Err(GuestRamError::Regions(e.to_string()));
+                return Err(e);
             }
         };
         Ok(GuestRam {
@@ -244,6 +224,35 @@ impl GuestRam {
             )
         }
     }
+}
+
+/// vm-memory's view of the RAM regions inside the mapping at `base`.
+fn describe(
+    base: *mut u8,
+    layout: &RamLayout,
+    flags: i32,
+) -> Result<GuestMemoryMmap, GuestRamError> {
+    let mut regions = Vec::new();
+    for r in layout.regions() {
+        // SAFETY: `base` is the live mapping of `layout.mem_bytes()` bytes
+        // made by `GuestRam::new`, and each region is a sub-range of it
+        // (`RamLayout` keeps offsets + sizes within `mem_bytes`). The
+        // vm-memory region does not own it and is dropped with the
+        // `GuestRam`, whose `Drop` unmaps the memory afterwards.
+        let mapping = unsafe {
+            MmapRegion::build_raw(
+                base.add(r.offset as usize),
+                r.size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+            )
+        }
+        .map_err(|e| GuestRamError::Regions(e.to_string()))?;
+        let region = GuestRegionMmap::new(mapping, GuestAddress(r.gpa))
+            .ok_or_else(|| GuestRamError::Regions(format!("region at {:#x} overflows", r.gpa)))?;
+        regions.push(region);
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| GuestRamError::Regions(e.to_string()))
 }
 
 impl Drop for GuestRam {

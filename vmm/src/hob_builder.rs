@@ -18,6 +18,8 @@ pub enum HobBuildError {
     CmdlineTooLong(usize),
     #[error("HOB of {0} bytes does not fit a 16-bit HOB length")]
     HobTooLong(usize),
+    #[error("TD HOB grew from the planned {planned} bytes to {built}")]
+    Grew { planned: u64, built: u64 },
 }
 
 /// Accumulates HOBs; the PHIT is written last, at the front.

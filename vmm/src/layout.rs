@@ -27,6 +27,8 @@ pub enum LayoutError {
     },
     #[error("memory size {0} exceeds this VMM's limit of {MAX_MEM_BYTES} bytes (64T)")]
     TooLarge(u64),
+    #[error("guest-physical address width {0} is not 48 or 52")]
+    BadGpaw(u32),
 }
 
 /// A contiguous range of guest RAM.
@@ -60,6 +62,9 @@ impl RamLayout {
     /// Lays out `mem_bytes` of RAM for a TD with guest-physical address width
     /// `gpaw` (48 or 52): low RAM from 0 up to the hole, the rest from 4 GiB.
     pub fn new(mem_bytes: u64, gpaw: u32) -> Result<Self, LayoutError> {
+        if gpaw != 48 && gpaw != 52 {
+            return Err(LayoutError::BadGpaw(gpaw));
+        }
         if mem_bytes < MIN_MEM_BYTES {
             return Err(LayoutError::TooSmall(mem_bytes));
         }
@@ -201,11 +206,10 @@ mod tests {
             RamLayout::new(MAX_MEM_BYTES + 4096, 48),
             Err(LayoutError::TooLarge(_))
         ));
-        assert!(matches!(
-            RamLayout::new(MAX_MEM_BYTES, 44),
-            Err(LayoutError::BeyondAddressWidth { .. })
-        ));
+        // The largest guest still fits below the GPAW-48 shared bit.
+        assert!(RamLayout::new(MAX_MEM_BYTES, 48).is_ok());
         assert!(RamLayout::new(1 << 40, 48).is_ok());
+        assert_eq!(RamLayout::new(1 << 30, 0), Err(LayoutError::BadGpaw(0)));
         assert!(RamLayout::new(!4095, 48).is_err());
     }
 }

@@ -137,9 +137,9 @@ impl<B: SlotBackend> MemslotManager<B> {
         }
         if self.slots.len() >= self.merge_at {
             self.merge_range(0, u64::MAX)?;
-            self.merge_at = (self.slots.len() * 2).max(self.soft_cap);
+            self.merge_at = (self.slots.len() * 2).clamp(self.soft_cap, self.limit);
         }
-        if self.slots.len() + 1 > self.limit {
+        if self.slots.len() >= self.limit {
             return Err(MemslotError::Exhausted { limit: self.limit });
         }
         self.install(gpa, size, host)
@@ -327,6 +327,18 @@ mod tests {
         }
         assert!(matches!(result, Err(MemslotError::Exhausted { limit: 8 })));
         assert!(m.len() <= 8);
+    }
+
+    #[test]
+    fn a_merge_is_tried_before_giving_up_on_the_limit() {
+        // 8 slots allowed; 20 adjacent pages must fit after merging.
+        let mut m = MemslotManager::new(Fake::default(), 8, 4);
+        for i in 0..20u64 {
+            m.map(i * 4096, 4096, i * 4096).unwrap();
+        }
+        assert!(m.len() <= 8);
+        m.merge_range(0, u64::MAX).unwrap();
+        assert_eq!(m.len(), 1);
     }
 
     #[test]

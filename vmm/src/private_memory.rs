@@ -18,6 +18,8 @@ pub enum MemoryError {
     Memslot(#[from] MemslotError),
     #[error("range gpa {gpa:#x} (+{len:#x}) is not RAM")]
     NotRam { gpa: u64, len: u64 },
+    #[error("refusing to write {what} into pending memory at gpa {gpa:#x}")]
+    NotAccepted { what: &'static str, gpa: u64 },
     #[error("cannot write {what} at gpa {gpa:#x}: {source}")]
     Write {
         what: &'static str,
@@ -105,6 +107,23 @@ impl PrivateMemory {
     /// Writes `bytes` at `gpa` (initial memory only; used while building the TD).
     pub fn write(&self, what: &'static str, gpa: u64, bytes: &[u8]) -> Result<(), MemoryError> {
         use vm_memory::Bytes;
+        // Pending memory must never be written: accepting it relies on its
+        // host pages still being zero.
+        let len = bytes.len() as u64;
+        let offset = self
+            .layout()
+            .ram_offset(gpa, len)
+            .ok_or(MemoryError::NotRam { gpa, len })?;
+        let pages = offset / PAGE_4K..(offset + len).div_ceil(PAGE_4K);
+        if let Some(p) = pages
+            .into_iter()
+            .find(|p| self.pages.state(*p) != PageState::Accepted)
+        {
+            return Err(MemoryError::NotAccepted {
+                what,
+                gpa: self.layout().gpa_of_offset(p * PAGE_4K),
+            });
+        }
         self.ram
             .memory()
             .write_slice(bytes, vm_memory::GuestAddress(gpa))

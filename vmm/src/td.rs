@@ -103,7 +103,13 @@ impl TdcallCounters {
     }
 
     pub fn vmcall(&mut self, r10: u64, r11: u64) {
-        *self.vmcalls.entry((r10, r11)).or_default() += 1;
+        // Guest-chosen keys: past a few dozen kinds, count the rest together.
+        let key = if self.vmcalls.len() < 32 || self.vmcalls.contains_key(&(r10, r11)) {
+            (r10, r11)
+        } else {
+            (u64::MAX, u64::MAX)
+        };
+        *self.vmcalls.entry(key).or_default() += 1;
     }
 
     fn to_map(&self) -> BTreeMap<String, u64> {
@@ -122,6 +128,7 @@ impl TdcallCounters {
                 (GHCI_STANDARD, ghci::REPORT_FATAL_ERROR) => {
                     "vmcall.report_fatal_error".to_string()
                 }
+                (u64::MAX, u64::MAX) => "vmcall.other".to_string(),
                 (GHCI_STANDARD, f) => format!("vmcall.ghci.{f:#x}"),
                 (VENDOR_EMU, f) => format!("vmcall.emu.{f}"),
                 (v, f) => format!("vmcall.vendor{v:#x}.{f:#x}"),
@@ -192,10 +199,13 @@ impl Td {
         let payload_len = payload.as_ref().map_or(0, |p| p.bytes.len() as u64);
 
         let ram: Vec<(u64, u64)> = layout.regions().map(|r| (r.gpa, r.size)).collect();
+        // First pass sizes the list: initial memory starts at the firmware,
+        // so this splits RAM exactly as the final list will.
+        let fw_start = firmware.start() & !(abi::PAGE_4K - 1);
         let mut spec = TdHobSpec {
             base: 0,
             ram,
-            initial: (0, 0),
+            initial: (fw_start, abi::PAGE_4K),
             free: (0, 0),
             payload: (0, 0),
             cmdline: &config.cmdline,
@@ -213,6 +223,12 @@ impl Td {
         spec.free = plan.scratch;
         spec.payload = plan.payload;
         let hob = build_td_hob(&spec)?;
+        if hob.len() as u64 > plan.hob_len {
+            return Err(TdError::Hob(HobBuildError::Grew {
+                planned: plan.hob_len,
+                built: hob.len() as u64,
+            }));
+        }
 
         let kvm = Kvm::new().map_err(TdError::NoKvm)?;
         let vm = kvm.create_vm().map_err(|source| TdError::Kvm {
@@ -316,6 +332,9 @@ impl Td {
             Triple,
             Internal,
         }
+        if watchdog.is_some_and(|w| w.fired()) {
+            return Some(self.timeout_stop());
+        }
         let exits = &mut self.state.exits;
         let next = match self.vcpu.run() {
             Ok(exit) => {
@@ -361,21 +380,8 @@ impl Td {
                 }
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                if watchdog.is_some_and(|w| w.fired()) {
-                    let secs = self.config.timeout.unwrap_or_default().as_secs_f64();
-                    Next::Stop(Stop::fatal(
-                        Outcome::Timeout,
-                        Fatal {
-                            kind: Outcome::Timeout.as_str(),
-                            gpa: None,
-                            rip: None,
-                            access: None,
-                            message: format!("guest still running after the {secs} s timeout"),
-                        },
-                    ))
-                } else {
-                    Next::Resume
-                }
+                // The next step checks the watchdog.
+                Next::Resume
             }
             Err(e) => Next::Stop(Stop::error(format!("KVM_RUN failed: {e}"), None)),
         };
@@ -404,6 +410,20 @@ impl Td {
             }
             Next::Internal => Some(self.internal_error()),
         }
+    }
+
+    fn timeout_stop(&mut self) -> Stop {
+        let secs = self.config.timeout.unwrap_or_default().as_secs_f64();
+        Stop::fatal(
+            Outcome::Timeout,
+            Fatal {
+                kind: Outcome::Timeout.as_str(),
+                gpa: None,
+                rip: self.vcpu.get_regs().ok().map(|r| r.rip),
+                access: None,
+                message: format!("guest still running after the {secs} s timeout"),
+            },
+        )
     }
 
     fn doorbell(&mut self) -> Option<Stop> {
@@ -479,7 +499,6 @@ impl Td {
     /// with no memslot, that is an instruction fetch from pending memory or
     /// from a non-RAM GPA (the identity map makes RIP a GPA).
     fn internal_error(&mut self) -> Stop {
-        // SAFETY-free read of the exit's union through kvm-ioctls' accessor.
         let suberror = {
             let run = self.vcpu.get_kvm_run();
             // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so the

@@ -39,7 +39,7 @@ pub fn dispatch(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
         }
         leaf::VP_VMCALL => crate::vmcall::handle(td, regs),
         other => {
-            log::warn!(
+            log::debug!(
                 "TDCALL leaf {other} ({}) is not emulated: returning TDX_OPERAND_INVALID",
                 leaf::name(other)
             );

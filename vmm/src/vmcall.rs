@@ -109,7 +109,7 @@ fn standard(td: &mut TdState, regs: &kvm_regs, input: &Inputs, out: &mut Outputs
             None
         }
         other => {
-            log::warn!("GHCI sub-function {other:#x} is not provided: returning TDG.VP.VMCALL_INVALID_OPERAND");
+            log::debug!("GHCI sub-function {other:#x} is not provided: returning TDG.VP.VMCALL_INVALID_OPERAND");
             out.r10 = vmcall_status::OPERAND_INVALID;
             None
         }
@@ -212,14 +212,14 @@ fn vendor(td: &mut TdState, input: &Inputs, out: &mut Outputs) -> Option<Stop> {
             match Mark::from_id(input.r12) {
                 Some(mark) => td.mark(mark, input.r13),
                 None => {
-                    log::warn!("guest phase mark {} is not defined", input.r12);
+                    log::debug!("guest phase mark {} is not defined", input.r12);
                     out.r10 = vmcall_status::OPERAND_INVALID;
                 }
             }
             None
         }
         other => {
-            log::warn!("vendor VMCALL {other:#x} is not defined");
+            log::debug!("vendor VMCALL {other:#x} is not defined");
             out.r10 = vmcall_status::OPERAND_INVALID;
             None
         }

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 static HANDLER: Once = Once::new();
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
@@ -26,8 +27,11 @@ impl Watchdog {
     /// Arms a timeout of `after` for the calling (vCPU) thread.
     pub fn arm(after: Duration) -> Self {
         HANDLER.call_once(|| {
-            if let Err(e) = vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
-                log::warn!("cannot install the timeout signal handler: {e}");
+            match vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
+                Ok(()) => INSTALLED.store(true, Ordering::SeqCst),
+                Err(e) => log::error!(
+                    "cannot install the timeout signal handler ({e}): the timeout is only seen at the next vCPU exit"
+                ),
             }
         });
         // SAFETY: pthread_self has no preconditions.
@@ -40,7 +44,7 @@ impl Watchdog {
                 return;
             }
             flag.store(true, Ordering::SeqCst);
-            loop {
+            while INSTALLED.load(Ordering::SeqCst) {
                 // SAFETY: `target` is the vCPU thread, which outlives this
                 // one: it joins this thread (via `Drop`) before returning.
                 unsafe { libc::pthread_kill(target, kick_signal()) };
