@@ -59,6 +59,17 @@ pub fn profiles(test: &str) -> Vec<ProfileChoice> {
     v
 }
 
+/// Runs `f` once per CPU profile (see `profiles`), if KVM is usable.
+pub fn in_each_profile(test: &str, mut f: impl FnMut(ProfileChoice)) {
+    if !require_kvm(test) {
+        return;
+    }
+    for p in profiles(test) {
+        eprintln!("{test}: profile {}", name(p));
+        f(p);
+    }
+}
+
 /// The guests, built once per test process.
 pub fn guests() -> &'static GuestImages {
     static GUESTS: OnceLock<GuestImages> = OnceLock::new();

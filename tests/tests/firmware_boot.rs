@@ -5,7 +5,7 @@
 use abi::layout::{FOUR_GIB, MMIO_HOLE_START};
 use abi::report::Outcome;
 use abi::{GIB, MIB};
-use tests::{boot, config, name, profiles, require_kvm};
+use tests::{boot, config, in_each_profile, name};
 
 fn console_line<'a>(console: &'a str, prefix: &str) -> &'a str {
     console
@@ -16,10 +16,7 @@ fn console_line<'a>(console: &'a str, prefix: &str) -> &'a str {
 
 #[test]
 fn firmware_accepts_all_pending_ram_below_4g() {
-    if !require_kvm("firmware_accepts_all_pending_ram_below_4g") {
-        return;
-    }
-    for p in profiles("firmware_accepts_all_pending_ram_below_4g") {
+    in_each_profile("firmware_accepts_all_pending_ram_below_4g", |p| {
         let r = boot(config(p, 4 * GIB, ""));
         let ctx = format!("profile {}: {:?}", name(p), r.fatal);
         assert_eq!(r.outcome, Outcome::Ok.as_str(), "{ctx}");
@@ -57,15 +54,12 @@ fn firmware_accepts_all_pending_ram_below_4g() {
         for mark in ["fw_start", "fw_accept_done", "fw_done", "total"] {
             assert!(r.timing_us.contains_key(mark), "missing timing {mark}");
         }
-    }
+    });
 }
 
 #[test]
 fn guest_self_test_sees_every_accept_status() {
-    if !require_kvm("guest_self_test_sees_every_accept_status") {
-        return;
-    }
-    for p in profiles("guest_self_test_sees_every_accept_status") {
+    in_each_profile("guest_self_test_sees_every_accept_status", |p| {
         let r = boot(config(p, 4 * GIB, "fw.selftest=1"));
         let ctx = format!("profile {}: {:?}\n{}", name(p), r.fatal, r.console);
         assert_eq!(r.outcome, Outcome::Ok.as_str(), "{ctx}");
@@ -115,49 +109,46 @@ fn guest_self_test_sees_every_accept_status() {
             Some(1),
             "unknown leaf 99 was counted"
         );
-    }
+    });
 }
 
 #[test]
 fn touching_pending_memory_stops_the_td_with_the_exact_gpa() {
-    if !require_kvm("touching_pending_memory_stops_the_td_with_the_exact_gpa") {
-        return;
-    }
-    for p in profiles("touching_pending_memory_stops_the_td_with_the_exact_gpa") {
-        let r = boot(config(
-            p,
-            5 * GIB,
-            "fw.accept=none fw.selftest=touch-pending",
-        ));
-        let ctx = format!("profile {}: {:?}", name(p), r.fatal);
-        assert_eq!(r.outcome, Outcome::PendingAccess.as_str(), "{ctx}");
-        assert_eq!(r.exit_code, None);
-        let f = r.fatal.as_ref().expect("a fatal diagnostic");
-        assert_eq!(f.kind, "pending_access");
-        assert_eq!(f.gpa, Some(FOUR_GIB), "{ctx}");
-        assert_eq!(f.access, Some("read"), "{ctx}");
-        let rip = f.rip.expect("RIP of the access");
-        assert!(
-            (abi::layout::FIRMWARE_BASE
-                ..abi::layout::FIRMWARE_BASE + abi::layout::FIRMWARE_MAX_SIZE)
-                .contains(&rip),
-            "{ctx}"
-        );
-        assert!(f.message.contains("0x100000000"), "{}", f.message);
-        assert_eq!(r.exits.mmio, 1, "{ctx}");
-        assert_eq!(
-            r.accept.bytes_accepted, 0,
-            "fw.accept=none accepts nothing ({ctx})"
-        );
-    }
+    in_each_profile(
+        "touching_pending_memory_stops_the_td_with_the_exact_gpa",
+        |p| {
+            let r = boot(config(
+                p,
+                5 * GIB,
+                "fw.accept=none fw.selftest=touch-pending",
+            ));
+            let ctx = format!("profile {}: {:?}", name(p), r.fatal);
+            assert_eq!(r.outcome, Outcome::PendingAccess.as_str(), "{ctx}");
+            assert_eq!(r.exit_code, None);
+            let f = r.fatal.as_ref().expect("a fatal diagnostic");
+            assert_eq!(f.kind, "pending_access");
+            assert_eq!(f.gpa, Some(FOUR_GIB), "{ctx}");
+            assert_eq!(f.access, Some("read"), "{ctx}");
+            let rip = f.rip.expect("RIP of the access");
+            assert!(
+                (abi::layout::FIRMWARE_BASE
+                    ..abi::layout::FIRMWARE_BASE + abi::layout::FIRMWARE_MAX_SIZE)
+                    .contains(&rip),
+                "{ctx}"
+            );
+            assert!(f.message.contains("0x100000000"), "{}", f.message);
+            assert_eq!(r.exits.mmio, 1, "{ctx}");
+            assert_eq!(
+                r.accept.bytes_accepted, 0,
+                "fw.accept=none accepts nothing ({ctx})"
+            );
+        },
+    );
 }
 
 #[test]
 fn accept_policy_none_and_size() {
-    if !require_kvm("accept_policy_none_and_size") {
-        return;
-    }
-    for p in profiles("accept_policy_none_and_size") {
+    in_each_profile("accept_policy_none_and_size", |p| {
         let r = boot(config(p, GIB, "fw.accept=none"));
         assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
         assert_eq!(r.accept.calls, 0);
@@ -168,60 +159,48 @@ fn accept_policy_none_and_size() {
         assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
         assert_eq!(r.accept.bytes_accepted, 64 * MIB);
         assert_eq!(r.pages.accepted_bytes, 64 * MIB + r.pages.initial_bytes);
-    }
+    });
 }
 
 #[test]
 fn a_lazy_terabyte_guest_costs_almost_nothing() {
-    if !require_kvm("a_lazy_terabyte_guest_costs_almost_nothing") {
-        return;
-    }
-    for p in profiles("a_lazy_terabyte_guest_costs_almost_nothing") {
+    in_each_profile("a_lazy_terabyte_guest_costs_almost_nothing", |p| {
         let r = boot(config(p, 1 << 40, "fw.accept=none"));
         assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
         assert_eq!(r.pages.pending_bytes, (1 << 40) - r.pages.initial_bytes);
         assert!(r.host.guest_resident_bytes < 64 * MIB, "{:?}", r.host);
         assert!(r.host.page_state_bytes < 4 * MIB, "{:?}", r.host);
-    }
+    });
 }
 
 #[test]
 fn memory_size_not_a_multiple_of_2m_boots() {
-    if !require_kvm("memory_size_not_a_multiple_of_2m_boots") {
-        return;
-    }
     // 1 GiB + 12 KiB: the last 2 MiB chunk is partial, so it is accepted as
     // 4 KiB pages.
-    for p in profiles("memory_size_not_a_multiple_of_2m_boots") {
+    in_each_profile("memory_size_not_a_multiple_of_2m_boots", |p| {
         let mem = GIB + 3 * 4096;
         let r = boot(config(p, mem, ""));
         assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
         assert_eq!(r.pages.pending_bytes, 0);
         assert_eq!(r.accept.bytes_accepted, mem - r.pages.initial_bytes);
-    }
+    });
 }
 
 #[test]
 fn touching_the_mmio_hole_is_a_bad_gpa() {
-    if !require_kvm("touching_the_mmio_hole_is_a_bad_gpa") {
-        return;
-    }
-    for p in profiles("touching_the_mmio_hole_is_a_bad_gpa") {
+    in_each_profile("touching_the_mmio_hole_is_a_bad_gpa", |p| {
         let r = boot(config(p, GIB, "fw.accept=none fw.selftest=touch-hole"));
         let f = r.fatal.as_ref().expect("a fatal diagnostic");
         assert_eq!(r.outcome, Outcome::BadGpa.as_str(), "{}: {f:?}", name(p));
         assert_eq!(f.gpa, Some(MMIO_HOLE_START));
         assert_eq!(f.access, Some("read"));
         assert!(f.message.contains("MMIO hole"), "{}", f.message);
-    }
+    });
 }
 
 #[test]
 fn guest_panic_is_reported_with_its_message() {
-    if !require_kvm("guest_panic_is_reported_with_its_message") {
-        return;
-    }
-    for p in profiles("guest_panic_is_reported_with_its_message") {
+    in_each_profile("guest_panic_is_reported_with_its_message", |p| {
         let r = boot(config(p, GIB, "fw.accept=none fw.selftest=panic"));
         let f = r.fatal.as_ref().expect("a fatal diagnostic");
         assert_eq!(
@@ -244,33 +223,30 @@ fn guest_panic_is_reported_with_its_message() {
             .unwrap()
             .message
             .contains("unknown fw.selftest=bogus"));
-    }
+    });
 }
 
 #[test]
 fn exceptions_reach_the_firmware_handler_in_every_profile() {
-    if !require_kvm("exceptions_reach_the_firmware_handler_in_every_profile") {
-        return;
-    }
-    for p in profiles("exceptions_reach_the_firmware_handler_in_every_profile") {
-        let r = boot(config(p, GIB, "fw.accept=none fw.selftest=ud2"));
-        let f = r.fatal.as_ref().expect("a fatal diagnostic");
-        assert_eq!(
-            r.outcome,
-            Outcome::GuestPanic.as_str(),
-            "{}: {f:?}",
-            name(p)
-        );
-        assert!(f.message.contains("exception 6 "), "{}", f.message);
-    }
+    in_each_profile(
+        "exceptions_reach_the_firmware_handler_in_every_profile",
+        |p| {
+            let r = boot(config(p, GIB, "fw.accept=none fw.selftest=ud2"));
+            let f = r.fatal.as_ref().expect("a fatal diagnostic");
+            assert_eq!(
+                r.outcome,
+                Outcome::GuestPanic.as_str(),
+                "{}: {f:?}",
+                name(p)
+            );
+            assert!(f.message.contains("exception 6 "), "{}", f.message);
+        },
+    );
 }
 
 #[test]
 fn triple_fault_is_reported_with_rip() {
-    if !require_kvm("triple_fault_is_reported_with_rip") {
-        return;
-    }
-    for p in profiles("triple_fault_is_reported_with_rip") {
+    in_each_profile("triple_fault_is_reported_with_rip", |p| {
         let r = boot(config(p, GIB, "fw.accept=none fw.selftest=triple-fault"));
         let f = r.fatal.as_ref().expect("a fatal diagnostic");
         assert_eq!(
@@ -281,15 +257,12 @@ fn triple_fault_is_reported_with_rip() {
         );
         let rip = f.rip.expect("RIP");
         assert!(rip >= abi::layout::FIRMWARE_BASE, "{rip:#x}");
-    }
+    });
 }
 
 #[test]
 fn doorbell_benchmark_reports_a_round_trip_time() {
-    if !require_kvm("doorbell_benchmark_reports_a_round_trip_time") {
-        return;
-    }
-    for p in profiles("doorbell_benchmark_reports_a_round_trip_time") {
+    in_each_profile("doorbell_benchmark_reports_a_round_trip_time", |p| {
         let r = boot(config(p, GIB, "fw.accept=none fw.bench=100"));
         assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
         let b = r.bench.expect("bench result");
@@ -299,5 +272,5 @@ fn doorbell_benchmark_reports_a_round_trip_time() {
             r.tdcalls["TDG.VP.INFO"], 101,
             "one at boot plus the benchmark's"
         );
-    }
+    });
 }
