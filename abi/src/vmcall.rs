@@ -68,6 +68,29 @@ pub mod ghci {
     pub const FATAL_MESSAGE_MAX: usize = 4096;
 }
 
+/// Error codes the guests put in ReportFatalError's R12 (bits 31:0).
+pub mod fatal_code {
+    pub const PANIC: u32 = 1;
+    pub const EXCEPTION: u32 = 2;
+    pub const BAD_HOB: u32 = 3;
+    pub const ACCEPT_FAILED: u32 = 4;
+    pub const NOT_ZERO: u32 = 5;
+    pub const BAD_CMDLINE: u32 = 6;
+
+    /// Name of a code for reports.
+    pub const fn name(code: u32) -> &'static str {
+        match code {
+            PANIC => "panic",
+            EXCEPTION => "exception",
+            BAD_HOB => "bad TD HOB",
+            ACCEPT_FAILED => "accept failed",
+            NOT_ZERO => "accepted memory not zero",
+            BAD_CMDLINE => "bad command line",
+            _ => "unknown",
+        }
+    }
+}
+
 /// VMCALL completion statuses (R10 on return).
 pub mod vmcall_status {
     pub const SUCCESS: u64 = 0;

@@ -3,10 +3,10 @@
 //! counted and skipped, SIZE_MISMATCH retried as 512 4 KiB pages, anything
 //! else is fatal. Each newly accepted page is checked to read as zero.
 
-use crate::fatal::code;
-use crate::tdcall::accept_page;
 use abi::tdcall::{status, PageLevel};
 use abi::{PAGE_2M, PAGE_4K};
+use guest_rt::fatal::code;
+use guest_rt::tdcall::accept_page;
 
 /// What the firmware's accepts did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,7 +26,7 @@ fn check_zero(gpa: u64, len: u64) {
         // the check from being optimised away.
         let v = unsafe { core::ptr::read_volatile(at as *const u64) };
         if v != 0 {
-            crate::fatal!(
+            guest_rt::fatal!(
                 code::NOT_ZERO,
                 "accepted memory at {at:#x} reads {v:#x}, not zero"
             );
@@ -44,7 +44,7 @@ fn accept_4k(gpa: u64, stats: &mut Stats) {
             check_zero(gpa, PAGE_4K);
         }
         status::PAGE_ALREADY_ACCEPTED => stats.already += 1,
-        _ => crate::fatal!(
+        _ => guest_rt::fatal!(
             code::ACCEPT_FAILED,
             "4K accept at {gpa:#x} failed: {st:#x} ({})",
             status::name(st)
@@ -68,7 +68,7 @@ fn accept_2m(gpa: u64, stats: &mut Stats) {
                 accept_4k(page, stats);
             }
         }
-        _ => crate::fatal!(
+        _ => guest_rt::fatal!(
             code::ACCEPT_FAILED,
             "2M accept at {gpa:#x} failed: {st:#x} ({})",
             status::name(st)

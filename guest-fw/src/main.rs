@@ -6,11 +6,9 @@
 #![no_main]
 
 mod accept;
-mod console;
-mod fatal;
-mod idt;
 mod selftest;
-mod tdcall;
+
+use guest_rt::{fatal, idt, println, tdcall};
 
 use abi::cmdline;
 use abi::hob::{resource_type, HandoffInfoTable, HobList, MAX_HOB_LIST_BYTES};
@@ -18,7 +16,7 @@ use abi::layout::FOUR_GIB;
 use abi::pod::Pod;
 use abi::report::Mark;
 use abi::tdcall::vp_info;
-use fatal::code;
+use guest_rt::fatal::code;
 
 core::arch::global_asm!(
     ".pushsection .text.entry, \"ax\"",

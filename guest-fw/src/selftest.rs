@@ -3,12 +3,12 @@
 //! `fw.selftest=touch-pending`: reads one pending page above 4 GiB, which
 //! the host must answer by stopping the TD.
 
-use crate::println;
-use crate::tdcall::{accept_page, accept_raw, raw_leaf, vp_info};
 use abi::hob::{resource_type, HobList};
 use abi::layout::FOUR_GIB;
 use abi::tdcall::{leaf, status, vp_info as info, PageLevel};
 use abi::{PAGE_1G, PAGE_2M, PAGE_4K};
+use guest_rt::println;
+use guest_rt::tdcall::{accept_page, accept_raw, raw_leaf, vp_info};
 
 const PATTERN: u64 = 0xa5a5_5a5a_dead_beef;
 
@@ -141,7 +141,7 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
         raw_leaf(leaf::VP_VEINFO_GET as u64),
         status::NO_VALID_VE_INFO,
     );
-    let unknown = crate::tdcall::vmcall(abi::vmcall::GHCI_STANDARD, 0x7777, 0, 0, 0, 0);
+    let unknown = guest_rt::tdcall::vmcall(abi::vmcall::GHCI_STANDARD, 0x7777, 0, 0, 0, 0);
     c.status(
         "vmcall_unknown_subfunction_rax",
         unknown.rax,

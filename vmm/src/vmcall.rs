@@ -191,7 +191,10 @@ fn fatal_error(td: &mut TdState, regs: &kvm_regs, input: &Inputs) -> Stop {
             gpa: None,
             rip: Some(regs.rip),
             access: None,
-            message: format!("guest fatal error {code:#x}: {message}"),
+            message: format!(
+                "guest fatal error {code:#x} ({}): {message}",
+                abi::vmcall::fatal_code::name(code as u32)
+            ),
         },
     )
 }

@@ -1,18 +1,11 @@
 //! Fatal errors: the message goes into a page-aligned buffer whose GPA is
 //! handed to the host with GHCI ReportFatalError; the host stops the TD.
-//! The panic handler and the exception handlers end here.
+//! The panic handler and the exception handlers end here. Identity mapping
+//! (VA = GPA) is assumed, as in every guest of this project.
 
 use core::fmt::{self, Write};
 
-/// Error codes the firmware reports (ReportFatalError R12 bits 31:0).
-pub mod code {
-    pub const PANIC: u32 = 1;
-    pub const EXCEPTION: u32 = 2;
-    pub const BAD_HOB: u32 = 3;
-    pub const ACCEPT_FAILED: u32 = 4;
-    pub const NOT_ZERO: u32 = 5;
-    pub const BAD_CMDLINE: u32 = 6;
-}
+pub use abi::vmcall::fatal_code as code;
 
 #[repr(C, align(4096))]
 struct MessagePage([u8; 4096]);
@@ -39,7 +32,7 @@ impl Write for PageWriter<'_> {
 
 /// Prints the message, reports it to the host and never returns.
 pub fn fatal(code: u32, args: fmt::Arguments<'_>) -> ! {
-    crate::console::print(format_args!("fw: FATAL: {}\n", args));
+    crate::console::print(format_args!("FATAL: {}\n", args));
     // SAFETY: single vCPU, and `fatal` never returns, so this is the only
     // live reference to the message page for the rest of the TD's life.
     let page = unsafe { &mut *core::ptr::addr_of_mut!(MESSAGE) };

@@ -1,0 +1,12 @@
+//! The runtime both bare-metal guests share: the TDCALL doorbell and its
+//! typed wrappers (`tdcall`), console output through GHCI Instruction.IO
+//! (`console`, `println!`), fatal errors reported to the host (`fatal`,
+//! `fatal!`, the panic handler) and an IDT that reports exceptions (`idt`).
+//! Position-independent: it works in the fixed-address firmware and in the
+//! relocatable kernel, in ring 0 and in ring 3.
+#![no_std]
+
+pub mod console;
+pub mod fatal;
+pub mod idt;
+pub mod tdcall;
