@@ -7,12 +7,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cmdline;
+pub mod efi;
 pub mod guid;
 pub mod hob;
 pub mod layout;
 pub mod pod;
 pub mod report;
 pub mod tdcall;
+pub mod unaccepted;
 pub mod vmcall;
 
 /// Size of a 4 KiB page.
