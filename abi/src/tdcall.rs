@@ -160,8 +160,10 @@ pub mod vp_info {
     /// TD attribute bit 0: DEBUG.
     pub const ATTR_DEBUG: u64 = 1 << 0;
     /// GPAW values TDX reports in RCX bits 5:0.
-    pub const GPAW_48: u64 = 48;
-    pub const GPAW_52: u64 = 52;
+    pub const GPAW_48: u32 = 48;
+    pub const GPAW_52: u32 = 52;
+    /// RCX bits holding the GPAW.
+    pub const GPAW_MASK: u64 = 0x3f;
 }
 
 #[cfg(test)]

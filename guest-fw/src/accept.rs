@@ -34,43 +34,31 @@ fn check_zero(gpa: u64, len: u64) {
     }
 }
 
-fn accept_4k(gpa: u64, stats: &mut Stats) {
+/// Accepts one page at `level`; a 2 MiB page over split 4 KiB state is
+/// retried as 512 4 KiB pages.
+fn accept(gpa: u64, level: PageLevel, stats: &mut Stats) {
     stats.calls += 1;
-    let st = accept_page(gpa, PageLevel::L4K);
+    let st = accept_page(gpa, level);
     match status::code(st) {
         status::SUCCESS => {
-            stats.ok_4k += 1;
-            stats.bytes += PAGE_4K;
-            check_zero(gpa, PAGE_4K);
+            match level {
+                PageLevel::L2M => stats.ok_2m += 1,
+                _ => stats.ok_4k += 1,
+            }
+            stats.bytes += level.size();
+            check_zero(gpa, level.size());
         }
         status::PAGE_ALREADY_ACCEPTED => stats.already += 1,
-        _ => guest_rt::fatal!(
-            code::ACCEPT_FAILED,
-            "4K accept at {gpa:#x} failed: {st:#x} ({})",
-            status::name(st)
-        ),
-    }
-}
-
-fn accept_2m(gpa: u64, stats: &mut Stats) {
-    stats.calls += 1;
-    let st = accept_page(gpa, PageLevel::L2M);
-    match status::code(st) {
-        status::SUCCESS => {
-            stats.ok_2m += 1;
-            stats.bytes += PAGE_2M;
-            check_zero(gpa, PAGE_2M);
-        }
-        status::PAGE_ALREADY_ACCEPTED => stats.already += 1,
-        status::PAGE_SIZE_MISMATCH => {
+        status::PAGE_SIZE_MISMATCH if level == PageLevel::L2M => {
             stats.mismatch += 1;
             for page in (gpa..gpa + PAGE_2M).step_by(PAGE_4K as usize) {
-                accept_4k(page, stats);
+                accept(page, PageLevel::L4K, stats);
             }
         }
         _ => guest_rt::fatal!(
             code::ACCEPT_FAILED,
-            "2M accept at {gpa:#x} failed: {st:#x} ({})",
+            "{} accept at {gpa:#x} failed: {st:#x} ({})",
+            level.name(),
             status::name(st)
         ),
     }
@@ -81,10 +69,10 @@ pub fn accept_range(start: u64, end: u64, stats: &mut Stats) {
     let mut at = start;
     while at < end {
         if at.is_multiple_of(PAGE_2M) && end - at >= PAGE_2M {
-            accept_2m(at, stats);
+            accept(at, PageLevel::L2M, stats);
             at += PAGE_2M;
         } else {
-            accept_4k(at, stats);
+            accept(at, PageLevel::L4K, stats);
             at += PAGE_4K;
         }
     }

@@ -82,12 +82,12 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
     tdcall::mark(Mark::FwStart, 0);
     idt::init();
     let info = tdcall::vp_info();
-    if info.rax != 0 || info.rcx & 0x3f != gpaw || info.r9 != vcpu {
+    if info.rax != 0 || info.rcx & vp_info::GPAW_MASK != gpaw || info.r9 != vcpu {
         fatal!(
             code::BAD_HOB,
             "TDG.VP.INFO disagrees with the entry registers: status {:#x}, GPAW {} vs {gpaw}, vCPU {} vs {vcpu}",
             info.rax,
-            info.rcx & 0x3f,
+            info.rcx & vp_info::GPAW_MASK,
             info.r9
         );
     }

@@ -156,7 +156,7 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
     c.check(
         "vp_info",
         vi.rax == 0
-            && vi.rcx & 0x3f == gpaw
+            && vi.rcx & info::GPAW_MASK == gpaw
             && vi.rdx & info::ATTR_SEPT_VE_DISABLE != 0
             && vi.r8 & 0xffff_ffff == 1,
     );

@@ -6,6 +6,31 @@ use abi::layout::{FOUR_GIB, MMIO_HOLE_START};
 use abi::report::Outcome;
 use abi::{GIB, MIB};
 use tests::{boot, config, in_each_profile, name};
+use vmm::cpu::ProfileChoice;
+use vmm::report::Fatal;
+use vmm::Report;
+
+/// Boots `cmdline` and checks the TD stopped with `outcome`: no exit code,
+/// a diagnostic of that kind. Returns the report and its diagnostic.
+fn stops_with(p: ProfileChoice, mem: u64, cmdline: &str, outcome: Outcome) -> (Report, Fatal) {
+    let r = boot(config(p, mem, cmdline));
+    let f = r.fatal.clone().unwrap_or_else(|| {
+        panic!(
+            "{} `{cmdline}`: no diagnostic, outcome {}",
+            name(p),
+            r.outcome
+        )
+    });
+    assert_eq!(
+        r.outcome,
+        outcome.as_str(),
+        "{} `{cmdline}`: {f:?}",
+        name(p)
+    );
+    assert_eq!(f.kind, outcome.as_str());
+    assert_eq!(r.exit_code, None);
+    (r, f)
+}
 
 fn console_line<'a>(console: &'a str, prefix: &str) -> &'a str {
     console
@@ -117,16 +142,13 @@ fn touching_pending_memory_stops_the_td_with_the_exact_gpa() {
     in_each_profile(
         "touching_pending_memory_stops_the_td_with_the_exact_gpa",
         |p| {
-            let r = boot(config(
+            let (r, f) = stops_with(
                 p,
                 5 * GIB,
                 "fw.accept=none fw.selftest=touch-pending",
-            ));
-            let ctx = format!("profile {}: {:?}", name(p), r.fatal);
-            assert_eq!(r.outcome, Outcome::PendingAccess.as_str(), "{ctx}");
-            assert_eq!(r.exit_code, None);
-            let f = r.fatal.as_ref().expect("a fatal diagnostic");
-            assert_eq!(f.kind, "pending_access");
+                Outcome::PendingAccess,
+            );
+            let ctx = format!("profile {}: {f:?}", name(p));
             assert_eq!(f.gpa, Some(FOUR_GIB), "{ctx}");
             assert_eq!(f.access, Some("read"), "{ctx}");
             let rip = f.rip.expect("RIP of the access");
@@ -189,9 +211,12 @@ fn memory_size_not_a_multiple_of_2m_boots() {
 #[test]
 fn touching_the_mmio_hole_is_a_bad_gpa() {
     in_each_profile("touching_the_mmio_hole_is_a_bad_gpa", |p| {
-        let r = boot(config(p, GIB, "fw.accept=none fw.selftest=touch-hole"));
-        let f = r.fatal.as_ref().expect("a fatal diagnostic");
-        assert_eq!(r.outcome, Outcome::BadGpa.as_str(), "{}: {f:?}", name(p));
+        let (_, f) = stops_with(
+            p,
+            GIB,
+            "fw.accept=none fw.selftest=touch-hole",
+            Outcome::BadGpa,
+        );
         assert_eq!(f.gpa, Some(MMIO_HOLE_START));
         assert_eq!(f.access, Some("read"));
         assert!(f.message.contains("MMIO hole"), "{}", f.message);
@@ -201,28 +226,23 @@ fn touching_the_mmio_hole_is_a_bad_gpa() {
 #[test]
 fn guest_panic_is_reported_with_its_message() {
     in_each_profile("guest_panic_is_reported_with_its_message", |p| {
-        let r = boot(config(p, GIB, "fw.accept=none fw.selftest=panic"));
-        let f = r.fatal.as_ref().expect("a fatal diagnostic");
-        assert_eq!(
-            r.outcome,
-            Outcome::GuestPanic.as_str(),
-            "{}: {f:?}",
-            name(p)
+        let (_, f) = stops_with(
+            p,
+            GIB,
+            "fw.accept=none fw.selftest=panic",
+            Outcome::GuestPanic,
         );
         assert!(
             f.message.contains("self-test panic requested"),
             "{}",
             f.message
         );
-        assert_eq!(r.exit_code, None);
-
-        let r = boot(config(p, GIB, "fw.selftest=bogus"));
-        assert_eq!(r.outcome, Outcome::GuestPanic.as_str());
-        assert!(r
-            .fatal
-            .unwrap()
-            .message
-            .contains("unknown fw.selftest=bogus"));
+        let (_, f) = stops_with(p, GIB, "fw.selftest=bogus", Outcome::GuestPanic);
+        assert!(
+            f.message.contains("unknown fw.selftest=bogus"),
+            "{}",
+            f.message
+        );
     });
 }
 
@@ -231,13 +251,11 @@ fn exceptions_reach_the_firmware_handler_in_every_profile() {
     in_each_profile(
         "exceptions_reach_the_firmware_handler_in_every_profile",
         |p| {
-            let r = boot(config(p, GIB, "fw.accept=none fw.selftest=ud2"));
-            let f = r.fatal.as_ref().expect("a fatal diagnostic");
-            assert_eq!(
-                r.outcome,
-                Outcome::GuestPanic.as_str(),
-                "{}: {f:?}",
-                name(p)
+            let (_, f) = stops_with(
+                p,
+                GIB,
+                "fw.accept=none fw.selftest=ud2",
+                Outcome::GuestPanic,
             );
             assert!(f.message.contains("exception 6 "), "{}", f.message);
         },
@@ -247,13 +265,11 @@ fn exceptions_reach_the_firmware_handler_in_every_profile() {
 #[test]
 fn triple_fault_is_reported_with_rip() {
     in_each_profile("triple_fault_is_reported_with_rip", |p| {
-        let r = boot(config(p, GIB, "fw.accept=none fw.selftest=triple-fault"));
-        let f = r.fatal.as_ref().expect("a fatal diagnostic");
-        assert_eq!(
-            r.outcome,
-            Outcome::TripleFault.as_str(),
-            "{}: {f:?}",
-            name(p)
+        let (_, f) = stops_with(
+            p,
+            GIB,
+            "fw.accept=none fw.selftest=triple-fault",
+            Outcome::TripleFault,
         );
         let rip = f.rip.expect("RIP");
         assert!(rip >= abi::layout::FIRMWARE_BASE, "{rip:#x}");

@@ -121,7 +121,7 @@ impl RunArgs {
                 BackingArg::Populate => Backing::Populate,
                 BackingArg::OnTouch => Backing::OnTouch,
             },
-            gpaw: 48,
+            gpaw: abi::tdcall::vp_info::GPAW_48,
             echo_console: !self.quiet,
             timeout,
         })

@@ -62,7 +62,8 @@ impl RamLayout {
     /// Lays out `mem_bytes` of RAM for a TD with guest-physical address width
     /// `gpaw` (48 or 52): low RAM from 0 up to the hole, the rest from 4 GiB.
     pub fn new(mem_bytes: u64, gpaw: u32) -> Result<Self, LayoutError> {
-        if gpaw != 48 && gpaw != 52 {
+        use abi::tdcall::vp_info::{GPAW_48, GPAW_52};
+        if gpaw != GPAW_48 && gpaw != GPAW_52 {
             return Err(LayoutError::BadGpaw(gpaw));
         }
         if mem_bytes < MIN_MEM_BYTES {

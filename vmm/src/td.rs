@@ -50,7 +50,7 @@ impl TdConfig {
             cmdline: String::new(),
             profile: ProfileChoice::Auto,
             backing: Backing::Populate,
-            gpaw: 48,
+            gpaw: abi::tdcall::vp_info::GPAW_48,
             echo_console: false,
             timeout: None,
         }
