@@ -6,11 +6,14 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod boot;
 pub mod cmdline;
 pub mod efi;
+pub mod elf;
 pub mod guid;
 pub mod hob;
 pub mod layout;
+pub mod memmap;
 pub mod pod;
 pub mod report;
 pub mod tdcall;

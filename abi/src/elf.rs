@@ -1,0 +1,372 @@
+//! Loading a static-PIE x86-64 ELF at any address, in place: copy each
+//! `PT_LOAD` segment, zero its `.bss`, apply `R_X86_64_RELATIVE`
+//! relocations. The firmware loads the kernel with it, and a kernel stages
+//! the next kernel's image with it for kexec.
+
+/// Why an image cannot be loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElfError {
+    NotElf,
+    WrongArch,
+    Truncated,
+    NoSegments,
+    /// A segment's file range or memory range is inconsistent.
+    BadSegment(usize),
+    /// The destination buffer is smaller than the image's memory span.
+    DestinationTooSmall {
+        need: u64,
+        have: u64,
+    },
+    /// A relocation type other than NONE and RELATIVE (the type number).
+    UnsupportedRelocation(u32),
+    /// A dynamic tag this loader does not handle (REL, RELR, TEXTREL...).
+    UnsupportedDynamic(u64),
+    /// A relocation or the relocation table lies outside the image.
+    BadRelocation(u64),
+    BadEntry(u64),
+}
+
+impl core::fmt::Display for ElfError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ElfError::NotElf => write!(f, "not an ELF image"),
+            ElfError::WrongArch => write!(f, "not a 64-bit little-endian x86-64 image"),
+            ElfError::Truncated => write!(f, "image is truncated"),
+            ElfError::NoSegments => write!(f, "image has no loadable segment"),
+            ElfError::BadSegment(i) => write!(f, "segment {i} is malformed"),
+            ElfError::DestinationTooSmall { need, have } => {
+                write!(f, "image spans {need:#x} bytes, destination has {have:#x}")
+            }
+            ElfError::UnsupportedRelocation(t) => write!(f, "relocation type {t} is not supported"),
+            ElfError::UnsupportedDynamic(t) => write!(f, "dynamic tag {t:#x} is not supported"),
+            ElfError::BadRelocation(o) => write!(f, "relocation at {o:#x} lies outside the image"),
+            ElfError::BadEntry(e) => write!(f, "entry point {e:#x} lies outside the image"),
+        }
+    }
+}
+
+const PT_LOAD: u32 = 1;
+const PT_DYNAMIC: u32 = 2;
+const DT_NULL: u64 = 0;
+const DT_RELA: u64 = 7;
+const DT_RELASZ: u64 = 8;
+const DT_RELAENT: u64 = 9;
+const DT_REL: u64 = 17;
+const DT_TEXTREL: u64 = 22;
+const DT_RELR: u64 = 36;
+const R_X86_64_NONE: u32 = 0;
+const R_X86_64_RELATIVE: u32 = 8;
+
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], o: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+}
+
+/// One loadable segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub offset: u64,
+    pub vaddr: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+}
+
+/// A parsed image: where it wants to be, how big it is in memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Image<'a> {
+    bytes: &'a [u8],
+    entry: u64,
+    phoff: usize,
+    phnum: usize,
+    /// Lowest segment address (page aligned down).
+    pub min_vaddr: u64,
+    /// Bytes from `min_vaddr` to the end of the last segment (page aligned up).
+    pub span: u64,
+}
+
+impl<'a> Image<'a> {
+    /// Checks the header and the loadable segments.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ElfError> {
+        if bytes.get(..4) != Some(b"\x7fELF") {
+            return Err(ElfError::NotElf);
+        }
+        if bytes.len() < 64 {
+            return Err(ElfError::Truncated);
+        }
+        if bytes[4] != 2 || bytes[5] != 1 || u16_at(bytes, 18) != Some(62) {
+            return Err(ElfError::WrongArch);
+        }
+        let entry = u64_at(bytes, 24).ok_or(ElfError::Truncated)?;
+        let phoff = u64_at(bytes, 32).ok_or(ElfError::Truncated)? as usize;
+        let phentsize = u16_at(bytes, 54).ok_or(ElfError::Truncated)? as usize;
+        let phnum = u16_at(bytes, 56).ok_or(ElfError::Truncated)? as usize;
+        if phentsize != 56
+            || phoff
+                .checked_add(phnum * 56)
+                .is_none_or(|e| e > bytes.len())
+        {
+            return Err(ElfError::Truncated);
+        }
+        let mut image = Image {
+            bytes,
+            entry,
+            phoff,
+            phnum,
+            min_vaddr: u64::MAX,
+            span: 0,
+        };
+        let (mut min_vaddr, mut max_end) = (u64::MAX, 0u64);
+        for (i, s) in image.segments().enumerate() {
+            let file_end = s.offset.checked_add(s.filesz);
+            let mem_end = s.vaddr.checked_add(s.memsz);
+            if s.filesz > s.memsz
+                || file_end.is_none_or(|e| e > bytes.len() as u64)
+                || mem_end.is_none()
+            {
+                return Err(ElfError::BadSegment(i));
+            }
+            min_vaddr = min_vaddr.min(s.vaddr & !0xfff);
+            max_end = max_end.max(mem_end.unwrap_or(0));
+        }
+        image.min_vaddr = min_vaddr;
+        if image.min_vaddr == u64::MAX {
+            return Err(ElfError::NoSegments);
+        }
+        image.span = (max_end - image.min_vaddr).div_ceil(4096) * 4096;
+        if entry < image.min_vaddr || entry >= max_end {
+            return Err(ElfError::BadEntry(entry));
+        }
+        Ok(image)
+    }
+
+    fn phdr(&self, i: usize) -> (u32, Segment) {
+        let o = self.phoff + i * 56;
+        let b = self.bytes;
+        // In bounds: `parse` checked the table lies inside the file.
+        let ty = u32_at(b, o).unwrap_or(0);
+        let seg = Segment {
+            offset: u64_at(b, o + 8).unwrap_or(0),
+            vaddr: u64_at(b, o + 16).unwrap_or(0),
+            filesz: u64_at(b, o + 32).unwrap_or(0),
+            memsz: u64_at(b, o + 40).unwrap_or(0),
+        };
+        (ty, seg)
+    }
+
+    /// The `PT_LOAD` segments with a non-zero memory size.
+    pub fn segments(&self) -> impl Iterator<Item = Segment> + '_ {
+        (0..self.phnum)
+            .map(|i| self.phdr(i))
+            .filter(|(ty, s)| *ty == PT_LOAD && s.memsz > 0)
+            .map(|(_, s)| s)
+    }
+
+    fn dynamic(&self) -> Option<Segment> {
+        (0..self.phnum)
+            .map(|i| self.phdr(i))
+            .find(|(ty, _)| *ty == PT_DYNAMIC)
+            .map(|(_, s)| s)
+    }
+
+    /// Entry point once loaded at `base`.
+    pub fn entry_at(&self, base: u64) -> u64 {
+        self.entry - self.min_vaddr + base
+    }
+
+    /// Copies the image into `dest` (which will live at address `base`),
+    /// zeroes what the file does not cover, and applies relocations for
+    /// `base`. Returns the entry point.
+    pub fn load(&self, dest: &mut [u8], base: u64) -> Result<u64, ElfError> {
+        if (dest.len() as u64) < self.span {
+            return Err(ElfError::DestinationTooSmall {
+                need: self.span,
+                have: dest.len() as u64,
+            });
+        }
+        let dest = &mut dest[..self.span as usize];
+        dest.fill(0);
+        for s in self.segments() {
+            let at = (s.vaddr - self.min_vaddr) as usize;
+            dest[at..at + s.filesz as usize]
+                .copy_from_slice(&self.bytes[s.offset as usize..(s.offset + s.filesz) as usize]);
+        }
+        self.relocate(dest, base)?;
+        Ok(self.entry_at(base))
+    }
+
+    fn relocate(&self, dest: &mut [u8], base: u64) -> Result<(), ElfError> {
+        let Some(dynamic) = self.dynamic() else {
+            return Ok(());
+        };
+        let (mut rela, mut relasz, mut relaent) = (0u64, 0u64, 24u64);
+        let dyn_at = dynamic.vaddr.wrapping_sub(self.min_vaddr);
+        let mut i = 0;
+        loop {
+            let o = dyn_at
+                .checked_add(i * 16)
+                .filter(|o| o + 16 <= dest.len() as u64)
+                .ok_or(ElfError::BadRelocation(dynamic.vaddr))? as usize;
+            let (tag, val) = (
+                u64_at(dest, o).unwrap_or(0),
+                u64_at(dest, o + 8).unwrap_or(0),
+            );
+            match tag {
+                DT_NULL => break,
+                DT_RELA => rela = val,
+                DT_RELASZ => relasz = val,
+                DT_RELAENT => relaent = val,
+                DT_REL | DT_RELR | DT_TEXTREL => return Err(ElfError::UnsupportedDynamic(tag)),
+                _ => {}
+            }
+            i += 1;
+        }
+        if relasz == 0 {
+            return Ok(());
+        }
+        if relaent != 24 {
+            return Err(ElfError::UnsupportedDynamic(DT_RELAENT));
+        }
+        let table = rela.wrapping_sub(self.min_vaddr);
+        if table
+            .checked_add(relasz)
+            .is_none_or(|e| e > dest.len() as u64)
+        {
+            return Err(ElfError::BadRelocation(rela));
+        }
+        for r in 0..relasz / 24 {
+            let o = (table + r * 24) as usize;
+            let offset = u64_at(dest, o).unwrap_or(0);
+            let info = u64_at(dest, o + 8).unwrap_or(0);
+            let addend = u64_at(dest, o + 16).unwrap_or(0);
+            match info as u32 {
+                R_X86_64_NONE => {}
+                R_X86_64_RELATIVE => {
+                    let at = offset.wrapping_sub(self.min_vaddr);
+                    if at.checked_add(8).is_none_or(|e| e > dest.len() as u64) {
+                        return Err(ElfError::BadRelocation(offset));
+                    }
+                    let value = addend.wrapping_sub(self.min_vaddr).wrapping_add(base);
+                    dest[at as usize..at as usize + 8].copy_from_slice(&value.to_le_bytes());
+                }
+                other => return Err(ElfError::UnsupportedRelocation(other)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// A PIE with a code segment, a data segment holding one pointer, a
+    /// DYNAMIC segment and one RELATIVE relocation of that pointer.
+    fn pie() -> Vec<u8> {
+        let mut b = vec![0u8; 0x3000];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2;
+        b[5] = 1;
+        b[16] = 3; // ET_DYN
+        b[18] = 62;
+        b[24..32].copy_from_slice(&0x1000u64.to_le_bytes()); // entry
+        b[32..40].copy_from_slice(&64u64.to_le_bytes());
+        b[54] = 56;
+        b[56] = 3;
+        let ph =
+            |b: &mut Vec<u8>, i: usize, ty: u32, off: u64, vaddr: u64, filesz: u64, memsz: u64| {
+                let o = 64 + i * 56;
+                b[o..o + 4].copy_from_slice(&ty.to_le_bytes());
+                b[o + 8..o + 16].copy_from_slice(&off.to_le_bytes());
+                b[o + 16..o + 24].copy_from_slice(&vaddr.to_le_bytes());
+                b[o + 32..o + 40].copy_from_slice(&filesz.to_le_bytes());
+                b[o + 40..o + 48].copy_from_slice(&memsz.to_le_bytes());
+            };
+        ph(&mut b, 0, PT_LOAD, 0x1000, 0x1000, 0x10, 0x10);
+        ph(&mut b, 1, PT_LOAD, 0x2000, 0x2000, 0x100, 0x3000); // .bss beyond
+        ph(&mut b, 2, PT_DYNAMIC, 0x2000, 0x2000, 0x40, 0x40);
+        b[0x1000] = 0xc3;
+        let dynamic: [(u64, u64); 4] = [
+            (DT_RELA, 0x2080),
+            (DT_RELASZ, 24),
+            (DT_RELAENT, 24),
+            (DT_NULL, 0),
+        ];
+        for (i, (t, v)) in dynamic.iter().enumerate() {
+            b[0x2000 + i * 16..0x2008 + i * 16].copy_from_slice(&t.to_le_bytes());
+            b[0x2008 + i * 16..0x2010 + i * 16].copy_from_slice(&v.to_le_bytes());
+        }
+        // Pointer at 0x20f0 to 0x1000, relocated.
+        b[0x2080..0x2088].copy_from_slice(&0x20f0u64.to_le_bytes());
+        b[0x2088..0x2090].copy_from_slice(&(R_X86_64_RELATIVE as u64).to_le_bytes());
+        b[0x2090..0x2098].copy_from_slice(&0x1000u64.to_le_bytes());
+        b[0x20f8] = 0xee; // inside filesz: must survive; .bss after 0x2100 zeroed
+        b
+    }
+
+    #[test]
+    fn loads_and_relocates_at_any_base() {
+        let file = pie();
+        let img = Image::parse(&file).unwrap();
+        assert_eq!(img.min_vaddr, 0x1000);
+        assert_eq!(img.span, 0x4000);
+        let mut dest = vec![0xffu8; 0x4000];
+        let base = 0x7654_3000;
+        let entry = img.load(&mut dest, base).unwrap();
+        assert_eq!(entry, base);
+        assert_eq!(dest[0], 0xc3);
+        let ptr = u64::from_le_bytes(dest[0x10f0..0x10f8].try_into().unwrap());
+        assert_eq!(ptr, base, "RELATIVE: addend - min_vaddr + base");
+        assert_eq!(dest[0x10f8], 0xee);
+        assert!(dest[0x1100..].iter().all(|b| *b == 0), ".bss zeroed");
+        let mut small = vec![0u8; 0x1000];
+        assert!(matches!(
+            img.load(&mut small, base),
+            Err(ElfError::DestinationTooSmall { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_relocate() {
+        let mut file = pie();
+        file[0x2088] = 1; // R_X86_64_64
+        let img = Image::parse(&file).unwrap();
+        let mut dest = vec![0u8; 0x4000];
+        assert_eq!(
+            img.load(&mut dest, 0),
+            Err(ElfError::UnsupportedRelocation(1))
+        );
+        let mut file = pie();
+        file[0x2000] = DT_RELR as u8;
+        let img = Image::parse(&file).unwrap();
+        assert_eq!(
+            img.load(&mut dest, 0),
+            Err(ElfError::UnsupportedDynamic(DT_RELR))
+        );
+        assert_eq!(Image::parse(b"\x7fELF").unwrap_err(), ElfError::Truncated);
+        assert_eq!(Image::parse(b"MZ..").unwrap_err(), ElfError::NotElf);
+    }
+
+    #[test]
+    fn never_panics() {
+        use proptest::prelude::*;
+        let file = pie();
+        proptest!(|(flips in proptest::collection::vec((0usize..0x2100, any::<u8>()), 1..10))| {
+            let mut f = file.clone();
+            for (i, v) in flips { f[i] = v; }
+            if let Ok(img) = Image::parse(&f) {
+                if img.span <= 1 << 20 {
+                    let mut dest = vec![0u8; img.span as usize];
+                    let _ = img.load(&mut dest, 0x10_0000);
+                }
+            }
+        });
+    }
+}
