@@ -32,6 +32,13 @@ impl<'a> MemoryMap<'a> {
         }
     }
 
+    /// Takes over the first `len` descriptors already in the storage (a map
+    /// kept across calls). The caller vouches that they are sorted and
+    /// disjoint, as every map built by `set` is.
+    pub fn adopt(&mut self, len: usize) {
+        self.len = len.min(self.descs.len());
+    }
+
     /// The descriptors, sorted by address.
     pub fn entries(&self) -> &[MemoryDescriptor] {
         &self.descs[..self.len]

@@ -57,6 +57,12 @@ pub enum Mark {
     FwAcceptDone = 2,
     /// Firmware hands over (to the kernel, or shuts down).
     FwDone = 3,
+    /// A kernel reached its entry point (argument: generation).
+    KernelEntry = 4,
+    /// The kernel's page allocator is ready (argument: generation).
+    KernelReady = 5,
+    /// The kernel's workload finished (argument: generation).
+    WorkloadDone = 6,
     /// A doorbell micro-benchmark starts (argument: number of round trips).
     BenchStart = 16,
     /// The doorbell micro-benchmark ended.
@@ -70,6 +76,9 @@ impl Mark {
             1 => Some(Mark::FwStart),
             2 => Some(Mark::FwAcceptDone),
             3 => Some(Mark::FwDone),
+            4 => Some(Mark::KernelEntry),
+            5 => Some(Mark::KernelReady),
+            6 => Some(Mark::WorkloadDone),
             16 => Some(Mark::BenchStart),
             17 => Some(Mark::BenchEnd),
             _ => None,
@@ -82,6 +91,9 @@ impl Mark {
             Mark::FwStart => "fw_start",
             Mark::FwAcceptDone => "fw_accept_done",
             Mark::FwDone => "fw_done",
+            Mark::KernelEntry => "kernel_entry",
+            Mark::KernelReady => "kernel_ready",
+            Mark::WorkloadDone => "workload_done",
             Mark::BenchStart => "bench_start",
             Mark::BenchEnd => "bench_end",
         }

@@ -6,11 +6,15 @@
 #![no_main]
 
 mod accept;
+mod efi;
+mod handoff;
+mod memory;
 mod selftest;
 
 use guest_rt::{fatal, idt, println, tdcall};
 
 use abi::cmdline;
+use abi::efi::memory_type as efi_type;
 use abi::hob::{resource_type, HandoffInfoTable, HobList, MAX_HOB_LIST_BYTES};
 use abi::layout::FOUR_GIB;
 use abi::pod::Pod;
@@ -78,6 +82,11 @@ fn hob_list(hob: u64) -> HobList<'static> {
     }
 }
 
+extern "C" {
+    static __fw_start: u8;
+    static __fw_end: u8;
+}
+
 extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
     tdcall::mark(Mark::FwStart, 0);
     idt::init();
@@ -129,12 +138,17 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
 
     let selftest = cmdline::get(cmdline, "fw.selftest");
     let mut failures = 0;
+    let mut tested = None;
     if selftest == Some("1") {
-        failures += selftest::run(&hobs, gpaw, ram_top);
+        let (f, range) = selftest::run(&hobs, gpaw, ram_top);
+        failures += f;
+        tested = range;
     }
 
     let policy = policy(cmdline);
     let mut stats = accept::Stats::default();
+    let mut accepted = [(0u64, 0u64); 16];
+    let mut n_accepted = 0;
     let mut budget = match policy {
         Policy::All => u64::MAX,
         Policy::None => 0,
@@ -151,6 +165,25 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         let take = (end - r.physical_start).min(budget) & !(abi::PAGE_4K - 1);
         accept::accept_range(r.physical_start, r.physical_start + take, &mut stats);
         budget -= take;
+        if n_accepted < accepted.len() {
+            accepted[n_accepted] = (r.physical_start, r.physical_start + take);
+            n_accepted += 1;
+        } else {
+            fatal!(
+                code::BAD_HOB,
+                "more than {} unaccepted resources",
+                accepted.len()
+            );
+        }
+    }
+    if let Some((start, end)) = tested {
+        // The self-test accepted parts of these chunks: finish them so the
+        // memory map can call them conventional (a no-op after `all`).
+        if !matches!(policy, Policy::All) {
+            accept::accept_range(start, end, &mut stats);
+        }
+        accepted[n_accepted.min(accepted.len() - 1)] = (start, end);
+        n_accepted = (n_accepted + 1).min(accepted.len());
     }
     tdcall::mark(Mark::FwAcceptDone, stats.bytes);
     println!(
@@ -158,12 +191,6 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         stats.bytes, stats.calls, stats.ok_2m, stats.ok_4k, stats.already, stats.mismatch
     );
     println!("fw: {pending_high} bytes above 4 GiB left unaccepted for the OS");
-    if payload.image_size > 0 {
-        println!(
-            "fw: payload of {} bytes at {:#x} (kernel hand-off not implemented yet)",
-            payload.image_size, payload.image_base
-        );
-    }
 
     if let Some(n) = cmdline::get(cmdline, "fw.bench").and_then(|v| cmdline::parse_size(v).ok()) {
         tdcall::mark(Mark::BenchStart, n);
@@ -182,7 +209,46 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         None | Some("1") => {}
         Some(other) => fatal!(code::BAD_CMDLINE, "unknown fw.selftest={other}"),
     }
-    tdcall::mark(Mark::FwDone, 0);
-    println!("fw: done, {failures} self-test failure(s)");
-    tdcall::shutdown(u32::from(failures > 0))
+    if failures > 0 || payload.image_size == 0 {
+        tdcall::mark(Mark::FwDone, 0);
+        println!("fw: done, {failures} self-test failure(s); no kernel started");
+        tdcall::shutdown(u32::from(failures > 0));
+    }
+    let phit = hobs.phit();
+    let page = |v: u64| v & !(abi::PAGE_4K - 1);
+    let page_up = |v: u64| v.next_multiple_of(abi::PAGE_4K);
+    // SAFETY: linker-script symbols; only their addresses are used.
+    let (fw_start, fw_end) = unsafe {
+        (
+            &__fw_start as *const u8 as u64,
+            &__fw_end as *const u8 as u64,
+        )
+    };
+    let pieces = [
+        // Initial memory not listed here (GDT, page tables) stays reserved.
+        (fw_start, fw_end, efi_type::BOOT_SERVICES_CODE),
+        (
+            page(hob),
+            page_up(hob + hobs.len() as u64),
+            efi_type::BOOT_SERVICES_DATA,
+        ),
+        (
+            phit.efi_free_memory_bottom,
+            phit.efi_free_memory_top,
+            efi_type::CONVENTIONAL,
+        ),
+        (
+            payload.image_base,
+            page_up(payload.image_base + payload.image_size),
+            efi_type::LOADER_DATA,
+        ),
+    ];
+    memory::build(&hobs, &pieces, &accepted[..n_accepted]);
+    let system_table = efi::init();
+    handoff::start_kernel(
+        payload.image_base,
+        payload.image_size,
+        cmdline,
+        system_table,
+    )
 }

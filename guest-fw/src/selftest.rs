@@ -55,12 +55,13 @@ impl Checker {
     }
 }
 
-/// Runs the accept self-test; returns the number of failed checks.
-pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
+/// Runs the accept self-test; returns the number of failed checks and the
+/// two 2 MiB chunks it accepted pages in.
+pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> (u32, Option<(u64, u64)>) {
     let mut c = Checker { failures: 0 };
     let Some(a) = two_pending_chunks(hobs) else {
         println!("selftest: no two pending 2 MiB chunks below 4 GiB; skipped");
-        return 1;
+        return (1, None);
     };
     let b = a + PAGE_2M;
     let invalid = status::OPERAND_INVALID | status::OPERAND_RCX;
@@ -161,7 +162,7 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> u32 {
             && vi.r8 & 0xffff_ffff == 1,
     );
     println!("selftest: {} failure(s)", c.failures);
-    c.failures
+    (c.failures, Some((a, a + 2 * PAGE_2M)))
 }
 
 /// Reads the start of the MMIO hole, where no device is mapped. The host

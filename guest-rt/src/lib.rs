@@ -8,5 +8,6 @@
 
 pub mod console;
 pub mod fatal;
+pub mod global;
 pub mod idt;
 pub mod tdcall;

@@ -76,15 +76,22 @@ pub fn guests() -> &'static GuestImages {
     GUESTS.get_or_init(|| xtask::build_guests().unwrap_or_else(|e| panic!("building guests: {e}")))
 }
 
-/// A configuration for the built firmware (and kernel payload).
+/// A configuration for the built firmware alone: it shuts the TD down
+/// after its own work, so firmware behaviour is measured in isolation.
 pub fn config(profile: ProfileChoice, mem: u64, cmdline: &str) -> TdConfig {
     let g = guests();
     let mut c = TdConfig::new(g.firmware.clone());
-    c.kernel = Some(g.kernel.clone());
     c.profile = profile;
     c.mem_bytes = mem;
     c.cmdline = cmdline.to_string();
     c.timeout = Some(std::time::Duration::from_secs(120));
+    c
+}
+
+/// The same with the built kernel as payload: the firmware hands over.
+pub fn config_with_kernel(profile: ProfileChoice, mem: u64, cmdline: &str) -> TdConfig {
+    let mut c = config(profile, mem, cmdline);
+    c.kernel = Some(guests().kernel.clone());
     c
 }
 

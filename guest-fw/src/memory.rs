@@ -1,0 +1,126 @@
+//! The firmware's view of memory: the EFI memory map built from the HOB list
+//! and the firmware's own accepts, and page allocation from it. When no
+//! accepted memory is left below 4 GiB, an allocation accepts what it takes
+//! (td-shim's lazy mode: the firmware accepts only what it needs).
+
+use crate::accept::{accept_range, Stats};
+use abi::efi::{memory_type, MemoryDescriptor, EFI_PAGE_SIZE};
+use abi::hob::{resource_type, HobList};
+use abi::layout::FOUR_GIB;
+use abi::memmap::{MapError, MemoryMap};
+use guest_rt::fatal::code;
+use guest_rt::global::Global;
+
+/// Most descriptors the firmware's map holds.
+pub const MAX_DESCRIPTORS: usize = 256;
+
+/// The map, its change counter (EFI's map key), and accept statistics.
+pub struct Memory {
+    storage: [MemoryDescriptor; MAX_DESCRIPTORS],
+    len: usize,
+    pub key: u64,
+    pub stats: Stats,
+}
+
+pub static MEMORY: Global<Memory> = Global::new(Memory {
+    storage: [MemoryDescriptor {
+        memory_type: 0,
+        pad: 0,
+        physical_start: 0,
+        virtual_start: 0,
+        number_of_pages: 0,
+        attribute: 0,
+    }; MAX_DESCRIPTORS],
+    len: 0,
+    key: 1,
+    stats: Stats {
+        calls: 0,
+        ok_2m: 0,
+        ok_4k: 0,
+        already: 0,
+        mismatch: 0,
+        bytes: 0,
+    },
+});
+
+impl Memory {
+    /// Edits the map through `f`, keeping the length and key up to date.
+    fn edit<R>(&mut self, f: impl FnOnce(&mut MemoryMap<'_>) -> R) -> R {
+        let mut map = MemoryMap::new(&mut self.storage);
+        // Re-adopt the entries already stored.
+        map.adopt(self.len);
+        let r = f(&mut map);
+        self.len = map.entries().len();
+        self.key += 1;
+        r
+    }
+
+    /// Looks something up in the map without changing it (or its key).
+    fn lookup<R>(&mut self, f: impl FnOnce(&MemoryMap<'_>) -> R) -> R {
+        let mut map = MemoryMap::new(&mut self.storage);
+        map.adopt(self.len);
+        f(&map)
+    }
+
+    /// The current descriptors.
+    pub fn entries(&self) -> &[MemoryDescriptor] {
+        &self.storage[..self.len]
+    }
+
+    /// Sets the type of `[start, end)`.
+    pub fn set(&mut self, start: u64, end: u64, ty: u32) {
+        if let Err(e) = self.edit(|m| m.set(start, end, ty)) {
+            guest_rt::fatal!(
+                code::PANIC,
+                "memory map edit {start:#x}..{end:#x} failed: {e:?}"
+            );
+        }
+    }
+
+    /// Allocates `pages` pages of `ty` below 4 GiB, top-down, accepting
+    /// memory first if no accepted memory is free.
+    pub fn allocate(&mut self, ty: u32, pages: u64) -> Result<u64, MapError> {
+        let found = self.lookup(|m| m.find_top_down(memory_type::CONVENTIONAL, pages, FOUR_GIB));
+        let start = match found {
+            Some(s) => s,
+            None => {
+                let size = pages * EFI_PAGE_SIZE;
+                let Some(start) =
+                    self.lookup(|m| m.find_top_down(memory_type::UNACCEPTED, pages, FOUR_GIB))
+                else {
+                    return Err(MapError::Full);
+                };
+                accept_range(start, start + size, &mut self.stats);
+                start
+            }
+        };
+        self.edit(|m| m.set(start, start + pages * EFI_PAGE_SIZE, ty))?;
+        Ok(start)
+    }
+}
+
+/// Builds the map: RAM from the HOB (unaccepted resources as type 15,
+/// initial memory split into what it holds), then the ranges the firmware
+/// accepted (`accepted`) as conventional memory.
+pub fn build(hobs: &HobList<'_>, pieces: &[(u64, u64, u32)], accepted: &[(u64, u64)]) {
+    MEMORY.with(|mem| {
+        for r in hobs.memory_resources() {
+            let ty = if r.resource_type == resource_type::MEMORY_UNACCEPTED {
+                memory_type::UNACCEPTED
+            } else {
+                memory_type::RESERVED
+            };
+            mem.set(r.physical_start, r.physical_start + r.resource_length, ty);
+        }
+        for &(start, end, ty) in pieces {
+            if end > start {
+                mem.set(start, end, ty);
+            }
+        }
+        for &(start, end) in accepted {
+            if end > start {
+                mem.set(start, end, memory_type::CONVENTIONAL);
+            }
+        }
+    });
+}
