@@ -46,6 +46,61 @@ impl Outcome {
     }
 }
 
+/// Counters a kernel reports with the `emu::COUNTER` vendor call; they
+/// appear under `guest` in the run report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u64)]
+pub enum Counter {
+    /// 2 MiB units the kernel accepted through the bitmap.
+    UnitsAccepted = 1,
+    /// Bytes the kernel accepted outside the bitmap (unaligned heads and
+    /// tails, small ranges) while filling it.
+    BytesAcceptedImmediately = 2,
+    /// 4 MiB blocks parked on the unaccepted list.
+    BlocksParked = 3,
+    /// Parked blocks accepted because free memory ran low.
+    BlocksAcceptedLazily = 4,
+    /// Free pages when the allocator became ready.
+    FreePagesAtReady = 5,
+    /// Pages the allocator uses for its own maps.
+    MetaPages = 6,
+    /// Bytes the workload allocated, wrote, verified and freed.
+    WorkloadBytes = 7,
+    /// 1 for lazy acceptance, 0 for eager.
+    LazyAccept = 8,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 8] = [
+        Counter::UnitsAccepted,
+        Counter::BytesAcceptedImmediately,
+        Counter::BlocksParked,
+        Counter::BlocksAcceptedLazily,
+        Counter::FreePagesAtReady,
+        Counter::MetaPages,
+        Counter::WorkloadBytes,
+        Counter::LazyAccept,
+    ];
+
+    pub fn from_id(id: u64) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| *c as u64 == id)
+    }
+
+    /// The key under `guest` in reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Counter::UnitsAccepted => "units_accepted",
+            Counter::BytesAcceptedImmediately => "bytes_accepted_immediately",
+            Counter::BlocksParked => "blocks_parked",
+            Counter::BlocksAcceptedLazily => "blocks_accepted_lazily",
+            Counter::FreePagesAtReady => "free_pages_at_ready",
+            Counter::MetaPages => "meta_pages",
+            Counter::WorkloadBytes => "workload_bytes",
+            Counter::LazyAccept => "lazy_accept",
+        }
+    }
+}
+
 /// Phase marks a guest records with the `emu::MARK` vendor call. The VMM
 /// timestamps each on arrival and reports it under `timing_us`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

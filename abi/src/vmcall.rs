@@ -110,6 +110,12 @@ pub mod emu {
     /// Record a phase mark: R12 = mark id (`report::Mark`), R13 = argument.
     /// The host timestamps it on arrival.
     pub const MARK: u64 = 2;
+    /// Tell the host where the EFI system table is: R12 = GPA. The host
+    /// finds the unaccepted-memory table through it to cross-check.
+    pub const SYSTEM_TABLE: u64 = 3;
+    /// Report a guest counter: R12 = counter id (`report::Counter`), R13 =
+    /// value (the host keeps the last value).
+    pub const COUNTER: u64 = 4;
 }
 
 /// The serial port the guests' console writes go to (COM1, a 16550).

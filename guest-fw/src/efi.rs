@@ -72,6 +72,7 @@ pub fn init() -> u64 {
         });
     }
     SYSTEM_TABLE.store(at, Ordering::Relaxed);
+    guest_rt::tdcall::register_system_table(at);
     at
 }
 

@@ -129,3 +129,38 @@ pub fn shutdown(code: u32) -> ! {
         vmcall(VENDOR_EMU, emu::SHUTDOWN, code as u64, 0, 0, 0);
     }
 }
+
+/// Tells the host where the system table is.
+pub fn register_system_table(gpa: u64) {
+    vmcall(VENDOR_EMU, emu::SYSTEM_TABLE, gpa, 0, 0, 0);
+}
+
+/// Reports a counter to the host.
+pub fn counter(counter: abi::report::Counter, value: u64) {
+    vmcall(VENDOR_EMU, emu::COUNTER, counter as u64, value, 0, 0);
+}
+
+/// Linux's `tdx_accept_memory`: accepts `[start, end)` trying 1 GiB, then
+/// 2 MiB, then 4 KiB at each step; any non-zero status at 4 KiB (including
+/// TDX_PAGE_ALREADY_ACCEPTED) is a failure, returned as `(gpa, status)`.
+pub fn accept_memory_pages(start: u64, end: u64) -> Result<(), (u64, u64)> {
+    let mut at = start;
+    'outer: while at < end {
+        for level in [PageLevel::L1G, PageLevel::L2M, PageLevel::L4K] {
+            let size = level.size();
+            if !at.is_multiple_of(size) || end - at < size {
+                continue;
+            }
+            let st = accept_page(at, level);
+            if st == 0 {
+                at += size;
+                continue 'outer;
+            }
+            if level == PageLevel::L4K {
+                return Err((at, st));
+            }
+        }
+        return Err((at, u64::MAX));
+    }
+    Ok(())
+}

@@ -1,42 +1,138 @@
-//! Firmware-to-kernel hand-off under KVM, in every CPU profile: the kernel
-//! is loaded (relocated) and entered with the boot info and system table.
+//! Firmware-to-kernel boots under KVM, in every CPU profile: the kernel's
+//! unaccepted-memory table, lazy and eager acceptance, the workload, and
+//! the VMM's cross-check of the bitmap against its page states.
 
-use abi::GIB;
+use abi::layout::FOUR_GIB;
+use abi::{GIB, MIB};
 use tests::{boot, config_with_kernel, in_each_profile, name};
+use vmm::Report;
+
+fn ok(r: &Report, ctx: &str) {
+    assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+    assert_eq!(r.exit_code, Some(0), "{ctx}");
+    assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}: {:?}", r.bitmap_error);
+    for mark in ["fw_done", "kernel_entry", "kernel_ready", "workload_done"] {
+        assert!(r.timing_us.contains_key(mark), "{ctx}: no {mark}");
+    }
+    assert!(r.timing_us["kernel_entry"] <= r.timing_us["kernel_ready"]);
+}
 
 #[test]
-fn firmware_loads_and_enters_the_kernel() {
-    in_each_profile("firmware_loads_and_enters_the_kernel", |p| {
-        for fw_accept in ["all", "none"] {
-            let r = boot(config_with_kernel(
+fn lazy_and_eager_boots_at_several_sizes() {
+    in_each_profile("lazy_and_eager_boots_at_several_sizes", |p| {
+        // 2 GiB (no RAM above 4 GiB), 6 GiB (3 GiB above), and 2 GiB + 2 MiB
+        // (not a multiple of 4 MiB), all with fw.accept=none so the kernel
+        // sees unaccepted memory everywhere.
+        for mem in [2 * GIB, 6 * GIB, 2 * GIB + 2 * MIB] {
+            let eager = boot(config_with_kernel(
                 p,
-                2 * GIB,
-                &format!("fw.accept={fw_accept}"),
+                mem,
+                "fw.accept=none accept_memory=eager",
             ));
-            let ctx = format!(
-                "{} fw.accept={fw_accept}: {:?}\n{}",
-                name(p),
-                r.fatal,
-                r.console
-            );
-            assert_eq!(r.outcome, "ok", "{ctx}");
-            assert_eq!(r.exit_code, Some(0), "{ctx}");
-            let fw_done = r.timing_us["fw_done"];
-            let entry = r
-                .timing_us
-                .get("kernel_entry")
-                .copied()
-                .expect("kernel_entry mark");
-            assert!(entry >= fw_done, "{ctx}");
-            assert!(
-                r.console.contains("kernel: generation 0 loaded at"),
+            let ctx = format!("{} {mem:#x} eager", name(p));
+            ok(&eager, &ctx);
+            assert_eq!(eager.pages.pending_bytes, 0, "{ctx}: eager accepts all RAM");
+            assert_eq!(eager.guest["lazy_accept"], 0);
+            assert_eq!(eager.guest["blocks_parked"], 0);
+            let t = eager.unaccepted_table.expect("table");
+            assert_eq!(
+                (t.version, t.unit_size, t.phys_base),
+                (1, 2 << 20, 0),
                 "{ctx}"
             );
-            if fw_accept == "none" {
-                // The kernel, its boot info and the system table fit in the
-                // firmware's scratch memory: nothing had to be accepted.
-                assert_eq!(r.accept.calls, 0, "{ctx}");
-            }
+            // Linux's bounds: from 0 to the top of RAM rounded up to 2 MiB.
+            let top = if mem > 3 * GIB {
+                FOUR_GIB + mem - 3 * GIB
+            } else {
+                mem
+            };
+            assert_eq!(t.size, top.div_ceil(2 << 20).div_ceil(8), "{ctx}");
+            assert_eq!(t.bits_set, 0, "{ctx}");
+
+            let lazy = boot(config_with_kernel(p, mem, "fw.accept=none"));
+            let ctx = format!("{} {mem:#x} lazy", name(p));
+            ok(&lazy, &ctx);
+            assert_eq!(lazy.guest["lazy_accept"], 1);
+            assert!(lazy.guest["blocks_parked"] > 0, "{ctx}");
+            assert!(
+                lazy.accept.bytes_accepted < eager.accept.bytes_accepted / 4,
+                "{ctx}: lazy accepted {} vs eager {}",
+                lazy.accept.bytes_accepted,
+                eager.accept.bytes_accepted
+            );
+            let t = lazy.unaccepted_table.expect("table");
+            assert!(t.bits_set > 0, "{ctx}");
+            // Units still marked are exactly the pending memory in units.
+            assert!(t.bits_set * (2 << 20) <= lazy.pages.pending_bytes, "{ctx}");
         }
+    });
+}
+
+#[test]
+fn lazy_acceptance_grows_with_the_workload() {
+    in_each_profile("lazy_acceptance_grows_with_the_workload", |p| {
+        let idle = boot(config_with_kernel(p, 4 * GIB, "fw.accept=none"));
+        let busy = boot(config_with_kernel(
+            p,
+            4 * GIB,
+            "fw.accept=none workload=256M",
+        ));
+        let ctx = name(p);
+        ok(&idle, ctx);
+        ok(&busy, ctx);
+        assert_eq!(busy.guest["workload_bytes"], 256 * MIB);
+        assert!(
+            busy.guest["blocks_accepted_lazily"] >= 64,
+            "{ctx}: {:?}",
+            busy.guest
+        );
+        assert!(
+            busy.accept.bytes_accepted >= idle.accept.bytes_accepted + 256 * MIB,
+            "{ctx}: {} vs {}",
+            busy.accept.bytes_accepted,
+            idle.accept.bytes_accepted
+        );
+        // Still far from everything.
+        assert!(busy.pages.pending_bytes > 3 * GIB, "{ctx}");
+    });
+}
+
+#[test]
+fn tdvf_style_firmware_then_lazy_kernel() {
+    in_each_profile("tdvf_style_firmware_then_lazy_kernel", |p| {
+        let r = boot(config_with_kernel(p, 6 * GIB, "workload=64M"));
+        let ctx = name(p);
+        ok(&r, ctx);
+        // The firmware accepted everything below 4 GiB; the table starts at
+        // 4 GiB and the 3 GiB above it stay pending.
+        let t = r.unaccepted_table.expect("table");
+        assert_eq!(t.phys_base, FOUR_GIB, "{ctx}");
+        assert_eq!(t.bits_set, 3 * GIB / (2 << 20), "{ctx}");
+        assert_eq!(r.pages.pending_bytes, 3 * GIB, "{ctx}");
+        assert!(r.accept.bytes_accepted < 3 * GIB + 256 * MIB);
+    });
+}
+
+#[test]
+fn a_lazy_terabyte_guest_reaches_kernel_ready() {
+    in_each_profile("a_lazy_terabyte_guest_reaches_kernel_ready", |p| {
+        let r = boot(config_with_kernel(
+            p,
+            1 << 40,
+            "fw.accept=none workload=16M",
+        ));
+        let ctx = name(p);
+        ok(&r, ctx);
+        assert!(
+            r.host.guest_resident_bytes < 512 * MIB,
+            "{ctx}: {:?}",
+            r.host
+        );
+        assert!(r.accept.bytes_accepted < 256 * MIB, "{ctx}");
+        // RAM tops out at 1 TiB + 1 GiB (the hole moves 1 GiB up).
+        assert_eq!(
+            r.unaccepted_table.map(|t| t.size),
+            Some(((1u64 << 40) + GIB) / (2 << 20) / 8)
+        );
     });
 }

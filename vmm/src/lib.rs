@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod accept;
+pub mod bitmap_check;
 pub mod boot;
 pub mod cli;
 pub mod console;

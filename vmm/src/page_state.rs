@@ -175,16 +175,21 @@ impl PageStateTable {
         self.gib_accepted[(page / PAGES_PER_GIB) as usize] += n as u32;
     }
 
+    /// Number of accepted pages in chunk `chunk`.
+    pub fn chunk_accepted(&self, chunk: u64) -> u64 {
+        match self.chunks[chunk as usize] {
+            PENDING => 0,
+            MAPPED_2M => PAGES_PER_CHUNK,
+            split => self.bitmaps[(split - SPLIT_BASE) as usize]
+                .iter()
+                .map(|w| w.count_ones() as u64)
+                .sum(),
+        }
+    }
+
     /// True when every page of chunk `chunk` is accepted.
     pub fn chunk_full(&self, chunk: u64) -> bool {
-        match self.chunks[chunk as usize] {
-            PENDING => false,
-            MAPPED_2M => true,
-            split => {
-                let map = &self.bitmaps[(split - SPLIT_BASE) as usize];
-                map.iter().map(|w| w.count_ones() as u64).sum::<u64>() == self.chunk_pages(chunk)
-            }
-        }
+        self.chunk_accepted(chunk) == self.chunk_pages(chunk)
     }
 
     /// True when every page of 1 GiB block `gib` is accepted.

@@ -137,7 +137,28 @@ pub struct Report {
     pub timing_us: BTreeMap<String, u64>,
     /// The guest's doorbell micro-benchmark (`fw.bench=N`), if it ran.
     pub bench: Option<Bench>,
+    /// Counters the guest kernel reported.
+    pub guest: BTreeMap<&'static str, u64>,
+    /// The guest's unaccepted-memory table, found through its system table.
+    pub unaccepted_table: Option<UnacceptedTable>,
+    /// Units whose bitmap bit disagrees with the VMM's page states (null
+    /// when the guest installed no table).
+    pub bitmap_mismatches: Option<u64>,
+    /// Why the table could not be checked, if it could not.
+    pub bitmap_error: Option<String>,
     pub console: String,
+}
+
+/// Where the guest's unaccepted-memory table is and what it says.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct UnacceptedTable {
+    pub gpa: u64,
+    pub version: u32,
+    pub unit_size: u32,
+    pub phys_base: u64,
+    pub size: u64,
+    /// Units still marked unaccepted.
+    pub bits_set: u64,
 }
 
 /// Result of a doorbell micro-benchmark: N TDCALL round trips timed by the

@@ -150,6 +150,10 @@ pub struct TdState {
     pub vcpu_index: u32,
     started: Instant,
     marks: BTreeMap<String, u64>,
+    /// GPA of the guest's EFI system table, once registered.
+    pub system_table: Option<u64>,
+    /// Counters the guest reported.
+    pub guest_counters: BTreeMap<&'static str, u64>,
     bench_start: Option<(Instant, u64)>,
     bench: Option<report::Bench>,
 }
@@ -291,6 +295,8 @@ impl Td {
             vcpu_index: 0,
             started,
             marks: BTreeMap::new(),
+            system_table: None,
+            guest_counters: BTreeMap::new(),
             bench_start: None,
             bench: None,
         };
@@ -526,6 +532,13 @@ impl Td {
         let state = &mut self.state;
         let mut timing_us = std::mem::take(&mut state.marks);
         timing_us.insert("total".into(), state.started.elapsed().as_micros() as u64);
+        let bitmap = state
+            .system_table
+            .map(|st| crate::bitmap_check::check(&state.memory, st).map_err(|e| e.to_string()))
+            .and_then(|r| match r {
+                Err(e) if e == crate::bitmap_check::NO_TABLE => None,
+                other => Some(other),
+            });
         let pages = state.memory.pages();
         let slot_stats = state.memory.slots().stats();
         let report = Report {
@@ -555,6 +568,14 @@ impl Td {
             tdcalls: state.counters.to_map(),
             timing_us,
             bench: state.bench,
+            guest: state.guest_counters.clone(),
+            unaccepted_table: bitmap
+                .as_ref()
+                .and_then(|b| b.as_ref().ok().map(|c| c.table)),
+            bitmap_mismatches: bitmap
+                .as_ref()
+                .and_then(|b| b.as_ref().ok().map(|c| c.mismatches)),
+            bitmap_error: bitmap.and_then(|b| b.err()),
             console: state.console.text(),
         };
         report

@@ -5,7 +5,7 @@
 use crate::private_memory::GpaKind;
 use crate::report::{Fatal, Stop};
 use crate::td::TdState;
-use abi::report::{Mark, Outcome};
+use abi::report::{Counter, Mark, Outcome};
 use abi::tdcall::status;
 use abi::vmcall::{
     emu, ghci, gpr, reg_bit, vmcall_status, COM1_BASE, COM1_LEN, EXPOSABLE_MASK, GHCI_STANDARD,
@@ -216,6 +216,22 @@ fn vendor(td: &mut TdState, input: &Inputs, out: &mut Outputs) -> Option<Stop> {
                 Some(mark) => td.mark(mark, input.r13),
                 None => {
                     log::debug!("guest phase mark {} is not defined", input.r12);
+                    out.r10 = vmcall_status::OPERAND_INVALID;
+                }
+            }
+            None
+        }
+        emu::SYSTEM_TABLE => {
+            td.system_table = Some(input.r12);
+            None
+        }
+        emu::COUNTER => {
+            match Counter::from_id(input.r12) {
+                Some(c) => {
+                    td.guest_counters.insert(c.as_str(), input.r13);
+                }
+                None => {
+                    log::debug!("guest counter {} is not defined", input.r12);
                     out.r10 = vmcall_status::OPERAND_INVALID;
                 }
             }

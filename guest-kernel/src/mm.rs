@@ -1,0 +1,123 @@
+//! The kernel's memory manager: the buddy allocator of `guest-mm` over all
+//! usable RAM in the memory map. Blocks holding unaccepted memory are parked
+//! (`accept_memory=lazy`, Linux's default) or accepted before use
+//! (`accept_memory=eager`). Partial blocks are accepted at once, as Linux's
+//! `deferred_free_pages` does for chunks below MAX_PAGE_ORDER.
+
+use crate::stub::MAP;
+use crate::unaccepted::{accept_memory, contains_unaccepted};
+use abi::efi::memory_type;
+use guest_mm::buddy::{Buddy, Phys, BLOCK, META_BYTES};
+use guest_rt::fatal;
+use guest_rt::fatal::code;
+use guest_rt::global::Global;
+
+/// Identity-mapped physical memory.
+pub struct Identity;
+
+impl Phys for Identity {
+    fn read(&self, addr: u64) -> u64 {
+        // SAFETY: the allocator only reads accepted memory it manages
+        // (free blocks and its own maps), identity-mapped and 8-aligned.
+        unsafe { (addr as *const u64).read_volatile() }
+    }
+    fn write(&mut self, addr: u64, value: u64) {
+        // SAFETY: as for `read`: accepted memory owned by the allocator.
+        unsafe { (addr as *mut u64).write_volatile(value) }
+    }
+}
+
+/// Maps for split blocks before the allocator has pages of its own.
+#[repr(C, align(4096))]
+struct Bootstrap([u8; 16 * META_BYTES as usize]);
+static mut BOOTSTRAP: Bootstrap = Bootstrap([0; 16 * META_BYTES as usize]);
+
+pub static ALLOCATOR: Global<Option<Buddy<'static>>> = Global::new(None);
+
+fn usable(ty: u32) -> bool {
+    matches!(
+        ty,
+        memory_type::CONVENTIONAL
+            | memory_type::BOOT_SERVICES_CODE
+            | memory_type::BOOT_SERVICES_DATA
+            | memory_type::UNACCEPTED
+    )
+}
+
+/// Builds the allocator over the memory map.
+pub fn init(dir: u64, dir_blocks: u64, lazy: bool) {
+    // SAFETY: the directory is a LOADER_DATA allocation of `dir_blocks`
+    // words made for this purpose, used only by the allocator.
+    let dir = unsafe { core::slice::from_raw_parts_mut(dir as *mut u64, dir_blocks as usize) };
+    let boot = core::ptr::addr_of_mut!(BOOTSTRAP) as u64;
+    let mut buddy = Buddy::new(dir, &mut Identity, boot, 16 * META_BYTES);
+    MAP.with(|m| {
+        let descs = &m.descs[..m.len];
+        let mut i = 0;
+        while i < descs.len() {
+            if !usable(descs[i].memory_type) {
+                i += 1;
+                continue;
+            }
+            // A run of adjacent usable descriptors.
+            let start = descs[i].physical_start;
+            let mut end = descs[i].end();
+            while i + 1 < descs.len()
+                && usable(descs[i + 1].memory_type)
+                && descs[i + 1].physical_start == end
+            {
+                i += 1;
+                end = descs[i].end();
+            }
+            i += 1;
+            add_run(&mut buddy, start, end, lazy);
+        }
+    });
+    ALLOCATOR.with(|a| *a = Some(buddy));
+}
+
+fn add_run(buddy: &mut Buddy<'static>, start: u64, end: u64, lazy: bool) {
+    let mut at = start;
+    while at < end {
+        let block_end = ((at / BLOCK) + 1) * BLOCK;
+        let piece_end = block_end.min(end);
+        let whole = at.is_multiple_of(BLOCK) && piece_end == block_end;
+        if contains_unaccepted(at, piece_end - at) {
+            if whole && lazy {
+                buddy.park(at);
+                at = piece_end;
+                continue;
+            }
+            accept_memory(at, piece_end - at);
+        }
+        if !buddy.add_free_range(&mut Identity, at, piece_end) {
+            fatal!(
+                code::PANIC,
+                "allocator out of metadata adding {at:#x}..{piece_end:#x}"
+            );
+        }
+        at = piece_end;
+    }
+}
+
+/// Allocates 4 KiB << `order`, accepting parked memory as needed.
+pub fn alloc(order: u32) -> Option<u64> {
+    ALLOCATOR.with(|a| {
+        let b = a.as_mut()?;
+        b.alloc(&mut Identity, order, &mut |s, l| accept_memory(s, l))
+    })
+}
+
+/// Frees what `alloc(order)` returned.
+pub fn free(addr: u64, order: u32) {
+    ALLOCATOR.with(|a| {
+        if let Some(b) = a.as_mut() {
+            b.free(&mut Identity, addr, order)
+        }
+    })
+}
+
+/// The allocator's counters.
+pub fn stats() -> guest_mm::buddy::Stats {
+    ALLOCATOR.with(|a| a.as_ref().map(|b| b.stats).unwrap_or_default())
+}

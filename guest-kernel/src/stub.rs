@@ -1,0 +1,199 @@
+//! The EFI stub phase (Linux's libstub): with boot services still up, read
+//! the memory map, allocate the unaccepted-memory table in ACPI-reclaim
+//! memory and install it under LINUX_EFI_UNACCEPTED_MEM_TABLE_GUID (or
+//! reuse one already installed), allocate what the allocator needs, exit
+//! boot services, then fill the bitmap like `process_unaccepted_memory`.
+
+use crate::unaccepted::{accept_now, Table, TABLE};
+use abi::boot::{status, BootServices, SystemTable};
+use abi::efi::{memory_type, ConfigurationTable, MemoryDescriptor};
+use abi::guid::LINUX_EFI_UNACCEPTED_MEM_TABLE;
+use abi::unaccepted::{bounds, process_range, Header, UNIT_SIZE, VERSION};
+use guest_rt::fatal;
+use guest_rt::fatal::code;
+use guest_rt::global::Global;
+
+/// Most descriptors the kernel keeps.
+pub const MAX_DESCRIPTORS: usize = 512;
+
+/// The memory map as of ExitBootServices.
+pub struct MemoryMap {
+    pub descs: [MemoryDescriptor; MAX_DESCRIPTORS],
+    pub len: usize,
+}
+
+pub static MAP: Global<MemoryMap> = Global::new(MemoryMap {
+    descs: [MemoryDescriptor {
+        memory_type: 0,
+        pad: 0,
+        physical_start: 0,
+        virtual_start: 0,
+        number_of_pages: 0,
+        attribute: 0,
+    }; MAX_DESCRIPTORS],
+    len: 0,
+});
+
+/// Reads the memory map; returns the map key.
+fn get_map(bs: &BootServices) -> u64 {
+    MAP.with(|m| {
+        let mut size = core::mem::size_of_val(&m.descs) as u64;
+        let (mut key, mut desc_size, mut version) = (0u64, 0u64, 0u32);
+        let st = (bs.get_memory_map)(
+            &mut size,
+            m.descs.as_mut_ptr(),
+            &mut key,
+            &mut desc_size,
+            &mut version,
+        );
+        if st != status::SUCCESS || desc_size != core::mem::size_of::<MemoryDescriptor>() as u64 {
+            fatal!(
+                code::PANIC,
+                "GetMemoryMap failed: status {st:#x}, descriptor size {desc_size}"
+            );
+        }
+        m.len = (size / desc_size) as usize;
+        key
+    })
+}
+
+fn find_table(st: &SystemTable) -> Option<u64> {
+    // SAFETY: the firmware's system table lists `number_of_table_entries`
+    // entries at `configuration_table`, in runtime-services memory.
+    let entries = unsafe {
+        core::slice::from_raw_parts(
+            st.configuration_table as *const ConfigurationTable,
+            st.number_of_table_entries as usize,
+        )
+    };
+    entries
+        .iter()
+        .find(|e| e.vendor_guid == LINUX_EFI_UNACCEPTED_MEM_TABLE)
+        .map(|e| e.vendor_table)
+}
+
+/// What the stub hands the rest of the kernel.
+pub struct StubResult {
+    /// Allocator directory: GPA and number of 4 MiB blocks.
+    pub dir: u64,
+    pub dir_blocks: u64,
+}
+
+/// Runs the stub phase against the firmware's boot services.
+pub fn run(st_gpa: u64, bs: &BootServices) -> StubResult {
+    let _ = get_map(bs);
+    // SAFETY: validated by the caller (signature) and owned by the firmware.
+    let st = unsafe { &*(st_gpa as *const SystemTable) };
+    let (ranges, ram_top) = MAP.with(|m| {
+        let d = &m.descs[..m.len];
+        let top = d.iter().map(|d| d.end()).max().unwrap_or(0);
+        (
+            bounds(
+                d.iter()
+                    .filter(|d| d.memory_type == memory_type::UNACCEPTED)
+                    .map(|d| (d.physical_start, d.end())),
+            ),
+            top,
+        )
+    });
+    let allocate = |ty: u32, bytes: u64, what: &str| {
+        let mut at = 0u64;
+        let s = (bs.allocate_pages)(ty, bytes.div_ceil(4096), &mut at);
+        if s != status::SUCCESS {
+            fatal!(
+                code::PANIC,
+                "AllocatePages for {what} ({bytes} bytes) failed: {s:#x}"
+            );
+        }
+        at
+    };
+    let reused = find_table(st);
+    if let Some(existing) = reused {
+        // SAFETY: a table installed before us lives in ACPI-reclaim memory.
+        let header = unsafe { (existing as *const Header).read() };
+        if let Err(e) = header.validate() {
+            fatal!(
+                code::PANIC,
+                "installed unaccepted table at {existing:#x} is unusable: {e}"
+            );
+        }
+        TABLE.with(|t| {
+            *t = Some(Table {
+                gpa: existing,
+                header,
+                units_accepted: 0,
+                bytes_immediate: 0,
+            })
+        });
+    } else if let Some((phys_base, size)) = ranges {
+        let gpa = allocate(memory_type::ACPI_RECLAIM, 24 + size, "the unaccepted table");
+        let header = Header {
+            version: VERSION,
+            unit_size: UNIT_SIZE as u32,
+            phys_base,
+            size,
+        };
+        // SAFETY: a fresh ACPI-reclaim allocation of 24 + size bytes.
+        unsafe {
+            (gpa as *mut Header).write(header);
+            core::ptr::write_bytes((gpa + 24) as *mut u8, 0, size as usize);
+        }
+        let s = (bs.install_configuration_table)(&LINUX_EFI_UNACCEPTED_MEM_TABLE, gpa);
+        if s != status::SUCCESS {
+            fatal!(code::PANIC, "InstallConfigurationTable failed: {s:#x}");
+        }
+        TABLE.with(|t| {
+            *t = Some(Table {
+                gpa,
+                header,
+                units_accepted: 0,
+                bytes_immediate: 0,
+            })
+        });
+    }
+    let dir_blocks = ram_top.div_ceil(guest_mm::buddy::BLOCK);
+    let dir = allocate(
+        memory_type::LOADER_DATA,
+        dir_blocks * 8,
+        "the allocator directory",
+    );
+    // ExitBootServices wants the key of the latest map.
+    let mut key = get_map(bs);
+    if (bs.exit_boot_services)(key) != status::SUCCESS {
+        key = get_map(bs);
+        let s = (bs.exit_boot_services)(key);
+        if s != status::SUCCESS {
+            fatal!(code::PANIC, "ExitBootServices failed: {s:#x}");
+        }
+    }
+    // Now fill the bitmap from the final map (a reused table is already filled).
+    MAP.with(|m| {
+        if reused.is_some() {
+            return;
+        }
+        for d in &m.descs[..m.len] {
+            if d.memory_type != memory_type::UNACCEPTED {
+                continue;
+            }
+            TABLE.with(|t| {
+                let Some(t) = t.as_mut() else {
+                    return;
+                };
+                let header = t.header;
+                let mut immediate = 0;
+                process_range(
+                    &header,
+                    &mut t.bitmap(),
+                    d.physical_start,
+                    d.end(),
+                    |s, e| {
+                        accept_now(s, e);
+                        immediate += e - s;
+                    },
+                );
+                t.bytes_immediate += immediate;
+            });
+        }
+    });
+    StubResult { dir, dir_blocks }
+}

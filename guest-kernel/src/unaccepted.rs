@@ -1,0 +1,81 @@
+//! The kernel's unaccepted-memory state: the table (header + bitmap in
+//! ACPI-reclaim memory) and `accept_memory`, with Linux's contract: only
+//! units the bitmap marks are accepted, bits are cleared after success, and
+//! any failure is a panic reported to the host.
+
+use abi::report::Counter;
+use abi::unaccepted::{accept_range, Bitmap, Header};
+use guest_rt::fatal::code;
+use guest_rt::global::Global;
+
+/// Where the table is, and what the kernel accepted so far.
+pub struct Table {
+    pub gpa: u64,
+    pub header: Header,
+    pub units_accepted: u64,
+    pub bytes_immediate: u64,
+}
+
+pub static TABLE: Global<Option<Table>> = Global::new(None);
+
+impl Table {
+    /// The bitmap.
+    pub fn bitmap(&self) -> Bitmap<'static> {
+        // SAFETY: the bitmap follows the header in the table's allocation
+        // (ACPI-reclaim memory the kernel owns), `size` bytes long; it is
+        // only used through `TABLE`, one borrow at a time.
+        Bitmap::new(unsafe {
+            core::slice::from_raw_parts_mut((self.gpa + 24) as *mut u8, self.header.size as usize)
+        })
+    }
+}
+
+/// Accepts `[start, end)` page by page, panicking (to the host) on failure.
+pub fn accept_now(start: u64, end: u64) {
+    if let Err((gpa, status)) = guest_rt::tdcall::accept_memory_pages(start, end) {
+        guest_rt::fatal!(
+            code::ACCEPT_FAILED,
+            "TDX: Failed to accept memory at {gpa:#x} (status {status:#x} {})",
+            abi::tdcall::status::name(status)
+        );
+    }
+}
+
+/// Linux's `accept_memory(start, size)`.
+pub fn accept_memory(start: u64, size: u64) {
+    TABLE.with(|t| {
+        let Some(t) = t.as_mut() else { return };
+        let header = t.header;
+        let units = accept_range::<()>(&header, &mut t.bitmap(), start, size, |s, e| {
+            accept_now(s, e);
+            Ok(())
+        })
+        .unwrap_or(0);
+        t.units_accepted += units;
+    });
+}
+
+/// True when any unit overlapping `[start, start + size)` is unaccepted.
+pub fn contains_unaccepted(start: u64, size: u64) -> bool {
+    TABLE.with(|t| {
+        let Some(t) = t.as_ref() else { return false };
+        let unit = t.header.unit_size as u64;
+        let end = start + size;
+        if end <= t.header.phys_base {
+            return false;
+        }
+        let first = start.max(t.header.phys_base) - t.header.phys_base;
+        let last = (end - t.header.phys_base).div_ceil(unit);
+        t.bitmap().next_set_run(first / unit, last).is_some()
+    })
+}
+
+/// Reports the table's counters.
+pub fn report() {
+    TABLE.with(|t| {
+        if let Some(t) = t.as_ref() {
+            guest_rt::tdcall::counter(Counter::UnitsAccepted, t.units_accepted);
+            guest_rt::tdcall::counter(Counter::BytesAcceptedImmediately, t.bytes_immediate);
+        }
+    });
+}
