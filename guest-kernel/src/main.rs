@@ -87,6 +87,9 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     let bs = unsafe { &*(st.boot_services as *const BootServices) };
     let stub = stub::run(info.system_table, bs);
     mm::init(stub.dir, stub.dir_blocks, lazy);
+    if cmdline::get(cmdline, "kernel.selftest") == Some("reaccept") {
+        unaccepted::reaccept_selftest();
+    }
     let ready = mm::stats();
     tdcall::mark(Mark::KernelReady, generation);
     println!(

@@ -70,6 +70,32 @@ pub fn contains_unaccepted(start: u64, size: u64) -> bool {
     })
 }
 
+/// `kernel.selftest=reaccept`: marks the first accepted unit as unaccepted
+/// again and accepts it, as a kernel that lost track of its bitmap would.
+/// The TDX module answers TDX_PAGE_ALREADY_ACCEPTED and, as in Linux, the
+/// kernel panics. Does not return.
+pub fn reaccept_selftest() -> ! {
+    let unit = TABLE.with(|t| {
+        let t = t.as_mut()?;
+        let mut bits = t.bitmap();
+        let clear = (0..bits.bits()).find(|b| !bits.test(*b))?;
+        bits.set_range(clear, clear + 1);
+        Some(t.header.phys_base + clear * t.header.unit_size as u64)
+    });
+    let Some(unit) = unit else {
+        guest_rt::fatal!(
+            code::PANIC,
+            "reaccept self-test: no accepted unit in the bitmap"
+        );
+    };
+    guest_rt::println!("kernel: selftest reaccept: accepting unit {unit:#x} again");
+    accept_memory(unit, 4096);
+    guest_rt::fatal!(
+        code::PANIC,
+        "reaccept self-test: the second accept of {unit:#x} succeeded"
+    )
+}
+
 /// Reports the table's counters.
 pub fn report() {
     TABLE.with(|t| {

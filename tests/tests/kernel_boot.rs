@@ -136,3 +136,27 @@ fn a_lazy_terabyte_guest_reaches_kernel_ready() {
         );
     });
 }
+
+#[test]
+fn accepting_accepted_memory_is_a_kernel_panic() {
+    in_each_profile("accepting_accepted_memory_is_a_kernel_panic", |p| {
+        let r = boot(config_with_kernel(
+            p,
+            2 * GIB,
+            "fw.accept=none kernel.selftest=reaccept",
+        ));
+        let f = r.fatal.as_ref().expect("a fatal diagnostic");
+        assert_eq!(r.outcome, "guest_panic", "{}: {f:?}", name(p));
+        assert!(
+            f.message.contains("TDX: Failed to accept memory"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("TDX_PAGE_ALREADY_ACCEPTED"),
+            "{}",
+            f.message
+        );
+        assert!(r.accept.already_accepted >= 1);
+    });
+}
