@@ -60,6 +60,16 @@ pub const MEMORY_DESCRIPTOR_VERSION: u32 = 1;
 pub const EFI_PAGE_SIZE: u64 = 4096;
 
 impl MemoryDescriptor {
+    /// An all-zero descriptor, for initialising static storage.
+    pub const ZERO: MemoryDescriptor = MemoryDescriptor {
+        memory_type: 0,
+        pad: 0,
+        physical_start: 0,
+        virtual_start: 0,
+        number_of_pages: 0,
+        attribute: 0,
+    };
+
     /// One past the last byte described.
     pub fn end(&self) -> u64 {
         self.physical_start

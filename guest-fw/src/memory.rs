@@ -23,14 +23,7 @@ pub struct Memory {
 }
 
 pub static MEMORY: Global<Memory> = Global::new(Memory {
-    storage: [MemoryDescriptor {
-        memory_type: 0,
-        pad: 0,
-        physical_start: 0,
-        virtual_start: 0,
-        number_of_pages: 0,
-        attribute: 0,
-    }; MAX_DESCRIPTORS],
+    storage: [MemoryDescriptor::ZERO; MAX_DESCRIPTORS],
     len: 0,
     key: 1,
     stats: Stats {

@@ -23,14 +23,7 @@ pub struct MemoryMap {
 }
 
 pub static MAP: Global<MemoryMap> = Global::new(MemoryMap {
-    descs: [MemoryDescriptor {
-        memory_type: 0,
-        pad: 0,
-        physical_start: 0,
-        virtual_start: 0,
-        number_of_pages: 0,
-        attribute: 0,
-    }; MAX_DESCRIPTORS],
+    descs: [MemoryDescriptor::ZERO; MAX_DESCRIPTORS],
     len: 0,
 });
 
