@@ -68,10 +68,14 @@ pub enum Counter {
     WorkloadBytes = 7,
     /// 1 for lazy acceptance, 0 for eager.
     LazyAccept = 8,
+    /// Bytes accepted for the current kexec's destinations.
+    KexecDestAccepted = 9,
+    /// GPA of the current kexec's first destination.
+    KexecDest = 10,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::UnitsAccepted,
         Counter::BytesAcceptedImmediately,
         Counter::BlocksParked,
@@ -80,6 +84,8 @@ impl Counter {
         Counter::MetaPages,
         Counter::WorkloadBytes,
         Counter::LazyAccept,
+        Counter::KexecDestAccepted,
+        Counter::KexecDest,
     ];
 
     pub fn from_id(id: u64) -> Option<Self> {
@@ -97,6 +103,8 @@ impl Counter {
             Counter::MetaPages => "meta_pages",
             Counter::WorkloadBytes => "workload_bytes",
             Counter::LazyAccept => "lazy_accept",
+            Counter::KexecDestAccepted => "kexec_dest_accepted",
+            Counter::KexecDest => "kexec_dest",
         }
     }
 }
@@ -118,6 +126,11 @@ pub enum Mark {
     KernelReady = 5,
     /// The kernel's workload finished (argument: generation).
     WorkloadDone = 6,
+    /// kexec_load starts (argument: the loading kernel's generation).
+    KexecLoad = 7,
+    /// The loading kernel jumps to the relocation routine (argument:
+    /// generation); the next mark is the new kernel's `KernelEntry`.
+    KexecJump = 8,
     /// A doorbell micro-benchmark starts (argument: number of round trips).
     BenchStart = 16,
     /// The doorbell micro-benchmark ended.
@@ -134,6 +147,8 @@ impl Mark {
             4 => Some(Mark::KernelEntry),
             5 => Some(Mark::KernelReady),
             6 => Some(Mark::WorkloadDone),
+            7 => Some(Mark::KexecLoad),
+            8 => Some(Mark::KexecJump),
             16 => Some(Mark::BenchStart),
             17 => Some(Mark::BenchEnd),
             _ => None,
@@ -149,6 +164,8 @@ impl Mark {
             Mark::KernelEntry => "kernel_entry",
             Mark::KernelReady => "kernel_ready",
             Mark::WorkloadDone => "workload_done",
+            Mark::KexecLoad => "kexec_load",
+            Mark::KexecJump => "kexec_jump",
             Mark::BenchStart => "bench_start",
             Mark::BenchEnd => "bench_end",
         }

@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod kexec;
 mod mm;
 mod stub;
 mod unaccepted;
@@ -77,15 +78,24 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         info.load_base,
         if lazy { "lazy" } else { "eager" }
     );
-    if st.boot_services == 0 {
-        fatal!(
-            code::PANIC,
-            "entered without boot services: kexec boot is not implemented yet"
-        );
-    }
-    // SAFETY: non-zero, so it points at the firmware's live boot services.
-    let bs = unsafe { &*(st.boot_services as *const BootServices) };
-    let stub = stub::run(info.system_table, bs);
+    let on = |key: &str| match cmdline::get(cmdline, key) {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => fatal!(code::BAD_CMDLINE, "{key}={other}: expected on or off"),
+    };
+    let stub = if st.boot_services == 0 {
+        // Entered by kexec: no boot services, a memory map in the boot info.
+        let stub = stub::run_kexec(&info, on("kexec_reuse_bitmap"));
+        // Like Linux's decompressor: accept our own image's memory first.
+        // With the reused bitmap this is a no-op (the previous kernel
+        // accepted it); with a rebuilt one it is a second accept.
+        unaccepted::accept_memory(info.load_base, info.load_size);
+        stub
+    } else {
+        // SAFETY: non-zero, so it points at the firmware's live boot services.
+        let bs = unsafe { &*(st.boot_services as *const BootServices) };
+        stub::run(info.system_table, bs)
+    };
     mm::init(stub.dir, stub.dir_blocks, lazy);
     if cmdline::get(cmdline, "kernel.selftest") == Some("reaccept") {
         unaccepted::reaccept_selftest();
@@ -104,6 +114,31 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         "kernel: workload of {done} bytes verified; {} blocks accepted lazily, {} still parked",
         s.blocks_accepted_lazily, s.parked_blocks
     );
+    let kexecs = match cmdline::get(cmdline, "kexec").map(|v| v.parse::<u64>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => fatal!(code::BAD_CMDLINE, "kexec= expects a number"),
+    };
+    if generation < kexecs {
+        let corrupt = match cmdline::get(cmdline, "kexec_test") {
+            None => None,
+            Some("overlap") => Some(kexec::Corruption::Overlap),
+            Some("outside") => Some(kexec::Corruption::Outside),
+            Some(other) => fatal!(
+                code::BAD_CMDLINE,
+                "kexec_test={other}: expected overlap or outside"
+            ),
+        };
+        let why = kexec::load_and_execute(
+            &info,
+            cmdline,
+            kexec::Options {
+                accept: on("kexec_accept"),
+                corrupt,
+            },
+        );
+        println!("kernel: kexec refused: {why}; carrying on");
+    }
     unaccepted::report();
     tdcall::counter(Counter::BlocksParked, s.blocks_parked);
     tdcall::counter(Counter::BlocksAcceptedLazily, s.blocks_accepted_lazily);

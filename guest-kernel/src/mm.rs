@@ -108,6 +108,20 @@ pub fn alloc(order: u32) -> Option<u64> {
     })
 }
 
+/// The highest parked block, taken without accepting it.
+pub fn take_parked_top() -> Option<u64> {
+    ALLOCATOR.with(|a| a.as_mut()?.take_parked_top())
+}
+
+/// Parks a block again (one taken with `take_parked_top` and not used).
+pub fn park(block: u64) {
+    ALLOCATOR.with(|a| {
+        if let Some(b) = a.as_mut() {
+            b.park(block)
+        }
+    })
+}
+
 /// Frees what `alloc(order)` returned.
 pub fn free(addr: u64, order: u32) {
     ALLOCATOR.with(|a| {

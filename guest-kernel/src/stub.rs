@@ -190,3 +190,128 @@ pub fn run(st_gpa: u64, bs: &BootServices) -> StubResult {
     });
     StubResult { dir, dir_blocks }
 }
+
+/// The entry path of a kexec'd kernel (no boot services): take the memory
+/// map from the boot info, find the unaccepted table through the
+/// configuration tables and validate it, then reuse it (the default) or,
+/// with `kexec_reuse_bitmap=off`, rebuild its bitmap from the memory map as
+/// a kernel unaware of the previous one's acceptances would. Allocates the
+/// allocator directory from conventional memory in the map.
+pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
+    let count = (info.memory_map_size / info.descriptor_size.max(1)) as usize;
+    if info.descriptor_size != core::mem::size_of::<MemoryDescriptor>() as u64
+        || count > MAX_DESCRIPTORS
+    {
+        fatal!(
+            code::PANIC,
+            "kexec boot info has a memory map of {count} descriptors of {} bytes",
+            info.descriptor_size
+        );
+    }
+    MAP.with(|m| {
+        // SAFETY: the previous kernel wrote `count` descriptors there, in
+        // this kernel's parameter segment.
+        let src = unsafe {
+            core::slice::from_raw_parts(info.memory_map as *const MemoryDescriptor, count)
+        };
+        m.descs[..count].copy_from_slice(src);
+        m.len = count;
+    });
+    // Our own image and parameters, which the map does not show as in use.
+    let params_end = (info.memory_map + info.memory_map_size).next_multiple_of(4096);
+    let reserved = MAP.with(|m| {
+        let mut map = abi::memmap::MemoryMap::new(&mut m.descs);
+        map.adopt(m.len);
+        let r = map.set(info.load_base, params_end, memory_type::LOADER_CODE);
+        m.len = map.entries().len();
+        r
+    });
+    if reserved.is_err() || params_end <= info.load_base {
+        fatal!(
+            code::PANIC,
+            "kexec: cannot reserve the kernel at {:#x}..{params_end:#x}",
+            info.load_base
+        );
+    }
+    // SAFETY: the system table persists in runtime-services memory.
+    let st = unsafe { &*(info.system_table as *const SystemTable) };
+    let Some(gpa) = find_table(st) else {
+        fatal!(
+            code::PANIC,
+            "kexec: no unaccepted-memory table in the configuration tables"
+        );
+    };
+    // SAFETY: the table lives in ACPI-reclaim memory, which every kernel keeps.
+    let header = unsafe { (gpa as *const Header).read() };
+    if let Err(e) = header.validate() {
+        fatal!(
+            code::PANIC,
+            "kexec: the unaccepted table at {gpa:#x} is unusable: {e}"
+        );
+    }
+    TABLE.with(|t| {
+        *t = Some(Table {
+            gpa,
+            header,
+            units_accepted: 0,
+            bytes_immediate: 0,
+        })
+    });
+    if !reuse {
+        guest_rt::println!(
+            "kernel: kexec_reuse_bitmap=off: rebuilding the bitmap from the memory map"
+        );
+        TABLE.with(|t| {
+            if let Some(t) = t.as_mut() {
+                let mut bits = t.bitmap();
+                let n = bits.bits();
+                bits.clear_range(0, n);
+            }
+        });
+        MAP.with(|m| {
+            for d in &m.descs[..m.len] {
+                if d.memory_type != memory_type::UNACCEPTED {
+                    continue;
+                }
+                TABLE.with(|t| {
+                    let Some(t) = t.as_mut() else { return };
+                    let header = t.header;
+                    let mut immediate = 0;
+                    process_range(
+                        &header,
+                        &mut t.bitmap(),
+                        d.physical_start,
+                        d.end(),
+                        |s, e| {
+                            accept_now(s, e);
+                            immediate += e - s;
+                        },
+                    );
+                    t.bytes_immediate += immediate;
+                });
+            }
+        });
+    }
+    let (ram_top, dir_blocks) = MAP.with(|m| {
+        let top = m.descs[..m.len].iter().map(|d| d.end()).max().unwrap_or(0);
+        (top, top.div_ceil(guest_mm::buddy::BLOCK))
+    });
+    let _ = ram_top;
+    let pages = (dir_blocks * 8).div_ceil(4096);
+    let dir = MAP.with(|m| {
+        let mut map = abi::memmap::MemoryMap::new(&mut m.descs);
+        map.adopt(m.len);
+        let at = map.find_top_down(memory_type::CONVENTIONAL, pages, u64::MAX)?;
+        map.set(at, at + pages * 4096, memory_type::LOADER_DATA)
+            .ok()?;
+        m.len = map.entries().len();
+        Some(at)
+    });
+    let Some(dir) = dir else {
+        fatal!(
+            code::PANIC,
+            "kexec: no conventional memory for the allocator directory"
+        );
+    };
+    StubResult { dir, dir_blocks }
+}

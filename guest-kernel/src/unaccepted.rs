@@ -96,6 +96,23 @@ pub fn reaccept_selftest() -> ! {
     )
 }
 
+/// The first run of unaccepted units at or above `from`, as addresses.
+pub fn next_unaccepted(from: u64) -> Option<(u64, u64)> {
+    TABLE.with(|t| {
+        let t = t.as_ref()?;
+        let unit = t.header.unit_size as u64;
+        let first = from.saturating_sub(t.header.phys_base).div_ceil(unit);
+        let bits = t.bitmap();
+        let (a, b) = bits.next_set_run(first, bits.bits())?;
+        Some((t.header.phys_base + a * unit, t.header.phys_base + b * unit))
+    })
+}
+
+/// Units the kernel has accepted through the bitmap so far.
+pub fn units_accepted() -> u64 {
+    TABLE.with(|t| t.as_ref().map_or(0, |t| t.units_accepted))
+}
+
 /// Reports the table's counters.
 pub fn report() {
     TABLE.with(|t| {

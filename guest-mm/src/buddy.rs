@@ -280,6 +280,16 @@ impl<'a> Buddy<'a> {
         self.stats.blocks_parked += 1;
     }
 
+    /// Takes the highest parked block out of the allocator without
+    /// accepting it (kexec picks destinations top-down in RAM the running
+    /// kernel does not use). None when nothing is parked.
+    pub fn take_parked_top(&mut self) -> Option<u64> {
+        let i = (0..self.dir.len()).rev().find(|i| self.dir[*i] == PARKED)?;
+        self.dir[i] = USED_WHOLE;
+        self.stats.parked_blocks -= 1;
+        Some(i as u64 * BLOCK)
+    }
+
     /// Linux's `try_to_accept_memory_one`: accepts the lowest parked block
     /// through `accept(start, len)` and frees it. False when none is left.
     pub fn accept_one(&mut self, mem: &mut impl Phys, accept: &mut impl FnMut(u64, u64)) -> bool {
@@ -427,8 +437,9 @@ mod tests {
         }
         // 600 pages + 512 watermark need two blocks: the first and one more.
         assert_eq!(accepted, vec![BLOCK]);
+        assert_eq!(b.take_parked_top(), Some(15 * BLOCK));
+        assert_eq!(b.stats.parked_blocks, 13);
         assert_eq!(b.stats.blocks_accepted_lazily, 1);
-        assert_eq!(b.stats.parked_blocks, 14);
     }
 
     proptest! {

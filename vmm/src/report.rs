@@ -47,6 +47,8 @@ impl Stop {
                 rip,
                 access: None,
                 message,
+                generation: None,
+                phase: None,
             },
         )
     }
@@ -78,6 +80,11 @@ pub struct Fatal {
     pub rip: Option<u64>,
     pub access: Option<&'static str>,
     pub message: String,
+    /// Generation of the kernel that was running (0 = first), if any.
+    pub generation: Option<u64>,
+    /// What the guest was doing (firmware, kernel, kexec_load, kexec
+    /// relocation copy).
+    pub phase: Option<&'static str>,
 }
 
 /// Page-state totals.
@@ -139,6 +146,10 @@ pub struct Report {
     pub bench: Option<Bench>,
     /// Counters the guest kernel reported.
     pub guest: BTreeMap<&'static str, u64>,
+    /// Completed kexecs (the new kernel reached its entry).
+    pub kexecs: usize,
+    /// One record per kexec started.
+    pub kexec: Vec<KexecRecord>,
     /// The guest's unaccepted-memory table, found through its system table.
     pub unaccepted_table: Option<UnacceptedTable>,
     /// Units whose bitmap bit disagrees with the VMM's page states (null
@@ -159,6 +170,23 @@ pub struct UnacceptedTable {
     pub size: u64,
     /// Units still marked unaccepted.
     pub bits_set: u64,
+}
+
+/// One kexec, from the loading kernel's `kexec_load` to the new kernel's
+/// entry.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct KexecRecord {
+    pub from_generation: u64,
+    pub load_us: u64,
+    pub jump_us: Option<u64>,
+    pub next_entry_us: Option<u64>,
+    /// First destination GPA, as the guest reported it.
+    pub dest_gpa: Option<u64>,
+    /// Bytes the guest says it accepted for the destinations.
+    pub dest_bytes_accepted: u64,
+    /// What the VMM saw accepted between kexec_load and kexec_jump.
+    pub vmm_bytes_accepted: u64,
+    pub vmm_lowest_gpa_accepted: Option<u64>,
 }
 
 /// Result of a doorbell micro-benchmark: N TDCALL round trips timed by the

@@ -154,6 +154,12 @@ pub struct TdState {
     pub system_table: Option<u64>,
     /// Counters the guest reported.
     pub guest_counters: BTreeMap<&'static str, u64>,
+    /// The running kernel's generation, once a kernel is running.
+    pub generation: Option<u64>,
+    /// What the guest is doing, from its marks.
+    pub phase: &'static str,
+    /// One record per kexec.
+    pub kexecs: Vec<report::KexecRecord>,
     bench_start: Option<(Instant, u64)>,
     bench: Option<report::Bench>,
 }
@@ -162,7 +168,49 @@ impl TdState {
     /// Records a guest phase mark (host time of arrival).
     pub fn mark(&mut self, mark: Mark, arg: u64) {
         let now = self.started.elapsed().as_micros() as u64;
-        self.marks.insert(mark.as_str().to_string(), now);
+        let per_generation = matches!(
+            mark,
+            Mark::KernelEntry
+                | Mark::KernelReady
+                | Mark::WorkloadDone
+                | Mark::KexecLoad
+                | Mark::KexecJump
+        );
+        let key = if per_generation && arg > 0 {
+            format!("gen{arg}.{}", mark.as_str())
+        } else {
+            mark.as_str().to_string()
+        };
+        self.marks.insert(key, now);
+        match mark {
+            Mark::FwStart => self.phase = "firmware",
+            Mark::KernelEntry => {
+                self.generation = Some(arg);
+                self.phase = "kernel";
+                if let Some(k) = self
+                    .kexecs
+                    .last_mut()
+                    .filter(|k| k.from_generation + 1 == arg)
+                {
+                    k.next_entry_us = Some(now);
+                }
+            }
+            Mark::KexecLoad => {
+                self.phase = "kexec_load";
+                self.kexecs.push(report::KexecRecord {
+                    from_generation: arg,
+                    load_us: now,
+                    ..Default::default()
+                });
+            }
+            Mark::KexecJump => {
+                self.phase = "kexec relocation copy";
+                if let Some(k) = self.kexecs.last_mut() {
+                    k.jump_us = Some(now);
+                }
+            }
+            _ => {}
+        }
         match mark {
             Mark::BenchStart => self.bench_start = Some((Instant::now(), arg)),
             Mark::BenchEnd => {
@@ -297,6 +345,9 @@ impl Td {
             marks: BTreeMap::new(),
             system_table: None,
             guest_counters: BTreeMap::new(),
+            generation: None,
+            phase: "boot",
+            kexecs: Vec::new(),
             bench_start: None,
             bench: None,
         };
@@ -319,11 +370,16 @@ impl Td {
     /// Runs the vCPU until the TD stops, then reports.
     pub fn run(mut self) -> Report {
         let watchdog = self.config.timeout.map(Watchdog::arm);
-        let stop = loop {
+        let mut stop = loop {
             if let Some(stop) = self.step(watchdog.as_ref()) {
                 break stop;
             }
         };
+        if let Some(f) = stop.fatal.as_mut() {
+            f.rip = f.rip.or_else(|| self.vcpu.get_regs().ok().map(|r| r.rip));
+            f.generation = self.state.generation;
+            f.phase = Some(self.state.phase);
+        }
         drop(watchdog);
         self.report(stop)
     }
@@ -393,12 +449,7 @@ impl Td {
         };
         match next {
             Next::Resume => None,
-            Next::Stop(mut stop) => {
-                if let Some(f) = stop.fatal.as_mut() {
-                    f.rip = f.rip.or_else(|| self.vcpu.get_regs().ok().map(|r| r.rip));
-                }
-                Some(stop)
-            }
+            Next::Stop(stop) => Some(stop),
             Next::Doorbell => self.doorbell(),
             Next::Memory(gpa, access) => Some(self.memory_fault(gpa, access)),
             Next::Triple => {
@@ -411,6 +462,8 @@ impl Td {
                         rip,
                         access: None,
                         message: "vCPU triple-faulted (KVM shutdown exit)".into(),
+                        generation: None,
+                        phase: None,
                     },
                 ))
             }
@@ -428,6 +481,8 @@ impl Td {
                 rip: self.vcpu.get_regs().ok().map(|r| r.rip),
                 access: None,
                 message: format!("guest still running after the {secs} s timeout"),
+                generation: None,
+                phase: None,
             },
         )
     }
@@ -497,6 +552,8 @@ impl Td {
                 rip,
                 access: Some(access.as_str()),
                 message,
+                generation: None,
+                phase: None,
             },
         )
     }
@@ -569,6 +626,12 @@ impl Td {
             timing_us,
             bench: state.bench,
             guest: state.guest_counters.clone(),
+            kexecs: state
+                .kexecs
+                .iter()
+                .filter(|k| k.next_entry_us.is_some())
+                .count(),
+            kexec: state.kexecs.clone(),
             unaccepted_table: bitmap
                 .as_ref()
                 .and_then(|b| b.as_ref().ok().map(|c| c.table)),

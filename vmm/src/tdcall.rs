@@ -57,6 +57,15 @@ fn accept(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
             } else {
                 log::trace!("accept {:#x}: {result:?}", regs.rcx);
             }
+            if let AcceptResult::Accepted { gpa, level } = result {
+                // The accept log of a kexec: what was accepted between the
+                // guest's kexec_load and kexec_jump marks.
+                if let Some(k) = td.kexecs.last_mut().filter(|k| k.jump_us.is_none()) {
+                    k.vmm_bytes_accepted += level.size();
+                    k.vmm_lowest_gpa_accepted =
+                        Some(k.vmm_lowest_gpa_accepted.map_or(gpa, |g| g.min(gpa)));
+                }
+            }
             regs.rax = result.status();
             None
         }

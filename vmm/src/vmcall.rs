@@ -195,6 +195,8 @@ fn fatal_error(td: &mut TdState, regs: &kvm_regs, input: &Inputs) -> Stop {
                 "guest fatal error {code:#x} ({}): {message}",
                 abi::vmcall::fatal_code::name(code as u32)
             ),
+            generation: None,
+            phase: None,
         },
     )
 }
@@ -229,6 +231,13 @@ fn vendor(td: &mut TdState, input: &Inputs, out: &mut Outputs) -> Option<Stop> {
             match Counter::from_id(input.r12) {
                 Some(c) => {
                     td.guest_counters.insert(c.as_str(), input.r13);
+                    if let Some(k) = td.kexecs.last_mut() {
+                        match c {
+                            Counter::KexecDest => k.dest_gpa = Some(input.r13),
+                            Counter::KexecDestAccepted => k.dest_bytes_accepted = input.r13,
+                            _ => {}
+                        }
+                    }
                 }
                 None => {
                     log::debug!("guest counter {} is not defined", input.r12);

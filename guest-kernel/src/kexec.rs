@@ -1,0 +1,361 @@
+//! kexec inside the TD: load the kernel image kept in memory (the payload)
+//! as segments at destinations taken top-down from RAM the running kernel
+//! does not use (on a lazy guest: parked, unaccepted blocks), check them
+//! like Linux's `sanity_check_segment_list`, accept their destinations
+//! through the bitmap (`kexec_accept=on`, the upstream fix; `off`
+//! reproduces the bug), stage their contents, and jump to a relocation
+//! routine in a control page that copies them into place and enters the
+//! new kernel with its boot info.
+
+use crate::{mm, stub, unaccepted};
+use abi::boot::{BootInfo, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
+use abi::efi::{memory_type, MemoryDescriptor};
+use abi::elf::Image;
+use abi::memmap::MemoryMap;
+use abi::report::{Counter, Mark};
+use guest_mm::buddy::{BLOCK, PAGE};
+use guest_rt::{println, tdcall};
+
+/// A segment: where its bytes are staged, where they go, how many.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment {
+    pub src: u64,
+    pub mem: u64,
+    pub memsz: u64,
+}
+
+/// Most segments an image may have.
+const MAX_SEGMENTS: usize = 16;
+
+/// How kexec runs, from the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub accept: bool,
+    /// `kexec_test=overlap|outside`: corrupt the segment list to show the
+    /// sanity check refusing it.
+    pub corrupt: Option<Corruption>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    Overlap,
+    Outside,
+}
+
+/// Linux's `sanity_check_segment_list`: page alignment, no wrap, inside RAM,
+/// no overlap, at most half of RAM in total.
+pub fn sanity_check(segs: &[Segment], ram: &[MemoryDescriptor]) -> Result<(), &'static str> {
+    let ram_bytes: u64 = ram.iter().map(|d| d.end() - d.physical_start).sum();
+    let mut total = 0u64;
+    for (i, s) in segs.iter().enumerate() {
+        if s.mem % PAGE != 0 || s.memsz % PAGE != 0 {
+            return Err("a segment is not page aligned");
+        }
+        let Some(end) = s.mem.checked_add(s.memsz) else {
+            return Err("a segment wraps around the address space");
+        };
+        // Inside RAM: covered by a run of RAM descriptors.
+        let mut at = s.mem;
+        while at < end {
+            match ram.iter().find(|d| d.physical_start <= at && at < d.end()) {
+                Some(d) => at = d.end(),
+                None => return Err("a segment lies outside RAM"),
+            }
+        }
+        for t in &segs[i + 1..] {
+            if s.mem < t.mem + t.memsz && t.mem < end {
+                return Err("two segments overlap");
+            }
+        }
+        total += s.memsz;
+    }
+    if total > ram_bytes / 2 {
+        return Err("the segments need more than half of RAM");
+    }
+    Ok(())
+}
+
+core::arch::global_asm!(
+    ".pushsection .text.kexec, \"ax\"",
+    ".global kexec_relocate_start",
+    ".global kexec_relocate_end",
+    // rdi = segment table of (src, dst, len), rsi = count, rdx = entry,
+    // rcx = boot info. Runs from the control page; touches only the
+    // segments and the table.
+    "kexec_relocate_start:",
+    "mov %rdx, %r8",
+    "mov %rcx, %r9",
+    "mov %rdi, %r10",
+    "mov %rsi, %r11",
+    "1:",
+    "test %r11, %r11",
+    "jz 2f",
+    "mov (%r10), %rsi",
+    "mov 8(%r10), %rdi",
+    "mov 16(%r10), %rcx",
+    "cld",
+    "rep movsb",
+    "add $24, %r10",
+    "dec %r11",
+    "jmp 1b",
+    "2:",
+    "mov %r9, %rdi",
+    "jmp *%r8",
+    "kexec_relocate_end:",
+    ".popsection",
+    options(att_syntax),
+);
+
+extern "C" {
+    static kexec_relocate_start: u8;
+    static kexec_relocate_end: u8;
+}
+
+fn alloc_bytes(bytes: u64, what: &str) -> Result<(u64, u32), &'static str> {
+    let pages = bytes.div_ceil(PAGE).next_power_of_two();
+    let order = pages.trailing_zeros();
+    match mm::alloc(order) {
+        Some(a) => Ok((a, order)),
+        None => {
+            println!("kexec: no memory for {what}");
+            Err("out of memory")
+        }
+    }
+}
+
+/// Loads and executes the next kernel. Returns only if loading was
+/// refused (the reason is printed; the running kernel carries on).
+pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'static str {
+    let generation = info.generation as u64;
+    tdcall::mark(Mark::KexecLoad, generation);
+    // SAFETY: the payload is loader data the kernel keeps for kexec.
+    let file =
+        unsafe { core::slice::from_raw_parts(info.image as *const u8, info.image_size as usize) };
+    let image = match Image::parse(file) {
+        Ok(i) => i,
+        Err(_) => return "the kernel image does not parse",
+    };
+    let params_bytes = core::mem::size_of::<BootInfo>() as u64
+        + cmdline.len() as u64
+        + (stub::MAX_DESCRIPTORS * core::mem::size_of::<MemoryDescriptor>()) as u64;
+    let params_len = params_bytes.next_multiple_of(PAGE);
+    if image.span + params_len > BLOCK {
+        return "the kernel image and its parameters exceed one 4 MiB block";
+    }
+    // Destination: the highest block the running kernel does not use.
+    let parked = mm::take_parked_top();
+    let Some(dest) = parked.or_else(|| mm::alloc(guest_mm::buddy::MAX_ORDER)) else {
+        return "no 4 MiB block free for the destination";
+    };
+    // Gives the destination back when loading is refused.
+    let release = || match parked {
+        Some(block) => mm::park(block),
+        None => mm::free(dest, guest_mm::buddy::MAX_ORDER),
+    };
+    let params_dest = dest + image.span;
+
+    // Staging: the relocated image and the parameters, in allocator pages.
+    let Ok((staging, staging_order)) = alloc_bytes(image.span + params_len, "staging") else {
+        release();
+        return "out of memory for staging";
+    };
+    // SAFETY: a fresh allocation of at least span + params_len bytes.
+    let stage = unsafe {
+        core::slice::from_raw_parts_mut(staging as *mut u8, (image.span + params_len) as usize)
+    };
+    let Ok(entry) = image.load(&mut stage[..image.span as usize], dest) else {
+        mm::free(staging, staging_order);
+        release();
+        return "the kernel image does not load";
+    };
+
+    // Segments: the image's loadable segments (page rounded, touching ones
+    // merged) and the boot parameters.
+    let mut segs = [Segment {
+        src: 0,
+        mem: 0,
+        memsz: 0,
+    }; MAX_SEGMENTS];
+    let mut n = 0;
+    for s in image.segments() {
+        let start = (s.vaddr - image.min_vaddr) & !(PAGE - 1);
+        let end = (s.vaddr - image.min_vaddr + s.memsz).next_multiple_of(PAGE);
+        if n > 0 && segs[n - 1].mem + segs[n - 1].memsz >= dest + start {
+            segs[n - 1].memsz =
+                (dest + end).max(segs[n - 1].mem + segs[n - 1].memsz) - segs[n - 1].mem;
+            continue;
+        }
+        if n + 1 == MAX_SEGMENTS {
+            mm::free(staging, staging_order);
+            return "the kernel image has too many segments";
+        }
+        segs[n] = Segment {
+            src: staging + start,
+            mem: dest + start,
+            memsz: end - start,
+        };
+        n += 1;
+    }
+    segs[n] = Segment {
+        src: staging + image.span,
+        mem: params_dest,
+        memsz: params_len,
+    };
+    n += 1;
+    let ram = stub::MAP.with(|m| {
+        let mut ram = [MemoryDescriptor::ZERO; stub::MAX_DESCRIPTORS];
+        let d = &m.descs[..m.len];
+        ram[..d.len()].copy_from_slice(d);
+        (ram, d.len())
+    });
+    match opts.corrupt {
+        Some(Corruption::Overlap) => segs[n - 1].mem = segs[0].mem,
+        Some(Corruption::Outside) => {
+            segs[n - 1].mem = ram.0[..ram.1].iter().map(|d| d.end()).max().unwrap_or(0) + BLOCK
+        }
+        None => {}
+    }
+    if let Err(why) = sanity_check(&segs[..n], &ram.0[..ram.1]) {
+        mm::free(staging, staging_order);
+        release();
+        return why;
+    }
+
+    // The upstream fix: accept every destination before anything is copied.
+    tdcall::counter(Counter::KexecDest, dest);
+    if opts.accept {
+        let before = unaccepted::units_accepted();
+        for s in &segs[..n] {
+            unaccepted::accept_memory(s.mem, s.memsz);
+        }
+        let units = unaccepted::units_accepted() - before;
+        tdcall::counter(
+            Counter::KexecDestAccepted,
+            units * abi::unaccepted::UNIT_SIZE,
+        );
+    }
+
+    // The new kernel's memory map: the EFI map as the firmware described it
+    // (unaccepted ranges stay type 15, as Linux's kexec passes the EFI map
+    // on), the running kernel's memory free again (conventional where the
+    // bitmap says it is accepted, type 15 where it does not), the payload
+    // in use. The new kernel finds its own image through its boot info.
+    let mut storage = [MemoryDescriptor::ZERO; stub::MAX_DESCRIPTORS];
+    let mut map = MemoryMap::new(&mut storage);
+    let mut ok = true;
+    for d in &ram.0[..ram.1] {
+        let ty = match d.memory_type {
+            memory_type::LOADER_CODE
+            | memory_type::LOADER_DATA
+            | memory_type::BOOT_SERVICES_CODE
+            | memory_type::BOOT_SERVICES_DATA => memory_type::CONVENTIONAL,
+            t => t,
+        };
+        ok &= map.set(d.physical_start, d.end(), ty).is_ok();
+    }
+    let payload_end = (info.image + info.image_size).next_multiple_of(PAGE);
+    ok &= map
+        .set(
+            info.image & !(PAGE - 1),
+            payload_end,
+            memory_type::LOADER_DATA,
+        )
+        .is_ok();
+    let mut from = 0;
+    while let Some((a, b)) = unaccepted::next_unaccepted(from) {
+        from = b;
+        let conventional: [(u64, u64); 8] = {
+            let mut v = [(0, 0); 8];
+            let mut k = 0;
+            for e in map.entries() {
+                if e.memory_type == memory_type::CONVENTIONAL
+                    && e.physical_start < b
+                    && a < e.end()
+                    && k < 8
+                {
+                    v[k] = (e.physical_start.max(a), e.end().min(b));
+                    k += 1;
+                }
+            }
+            v
+        };
+        for (s, e) in conventional.into_iter().filter(|(s, e)| e > s) {
+            ok &= map.set(s, e, memory_type::UNACCEPTED).is_ok();
+        }
+    }
+    if !ok {
+        mm::free(staging, staging_order);
+        release();
+        return "the memory map for the new kernel does not fit";
+    }
+    let entries = map.entries();
+    let map_off = core::mem::size_of::<BootInfo>() as u64 + cmdline.len() as u64;
+    let map_off = map_off.next_multiple_of(8);
+    let next = BootInfo {
+        magic: BOOT_INFO_MAGIC,
+        version: BOOT_INFO_VERSION,
+        generation: info.generation + 1,
+        system_table: info.system_table,
+        memory_map: params_dest + map_off,
+        memory_map_size: core::mem::size_of_val(entries) as u64,
+        descriptor_size: core::mem::size_of::<MemoryDescriptor>() as u64,
+        cmdline: params_dest + core::mem::size_of::<BootInfo>() as u64,
+        cmdline_len: cmdline.len() as u64,
+        image: info.image,
+        image_size: info.image_size,
+        load_base: dest,
+        load_size: image.span,
+    };
+    let p = staging + image.span;
+    // SAFETY: the staging allocation has params_len bytes after the image;
+    // boot info, command line and map fit (checked when sizing params_len).
+    unsafe {
+        (p as *mut BootInfo).write(next);
+        core::ptr::copy_nonoverlapping(
+            cmdline.as_ptr(),
+            (p + core::mem::size_of::<BootInfo>() as u64) as *mut u8,
+            cmdline.len(),
+        );
+        core::ptr::copy_nonoverlapping(
+            entries.as_ptr(),
+            (p + map_off) as *mut MemoryDescriptor,
+            entries.len(),
+        );
+    }
+
+    // The control page: the relocation routine and the segment table.
+    let Some(control) = mm::alloc(0) else {
+        mm::free(staging, staging_order);
+        release();
+        return "out of memory for the control page";
+    };
+    let code_start = core::ptr::addr_of!(kexec_relocate_start) as u64;
+    let code_len = core::ptr::addr_of!(kexec_relocate_end) as u64 - code_start;
+    let table = control + 256;
+    // SAFETY: `control` is a fresh page; the routine (under 256 bytes) and
+    // up to 16 table entries of 24 bytes fit in it.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            code_start as *const u8,
+            control as *mut u8,
+            code_len as usize,
+        );
+        for (i, s) in segs[..n].iter().enumerate() {
+            let e = (table + i as u64 * 24) as *mut u64;
+            e.write(s.src);
+            e.add(1).write(s.mem);
+            e.add(2).write(s.memsz);
+        }
+    }
+    println!(
+        "kexec: generation {generation} -> {}: {n} segments at {dest:#x}, entry {entry:#x}, destinations {}accepted first",
+        generation + 1,
+        if opts.accept { "" } else { "NOT " }
+    );
+    tdcall::mark(Mark::KexecJump, generation);
+    type Relocate = extern "sysv64" fn(u64, u64, u64, u64) -> !;
+    // SAFETY: the control page holds a copy of the position-independent
+    // routine above; identity mapping makes it executable where it is.
+    let relocate: Relocate = unsafe { core::mem::transmute::<u64, Relocate>(control) };
+    relocate(table, n as u64, entry, params_dest)
+}

@@ -1,0 +1,119 @@
+//! kexec inside the TD, in every CPU profile: the fixed chain, the bug
+//! without the fix, the double accept without bitmap reuse, and segment
+//! lists the sanity check must refuse.
+
+use abi::layout::FOUR_GIB;
+use abi::GIB;
+use tests::{boot, config_with_kernel, in_each_profile, name};
+
+const BLOCK: u64 = 4 << 20;
+
+#[test]
+fn a_chain_of_three_kexecs_accepts_each_destination_once() {
+    in_each_profile(
+        "a_chain_of_three_kexecs_accepts_each_destination_once",
+        |p| {
+            let r = boot(config_with_kernel(p, 8 * GIB, "kexec=3 workload=16M"));
+            let ctx = format!("{}: {:?}\n{}", name(p), r.fatal, r.console);
+            assert_eq!(r.outcome, "ok", "{ctx}");
+            assert_eq!(r.kexecs, 3, "{ctx}");
+            assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}");
+            assert_eq!(
+                r.accept.already_accepted, 0,
+                "no page accepted twice: {ctx}"
+            );
+            assert!(r.timing_us.contains_key("gen3.kernel_entry"), "{ctx}");
+            for (i, k) in r.kexec.iter().enumerate() {
+                assert_eq!(k.from_generation, i as u64);
+                let dest = k.dest_gpa.expect("destination");
+                // Destinations were pending: the VMM accepted them, above 4 GiB,
+                // between kexec_load and kexec_jump, as much as the guest says.
+                assert!(dest >= FOUR_GIB && dest % BLOCK == 0, "{ctx}");
+                assert_eq!(k.vmm_lowest_gpa_accepted, Some(dest), "{ctx}");
+                assert_eq!(k.vmm_bytes_accepted, k.dest_bytes_accepted, "{ctx}");
+                assert!(k.dest_bytes_accepted > 0, "{ctx}");
+                assert!(
+                    k.load_us <= k.jump_us.unwrap() && k.jump_us <= k.next_entry_us,
+                    "{ctx}"
+                );
+            }
+        },
+    );
+}
+
+#[test]
+fn without_the_fix_the_copy_touches_pending_memory() {
+    in_each_profile("without_the_fix_the_copy_touches_pending_memory", |p| {
+        let r = boot(config_with_kernel(p, 8 * GIB, "kexec=1 kexec_accept=off"));
+        let f = r.fatal.as_ref().expect("a fatal diagnostic");
+        assert_eq!(r.outcome, "pending_access", "{}: {f:?}", name(p));
+        let dest = r.kexec[0].dest_gpa.expect("destination");
+        let gpa = f.gpa.expect("GPA");
+        assert!(gpa >= FOUR_GIB, "{f:?}");
+        assert!(
+            (dest..dest + BLOCK).contains(&gpa),
+            "{gpa:#x} not in the destination {dest:#x}"
+        );
+        assert_eq!(gpa, dest, "the copy starts with the first segment");
+        assert_eq!(f.access, Some("write"));
+        assert_eq!(f.generation, Some(0));
+        assert_eq!(f.phase, Some("kexec relocation copy"));
+        assert_eq!(r.kexecs, 0);
+    });
+}
+
+#[test]
+fn without_bitmap_reuse_the_second_kernel_accepts_twice_and_panics() {
+    in_each_profile(
+        "without_bitmap_reuse_the_second_kernel_accepts_twice_and_panics",
+        |p| {
+            let r = boot(config_with_kernel(
+                p,
+                8 * GIB,
+                "kexec=1 kexec_reuse_bitmap=off",
+            ));
+            let f = r.fatal.as_ref().expect("a fatal diagnostic");
+            assert_eq!(r.outcome, "guest_panic", "{}: {f:?}", name(p));
+            assert!(
+                f.message.contains("TDX_PAGE_ALREADY_ACCEPTED"),
+                "{}",
+                f.message
+            );
+            assert_eq!(f.generation, Some(1));
+            assert_eq!(
+                r.accept.already_accepted, 1,
+                "the first re-accept is the last"
+            );
+            assert_eq!(r.kexecs, 1);
+        },
+    );
+}
+
+#[test]
+fn bad_segment_lists_are_refused_and_the_kernel_carries_on() {
+    in_each_profile(
+        "bad_segment_lists_are_refused_and_the_kernel_carries_on",
+        |p| {
+            for (test, why) in [
+                ("overlap", "two segments overlap"),
+                ("outside", "a segment lies outside RAM"),
+            ] {
+                let r = boot(config_with_kernel(
+                    p,
+                    8 * GIB,
+                    &format!("kexec=1 kexec_test={test}"),
+                ));
+                let ctx = format!("{} {test}: {:?}", name(p), r.fatal);
+                assert_eq!(r.outcome, "ok", "{ctx}");
+                assert_eq!(r.exit_code, Some(0), "{ctx}");
+                assert!(
+                    r.console.contains(&format!("kernel: kexec refused: {why}")),
+                    "{ctx}\n{}",
+                    r.console
+                );
+                assert_eq!(r.kexecs, 0);
+                assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}");
+            }
+        },
+    );
+}
