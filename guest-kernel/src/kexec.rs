@@ -123,11 +123,50 @@ fn alloc_bytes(bytes: u64, what: &str) -> Result<(u64, u32), &'static str> {
     }
 }
 
+/// The next kernel's command line: this one's, with its generation number
+/// (`kexec_generation=N`) replaced.
+struct NextCmdline {
+    buf: [u8; abi::hob::MAX_CMDLINE_LEN + 32],
+    len: usize,
+}
+
+impl core::fmt::Write for NextCmdline {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(core::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+fn next_cmdline(cmdline: &str, generation: u64) -> Option<NextCmdline> {
+    use core::fmt::Write;
+    let mut next = NextCmdline {
+        buf: [0; abi::hob::MAX_CMDLINE_LEN + 32],
+        len: 0,
+    };
+    for word in cmdline
+        .split_ascii_whitespace()
+        .filter(|w| !w.starts_with("kexec_generation="))
+    {
+        write!(next, "{word} ").ok()?;
+    }
+    write!(next, "kexec_generation={generation}").ok()?;
+    Some(next)
+}
+
 /// Loads and executes the next kernel. Returns only if loading was
 /// refused (the reason is printed; the running kernel carries on).
 pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'static str {
     let generation = info.generation as u64;
     tdcall::mark(Mark::KexecLoad, generation);
+    let Some(next_cmd) = next_cmdline(cmdline, generation + 1) else {
+        return "the command line is too long";
+    };
+    let cmdline = &next_cmd.buf[..next_cmd.len];
     // SAFETY: the payload is loader data the kernel keeps for kexec.
     let file =
         unsafe { core::slice::from_raw_parts(info.image as *const u8, info.image_size as usize) };

@@ -51,6 +51,14 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     let Ok(cmdline) = core::str::from_utf8(bytes) else {
         fatal!(code::BAD_CMDLINE, "command line is not UTF-8");
     };
+    if let Some(g) = cmdline::get(cmdline, "kexec_generation") {
+        if g.parse::<u64>() != Ok(generation) {
+            fatal!(
+                code::BAD_CMDLINE,
+                "kexec_generation={g} but the boot info says {generation}"
+            );
+        }
+    }
     let lazy = match cmdline::get(cmdline, "accept_memory") {
         None | Some("lazy") => true,
         Some("eager") => false,
