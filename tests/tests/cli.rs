@@ -134,6 +134,23 @@ fn a_failed_build_leaves_no_report_file_behind() {
 }
 
 #[test]
+fn unwritable_trace_path_is_refused_before_boot() {
+    if !require_kvm("unwritable_trace_path_is_refused_before_boot") {
+        return;
+    }
+    expect_usage_error(
+        &[
+            "run",
+            "--firmware",
+            &fw(),
+            "--trace",
+            "/nonexistent-dir/t.trace",
+        ],
+        "cannot create trace file /nonexistent-dir/t.trace",
+    );
+}
+
+#[test]
 fn unwritable_report_path_is_refused_before_boot() {
     expect_usage_error(
         &[

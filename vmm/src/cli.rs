@@ -80,6 +80,12 @@ pub struct RunArgs {
     /// Write the JSON run report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Write a trace of every accept and pending access here.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Largest trace file (e.g. 64M); records past it are counted, not written.
+    #[arg(long, default_value = "64M", value_parser = parse_mem)]
+    pub trace_cap: u64,
     /// Stop the guest after this many seconds (outcome `timeout`).
     #[arg(long)]
     pub timeout: Option<f64>,
@@ -124,6 +130,8 @@ impl RunArgs {
             gpaw: abi::tdcall::vp_info::GPAW_48,
             echo_console: !self.quiet,
             timeout,
+            trace: self.trace.clone(),
+            trace_cap_bytes: self.trace_cap,
         })
     }
 }

@@ -27,6 +27,7 @@ pub mod report;
 pub mod size;
 pub mod td;
 pub mod tdcall;
+pub mod trace;
 pub mod vmcall;
 pub mod watchdog;
 

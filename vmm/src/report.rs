@@ -144,6 +144,8 @@ pub struct Report {
     pub timing_us: BTreeMap<String, u64>,
     /// The guest's doorbell micro-benchmark (`fw.bench=N`), if it ran.
     pub bench: Option<Bench>,
+    /// The accept trace, if one was written.
+    pub trace: Option<crate::trace::TraceSummary>,
     /// Counters the guest kernel reported.
     pub guest: BTreeMap<&'static str, u64>,
     /// Completed kexecs (the new kernel reached its entry).

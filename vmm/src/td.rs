@@ -38,6 +38,10 @@ pub struct TdConfig {
     /// Echo the guest console to stdout.
     pub echo_console: bool,
     pub timeout: Option<Duration>,
+    /// Write an accept trace here.
+    pub trace: Option<PathBuf>,
+    /// Largest trace file.
+    pub trace_cap_bytes: u64,
 }
 
 impl TdConfig {
@@ -53,6 +57,8 @@ impl TdConfig {
             gpaw: abi::tdcall::vp_info::GPAW_48,
             echo_console: false,
             timeout: None,
+            trace: None,
+            trace_cap_bytes: crate::trace::DEFAULT_CAP_BYTES,
         }
     }
 }
@@ -79,6 +85,8 @@ pub enum TdError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Cpu(#[from] cpu::CpuError),
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
 }
 
 /// Counts TDCALLs by leaf and VMCALLs by (R10, R11).
@@ -160,11 +168,33 @@ pub struct TdState {
     pub phase: &'static str,
     /// One record per kexec.
     pub kexecs: Vec<report::KexecRecord>,
+    /// The accept trace, when asked for.
+    pub trace: Option<crate::trace::Trace>,
     bench_start: Option<(Instant, u64)>,
     bench: Option<report::Bench>,
 }
 
 impl TdState {
+    /// Adds a record to the accept trace, if one is being written.
+    pub fn trace(&mut self, kind: crate::trace::Kind, gpa: u64, level: u8, status: u64) {
+        let Some(t) = self.trace.as_mut() else { return };
+        use crate::trace::Who;
+        let who = match self.phase {
+            "boot" | "firmware" => Who::Firmware,
+            "kexec_load" | "kexec relocation copy" => Who::Kexec,
+            _ => Who::Kernel,
+        };
+        t.record(crate::trace::Record {
+            t_ns: self.started.elapsed().as_nanos() as u64,
+            gpa,
+            status,
+            kind,
+            level,
+            who,
+            generation: self.generation.unwrap_or(0).min(255) as u8,
+        });
+    }
+
     /// Records a guest phase mark (host time of arrival).
     pub fn mark(&mut self, mark: Mark, arg: u64) {
         let now = self.started.elapsed().as_micros() as u64;
@@ -333,6 +363,11 @@ impl Td {
         } else {
             log::info!("KVM_CAP_SYNC_REGS missing: TDCALLs use KVM_GET/SET_REGS");
         }
+        let trace = config
+            .trace
+            .as_deref()
+            .map(|p| crate::trace::Trace::create(p, config.trace_cap_bytes))
+            .transpose()?;
         let state = TdState {
             memory,
             console: Console::new(config.echo_console),
@@ -348,6 +383,7 @@ impl Td {
             generation: None,
             phase: "boot",
             kexecs: Vec::new(),
+            trace,
             bench_start: None,
             bench: None,
         };
@@ -538,6 +574,10 @@ impl Td {
                 )
             }
         };
+        if outcome == Outcome::PendingAccess {
+            self.state
+                .trace(crate::trace::Kind::PendingAccess, gpa, 0, 0);
+        }
         let message = format!(
             "guest {} of {what} at GPA {gpa:#x} (RIP {})",
             access.as_str(),
@@ -625,6 +665,7 @@ impl Td {
             tdcalls: state.counters.to_map(),
             timing_us,
             bench: state.bench,
+            trace: state.trace.take().map(|t| t.finish()),
             guest: state.guest_counters.clone(),
             kexecs: state
                 .kexecs

@@ -52,6 +52,12 @@ pub fn dispatch(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
 fn accept(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
     match td.memory.accept(regs.rcx, &mut td.accept_stats) {
         Ok(result) => {
+            td.trace(
+                crate::trace::Kind::Accept,
+                regs.rcx & !0xfff,
+                (regs.rcx & abi::tdcall::accept::LEVEL_MASK) as u8,
+                result.status(),
+            );
             if let AcceptResult::Invalid(why) = result {
                 log::debug!("accept {:#x}: invalid ({why:?})", regs.rcx);
             } else {

@@ -1,0 +1,64 @@
+//! The accept trace from a real run: one record per accept call and per
+//! pending access, attributed to firmware, kernel or kexec.
+
+use abi::layout::FOUR_GIB;
+use abi::GIB;
+use tests::{boot, config_with_kernel, in_each_profile, name};
+use vmm::trace::{read, Kind, Who};
+
+#[test]
+fn the_trace_records_every_accept_and_who_asked() {
+    in_each_profile("the_trace_records_every_accept_and_who_asked", |p| {
+        let dir = std::env::temp_dir().join(format!("trace-it-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.trace", name(p)));
+        let mut c = config_with_kernel(p, 8 * GIB, "fw.accept=64M kexec=1 workload=128M");
+        c.trace = Some(path.clone());
+        let r = boot(c);
+        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        let records = read(std::fs::File::open(&path).unwrap()).unwrap();
+        let accepts: Vec<_> = records.iter().filter(|r| r.kind == Kind::Accept).collect();
+        assert_eq!(accepts.len() as u64, r.accept.calls);
+        assert_eq!(r.trace.as_ref().unwrap().records, records.len() as u64);
+        assert!(
+            accepts.windows(2).all(|w| w[0].t_ns <= w[1].t_ns),
+            "monotonic time"
+        );
+        let by = |who: Who| {
+            accepts
+                .iter()
+                .filter(|a| a.who == who && a.status == 0)
+                .count()
+        };
+        assert!(by(Who::Firmware) > 0 && by(Who::Kernel) > 0 && by(Who::Kexec) > 0);
+        let kexec_dest = r.kexec[0].dest_gpa.unwrap();
+        assert!(accepts
+            .iter()
+            .filter(|a| a.who == Who::Kexec)
+            .all(|a| a.gpa >= FOUR_GIB && a.gpa >= kexec_dest && a.generation == 0));
+        // Bytes accepted add up.
+        let bytes: u64 = accepts
+            .iter()
+            .filter(|a| a.status == 0)
+            .map(|a| 4096u64 << (9 * a.level))
+            .sum();
+        assert_eq!(bytes, r.accept.bytes_accepted);
+    });
+}
+
+#[test]
+fn the_trace_records_the_pending_access() {
+    in_each_profile("the_trace_records_the_pending_access", |p| {
+        let path =
+            std::env::temp_dir().join(format!("trace-pa-{}-{}.trace", std::process::id(), name(p)));
+        let mut c = config_with_kernel(p, 8 * GIB, "kexec=1 kexec_accept=off");
+        c.trace = Some(path.clone());
+        let r = boot(c);
+        assert_eq!(r.outcome, "pending_access");
+        let records = read(std::fs::File::open(&path).unwrap()).unwrap();
+        let last = records.last().unwrap();
+        assert_eq!(last.kind, Kind::PendingAccess);
+        assert_eq!(Some(last.gpa), r.fatal.unwrap().gpa);
+        assert_eq!(last.who, Who::Kexec, "recorded during the kexec copy");
+    });
+}

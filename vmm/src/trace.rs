@@ -1,0 +1,283 @@
+//! The accept trace (`vmm run --trace PATH`): one fixed-size record per
+//! accept and per pending access, with host time, GPA, level, status and
+//! who asked (firmware, kernel generation N, or kexec from generation N).
+//! Bounded: past the cap, records are counted but not written, and the
+//! report says so.
+//!
+//! File layout (little-endian): an 16-byte header (`b"TDXTRACE"`, version
+//! u32, record size u32), then 32-byte records:
+//! `t_ns u64 | gpa u64 | status u64 | kind u8 | level u8 | who u8 | generation u8 | reserved u32`.
+
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+pub const MAGIC: &[u8; 8] = b"TDXTRACE";
+pub const VERSION: u32 = 1;
+pub const RECORD_BYTES: usize = 32;
+const HEADER_BYTES: usize = 16;
+/// Default cap on the file size.
+pub const DEFAULT_CAP_BYTES: u64 = 64 << 20;
+
+/// Why the trace could not be written or read.
+#[derive(Debug, Error)]
+pub enum TraceError {
+    #[error("cannot create trace file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write trace file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("trace file is not a version-{VERSION} trace ({0})")]
+    Format(&'static str),
+    #[error("cannot read trace: {0}")]
+    Read(#[from] std::io::Error),
+}
+
+/// What a record is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[repr(u8)]
+pub enum Kind {
+    Accept = 1,
+    PendingAccess = 2,
+}
+
+/// Who was running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[repr(u8)]
+pub enum Who {
+    Firmware = 0,
+    Kernel = 1,
+    Kexec = 2,
+}
+
+/// One record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Record {
+    pub t_ns: u64,
+    pub gpa: u64,
+    pub status: u64,
+    pub kind: Kind,
+    /// Page level of an accept (0 = 4K, 1 = 2M, 2 = 1G), 0 for accesses.
+    pub level: u8,
+    pub who: Who,
+    pub generation: u8,
+}
+
+impl Record {
+    fn encode(&self) -> [u8; RECORD_BYTES] {
+        let mut b = [0u8; RECORD_BYTES];
+        b[0..8].copy_from_slice(&self.t_ns.to_le_bytes());
+        b[8..16].copy_from_slice(&self.gpa.to_le_bytes());
+        b[16..24].copy_from_slice(&self.status.to_le_bytes());
+        b[24] = self.kind as u8;
+        b[25] = self.level;
+        b[26] = self.who as u8;
+        b[27] = self.generation;
+        b
+    }
+
+    fn decode(b: &[u8; RECORD_BYTES]) -> Result<Self, TraceError> {
+        let u = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default());
+        Ok(Record {
+            t_ns: u(0),
+            gpa: u(8),
+            status: u(16),
+            kind: match b[24] {
+                1 => Kind::Accept,
+                2 => Kind::PendingAccess,
+                _ => return Err(TraceError::Format("unknown record kind")),
+            },
+            level: b[25],
+            who: match b[26] {
+                0 => Who::Firmware,
+                1 => Who::Kernel,
+                2 => Who::Kexec,
+                _ => return Err(TraceError::Format("unknown record source")),
+            },
+            generation: b[27],
+        })
+    }
+}
+
+/// Trace totals for the report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TraceSummary {
+    pub path: String,
+    pub records: u64,
+    /// Records not written because the cap was reached.
+    pub dropped: u64,
+    pub cap_bytes: u64,
+}
+
+/// An open trace.
+pub struct Trace {
+    out: BufWriter<File>,
+    path: PathBuf,
+    written: u64,
+    dropped: u64,
+    cap_records: u64,
+    failed: bool,
+}
+
+impl Trace {
+    /// Creates the file and writes its header.
+    pub fn create(path: &Path, cap_bytes: u64) -> Result<Self, TraceError> {
+        let file = File::create(path).map_err(|source| TraceError::Create {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut out = BufWriter::with_capacity(1 << 16, file);
+        let mut header = [0u8; HEADER_BYTES];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        header[12..16].copy_from_slice(&(RECORD_BYTES as u32).to_le_bytes());
+        out.write_all(&header).map_err(|source| TraceError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Trace {
+            out,
+            path: path.to_owned(),
+            written: 0,
+            dropped: 0,
+            cap_records: cap_bytes.saturating_sub(HEADER_BYTES as u64) / RECORD_BYTES as u64,
+            failed: false,
+        })
+    }
+
+    /// Appends a record (or counts it as dropped past the cap).
+    pub fn record(&mut self, r: Record) {
+        if self.written >= self.cap_records || self.failed {
+            if self.dropped == 0 && !self.failed {
+                log::warn!(
+                    "trace {}: cap of {} records reached; further records are counted, not written",
+                    self.path.display(),
+                    self.cap_records
+                );
+            }
+            self.dropped += 1;
+            return;
+        }
+        if let Err(e) = self.out.write_all(&r.encode()) {
+            log::error!("trace {}: {e}; tracing stops", self.path.display());
+            self.failed = true;
+            self.dropped += 1;
+            return;
+        }
+        self.written += 1;
+    }
+
+    /// Flushes and summarises.
+    pub fn finish(mut self) -> TraceSummary {
+        if let Err(e) = self.out.flush() {
+            log::error!("trace {}: {e}", self.path.display());
+        }
+        TraceSummary {
+            path: self.path.display().to_string(),
+            records: self.written,
+            dropped: self.dropped,
+            cap_bytes: HEADER_BYTES as u64 + self.cap_records * RECORD_BYTES as u64,
+        }
+    }
+}
+
+/// Reads a whole trace.
+pub fn read(mut input: impl Read) -> Result<Vec<Record>, TraceError> {
+    let mut header = [0u8; HEADER_BYTES];
+    input.read_exact(&mut header)?;
+    if &header[..8] != MAGIC {
+        return Err(TraceError::Format("bad magic"));
+    }
+    if u32::from_le_bytes(header[8..12].try_into().unwrap_or_default()) != VERSION
+        || u32::from_le_bytes(header[12..16].try_into().unwrap_or_default()) != RECORD_BYTES as u32
+    {
+        return Err(TraceError::Format("version or record size"));
+    }
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    if bytes.len() % RECORD_BYTES != 0 {
+        return Err(TraceError::Format("truncated record"));
+    }
+    bytes
+        .chunks_exact(RECORD_BYTES)
+        .map(|c| Record::decode(c.try_into().map_err(|_| TraceError::Format("record"))?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rec(i: u64) -> Record {
+        Record {
+            t_ns: i * 1000,
+            gpa: i << 21,
+            status: if i.is_multiple_of(3) {
+                abi::tdcall::status::PAGE_ALREADY_ACCEPTED
+            } else {
+                0
+            },
+            kind: if i.is_multiple_of(5) {
+                Kind::PendingAccess
+            } else {
+                Kind::Accept
+            },
+            level: (i % 2) as u8,
+            who: [Who::Firmware, Who::Kernel, Who::Kexec][(i % 3) as usize],
+            generation: (i % 4) as u8,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_caps() {
+        let dir = std::env::temp_dir().join(format!("trace-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.bin");
+        let mut t = Trace::create(&path, 16 + 10 * 32).unwrap();
+        for i in 0..25 {
+            t.record(rec(i));
+        }
+        let s = t.finish();
+        assert_eq!((s.records, s.dropped), (10, 15));
+        let back = read(File::open(&path).unwrap()).unwrap();
+        assert_eq!(back, (0..10).map(rec).collect::<Vec<_>>());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 16 + 10 * 32);
+    }
+
+    #[test]
+    fn rejects_foreign_files() {
+        assert!(matches!(
+            read(&b"NOTATRACE-------"[..]),
+            Err(TraceError::Format(_))
+        ));
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&32u32.to_le_bytes());
+        h.extend_from_slice(&[0u8; 31]);
+        assert!(matches!(
+            read(&h[..]),
+            Err(TraceError::Format("truncated record"))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_record_round_trips(t in any::<u64>(), gpa in any::<u64>(), st in any::<u64>(), k in 1u8..3, l in 0u8..3, w in 0u8..3, g in any::<u8>()) {
+            let mut b = [0u8; RECORD_BYTES];
+            b[0..8].copy_from_slice(&t.to_le_bytes());
+            b[8..16].copy_from_slice(&gpa.to_le_bytes());
+            b[16..24].copy_from_slice(&st.to_le_bytes());
+            b[24] = k; b[25] = l; b[26] = w; b[27] = g;
+            let r = Record::decode(&b).unwrap();
+            prop_assert_eq!(r.encode(), b);
+        }
+    }
+}
