@@ -3,6 +3,8 @@
 //! `RUSTFLAGS` would silently replace them) into `target/guests`.
 //! Used by the `xtask` binary and by the integration tests.
 
+pub mod bench;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

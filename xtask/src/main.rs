@@ -5,13 +5,15 @@
 use std::process::{exit, Command};
 
 const USAGE: &str = "usage: cargo xtask build
-       cargo xtask run -- [vmm run arguments]";
+       cargo xtask run -- [vmm run arguments]
+       cargo xtask bench [--quick] [--sizes 1,4,16,64] [--repeats N] [--profiles auto,standard] [--out DIR]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("build") => build().map(|_| 0),
         Some("run") => run(&args[1..]),
+        Some("bench") => bench(&args[1..]).map(|_| 0),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(0)
@@ -59,4 +61,47 @@ fn run(args: &[String]) -> Result<i32, String> {
         .status()
         .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
     Ok(status.code().unwrap_or(1))
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let root = xtask::workspace_root();
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut cfg = if quick {
+        xtask::bench::BenchConfig::quick(root.join("target").join("bench-quick"))
+    } else {
+        xtask::bench::BenchConfig::full(root.join("bench"))
+    };
+    let mut it = args.iter().filter(|a| *a != "--quick");
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--sizes" => {
+                cfg.sizes_gib = value()?
+                    .split(',')
+                    .map(|s| {
+                        s.trim()
+                            .trim_end_matches(['G', 'g'])
+                            .parse::<u64>()
+                            .map_err(|_| format!("--sizes: bad size {s}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--repeats" => {
+                cfg.repeats = value()?
+                    .parse()
+                    .map_err(|_| "--repeats: not a number".to_string())?
+            }
+            "--profiles" => cfg.profiles = value()?.split(',').map(str::to_string).collect(),
+            "--out" => cfg.out = value()?.into(),
+            other => return Err(format!("unknown bench argument {other}\n{USAGE}")),
+        }
+    }
+    if cfg.sizes_gib.is_empty() || cfg.repeats == 0 || cfg.profiles.is_empty() {
+        return Err("bench needs at least one size, one repeat and one profile".into());
+    }
+    xtask::bench::run(&cfg)
 }

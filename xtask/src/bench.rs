@@ -1,0 +1,547 @@
+//! `cargo xtask bench`: the lazy-versus-eager experiment. Runs a matrix of
+//! TDs (RAM size x `accept_memory` x firmware policy x CPU profile, each
+//! repeated), writes `results.json` and `results.csv` (every run plus the
+//! median and min-max per scenario) and SVG plots: boot time to
+//! `kernel_ready` vs RAM, host RSS vs RAM, bytes accepted over time for one
+//! lazy and one eager run (from their accept traces), and a map of which
+//! ranges the firmware, the kernel and kexec accepted.
+
+use plotters::prelude::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use vmm::trace::{Kind, Record, Who};
+
+const GIB: u64 = 1 << 30;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub sizes_gib: Vec<u64>,
+    pub repeats: usize,
+    pub profiles: Vec<String>,
+    pub out: PathBuf,
+}
+
+impl BenchConfig {
+    /// The full matrix of the README.
+    pub fn full(out: PathBuf) -> Self {
+        BenchConfig {
+            sizes_gib: vec![1, 4, 16, 64],
+            repeats: 3,
+            profiles: vec!["auto".into()],
+            out,
+        }
+    }
+
+    /// A tiny matrix that runs in well under a minute.
+    pub fn quick(out: PathBuf) -> Self {
+        BenchConfig {
+            sizes_gib: vec![1, 2],
+            repeats: 1,
+            profiles: vec!["auto".into()],
+            out,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    mem_gib: u64,
+    mode: &'static str,
+    fw: &'static str,
+    profile: String,
+    backing: &'static str,
+}
+
+impl Scenario {
+    fn key(&self) -> String {
+        format!(
+            "{}G {} fw={} {} {}",
+            self.mem_gib, self.mode, self.fw, self.profile, self.backing
+        )
+    }
+}
+
+fn host_ram() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kb| kb * 1024)
+}
+
+fn progress(done: usize, total: usize, what: &str) {
+    let width = 30;
+    let filled = width * done / total.max(1);
+    eprint!(
+        "\r[{}{}] {done}/{total} {what:<40}",
+        "=".repeat(filled),
+        " ".repeat(width - filled)
+    );
+    let _ = std::io::stderr().flush();
+}
+
+fn run_one(
+    vmm: &Path,
+    images: &crate::GuestImages,
+    s: &Scenario,
+    report: &Path,
+    trace: Option<&Path>,
+) -> Result<Value, String> {
+    let mut cmd = Command::new(vmm);
+    cmd.arg("run")
+        .arg("--firmware")
+        .arg(&images.firmware)
+        .arg("--kernel")
+        .arg(&images.kernel)
+        .args([
+            "--mem",
+            &format!("{}G", s.mem_gib),
+            "--quiet",
+            "--cpu-profile",
+            &s.profile,
+            "--backing",
+            s.backing,
+        ])
+        .args([
+            "--cmdline",
+            &format!("fw.accept={} accept_memory={} workload=64M", s.fw, s.mode),
+        ])
+        .arg("--report")
+        .arg(report)
+        .args(["--timeout", "600"]);
+    if let Some(t) = trace {
+        cmd.arg("--trace").arg(t);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", vmm.display()))?;
+    let text = std::fs::read_to_string(report).map_err(|e| {
+        format!(
+            "{}: no report ({e}): {}",
+            s.key(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let r: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: bad report: {e}", s.key()))?;
+    if r["outcome"] != "ok" {
+        return Err(format!(
+            "{}: outcome {} {}",
+            s.key(),
+            r["outcome"],
+            r["fatal"]
+        ));
+    }
+    Ok(r)
+}
+
+fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Runs the matrix and writes results and plots into `cfg.out`.
+pub fn run(cfg: &BenchConfig) -> Result<(), String> {
+    let images = crate::build_guests()?;
+    let vmm = crate::build_vmm()?;
+    std::fs::create_dir_all(&cfg.out)
+        .map_err(|e| format!("cannot create {}: {e}", cfg.out.display()))?;
+    let host = host_ram();
+    let mut scenarios = Vec::new();
+    for profile in &cfg.profiles {
+        for &mem_gib in &cfg.sizes_gib {
+            for fw in ["all", "none"] {
+                for mode in ["lazy", "eager"] {
+                    // Eager runs touch all RAM: beyond host RAM they cannot
+                    // be populated, so their pages come on first touch.
+                    let backing = if mode == "eager" && mem_gib * GIB > host / 2 {
+                        "on-touch"
+                    } else {
+                        "populate"
+                    };
+                    if backing == "on-touch" {
+                        eprintln!("bench: {mem_gib}G eager exceeds half the host's RAM: using --backing on-touch");
+                    }
+                    scenarios.push(Scenario {
+                        mem_gib,
+                        mode,
+                        fw,
+                        profile: profile.clone(),
+                        backing,
+                    });
+                }
+            }
+        }
+    }
+    let total = scenarios.len() * cfg.repeats;
+    let mut runs: Vec<(Scenario, Value)> = Vec::new();
+    let scratch = cfg.out.join("reports");
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    // Warm-up (discarded): on nested hosts the first touch of idle host
+    // memory is several times slower than later ones.
+    if let Some(s) = scenarios
+        .iter()
+        .filter(|s| s.backing == "populate")
+        .max_by_key(|s| s.mem_gib)
+    {
+        let mut warm = s.clone();
+        warm.mode = "eager";
+        eprintln!("bench: warm-up run ({})", warm.key());
+        run_one(&vmm, &images, &warm, &scratch.join("warm-up.json"), None)?;
+    }
+    // Interleave repeats so slow phases of the host spread over scenarios.
+    for rep in 0..cfg.repeats {
+        for (i, s) in scenarios.iter().enumerate() {
+            progress(rep * scenarios.len() + i, total, &s.key());
+            let report = scratch.join(format!("run-{rep}-{i}.json"));
+            runs.push((s.clone(), run_one(&vmm, &images, s, &report, None)?));
+        }
+    }
+    progress(total, total, "done");
+    eprintln!();
+
+    // Aggregates.
+    let mut groups: BTreeMap<String, Vec<&(Scenario, Value)>> = BTreeMap::new();
+    for r in &runs {
+        groups.entry(r.0.key()).or_default().push(r);
+    }
+    let mut rows = Vec::new();
+    let mut csv = String::from("scenario,mem_gib,accept_memory,fw_accept,profile,backing,runs,kernel_ready_ms_median,kernel_ready_ms_min,kernel_ready_ms_max,rss_mib_median,bytes_accepted_median,bitmap_mismatches_max\n");
+    for (key, rs) in &groups {
+        let s = &rs[0].0;
+        let kr = median_min_max(
+            rs.iter()
+                .map(|r| r.1["timing_us"]["kernel_ready"].as_f64().unwrap_or(0.0) / 1e3)
+                .collect(),
+        );
+        let rss = median_min_max(
+            rs.iter()
+                .map(|r| r.1["host"]["rss_peak_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64)
+                .collect(),
+        );
+        let acc = median_min_max(
+            rs.iter()
+                .map(|r| r.1["accept"]["bytes_accepted"].as_f64().unwrap_or(0.0))
+                .collect(),
+        );
+        let mism = rs
+            .iter()
+            .filter_map(|r| r.1["bitmap_mismatches"].as_u64())
+            .max()
+            .unwrap_or(0);
+        csv.push_str(&format!(
+            "{key},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.0},{:.0},{mism}\n",
+            s.mem_gib,
+            s.mode,
+            s.fw,
+            s.profile,
+            s.backing,
+            rs.len(),
+            kr.0,
+            kr.1,
+            kr.2,
+            rss.0,
+            acc.0
+        ));
+        rows.push(json!({
+            "scenario": key, "mem_gib": s.mem_gib, "accept_memory": s.mode, "fw_accept": s.fw,
+            "profile": s.profile, "backing": s.backing, "runs": rs.len(),
+            "kernel_ready_ms": {"median": kr.0, "min": kr.1, "max": kr.2},
+            "rss_mib": {"median": rss.0, "min": rss.1, "max": rss.2},
+            "bytes_accepted": {"median": acc.0, "min": acc.1, "max": acc.2},
+            "bitmap_mismatches_max": mism,
+            "cpu_profile": rs[0].1["cpu_profile"],
+        }));
+    }
+    let all: Vec<Value> = runs
+        .iter()
+        .map(|(s, r)| json!({"scenario": s.key(), "report": r}))
+        .collect();
+    let results =
+        json!({"host_ram_bytes": host, "repeats": cfg.repeats, "scenarios": rows, "runs": all});
+    write(
+        &cfg.out.join("results.json"),
+        &serde_json::to_string_pretty(&results).unwrap_or_default(),
+    )?;
+    write(&cfg.out.join("results.csv"), &csv)?;
+
+    // Plots vs RAM.
+    line_plot(
+        &cfg.out.join("boot_time_vs_ram.svg"),
+        "time to kernel_ready (ms)",
+        &rows,
+        |r| r["kernel_ready_ms"]["median"].as_f64(),
+    )?;
+    line_plot(
+        &cfg.out.join("rss_vs_ram.svg"),
+        "host peak RSS (MiB)",
+        &rows,
+        |r| r["rss_mib"]["median"].as_f64(),
+    )?;
+
+    // Traces: one lazy and one eager run at the largest size, and a kexec run.
+    let mem_gib = *cfg.sizes_gib.iter().max().unwrap_or(&1);
+    let mut traces = Vec::new();
+    for mode in ["lazy", "eager"] {
+        let s = Scenario {
+            mem_gib,
+            mode,
+            fw: "none",
+            profile: cfg.profiles[0].clone(),
+            backing: if mode == "eager" && mem_gib * GIB > host / 2 {
+                "on-touch"
+            } else {
+                "populate"
+            },
+        };
+        let t = cfg.out.join(format!("trace-{mode}.bin"));
+        run_one(
+            &vmm,
+            &images,
+            &s,
+            &scratch.join(format!("trace-{mode}.json")),
+            Some(&t),
+        )?;
+        traces.push((mode, read_trace(&t)?));
+    }
+    accepted_over_time(&cfg.out.join("accepted_over_time.svg"), &traces)?;
+    let kexec_trace = cfg.out.join("trace-kexec.bin");
+    let mut cmd = Command::new(&vmm);
+    cmd.arg("run")
+        .arg("--firmware")
+        .arg(&images.firmware)
+        .arg("--kernel")
+        .arg(&images.kernel)
+        .args([
+            "--mem",
+            "8G",
+            "--quiet",
+            "--cmdline",
+            "fw.accept=all kexec=2 workload=256M",
+            "--trace",
+        ])
+        .arg(&kexec_trace)
+        .arg("--report")
+        .arg(scratch.join("trace-kexec.json"));
+    cmd.output().map_err(|e| e.to_string())?;
+    memory_map(
+        &cfg.out.join("accepted_memory_map.svg"),
+        &read_trace(&kexec_trace)?,
+        8 * GIB,
+    )?;
+    eprintln!("bench: wrote {}", cfg.out.display());
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn read_trace(path: &Path) -> Result<Vec<Record>, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    vmm::trace::read(f).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("plotting: {e}")
+}
+
+/// One line per (accept_memory, fw policy) over RAM size.
+fn line_plot(
+    path: &Path,
+    y_label: &str,
+    rows: &[Value],
+    y: impl Fn(&Value) -> Option<f64>,
+) -> Result<(), String> {
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let xs: Vec<f64> = rows.iter().filter_map(|r| r["mem_gib"].as_f64()).collect();
+    let ys: Vec<f64> = rows.iter().filter_map(&y).collect();
+    let x_max = xs.iter().cloned().fold(1.0, f64::max) * 1.1;
+    let y_max = ys.iter().cloned().fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{y_label} vs guest RAM"), ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("guest RAM (GiB)")
+        .y_desc(y_label)
+        .draw()
+        .map_err(err)?;
+    let colors = [RED, BLUE, GREEN, MAGENTA];
+    let mut i = 0;
+    for mode in ["lazy", "eager"] {
+        for fw in ["all", "none"] {
+            let mut pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r["accept_memory"] == mode && r["fw_accept"] == fw)
+                .filter_map(|r| Some((r["mem_gib"].as_f64()?, y(r)?)))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let c = colors[i % colors.len()];
+            i += 1;
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(format!("{mode}, fw.accept={fw}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))
+                .map_err(err)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Cumulative bytes accepted over time, from traces.
+fn accepted_over_time(path: &Path, traces: &[(&str, Vec<Record>)]) -> Result<(), String> {
+    let series: Vec<(&str, Vec<(f64, f64)>)> = traces
+        .iter()
+        .map(|(name, recs)| {
+            let mut total = 0u64;
+            let pts = recs
+                .iter()
+                .filter(|r| r.kind == Kind::Accept && r.status == 0)
+                .map(|r| {
+                    total += 4096u64 << (9 * r.level as u64);
+                    (r.t_ns as f64 / 1e6, total as f64 / GIB as f64)
+                })
+                .collect();
+            (*name, pts)
+        })
+        .collect();
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.0))
+        .fold(1.0, f64::max)
+        * 1.05;
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(0.01, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "bytes accepted over time (fw.accept=none)",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since VMM start (ms)")
+        .y_desc("accepted (GiB)")
+        .draw()
+        .map_err(err)?;
+    for ((name, pts), c) in series.into_iter().zip([RED, BLUE]) {
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(2)))
+            .map_err(err)?
+            .label(format!("accept_memory={name}"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Which ranges of guest-physical memory were accepted by whom.
+fn memory_map(path: &Path, recs: &[Record], mem: u64) -> Result<(), String> {
+    let top = 4 * GIB + mem.saturating_sub(3 * GIB);
+    let root = SVGBackend::new(path, (1000, 260)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "who accepted which memory (8 GiB, fw.accept=all, kexec=2, workload=256M)",
+            ("sans-serif", 18),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .build_cartesian_2d(0.0..top as f64 / GIB as f64, 0.0..1.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("guest-physical address (GiB)")
+        .disable_y_mesh()
+        .disable_y_axis()
+        .draw()
+        .map_err(err)?;
+    // Never accepted: the background; the hole: grey.
+    chart
+        .draw_series(std::iter::once(Rectangle::new(
+            [(3.0, 0.0), (4.0, 1.0)],
+            RGBColor(200, 200, 200).filled(),
+        )))
+        .map_err(err)?;
+    let color = |who: Who| match who {
+        Who::Firmware => RGBColor(70, 130, 180),
+        Who::Kernel => RGBColor(60, 170, 60),
+        Who::Kexec => RGBColor(220, 50, 50),
+    };
+    for r in recs
+        .iter()
+        .filter(|r| r.kind == Kind::Accept && r.status == 0)
+    {
+        let a = r.gpa as f64 / GIB as f64;
+        let b = (r.gpa + (4096u64 << (9 * r.level as u64))) as f64 / GIB as f64;
+        let b = b.max(a + 0.004); // keep tiny ranges visible
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(a, 0.1), (b, 0.9)],
+                color(r.who).filled(),
+            )))
+            .map_err(err)?;
+    }
+    for (i, (who, name)) in [
+        (Who::Firmware, "firmware"),
+        (Who::Kernel, "kernel"),
+        (Who::Kexec, "kexec"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = color(who);
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(0.0, 0.0), (0.0, 0.0)],
+                c.filled(),
+            )))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], c.filled()));
+        let _ = i;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
