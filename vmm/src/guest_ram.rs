@@ -63,7 +63,7 @@ unsafe impl Send for GuestRam {}
 
 impl GuestRam {
     /// Reserves host address space for the layout's RAM.
-    pub fn new(layout: RamLayout) -> Result<Self, GuestRamError> {
+    pub fn new(layout: RamLayout, backing: Backing) -> Result<Self, GuestRamError> {
         let size = layout.mem_bytes();
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         // Reserve 2 MiB more than needed and keep a 2 MiB-aligned window, so
@@ -103,11 +103,17 @@ impl GuestRam {
             }
         }
         let base = aligned as *mut u8;
+        // Populated memory wants huge pages; on-touch memory must not get
+        // them, or each 4 KiB a guest touches would cost 2 MiB of host RAM.
+        let advice = match backing {
+            Backing::Populate => libc::MADV_HUGEPAGE,
+            Backing::OnTouch => libc::MADV_NOHUGEPAGE,
+        };
         // SAFETY: `[base, base + size)` is the mapping created above. The
         // advice only changes how the kernel backs it; failure is harmless
-        // (no THP), so it is logged and ignored.
-        if unsafe { libc::madvise(base as *mut _, size as usize, libc::MADV_HUGEPAGE) } != 0 {
-            log::debug!("MADV_HUGEPAGE refused: {}", io::Error::last_os_error());
+        // (the default THP policy applies), so it is logged and ignored.
+        if unsafe { libc::madvise(base as *mut _, size as usize, advice) } != 0 {
+            log::debug!("madvise({advice}) refused: {}", io::Error::last_os_error());
         }
         let memory = match describe(base, &layout, flags) {
             Ok(m) => m,

@@ -55,7 +55,7 @@ impl PrivateMemory {
         backing: Backing,
         slot_limit: usize,
     ) -> Result<Self, MemoryError> {
-        let ram = GuestRam::new(layout)?;
+        let ram = GuestRam::new(layout, backing)?;
         let pages = PageStateTable::new(layout.mem_bytes() / PAGE_4K);
         Ok(PrivateMemory {
             slots: MemslotManager::new(KvmSlots { vm }, slot_limit, DEFAULT_SOFT_CAP),

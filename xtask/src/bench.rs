@@ -186,15 +186,13 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
     // Warm-up (discarded): on nested hosts the first touch of idle host
     // memory is several times slower than later ones.
-    if let Some(s) = scenarios
+    if let Some(warm) = scenarios
         .iter()
-        .filter(|s| s.backing == "populate")
+        .filter(|s| s.mode == "eager" && s.backing == "populate")
         .max_by_key(|s| s.mem_gib)
     {
-        let mut warm = s.clone();
-        warm.mode = "eager";
         eprintln!("bench: warm-up run ({})", warm.key());
-        run_one(&vmm, &images, &warm, &scratch.join("warm-up.json"), None)?;
+        run_one(&vmm, &images, warm, &scratch.join("warm-up.json"), None)?;
     }
     // Interleave repeats so slow phases of the host spread over scenarios.
     for rep in 0..cfg.repeats {
