@@ -8,6 +8,7 @@ use abi::efi::{memory_type, MemoryDescriptor, EFI_PAGE_SIZE};
 use abi::hob::{resource_type, HobList};
 use abi::layout::FOUR_GIB;
 use abi::memmap::{MapError, MemoryMap};
+use abi::PAGE_2M;
 use guest_rt::fatal::code;
 use guest_rt::global::Global;
 
@@ -71,20 +72,37 @@ impl Memory {
     }
 
     /// Allocates `pages` pages of `ty` below 4 GiB, top-down, accepting
-    /// memory first if no accepted memory is free.
+    /// memory first if no accepted memory is free. Memory is accepted in
+    /// whole 2 MiB pages where the unaccepted range allows: one TDCALL
+    /// instead of 512, and what is left over stays free for later.
     pub fn allocate(&mut self, ty: u32, pages: u64) -> Result<u64, MapError> {
         let found = self.lookup(|m| m.find_top_down(memory_type::CONVENTIONAL, pages, FOUR_GIB));
         let start = match found {
             Some(s) => s,
             None => {
                 let size = pages * EFI_PAGE_SIZE;
-                let Some(start) =
-                    self.lookup(|m| m.find_top_down(memory_type::UNACCEPTED, pages, FOUR_GIB))
-                else {
-                    return Err(MapError::Full);
-                };
-                accept_range(start, start + size, &mut self.stats);
-                start
+                let (lo, hi) = self
+                    .lookup(|m| {
+                        m.entries().iter().rev().find_map(|d| {
+                            if d.memory_type != memory_type::UNACCEPTED {
+                                return None;
+                            }
+                            let top = d.end().min(FOUR_GIB);
+                            let top_2m = top & !(PAGE_2M - 1);
+                            let big = size.next_multiple_of(PAGE_2M);
+                            if top_2m >= d.physical_start + big {
+                                Some((top_2m - big, top_2m))
+                            } else if top >= d.physical_start + size {
+                                Some((top - size, top))
+                            } else {
+                                None
+                            }
+                        })
+                    })
+                    .ok_or(MapError::Full)?;
+                accept_range(lo, hi, &mut self.stats);
+                self.edit(|m| m.set(lo, hi, memory_type::CONVENTIONAL))?;
+                hi - size
             }
         };
         self.edit(|m| m.set(start, start + pages * EFI_PAGE_SIZE, ty))?;
