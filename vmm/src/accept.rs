@@ -30,6 +30,50 @@ pub struct AcceptStats {
     pub zero_ns: u64,
     /// Host time spent in the accept path, zeroing excluded.
     pub handle_ns: u64,
+    /// Median and 99th percentile of that time per accept (100 ns buckets).
+    pub handle_p50_ns: u64,
+    pub handle_p99_ns: u64,
+}
+
+/// Per-accept handling times, in 100 ns buckets up to 200 us (fixed size).
+#[derive(Clone, Debug)]
+pub struct HandleHistogram {
+    buckets: Vec<u64>,
+}
+
+const BUCKET_NS: u64 = 100;
+const BUCKETS: usize = 2000;
+
+impl Default for HandleHistogram {
+    fn default() -> Self {
+        HandleHistogram {
+            buckets: vec![0; BUCKETS + 1],
+        }
+    }
+}
+
+impl HandleHistogram {
+    pub fn record(&mut self, ns: u64) {
+        let i = ((ns / BUCKET_NS) as usize).min(BUCKETS);
+        self.buckets[i] += 1;
+    }
+
+    /// The `q` quantile (0..=1), as the upper edge of its bucket.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return (i as u64 + 1) * BUCKET_NS;
+            }
+        }
+        (BUCKETS as u64 + 1) * BUCKET_NS
+    }
 }
 
 /// Why an accept request is invalid (all map to `TDX_OPERAND_INVALID | RCX`).
@@ -102,7 +146,9 @@ impl PrivateMemory {
             Ok(v) => v,
             Err(why) => {
                 stats.invalid += 1;
-                stats.handle_ns += started.elapsed().as_nanos() as u64;
+                let ns = started.elapsed().as_nanos() as u64;
+                stats.handle_ns += ns;
+                self.handle_hist.record(ns);
                 return Ok(AcceptResult::Invalid(why));
             }
         };
@@ -137,7 +183,9 @@ impl PrivateMemory {
                 AcceptResult::Accepted { gpa, level }
             }
         };
-        stats.handle_ns += (started.elapsed().as_nanos() as u64).saturating_sub(zero_ns);
+        let ns = (started.elapsed().as_nanos() as u64).saturating_sub(zero_ns);
+        stats.handle_ns += ns;
+        self.handle_hist.record(ns);
         Ok(result)
     }
 
@@ -160,5 +208,23 @@ impl PrivateMemory {
             self.slots.merge_range(lo, lo + abi::GIB)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HandleHistogram;
+
+    #[test]
+    fn quantiles_come_from_the_buckets() {
+        let mut h = HandleHistogram::default();
+        assert_eq!(h.quantile(0.5), 0);
+        for ns in 1..=100u64 {
+            h.record(ns * 1000);
+        }
+        assert_eq!(h.quantile(0.5), 50_100);
+        assert_eq!(h.quantile(0.99), 99_100);
+        h.record(10_000_000);
+        assert_eq!(h.quantile(1.0), 200_100);
     }
 }

@@ -45,6 +45,7 @@ pub struct PrivateMemory {
     pub(crate) ram: GuestRam,
     pub(crate) pages: PageStateTable,
     pub(crate) backing: Backing,
+    pub(crate) handle_hist: crate::accept::HandleHistogram,
 }
 
 impl PrivateMemory {
@@ -62,6 +63,7 @@ impl PrivateMemory {
             ram,
             pages,
             backing,
+            handle_hist: Default::default(),
         })
     }
 

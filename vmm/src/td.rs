@@ -646,7 +646,11 @@ impl Td {
             mem_bytes: self.config.mem_bytes,
             cpu_profile: self.profile.as_str(),
             backing: state.memory.backing.as_str(),
-            accept: state.accept_stats,
+            accept: crate::accept::AcceptStats {
+                handle_p50_ns: state.memory.handle_hist.quantile(0.5),
+                handle_p99_ns: state.memory.handle_hist.quantile(0.99),
+                ..state.accept_stats
+            },
             pages: PageStats {
                 pending_bytes: pages.pending_pages() * abi::PAGE_4K,
                 accepted_bytes: pages.accepted_pages() * abi::PAGE_4K,
