@@ -117,3 +117,36 @@ fn bad_segment_lists_are_refused_and_the_kernel_carries_on() {
         },
     );
 }
+
+#[test]
+fn both_memslot_policies_give_the_same_results() {
+    in_each_profile("both_memslot_policies_give_the_same_results", |p| {
+        let mut reports = Vec::new();
+        for on_touch in [false, true] {
+            let mut c = config_with_kernel(p, 8 * GIB, "kexec=1 workload=64M");
+            c.map_on_touch = on_touch;
+            let r = boot(c);
+            assert_eq!(
+                r.outcome,
+                "ok",
+                "{} on_touch={on_touch}: {:?}",
+                name(p),
+                r.fatal
+            );
+            assert_eq!(r.kexecs, 1);
+            assert_eq!(r.bitmap_mismatches, Some(0));
+            assert_eq!(r.exits.first_touch_maps > 0, on_touch);
+            reports.push(r);
+        }
+        // Same acceptances either way: mapping policy is invisible to the guest.
+        assert_eq!(
+            reports[0].accept.bytes_accepted,
+            reports[1].accept.bytes_accepted
+        );
+        assert_eq!(
+            reports[0].pages.pending_bytes,
+            reports[1].pages.pending_bytes
+        );
+        assert_eq!(reports[0].kexec[0].dest_gpa, reports[1].kexec[0].dest_gpa);
+    });
+}

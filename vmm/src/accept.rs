@@ -173,8 +173,10 @@ impl PrivateMemory {
                 zero_ns = zero_start.elapsed().as_nanos() as u64;
                 stats.zero_ns += zero_ns;
                 let host = self.ram.host_addr(offset);
-                self.slots.map(gpa, size, host)?;
-                self.merge_completed(gpa, page, level)?;
+                if !self.map_on_touch {
+                    self.slots.map(gpa, size, host)?;
+                    self.merge_completed(gpa, page, level)?;
+                }
                 match level {
                     PageLevel::L4K => stats.ok_4k += 1,
                     _ => stats.ok_2m += 1,

@@ -48,6 +48,12 @@ pub enum BackingArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MapArg {
+    OnAccept,
+    OnTouch,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogLevel {
     Off,
     Error,
@@ -77,6 +83,10 @@ pub struct RunArgs {
     /// When accepted memory gets host pages: at accept, or on first touch.
     #[arg(long, value_enum, default_value = "populate")]
     pub backing: BackingArg,
+    /// When accepted memory gets its KVM memslot: at accept, or at the
+    /// guest's first touch (which then exits once and is completed by the VMM).
+    #[arg(long, value_enum, default_value = "on-touch")]
+    pub map: MapArg,
     /// Write the JSON run report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -132,6 +142,7 @@ impl RunArgs {
             timeout,
             trace: self.trace.clone(),
             trace_cap_bytes: self.trace_cap,
+            map_on_touch: matches!(self.map, MapArg::OnTouch),
         })
     }
 }

@@ -214,6 +214,23 @@ impl GuestRam {
             .map(|kb| kb * 1024)
     }
 
+    /// Writes `bytes` at RAM offset `offset` (no page-state check).
+    pub fn write(&mut self, offset: u64, bytes: &[u8]) {
+        assert!(
+            offset + bytes.len() as u64 <= self.size,
+            "write beyond guest RAM"
+        );
+        // SAFETY: bounds checked above; the VMM writes while the vCPU is
+        // stopped in an exit.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.base.add(offset as usize),
+                bytes.len(),
+            )
+        }
+    }
+
     /// Reads `buf.len()` bytes at RAM offset `offset` (no page-state check).
     pub fn read(&self, offset: u64, buf: &mut [u8]) {
         assert!(

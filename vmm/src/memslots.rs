@@ -125,6 +125,25 @@ impl<B: SlotBackend> MemslotManager<B> {
             .is_some_and(|(start, s)| gpa < start + s.size)
     }
 
+    /// The largest part of `[lo, hi)` around `gpa` that no slot covers;
+    /// `None` when a slot already covers `gpa`.
+    pub fn free_span(&self, gpa: u64, lo: u64, hi: u64) -> Option<(u64, u64)> {
+        if self.covers(gpa) {
+            return None;
+        }
+        let a = self
+            .slots
+            .range(..=gpa)
+            .next_back()
+            .map_or(lo, |(start, s)| (start + s.size).max(lo));
+        let b = self
+            .slots
+            .range(gpa..)
+            .next()
+            .map_or(hi, |(start, _)| (*start).min(hi));
+        Some((a, b))
+    }
+
     /// Maps newly accepted `[gpa, gpa + size)` at host address `host`.
     pub fn map(&mut self, gpa: u64, size: u64, host: u64) -> Result<(), MemslotError> {
         let overlaps_prev = self

@@ -46,6 +46,9 @@ pub struct PrivateMemory {
     pub(crate) pages: PageStateTable,
     pub(crate) backing: Backing,
     pub(crate) handle_hist: crate::accept::HandleHistogram,
+    /// Install memslots at the first touch of accepted memory instead of
+    /// at accept time.
+    pub(crate) map_on_touch: bool,
 }
 
 impl PrivateMemory {
@@ -64,6 +67,7 @@ impl PrivateMemory {
             pages,
             backing,
             handle_hist: Default::default(),
+            map_on_touch: false,
         })
     }
 
@@ -141,6 +145,59 @@ impl PrivateMemory {
                 PageState::Accepted => GpaKind::Accepted,
             },
         }
+    }
+
+    /// Maps the accepted run around `gpa` (inside its 1 GiB block, up to
+    /// the neighbouring slots) after a guest touched it (`map_on_touch`).
+    pub fn map_touched(&mut self, gpa: u64) -> Result<(), MemoryError> {
+        use crate::page_state::PAGES_PER_GIB;
+        let offset = self
+            .layout()
+            .ram_offset(gpa, 1)
+            .ok_or(MemoryError::NotRam { gpa, len: 1 })?;
+        let page = offset / PAGE_4K;
+        let lo = page / PAGES_PER_GIB * PAGES_PER_GIB;
+        let hi = (lo + PAGES_PER_GIB).min(self.pages.pages());
+        let mut run = None;
+        self.pages.for_each_accepted_run(lo, hi, |s, n| {
+            if (s..s + n).contains(&page) {
+                run = Some((s, s + n));
+            }
+        });
+        let Some((s, e)) = run else {
+            return Err(MemoryError::NotRam { gpa, len: 1 });
+        };
+        let (gs, ge) = (
+            self.layout().gpa_of_offset(s * PAGE_4K),
+            self.layout().gpa_of_offset(s * PAGE_4K) + (e - s) * PAGE_4K,
+        );
+        let Some((a, b)) = self.slots.free_span(gpa, gs, ge) else {
+            return Ok(());
+        };
+        let host = self
+            .ram
+            .host_addr(self.layout().ram_offset(a, 1).unwrap_or(0));
+        self.slots.map(a, b - a, host)?;
+        if self.pages.gib_full(page / PAGES_PER_GIB) {
+            let g = gpa & !(abi::GIB - 1);
+            self.slots.merge_range(g, g + abi::GIB)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` at `gpa` for a guest access the VMM completes itself;
+    /// the range must be accepted RAM.
+    pub fn write_accepted(&mut self, gpa: u64, bytes: &[u8]) -> bool {
+        let len = bytes.len() as u64;
+        let Some(offset) = self.layout().ram_offset(gpa, len) else {
+            return false;
+        };
+        let last = (offset + len.max(1) - 1) / PAGE_4K;
+        if (offset / PAGE_4K..=last).any(|p| self.pages.state(p) != PageState::Accepted) {
+            return false;
+        }
+        self.ram.write(offset, bytes);
+        true
     }
 
     /// Reads guest bytes at `gpa` if the whole range is accepted RAM.

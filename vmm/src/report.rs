@@ -121,6 +121,9 @@ pub struct ExitStats {
     pub doorbell: u64,
     /// Port I/O to ports with no device (reads all-ones, writes dropped).
     pub unassigned_io: u64,
+    /// First touches of accepted memory that installed a memslot
+    /// (`--map on-touch`).
+    pub first_touch_maps: u64,
     pub total: u64,
 }
 

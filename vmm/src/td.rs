@@ -42,6 +42,8 @@ pub struct TdConfig {
     pub trace: Option<PathBuf>,
     /// Largest trace file.
     pub trace_cap_bytes: u64,
+    /// Install memslots at first touch instead of at accept.
+    pub map_on_touch: bool,
 }
 
 impl TdConfig {
@@ -59,6 +61,7 @@ impl TdConfig {
             timeout: None,
             trace: None,
             trace_cap_bytes: crate::trace::DEFAULT_CAP_BYTES,
+            map_on_touch: true,
         }
     }
 }
@@ -324,6 +327,7 @@ impl Td {
         // The top slot ids stay free for short-lived VMM mappings (see cpu.rs).
         let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
         let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit)?;
+        memory.map_on_touch = config.map_on_touch;
         memory.add_initial(plan.initial.0, plan.initial_len())?;
         firmware.load(memory.ram().memory())?;
         memory.write("TD HOB", plan.hob, &hob)?;
@@ -425,7 +429,7 @@ impl Td {
         enum Next {
             Resume,
             Doorbell,
-            Memory(u64, Access),
+            Memory(u64, Access, usize, [u8; 8]),
             Stop(Stop),
             Triple,
             Internal,
@@ -456,13 +460,16 @@ impl Td {
                         data.fill(0xff);
                         Next::Resume
                     }
-                    VcpuExit::MmioRead(gpa, _) => {
+                    VcpuExit::MmioRead(gpa, data) => {
                         exits.mmio += 1;
-                        Next::Memory(gpa, Access::Read)
+                        Next::Memory(gpa, Access::Read, data.len().min(8), [0; 8])
                     }
-                    VcpuExit::MmioWrite(gpa, _) => {
+                    VcpuExit::MmioWrite(gpa, data) => {
                         exits.mmio += 1;
-                        Next::Memory(gpa, Access::Write)
+                        let mut bytes = [0u8; 8];
+                        let n = data.len().min(8);
+                        bytes[..n].copy_from_slice(&data[..n]);
+                        Next::Memory(gpa, Access::Write, n, bytes)
                     }
                     VcpuExit::Shutdown => Next::Triple,
                     VcpuExit::InternalError => Next::Internal,
@@ -487,7 +494,14 @@ impl Td {
             Next::Resume => None,
             Next::Stop(stop) => Some(stop),
             Next::Doorbell => self.doorbell(),
-            Next::Memory(gpa, access) => Some(self.memory_fault(gpa, access)),
+            Next::Memory(gpa, access, len, data) => {
+                if self.state.memory.map_on_touch
+                    && self.state.memory.classify(gpa) == GpaKind::Accepted
+                {
+                    return self.complete_first_touch(gpa, access, len, data);
+                }
+                Some(self.memory_fault(gpa, access))
+            }
             Next::Triple => {
                 let rip = self.vcpu.get_regs().ok().map(|r| r.rip);
                 Some(Stop::fatal(
@@ -503,7 +517,30 @@ impl Td {
                     },
                 ))
             }
-            Next::Internal => Some(self.internal_error()),
+            Next::Internal => {
+                let rip = self.vcpu.get_regs().ok().map(|r| r.rip);
+                match rip {
+                    Some(rip)
+                        if self.state.memory.map_on_touch
+                            && self.state.memory.classify(rip) == GpaKind::Accepted
+                            && !self.state.memory.slots().covers(rip) =>
+                    {
+                        // An instruction fetch from accepted, unmapped memory:
+                        // map it and let the vCPU fetch again.
+                        match self.state.memory.map_touched(rip) {
+                            Ok(()) => {
+                                self.state.exits.first_touch_maps += 1;
+                                None
+                            }
+                            Err(e) => Some(Stop::error(
+                                format!("mapping {rip:#x} for a fetch failed: {e}"),
+                                Some(rip),
+                            )),
+                        }
+                    }
+                    _ => Some(self.internal_error()),
+                }
+            }
         }
     }
 
@@ -553,6 +590,43 @@ impl Td {
             }
         }
         stop
+    }
+
+    /// With `map_on_touch`, the first access to accepted memory exits like
+    /// MMIO: map the run around it, and complete the access KVM handed us
+    /// (copy the data in or out), so the instruction retires normally.
+    fn complete_first_touch(
+        &mut self,
+        gpa: u64,
+        access: Access,
+        len: usize,
+        data: [u8; 8],
+    ) -> Option<Stop> {
+        if let Err(e) = self.state.memory.map_touched(gpa) {
+            return Some(Stop::error(
+                format!("mapping accepted GPA {gpa:#x} on first touch failed: {e}"),
+                None,
+            ));
+        }
+        self.state.exits.first_touch_maps += 1;
+        match access {
+            Access::Write => {
+                if !self.state.memory.write_accepted(gpa, &data[..len]) {
+                    return Some(self.memory_fault(gpa, access));
+                }
+            }
+            _ => {
+                let mut buf = [0u8; 8];
+                if !self.state.memory.read_accepted(gpa, &mut buf[..len]) {
+                    return Some(self.memory_fault(gpa, access));
+                }
+                let run = self.vcpu.get_kvm_run();
+                // SAFETY: the exit was KVM_EXIT_MMIO (a read), so `mmio` is
+                // the live member of the exit union; `len` <= 8 = data size.
+                unsafe { run.__bindgen_anon_1.mmio.data[..len].copy_from_slice(&buf[..len]) };
+            }
+        }
+        None
     }
 
     /// A guest access reached a GPA without a memslot.
