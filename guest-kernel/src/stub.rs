@@ -160,34 +160,9 @@ pub fn run(st_gpa: u64, bs: &BootServices) -> StubResult {
         }
     }
     // Now fill the bitmap from the final map (a reused table is already filled).
-    MAP.with(|m| {
-        if reused.is_some() {
-            return;
-        }
-        for d in &m.descs[..m.len] {
-            if d.memory_type != memory_type::UNACCEPTED {
-                continue;
-            }
-            TABLE.with(|t| {
-                let Some(t) = t.as_mut() else {
-                    return;
-                };
-                let header = t.header;
-                let mut immediate = 0;
-                process_range(
-                    &header,
-                    &mut t.bitmap(),
-                    d.physical_start,
-                    d.end(),
-                    |s, e| {
-                        accept_now(s, e);
-                        immediate += e - s;
-                    },
-                );
-                t.bytes_immediate += immediate;
-            });
-        }
-    });
+    if reused.is_none() {
+        fill_bitmap_from_map();
+    }
     StubResult { dir, dir_blocks }
 }
 
@@ -268,35 +243,12 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
                 bits.clear_range(0, n);
             }
         });
-        MAP.with(|m| {
-            for d in &m.descs[..m.len] {
-                if d.memory_type != memory_type::UNACCEPTED {
-                    continue;
-                }
-                TABLE.with(|t| {
-                    let Some(t) = t.as_mut() else { return };
-                    let header = t.header;
-                    let mut immediate = 0;
-                    process_range(
-                        &header,
-                        &mut t.bitmap(),
-                        d.physical_start,
-                        d.end(),
-                        |s, e| {
-                            accept_now(s, e);
-                            immediate += e - s;
-                        },
-                    );
-                    t.bytes_immediate += immediate;
-                });
-            }
-        });
+        fill_bitmap_from_map();
     }
-    let (ram_top, dir_blocks) = MAP.with(|m| {
+    let dir_blocks = MAP.with(|m| {
         let top = m.descs[..m.len].iter().map(|d| d.end()).max().unwrap_or(0);
-        (top, top.div_ceil(guest_mm::buddy::BLOCK))
+        top.div_ceil(guest_mm::buddy::BLOCK)
     });
-    let _ = ram_top;
     let pages = (dir_blocks * 8).div_ceil(4096);
     let dir = MAP.with(|m| {
         let mut map = abi::memmap::MemoryMap::new(&mut m.descs);
@@ -314,4 +266,33 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
         );
     };
     StubResult { dir, dir_blocks }
+}
+
+/// Linux's `process_unaccepted_memory` over every type-15 descriptor of the
+/// map: unaligned heads and tails and small ranges are accepted now, the
+/// aligned middles are recorded in the bitmap.
+fn fill_bitmap_from_map() {
+    MAP.with(|m| {
+        for d in m.descs[..m.len]
+            .iter()
+            .filter(|d| d.memory_type == memory_type::UNACCEPTED)
+        {
+            TABLE.with(|t| {
+                let Some(t) = t.as_mut() else { return };
+                let header = t.header;
+                let mut immediate = 0;
+                process_range(
+                    &header,
+                    &mut t.bitmap(),
+                    d.physical_start,
+                    d.end(),
+                    |s, e| {
+                        accept_now(s, e);
+                        immediate += e - s;
+                    },
+                );
+                t.bytes_immediate += immediate;
+            });
+        }
+    });
 }
