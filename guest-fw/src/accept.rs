@@ -66,9 +66,14 @@ fn accept(gpa: u64, level: PageLevel, stats: &mut Stats) {
 
 /// Accepts `[start, end)` (4 KiB aligned).
 pub fn accept_range(start: u64, end: u64, stats: &mut Stats) {
+    accept_range_with(start, end, true, stats)
+}
+
+/// Accepts `[start, end)`, in 4 KiB pages only unless `use_2m`.
+pub fn accept_range_with(start: u64, end: u64, use_2m: bool, stats: &mut Stats) {
     let mut at = start;
     while at < end {
-        if at.is_multiple_of(PAGE_2M) && end - at >= PAGE_2M {
+        if use_2m && at.is_multiple_of(PAGE_2M) && end - at >= PAGE_2M {
             accept(at, PageLevel::L2M, stats);
             at += PAGE_2M;
         } else {

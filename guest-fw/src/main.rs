@@ -146,6 +146,15 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
     }
 
     let policy = policy(cmdline);
+    // `fw.accept_page=4k` accepts in 4 KiB pages only (for measurements).
+    let use_2m = match cmdline::get(cmdline, "fw.accept_page") {
+        None | Some("2m") => true,
+        Some("4k") => false,
+        Some(other) => fatal!(
+            code::BAD_CMDLINE,
+            "fw.accept_page={other}: expected 2m or 4k"
+        ),
+    };
     let mut stats = accept::Stats::default();
     let mut accepted = [(0u64, 0u64); 16];
     let mut n_accepted = 0;
@@ -163,7 +172,12 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         }
         let end = (r.physical_start + r.resource_length).min(FOUR_GIB);
         let take = (end - r.physical_start).min(budget) & !(abi::PAGE_4K - 1);
-        accept::accept_range(r.physical_start, r.physical_start + take, &mut stats);
+        accept::accept_range_with(
+            r.physical_start,
+            r.physical_start + take,
+            use_2m,
+            &mut stats,
+        );
         budget -= take;
         if n_accepted < accepted.len() {
             accepted[n_accepted] = (r.physical_start, r.physical_start + take);

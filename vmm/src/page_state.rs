@@ -197,6 +197,34 @@ impl PageStateTable {
         self.gib_accepted[gib as usize] as u64 == self.gib_pages(gib)
     }
 
+    /// The run of accepted pages around accepted `page`, clipped to
+    /// `[lo, hi)`: scans outwards, whole chunks at a time where it can.
+    pub fn accepted_run_around(&self, page: u64, lo: u64, hi: u64) -> (u64, u64) {
+        let whole = |chunk: u64| self.chunks[chunk as usize] == MAPPED_2M;
+        let mut s = page;
+        while s > lo {
+            let p = s - 1;
+            if p % PAGES_PER_CHUNK == PAGES_PER_CHUNK - 1 && whole(p / PAGES_PER_CHUNK) {
+                s = (p + 1 - PAGES_PER_CHUNK).max(lo);
+            } else if self.state(p) == PageState::Accepted {
+                s = p;
+            } else {
+                break;
+            }
+        }
+        let mut e = page + 1;
+        while e < hi {
+            if e.is_multiple_of(PAGES_PER_CHUNK) && whole(e / PAGES_PER_CHUNK) {
+                e = (e + PAGES_PER_CHUNK).min(hi);
+            } else if self.state(e) == PageState::Accepted {
+                e += 1;
+            } else {
+                break;
+            }
+        }
+        (s, e)
+    }
+
     /// Calls `f(first_page, page_count)` for each maximal run of accepted
     /// pages inside `[from, to)`, in ascending order.
     pub fn for_each_accepted_run(&self, from: u64, to: u64, mut f: impl FnMut(u64, u64)) {
@@ -363,11 +391,20 @@ mod tests {
             }
             let mut covered = vec![false; pages as usize];
             let mut last_end = None;
+            let mut runs = Vec::new();
             t.for_each_accepted_run(0, pages, |s, n| {
                 assert!(last_end.is_none_or(|e| e < s), "runs must be maximal and ordered");
                 last_end = Some(s + n);
+                runs.push((s, s + n));
                 for p in s..s + n { covered[p as usize] = true; }
             });
+            // The outward scan finds the same runs, from any page inside.
+            for (s, e) in runs {
+                for p in [s, (s + e) / 2, e - 1] {
+                    prop_assert_eq!(t.accepted_run_around(p, 0, pages), (s, e));
+                }
+                prop_assert_eq!(t.accepted_run_around(e - 1, e - 1, e), (e - 1, e));
+            }
             for (i, m) in model.iter().enumerate() {
                 prop_assert_eq!(covered[i], *m != Model::Pending);
             }

@@ -150,37 +150,37 @@ impl PrivateMemory {
     /// Maps the accepted run around `gpa` (inside its 1 GiB block, up to
     /// the neighbouring slots) after a guest touched it (`map_on_touch`).
     pub fn map_touched(&mut self, gpa: u64) -> Result<(), MemoryError> {
-        use crate::page_state::PAGES_PER_GIB;
+        use crate::page_state::{PAGES_PER_CHUNK, PAGES_PER_GIB};
         let offset = self
             .layout()
             .ram_offset(gpa, 1)
             .ok_or(MemoryError::NotRam { gpa, len: 1 })?;
         let page = offset / PAGE_4K;
-        let lo = page / PAGES_PER_GIB * PAGES_PER_GIB;
-        let hi = (lo + PAGES_PER_GIB).min(self.pages.pages());
-        let mut run = None;
-        self.pages.for_each_accepted_run(lo, hi, |s, n| {
-            if (s..s + n).contains(&page) {
-                run = Some((s, s + n));
-            }
-        });
-        let Some((s, e)) = run else {
+        if self.pages.state(page) != PageState::Accepted {
             return Err(MemoryError::NotRam { gpa, len: 1 });
-        };
-        let (gs, ge) = (
-            self.layout().gpa_of_offset(s * PAGE_4K),
-            self.layout().gpa_of_offset(s * PAGE_4K) + (e - s) * PAGE_4K,
-        );
-        let Some((a, b)) = self.slots.free_span(gpa, gs, ge) else {
+        }
+        // Bounds: the 1 GiB block, then the neighbouring slots (so the scan
+        // below stops early for a guest accepting and touching page by page).
+        let gib_lo = page / PAGES_PER_GIB * PAGES_PER_GIB;
+        let gib_hi = (gib_lo + PAGES_PER_GIB).min(self.pages.pages());
+        let block_gpa = self.layout().gpa_of_offset(gib_lo * PAGE_4K);
+        let block_end = block_gpa + (gib_hi - gib_lo) * PAGE_4K;
+        let Some((span_lo, span_hi)) = self.slots.free_span(gpa, block_gpa, block_end) else {
             return Ok(());
         };
-        let host = self
-            .ram
-            .host_addr(self.layout().ram_offset(a, 1).unwrap_or(0));
-        self.slots.map(a, b - a, host)?;
+        let lo = gib_lo + (span_lo - block_gpa) / PAGE_4K;
+        let hi = gib_lo + (span_hi - block_gpa) / PAGE_4K;
+        let (s, e) = self.pages.accepted_run_around(page, lo, hi);
+        let a = block_gpa + (s - gib_lo) * PAGE_4K;
+        let host = self.ram.host_addr(s * PAGE_4K);
+        self.slots.map(a, (e - s) * PAGE_4K, host)?;
+        let chunk = page / PAGES_PER_CHUNK;
+        if self.pages.chunk_full(chunk) {
+            let c = gpa & !(abi::PAGE_2M - 1);
+            self.slots.merge_range(c, c + abi::PAGE_2M)?;
+        }
         if self.pages.gib_full(page / PAGES_PER_GIB) {
-            let g = gpa & !(abi::GIB - 1);
-            self.slots.merge_range(g, g + abi::GIB)?;
+            self.slots.merge_range(block_gpa, block_gpa + abi::GIB)?;
         }
         Ok(())
     }
