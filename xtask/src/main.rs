@@ -6,7 +6,8 @@ use std::process::{exit, Command};
 
 const USAGE: &str = "usage: cargo xtask build
        cargo xtask run -- [vmm run arguments]
-       cargo xtask bench [--quick] [--sizes 1,4,16,64] [--repeats N] [--profiles auto,standard] [--out DIR]";
+       cargo xtask bench [--quick] [--sizes 1,4,16,64] [--repeats N] [--profiles auto,standard] [--out DIR]
+       cargo xtask bench --micro [--profiles auto,standard] [--out DIR]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,12 +67,13 @@ fn run(args: &[String]) -> Result<i32, String> {
 fn bench(args: &[String]) -> Result<(), String> {
     let root = xtask::workspace_root();
     let quick = args.iter().any(|a| a == "--quick");
+    let micro = args.iter().any(|a| a == "--micro");
     let mut cfg = if quick {
         xtask::bench::BenchConfig::quick(root.join("target").join("bench-quick"))
     } else {
         xtask::bench::BenchConfig::full(root.join("bench"))
     };
-    let mut it = args.iter().filter(|a| *a != "--quick");
+    let mut it = args.iter().filter(|a| *a != "--quick" && *a != "--micro");
     while let Some(a) = it.next() {
         let mut value = || {
             it.next()
@@ -102,6 +104,9 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     if cfg.sizes_gib.is_empty() || cfg.repeats == 0 || cfg.profiles.is_empty() {
         return Err("bench needs at least one size, one repeat and one profile".into());
+    }
+    if micro {
+        return xtask::bench::micro(&cfg.out, &cfg.profiles);
     }
     xtask::bench::run(&cfg)
 }
