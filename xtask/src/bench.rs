@@ -23,6 +23,8 @@ pub struct BenchConfig {
     pub repeats: usize,
     pub profiles: Vec<String>,
     pub out: PathBuf,
+    /// Also run the micro-benchmarks and write `targets.md`.
+    pub micro: bool,
 }
 
 impl BenchConfig {
@@ -33,6 +35,7 @@ impl BenchConfig {
             repeats: 3,
             profiles: vec!["auto".into()],
             out,
+            micro: true,
         }
     }
 
@@ -43,6 +46,7 @@ impl BenchConfig {
             repeats: 1,
             profiles: vec!["auto".into()],
             out,
+            micro: false,
         }
     }
 }
@@ -335,6 +339,14 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
         8 * GIB,
     )?;
     eprintln!("bench: wrote {}", cfg.out.display());
+    if cfg.micro {
+        // The micro-benchmarks cover both profiles where the host has them.
+        let mut profiles = cfg.profiles.clone();
+        if !profiles.iter().any(|p| p == "standard") {
+            profiles.push("standard".into());
+        }
+        micro(&cfg.out, &profiles)?;
+    }
     Ok(())
 }
 
