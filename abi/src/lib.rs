@@ -6,12 +6,14 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod accept_model;
 pub mod boot;
 pub mod cmdline;
 pub mod efi;
 pub mod elf;
 pub mod guid;
 pub mod hob;
+pub mod kexec;
 pub mod layout;
 pub mod memmap;
 pub mod pod;

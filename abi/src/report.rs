@@ -18,11 +18,13 @@ pub enum Outcome {
     Error,
     /// The guest ran past the VMM's `--timeout`.
     Timeout,
+    /// The VMM was asked to stop (SIGINT or SIGTERM).
+    Interrupted,
 }
 
 impl Outcome {
     /// Every outcome, in report order.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::GuestPanic,
         Outcome::PendingAccess,
@@ -30,6 +32,7 @@ impl Outcome {
         Outcome::TripleFault,
         Outcome::Error,
         Outcome::Timeout,
+        Outcome::Interrupted,
     ];
 
     /// The name used in reports.
@@ -42,6 +45,7 @@ impl Outcome {
             Outcome::TripleFault => "triple_fault",
             Outcome::Error => "error",
             Outcome::Timeout => "timeout",
+            Outcome::Interrupted => "interrupted",
         }
     }
 }
@@ -72,10 +76,20 @@ pub enum Counter {
     KexecDestAccepted = 9,
     /// GPA of the current kexec's first destination.
     KexecDest = 10,
+    /// Operations a chaos self-test issued.
+    ChaosOps = 11,
+    /// Chaos operations whose answer disagreed with the guest's model.
+    ChaosDisagreements = 12,
+    /// Port accesses to unassigned ports the chaos self-test made.
+    ChaosUnassignedIo = 13,
+    /// Accepts the kernel retried after TDX_OPERAND_BUSY (`accept_retry=N`).
+    AcceptRetries = 14,
+    /// The same for the firmware.
+    FwAcceptRetries = 15,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 15] = [
         Counter::UnitsAccepted,
         Counter::BytesAcceptedImmediately,
         Counter::BlocksParked,
@@ -86,6 +100,11 @@ impl Counter {
         Counter::LazyAccept,
         Counter::KexecDestAccepted,
         Counter::KexecDest,
+        Counter::ChaosOps,
+        Counter::ChaosDisagreements,
+        Counter::ChaosUnassignedIo,
+        Counter::AcceptRetries,
+        Counter::FwAcceptRetries,
     ];
 
     pub fn from_id(id: u64) -> Option<Self> {
@@ -105,6 +124,11 @@ impl Counter {
             Counter::LazyAccept => "lazy_accept",
             Counter::KexecDestAccepted => "kexec_dest_accepted",
             Counter::KexecDest => "kexec_dest",
+            Counter::ChaosOps => "chaos_ops",
+            Counter::ChaosDisagreements => "chaos_disagreements",
+            Counter::ChaosUnassignedIo => "chaos_unassigned_io",
+            Counter::AcceptRetries => "accept_retries",
+            Counter::FwAcceptRetries => "fw_accept_retries",
         }
     }
 }

@@ -61,6 +61,10 @@ pub fn start_kernel(image: u64, size: u64, cmdline: &str, system_table: u64) -> 
         "fw: kernel loaded at {base:#x} ({} bytes), entry {entry:#x}, boot info at {info_at:#x}",
         elf.span
     );
+    tdcall::counter(
+        abi::report::Counter::FwAcceptRetries,
+        tdcall::accept_retries(),
+    );
     tdcall::mark(Mark::FwDone, 0);
     // SAFETY: `entry` is the relocated entry point of the image just
     // loaded; the kernel's contract is RDI = boot info and it never returns.

@@ -63,6 +63,16 @@ fn policy(cmdline: &str) -> Policy {
     }
 }
 
+/// `fw.accept_retry=N`: retries of an accept that answered
+/// TDX_OPERAND_BUSY (default 5, as td-shim does).
+fn accept_retry(cmdline: &str) -> u64 {
+    match cmdline::get(cmdline, "fw.accept_retry").map(|v| v.parse::<u64>()) {
+        None => 5,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => fatal!(code::BAD_CMDLINE, "fw.accept_retry= expects a number"),
+    }
+}
+
 fn hob_list(hob: u64) -> HobList<'static> {
     // SAFETY: the HOB is in initial memory, which the host accepted and
     // mapped; the PHIT's 56 bytes are read first to learn the list length.
@@ -120,6 +130,7 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         hobs.len()
     );
     println!("fw: command line \"{cmdline}\"");
+    tdcall::set_accept_retry(accept_retry(cmdline));
     let mut ram_top = 0;
     let mut pending_high = 0;
     for r in hobs.memory_resources() {
@@ -143,6 +154,17 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         let (f, range) = selftest::run(&hobs, gpaw, ram_top);
         failures += f;
         tested = range;
+    }
+    if selftest == Some("chaos") {
+        let num =
+            |key: &str, default: u64| match cmdline::get(cmdline, key).map(cmdline::parse_size) {
+                None => default,
+                Some(Ok(n)) => n,
+                Some(Err(_)) => fatal!(code::BAD_CMDLINE, "{key}= expects a number"),
+            };
+        let (f, range) = selftest::chaos(&hobs, gpaw, num("seed", 1), num("count", 10_000));
+        failures += f;
+        tested = Some(range);
     }
 
     let policy = policy(cmdline);
@@ -220,10 +242,16 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         Some("triple-fault") => failures += selftest::triple_fault(),
         Some("ud2") => failures += selftest::invalid_opcode(),
         Some("panic") => panic!("self-test panic requested"),
-        None | Some("1") => {}
+        Some("hang") => selftest::hang(),
+        Some("accept-twice") => failures += selftest::accept_twice(&hobs),
+        None | Some("1") | Some("chaos") => {}
         Some(other) => fatal!(code::BAD_CMDLINE, "unknown fw.selftest={other}"),
     }
     if failures > 0 || payload.image_size == 0 {
+        tdcall::counter(
+            abi::report::Counter::FwAcceptRetries,
+            tdcall::accept_retries(),
+        );
         tdcall::mark(Mark::FwDone, 0);
         println!("fw: done, {failures} self-test failure(s); no kernel started");
         tdcall::shutdown(u32::from(failures > 0));

@@ -165,6 +165,54 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> (u32, Option<(u64, u6
     (c.failures, Some((a, a + 2 * PAGE_2M)))
 }
 
+/// `fw.selftest=chaos seed=S count=N`: the chaos workload of
+/// `guest_rt::chaos` in a window at the top of the highest unaccepted RAM,
+/// which is then accepted in full. Returns the failure count (1 when any
+/// answer disagreed with the model) and the window, now accepted.
+pub fn chaos(hobs: &HobList<'_>, gpaw: u64, seed: u64, count: u64) -> (u32, (u64, u64)) {
+    use abi::accept_model::{Model, RamLayout, MAX_WINDOW};
+    use abi::report::Counter;
+    use guest_rt::fatal::code;
+    use guest_rt::tdcall::counter;
+    let mem: u64 = hobs.memory_resources().map(|r| r.resource_length).sum();
+    let layout = RamLayout::for_mem(mem, gpaw as u32);
+    let window = hobs
+        .memory_resources()
+        .filter(|r| r.resource_type == resource_type::MEMORY_UNACCEPTED)
+        .filter_map(|r| {
+            let end = (r.physical_start + r.resource_length) & !(PAGE_2M - 1);
+            let start = r
+                .physical_start
+                .next_multiple_of(PAGE_2M)
+                .max(end.saturating_sub(MAX_WINDOW / 4));
+            (start < end).then_some((start, end))
+        })
+        .max_by_key(|w| w.1);
+    let Some((lo, hi)) = window else {
+        guest_rt::fatal!(
+            code::BAD_HOB,
+            "fw.selftest=chaos: no unaccepted 2 MiB chunk"
+        );
+    };
+    let Some(mut model) = Model::new(layout, lo, hi - lo) else {
+        guest_rt::fatal!(
+            code::BAD_HOB,
+            "fw.selftest=chaos: window {lo:#x}..{hi:#x} is not RAM of a {mem}-byte TD"
+        );
+    };
+    let out = guest_rt::chaos::run(&mut model, seed, count);
+    if !guest_rt::chaos::finish(&mut model) {
+        guest_rt::fatal!(
+            code::ACCEPT_FAILED,
+            "fw.selftest=chaos: could not accept the rest of the window"
+        );
+    }
+    counter(Counter::ChaosOps, out.ops);
+    counter(Counter::ChaosDisagreements, out.disagreements);
+    counter(Counter::ChaosUnassignedIo, out.unassigned_io);
+    (u32::from(out.disagreements > 0), (lo, hi))
+}
+
 /// Reads the start of the MMIO hole, where no device is mapped. The host
 /// stops the TD with `bad_gpa`.
 pub fn touch_hole() -> u32 {
@@ -173,6 +221,82 @@ pub fn touch_hole() -> u32 {
     let v = read(gpa);
     println!("selftest touch-hole: read {v:#x} and survived: FAIL");
     1
+}
+
+/// `fw.selftest=accept-twice`: accepts every pending page of RAM, then
+/// asks for all of RAM again at every level: each 4 KiB page must answer
+/// TDX_PAGE_ALREADY_ACCEPTED, each 2 MiB page ALREADY_ACCEPTED or (over
+/// 4 KiB state) SIZE_MISMATCH, each 1 GiB page OPERAND_INVALID. Nothing may
+/// change. Returns the number of wrong answers.
+pub fn accept_twice(hobs: &HobList<'_>) -> u32 {
+    let mut stats = crate::accept::Stats::default();
+    for r in hobs
+        .memory_resources()
+        .filter(|r| r.resource_type == resource_type::MEMORY_UNACCEPTED)
+    {
+        crate::accept::accept_range(
+            r.physical_start,
+            r.physical_start + r.resource_length,
+            &mut stats,
+        );
+    }
+    println!(
+        "selftest accept-twice: accepted {} bytes; asking again",
+        stats.bytes
+    );
+    let invalid = status::OPERAND_INVALID | status::OPERAND_RCX;
+    let (mut calls, mut wrong) = (0u64, 0u32);
+    let mut check = |what: &str, gpa: u64, got: u64, ok: bool| {
+        calls += 1;
+        if !ok {
+            wrong += 1;
+            if wrong <= 10 {
+                println!(
+                    "selftest accept-twice: {what} {gpa:#x}: {got:#x} ({}) FAIL",
+                    status::name(got)
+                );
+            }
+        }
+    };
+    for r in hobs.memory_resources() {
+        let (start, end) = (r.physical_start, r.physical_start + r.resource_length);
+        for gpa in (start..end).step_by(PAGE_4K as usize) {
+            let st = accept_page(gpa, PageLevel::L4K);
+            check(
+                "4K",
+                gpa,
+                st,
+                status::code(st) == status::PAGE_ALREADY_ACCEPTED,
+            );
+        }
+        for gpa in (start.next_multiple_of(PAGE_2M)..end & !(PAGE_2M - 1)).step_by(PAGE_2M as usize)
+        {
+            let st = accept_page(gpa, PageLevel::L2M);
+            let code = status::code(st);
+            check(
+                "2M",
+                gpa,
+                st,
+                code == status::PAGE_ALREADY_ACCEPTED || code == status::PAGE_SIZE_MISMATCH,
+            );
+        }
+        for gpa in (start.next_multiple_of(PAGE_1G)..end & !(PAGE_1G - 1)).step_by(PAGE_1G as usize)
+        {
+            let st = accept_page(gpa, PageLevel::L1G);
+            check("1G", gpa, st, st == invalid);
+        }
+    }
+    println!("selftest accept-twice: {calls} repeated accepts, {wrong} wrong answer(s)");
+    wrong
+}
+
+/// Spins forever without exiting to the host: only `--timeout` or a stop
+/// signal ends the TD.
+pub fn hang() -> ! {
+    println!("selftest hang: spinning until the host stops the TD");
+    loop {
+        core::hint::spin_loop();
+    }
 }
 
 /// Executes `ud2`: the firmware's own #UD handler must report it.

@@ -1,7 +1,7 @@
 //! kexec inside the TD: load the kernel image kept in memory (the payload)
 //! as segments at destinations taken top-down from RAM the running kernel
 //! does not use (on a lazy guest: parked, unaccepted blocks), check them
-//! like Linux's `sanity_check_segment_list`, accept their destinations
+//! like Linux's `sanity_check_segment_list` (`abi::kexec`), accept their destinations
 //! through the bitmap (`kexec_accept=on`, the upstream fix; `off`
 //! reproduces the bug), stage their contents, and jump to a relocation
 //! routine in a control page that copies them into place and enters the
@@ -16,13 +16,7 @@ use abi::report::{Counter, Mark};
 use guest_mm::buddy::{BLOCK, PAGE};
 use guest_rt::{println, tdcall};
 
-/// A segment: where its bytes are staged, where they go, how many.
-#[derive(Clone, Copy, Debug)]
-pub struct Segment {
-    pub src: u64,
-    pub mem: u64,
-    pub memsz: u64,
-}
+pub use abi::kexec::Segment;
 
 /// Most segments an image may have.
 const MAX_SEGMENTS: usize = 16;
@@ -40,39 +34,6 @@ pub struct Options {
 pub enum Corruption {
     Overlap,
     Outside,
-}
-
-/// Linux's `sanity_check_segment_list`: page alignment, no wrap, inside RAM,
-/// no overlap, at most half of RAM in total.
-pub fn sanity_check(segs: &[Segment], ram: &[MemoryDescriptor]) -> Result<(), &'static str> {
-    let ram_bytes: u64 = ram.iter().map(|d| d.end() - d.physical_start).sum();
-    let mut total = 0u64;
-    for (i, s) in segs.iter().enumerate() {
-        if s.mem % PAGE != 0 || s.memsz % PAGE != 0 {
-            return Err("a segment is not page aligned");
-        }
-        let Some(end) = s.mem.checked_add(s.memsz) else {
-            return Err("a segment wraps around the address space");
-        };
-        // Inside RAM: covered by a run of RAM descriptors.
-        let mut at = s.mem;
-        while at < end {
-            match ram.iter().find(|d| d.physical_start <= at && at < d.end()) {
-                Some(d) => at = d.end(),
-                None => return Err("a segment lies outside RAM"),
-            }
-        }
-        for t in &segs[i + 1..] {
-            if s.mem < t.mem + t.memsz && t.mem < end {
-                return Err("two segments overlap");
-            }
-        }
-        total += s.memsz;
-    }
-    if total > ram_bytes / 2 {
-        return Err("the segments need more than half of RAM");
-    }
-    Ok(())
 }
 
 core::arch::global_asm!(
@@ -254,10 +215,10 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
         }
         None => {}
     }
-    if let Err(why) = sanity_check(&segs[..n], &ram.0[..ram.1]) {
+    if let Err(why) = abi::kexec::sanity_check(&segs[..n], &ram.0[..ram.1]) {
         mm::free(staging, staging_order);
         release();
-        return why;
+        return why.as_str();
     }
 
     // The upstream fix: accept every destination before anything is copied.

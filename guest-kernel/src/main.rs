@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod chaos;
 mod kexec;
 mod mm;
 mod stub;
@@ -59,6 +60,11 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
             );
         }
     }
+    match cmdline::get(cmdline, "accept_retry").map(|v| v.parse::<u64>()) {
+        None => {}
+        Some(Ok(n)) => tdcall::set_accept_retry(n),
+        Some(Err(_)) => fatal!(code::BAD_CMDLINE, "accept_retry= expects a number"),
+    }
     let lazy = match cmdline::get(cmdline, "accept_memory") {
         None | Some("lazy") => true,
         Some("eager") => false,
@@ -105,8 +111,15 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         stub::run(info.system_table, bs)
     };
     mm::init(stub.dir, stub.dir_blocks, lazy);
-    if cmdline::get(cmdline, "kernel.selftest") == Some("reaccept") {
-        unaccepted::reaccept_selftest();
+    let mut failures = 0;
+    match cmdline::get(cmdline, "kernel.selftest") {
+        None => {}
+        Some("reaccept") => unaccepted::reaccept_selftest(),
+        Some("chaos") => {
+            let (seed, count) = chaos_params(cmdline);
+            failures += chaos::run(seed, count);
+        }
+        Some(other) => fatal!(code::BAD_CMDLINE, "unknown kernel.selftest={other}"),
     }
     let ready = mm::stats();
     tdcall::mark(Mark::KernelReady, generation);
@@ -154,5 +167,16 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     tdcall::counter(Counter::MetaPages, s.meta_pages);
     tdcall::counter(Counter::WorkloadBytes, done);
     tdcall::counter(Counter::LazyAccept, u64::from(lazy));
-    tdcall::shutdown(0)
+    tdcall::counter(Counter::AcceptRetries, tdcall::accept_retries());
+    tdcall::shutdown(u32::from(failures > 0))
+}
+
+/// `seed=S count=N` of the chaos self-test (defaults 1 and 10000).
+fn chaos_params(cmdline: &str) -> (u64, u64) {
+    let num = |key: &str, default: u64| match cmdline::get(cmdline, key).map(cmdline::parse_size) {
+        None => default,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => fatal!(code::BAD_CMDLINE, "{key}= expects a number"),
+    };
+    (num("seed", 1), num("count", 10_000))
 }

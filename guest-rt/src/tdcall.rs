@@ -5,6 +5,22 @@ use abi::report::Mark;
 use abi::tdcall::{accept, leaf, PageLevel, DOORBELL_PORT};
 use abi::vmcall::{emu, ghci, EXPOSE_R10_R15, GHCI_STANDARD, VENDOR_EMU};
 use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+static ACCEPT_RETRY: AtomicU64 = AtomicU64::new(0);
+static ACCEPT_RETRIES: AtomicU64 = AtomicU64::new(0);
+
+/// `accept_retry=N`: how many times `accept_page` retries an accept that
+/// answered TDX_OPERAND_BUSY before returning that status (0, the default,
+/// is Linux's behaviour: the caller sees the failure).
+pub fn set_accept_retry(n: u64) {
+    ACCEPT_RETRY.store(n, Ordering::Relaxed);
+}
+
+/// Accepts retried after TDX_OPERAND_BUSY so far.
+pub fn accept_retries() -> u64 {
+    ACCEPT_RETRIES.load(Ordering::Relaxed)
+}
 
 /// TDCALL input and output registers.
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,8 +64,19 @@ pub fn tdcall(mut regs: Regs) -> Regs {
 }
 
 /// `TDG.MEM.PAGE.ACCEPT` of the page at `gpa` at `level`; returns RAX.
+/// A TDX_OPERAND_BUSY answer is retried up to `accept_retry` times.
 pub fn accept_page(gpa: u64, level: PageLevel) -> u64 {
-    accept_raw(accept::encode(gpa, level))
+    let rcx = accept::encode(gpa, level);
+    let budget = ACCEPT_RETRY.load(Ordering::Relaxed);
+    let mut tries = 0;
+    loop {
+        let st = accept_raw(rcx);
+        if abi::tdcall::status::code(st) != abi::tdcall::status::OPERAND_BUSY || tries >= budget {
+            return st;
+        }
+        tries += 1;
+        ACCEPT_RETRIES.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// `TDG.MEM.PAGE.ACCEPT` with a raw RCX operand (for self-tests).

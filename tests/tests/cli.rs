@@ -62,55 +62,128 @@ fn bad_sizes_are_refused_with_status_2() {
     expect_usage_error(&["run", "--firmware", &fw, "--timeout", "inf"], "--timeout");
 }
 
+fn write_scratch(name: &str, bytes: &[u8]) -> String {
+    let path = scratch(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
 #[test]
-fn bad_images_are_refused_with_status_2_naming_the_file() {
+fn a_missing_firmware_is_named() {
     let missing = scratch("missing.elf");
     expect_usage_error(
         &["run", "--firmware", missing.to_str().unwrap()],
         "missing.elf",
     );
+}
 
-    let garbage = scratch("garbage.elf");
-    std::fs::write(&garbage, b"MZ this is not an ELF file").unwrap();
+#[test]
+fn a_non_elf_firmware_is_refused() {
+    let garbage = write_scratch("garbage.elf", b"MZ this is not an ELF file");
     expect_usage_error(
-        &["run", "--firmware", garbage.to_str().unwrap()],
-        "not an ELF file",
+        &["run", "--firmware", &garbage],
+        "garbage.elf: not an ELF file",
     );
+}
 
+#[test]
+fn a_truncated_firmware_is_refused() {
     let image = std::fs::read(&guests().firmware).unwrap();
-    let truncated = scratch("truncated.elf");
-    std::fs::write(&truncated, &image[..200]).unwrap();
+    let truncated = write_scratch("truncated.elf", &image[..200]);
     expect_usage_error(
-        &["run", "--firmware", truncated.to_str().unwrap()],
-        "truncated",
+        &["run", "--firmware", &truncated],
+        "truncated.elf: truncated ELF",
     );
+}
 
-    let mut arm = image.clone();
+#[test]
+fn a_wrong_architecture_firmware_is_refused() {
+    let mut arm = std::fs::read(&guests().firmware).unwrap();
     arm[18] = 183; // EM_AARCH64
-    let arm_path = scratch("arm.elf");
-    std::fs::write(&arm_path, &arm).unwrap();
-    expect_usage_error(
-        &["run", "--firmware", arm_path.to_str().unwrap()],
-        "e_machine 183",
-    );
+    let arm = write_scratch("arm.elf", &arm);
+    expect_usage_error(&["run", "--firmware", &arm], "e_machine 183");
+}
 
+/// Offsets of the PT_LOAD program headers of an ELF64 image.
+fn load_headers(image: &[u8]) -> Vec<usize> {
+    let u16_at = |o: usize| u16::from_le_bytes(image[o..o + 2].try_into().unwrap()) as usize;
+    let phoff = u64::from_le_bytes(image[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count)
+        .map(|i| phoff + i * size)
+        .filter(|&h| u32::from_le_bytes(image[h..h + 4].try_into().unwrap()) == 1)
+        .collect()
+}
+
+#[test]
+fn overlapping_segments_are_refused() {
+    for (what, path) in [
+        ("firmware", &guests().firmware),
+        ("kernel", &guests().kernel),
+    ] {
+        let mut image = std::fs::read(path).unwrap();
+        let loads = load_headers(&image);
+        assert!(
+            loads.len() >= 2,
+            "{what} has {} PT_LOAD segments",
+            loads.len()
+        );
+        // Point the second segment at the first one's address.
+        let (a, b) = (loads[0], loads[1]);
+        let first: [u8; 16] = image[a + 0x10..a + 0x20].try_into().unwrap();
+        image[b + 0x10..b + 0x20].copy_from_slice(&first);
+        let bad = write_scratch(&format!("overlap-{what}.elf"), &image);
+        let args: Vec<&str> = if what == "firmware" {
+            vec!["run", "--firmware", &bad]
+        } else {
+            vec![
+                "run",
+                "--firmware",
+                guests().firmware.to_str().unwrap(),
+                "--kernel",
+                &bad,
+            ]
+        };
+        // Program-header indexes (the kernel has a non-load header first).
+        let o = vmm(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains(&format!("overlap-{what}.elf: segments "))
+                && err.trim_end().ends_with("overlap"),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_firmware_outside_its_window_is_refused() {
     // The kernel is linked at 0, outside the firmware window.
     let kernel = guests().kernel.display().to_string();
     expect_usage_error(
         &["run", "--firmware", &kernel],
         "outside the allowed window",
     );
+}
 
-    // A garbage kernel payload is refused too, naming the kernel file.
+#[test]
+fn a_non_elf_kernel_is_refused_naming_the_kernel() {
+    let garbage = write_scratch("garbage-kernel.elf", b"\x7fELF but not really");
     expect_usage_error(
-        &[
-            "run",
-            "--firmware",
-            &fw(),
-            "--kernel",
-            garbage.to_str().unwrap(),
-        ],
-        "garbage.elf",
+        &["run", "--firmware", &fw(), "--kernel", &garbage],
+        "garbage-kernel.elf",
+    );
+}
+
+#[test]
+fn a_kernel_larger_than_ram_is_refused() {
+    // A valid kernel ELF padded to 80 MiB, for a 64 MiB guest.
+    let mut image = std::fs::read(&guests().kernel).unwrap();
+    image.resize(80 << 20, 0);
+    let big = write_scratch("big-kernel.elf", &image);
+    expect_usage_error(
+        &["run", "--firmware", &fw(), "--kernel", &big, "--mem", "64M"],
+        "big-kernel.elf: the kernel is 83886080 bytes, more than fits",
     );
 }
 

@@ -9,9 +9,10 @@
 //! decides: success (zeroed, backed, mapped), `TDX_PAGE_ALREADY_ACCEPTED |
 //! level` (nothing touched, nothing zeroed), or `TDX_PAGE_SIZE_MISMATCH | 1`.
 
-use crate::page_state::{AcceptOutcome, PAGES_PER_CHUNK, PAGES_PER_GIB};
+use crate::layout::RamLayout;
+use crate::page_state::{AcceptOutcome, PageStateTable, PAGES_PER_CHUNK, PAGES_PER_GIB};
 use crate::private_memory::{MemoryError, PrivateMemory};
-use abi::tdcall::{accept, status, PageLevel};
+use abi::tdcall::{status, PageLevel};
 use abi::PAGE_4K;
 use serde::Serialize;
 use std::time::Instant;
@@ -25,6 +26,8 @@ pub struct AcceptStats {
     pub already_accepted: u64,
     pub size_mismatch: u64,
     pub invalid: u64,
+    /// TDX_OPERAND_BUSY answers from `--inject busy=P`.
+    pub busy_injected: u64,
     pub bytes_accepted: u64,
     /// Host time spent zeroing and backing accepted ranges.
     pub zero_ns: u64,
@@ -77,14 +80,7 @@ impl HandleHistogram {
 }
 
 /// Why an accept request is invalid (all map to `TDX_OPERAND_INVALID | RCX`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InvalidAccept {
-    ReservedBits,
-    Level,
-    Misaligned,
-    SharedOrBeyondGpaw,
-    NotRam,
-}
+pub use abi::accept_model::Invalid as InvalidAccept;
 
 /// The result of one accept, for logs and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,27 +105,29 @@ impl AcceptResult {
     }
 }
 
-/// Decodes and validates an accept operand against the TD's layout.
-pub fn decode(mem: &PrivateMemory, rcx: u64) -> Result<(u64, PageLevel, u64), InvalidAccept> {
-    if rcx & accept::RESERVED_MASK != 0 {
-        return Err(InvalidAccept::ReservedBits);
-    }
-    let level = match PageLevel::from_bits(rcx & accept::LEVEL_MASK) {
-        Some(l @ (PageLevel::L4K | PageLevel::L2M)) => l,
-        _ => return Err(InvalidAccept::Level),
+/// The accept state machine alone (no host side effects): decodes `rcx`
+/// against `layout` with the rules of `abi::accept_model`, applies it to
+/// `pages`, and returns the result with the RAM offset of the page.
+pub fn transition(layout: &RamLayout, pages: &mut PageStateTable, rcx: u64) -> (AcceptResult, u64) {
+    let decoded = abi::accept_model::decode(&layout.model(), rcx).and_then(|(gpa, level)| {
+        let offset = layout
+            .ram_offset(gpa, level.size())
+            .ok_or(InvalidAccept::NotRam)?;
+        Ok((gpa, level, offset))
+    });
+    let (gpa, level, offset) = match decoded {
+        Ok(v) => v,
+        Err(why) => return (AcceptResult::Invalid(why), 0),
     };
-    let gpa = rcx & !(PAGE_4K - 1);
-    if !gpa.is_multiple_of(level.size()) {
-        return Err(InvalidAccept::Misaligned);
-    }
-    let layout = mem.layout();
-    if gpa >= layout.shared_bit() {
-        return Err(InvalidAccept::SharedOrBeyondGpaw);
-    }
-    let offset = layout
-        .ram_offset(gpa, level.size())
-        .ok_or(InvalidAccept::NotRam)?;
-    Ok((gpa, level, offset))
+    let result = match pages.accept(offset / PAGE_4K, level) {
+        AcceptOutcome::AlreadyAccepted(reached) => AcceptResult::AlreadyAccepted {
+            gpa,
+            level: reached,
+        },
+        AcceptOutcome::SizeMismatch => AcceptResult::SizeMismatch { gpa },
+        AcceptOutcome::Accepted => AcceptResult::Accepted { gpa, level },
+    };
+    (result, offset)
 }
 
 impl PrivateMemory {
@@ -142,31 +140,14 @@ impl PrivateMemory {
     ) -> Result<AcceptResult, MemoryError> {
         let started = Instant::now();
         stats.calls += 1;
-        let (gpa, level, offset) = match decode(self, rcx) {
-            Ok(v) => v,
-            Err(why) => {
-                stats.invalid += 1;
-                let ns = started.elapsed().as_nanos() as u64;
-                stats.handle_ns += ns;
-                self.handle_hist.record(ns);
-                return Ok(AcceptResult::Invalid(why));
-            }
-        };
-        let page = offset / PAGE_4K;
+        let (result, offset) = transition(self.ram.layout(), &mut self.pages, rcx);
         let mut zero_ns = 0;
-        let result = match self.pages.accept(page, level) {
-            AcceptOutcome::AlreadyAccepted(reached) => {
-                stats.already_accepted += 1;
-                AcceptResult::AlreadyAccepted {
-                    gpa,
-                    level: reached,
-                }
-            }
-            AcceptOutcome::SizeMismatch => {
-                stats.size_mismatch += 1;
-                AcceptResult::SizeMismatch { gpa }
-            }
-            AcceptOutcome::Accepted => {
+        match result {
+            AcceptResult::Invalid(_) => stats.invalid += 1,
+            AcceptResult::AlreadyAccepted { .. } => stats.already_accepted += 1,
+            AcceptResult::SizeMismatch { .. } => stats.size_mismatch += 1,
+            AcceptResult::Accepted { gpa, level } => {
+                let page = offset / PAGE_4K;
                 let size = level.size();
                 let zero_start = Instant::now();
                 self.ram.zero_and_back(offset, size, self.backing)?;
@@ -182,9 +163,8 @@ impl PrivateMemory {
                     _ => stats.ok_2m += 1,
                 }
                 stats.bytes_accepted += size;
-                AcceptResult::Accepted { gpa, level }
             }
-        };
+        }
         let ns = (started.elapsed().as_nanos() as u64).saturating_sub(zero_ns);
         stats.handle_ns += ns;
         self.handle_hist.record(ns);
@@ -215,7 +195,47 @@ impl PrivateMemory {
 
 #[cfg(test)]
 mod tests {
-    use super::HandleHistogram;
+    use super::*;
+    use abi::accept_model::{Expect, Model};
+    use abi::tdcall::accept::encode;
+    use abi::GIB;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The VMM's accept state machine (decode, page-state table, status)
+        /// gives exactly the statuses of the reference model, for requests
+        /// inside a 16 MiB window at 4 GiB and malformed ones anywhere.
+        #[test]
+        fn accepts_follow_the_reference_model(
+            ops in proptest::collection::vec((0u8..10, 0u64..4096, any::<u64>()), 1..400),
+        ) {
+            let layout = RamLayout::new(6 * GIB, 48).unwrap();
+            let mut pages = PageStateTable::new(layout.mem_bytes() / PAGE_4K);
+            let base = 4 * GIB;
+            let mut model = Model::new(layout.model(), base, 16 << 20).unwrap();
+            for (kind, page, word) in ops {
+                let gpa = base + page * PAGE_4K;
+                let rcx = match kind {
+                    0..=4 => encode(gpa, PageLevel::L4K),
+                    5..=7 => encode(gpa & !(abi::PAGE_2M - 1), PageLevel::L2M),
+                    8 => encode(gpa, PageLevel::L2M) | (word & 0xfff),
+                    _ => word,
+                };
+                let want = match model.accept(rcx) {
+                    Expect::Status(s) => s,
+                    Expect::Unknown => continue,
+                };
+                let (got, _) = transition(&layout, &mut pages, rcx);
+                prop_assert_eq!(got.status(), want, "rcx {:#x}", rcx);
+            }
+            // Same accepted pages in the window.
+            let first = layout.ram_offset(base, 1).unwrap() / PAGE_4K;
+            for p in 0..4096 {
+                let accepted = pages.state(first + p) == crate::page_state::PageState::Accepted;
+                prop_assert_eq!(accepted, model.is_accepted(base + p * PAGE_4K));
+            }
+        }
+    }
 
     #[test]
     fn quantiles_come_from_the_buckets() {

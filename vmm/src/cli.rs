@@ -1,6 +1,7 @@
 //! The `vmm` command line: parsing, validation with clear messages, and the
 //! exit-status contract (0 = clean guest exit 0, 1 = the guest failed,
-//! 2 = bad input or setup failure before any guest code ran).
+//! 2 = bad input or setup failure before any guest code ran, 128 + N =
+//! stopped by signal N: 130 for SIGINT, 143 for SIGTERM).
 
 use crate::cpu::ProfileChoice;
 use crate::guest_ram::Backing;
@@ -96,6 +97,14 @@ pub struct RunArgs {
     /// Largest trace file (e.g. 64M); records past it are counted, not written.
     #[arg(long, default_value = "64M", value_parser = parse_mem)]
     pub trace_cap: u64,
+    /// Fault injection: `busy=P[,seed=S]` makes each valid accept answer
+    /// TDX_OPERAND_BUSY with probability P (no state changes).
+    #[arg(long)]
+    pub inject: Option<crate::inject::InjectSpec>,
+    /// Check the private-memory invariants after every accept and mapping
+    /// (always on in debug builds).
+    #[arg(long)]
+    pub check_invariants: bool,
     /// Stop the guest after this many seconds (outcome `timeout`).
     #[arg(long)]
     pub timeout: Option<f64>,
@@ -143,6 +152,8 @@ impl RunArgs {
             trace: self.trace.clone(),
             trace_cap_bytes: self.trace_cap,
             map_on_touch: matches!(self.map, MapArg::OnTouch),
+            check_invariants: self.check_invariants || cfg!(debug_assertions),
+            inject: self.inject,
         })
     }
 }
@@ -183,6 +194,12 @@ fn run(args: &RunArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    // From here on SIGINT/SIGTERM stop the guest and the report is written.
+    if let Err(e) = crate::signals::install() {
+        log::warn!(
+            "cannot install SIGINT/SIGTERM handlers ({e}): a signal kills the VMM without a report"
+        );
+    }
     // Fail before booting if the report cannot be written; remove a report
     // file created here if the TD then cannot be built.
     let mut created_report = None;
@@ -235,9 +252,94 @@ fn run(args: &RunArgs) -> i32 {
             return EXIT_GUEST_FAILED;
         }
     }
-    if report.success() {
+    if let Some(sig) = report.signal_number {
+        128 + sig
+    } else if report.success() {
         EXIT_OK
     } else {
         EXIT_GUEST_FAILED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(args: &[&str]) -> Result<TdConfig, String> {
+        let mut all = vec!["vmm", "run", "--firmware", "fw.elf"];
+        all.extend_from_slice(args);
+        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        let Command::Run(run) = cli.command;
+        run.to_config()
+    }
+
+    #[test]
+    fn flags_reach_the_configuration() {
+        let c = parse(&[
+            "--mem",
+            "8G",
+            "--timeout",
+            "2.5",
+            "--inject",
+            "busy=0.5,seed=9",
+            "--check-invariants",
+            "--map",
+            "on-accept",
+            "--backing",
+            "on-touch",
+            "--trace-cap",
+            "1M",
+        ])
+        .unwrap();
+        assert_eq!(c.mem_bytes, 8 << 30);
+        assert_eq!(c.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(
+            c.inject,
+            Some(crate::inject::InjectSpec { busy: 0.5, seed: 9 })
+        );
+        assert!(c.check_invariants && !c.map_on_touch);
+        assert_eq!(c.backing, Backing::OnTouch);
+        assert_eq!(c.trace_cap_bytes, 1 << 20);
+        for bad in [
+            &["--mem", "0"][..],
+            &["--timeout", "nan"],
+            &["--timeout", "0"],
+            &["--inject", "busy=1.5"],
+            &["--trace-cap", "-1"],
+            &["--cpu-profile", "vmx"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// Whatever a user types for the value flags, parsing ends in a
+        /// configuration or an error message, never a panic.
+        #[test]
+        fn any_values_parse_or_fail_cleanly(
+            mem in "\\PC{0,12}",
+            timeout in "\\PC{0,10}",
+            inject in "\\PC{0,20}",
+            cap in "\\PC{0,8}",
+        ) {
+            for args in [
+                ["--mem", mem.as_str()],
+                ["--timeout", timeout.as_str()],
+                ["--inject", inject.as_str()],
+                ["--trace-cap", cap.as_str()],
+            ] {
+                if let Ok(c) = parse(&args) {
+                    prop_assert!(c.mem_bytes > 0);
+                }
+            }
+        }
+
+        #[test]
+        fn sizes_with_units_are_exact(n in 1u64..(1 << 20), unit in 0usize..4) {
+            let text = format!("{n}{}", ["K", "M", "G", "T"][unit]);
+            let c = parse(&["--mem", &text]).unwrap();
+            prop_assert_eq!(c.mem_bytes, n << (10 * (unit + 1)));
+        }
     }
 }

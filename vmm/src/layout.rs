@@ -114,6 +114,15 @@ impl RamLayout {
         self.gpaw
     }
 
+    /// The same layout as the accept model sees it.
+    pub fn model(&self) -> abi::accept_model::RamLayout {
+        abi::accept_model::RamLayout {
+            low_end: self.low.end(),
+            high_end: self.high.map_or(0, |h| h.end()),
+            gpaw: self.gpaw,
+        }
+    }
+
     /// The shared bit (GPAW - 1) as a mask.
     pub fn shared_bit(&self) -> u64 {
         1u64 << (self.gpaw - 1)

@@ -6,7 +6,8 @@
 //! Where things are: `accept` (the accept leaf), `page_state` (ground truth
 //! per 4 KiB page), `memslots` (KVM slots = accepted RAM), `private_memory`
 //! (the three kept in step), `tdcall`/`vmcall` (the doorbell's leaves),
-//! `hob_builder` and `boot` (what the firmware is given), `cpu` (profiles and
+//! `hob_builder` and `boot` (what the firmware is given), `invariants`
+//! (what must hold after every accept), `inject` (fault injection), `cpu` (profiles and
 //! start state), `td` (build, run loop, report).
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -19,11 +20,14 @@ pub mod cpu;
 pub mod elf;
 pub mod guest_ram;
 pub mod hob_builder;
+pub mod inject;
+pub mod invariants;
 pub mod layout;
 pub mod memslots;
 pub mod page_state;
 pub mod private_memory;
 pub mod report;
+pub mod signals;
 pub mod size;
 pub mod td;
 pub mod tdcall;

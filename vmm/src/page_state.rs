@@ -187,6 +187,11 @@ impl PageStateTable {
         }
     }
 
+    /// Accepted pages counted for 1 GiB block `gib`.
+    pub fn gib_accepted(&self, gib: u64) -> u64 {
+        self.gib_accepted[gib as usize] as u64
+    }
+
     /// True when every page of chunk `chunk` is accepted.
     pub fn chunk_full(&self, chunk: u64) -> bool {
         self.chunk_accepted(chunk) == self.chunk_pages(chunk)

@@ -16,6 +16,8 @@ pub struct Stop {
     /// The guest's exit code, for a clean shutdown.
     pub exit_code: Option<i64>,
     pub fatal: Option<Fatal>,
+    /// The stop signal (SIGINT, SIGTERM) that ended the run, if one did.
+    pub signal: Option<i32>,
 }
 
 impl Stop {
@@ -24,6 +26,7 @@ impl Stop {
         Stop {
             outcome: Outcome::Ok,
             exit_code: Some(code),
+            signal: None,
             fatal: None,
         }
     }
@@ -34,6 +37,7 @@ impl Stop {
             outcome,
             exit_code: None,
             fatal: Some(fatal),
+            signal: None,
         }
     }
 
@@ -163,6 +167,15 @@ pub struct Report {
     /// Why the table could not be checked, if it could not.
     pub bitmap_error: Option<String>,
     pub console: String,
+    /// The stop signal that ended the run ("SIGINT", "SIGTERM"), if any.
+    pub signal: Option<&'static str>,
+    /// Its number (the `vmm` command exits with 128 + it).
+    #[serde(skip)]
+    pub signal_number: Option<i32>,
+    /// Private-memory invariant checks run (null when checking is off).
+    pub invariant_checks: Option<u64>,
+    /// Phase marks and kexec records the guest sent past the report's caps.
+    pub records_dropped: u64,
 }
 
 /// Where the guest's unaccepted-memory table is and what it says.

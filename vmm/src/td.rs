@@ -44,6 +44,11 @@ pub struct TdConfig {
     pub trace_cap_bytes: u64,
     /// Install memslots at first touch instead of at accept.
     pub map_on_touch: bool,
+    /// Check the private-memory invariants after every accept and mapping
+    /// (`invariants.rs`); on by default in debug builds.
+    pub check_invariants: bool,
+    /// `--inject busy=P,seed=S`.
+    pub inject: Option<crate::inject::InjectSpec>,
 }
 
 impl TdConfig {
@@ -62,6 +67,8 @@ impl TdConfig {
             trace: None,
             trace_cap_bytes: crate::trace::DEFAULT_CAP_BYTES,
             map_on_touch: true,
+            check_invariants: cfg!(debug_assertions),
+            inject: None,
         }
     }
 }
@@ -77,6 +84,12 @@ pub enum TdError {
     Hob(#[from] HobBuildError),
     #[error(transparent)]
     Boot(#[from] boot::BootError),
+    #[error("{path}: the kernel is {size} bytes, more than fits in initial memory below {low_end:#x}; give the guest more RAM")]
+    KernelTooLarge {
+        path: String,
+        size: u64,
+        low_end: u64,
+    },
     #[error("cannot open /dev/kvm: {0}")]
     NoKvm(vmm_sys_util::errno::Error),
     #[error("KVM {what} failed: {source}")]
@@ -175,9 +188,38 @@ pub struct TdState {
     pub trace: Option<crate::trace::Trace>,
     bench_start: Option<(Instant, u64)>,
     bench: Option<report::Bench>,
+    /// Invariant checks, when enabled: how many ran.
+    pub invariant_checks: Option<u64>,
+    /// Fault injection, when asked for.
+    pub inject: Option<crate::inject::Injector>,
+    /// Marks and kexec records past their caps (a guest cannot grow the
+    /// report without bound).
+    pub marks_dropped: u64,
 }
 
+/// Most distinct phase-mark keys a report keeps.
+pub const MAX_MARKS: usize = 256;
+/// Most kexec records a report keeps.
+pub const MAX_KEXEC_RECORDS: usize = 64;
+
 impl TdState {
+    /// Runs the invariant checks over `[gpa, gpa + len)` when enabled;
+    /// `zeroed` also checks that the range reads zero (just accepted).
+    pub fn check_invariants(&mut self, gpa: u64, len: u64, zeroed: bool) -> Result<(), String> {
+        let Some(n) = self.invariant_checks.as_mut() else {
+            return Ok(());
+        };
+        *n += 1;
+        let r = crate::invariants::check_range(&self.memory, gpa, len).and_then(|()| {
+            if zeroed {
+                crate::invariants::check_zeroed(&self.memory, gpa, len)
+            } else {
+                Ok(())
+            }
+        });
+        r.map_err(|e| format!("private-memory invariant broken: {e}"))
+    }
+
     /// Adds a record to the accept trace, if one is being written.
     pub fn trace(&mut self, kind: crate::trace::Kind, gpa: u64, level: u8, status: u64) {
         let Some(t) = self.trace.as_mut() else { return };
@@ -214,7 +256,11 @@ impl TdState {
         } else {
             mark.as_str().to_string()
         };
-        self.marks.insert(key, now);
+        if self.marks.len() < MAX_MARKS || self.marks.contains_key(&key) {
+            self.marks.insert(key, now);
+        } else {
+            self.marks_dropped += 1;
+        }
         match mark {
             Mark::FwStart => self.phase = "firmware",
             Mark::KernelEntry => {
@@ -230,11 +276,15 @@ impl TdState {
             }
             Mark::KexecLoad => {
                 self.phase = "kexec_load";
-                self.kexecs.push(report::KexecRecord {
-                    from_generation: arg,
-                    load_us: now,
-                    ..Default::default()
-                });
+                if self.kexecs.len() < MAX_KEXEC_RECORDS {
+                    self.kexecs.push(report::KexecRecord {
+                        from_generation: arg,
+                        load_us: now,
+                        ..Default::default()
+                    });
+                } else {
+                    self.marks_dropped += 1;
+                }
             }
             Mark::KexecJump => {
                 self.phase = "kexec relocation copy";
@@ -302,7 +352,20 @@ impl Td {
             firmware.end(),
             hob_len,
             payload_len,
-        )?;
+        )
+        .map_err(|e| match (&config.kernel, &e) {
+            // Name the kernel when it is what does not fit.
+            (Some(path), boot::BootError::DoesNotFit { have, .. })
+                if BootPlan::new(&layout, firmware.start(), firmware.end(), hob_len, 0).is_ok() =>
+            {
+                TdError::KernelTooLarge {
+                    path: path.display().to_string(),
+                    size: payload_len,
+                    low_end: *have,
+                }
+            }
+            _ => TdError::Boot(e),
+        })?;
         spec.base = plan.hob;
         spec.initial = (plan.initial.0, plan.initial_len());
         spec.free = plan.scratch;
@@ -390,6 +453,9 @@ impl Td {
             trace,
             bench_start: None,
             bench: None,
+            invariant_checks: config.check_invariants.then_some(0),
+            inject: config.inject.map(crate::inject::Injector::new),
+            marks_dropped: 0,
         };
         Ok(Td {
             vcpu,
@@ -410,11 +476,22 @@ impl Td {
     /// Runs the vCPU until the TD stops, then reports.
     pub fn run(mut self) -> Report {
         let watchdog = self.config.timeout.map(Watchdog::arm);
+        crate::signals::attach(&mut self.vcpu.get_kvm_run().immediate_exit);
         let mut stop = loop {
             if let Some(stop) = self.step(watchdog.as_ref()) {
                 break stop;
             }
         };
+        crate::signals::detach();
+        if let Some(n) = self.state.invariant_checks.as_mut() {
+            *n += 1;
+            if let Err(e) = crate::invariants::check_all(&self.state.memory) {
+                stop = Stop::error(
+                    format!("private-memory invariant broken at the end: {e}"),
+                    None,
+                );
+            }
+        }
         if let Some(f) = stop.fatal.as_mut() {
             f.rip = f.rip.or_else(|| self.vcpu.get_regs().ok().map(|r| r.rip));
             f.generation = self.state.generation;
@@ -436,6 +513,9 @@ impl Td {
         }
         if watchdog.is_some_and(|w| w.fired()) {
             return Some(self.timeout_stop());
+        }
+        if let Some(sig) = crate::signals::pending() {
+            return Some(self.signal_stop(sig));
         }
         let exits = &mut self.state.exits;
         let next = match self.vcpu.run() {
@@ -530,7 +610,10 @@ impl Td {
                         match self.state.memory.map_touched(rip) {
                             Ok(()) => {
                                 self.state.exits.first_touch_maps += 1;
-                                None
+                                self.state
+                                    .check_invariants(rip & !0xfff, abi::PAGE_4K, false)
+                                    .err()
+                                    .map(|e| Stop::error(e, Some(rip)))
                             }
                             Err(e) => Some(Stop::error(
                                 format!("mapping {rip:#x} for a fetch failed: {e}"),
@@ -542,6 +625,23 @@ impl Td {
                 }
             }
         }
+    }
+
+    fn signal_stop(&mut self, sig: i32) -> Stop {
+        let mut stop = Stop::fatal(
+            Outcome::Interrupted,
+            Fatal {
+                kind: Outcome::Interrupted.as_str(),
+                gpa: None,
+                rip: self.vcpu.get_regs().ok().map(|r| r.rip),
+                access: None,
+                message: format!("stopped by {}", crate::signals::name(sig)),
+                generation: None,
+                phase: None,
+            },
+        );
+        stop.signal = Some(sig);
+        stop
     }
 
     fn timeout_stop(&mut self) -> Stop {
@@ -609,6 +709,12 @@ impl Td {
             ));
         }
         self.state.exits.first_touch_maps += 1;
+        if let Err(e) = self
+            .state
+            .check_invariants(gpa & !0xfff, abi::PAGE_4K, false)
+        {
+            return Some(Stop::error(e, None));
+        }
         match access {
             Access::Write => {
                 if !self.state.memory.write_accepted(gpa, &data[..len]) {
@@ -759,6 +865,10 @@ impl Td {
                 .and_then(|b| b.as_ref().ok().map(|c| c.mismatches)),
             bitmap_error: bitmap.and_then(|b| b.err()),
             console: state.console.text(),
+            signal: stop.signal.map(crate::signals::name),
+            signal_number: stop.signal,
+            invariant_checks: state.invariant_checks,
+            records_dropped: state.marks_dropped,
         };
         report
     }

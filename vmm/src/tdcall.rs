@@ -50,14 +50,47 @@ pub fn dispatch(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
 }
 
 fn accept(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
+    let level = (regs.rcx & abi::tdcall::accept::LEVEL_MASK) as u8;
+    if let Some(inject) = td.inject.as_mut() {
+        // Only a valid request can meet a busy Secure-EPT entry.
+        let valid = abi::accept_model::decode(&td.memory.layout().model(), regs.rcx).is_ok();
+        if valid && inject.busy() {
+            td.accept_stats.calls += 1;
+            td.accept_stats.busy_injected += 1;
+            regs.rax = status::OPERAND_BUSY | status::OPERAND_RCX;
+            td.trace(
+                crate::trace::Kind::Accept,
+                regs.rcx & !0xfff,
+                level,
+                regs.rax,
+            );
+            log::trace!("accept {:#x}: TDX_OPERAND_BUSY injected", regs.rcx);
+            return None;
+        }
+    }
     match td.memory.accept(regs.rcx, &mut td.accept_stats) {
         Ok(result) => {
             td.trace(
                 crate::trace::Kind::Accept,
                 regs.rcx & !0xfff,
-                (regs.rcx & abi::tdcall::accept::LEVEL_MASK) as u8,
+                level,
                 result.status(),
             );
+            let checked = match result {
+                AcceptResult::Accepted { gpa, level } => {
+                    td.check_invariants(gpa, level.size(), true)
+                }
+                AcceptResult::AlreadyAccepted { gpa, .. } | AcceptResult::SizeMismatch { gpa } => {
+                    td.check_invariants(gpa, abi::PAGE_4K, false)
+                }
+                AcceptResult::Invalid(_) => Ok(()),
+            };
+            if let Err(e) = checked {
+                return Some(Stop::error(
+                    format!("after accept {:#x}: {e}", regs.rcx),
+                    Some(regs.rip),
+                ));
+            }
             if let AcceptResult::Invalid(why) = result {
                 log::debug!("accept {:#x}: invalid ({why:?})", regs.rcx);
             } else {

@@ -73,7 +73,7 @@ pub fn handle(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
         GHCI_STANDARD => standard(td, regs, &input, &mut out),
         VENDOR_EMU => vendor(td, &input, &mut out),
         other => {
-            log::warn!(
+            log::debug!(
                 "VMCALL with unknown R10 {other:#x}: returning TDG.VP.VMCALL_INVALID_OPERAND"
             );
             out.r10 = vmcall_status::OPERAND_INVALID;

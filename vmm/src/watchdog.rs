@@ -12,8 +12,21 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
-fn kick_signal() -> libc::c_int {
+/// The real-time signal that interrupts the vCPU thread's KVM_RUN.
+pub fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN() + 1
+}
+
+/// Installs the (empty) handler of the kick signal, once per process.
+pub fn install_kick_handler() {
+    HANDLER.call_once(|| {
+        match vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
+            Ok(()) => INSTALLED.store(true, Ordering::SeqCst),
+            Err(e) => log::error!(
+                "cannot install the vCPU kick signal handler ({e}): timeouts and stop signals are only seen at the next vCPU exit"
+            ),
+        }
+    });
 }
 
 /// Armed for one run; disarmed on drop.
@@ -26,14 +39,7 @@ pub struct Watchdog {
 impl Watchdog {
     /// Arms a timeout of `after` for the calling (vCPU) thread.
     pub fn arm(after: Duration) -> Self {
-        HANDLER.call_once(|| {
-            match vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
-                Ok(()) => INSTALLED.store(true, Ordering::SeqCst),
-                Err(e) => log::error!(
-                    "cannot install the timeout signal handler ({e}): the timeout is only seen at the next vCPU exit"
-                ),
-            }
-        });
+        install_kick_handler();
         // SAFETY: pthread_self has no preconditions.
         let target = unsafe { libc::pthread_self() };
         let fired = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,346 @@
+//! The reference model of `TDG.MEM.PAGE.ACCEPT`: the status any RCX operand
+//! gets and the state it leaves behind, for a window of private memory whose
+//! pages all start pending. The chaos guests predict every status with it;
+//! the VMM's property tests hold its accept path to it. No allocation: the
+//! window's state lives in fixed arrays (`MAX_WINDOW` bytes at most).
+//!
+//! The rules (the VMM's `accept.rs` implements them, in this order, all
+//! invalid cases answering `TDX_OPERAND_INVALID | RCX`): reserved bits 11:3;
+//! level 4 KiB or 2 MiB (1 GiB is rejected as TDX module 1.5 does); the GPA
+//! aligned to the level; below the shared bit; the whole page in RAM. A
+//! valid request then succeeds on a pending page, answers
+//! `TDX_PAGE_ALREADY_ACCEPTED | level of the existing mapping` on an
+//! accepted one, and `TDX_PAGE_SIZE_MISMATCH | 2M` for a 2 MiB request over
+//! a range already split into 4 KiB pages.
+
+use crate::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
+use crate::tdcall::{accept, status, PageLevel};
+use crate::{PAGE_2M, PAGE_4K};
+
+/// Largest window the model tracks.
+pub const MAX_WINDOW: u64 = 256 << 20;
+const MAX_CHUNKS: usize = (MAX_WINDOW / PAGE_2M) as usize;
+const WORDS_PER_CHUNK: usize = 8;
+
+/// Where the TD's RAM is: `[0, low_end)` and, with more than 3 GiB,
+/// `[4 GiB, high_end)`; and its guest-physical address width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamLayout {
+    pub low_end: u64,
+    /// 0 when there is no RAM above the hole.
+    pub high_end: u64,
+    pub gpaw: u32,
+}
+
+impl RamLayout {
+    /// The layout of a TD with `mem_bytes` of RAM.
+    pub const fn for_mem(mem_bytes: u64, gpaw: u32) -> Self {
+        if mem_bytes <= MMIO_HOLE_START {
+            RamLayout {
+                low_end: mem_bytes,
+                high_end: 0,
+                gpaw,
+            }
+        } else {
+            RamLayout {
+                low_end: MMIO_HOLE_START,
+                high_end: MMIO_HOLE_END + (mem_bytes - MMIO_HOLE_START),
+                gpaw,
+            }
+        }
+    }
+
+    /// One past the highest RAM address.
+    pub const fn ram_top(&self) -> u64 {
+        if self.high_end == 0 {
+            self.low_end
+        } else {
+            self.high_end
+        }
+    }
+
+    /// True when `[gpa, gpa + len)` lies inside one RAM region.
+    pub const fn is_ram(&self, gpa: u64, len: u64) -> bool {
+        let Some(end) = gpa.checked_add(len) else {
+            return false;
+        };
+        end <= self.low_end || (gpa >= MMIO_HOLE_END && end <= self.high_end)
+    }
+
+    /// The shared bit (GPAW - 1).
+    pub const fn shared_bit(&self) -> u64 {
+        1u64 << (self.gpaw - 1)
+    }
+}
+
+/// Why an operand is invalid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    ReservedBits,
+    Level,
+    Misaligned,
+    SharedOrBeyondGpaw,
+    NotRam,
+}
+
+/// Validates an accept operand: `(gpa, level)` or why it is invalid.
+pub fn decode(layout: &RamLayout, rcx: u64) -> Result<(u64, PageLevel), Invalid> {
+    if rcx & accept::RESERVED_MASK != 0 {
+        return Err(Invalid::ReservedBits);
+    }
+    let level = match PageLevel::from_bits(rcx & accept::LEVEL_MASK) {
+        Some(l @ (PageLevel::L4K | PageLevel::L2M)) => l,
+        _ => return Err(Invalid::Level),
+    };
+    let gpa = rcx & !(PAGE_4K - 1);
+    if !gpa.is_multiple_of(level.size()) {
+        return Err(Invalid::Misaligned);
+    }
+    if gpa >= layout.shared_bit() {
+        return Err(Invalid::SharedOrBeyondGpaw);
+    }
+    if !layout.is_ram(gpa, level.size()) {
+        return Err(Invalid::NotRam);
+    }
+    Ok((gpa, level))
+}
+
+/// The status for an invalid operand.
+pub const INVALID: u64 = status::OPERAND_INVALID | status::OPERAND_RCX;
+
+/// What the model expects of one accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// This exact status (and the model has applied the change).
+    Status(u64),
+    /// A valid request on RAM outside the window: the model cannot say.
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    Pending,
+    Mapped2M,
+    Split,
+}
+
+/// The state of a window of RAM that started all pending.
+pub struct Model {
+    layout: RamLayout,
+    base: u64,
+    chunks: usize,
+    state: [Chunk; MAX_CHUNKS],
+    bits: [[u64; WORDS_PER_CHUNK]; MAX_CHUNKS],
+    accepted_pages: u64,
+}
+
+impl Model {
+    /// A window `[base, base + len)` of pending RAM. `base` and `len` must be
+    /// 2 MiB multiples, `len <= MAX_WINDOW`, and the window must be RAM;
+    /// otherwise `None`.
+    pub fn new(layout: RamLayout, base: u64, len: u64) -> Option<Self> {
+        if !base.is_multiple_of(PAGE_2M)
+            || !len.is_multiple_of(PAGE_2M)
+            || len == 0
+            || len > MAX_WINDOW
+            || !layout.is_ram(base, len)
+        {
+            return None;
+        }
+        Some(Model {
+            layout,
+            base,
+            chunks: (len / PAGE_2M) as usize,
+            state: [Chunk::Pending; MAX_CHUNKS],
+            bits: [[0; WORDS_PER_CHUNK]; MAX_CHUNKS],
+            accepted_pages: 0,
+        })
+    }
+
+    /// The window.
+    pub fn range(&self) -> (u64, u64) {
+        (self.base, self.base + self.chunks as u64 * PAGE_2M)
+    }
+
+    /// The layout the model decodes against.
+    pub fn layout(&self) -> &RamLayout {
+        &self.layout
+    }
+
+    /// Pages accepted in the window so far.
+    pub fn accepted_pages(&self) -> u64 {
+        self.accepted_pages
+    }
+
+    fn locate(&self, gpa: u64) -> Option<(usize, usize)> {
+        let (lo, hi) = self.range();
+        (gpa >= lo && gpa < hi).then(|| {
+            let off = gpa - lo;
+            (
+                (off / PAGE_2M) as usize,
+                ((off % PAGE_2M) / PAGE_4K) as usize,
+            )
+        })
+    }
+
+    /// True when the 4 KiB page at `gpa` (inside the window) is accepted.
+    pub fn is_accepted(&self, gpa: u64) -> bool {
+        match self.locate(gpa) {
+            Some((c, p)) => match self.state[c] {
+                Chunk::Pending => false,
+                Chunk::Mapped2M => true,
+                Chunk::Split => self.bits[c][p / 64] & (1 << (p % 64)) != 0,
+            },
+            None => false,
+        }
+    }
+
+    /// Predicts the status of an accept with operand `rcx` and applies its
+    /// effect to the model.
+    pub fn accept(&mut self, rcx: u64) -> Expect {
+        let (gpa, level) = match decode(&self.layout, rcx) {
+            Ok(v) => v,
+            Err(_) => return Expect::Status(INVALID),
+        };
+        let Some((c, p)) = self.locate(gpa) else {
+            return Expect::Unknown;
+        };
+        let st = match (level, self.state[c]) {
+            (PageLevel::L2M, Chunk::Pending) => {
+                self.state[c] = Chunk::Mapped2M;
+                self.accepted_pages += 512;
+                status::SUCCESS
+            }
+            (_, Chunk::Mapped2M) => status::PAGE_ALREADY_ACCEPTED | PageLevel::L2M as u64,
+            (PageLevel::L2M, Chunk::Split) => status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64,
+            (_, Chunk::Pending) | (_, Chunk::Split) => {
+                self.state[c] = Chunk::Split;
+                let (w, b) = (p / 64, 1u64 << (p % 64));
+                if self.bits[c][w] & b != 0 {
+                    status::PAGE_ALREADY_ACCEPTED | PageLevel::L4K as u64
+                } else {
+                    self.bits[c][w] |= b;
+                    self.accepted_pages += 1;
+                    status::SUCCESS
+                }
+            }
+        };
+        Expect::Status(st)
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64) for reproducible chaos.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub const fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, n)` (`n > 0`; the bias is below 2^-32 for our sizes).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// True with probability `percent / 100`.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GIB;
+
+    fn layout() -> RamLayout {
+        RamLayout::for_mem(8 * GIB, 48)
+    }
+
+    #[test]
+    fn layout_splits_around_the_hole() {
+        let l = layout();
+        assert_eq!(l.low_end, 3 * GIB);
+        assert_eq!(l.high_end, 9 * GIB);
+        assert!(l.is_ram(0, PAGE_4K));
+        assert!(!l.is_ram(3 * GIB - PAGE_4K, 2 * PAGE_4K));
+        assert!(!l.is_ram(3 * GIB, PAGE_4K));
+        assert!(l.is_ram(4 * GIB, PAGE_2M));
+        assert!(!l.is_ram(9 * GIB, PAGE_4K));
+        assert!(!l.is_ram(u64::MAX - 10, PAGE_4K));
+        let small = RamLayout::for_mem(GIB, 48);
+        assert_eq!(
+            (small.low_end, small.high_end, small.ram_top()),
+            (GIB, 0, GIB)
+        );
+    }
+
+    #[test]
+    fn statuses_follow_the_rules() {
+        let base = 4 * GIB;
+        let mut m = Model::new(layout(), base, 4 * PAGE_2M).unwrap();
+        let a4 = |g| accept::encode(g, PageLevel::L4K);
+        let a2 = |g| accept::encode(g, PageLevel::L2M);
+        assert_eq!(m.accept(a4(base)), Expect::Status(status::SUCCESS));
+        assert_eq!(
+            m.accept(a4(base)),
+            Expect::Status(status::PAGE_ALREADY_ACCEPTED)
+        );
+        assert_eq!(
+            m.accept(a2(base)),
+            Expect::Status(status::PAGE_SIZE_MISMATCH | 1)
+        );
+        assert_eq!(m.accept(a2(base + PAGE_2M)), Expect::Status(0));
+        assert_eq!(
+            m.accept(a4(base + PAGE_2M + PAGE_4K)),
+            Expect::Status(status::PAGE_ALREADY_ACCEPTED | 1)
+        );
+        assert_eq!(m.accepted_pages(), 513);
+        assert!(m.is_accepted(base) && !m.is_accepted(base + PAGE_4K));
+        for bad in [
+            a4(base) | 0x8,
+            base | 2,
+            base | 7,
+            a2(base + PAGE_4K),
+            a4(3 * GIB),
+            a4(9 * GIB),
+            a4(base | 1 << 47),
+            a4(1 << 50),
+        ] {
+            assert_eq!(m.accept(bad), Expect::Status(INVALID), "{bad:#x}");
+        }
+        assert_eq!(m.accept(a4(0)), Expect::Unknown);
+        assert_eq!(m.accepted_pages(), 513);
+    }
+
+    #[test]
+    fn windows_must_be_chunk_aligned_ram() {
+        let l = layout();
+        assert!(Model::new(l, 4 * GIB + PAGE_4K, PAGE_2M).is_none());
+        assert!(Model::new(l, 4 * GIB, MAX_WINDOW + PAGE_2M).is_none());
+        assert!(Model::new(l, 3 * GIB - PAGE_2M, 2 * PAGE_2M).is_none());
+        assert!(Model::new(l, 9 * GIB - PAGE_2M, PAGE_2M).is_some());
+    }
+
+    #[test]
+    fn rng_is_deterministic_and_spread() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        let mut hits = [0u32; 4];
+        for _ in 0..4000 {
+            let v = a.below(4);
+            assert_eq!(v, b.below(4));
+            hits[v as usize] += 1;
+        }
+        assert!(hits.iter().all(|&h| h > 800), "{hits:?}");
+    }
+}

@@ -1,0 +1,493 @@
+//! `selftest=chaos`: a hostile-guest workload both guests can run. It issues
+//! `count` random operations from a seed: accepts inside a window of
+//! pending RAM (4 KiB and 2 MiB, aligned or not), malformed accepts
+//! (reserved bits, bad levels, the shared bit, bits above GPAW, the MMIO
+//! hole, beyond RAM, random words), other TDCALL leaves (known, unknown,
+//! with version or reserved RAX bits), GHCI VMCALLs that do not end the TD,
+//! and port I/O to unassigned ports, both through GHCI and directly. Every
+//! answer is checked against `abi::accept_model` and the TDX/GHCI rules;
+//! accepted pages must read zero, and pages accepted twice must keep their
+//! contents. Disagreements are counted and the first few printed.
+
+use crate::println;
+use crate::tdcall::{accept_raw, tdcall, vmcall, Regs};
+use abi::accept_model::{decode, Expect, Model, Rng, INVALID};
+use abi::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
+use abi::tdcall::{accept, leaf, status, PageLevel, DOORBELL_PORT};
+use abi::vmcall::{ghci, vmcall_status, COM1_BASE, COM1_LEN, GHCI_STANDARD, VENDOR_EMU};
+use abi::{PAGE_2M, PAGE_4K};
+use core::arch::asm;
+
+/// What a chaos run did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outcome {
+    pub ops: u64,
+    pub disagreements: u64,
+    /// Port accesses the host should have counted as unassigned.
+    pub unassigned_io: u64,
+    pub accepts_ok: u64,
+    pub accepts_invalid: u64,
+}
+
+const SHOWN: u64 = 10;
+const PATTERN: u64 = 0x5eed_c0de_0000_0000;
+
+fn pattern(gpa: u64) -> u64 {
+    PATTERN ^ gpa
+}
+
+fn read(gpa: u64) -> u64 {
+    // SAFETY: only called on pages of the window the model says are
+    // accepted; the window is identity-mapped and owned by this test.
+    unsafe { core::ptr::read_volatile(gpa as *const u64) }
+}
+
+fn write(gpa: u64, v: u64) {
+    // SAFETY: as for `read`.
+    unsafe { core::ptr::write_volatile(gpa as *mut u64, v) }
+}
+
+struct Run<'a> {
+    model: &'a mut Model,
+    rng: Rng,
+    out: Outcome,
+}
+
+impl Run<'_> {
+    fn disagree(&mut self, what: core::fmt::Arguments<'_>) {
+        self.out.disagreements += 1;
+        if self.out.disagreements <= SHOWN {
+            println!("chaos: op {}: {what}", self.out.ops);
+        }
+    }
+
+    fn window_gpa(&mut self) -> u64 {
+        let (lo, hi) = self.model.range();
+        lo + self.rng.below((hi - lo) / PAGE_4K) * PAGE_4K
+    }
+
+    /// One accept whose status the model predicts; returns the status.
+    fn accept(&mut self, rcx: u64) {
+        let want = match self.model.accept(rcx) {
+            Expect::Status(s) => s,
+            // Never issued: the generators stay off RAM outside the window.
+            Expect::Unknown => return,
+        };
+        let got = accept_raw(rcx);
+        if got != want {
+            self.disagree(format_args!(
+                "accept {rcx:#x}: status {got:#x} ({}), model {want:#x} ({})",
+                status::name(got),
+                status::name(want)
+            ));
+            return;
+        }
+        let gpa = rcx & !(PAGE_4K - 1);
+        match want {
+            status::SUCCESS => {
+                self.out.accepts_ok += 1;
+                let level = rcx & accept::LEVEL_MASK;
+                let pages = if level == PageLevel::L2M as u64 {
+                    512
+                } else {
+                    1
+                };
+                for i in 0..pages {
+                    let page = gpa + i * PAGE_4K;
+                    // Zeroed: check both ends of a 4 KiB page, and a sample of
+                    // a 2 MiB one (first, last and one random page in full).
+                    let full = pages == 1 || i == 0 || i == pages - 1;
+                    let zero = if full {
+                        read(page) == 0 && read(page + PAGE_4K - 8) == 0
+                    } else {
+                        read(page) == 0
+                    };
+                    if !zero {
+                        self.disagree(format_args!(
+                            "accept {rcx:#x}: page {page:#x} not zero after accept"
+                        ));
+                    }
+                    write(page, pattern(page));
+                }
+            }
+            INVALID => self.out.accepts_invalid += 1,
+            s if status::code(s) == status::PAGE_ALREADY_ACCEPTED && read(gpa) != pattern(gpa) => {
+                self.disagree(format_args!(
+                    "accept {rcx:#x}: already accepted, but the page changed ({:#x})",
+                    read(gpa)
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    fn accept_in_window(&mut self) {
+        let gpa = self.window_gpa();
+        let rcx = if self.rng.percent(30) {
+            // 2 MiB, misaligned one time in ten.
+            let base = if self.rng.percent(10) {
+                gpa | PAGE_4K
+            } else {
+                gpa & !(PAGE_2M - 1)
+            };
+            accept::encode(base, PageLevel::L2M)
+        } else {
+            accept::encode(gpa, PageLevel::L4K)
+        };
+        self.accept(rcx);
+    }
+
+    fn accept_invalid(&mut self) {
+        let layout = *self.model.layout();
+        let gpa = self.window_gpa();
+        let rcx = match self.rng.below(8) {
+            0 => gpa | (1 + self.rng.below(511)) << 3,
+            1 => gpa | [2, 3, 4, 5, 6, 7][self.rng.below(6) as usize],
+            2 => {
+                MMIO_HOLE_START
+                    + self.rng.below((MMIO_HOLE_END - MMIO_HOLE_START) / PAGE_4K) * PAGE_4K
+            }
+            3 => {
+                let top = layout.ram_top().next_multiple_of(PAGE_4K);
+                top + self.rng.below((layout.shared_bit() - top) / PAGE_4K) * PAGE_4K
+            }
+            4 => gpa | layout.shared_bit(),
+            5 => gpa | 1 << (layout.gpaw + self.rng.below(64 - layout.gpaw as u64) as u32),
+            6 => accept::encode(gpa & !(PAGE_2M - 1), PageLevel::L1G),
+            _ => self.rng.next_u64(),
+        };
+        // A random word could name RAM outside the window: never accept that.
+        if let Ok((g, _)) = decode(&layout, rcx) {
+            let (lo, hi) = self.model.range();
+            if g < lo || g >= hi {
+                return;
+            }
+        }
+        self.accept(rcx);
+    }
+
+    fn check_rax(&mut self, what: &str, rax: u64, got: u64, want: u64) {
+        if got != want {
+            self.disagree(format_args!(
+                "{what} (RAX {rax:#x}): status {got:#x} ({}), expected {want:#x} ({})",
+                status::name(got),
+                status::name(want)
+            ));
+        }
+    }
+
+    fn other_leaf(&mut self) {
+        let invalid_rax = status::OPERAND_INVALID | status::OPERAND_RAX;
+        match self.rng.below(5) {
+            0 => {
+                let r = tdcall(Regs {
+                    rax: leaf::VP_INFO as u64,
+                    ..Default::default()
+                });
+                let gpaw = self.model.layout().gpaw as u64;
+                if r.rax != 0
+                    || r.rcx & abi::tdcall::vp_info::GPAW_MASK != gpaw
+                    || r.r8 & 0xffff_ffff != 1
+                {
+                    self.disagree(format_args!(
+                        "TDG.VP.INFO: RAX {:#x} RCX {:#x} R8 {:#x}",
+                        r.rax, r.rcx, r.r8
+                    ));
+                }
+            }
+            1 => {
+                let rax = leaf::VP_VEINFO_GET as u64;
+                let got = tdcall(Regs {
+                    rax,
+                    ..Default::default()
+                })
+                .rax;
+                self.check_rax("TDG.VP.VEINFO.GET", rax, got, status::NO_VALID_VE_INFO);
+            }
+            2 => {
+                // Any leaf the emulator does not provide.
+                let l = loop {
+                    let l = self.rng.below(0x1_0000) as u16;
+                    if !matches!(
+                        l,
+                        leaf::VP_VMCALL
+                            | leaf::VP_INFO
+                            | leaf::VP_VEINFO_GET
+                            | leaf::MEM_PAGE_ACCEPT
+                    ) {
+                        break l;
+                    }
+                };
+                let got = tdcall(Regs {
+                    rax: l as u64,
+                    rcx: self.rng.next_u64(),
+                    ..Default::default()
+                })
+                .rax;
+                self.check_rax("unknown leaf", l as u64, got, invalid_rax);
+            }
+            3 => {
+                let known = [leaf::VP_INFO, leaf::MEM_PAGE_ACCEPT, leaf::VP_VMCALL]
+                    [self.rng.below(3) as usize];
+                let rax = known as u64 | (1 + self.rng.below(255)) << 16;
+                let got = tdcall(Regs {
+                    rax,
+                    ..Default::default()
+                })
+                .rax;
+                self.check_rax("leaf with a version", rax, got, invalid_rax);
+            }
+            _ => {
+                let rax = leaf::VP_INFO as u64 | (1 + self.rng.below(u64::MAX >> 24)) << 24;
+                let got = tdcall(Regs {
+                    rax,
+                    ..Default::default()
+                })
+                .rax;
+                self.check_rax("reserved RAX bits", rax, got, invalid_rax);
+            }
+        }
+    }
+
+    fn unassigned_port(&mut self) -> u16 {
+        loop {
+            let p = self.rng.below(0x1_0000) as u16;
+            if p != DOORBELL_PORT as u16 && !(COM1_BASE..COM1_BASE + COM1_LEN).contains(&p) {
+                return p;
+            }
+        }
+    }
+
+    fn ghci(&mut self) {
+        let r = |rng: &mut Rng| rng.next_u64();
+        match self.rng.below(6) {
+            0 => {
+                // A GHCI sub-function the host does not provide.
+                let sub = loop {
+                    let s = self.rng.next_u64() & 0x1_ffff;
+                    if !matches!(
+                        s,
+                        ghci::INSTRUCTION_IO | ghci::REPORT_FATAL_ERROR | ghci::GET_TD_VM_CALL_INFO
+                    ) {
+                        break s;
+                    }
+                };
+                let o = vmcall(GHCI_STANDARD, sub, r(&mut self.rng), r(&mut self.rng), 0, 0);
+                if o.rax != 0 || o.r10 != vmcall_status::OPERAND_INVALID {
+                    self.disagree(format_args!(
+                        "GHCI sub-function {sub:#x}: RAX {:#x} R10 {:#x}",
+                        o.rax, o.r10
+                    ));
+                }
+            }
+            1 => {
+                let o = vmcall(GHCI_STANDARD, ghci::GET_TD_VM_CALL_INFO, 0, 0, 0, 0);
+                if o.rax != 0 || o.r10 != 0 || o.r11 != 0 {
+                    self.disagree(format_args!(
+                        "GetTdVmCallInfo: RAX {:#x} R10 {:#x} R11 {:#x}",
+                        o.rax, o.r10, o.r11
+                    ));
+                }
+            }
+            2 => {
+                let size = [1u64, 2, 4][self.rng.below(3) as usize];
+                let port = self.unassigned_port() as u64;
+                let write = self.rng.percent(50);
+                let dir = if write {
+                    ghci::IO_DIRECTION_WRITE
+                } else {
+                    ghci::IO_DIRECTION_READ
+                };
+                let o = vmcall(
+                    GHCI_STANDARD,
+                    ghci::INSTRUCTION_IO,
+                    size,
+                    dir,
+                    port,
+                    r(&mut self.rng),
+                );
+                self.out.unassigned_io += 1;
+                let ones = if size == 4 {
+                    u32::MAX as u64
+                } else {
+                    (1 << (size * 8)) - 1
+                };
+                if o.rax != 0 || o.r10 != 0 || (!write && o.r11 != ones) {
+                    self.disagree(format_args!(
+                        "Instruction.IO {} port {port:#x} size {size}: RAX {:#x} R10 {:#x} R11 {:#x}",
+                        if write { "write" } else { "read" },
+                        o.rax, o.r10, o.r11
+                    ));
+                }
+            }
+            3 => {
+                let size = [0u64, 3, 5, 8, u64::MAX][self.rng.below(5) as usize];
+                let o = vmcall(GHCI_STANDARD, ghci::INSTRUCTION_IO, size, 0, 0x80, 0);
+                if o.rax != 0 || o.r10 != vmcall_status::OPERAND_INVALID {
+                    self.disagree(format_args!(
+                        "Instruction.IO size {size}: RAX {:#x} R10 {:#x}",
+                        o.rax, o.r10
+                    ));
+                }
+            }
+            4 => {
+                let r10 = loop {
+                    let v = self.rng.next_u64();
+                    if v != GHCI_STANDARD && v != VENDOR_EMU {
+                        break v;
+                    }
+                };
+                let o = vmcall(r10, r(&mut self.rng), 0, 0, 0, 0);
+                if o.rax != 0 || o.r10 != vmcall_status::OPERAND_INVALID {
+                    self.disagree(format_args!(
+                        "VMCALL R10 {r10:#x}: RAX {:#x} R10 {:#x}",
+                        o.rax, o.r10
+                    ));
+                }
+            }
+            _ => {
+                // RCX exposing registers the GHCI forbids (RSP, RAX, RCX...).
+                let bad = [1u64 << 0, 1 << 1, 1 << 4, 1 << 16, 1 << 63][self.rng.below(5) as usize];
+                let o = tdcall(Regs {
+                    rax: leaf::VP_VMCALL as u64,
+                    rcx: abi::vmcall::EXPOSE_R10_R15 | bad,
+                    ..Default::default()
+                });
+                self.check_rax("VMCALL with a forbidden RCX bit", 0, o.rax, INVALID);
+            }
+        }
+    }
+
+    fn port_io(&mut self) {
+        let port = self.unassigned_port();
+        self.out.unassigned_io += 1;
+        let size = self.rng.below(3);
+        if self.rng.percent(50) {
+            let v = self.rng.next_u64();
+            // SAFETY: port writes to ports with no device: the host drops
+            // them; no memory is touched.
+            unsafe {
+                match size {
+                    0 => {
+                        asm!("out dx, al", in("dx") port, in("al") v as u8, options(nomem, nostack, preserves_flags))
+                    }
+                    1 => {
+                        asm!("out dx, ax", in("dx") port, in("ax") v as u16, options(nomem, nostack, preserves_flags))
+                    }
+                    _ => {
+                        asm!("out dx, eax", in("dx") port, in("eax") v as u32, options(nomem, nostack, preserves_flags))
+                    }
+                }
+            }
+        } else {
+            let (got, ones): (u64, u64) = match size {
+                0 => {
+                    let v: u8;
+                    // SAFETY: a read from a port with no device: the host
+                    // returns all-ones; no memory is touched.
+                    unsafe {
+                        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+                    };
+                    (v as u64, 0xff)
+                }
+                1 => {
+                    let v: u16;
+                    // SAFETY: as above.
+                    unsafe {
+                        asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags))
+                    };
+                    (v as u64, 0xffff)
+                }
+                _ => {
+                    let v: u32;
+                    // SAFETY: as above.
+                    unsafe {
+                        asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags))
+                    };
+                    (v as u64, 0xffff_ffff)
+                }
+            };
+            if got != ones {
+                self.disagree(format_args!(
+                    "in from port {port:#x}: {got:#x}, expected all-ones"
+                ));
+            }
+        }
+    }
+
+    fn check_memory(&mut self) {
+        let gpa = self.window_gpa();
+        if self.model.is_accepted(gpa) && read(gpa) != pattern(gpa) {
+            self.disagree(format_args!(
+                "accepted page {gpa:#x} holds {:#x}",
+                read(gpa)
+            ));
+        }
+    }
+}
+
+/// Runs `count` operations from `seed` against `model`'s window, which must
+/// be pending RAM owned by the caller.
+pub fn run(model: &mut Model, seed: u64, count: u64) -> Outcome {
+    let (lo, hi) = model.range();
+    println!("chaos: seed {seed}, {count} operations, window {lo:#x}..{hi:#x}");
+    let mut run = Run {
+        model,
+        rng: Rng::new(seed),
+        out: Outcome::default(),
+    };
+    for _ in 0..count {
+        match run.rng.below(100) {
+            0..40 => run.accept_in_window(),
+            40..60 => run.accept_invalid(),
+            60..70 => run.other_leaf(),
+            70..80 => run.ghci(),
+            80..90 => run.port_io(),
+            _ => run.check_memory(),
+        }
+        run.out.ops += 1;
+    }
+    let out = run.out;
+    println!(
+        "chaos: {} operations, {} disagreement(s), {} accepted, {} invalid accepts, {} unassigned port accesses, {} window pages accepted",
+        out.ops,
+        out.disagreements,
+        out.accepts_ok,
+        out.accepts_invalid,
+        out.unassigned_io,
+        run.model.accepted_pages()
+    );
+    out
+}
+
+/// Accepts what the chaos run left pending in the window, so the caller can
+/// treat the whole window as accepted memory. Returns false (after printing
+/// why) when an accept fails.
+pub fn finish(model: &mut Model) -> bool {
+    let (lo, hi) = model.range();
+    let mut chunk = lo;
+    while chunk < hi {
+        let whole_pending = (0..512).all(|i| !model.is_accepted(chunk + i * PAGE_4K));
+        let ok = if whole_pending {
+            let rcx = accept::encode(chunk, PageLevel::L2M);
+            model.accept(rcx);
+            accept_raw(rcx) == 0
+        } else {
+            let mut ok = true;
+            for p in (0..512).map(|i| chunk + i * PAGE_4K) {
+                if ok && !model.is_accepted(p) {
+                    let rcx = accept::encode(p, PageLevel::L4K);
+                    model.accept(rcx);
+                    ok = accept_raw(rcx) == 0;
+                }
+            }
+            ok
+        };
+        if !ok {
+            println!("chaos: finishing the window failed in chunk {chunk:#x}");
+            return false;
+        }
+        chunk += PAGE_2M;
+    }
+    true
+}

@@ -1,0 +1,104 @@
+//! Hostile guests under KVM, in every CPU profile: the chaos self-test in
+//! the firmware and in the kernel (random TDCALLs, VMCALLs and port I/O,
+//! each answer checked by the guest against the accept model), with the
+//! VMM checking its private-memory invariants after every operation.
+
+use abi::GIB;
+use tests::{boot, config, config_with_kernel, in_each_profile, name};
+use vmm::Report;
+
+const OPS: u64 = 100_000;
+
+fn chaos_ok(r: &Report, ctx: &str) {
+    assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+    assert_eq!(r.exit_code, Some(0), "{ctx}: {}", r.console);
+    assert_eq!(r.guest["chaos_ops"], OPS, "{ctx}");
+    assert_eq!(r.guest["chaos_disagreements"], 0, "{ctx}: {}", r.console);
+    // Every unassigned port access the guest made reached the VMM, and
+    // nothing else did.
+    assert_eq!(
+        r.exits.unassigned_io, r.guest["chaos_unassigned_io"],
+        "{ctx}"
+    );
+    assert!(r.guest["chaos_unassigned_io"] > OPS / 10, "{ctx}");
+    // The invariants were checked after every accept (debug build).
+    let checks = r
+        .invariant_checks
+        .expect("invariant checks are on in tests");
+    assert!(checks > r.accept.calls / 2, "{ctx}: {checks} checks");
+    assert!(r.accept.invalid > OPS / 10, "{ctx}");
+    assert!(
+        r.accept.already_accepted > 0 && r.accept.size_mismatch > 0,
+        "{ctx}"
+    );
+}
+
+#[test]
+fn firmware_chaos_three_seeds() {
+    in_each_profile("firmware_chaos_three_seeds", |p| {
+        for seed in [1, 2, 3] {
+            let r = boot(config(
+                p,
+                4 * GIB,
+                &format!("fw.accept=none fw.selftest=chaos seed={seed} count={OPS}"),
+            ));
+            chaos_ok(&r, &format!("{} seed {seed}", name(p)));
+        }
+    });
+}
+
+#[test]
+fn kernel_chaos_keeps_the_bitmap_consistent() {
+    in_each_profile("kernel_chaos_keeps_the_bitmap_consistent", |p| {
+        let seed = 11;
+        let r = boot(config_with_kernel(
+            p,
+            6 * GIB,
+            &format!(
+                "fw.accept=none accept_memory=lazy kernel.selftest=chaos seed={seed} count={OPS} workload=16M"
+            ),
+        ));
+        let ctx = format!("{} kernel seed {seed}", name(p));
+        chaos_ok(&r, &ctx);
+        assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}: {:?}", r.bitmap_error);
+        assert!(r.timing_us.contains_key("workload_done"), "{ctx}");
+    });
+}
+
+#[test]
+fn chaos_is_reproducible_from_its_seed() {
+    in_each_profile("chaos_is_reproducible_from_its_seed", |p| {
+        let run = |seed: u64| {
+            let r = boot(config(
+                p,
+                4 * GIB,
+                &format!("fw.accept=none fw.selftest=chaos seed={seed} count=5000"),
+            ));
+            assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+            (r.accept, r.exits.unassigned_io, r.pages.accepted_bytes)
+        };
+        let (a, b) = (run(5), run(5));
+        assert_eq!(
+            (
+                a.0.calls,
+                a.0.ok_4k,
+                a.0.ok_2m,
+                a.0.invalid,
+                a.0.already_accepted,
+                a.1,
+                a.2
+            ),
+            (
+                b.0.calls,
+                b.0.ok_4k,
+                b.0.ok_2m,
+                b.0.invalid,
+                b.0.already_accepted,
+                b.1,
+                b.2
+            )
+        );
+        let c = run(6);
+        assert_ne!((a.0.calls, a.0.ok_4k, a.1), (c.0.calls, c.0.ok_4k, c.1));
+    });
+}

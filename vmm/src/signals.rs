@@ -1,0 +1,76 @@
+//! SIGINT and SIGTERM: the `vmm` command stops the guest, still writes the
+//! report, and exits with 128 + the signal number (130, 143). The handler
+//! only records the signal, sets the vCPU's `immediate_exit` (so a KVM_RUN
+//! about to start returns at once) and kicks the vCPU thread out of a
+//! KVM_RUN in progress; the run loop does the rest.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+
+static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+static VCPU_THREAD: AtomicU64 = AtomicU64::new(0);
+static HAVE_VCPU: AtomicBool = AtomicBool::new(false);
+static IMMEDIATE_EXIT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+
+extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Only async-signal-safe work: atomics, a byte store, pthread_kill.
+    SIGNALLED.store(sig, Ordering::SeqCst);
+    let exit = IMMEDIATE_EXIT.load(Ordering::SeqCst);
+    if !exit.is_null() {
+        // SAFETY: the pointer is the `immediate_exit` byte of the running
+        // vCPU's kvm_run mapping; `detach` clears it before the vCPU goes.
+        unsafe { exit.write_volatile(1) };
+    }
+    if HAVE_VCPU.load(Ordering::SeqCst) {
+        let vcpu = VCPU_THREAD.load(Ordering::SeqCst) as libc::pthread_t;
+        // SAFETY: pthread_self and pthread_kill are async-signal-safe; the
+        // vCPU thread is alive while HAVE_VCPU is set (cleared by `detach`).
+        unsafe {
+            if libc::pthread_self() != vcpu {
+                libc::pthread_kill(vcpu, crate::watchdog::kick_signal());
+            }
+        }
+    }
+}
+
+/// Installs the SIGINT and SIGTERM handlers (the `vmm` command does; a
+/// library user keeps its own). Returns why not, if they cannot be.
+pub fn install() -> Result<(), vmm_sys_util::errno::Error> {
+    crate::watchdog::install_kick_handler();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        vmm_sys_util::signal::register_signal_handler(sig, on_stop)?;
+    }
+    Ok(())
+}
+
+/// Tells the handler which thread runs the vCPU and where its
+/// `immediate_exit` byte is. Valid until `detach`.
+pub fn attach(immediate_exit: *mut u8) {
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    VCPU_THREAD.store(me as u64, Ordering::SeqCst);
+    IMMEDIATE_EXIT.store(immediate_exit, Ordering::SeqCst);
+    HAVE_VCPU.store(true, Ordering::SeqCst);
+}
+
+/// Forgets the vCPU (before it is dropped).
+pub fn detach() {
+    HAVE_VCPU.store(false, Ordering::SeqCst);
+    IMMEDIATE_EXIT.store(std::ptr::null_mut(), Ordering::SeqCst);
+}
+
+/// The stop signal received, if any.
+pub fn pending() -> Option<i32> {
+    match SIGNALLED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Name of a stop signal for messages and reports.
+pub fn name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
