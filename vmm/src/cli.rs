@@ -158,6 +158,16 @@ impl RunArgs {
     }
 }
 
+/// Parses a full `vmm run ...` argument list into the TD configuration, or
+/// the message a user would see (for tests and fuzzing).
+pub fn parse_run_args(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<TdConfig, String> {
+    let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+    let Command::Run(run) = cli.command;
+    run.to_config()
+}
+
 fn init_logging(level: LogLevel) {
     let filter = match level {
         LogLevel::Off => log::LevelFilter::Off,
@@ -269,9 +279,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<TdConfig, String> {
         let mut all = vec!["vmm", "run", "--firmware", "fw.elf"];
         all.extend_from_slice(args);
-        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
-        let Command::Run(run) = cli.command;
-        run.to_config()
+        parse_run_args(all)
     }
 
     #[test]
