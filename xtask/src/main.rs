@@ -58,10 +58,39 @@ fn run(args: &[String]) -> Result<i32, String> {
         cmd.arg("--kernel").arg(&guests.kernel);
     }
     cmd.args(args);
-    let status = cmd
-        .status()
+    // SIGINT/SIGTERM go to the VMM, which stops the guest and still writes
+    // its report; this process waits for it and returns its status.
+    forward_stop_signals();
+    let mut child = cmd
+        .spawn()
         .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
-    Ok(status.code().unwrap_or(1))
+    let mut forwarded = 0;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status.code().unwrap_or(1));
+        }
+        let sig = STOP_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
+        if sig != 0 && sig != forwarded {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+            forwarded = sig;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_stop(sig: libc::c_int) {
+    STOP_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn forward_stop_signals() {
+    let handler = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe).
+        unsafe { libc::signal(sig, handler) };
+    }
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
