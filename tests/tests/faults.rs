@@ -92,8 +92,9 @@ fn a_guest_that_never_stops_times_out_with_its_rip() {
 }
 
 /// Runs the firmware's `hang` self-test as a process, sends `sig` once the
-/// VMM is up, and returns (exit status, report).
+/// guest says it is spinning, and returns (exit status, report).
 fn stop_with_signal(sig: i32, tag: &str) -> (Option<i32>, serde_json::Value) {
+    use std::io::BufRead;
     let report = scratch(&format!("signal-{tag}.json"));
     let _ = std::fs::remove_file(&report);
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmm-cli"))
@@ -102,20 +103,29 @@ fn stop_with_signal(sig: i32, tag: &str) -> (Option<i32>, serde_json::Value) {
         .args([
             "--mem",
             "1G",
-            "--quiet",
             "--cmdline",
             "fw.accept=none fw.selftest=hang",
             "--report",
         ])
         .arg(&report)
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start the vmm");
-    // The report file appears (empty) once the handlers are installed.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !report.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    // The console echo on stdout says when the guest is spinning.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("selftest hang") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the guest reached its spin loop");
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
     let status = child.wait().expect("wait for the vmm");
