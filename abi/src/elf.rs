@@ -137,7 +137,11 @@ impl<'a> Image<'a> {
         if image.min_vaddr == u64::MAX {
             return Err(ElfError::NoSegments);
         }
-        image.span = (max_end - image.min_vaddr).div_ceil(4096) * 4096;
+        // Found by fuzzing: a segment ending near 2^64 made this wrap.
+        image.span = (max_end - image.min_vaddr)
+            .div_ceil(4096)
+            .checked_mul(4096)
+            .ok_or(ElfError::BadSegment(0))?;
         if entry < image.min_vaddr || entry >= max_end {
             return Err(ElfError::BadEntry(entry));
         }
@@ -309,6 +313,17 @@ mod tests {
         b[0x2090..0x2098].copy_from_slice(&0x1000u64.to_le_bytes());
         b[0x20f8] = 0xee; // inside filesz: must survive; .bss after 0x2100 zeroed
         b
+    }
+
+    #[test]
+    fn a_span_reaching_the_top_of_the_address_space_is_refused() {
+        let mut file = pie();
+        // Segment 0 starts in page 0 and segment 1 ends at 2^64 - 1: the
+        // span, rounded up to a page, is 2^64.
+        file[64 + 16..64 + 24].copy_from_slice(&0x800u64.to_le_bytes());
+        let o = 64 + 56;
+        file[o + 40..o + 48].copy_from_slice(&(u64::MAX - 0x2000).to_le_bytes());
+        assert!(matches!(Image::parse(&file), Err(ElfError::BadSegment(_))));
     }
 
     #[test]
