@@ -213,7 +213,7 @@ impl<'a> Image<'a> {
         loop {
             let o = dyn_at
                 .checked_add(i * 16)
-                .filter(|o| o + 16 <= dest.len() as u64)
+                .filter(|o| o.checked_add(16).is_some_and(|e| e <= dest.len() as u64))
                 .ok_or(ElfError::BadRelocation(dynamic.vaddr))? as usize;
             let (tag, val) = (
                 u64_at(dest, o).unwrap_or(0),
@@ -313,6 +313,21 @@ mod tests {
         b[0x2090..0x2098].copy_from_slice(&0x1000u64.to_le_bytes());
         b[0x20f8] = 0xee; // inside filesz: must survive; .bss after 0x2100 zeroed
         b
+    }
+
+    #[test]
+    fn a_dynamic_segment_at_the_top_of_the_address_space_is_refused() {
+        // Found by fuzzing: the DYNAMIC entry offset plus 16 wrapped.
+        let mut file = pie();
+        let o = 64 + 2 * 56;
+        // 8 bytes below the image start: relative to it, 2^64 - 8.
+        file[o + 16..o + 24].copy_from_slice(&0xff8u64.to_le_bytes());
+        let img = Image::parse(&file).unwrap();
+        let mut dest = vec![0u8; img.span as usize];
+        assert!(matches!(
+            img.load(&mut dest, 0x40_0000),
+            Err(ElfError::BadRelocation(_))
+        ));
     }
 
     #[test]
