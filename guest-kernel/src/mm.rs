@@ -5,7 +5,7 @@
 //! `deferred_free_pages` does for chunks below MAX_PAGE_ORDER.
 
 use crate::stub::MAP;
-use crate::unaccepted::{accept_memory, contains_unaccepted};
+use crate::unaccepted::{accept_memory, contains_unaccepted, unaccepted_prefix};
 use abi::efi::memory_type;
 use guest_mm::buddy::{Buddy, Phys, BLOCK, META_BYTES};
 use guest_rt::fatal;
@@ -79,6 +79,16 @@ pub fn init(dir: u64, dir_blocks: u64, lazy: bool) {
 fn add_run(buddy: &mut Buddy<'static>, start: u64, end: u64, lazy: bool) {
     let mut at = start;
     while at < end {
+        if lazy && at.is_multiple_of(BLOCK) {
+            // Whole blocks of nothing but unaccepted units: park them all
+            // at once (one bitmap scan, one directory fill).
+            let blocks = (unaccepted_prefix(at, end) - at) / BLOCK;
+            if blocks > 0 {
+                buddy.park_blocks(at, blocks);
+                at += blocks * BLOCK;
+                continue;
+            }
+        }
         let block_end = ((at / BLOCK) + 1) * BLOCK;
         let piece_end = block_end.min(end);
         let whole = at.is_multiple_of(BLOCK) && piece_end == block_end;

@@ -67,6 +67,24 @@ pub fn mark_accepted(start: u64, size: u64) {
     });
 }
 
+/// The end of the longest prefix of `[start, end)` whose units are all
+/// unaccepted (`start` when the first unit is accepted or not covered).
+pub fn unaccepted_prefix(start: u64, end: u64) -> u64 {
+    TABLE.with(|t| {
+        let Some(t) = t.as_ref() else { return start };
+        let (base, unit) = (t.header.phys_base, t.header.unit_size as u64);
+        if start < base || end <= start {
+            return start;
+        }
+        let first = (start - base) / unit;
+        let last = (end - base).div_ceil(unit);
+        match t.bitmap().next_set_run(first, last) {
+            Some((a, b)) if a == first => (base + b * unit).min(end),
+            _ => start,
+        }
+    })
+}
+
 /// True when any unit overlapping `[start, start + size)` is unaccepted.
 pub fn contains_unaccepted(start: u64, size: u64) -> bool {
     TABLE.with(|t| {

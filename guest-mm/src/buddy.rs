@@ -275,9 +275,16 @@ impl<'a> Buddy<'a> {
     /// Parks the 4 MiB block at `addr`: it holds unaccepted memory and is
     /// accepted only when needed. Nothing inside it is touched.
     pub fn park(&mut self, addr: u64) {
-        self.dir[(addr / BLOCK) as usize] = PARKED;
-        self.stats.parked_blocks += 1;
-        self.stats.blocks_parked += 1;
+        self.park_blocks(addr, 1);
+    }
+
+    /// Parks the `n` whole blocks from `addr` in one step (a boot parks
+    /// every block of a terabyte of unaccepted memory: one store each).
+    pub fn park_blocks(&mut self, addr: u64, n: u64) {
+        let first = (addr / BLOCK) as usize;
+        self.dir[first..first + n as usize].fill(PARKED);
+        self.stats.parked_blocks += n;
+        self.stats.blocks_parked += n;
     }
 
     /// Takes the highest parked block out of the allocator without
