@@ -195,37 +195,56 @@ impl Model {
         }
     }
 
+    /// The status an accept with operand `rcx` gets now, and the change it
+    /// makes (none for failures).
+    fn decide(&self, rcx: u64) -> (Expect, Option<(usize, Option<usize>)>) {
+        let (gpa, level) = match decode(&self.layout, rcx) {
+            Ok(v) => v,
+            Err(_) => return (Expect::Status(INVALID), None),
+        };
+        let Some((c, p)) = self.locate(gpa) else {
+            return (Expect::Unknown, None);
+        };
+        let already = |level: PageLevel| status::PAGE_ALREADY_ACCEPTED | level as u64;
+        match (level, self.state[c]) {
+            (PageLevel::L2M, Chunk::Pending) => (Expect::Status(status::SUCCESS), Some((c, None))),
+            (_, Chunk::Mapped2M) => (Expect::Status(already(PageLevel::L2M)), None),
+            (PageLevel::L2M, Chunk::Split) => (
+                Expect::Status(status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64),
+                None,
+            ),
+            _ => {
+                if self.state[c] == Chunk::Split && self.bits[c][p / 64] & (1 << (p % 64)) != 0 {
+                    (Expect::Status(already(PageLevel::L4K)), None)
+                } else {
+                    (Expect::Status(status::SUCCESS), Some((c, Some(p))))
+                }
+            }
+        }
+    }
+
+    /// The status an accept with operand `rcx` would get, without applying it.
+    pub fn expect(&self, rcx: u64) -> Expect {
+        self.decide(rcx).0
+    }
+
     /// Predicts the status of an accept with operand `rcx` and applies its
     /// effect to the model.
     pub fn accept(&mut self, rcx: u64) -> Expect {
-        let (gpa, level) = match decode(&self.layout, rcx) {
-            Ok(v) => v,
-            Err(_) => return Expect::Status(INVALID),
-        };
-        let Some((c, p)) = self.locate(gpa) else {
-            return Expect::Unknown;
-        };
-        let st = match (level, self.state[c]) {
-            (PageLevel::L2M, Chunk::Pending) => {
+        let (expect, change) = self.decide(rcx);
+        match change {
+            Some((c, None)) => {
                 self.state[c] = Chunk::Mapped2M;
                 self.accepted_pages += 512;
-                status::SUCCESS
             }
-            (_, Chunk::Mapped2M) => status::PAGE_ALREADY_ACCEPTED | PageLevel::L2M as u64,
-            (PageLevel::L2M, Chunk::Split) => status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64,
-            (_, Chunk::Pending) | (_, Chunk::Split) => {
+            Some((c, Some(p))) => {
                 self.state[c] = Chunk::Split;
-                let (w, b) = (p / 64, 1u64 << (p % 64));
-                if self.bits[c][w] & b != 0 {
-                    status::PAGE_ALREADY_ACCEPTED | PageLevel::L4K as u64
-                } else {
-                    self.bits[c][w] |= b;
-                    self.accepted_pages += 1;
-                    status::SUCCESS
-                }
+                self.bits[c][p / 64] |= 1 << (p % 64);
+                self.accepted_pages += 1;
             }
-        };
-        Expect::Status(st)
+            None => {}
+        }
+        expect
     }
 }
 
@@ -290,6 +309,8 @@ mod tests {
         let mut m = Model::new(layout(), base, 4 * PAGE_2M).unwrap();
         let a4 = |g| accept::encode(g, PageLevel::L4K);
         let a2 = |g| accept::encode(g, PageLevel::L2M);
+        assert_eq!(m.expect(a4(base)), Expect::Status(status::SUCCESS));
+        assert_eq!(m.accepted_pages(), 0, "expect does not apply");
         assert_eq!(m.accept(a4(base)), Expect::Status(status::SUCCESS));
         assert_eq!(
             m.accept(a4(base)),

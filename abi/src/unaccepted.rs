@@ -37,6 +37,8 @@ pub enum TableError {
     UnitSize(u32),
     Unaligned(u64),
     TooLarge(u64),
+    /// `phys_base` plus what the bitmap covers passes 2^64.
+    Wraps(u64),
 }
 
 impl core::fmt::Display for TableError {
@@ -46,6 +48,12 @@ impl core::fmt::Display for TableError {
             TableError::UnitSize(u) => write!(f, "unaccepted table unit size {u:#x} is not 2 MiB"),
             TableError::Unaligned(b) => {
                 write!(f, "unaccepted table base {b:#x} is not unit aligned")
+            }
+            TableError::Wraps(b) => {
+                write!(
+                    f,
+                    "unaccepted table base {b:#x} plus its coverage passes 2^64"
+                )
             }
             TableError::TooLarge(s) => write!(
                 f,
@@ -73,6 +81,9 @@ impl Header {
         }
         if self.size > MAX_BITMAP_BYTES {
             return Err(TableError::TooLarge(self.size));
+        }
+        if self.phys_base.checked_add(self.coverage()).is_none() {
+            return Err(TableError::Wraps(self.phys_base));
         }
         Ok(())
     }
@@ -363,6 +374,51 @@ mod tests {
             .validate(),
             Err(TableError::UnitSize(4096))
         );
+    }
+
+    #[test]
+    fn headers_that_wrap_or_lie_are_refused() {
+        let ok = Header {
+            version: 1,
+            unit_size: 2 << 20,
+            phys_base: 4 << 30,
+            size: 64,
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        for (bad, want) in [
+            (Header { version: 2, ..ok }, TableError::Version(2)),
+            (
+                Header {
+                    unit_size: 4096,
+                    ..ok
+                },
+                TableError::UnitSize(4096),
+            ),
+            (
+                Header {
+                    phys_base: 4096,
+                    ..ok
+                },
+                TableError::Unaligned(4096),
+            ),
+            (
+                Header {
+                    size: MAX_BITMAP_BYTES + 1,
+                    ..ok
+                },
+                TableError::TooLarge(MAX_BITMAP_BYTES + 1),
+            ),
+            (
+                Header {
+                    phys_base: u64::MAX - (2 << 20) + 1,
+                    size: 1,
+                    ..ok
+                },
+                TableError::Wraps(u64::MAX - (2 << 20) + 1),
+            ),
+        ] {
+            assert_eq!(bad.validate(), Err(want));
+        }
     }
 
     proptest! {

@@ -39,24 +39,45 @@ fn layout() -> RamLayout {
 
 /// Runs the chaos workload; returns the number of disagreements.
 pub fn run(seed: u64, count: u64) -> u64 {
-    // A contiguous run of parked blocks, from the top.
-    let Some(top) = mm::take_parked_top() else {
-        fatal!(
-            code::BAD_CMDLINE,
-            "kernel.selftest=chaos needs parked memory: use accept_memory=lazy and more RAM"
-        );
-    };
-    let mut lo = top;
-    while top + BLOCK - lo < WINDOW_BLOCKS * BLOCK {
-        match mm::take_parked_top() {
-            Some(b) if b + BLOCK == lo => lo = b,
-            Some(b) => {
+    // A contiguous run of parked blocks whose memory is entirely pending,
+    // from the top. (A parked block may hold accepted units too: those are
+    // skipped and parked again.)
+    let fully_pending = |b: u64| unaccepted::unaccepted_prefix(b, b + BLOCK) == b + BLOCK;
+    let mut skipped = [0u64; 16];
+    let mut n_skipped = 0;
+    let mut window: Option<(u64, u64)> = None;
+    while let Some(b) = mm::take_parked_top() {
+        match window {
+            Some((lo, top)) if b + BLOCK == lo && fully_pending(b) => {
+                window = Some((b, top));
+                if top + BLOCK - b >= WINDOW_BLOCKS * BLOCK {
+                    break;
+                }
+            }
+            Some(_) => {
                 mm::park(b);
                 break;
             }
-            None => break,
+            None if fully_pending(b) => window = Some((b, b)),
+            None if n_skipped < skipped.len() => {
+                skipped[n_skipped] = b;
+                n_skipped += 1;
+            }
+            None => {
+                mm::park(b);
+                break;
+            }
         }
     }
+    for &b in &skipped[..n_skipped] {
+        mm::park(b);
+    }
+    let Some((lo, top)) = window else {
+        fatal!(
+            code::BAD_CMDLINE,
+            "kernel.selftest=chaos needs a parked block of pending memory: use accept_memory=lazy and more RAM"
+        );
+    };
     let hi = top + BLOCK;
     let Some(mut model) = Model::new(layout(), lo, hi - lo) else {
         fatal!(

@@ -55,15 +55,29 @@ pub fn accept_memory(start: u64, size: u64) {
     });
 }
 
-/// Clears the bitmap bits of the units inside `[start, start + size)`
-/// after their memory was accepted some other way (the chaos self-test).
+/// Clears the bitmap bits of the units entirely inside `[start, start +
+/// size)` after their memory was accepted some other way (the chaos
+/// self-test). Unlike `accept_memory` there is no guard unit: only units
+/// this range covers change.
 pub fn mark_accepted(start: u64, size: u64) {
     TABLE.with(|t| {
         let Some(t) = t.as_mut() else { return };
-        let header = t.header;
-        let units =
-            accept_range::<()>(&header, &mut t.bitmap(), start, size, |_, _| Ok(())).unwrap_or(0);
-        t.units_accepted += units;
+        let (base, unit) = (t.header.phys_base, t.header.unit_size as u64);
+        let end = start.saturating_add(size);
+        if end <= base {
+            return;
+        }
+        let mut bits = t.bitmap();
+        let first = (start.max(base) - base).div_ceil(unit);
+        let last = ((end - base) / unit).min(bits.bits());
+        let mut cleared = 0;
+        let mut from = first;
+        while let Some((a, b)) = bits.next_set_run(from, last) {
+            bits.clear_range(a, b);
+            cleared += b - a;
+            from = b;
+        }
+        t.units_accepted += cleared;
     });
 }
 
@@ -78,7 +92,12 @@ pub fn unaccepted_prefix(start: u64, end: u64) -> u64 {
         }
         let first = (start - base) / unit;
         let last = (end - base).div_ceil(unit);
-        match t.bitmap().next_set_run(first, last) {
+        let bits = t.bitmap();
+        // Cheap exit for an accepted first unit (no scan ahead).
+        if first >= bits.bits() || !bits.test(first) {
+            return start;
+        }
+        match bits.next_set_run(first, last) {
             Some((a, b)) if a == first => (base + b * unit).min(end),
             _ => start,
         }

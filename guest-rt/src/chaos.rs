@@ -27,6 +27,23 @@ pub struct Outcome {
     pub unassigned_io: u64,
     pub accepts_ok: u64,
     pub accepts_invalid: u64,
+    /// Accepts repeated after TDX_OPERAND_BUSY (`--inject busy=P`).
+    pub busy_retries: u64,
+}
+
+/// Most retries of one busy accept before its status is taken as final.
+const BUSY_RETRIES: u64 = 10_000;
+
+/// An accept, repeated while the host answers TDX_OPERAND_BUSY.
+fn accept_through_busy(rcx: u64, retries: &mut u64) -> u64 {
+    let mut st = accept_raw(rcx);
+    let mut n = 0;
+    while status::code(st) == status::OPERAND_BUSY && n < BUSY_RETRIES {
+        n += 1;
+        st = accept_raw(rcx);
+    }
+    *retries += n;
+    st
 }
 
 const SHOWN: u64 = 10;
@@ -66,15 +83,19 @@ impl Run<'_> {
         lo + self.rng.below((hi - lo) / PAGE_4K) * PAGE_4K
     }
 
-    /// One accept whose status the model predicts; returns the status.
+    /// One accept whose status the model predicts. The model changes only
+    /// when the host agreed; TDX_OPERAND_BUSY (fault injection) changes
+    /// nothing on either side and is retried.
     fn accept(&mut self, rcx: u64) {
-        let want = match self.model.accept(rcx) {
+        let want = match self.model.expect(rcx) {
             Expect::Status(s) => s,
             // Never issued: the generators stay off RAM outside the window.
             Expect::Unknown => return,
         };
-        let got = accept_raw(rcx);
-        if got != want {
+        let got = accept_through_busy(rcx, &mut self.out.busy_retries);
+        if got == want {
+            self.model.accept(rcx);
+        } else {
             self.disagree(format_args!(
                 "accept {rcx:#x}: status {got:#x} ({}), model {want:#x} ({})",
                 status::name(got),
@@ -449,12 +470,13 @@ pub fn run(model: &mut Model, seed: u64, count: u64) -> Outcome {
     }
     let out = run.out;
     println!(
-        "chaos: {} operations, {} disagreement(s), {} accepted, {} invalid accepts, {} unassigned port accesses, {} window pages accepted",
+        "chaos: {} operations, {} disagreement(s), {} accepted, {} invalid accepts, {} unassigned port accesses, {} busy retries, {} window pages accepted",
         out.ops,
         out.disagreements,
         out.accepts_ok,
         out.accepts_invalid,
         out.unassigned_io,
+        out.busy_retries,
         run.model.accepted_pages()
     );
     out
@@ -467,18 +489,19 @@ pub fn finish(model: &mut Model) -> bool {
     let (lo, hi) = model.range();
     let mut chunk = lo;
     while chunk < hi {
+        let mut retries = 0;
         let whole_pending = (0..512).all(|i| !model.is_accepted(chunk + i * PAGE_4K));
         let ok = if whole_pending {
             let rcx = accept::encode(chunk, PageLevel::L2M);
             model.accept(rcx);
-            accept_raw(rcx) == 0
+            accept_through_busy(rcx, &mut retries) == 0
         } else {
             let mut ok = true;
             for p in (0..512).map(|i| chunk + i * PAGE_4K) {
                 if ok && !model.is_accepted(p) {
                     let rcx = accept::encode(p, PageLevel::L4K);
                     model.accept(rcx);
-                    ok = accept_raw(rcx) == 0;
+                    ok = accept_through_busy(rcx, &mut retries) == 0;
                 }
             }
             ok

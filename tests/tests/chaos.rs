@@ -102,3 +102,43 @@ fn chaos_is_reproducible_from_its_seed() {
         assert_ne!((a.0.calls, a.0.ok_4k, a.1), (c.0.calls, c.0.ok_4k, c.1));
     });
 }
+
+#[test]
+fn chaos_holds_under_busy_injection() {
+    in_each_profile("chaos_holds_under_busy_injection", |p| {
+        let mut c = config(
+            p,
+            4 * GIB,
+            "fw.accept=none fw.accept_retry=1000 fw.selftest=chaos seed=4 count=20000",
+        );
+        c.inject = Some(vmm::inject::InjectSpec { busy: 0.1, seed: 4 });
+        let r = boot(c);
+        let ctx = name(p);
+        assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+        assert_eq!(r.guest["chaos_disagreements"], 0, "{ctx}: {}", r.console);
+        assert!(r.accept.busy_injected > 0, "{ctx}");
+        assert!(r.console.contains("busy retries"), "{ctx}");
+    });
+}
+
+#[test]
+fn firmware_then_kernel_chaos_with_a_half_accepted_top_block() {
+    in_each_profile(
+        "firmware_then_kernel_chaos_with_a_half_accepted_top_block",
+        |p| {
+            // RAM ends 2 MiB past a 4 MiB boundary, so the firmware's chaos
+            // window leaves the kernel a parked block that is half accepted;
+            // the kernel's window must skip it.
+            let r = boot(config_with_kernel(
+            p,
+            6 * GIB + (2 << 20),
+            "fw.accept=none fw.selftest=chaos accept_memory=lazy kernel.selftest=chaos seed=9 count=5000",
+        ));
+            let ctx = name(p);
+            assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+            assert_eq!(r.exit_code, Some(0), "{ctx}: {}", r.console);
+            assert_eq!(r.guest["chaos_disagreements"], 0, "{ctx}: {}", r.console);
+            assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}: {:?}", r.bitmap_error);
+        },
+    );
+}

@@ -86,17 +86,24 @@ pub fn check(mem: &PrivateMemory, system_table: u64) -> Result<Checked, CheckErr
         why,
     };
     header.validate().map_err(|e| bad(e.to_string()))?;
-    let mut bitmap = vec![0u8; header.size as usize];
+    // Only the part of the bitmap that describes RAM matters: read no more
+    // than that, however large the guest says it is.
+    let layout = mem.layout();
+    let ram_units = layout
+        .ram_top()
+        .saturating_sub(header.phys_base)
+        .div_ceil(UNIT_SIZE);
+    let read_bytes = header.size.min(ram_units.div_ceil(8));
+    let mut bitmap = vec![0u8; read_bytes as usize];
     if !mem.read_accepted(table_gpa + 24, &mut bitmap) {
         return Err(bad(format!(
             "its {}-byte bitmap is not readable accepted memory",
             header.size
         )));
     }
-    let layout = mem.layout();
     let mut mismatches = 0;
     let mut bits_set = 0;
-    for bit in 0..header.size * 8 {
+    for bit in 0..read_bytes * 8 {
         let set = bitmap[(bit / 8) as usize] & (1 << (bit % 8)) != 0;
         bits_set += u64::from(set);
         let unit = header.phys_base + bit * UNIT_SIZE;

@@ -186,7 +186,7 @@ pub struct UnacceptedTable {
     pub unit_size: u32,
     pub phys_base: u64,
     pub size: u64,
-    /// Units still marked unaccepted.
+    /// Units still marked unaccepted (in the part that describes RAM).
     pub bits_set: u64,
 }
 

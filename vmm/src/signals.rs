@@ -2,7 +2,9 @@
 //! report, and exits with 128 + the signal number (130, 143). The handler
 //! only records the signal, sets the vCPU's `immediate_exit` (so a KVM_RUN
 //! about to start returns at once) and kicks the vCPU thread out of a
-//! KVM_RUN in progress; the run loop does the rest.
+//! KVM_RUN in progress; the run loop does the rest. One TD per process: a
+//! library user running several TDs at once does not install the handlers,
+//! and then `attach`/`detach` do nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
@@ -10,6 +12,7 @@ static SIGNALLED: AtomicI32 = AtomicI32::new(0);
 static VCPU_THREAD: AtomicU64 = AtomicU64::new(0);
 static HAVE_VCPU: AtomicBool = AtomicBool::new(false);
 static IMMEDIATE_EXIT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // Only async-signal-safe work: atomics, a byte store, pthread_kill.
@@ -20,7 +23,9 @@ extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c
         // vCPU's kvm_run mapping; `detach` clears it before the vCPU goes.
         unsafe { exit.write_volatile(1) };
     }
-    if HAVE_VCPU.load(Ordering::SeqCst) {
+    // Without a kick handler the kick's default action would kill us;
+    // `immediate_exit` and the next exit still stop the run.
+    if HAVE_VCPU.load(Ordering::SeqCst) && crate::watchdog::kick_installed() {
         let vcpu = VCPU_THREAD.load(Ordering::SeqCst) as libc::pthread_t;
         // SAFETY: pthread_self and pthread_kill are async-signal-safe; the
         // vCPU thread is alive while HAVE_VCPU is set (cleared by `detach`).
@@ -39,12 +44,16 @@ pub fn install() -> Result<(), vmm_sys_util::errno::Error> {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         vmm_sys_util::signal::register_signal_handler(sig, on_stop)?;
     }
+    INSTALLED.store(true, Ordering::SeqCst);
     Ok(())
 }
 
 /// Tells the handler which thread runs the vCPU and where its
 /// `immediate_exit` byte is. Valid until `detach`.
 pub fn attach(immediate_exit: *mut u8) {
+    if !INSTALLED.load(Ordering::SeqCst) {
+        return;
+    }
     // SAFETY: pthread_self has no preconditions.
     let me = unsafe { libc::pthread_self() };
     VCPU_THREAD.store(me as u64, Ordering::SeqCst);
@@ -52,13 +61,18 @@ pub fn attach(immediate_exit: *mut u8) {
     HAVE_VCPU.store(true, Ordering::SeqCst);
 }
 
-/// Forgets the vCPU (before it is dropped).
+/// Forgets the vCPU (before it is dropped) and the signal that stopped
+/// its run, if any (the run's report carries it).
 pub fn detach() {
+    if !INSTALLED.load(Ordering::SeqCst) {
+        return;
+    }
     HAVE_VCPU.store(false, Ordering::SeqCst);
     IMMEDIATE_EXIT.store(std::ptr::null_mut(), Ordering::SeqCst);
+    SIGNALLED.store(0, Ordering::SeqCst);
 }
 
-/// The stop signal received, if any.
+/// The stop signal received, if any (only with the handlers installed).
 pub fn pending() -> Option<i32> {
     match SIGNALLED.load(Ordering::SeqCst) {
         0 => None,

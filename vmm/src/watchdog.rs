@@ -17,6 +17,11 @@ pub fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN() + 1
 }
 
+/// True when the kick signal's handler is in place (sending it is safe).
+pub fn kick_installed() -> bool {
+    INSTALLED.load(Ordering::SeqCst)
+}
+
 /// Installs the (empty) handler of the kick signal, once per process.
 pub fn install_kick_handler() {
     HANDLER.call_once(|| {

@@ -67,7 +67,12 @@ fn run(args: &[String]) -> Result<i32, String> {
     let mut forwarded = 0;
     loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Ok(status.code().unwrap_or(1));
+            // Killed by a signal (before its handlers were in): 128 + N.
+            use std::os::unix::process::ExitStatusExt;
+            return Ok(status
+                .code()
+                .or(status.signal().map(|s| 128 + s))
+                .unwrap_or(1));
         }
         let sig = STOP_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
         if sig != 0 && sig != forwarded {
