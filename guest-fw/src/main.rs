@@ -63,16 +63,6 @@ fn policy(cmdline: &str) -> Policy {
     }
 }
 
-/// `fw.accept_retry=N`: retries of an accept that answered
-/// TDX_OPERAND_BUSY (default 5, as td-shim does).
-fn accept_retry(cmdline: &str) -> u64 {
-    match cmdline::get(cmdline, "fw.accept_retry").map(|v| v.parse::<u64>()) {
-        None => 5,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => fatal!(code::BAD_CMDLINE, "fw.accept_retry= expects a number"),
-    }
-}
-
 fn hob_list(hob: u64) -> HobList<'static> {
     // SAFETY: the HOB is in initial memory, which the host accepted and
     // mapped; the PHIT's 56 bytes are read first to learn the list length.
@@ -130,7 +120,8 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         hobs.len()
     );
     println!("fw: command line \"{cmdline}\"");
-    tdcall::set_accept_retry(accept_retry(cmdline));
+    // `fw.accept_retry=N`: retries of a busy accept (default 5, as td-shim).
+    tdcall::set_accept_retry(guest_rt::param::number(cmdline, "fw.accept_retry", 5));
     let mut ram_top = 0;
     let mut pending_high = 0;
     for r in hobs.memory_resources() {
@@ -156,13 +147,8 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         tested = range;
     }
     if selftest == Some("chaos") {
-        let num =
-            |key: &str, default: u64| match cmdline::get(cmdline, key).map(cmdline::parse_size) {
-                None => default,
-                Some(Ok(n)) => n,
-                Some(Err(_)) => fatal!(code::BAD_CMDLINE, "{key}= expects a number"),
-            };
-        let (f, range) = selftest::chaos(&hobs, gpaw, num("seed", 1), num("count", 10_000));
+        let (seed, count) = guest_rt::chaos::params(cmdline);
+        let (f, range) = selftest::chaos(&hobs, gpaw, seed, count);
         failures += f;
         tested = Some(range);
     }

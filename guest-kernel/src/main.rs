@@ -60,11 +60,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
             );
         }
     }
-    match cmdline::get(cmdline, "accept_retry").map(|v| v.parse::<u64>()) {
-        None => {}
-        Some(Ok(n)) => tdcall::set_accept_retry(n),
-        Some(Err(_)) => fatal!(code::BAD_CMDLINE, "accept_retry= expects a number"),
-    }
+    tdcall::set_accept_retry(guest_rt::param::number(cmdline, "accept_retry", 0));
     let lazy = match cmdline::get(cmdline, "accept_memory") {
         None | Some("lazy") => true,
         Some("eager") => false,
@@ -116,7 +112,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         None => {}
         Some("reaccept") => unaccepted::reaccept_selftest(),
         Some("chaos") => {
-            let (seed, count) = chaos_params(cmdline);
+            let (seed, count) = guest_rt::chaos::params(cmdline);
             failures += chaos::run(seed, count);
         }
         Some(other) => fatal!(code::BAD_CMDLINE, "unknown kernel.selftest={other}"),
@@ -169,14 +165,4 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     tdcall::counter(Counter::LazyAccept, u64::from(lazy));
     tdcall::counter(Counter::AcceptRetries, tdcall::accept_retries());
     tdcall::shutdown(u32::from(failures > 0))
-}
-
-/// `seed=S count=N` of the chaos self-test (defaults 1 and 10000).
-fn chaos_params(cmdline: &str) -> (u64, u64) {
-    let num = |key: &str, default: u64| match cmdline::get(cmdline, key).map(cmdline::parse_size) {
-        None => default,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => fatal!(code::BAD_CMDLINE, "{key}= expects a number"),
-    };
-    (num("seed", 1), num("count", 10_000))
 }

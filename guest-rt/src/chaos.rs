@@ -447,6 +447,14 @@ impl Run<'_> {
     }
 }
 
+/// `seed=S count=N` from the command line (defaults 1 and 10,000).
+pub fn params(cmdline: &str) -> (u64, u64) {
+    (
+        crate::param::number(cmdline, "seed", 1),
+        crate::param::number(cmdline, "count", 10_000),
+    )
+}
+
 /// Runs `count` operations from `seed` against `model`'s window, which must
 /// be pending RAM owned by the caller.
 pub fn run(model: &mut Model, seed: u64, count: u64) -> Outcome {

@@ -2,7 +2,8 @@
 //! typed wrappers (`tdcall`), console output through GHCI Instruction.IO
 //! (`console`, `println!`), fatal errors reported to the host (`fatal`,
 //! `fatal!`, the panic handler), an IDT that reports exceptions (`idt`) and
-//! the chaos self-test both guests can run (`chaos`).
+//! the chaos self-test both guests can run (`chaos`), and numeric
+//! command-line words (`param`).
 //! Position-independent: it works in the fixed-address firmware and in the
 //! relocatable kernel, in ring 0 and in ring 3.
 #![no_std]
@@ -12,4 +13,5 @@ pub mod console;
 pub mod fatal;
 pub mod global;
 pub mod idt;
+pub mod param;
 pub mod tdcall;
