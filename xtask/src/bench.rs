@@ -110,6 +110,43 @@ fn progress(done: usize, total: usize, what: &str) {
     let _ = std::io::stderr().flush();
 }
 
+/// Runs `vmm run` with the built firmware (and the kernel when
+/// `with_kernel`), `--quiet`, a 10-minute timeout and `args`, writing its
+/// report to `report`. Returns the report, which must say outcome ok; `what`
+/// names the run in errors.
+fn run_vmm<S: AsRef<std::ffi::OsStr>>(
+    vmm: &Path,
+    images: &crate::GuestImages,
+    with_kernel: bool,
+    args: impl IntoIterator<Item = S>,
+    report: &Path,
+    what: &str,
+) -> Result<Value, String> {
+    let mut cmd = Command::new(vmm);
+    cmd.arg("run").arg("--firmware").arg(&images.firmware);
+    if with_kernel {
+        cmd.arg("--kernel").arg(&images.kernel);
+    }
+    cmd.args(["--quiet", "--timeout", "600", "--report"])
+        .arg(report)
+        .args(args);
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", vmm.display()))?;
+    let text = std::fs::read_to_string(report).map_err(|e| {
+        format!(
+            "{what}: no report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let r: Value = serde_json::from_str(&text).map_err(|e| format!("{what}: bad report: {e}"))?;
+    if r["outcome"] != "ok" {
+        return Err(format!("{what}: outcome {} {}", r["outcome"], r["fatal"]));
+    }
+    Ok(r)
+}
+
+/// One run of a matrix scenario (with a trace when `trace` is given).
 fn run_one(
     vmm: &Path,
     images: &crate::GuestImages,
@@ -117,52 +154,24 @@ fn run_one(
     report: &Path,
     trace: Option<&Path>,
 ) -> Result<Value, String> {
-    let mut cmd = Command::new(vmm);
-    cmd.arg("run")
-        .arg("--firmware")
-        .arg(&images.firmware)
-        .arg("--kernel")
-        .arg(&images.kernel)
-        .args([
-            "--mem",
-            &format!("{}G", s.mem_gib),
-            "--quiet",
-            "--cpu-profile",
-            &s.profile,
-            "--backing",
-            s.backing,
-        ])
-        .args([
-            "--cmdline",
-            &format!("fw.accept={} accept_memory={} workload=64M", s.fw, s.mode),
-        ])
-        .arg("--report")
-        .arg(report)
-        .args(["--timeout", "600"]);
+    let mut args: Vec<std::ffi::OsString> = [
+        "--mem".to_string(),
+        format!("{}G", s.mem_gib),
+        "--cpu-profile".into(),
+        s.profile.clone(),
+        "--backing".into(),
+        s.backing.into(),
+        "--cmdline".into(),
+        format!("fw.accept={} accept_memory={} workload=64M", s.fw, s.mode),
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
     if let Some(t) = trace {
-        cmd.arg("--trace").arg(t);
+        args.push("--trace".into());
+        args.push(t.into());
     }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", vmm.display()))?;
-    let text = std::fs::read_to_string(report).map_err(|e| {
-        format!(
-            "{}: no report ({e}): {}",
-            s.key(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    let r: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: bad report: {e}", s.key()))?;
-    if r["outcome"] != "ok" {
-        return Err(format!(
-            "{}: outcome {} {}",
-            s.key(),
-            r["outcome"],
-            r["fatal"]
-        ));
-    }
-    Ok(r)
+    run_vmm(vmm, images, true, args, report, &s.key())
 }
 
 fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -342,24 +351,21 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
         accepted_over_time(&traces)
     );
     let kexec_trace = cfg.out.join("trace-kexec.bin");
-    let mut cmd = Command::new(&vmm);
-    cmd.arg("run")
-        .arg("--firmware")
-        .arg(&images.firmware)
-        .arg("--kernel")
-        .arg(&images.kernel)
-        .args([
-            "--mem",
-            "8G",
-            "--quiet",
-            "--cmdline",
-            "fw.accept=all kexec=2 workload=256M",
-            "--trace",
-        ])
-        .arg(&kexec_trace)
-        .arg("--report")
-        .arg(scratch.join("trace-kexec.json"));
-    cmd.output().map_err(|e| e.to_string())?;
+    run_vmm(
+        &vmm,
+        &images,
+        true,
+        [
+            "--mem".as_ref(),
+            "8G".as_ref(),
+            "--cmdline".as_ref(),
+            "fw.accept=all kexec=2 workload=256M".as_ref(),
+            "--trace".as_ref(),
+            kexec_trace.as_os_str(),
+        ],
+        &scratch.join("trace-kexec.json"),
+        "kexec trace run",
+    )?;
     let kexec_records = read_trace(&kexec_trace)?;
     plot!(
         cfg.out.join("accepted_memory_map"),
@@ -721,36 +727,15 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
     let vmm = crate::build_vmm()?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let report = out.join("micro-report.json");
-    let run = |profile: &str, mem: &str, cmdline: &str| -> Result<Value, String> {
-        let o = Command::new(&vmm)
-            .arg("run")
-            .arg("--firmware")
-            .arg(&images.firmware)
-            .args([
-                "--mem",
-                mem,
-                "--quiet",
-                "--cpu-profile",
-                profile,
-                "--cmdline",
-                cmdline,
-                "--report",
-            ])
-            .arg(&report)
-            .output()
-            .map_err(|e| e.to_string())?;
-        let r: Value =
-            serde_json::from_str(&std::fs::read_to_string(&report).map_err(|e| e.to_string())?)
-                .map_err(|e| {
-                    format!(
-                        "{profile} {cmdline}: {e}: {}",
-                        String::from_utf8_lossy(&o.stderr)
-                    )
-                })?;
-        if r["outcome"] != "ok" {
-            return Err(format!("{profile} {cmdline}: outcome {}", r["outcome"]));
-        }
-        Ok(r)
+    let run = |profile: &str, mem: &str, cmdline: &str| {
+        run_vmm(
+            &vmm,
+            &images,
+            false,
+            ["--mem", mem, "--cpu-profile", profile, "--cmdline", cmdline],
+            &report,
+            &format!("{profile} {cmdline}"),
+        )
     };
     let mut results = Vec::new();
     for profile in profiles {
