@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: KVM availability (skip with a
 //! visible message, or fail when `REQUIRE_KVM=1`), CPU profiles to cover,
-//! guests built once per test process, and booting a TD in-process.
+//! guests built once per test process, booting a TD in-process, and
+//! scratch files.
 
 use std::sync::OnceLock;
 use vmm::cpu::ProfileChoice;
@@ -99,6 +100,14 @@ pub fn config_with_kernel(profile: ProfileChoice, mem: u64, cmdline: &str) -> Td
 pub fn boot(config: TdConfig) -> Report {
     let td = Td::build(config).unwrap_or_else(|e| panic!("building the TD: {e}"));
     td.run()
+}
+
+/// A path for a test's scratch file, in a directory private to this test
+/// process.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tdx-accept-emu-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir.join(name)
 }
 
 /// Name of a profile for messages.

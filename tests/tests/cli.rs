@@ -2,9 +2,9 @@
 //! 1 guest failure, 2 bad input), one-line errors naming the problem, the
 //! report file, and the peak RSS of a fresh process.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use tests::{guests, require_kvm};
+use tests::{guests, require_kvm, scratch};
 
 fn vmm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmm-cli"))
@@ -15,12 +15,6 @@ fn vmm(args: &[&str]) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tdx-accept-emu-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 fn fw() -> String {

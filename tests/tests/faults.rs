@@ -4,17 +4,12 @@
 //! everything twice at every level (bounded host memory, capped files).
 
 use abi::GIB;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::{boot, config, config_with_kernel, guests, in_each_profile, name, require_kvm};
+use tests::{
+    boot, config, config_with_kernel, guests, in_each_profile, name, require_kvm, scratch,
+};
 use vmm::inject::InjectSpec;
-
-fn scratch(file: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tdx-accept-emu-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(file)
-}
 
 #[test]
 fn busy_accepts_panic_the_kernel_without_retries() {

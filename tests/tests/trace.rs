@@ -3,15 +3,13 @@
 
 use abi::layout::FOUR_GIB;
 use abi::GIB;
-use tests::{boot, config_with_kernel, in_each_profile, name};
+use tests::{boot, config_with_kernel, in_each_profile, name, scratch};
 use vmm::trace::{read, Kind, Who};
 
 #[test]
 fn the_trace_records_every_accept_and_who_asked() {
     in_each_profile("the_trace_records_every_accept_and_who_asked", |p| {
-        let dir = std::env::temp_dir().join(format!("trace-it-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{}.trace", name(p)));
+        let path = scratch(&format!("{}.trace", name(p)));
         let mut c = config_with_kernel(p, 8 * GIB, "fw.accept=64M kexec=1 workload=128M");
         c.trace = Some(path.clone());
         let r = boot(c);
@@ -49,8 +47,7 @@ fn the_trace_records_every_accept_and_who_asked() {
 #[test]
 fn the_trace_records_the_pending_access() {
     in_each_profile("the_trace_records_the_pending_access", |p| {
-        let path =
-            std::env::temp_dir().join(format!("trace-pa-{}-{}.trace", std::process::id(), name(p)));
+        let path = scratch(&format!("pending-{}.trace", name(p)));
         let mut c = config_with_kernel(p, 8 * GIB, "kexec=1 kexec_accept=off");
         c.trace = Some(path.clone());
         let r = boot(c);

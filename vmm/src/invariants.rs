@@ -83,7 +83,7 @@ pub fn check_zeroed(mem: &PrivateMemory, gpa: u64, len: u64) -> Result<(), Invar
     let Some(offset) = mem.layout().ram_offset(gpa, len) else {
         return Ok(());
     };
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = [0u8; 4096];
     let mut at = 0;
     while at < len {
         let n = (len - at).min(buf.len() as u64) as usize;
