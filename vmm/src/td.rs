@@ -194,7 +194,7 @@ pub struct TdState {
     pub inject: Option<crate::inject::Injector>,
     /// Marks and kexec records past their caps (a guest cannot grow the
     /// report without bound).
-    pub marks_dropped: u64,
+    pub records_dropped: u64,
 }
 
 /// Most distinct phase-mark keys a report keeps.
@@ -259,7 +259,7 @@ impl TdState {
         if self.marks.len() < MAX_MARKS || self.marks.contains_key(&key) {
             self.marks.insert(key, now);
         } else {
-            self.marks_dropped += 1;
+            self.records_dropped += 1;
         }
         match mark {
             Mark::FwStart => self.phase = "firmware",
@@ -283,7 +283,7 @@ impl TdState {
                         ..Default::default()
                     });
                 } else {
-                    self.marks_dropped += 1;
+                    self.records_dropped += 1;
                 }
             }
             Mark::KexecJump => {
@@ -455,7 +455,7 @@ impl Td {
             bench: None,
             invariant_checks: config.check_invariants.then_some(0),
             inject: config.inject.map(crate::inject::Injector::new),
-            marks_dropped: 0,
+            records_dropped: 0,
         };
         Ok(Td {
             vcpu,
@@ -868,7 +868,7 @@ impl Td {
             signal: stop.signal.map(crate::signals::name),
             signal_number: stop.signal,
             invariant_checks: state.invariant_checks,
-            records_dropped: state.marks_dropped,
+            records_dropped: state.records_dropped,
         };
         report
     }
