@@ -155,6 +155,9 @@ pub enum Mark {
     /// The loading kernel jumps to the relocation routine (argument:
     /// generation); the next mark is the new kernel's `KernelEntry`.
     KexecJump = 8,
+    /// The kernel filled (or reused) its unaccepted-memory bitmap: from
+    /// here the VMM can compare it with the page states.
+    TableFilled = 9,
     /// A doorbell micro-benchmark starts (argument: number of round trips).
     BenchStart = 16,
     /// The doorbell micro-benchmark ended.
@@ -173,6 +176,7 @@ impl Mark {
             6 => Some(Mark::WorkloadDone),
             7 => Some(Mark::KexecLoad),
             8 => Some(Mark::KexecJump),
+            9 => Some(Mark::TableFilled),
             16 => Some(Mark::BenchStart),
             17 => Some(Mark::BenchEnd),
             _ => None,
@@ -190,6 +194,7 @@ impl Mark {
             Mark::WorkloadDone => "workload_done",
             Mark::KexecLoad => "kexec_load",
             Mark::KexecJump => "kexec_jump",
+            Mark::TableFilled => "unaccepted_table_filled",
             Mark::BenchStart => "bench_start",
             Mark::BenchEnd => "bench_end",
         }

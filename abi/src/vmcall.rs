@@ -64,6 +64,11 @@ pub mod ghci {
     /// ReportFatalError: R12 bits 31:0 = error code, bit 63 = R13 holds the
     /// 4 KiB-aligned GPA of a NUL-terminated message page.
     pub const FATAL_GPA_VALID: u64 = 1 << 63;
+    /// This emulator's extension of ReportFatalError (bits 62:32 are
+    /// reserved in the GHCI): R12 bit 62 set means R14 holds the RIP of
+    /// the faulting instruction, for fatal errors raised by an exception
+    /// handler. A guest that leaves the bit clear is unaffected.
+    pub const FATAL_RIP_VALID: u64 = 1 << 62;
     /// Largest message the host reads from a fatal-error page.
     pub const FATAL_MESSAGE_MAX: usize = 4096;
 }

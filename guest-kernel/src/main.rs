@@ -106,6 +106,10 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         let bs = unsafe { &*(st.boot_services as *const BootServices) };
         stub::run(info.system_table, bs)
     };
+    if unaccepted::TABLE.with(|t| t.is_some()) {
+        // The bitmap now says what is accepted: the host may compare.
+        tdcall::mark(Mark::TableFilled, generation);
+    }
     mm::init(stub.dir, stub.dir_blocks, lazy);
     let mut failures = 0;
     match cmdline::get(cmdline, "kernel.selftest") {

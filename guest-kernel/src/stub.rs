@@ -172,6 +172,40 @@ pub fn run(st_gpa: u64, bs: &BootServices) -> StubResult {
 /// with `kexec_reuse_bitmap=off`, rebuild its bitmap from the memory map as
 /// a kernel unaware of the previous one's acceptances would. Allocates the
 /// allocator directory from conventional memory in the map.
+/// Adopts the table the previous kernel left at `gpa`: reused as it is, or
+/// (`kexec_reuse_bitmap=off`) cleared and rebuilt from the memory map.
+fn adopt_table(gpa: u64, reuse: bool) {
+    // SAFETY: the table lives in ACPI-reclaim memory, which every kernel keeps.
+    let header = unsafe { (gpa as *const Header).read() };
+    if let Err(e) = header.validate() {
+        fatal!(
+            code::PANIC,
+            "kexec: the unaccepted table at {gpa:#x} is unusable: {e}"
+        );
+    }
+    TABLE.with(|t| {
+        *t = Some(Table {
+            gpa,
+            header,
+            units_accepted: 0,
+            bytes_immediate: 0,
+        })
+    });
+    if !reuse {
+        guest_rt::println!(
+            "kernel: kexec_reuse_bitmap=off: rebuilding the bitmap from the memory map"
+        );
+        TABLE.with(|t| {
+            if let Some(t) = t.as_mut() {
+                let mut bits = t.bitmap();
+                let n = bits.bits();
+                bits.clear_range(0, n);
+            }
+        });
+        fill_bitmap_from_map();
+    }
+}
+
 pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
     let count = (info.memory_map_size / info.descriptor_size.max(1)) as usize;
     if info.descriptor_size != core::mem::size_of::<MemoryDescriptor>() as u64
@@ -210,40 +244,13 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
     }
     // SAFETY: the system table persists in runtime-services memory.
     let st = unsafe { &*(info.system_table as *const SystemTable) };
-    let Some(gpa) = find_table(st) else {
-        fatal!(
-            code::PANIC,
-            "kexec: no unaccepted-memory table in the configuration tables"
-        );
-    };
-    // SAFETY: the table lives in ACPI-reclaim memory, which every kernel keeps.
-    let header = unsafe { (gpa as *const Header).read() };
-    if let Err(e) = header.validate() {
-        fatal!(
-            code::PANIC,
-            "kexec: the unaccepted table at {gpa:#x} is unusable: {e}"
-        );
-    }
-    TABLE.with(|t| {
-        *t = Some(Table {
-            gpa,
-            header,
-            units_accepted: 0,
-            bytes_immediate: 0,
-        })
-    });
-    if !reuse {
-        guest_rt::println!(
-            "kernel: kexec_reuse_bitmap=off: rebuilding the bitmap from the memory map"
-        );
-        TABLE.with(|t| {
-            if let Some(t) = t.as_mut() {
-                let mut bits = t.bitmap();
-                let n = bits.bits();
-                bits.clear_range(0, n);
-            }
-        });
-        fill_bitmap_from_map();
+    // Without a table (nothing was left unaccepted when the first kernel
+    // booted) Linux's accept_memory is a no-op, and so is ours.
+    match find_table(st) {
+        Some(gpa) => adopt_table(gpa, reuse),
+        None => guest_rt::println!(
+            "kernel: no unaccepted-memory table: all memory is accepted, nothing to accept"
+        ),
     }
     let dir_blocks = MAP.with(|m| {
         let top = m.descs[..m.len].iter().map(|d| d.end()).max().unwrap_or(0);

@@ -32,6 +32,12 @@ impl Write for PageWriter<'_> {
 
 /// Prints the message, reports it to the host and never returns.
 pub fn fatal(code: u32, args: fmt::Arguments<'_>) -> ! {
+    fatal_at(code, None, args)
+}
+
+/// `fatal` for a fault at `fault_rip`, which the host reports as the
+/// stop's RIP.
+pub fn fatal_at(code: u32, fault_rip: Option<u64>, args: fmt::Arguments<'_>) -> ! {
     crate::console::print(format_args!("FATAL: {}\n", args));
     // SAFETY: single vCPU, and `fatal` never returns, so this is the only
     // live reference to the message page for the rest of the TD's life.
@@ -44,7 +50,7 @@ pub fn fatal(code: u32, args: fmt::Arguments<'_>) -> ! {
     let len = w.len;
     page.0[len] = 0;
     // Identity map: the buffer's address is its GPA.
-    crate::tdcall::report_fatal_error(code, page.0.as_ptr() as u64);
+    crate::tdcall::report_fatal_error(code, page.0.as_ptr() as u64, fault_rip);
     crate::tdcall::shutdown(255)
 }
 

@@ -60,9 +60,10 @@ extern "C" fn exception(vector: u64, error: u64, rip: u64) -> ! {
         // the pvm-native profile).
         unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
     }
-    crate::fatal!(
+    crate::fatal::fatal_at(
         crate::fatal::code::EXCEPTION,
-        "exception {vector} error {error:#x} at RIP {rip:#x} (CR2 {cr2:#x})"
+        Some(rip),
+        format_args!("exception {vector} error {error:#x} at RIP {rip:#x} (CR2 {cr2:#x})"),
     )
 }
 

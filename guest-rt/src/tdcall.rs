@@ -133,14 +133,21 @@ pub fn io_write8(port: u16, value: u8) {
     );
 }
 
-/// GHCI ReportFatalError with a message page at `page_gpa` (4 KiB aligned).
-pub fn report_fatal_error(code: u32, page_gpa: u64) {
+/// GHCI ReportFatalError with a message page at `page_gpa` (4 KiB aligned)
+/// and, for a fault, the faulting instruction's RIP (this emulator's R12
+/// bit 62 extension).
+pub fn report_fatal_error(code: u32, page_gpa: u64, fault_rip: Option<u64>) {
+    let rip_flag = if fault_rip.is_some() {
+        ghci::FATAL_RIP_VALID
+    } else {
+        0
+    };
     vmcall(
         GHCI_STANDARD,
         ghci::REPORT_FATAL_ERROR,
-        code as u64 | ghci::FATAL_GPA_VALID,
+        code as u64 | ghci::FATAL_GPA_VALID | rip_flag,
         page_gpa,
-        0,
+        fault_rip.unwrap_or(0),
         0,
     );
 }

@@ -1,7 +1,8 @@
 //! Shared helpers of the integration tests: KVM availability (skip with a
 //! visible message, or fail when `REQUIRE_KVM=1`), CPU profiles to cover,
-//! guests built once per test process, booting a TD in-process, and
-//! scratch files.
+//! guests built once per test process, booting a TD in-process, scratch
+//! files, the PT_LOAD headers of an ELF image, and a `vmm run` process
+//! whose guest spins forever (for signal tests).
 
 use std::sync::OnceLock;
 use vmm::cpu::ProfileChoice;
@@ -117,4 +118,53 @@ pub fn name(p: ProfileChoice) -> &'static str {
         ProfileChoice::Standard => "standard",
         ProfileChoice::PvmNative => "pvm-native",
     }
+}
+
+/// Offsets of the PT_LOAD program headers of a 64-bit ELF image.
+pub fn pt_load_headers(image: &[u8]) -> Vec<usize> {
+    let u16_at = |o: usize| u16::from_le_bytes(image[o..o + 2].try_into().unwrap()) as usize;
+    let phoff = u64::from_le_bytes(image[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count)
+        .map(|i| phoff + i * size)
+        .filter(|&h| u32::from_le_bytes(image[h..h + 4].try_into().unwrap()) == 1)
+        .collect()
+}
+
+/// Starts `vmm` (the binary at `exe`) with the firmware's `hang` self-test
+/// and `--report report`, and returns the child once the guest says (on
+/// the console echo) that it spins.
+pub fn spawn_spinning_guest(exe: &str, report: &std::path::Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "run",
+            "--mem",
+            "1G",
+            "--cmdline",
+            "fw.accept=none fw.selftest=hang",
+            "--report",
+        ])
+        .arg(report)
+        .arg("--firmware")
+        .arg(&guests().firmware)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the vmm");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("selftest hang") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the guest reached its spin loop");
+    child
 }

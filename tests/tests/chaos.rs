@@ -142,3 +142,34 @@ fn firmware_then_kernel_chaos_with_a_half_accepted_top_block() {
         },
     );
 }
+
+#[test]
+fn chaos_counters_survive_kexec() {
+    in_each_profile("chaos_counters_survive_kexec", |p| {
+        // Each of the three generations runs its own chaos workload: every
+        // generation's counters are kept and the totals add up.
+        let count = 5000;
+        let r = boot(config_with_kernel(
+            p,
+            6 * GIB,
+            &format!(
+                "fw.accept=none accept_memory=lazy kernel.selftest=chaos seed=21 count={count} kexec=2"
+            ),
+        ));
+        let ctx = format!("{}: {:?}\n{}", name(p), r.fatal, r.console);
+        assert_eq!(r.outcome, "ok", "{ctx}");
+        assert_eq!(r.kexecs, 2, "{ctx}");
+        assert_eq!(r.guest["chaos_ops"], 3 * count, "{ctx}");
+        assert_eq!(r.guest["chaos_disagreements"], 0, "{ctx}");
+        let kernels: Vec<_> = r
+            .guest_per_generation
+            .iter()
+            .filter(|g| g.generation.is_some())
+            .collect();
+        assert_eq!(kernels.len(), 3, "{ctx}");
+        for (i, g) in kernels.iter().enumerate() {
+            assert_eq!(g.generation, Some(i as u64));
+            assert_eq!(g.counters["chaos_ops"], count, "{ctx}");
+        }
+    });
+}

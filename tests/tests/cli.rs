@@ -99,16 +99,6 @@ fn a_wrong_architecture_firmware_is_refused() {
 }
 
 /// Offsets of the PT_LOAD program headers of an ELF64 image.
-fn load_headers(image: &[u8]) -> Vec<usize> {
-    let u16_at = |o: usize| u16::from_le_bytes(image[o..o + 2].try_into().unwrap()) as usize;
-    let phoff = u64::from_le_bytes(image[0x20..0x28].try_into().unwrap()) as usize;
-    let (size, count) = (u16_at(0x36), u16_at(0x38));
-    (0..count)
-        .map(|i| phoff + i * size)
-        .filter(|&h| u32::from_le_bytes(image[h..h + 4].try_into().unwrap()) == 1)
-        .collect()
-}
-
 #[test]
 fn overlapping_segments_are_refused() {
     for (what, path) in [
@@ -116,7 +106,7 @@ fn overlapping_segments_are_refused() {
         ("kernel", &guests().kernel),
     ] {
         let mut image = std::fs::read(path).unwrap();
-        let loads = load_headers(&image);
+        let loads = tests::pt_load_headers(&image);
         assert!(
             loads.len() >= 2,
             "{what} has {} PT_LOAD segments",
@@ -213,7 +203,7 @@ fn unwritable_trace_path_is_refused_before_boot() {
             "--trace",
             "/nonexistent-dir/t.trace",
         ],
-        "cannot create trace file /nonexistent-dir/t.trace",
+        "cannot write trace /nonexistent-dir/t.trace",
     );
 }
 

@@ -260,6 +260,34 @@ fn exceptions_reach_the_firmware_handler_in_every_profile() {
                 Outcome::GuestPanic,
             );
             assert!(f.message.contains("exception 6 "), "{}", f.message);
+            // fatal.rip is the faulting instruction (the ud2), which the
+            // handler also names in its message, not where it reported.
+            let named = f
+                .message
+                .split("at RIP ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+                .expect("RIP in the message");
+            assert_eq!(f.rip, Some(named), "{}", f.message);
+            let fw = std::fs::read(&tests::guests().firmware).unwrap();
+            let entry_file_offset = |rip: u64| {
+                // The firmware is linked at FIRMWARE_BASE; find the bytes
+                // of the instruction through its PT_LOAD headers.
+                let phoff = u64::from_le_bytes(fw[0x20..0x28].try_into().unwrap()) as usize;
+                let n = u16::from_le_bytes(fw[0x38..0x3a].try_into().unwrap()) as usize;
+                (0..n).find_map(|i| {
+                    let h = phoff + i * 56;
+                    let word =
+                        |o: usize| u64::from_le_bytes(fw[h + o..h + o + 8].try_into().unwrap());
+                    let (off, paddr, filesz) = (word(8), word(24), word(32));
+                    (u32::from_le_bytes(fw[h..h + 4].try_into().unwrap()) == 1
+                        && (paddr..paddr + filesz).contains(&rip))
+                    .then(|| (off + rip - paddr) as usize)
+                })
+            };
+            let at = entry_file_offset(named).expect("RIP inside the firmware image");
+            assert_eq!(&fw[at..at + 2], &[0x0f, 0x0b], "fatal.rip points at ud2");
         },
     );
 }

@@ -150,3 +150,21 @@ fn both_memslot_policies_give_the_same_results() {
         assert_eq!(reports[0].kexec[0].dest_gpa, reports[1].kexec[0].dest_gpa);
     });
 }
+
+#[test]
+fn kexec_works_without_an_unaccepted_table() {
+    in_each_profile("kexec_works_without_an_unaccepted_table", |p| {
+        // 2 GiB: the firmware accepts all of it, so no table is installed
+        // and Linux's accept_memory is a no-op.
+        let r = boot(config_with_kernel(p, 2 * GIB, "kexec=2 workload=16M"));
+        let ctx = format!("{}: {:?}\n{}", name(p), r.fatal, r.console);
+        assert_eq!(r.outcome, "ok", "{ctx}");
+        assert_eq!(r.exit_code, Some(0), "{ctx}");
+        assert_eq!(r.kexecs, 2, "{ctx}");
+        assert_eq!(r.pages.pending_bytes, 0, "{ctx}");
+        assert_eq!(r.bitmap_state, "no_table", "{ctx}");
+        assert_eq!(r.bitmap_mismatches, None, "{ctx}");
+        assert_eq!(r.accept.already_accepted, 0, "{ctx}");
+        assert!(r.timing_us.contains_key("gen2.workload_done"), "{ctx}");
+    });
+}

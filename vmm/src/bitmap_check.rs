@@ -120,7 +120,7 @@ pub fn check(mem: &PrivateMemory, system_table: u64) -> Result<Checked, CheckErr
         });
         if wrong {
             if mismatches < 8 {
-                log::warn!(
+                log::debug!(
                     "bitmap unit at {unit:#x} says {} but the VMM has pages in another state",
                     if set { "unaccepted" } else { "accepted" }
                 );

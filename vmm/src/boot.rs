@@ -37,6 +37,7 @@ pub struct BootPlan {
     pub tss: u64,
     pub page_tables: u64,
     pub page_table_pages: u64,
+    pub map_leaf: MapLeaf,
     /// Firmware scratch `(gpa, len)`.
     pub scratch: (u64, u64),
     /// Payload `(gpa, len)`, `(0, 0)` without one.
@@ -47,11 +48,21 @@ fn align_up(v: u64, a: u64) -> u64 {
     v.div_ceil(a) * a
 }
 
-/// Number of page-table pages for an identity map of `[0, top)` with 2 MiB
-/// pages: one PML4, one PDPT per 512 GiB, one PD per GiB.
-pub fn page_table_pages(layout: &RamLayout) -> u64 {
-    let pds = map_top(layout) / GIB;
-    1 + pds.div_ceil(512) + pds
+/// Leaf size of the identity map. 1 GiB leaves (where the CPU offers
+/// them, CPUID.80000001H:EDX.Page1GB) need no page directories: 64 TiB
+/// takes 129 pages of tables instead of 65,665 (256 MiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapLeaf {
+    Gib1,
+    Mib2,
+}
+
+/// Number of page-table pages for an identity map of `[0, top)`: one PML4,
+/// one PDPT per 512 GiB, and with 2 MiB leaves one PD per GiB.
+pub fn page_table_pages(layout: &RamLayout, leaf: MapLeaf) -> u64 {
+    let gibs = map_top(layout) / GIB;
+    let pds = if leaf == MapLeaf::Mib2 { gibs } else { 0 };
+    1 + gibs.div_ceil(512) + pds
 }
 
 /// Top of the identity map: all RAM and the MMIO hole, rounded up to 1 GiB.
@@ -69,6 +80,7 @@ impl BootPlan {
         fw_end: u64,
         hob_len: u64,
         payload_len: u64,
+        leaf: MapLeaf,
     ) -> Result<Self, BootError> {
         debug_assert!(fw_start >= FIRMWARE_BASE && fw_end <= FIRMWARE_BASE + FIRMWARE_MAX_SIZE);
         let start = fw_start & !(PAGE_4K - 1);
@@ -88,7 +100,7 @@ impl BootPlan {
         if (pad / PAGE_4K).is_multiple_of(2) {
             take(PAGE_4K);
         }
-        let pt_pages = page_table_pages(layout);
+        let pt_pages = page_table_pages(layout, leaf);
         let page_tables = take(pt_pages * PAGE_4K);
         let scratch = take(FW_SCRATCH_BYTES);
         let payload = if payload_len > 0 {
@@ -111,6 +123,7 @@ impl BootPlan {
             tss: gdt + PAGE_4K / 2,
             page_tables,
             page_table_pages: pt_pages,
+            map_leaf: leaf,
             scratch: (scratch, FW_SCRATCH_BYTES),
             payload: (payload, payload_len),
         })
@@ -133,26 +146,47 @@ pub fn gdt_bytes() -> Vec<u8> {
     gdt.iter().flat_map(|e| e.to_le_bytes()).collect()
 }
 
-/// The identity map of `[0, map_top)` with 2 MiB pages, as bytes to place at
-/// `base` (PML4, then PDPTs, then PDs).
-pub fn page_table_bytes(layout: &RamLayout, base: u64) -> Vec<u8> {
-    let pds = map_top(layout) / GIB;
-    let pdpts = pds.div_ceil(512);
-    let total = (1 + pdpts + pds) as usize;
-    let mut t = vec![0u64; total * 512];
+/// Page `index` of the identity map of `[0, map_top)` placed at `base`:
+/// the PML4 (index 0), then the PDPTs, then (2 MiB leaves) the PDs. Built
+/// one page at a time, so the tables are written straight into guest
+/// memory and never held whole on the host.
+pub fn page_table_page(layout: &RamLayout, base: u64, leaf: MapLeaf, index: u64) -> [u64; 512] {
+    let gibs = map_top(layout) / GIB;
+    let pdpts = gibs.div_ceil(512);
     let pdpt_base = base + PAGE_4K;
     let pd_base = pdpt_base + pdpts * PAGE_4K;
-    for i in 0..pdpts {
-        t[i as usize] = (pdpt_base + i * PAGE_4K) | TABLE;
+    let mut t = [0u64; 512];
+    if index == 0 {
+        for (i, e) in t.iter_mut().enumerate().take(pdpts as usize) {
+            *e = (pdpt_base + i as u64 * PAGE_4K) | TABLE;
+        }
+    } else if index <= pdpts {
+        let first_gib = (index - 1) * 512;
+        for (i, e) in t.iter_mut().enumerate() {
+            let g = first_gib + i as u64;
+            if g >= gibs {
+                break;
+            }
+            *e = match leaf {
+                MapLeaf::Gib1 => (g * GIB) | TABLE | PTE_PS,
+                MapLeaf::Mib2 => (pd_base + g * PAGE_4K) | TABLE,
+            };
+        }
+    } else {
+        let g = index - 1 - pdpts;
+        for (i, e) in t.iter_mut().enumerate() {
+            *e = (g * GIB + ((i as u64) << 21)) | TABLE | PTE_PS;
+        }
     }
-    for g in 0..pds {
-        t[(512 + g) as usize] = (pd_base + g * PAGE_4K) | TABLE;
-    }
-    let pd_index = (1 + pdpts) as usize * 512;
-    for e in 0..pds * 512 {
-        t[pd_index + e as usize] = (e << 21) | TABLE | PTE_PS;
-    }
-    t.iter().flat_map(|e| e.to_le_bytes()).collect()
+    t
+}
+
+/// The whole identity map as bytes (for tests and small guests).
+pub fn page_table_bytes(layout: &RamLayout, base: u64, leaf: MapLeaf) -> Vec<u8> {
+    (0..page_table_pages(layout, leaf))
+        .flat_map(|i| page_table_page(layout, base, leaf, i))
+        .flat_map(u64::to_le_bytes)
+        .collect()
 }
 
 #[cfg(test)]
@@ -164,11 +198,41 @@ mod tests {
     }
 
     #[test]
+    fn gib_leaves_need_no_directories() {
+        // 64 TiB of RAM plus the 1 GiB MMIO hole below 4 GiB: 65,537 GiB.
+        let layout = RamLayout::new(64 << 40, 48).unwrap();
+        assert_eq!(page_table_pages(&layout, MapLeaf::Gib1), 1 + 129);
+        assert_eq!(page_table_pages(&layout, MapLeaf::Mib2), 1 + 129 + 65537);
+        let layout = RamLayout::new(600 * GIB, 48).unwrap();
+        let base = 0x40_0000;
+        let bytes = page_table_bytes(&layout, base, MapLeaf::Gib1);
+        for va in [
+            0u64,
+            0x1234_5000,
+            3 * GIB + 0x20_0000,
+            513 * GIB + 0x60_0000,
+            601 * GIB - 1,
+        ] {
+            let pml4e = entry(&bytes, ((va >> 39) & 511) as usize);
+            assert_eq!(pml4e & 7, 7, "U/S, RW, P at PML4");
+            let pdpt = ((pml4e & !0xfff) - base) as usize / 8;
+            let pdpte = entry(&bytes, pdpt + ((va >> 30) & 511) as usize);
+            assert_eq!(pdpte & 0x87, 0x87, "1 GiB leaf with U/S");
+            assert_eq!((pdpte & !(GIB - 1)) | (va & (GIB - 1)), va);
+        }
+        // Nothing is mapped past the top.
+        assert_eq!(entry(&bytes, 512 + 512 + 89), 0);
+    }
+
+    #[test]
     fn identity_map_translates_every_gib() {
         let layout = RamLayout::new(600 * GIB, 48).unwrap();
         let base = 0x40_0000;
-        let bytes = page_table_bytes(&layout, base);
-        assert_eq!(bytes.len() as u64, page_table_pages(&layout) * PAGE_4K);
+        let bytes = page_table_bytes(&layout, base, MapLeaf::Mib2);
+        assert_eq!(
+            bytes.len() as u64,
+            page_table_pages(&layout, MapLeaf::Mib2) * PAGE_4K
+        );
         // Walk a few addresses, including above 512 GiB (second PDPT).
         for va in [
             0u64,
@@ -198,6 +262,7 @@ mod tests {
             FIRMWARE_BASE + 0x1_2345,
             0x300,
             0x5000,
+            MapLeaf::Mib2,
         )
         .unwrap();
         assert_eq!(p.initial.0, FIRMWARE_BASE);
@@ -213,7 +278,7 @@ mod tests {
             FIRMWARE_BASE + 0x2000,
             FIRMWARE_BASE + 0x3000,
         ] {
-            let p = BootPlan::new(&layout, FIRMWARE_BASE, fw_end, 0x300, 0).unwrap();
+            let p = BootPlan::new(&layout, FIRMWARE_BASE, fw_end, 0x300, 0, MapLeaf::Gib1).unwrap();
             assert_eq!(p.page_tables & PAGE_4K, PAGE_4K);
         }
         assert_eq!(p.payload.0 + 0x5000, p.initial.1);
@@ -224,7 +289,8 @@ mod tests {
                 FIRMWARE_BASE,
                 FIRMWARE_BASE + 0x1000,
                 0x300,
-                80 << 20
+                80 << 20,
+                MapLeaf::Mib2
             ),
             Err(BootError::DoesNotFit { .. })
         ));

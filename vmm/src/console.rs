@@ -30,12 +30,30 @@ pub struct Capture {
     echo: bool,
 }
 
+/// Makes guest output safe for a terminal: invalid UTF-8 becomes U+FFFD
+/// and every control character but newline and tab (C0, DEL, C1: escape
+/// sequences, carriage returns, bells) is shown as `\xNN` / `\u{NN}`.
+pub fn terminal_safe(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for c in String::from_utf8_lossy(bytes).chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Capture {
     fn flush_line(&mut self) {
         if self.echo && !self.line.is_empty() {
             let mut out = std::io::stdout().lock();
             // Console echo is best effort: a closed stdout must not stop the TD.
-            let _ = out.write_all(&self.line);
+            let _ = out.write_all(terminal_safe(&self.line).as_bytes());
             let _ = out.flush();
         }
         self.line.clear();
@@ -108,5 +126,22 @@ impl Console {
             ));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(terminal_safe(b"ok\tline\n"), "ok\tline\n");
+        assert_eq!(
+            terminal_safe(b"\x1b[2J\x1b]0;owned\x07\r\x7f"),
+            "\\x1b[2J\\x1b]0;owned\\x07\\x0d\\x7f"
+        );
+        // C1 CSI as UTF-8, and a raw 0x9b byte (invalid UTF-8).
+        assert_eq!(terminal_safe("\u{9b}31m".as_bytes()), "\\u{9b}31m");
+        assert_eq!(terminal_safe(b"\x9b31m"), "\u{fffd}31m");
     }
 }

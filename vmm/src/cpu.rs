@@ -64,6 +64,17 @@ pub enum ProfileChoice {
     PvmNative,
 }
 
+impl ProfileChoice {
+    /// Name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileChoice::Auto => "auto",
+            ProfileChoice::Standard => "standard",
+            ProfileChoice::PvmNative => "pvm-native",
+        }
+    }
+}
+
 impl CpuProfile {
     /// Name used on the command line and in reports.
     pub fn as_str(self) -> &'static str {
@@ -72,6 +83,17 @@ impl CpuProfile {
             CpuProfile::PvmNative => "pvm-native",
         }
     }
+}
+
+/// True when KVM offers 1 GiB pages to guests (CPUID.80000001H:EDX bit 26,
+/// Page1GB); `setup_vcpu` hands the supported CPUID to the vCPU as it is.
+pub fn gib_pages_supported(kvm: &Kvm) -> bool {
+    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .is_ok_and(|c| {
+            c.as_slice()
+                .iter()
+                .any(|e| e.function == 0x8000_0001 && e.edx & (1 << 26) != 0)
+        })
 }
 
 /// True when the vCPU belongs to a kvm_pvm host (signature MSR reads "PVM").

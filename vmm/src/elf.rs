@@ -14,6 +14,7 @@ const EM_X86_64: u16 = 62;
 const ET_EXEC: u16 = 2;
 const ET_DYN: u16 = 3;
 const PT_LOAD: u32 = 1;
+const PT_INTERP: u32 = 3;
 const PF_X: u32 = 1;
 const EHDR_SIZE: usize = 64;
 const PHDR_SIZE: usize = 56;
@@ -62,8 +63,14 @@ pub enum ElfError {
     },
     #[error("{path}: entry point {entry:#x} is not inside an executable segment")]
     BadEntry { path: PathBuf, entry: u64 },
+    #[error(transparent)]
+    File(#[from] crate::host_files::FileError),
     #[error("{path}: loading failed: {what}")]
     Load { path: PathBuf, what: String },
+    #[error("{path}: the kernel must be a static PIE (ELF type ET_DYN without an interpreter), but {what}")]
+    NotStaticPie { path: PathBuf, what: &'static str },
+    #[error("{path}: the kernel's memory image is {image} bytes (its page-rounded PT_LOAD segments), more than the guest's {ram} bytes of RAM")]
+    ImageTooLarge { path: PathBuf, image: u64, ram: u64 },
 }
 
 /// One `PT_LOAD` segment.
@@ -90,32 +97,49 @@ pub struct ElfImage {
     pub bytes: Vec<u8>,
     pub entry: u64,
     pub segments: Vec<Segment>,
+    /// `e_type`: ET_EXEC (2) or ET_DYN (3).
+    pub e_type: u16,
+    /// A `PT_INTERP` segment is present (a dynamically linked program).
+    pub has_interp: bool,
 }
 
 impl ElfImage {
-    /// Reads and validates the ELF file at `path`.
-    pub fn read(path: &Path) -> Result<Self, ElfError> {
+    /// Reads and validates the ELF file at `path` (a regular file, opened
+    /// without blocking; see `host_files::open_input`); `role` names it in
+    /// errors ("firmware", "kernel").
+    pub fn read(role: &'static str, path: &Path) -> Result<Self, ElfError> {
+        let (file, size) = crate::host_files::open_input(role, path)?;
+        Self::read_file(path, file, size)
+    }
+
+    /// Reads and validates an opened regular file of `size` bytes; a file
+    /// over `MAX_IMAGE_BYTES` is refused from its size, unread.
+    pub fn read_file(path: &Path, file: std::fs::File, size: u64) -> Result<Self, ElfError> {
         use std::io::Read;
         let read_err = |source| ElfError::Read {
             path: path.to_owned(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        let meta = file.metadata().map_err(read_err)?;
-        if !meta.is_file() {
-            return Err(read_err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file",
-            )));
+        if size > MAX_IMAGE_BYTES {
+            return Err(ElfError::TooBig {
+                path: path.to_owned(),
+                size,
+            });
         }
         let mut bytes = Vec::new();
+        bytes.try_reserve_exact(size as usize).map_err(|_| {
+            read_err(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("cannot reserve {size} bytes to read it"),
+            ))
+        })?;
         file.take(MAX_IMAGE_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(read_err)?;
         if bytes.len() as u64 > MAX_IMAGE_BYTES {
             return Err(ElfError::TooBig {
                 path: path.to_owned(),
-                size: meta.len().max(bytes.len() as u64),
+                size: size.max(bytes.len() as u64),
             });
         }
         Self::parse(path, bytes)
@@ -173,8 +197,10 @@ impl ElfImage {
             });
         }
         let mut segments = Vec::new();
+        let mut has_interp = false;
         for i in 0..phnum as usize {
             let o = phoff as usize + i * PHDR_SIZE;
+            has_interp |= u32_at(o) == PT_INTERP;
             if u32_at(o) != PT_LOAD {
                 continue;
             }
@@ -249,7 +275,50 @@ impl ElfImage {
             bytes,
             entry,
             segments,
+            e_type,
+            has_interp,
         })
+    }
+
+    /// Checks what the firmware needs of a kernel payload: a static PIE
+    /// (it is relocated to wherever it is allocated) whose memory image
+    /// fits in `ram_bytes`.
+    pub fn check_kernel(&self, ram_bytes: u64) -> Result<(), ElfError> {
+        let what = if self.e_type != ET_DYN {
+            Some("it is ET_EXEC (linked at a fixed address)")
+        } else if self.has_interp {
+            Some("it names a program interpreter (PT_INTERP)")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(ElfError::NotStaticPie {
+                path: self.path.clone(),
+                what,
+            });
+        }
+        let image = self.memory_image_bytes();
+        if image > ram_bytes {
+            return Err(ElfError::ImageTooLarge {
+                path: self.path.clone(),
+                image,
+                ram: ram_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sum of the page-rounded spans of the loadable segments: the memory
+    /// a loader must allocate for the image (saturating).
+    pub fn memory_image_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| {
+                let lo = s.paddr & !(abi::PAGE_4K - 1);
+                let hi = s.end().saturating_add(abi::PAGE_4K - 1) & !(abi::PAGE_4K - 1);
+                hi.saturating_sub(lo)
+            })
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Lowest loaded address.
@@ -404,7 +473,7 @@ pub(crate) mod tests {
 
     #[test]
     fn refuses_non_regular_files_without_reading_forever() {
-        let e = ElfImage::read(Path::new("/dev/zero")).unwrap_err();
+        let e = ElfImage::read("firmware", Path::new("/dev/zero")).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 

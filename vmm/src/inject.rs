@@ -15,6 +15,8 @@ pub enum InjectError {
     Probability { value: String },
     #[error("--inject: seed {value:?} is not an unsigned 64-bit number")]
     Seed { value: String },
+    #[error("--inject {spec:?}: {key} is given more than once")]
+    Duplicate { spec: String, key: &'static str },
 }
 
 /// A parsed `--inject` specification.
@@ -30,9 +32,15 @@ impl std::str::FromStr for InjectSpec {
 
     fn from_str(spec: &str) -> Result<Self, InjectError> {
         let mut busy = None;
-        let mut seed = 0;
+        let mut seed = None;
+        let duplicate = |key| InjectError::Duplicate {
+            spec: spec.to_string(),
+            key,
+        };
         for part in spec.split(',') {
             match part.split_once('=') {
+                Some(("busy", _)) if busy.is_some() => return Err(duplicate("busy")),
+                Some(("seed", _)) if seed.is_some() => return Err(duplicate("seed")),
                 Some(("busy", v)) => {
                     let p: f64 = v.parse().map_err(|_| InjectError::Probability {
                         value: v.to_string(),
@@ -45,9 +53,9 @@ impl std::str::FromStr for InjectSpec {
                     busy = Some(p);
                 }
                 Some(("seed", v)) => {
-                    seed = v.parse().map_err(|_| InjectError::Seed {
+                    seed = Some(v.parse().map_err(|_| InjectError::Seed {
                         value: v.to_string(),
-                    })?;
+                    })?);
                 }
                 _ => {
                     return Err(InjectError::Syntax {
@@ -59,7 +67,16 @@ impl std::str::FromStr for InjectSpec {
         let busy = busy.ok_or_else(|| InjectError::Syntax {
             spec: spec.to_string(),
         })?;
-        Ok(InjectSpec { busy, seed })
+        Ok(InjectSpec {
+            busy,
+            seed: seed.unwrap_or(0),
+        })
+    }
+}
+
+impl std::fmt::Display for InjectSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "busy={},seed={}", self.busy, self.seed)
     }
 }
 
@@ -123,6 +140,24 @@ mod tests {
             let e = bad.parse::<InjectSpec>().unwrap_err().to_string();
             assert!(e.contains(needle), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        for (spec, key) in [
+            ("busy=0.5,busy=0.1", "busy"),
+            ("busy=1,seed=1,seed=2", "seed"),
+        ] {
+            assert_eq!(
+                spec.parse::<InjectSpec>(),
+                Err(InjectError::Duplicate {
+                    spec: spec.into(),
+                    key
+                })
+            );
+        }
+        let s: InjectSpec = "busy=0.25,seed=7".parse().unwrap();
+        assert_eq!(s.to_string().parse::<InjectSpec>(), Ok(s));
     }
 
     #[test]

@@ -39,6 +39,36 @@ pub enum AcceptOutcome {
     SizeMismatch,
 }
 
+/// The host could not reserve memory sized from the guest's RAM.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("cannot reserve {bytes} bytes of host memory for {what}")]
+pub struct ReserveError {
+    pub what: &'static str,
+    pub bytes: u64,
+}
+
+/// `n` zeroed `u32`s from the allocator's zeroed path (fresh pages stay
+/// untouched until written), or an error instead of the abort of `vec!`.
+fn try_zeroed_u32(n: u64, what: &'static str) -> Result<Vec<u32>, ReserveError> {
+    let err = ReserveError {
+        what,
+        bytes: n.saturating_mul(4),
+    };
+    let n = usize::try_from(n).map_err(|_| err.clone())?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u32>(n).map_err(|_| err.clone())?;
+    // SAFETY: the layout has a non-zero size (n > 0).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<u32>();
+    if ptr.is_null() {
+        return Err(err);
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of
+    // `[u32; n]`; all n elements are initialised (zero is a valid u32).
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
 /// Ground truth of every page of guest RAM.
 #[derive(Clone, Debug)]
 pub struct PageStateTable {
@@ -51,16 +81,27 @@ pub struct PageStateTable {
 
 impl PageStateTable {
     /// A table of `pages` pending pages.
+    ///
+    /// # Panics
+    /// When the host cannot reserve the table; the VMM uses `try_new`.
     pub fn new(pages: u64) -> Self {
-        let chunks = pages.div_ceil(PAGES_PER_CHUNK) as usize;
-        let gibs = pages.div_ceil(PAGES_PER_GIB) as usize;
-        PageStateTable {
+        Self::try_new(pages).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A table of `pages` pending pages, or why the host could not reserve
+    /// it. Pending is the all-zero state, so the table is allocated zeroed
+    /// and its untouched parts cost no host memory.
+    pub fn try_new(pages: u64) -> Result<Self, ReserveError> {
+        let chunks = pages.div_ceil(PAGES_PER_CHUNK);
+        let gibs = pages.div_ceil(PAGES_PER_GIB);
+        const _: () = assert!(PENDING == 0);
+        Ok(PageStateTable {
             pages,
-            chunks: vec![PENDING; chunks],
+            chunks: try_zeroed_u32(chunks, "the page-state table")?,
             bitmaps: Vec::new(),
             accepted_pages: 0,
-            gib_accepted: vec![0; gibs],
-        }
+            gib_accepted: try_zeroed_u32(gibs, "the per-GiB accept counts")?,
+        })
     }
 
     /// Number of pages the table covers.
@@ -316,6 +357,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_impossible_table_is_an_error_not_an_abort() {
+        let e = PageStateTable::try_new(u64::MAX).unwrap_err();
+        assert_eq!(e.what, "the page-state table");
+        assert!(e.to_string().starts_with("cannot reserve"), "{e}");
     }
 
     #[test]

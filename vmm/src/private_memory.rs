@@ -16,6 +16,8 @@ pub enum MemoryError {
     Ram(#[from] crate::guest_ram::GuestRamError),
     #[error(transparent)]
     Memslot(#[from] MemslotError),
+    #[error(transparent)]
+    Reserve(#[from] crate::page_state::ReserveError),
     #[error("range gpa {gpa:#x} (+{len:#x}) is not RAM")]
     NotRam { gpa: u64, len: u64 },
     #[error("refusing to write {what} into pending memory at gpa {gpa:#x}")]
@@ -60,7 +62,7 @@ impl PrivateMemory {
         slot_limit: usize,
     ) -> Result<Self, MemoryError> {
         let ram = GuestRam::new(layout, backing)?;
-        let pages = PageStateTable::new(layout.mem_bytes() / PAGE_4K);
+        let pages = PageStateTable::try_new(layout.mem_bytes() / PAGE_4K)?;
         Ok(PrivateMemory {
             slots: MemslotManager::new(KvmSlots { vm }, slot_limit, DEFAULT_SOFT_CAP),
             ram,

@@ -159,10 +159,18 @@ pub struct Report {
     pub kexecs: usize,
     /// One record per kexec started.
     pub kexec: Vec<KexecRecord>,
+    /// Counters per reporting generation (null = the firmware), each as
+    /// its last value; `guest` holds their sums.
+    pub guest_per_generation: Vec<GenerationCounters>,
     /// The guest's unaccepted-memory table, found through its system table.
     pub unaccepted_table: Option<UnacceptedTable>,
+    /// Whether the table could be compared with the page states:
+    /// `no_system_table` (no kernel stub ran), `no_table` (none installed:
+    /// nothing was left unaccepted), `not_filled` (installed, but the run
+    /// stopped before the kernel filled it), `checked`, or `error`.
+    pub bitmap_state: &'static str,
     /// Units whose bitmap bit disagrees with the VMM's page states (null
-    /// when the guest installed no table).
+    /// unless `bitmap_state` is `checked`).
     pub bitmap_mismatches: Option<u64>,
     /// Why the table could not be checked, if it could not.
     pub bitmap_error: Option<String>,
@@ -176,6 +184,77 @@ pub struct Report {
     pub invariant_checks: Option<u64>,
     /// Phase marks and kexec records the guest sent past the report's caps.
     pub records_dropped: u64,
+    /// What produced this report.
+    pub inputs: Inputs,
+}
+
+/// The guest counters one generation reported.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct GenerationCounters {
+    /// Kernel generation (0 = first kernel), null for the firmware.
+    pub generation: Option<u64>,
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+/// What produced a report: enough to run it again and to tell it apart
+/// from any other run's.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Inputs {
+    /// The full command line, one word per element (lossy UTF-8).
+    pub command_line: Vec<String>,
+    pub vmm_version: &'static str,
+    /// The commit the VMM was built from (with `-dirty` for uncommitted
+    /// changes), when built from a git checkout.
+    pub vmm_git_commit: Option<&'static str>,
+    pub firmware: Option<InputFile>,
+    pub kernel: Option<InputFile>,
+    pub mem_bytes: u64,
+    pub cmdline: String,
+    /// The profile asked for (`cpu_profile` is the one chosen).
+    pub cpu_profile_requested: &'static str,
+    pub backing: &'static str,
+    pub map: &'static str,
+    pub inject: Option<String>,
+    pub timeout_s: Option<f64>,
+    pub trace: Option<String>,
+    pub check_invariants: bool,
+    /// Process id and start time (ms since the Unix epoch) of this run.
+    pub pid: u32,
+    pub started_unix_ms: u64,
+}
+
+/// An input file as the VMM read it.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputFile {
+    pub path: String,
+    pub bytes: u64,
+    /// SHA-256 of the bytes read, lowercase hex.
+    pub sha256: String,
+}
+
+impl InputFile {
+    /// Describes `bytes` read from `path`.
+    pub fn new(path: &std::path::Path, bytes: &[u8]) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(bytes);
+        InputFile {
+            path: path.display().to_string(),
+            bytes: bytes.len() as u64,
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
+/// The VMM's version and commit.
+pub fn vmm_version() -> (&'static str, Option<&'static str>) {
+    (env!("CARGO_PKG_VERSION"), option_env!("VMM_GIT_COMMIT"))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Where the guest's unaccepted-memory table is and what it says.
@@ -215,10 +294,60 @@ pub struct Bench {
     pub doorbell_rtt_ns: u64,
 }
 
+/// Outcome of a run refused before any guest code ran (bad input).
+pub const OUTCOME_REFUSED: &str = "refused";
+
 impl Report {
     /// True when the process should exit 0: clean shutdown with code 0.
     pub fn success(&self) -> bool {
         self.outcome == Outcome::Ok.as_str() && self.exit_code == Some(0)
+    }
+
+    /// The report of a run refused before any guest ran: outcome
+    /// `refused`, the reason in `fatal.message`, everything else empty.
+    pub fn refused(message: String, inputs: Inputs) -> Self {
+        Report {
+            version: REPORT_VERSION,
+            outcome: OUTCOME_REFUSED,
+            exit_code: None,
+            fatal: Some(Fatal {
+                kind: OUTCOME_REFUSED,
+                gpa: None,
+                rip: None,
+                access: None,
+                message,
+                generation: None,
+                phase: None,
+            }),
+            mem_bytes: inputs.mem_bytes,
+            cpu_profile: "none",
+            backing: inputs.backing,
+            accept: AcceptStats::default(),
+            pages: PageStats::default(),
+            host: HostStats {
+                rss_peak_bytes: rss_peak_bytes(),
+                ..HostStats::default()
+            },
+            exits: ExitStats::default(),
+            tdcalls: BTreeMap::new(),
+            timing_us: BTreeMap::new(),
+            bench: None,
+            trace: None,
+            guest: BTreeMap::new(),
+            kexecs: 0,
+            kexec: Vec::new(),
+            guest_per_generation: Vec::new(),
+            unaccepted_table: None,
+            bitmap_state: "no_system_table",
+            bitmap_mismatches: None,
+            bitmap_error: None,
+            console: String::new(),
+            signal: None,
+            signal_number: None,
+            invariant_checks: None,
+            records_dropped: 0,
+            inputs,
+        }
     }
 }
 

@@ -1,5 +1,8 @@
-//! SIGINT and SIGTERM: the `vmm` command stops the guest, still writes the
-//! report, and exits with 128 + the signal number (130, 143). The handler
+//! Stop signals (SIGINT, SIGTERM, SIGHUP from a closed terminal, SIGQUIT):
+//! the `vmm` command installs their handler first thing, so from process
+//! start a signal stops the guest at the next check (at once if none runs
+//! yet), the report is still written, and the exit status is 128 + the
+//! signal number (130, 143, 129, 131). The handler
 //! only records the signal, sets the vCPU's `immediate_exit` (so a KVM_RUN
 //! about to start returns at once) and kicks the vCPU thread out of a
 //! KVM_RUN in progress; the run loop does the rest. One TD per process: a
@@ -37,14 +40,45 @@ extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c
     }
 }
 
-/// Installs the SIGINT and SIGTERM handlers (the `vmm` command does; a
-/// library user keeps its own). Returns why not, if they cannot be.
+/// The signals that stop a run.
+pub const STOP_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// True when `sig` was ignored by whoever started us (`nohup` ignores
+/// SIGHUP; a shell ignores SIGINT and SIGQUIT for background jobs).
+fn inherited_ignore(sig: i32) -> bool {
+    // SAFETY: a zeroed sigaction is a valid out-parameter; a null new
+    // action makes sigaction(2) only read the current one.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Installs the stop-signal handlers (the `vmm` command does, first
+/// thing; a library user keeps its own) and unblocks those signals, so a
+/// signal that arrived before (pending while blocked by our parent) is
+/// acted on at once. SIGHUP, SIGINT and SIGQUIT stay ignored if they were
+/// ignored when we started. Returns why not, if they cannot be installed.
 pub fn install() -> Result<(), vmm_sys_util::errno::Error> {
     crate::watchdog::install_kick_handler();
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    // SAFETY: a zeroed sigset_t is valid storage for sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for sig in STOP_SIGNALS {
+        if sig != libc::SIGTERM && inherited_ignore(sig) {
+            continue;
+        }
         vmm_sys_util::signal::register_signal_handler(sig, on_stop)?;
+        // SAFETY: `set` is a valid, initialised sigset_t.
+        unsafe { libc::sigaddset(&mut set, sig) };
     }
     INSTALLED.store(true, Ordering::SeqCst);
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(vmm_sys_util::errno::Error::new(rc));
+    }
     Ok(())
 }
 
@@ -85,6 +119,8 @@ pub fn name(sig: i32) -> &'static str {
     match sig {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGQUIT => "SIGQUIT",
         _ => "signal",
     }
 }

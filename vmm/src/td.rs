@@ -49,6 +49,9 @@ pub struct TdConfig {
     pub check_invariants: bool,
     /// `--inject busy=P,seed=S`.
     pub inject: Option<crate::inject::InjectSpec>,
+    /// The command line that asked for this run, for the report (empty
+    /// for library users).
+    pub command_line: Vec<String>,
 }
 
 impl TdConfig {
@@ -69,6 +72,35 @@ impl TdConfig {
             map_on_touch: true,
             check_invariants: cfg!(debug_assertions),
             inject: None,
+            command_line: Vec::new(),
+        }
+    }
+
+    /// What the report records of this configuration (the input digests
+    /// are added when the files are read).
+    pub fn inputs(&self) -> report::Inputs {
+        let (vmm_version, vmm_git_commit) = report::vmm_version();
+        report::Inputs {
+            command_line: self.command_line.clone(),
+            vmm_version,
+            vmm_git_commit,
+            firmware: None,
+            kernel: None,
+            mem_bytes: self.mem_bytes,
+            cmdline: self.cmdline.clone(),
+            cpu_profile_requested: self.profile.as_str(),
+            backing: self.backing.as_str(),
+            map: if self.map_on_touch {
+                "on-touch"
+            } else {
+                "on-accept"
+            },
+            inject: self.inject.map(|i| i.to_string()),
+            timeout_s: self.timeout.map(|t| t.as_secs_f64()),
+            trace: self.trace.as_ref().map(|p| p.display().to_string()),
+            check_invariants: self.check_invariants,
+            pid: std::process::id(),
+            started_unix_ms: report::unix_ms(),
         }
     }
 }
@@ -103,6 +135,8 @@ pub enum TdError {
     Cpu(#[from] cpu::CpuError),
     #[error(transparent)]
     Trace(#[from] crate::trace::TraceError),
+    #[error(transparent)]
+    File(#[from] crate::host_files::FileError),
 }
 
 /// Counts TDCALLs by leaf and VMCALLs by (R10, R11).
@@ -176,8 +210,10 @@ pub struct TdState {
     marks: BTreeMap<String, u64>,
     /// GPA of the guest's EFI system table, once registered.
     pub system_table: Option<u64>,
-    /// Counters the guest reported.
-    pub guest_counters: BTreeMap<&'static str, u64>,
+    /// Counters the guest reported, per generation.
+    pub guest_counters: crate::guest_counters::GuestCounters,
+    /// The running kernel filled its unaccepted bitmap (Mark::TableFilled).
+    pub table_filled: bool,
     /// The running kernel's generation, once a kernel is running.
     pub generation: Option<u64>,
     /// What the guest is doing, from its marks.
@@ -263,9 +299,11 @@ impl TdState {
         }
         match mark {
             Mark::FwStart => self.phase = "firmware",
+            Mark::TableFilled => self.table_filled = true,
             Mark::KernelEntry => {
                 self.generation = Some(arg);
                 self.phase = "kernel";
+                self.table_filled = false;
                 if let Some(k) = self
                     .kexecs
                     .last_mut()
@@ -320,6 +358,8 @@ pub struct Td {
     initial_bytes: u64,
     /// Registers travel through kvm_run (KVM_CAP_SYNC_REGS) at exits.
     sync_regs: bool,
+    /// What the report records of the inputs.
+    inputs: report::Inputs,
     _kvm: Kvm,
 }
 
@@ -328,10 +368,18 @@ impl Td {
     pub fn build(config: TdConfig) -> Result<Self, TdError> {
         let started = Instant::now();
         let layout = RamLayout::new(config.mem_bytes, config.gpaw)?;
-        let firmware = ElfImage::read(&config.firmware)?;
+        let mut inputs = config.inputs();
+        let firmware = ElfImage::read("firmware", &config.firmware)?;
         firmware.check_window(FIRMWARE_BASE, FIRMWARE_BASE + FIRMWARE_MAX_SIZE)?;
-        let payload = config.kernel.as_deref().map(ElfImage::read).transpose()?;
-        let payload_len = payload.as_ref().map_or(0, |p| p.bytes.len() as u64);
+        inputs.firmware = Some(report::InputFile::new(&config.firmware, &firmware.bytes));
+        // The kernel file is copied whole into initial memory: one that
+        // cannot fit is refused from its size, before it is read.
+        let kernel_file = config
+            .kernel
+            .as_deref()
+            .map(|p| crate::host_files::open_input("kernel", p))
+            .transpose()?;
+        let payload_len = kernel_file.as_ref().map_or(0, |(_, size)| *size);
 
         let ram: Vec<(u64, u64)> = layout.regions().map(|r| (r.gpa, r.size)).collect();
         // First pass sizes the list: initial memory starts at the firmware,
@@ -346,17 +394,27 @@ impl Td {
             cmdline: &config.cmdline,
         };
         let hob_len = build_td_hob(&spec)?.len() as u64;
+        // The identity map uses 1 GiB leaves where the vCPU will offer them
+        // (without /dev/kvm the build fails below, at the same point as
+        // before).
+        let kvm = Kvm::new();
+        let leaf = match &kvm {
+            Ok(k) if cpu::gib_pages_supported(k) => boot::MapLeaf::Gib1,
+            _ => boot::MapLeaf::Mib2,
+        };
         let plan = BootPlan::new(
             &layout,
             firmware.start(),
             firmware.end(),
             hob_len,
             payload_len,
+            leaf,
         )
         .map_err(|e| match (&config.kernel, &e) {
             // Name the kernel when it is what does not fit.
             (Some(path), boot::BootError::DoesNotFit { have, .. })
-                if BootPlan::new(&layout, firmware.start(), firmware.end(), hob_len, 0).is_ok() =>
+                if BootPlan::new(&layout, firmware.start(), firmware.end(), hob_len, 0, leaf)
+                    .is_ok() =>
             {
                 TdError::KernelTooLarge {
                     path: path.display().to_string(),
@@ -366,6 +424,15 @@ impl Td {
             }
             _ => TdError::Boot(e),
         })?;
+        let payload = match (kernel_file, &config.kernel) {
+            (Some((file, size)), Some(path)) => {
+                let image = ElfImage::read_file(path, file, size)?;
+                image.check_kernel(config.mem_bytes.saturating_sub(plan.initial_len()))?;
+                inputs.kernel = Some(report::InputFile::new(path, &image.bytes));
+                Some(image)
+            }
+            _ => None,
+        };
         spec.base = plan.hob;
         spec.initial = (plan.initial.0, plan.initial_len());
         spec.free = plan.scratch;
@@ -378,7 +445,7 @@ impl Td {
             }));
         }
 
-        let kvm = Kvm::new().map_err(TdError::NoKvm)?;
+        let kvm = kvm.map_err(TdError::NoKvm)?;
         let vm = kvm.create_vm().map_err(|source| TdError::Kvm {
             what: "KVM_CREATE_VM",
             source,
@@ -395,11 +462,14 @@ impl Td {
         firmware.load(memory.ram().memory())?;
         memory.write("TD HOB", plan.hob, &hob)?;
         memory.write("GDT", plan.gdt, &boot::gdt_bytes())?;
-        memory.write(
-            "page tables",
-            plan.page_tables,
-            &boot::page_table_bytes(&layout, plan.page_tables),
-        )?;
+        for i in 0..plan.page_table_pages {
+            let page = boot::page_table_page(&layout, plan.page_tables, plan.map_leaf, i);
+            let mut bytes = [0u8; abi::PAGE_4K as usize];
+            for (chunk, e) in bytes.chunks_exact_mut(8).zip(page) {
+                chunk.copy_from_slice(&e.to_le_bytes());
+            }
+            memory.write("page tables", plan.page_tables + i * abi::PAGE_4K, &bytes)?;
+        }
         if let Some(p) = &payload {
             memory.write("payload", plan.payload.0, &p.bytes)?;
         }
@@ -416,9 +486,10 @@ impl Td {
             0,
         )?;
         log::info!(
-            "TD built: {} RAM, profile {}, initial memory {:#x}..{:#x}, HOB at {:#x}, entry {:#x}",
+            "TD built: {} RAM, profile {}, identity map with {:?} leaves, initial memory {:#x}..{:#x}, HOB at {:#x}, entry {:#x}",
             crate::size::format_size(config.mem_bytes),
             profile.as_str(),
+            plan.map_leaf,
             plan.initial.0,
             plan.initial.1,
             plan.hob,
@@ -446,7 +517,8 @@ impl Td {
             started,
             marks: BTreeMap::new(),
             system_table: None,
-            guest_counters: BTreeMap::new(),
+            guest_counters: Default::default(),
+            table_filled: false,
             generation: None,
             phase: "boot",
             kexecs: Vec::new(),
@@ -464,6 +536,7 @@ impl Td {
             config,
             initial_bytes: plan.initial_len(),
             sync_regs,
+            inputs,
             _kvm: kvm,
         })
     }
@@ -489,6 +562,24 @@ impl Td {
                 stop = Stop::error(
                     format!("private-memory invariant broken at the end: {e}"),
                     None,
+                );
+            }
+        }
+        if let Some(why) = self.state.guest_counters.chaos_failure() {
+            // A kernel that kexecs carries on after its chaos run: a
+            // disagreement in any generation fails the run.
+            if stop.outcome == Outcome::Ok && stop.exit_code == Some(0) {
+                stop = Stop::fatal(
+                    Outcome::GuestPanic,
+                    Fatal {
+                        kind: Outcome::GuestPanic.as_str(),
+                        gpa: None,
+                        rip: None,
+                        access: None,
+                        message: format!("{why} (the guest exited 0)"),
+                        generation: None,
+                        phase: None,
+                    },
                 );
             }
         }
@@ -763,7 +854,7 @@ impl Td {
             access.as_str(),
             rip.map_or("unknown".into(), |r| format!("{r:#x}"))
         );
-        log::error!("{message}");
+        log::debug!("{message}");
         Stop::fatal(
             outcome,
             Fatal {
@@ -809,13 +900,26 @@ impl Td {
         let state = &mut self.state;
         let mut timing_us = std::mem::take(&mut state.marks);
         timing_us.insert("total".into(), state.started.elapsed().as_micros() as u64);
-        let bitmap = state
-            .system_table
-            .map(|st| crate::bitmap_check::check(&state.memory, st).map_err(|e| e.to_string()))
-            .and_then(|r| match r {
-                Err(e) if e == crate::bitmap_check::NO_TABLE => None,
-                other => Some(other),
-            });
+        use crate::bitmap_check::CheckError;
+        // Compare only a table the kernel has filled: an installed but
+        // unfilled one would read as all "accepted".
+        let (bitmap_state, bitmap) = match state.system_table {
+            None => ("no_system_table", None),
+            Some(st) => match crate::bitmap_check::check(&state.memory, st) {
+                Err(CheckError::NoTable) => ("no_table", None),
+                Ok(c) if !state.table_filled => ("not_filled", Some(Ok(c))),
+                Ok(c) => {
+                    if c.mismatches > 0 {
+                        log::warn!(
+                            "{} units of the guest's unaccepted bitmap disagree with the page states",
+                            c.mismatches
+                        );
+                    }
+                    ("checked", Some(Ok(c)))
+                }
+                Err(e) => ("error", Some(Err(e.to_string()))),
+            },
+        };
         let pages = state.memory.pages();
         let slot_stats = state.memory.slots().stats();
         let report = Report {
@@ -850,7 +954,8 @@ impl Td {
             timing_us,
             bench: state.bench,
             trace: state.trace.take().map(|t| t.finish()),
-            guest: state.guest_counters.clone(),
+            guest: state.guest_counters.totals(),
+            guest_per_generation: state.guest_counters.per_generation(),
             kexecs: state
                 .kexecs
                 .iter()
@@ -860,8 +965,10 @@ impl Td {
             unaccepted_table: bitmap
                 .as_ref()
                 .and_then(|b| b.as_ref().ok().map(|c| c.table)),
+            bitmap_state,
             bitmap_mismatches: bitmap
                 .as_ref()
+                .filter(|_| bitmap_state == "checked")
                 .and_then(|b| b.as_ref().ok().map(|c| c.mismatches)),
             bitmap_error: bitmap.and_then(|b| b.err()),
             console: state.console.text(),
@@ -869,6 +976,7 @@ impl Td {
             signal_number: stop.signal,
             invariant_checks: state.invariant_checks,
             records_dropped: state.records_dropped,
+            inputs: std::mem::take(&mut self.inputs),
         };
         report
     }

@@ -184,12 +184,19 @@ fn fatal_error(td: &mut TdState, regs: &kvm_regs, input: &Inputs) -> Stop {
         printable(&bytes)
     };
     log::info!("guest reported a fatal error, code {code:#x}: {message}");
+    // An exception handler names the faulting instruction (bit 62, R14);
+    // otherwise the RIP is where the guest reported from.
+    let rip = if input.r12 & ghci::FATAL_RIP_VALID != 0 && input.exposed & reg_bit(gpr::R14) != 0 {
+        input.r14
+    } else {
+        regs.rip
+    };
     Stop::fatal(
         Outcome::GuestPanic,
         Fatal {
             kind: Outcome::GuestPanic.as_str(),
             gpa: None,
-            rip: Some(regs.rip),
+            rip: Some(rip),
             access: None,
             message: format!(
                 "guest fatal error {code:#x} ({}): {message}",
@@ -230,7 +237,9 @@ fn vendor(td: &mut TdState, input: &Inputs, out: &mut Outputs) -> Option<Stop> {
         emu::COUNTER => {
             match Counter::from_id(input.r12) {
                 Some(c) => {
-                    td.guest_counters.insert(c.as_str(), input.r13);
+                    if !td.guest_counters.record(td.generation, c, input.r13) {
+                        td.records_dropped += 1;
+                    }
                     if let Some(k) = td.kexecs.last_mut() {
                         match c {
                             Counter::KexecDest => k.dest_gpa = Some(input.r13),

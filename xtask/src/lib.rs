@@ -62,8 +62,83 @@ fn cargo() -> Command {
     cmd
 }
 
+/// Makes sure the active toolchain (the one `rust-toolchain.toml` picks in
+/// the workspace) has the guests' bare-metal target. rustup installs the
+/// targets of `rust-toolchain.toml` only when it installs the toolchain, so
+/// a machine whose stable toolchain came without it needs this. With rustup
+/// the target is added (one line says so); without it, the error names the
+/// command to run.
+pub fn ensure_guest_target() -> Result<(), String> {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(check_and_add_target).clone()
+}
+
+fn target_libdir(root: &Path) -> Result<PathBuf, String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(&rustc)
+        .current_dir(root)
+        .env_remove("RUSTC_WRAPPER")
+        .args(["--print", "target-libdir", "--target", GUEST_TARGET])
+        .output()
+        .map_err(|e| format!("cannot run rustc to find the {GUEST_TARGET} target: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "rustc --print target-libdir --target {GUEST_TARGET} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// True when the target's standard library (libcore) is installed there.
+fn has_core(libdir: &Path) -> bool {
+    std::fs::read_dir(libdir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("libcore-") && name.ends_with(".rlib")
+        })
+    })
+}
+
+fn check_and_add_target() -> Result<(), String> {
+    let root = workspace_root();
+    let libdir = target_libdir(&root)?;
+    if has_core(&libdir) {
+        return Ok(());
+    }
+    let manual = format!("rustup target add {GUEST_TARGET}");
+    let rustup = std::env::var_os("RUSTUP_HOME").is_some()
+        || Command::new("rustup")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !rustup {
+        return Err(format!(
+            "the {GUEST_TARGET} target (for the guests) is not installed in this toolchain ({}) and rustup is not available: install it, e.g. `{manual}`",
+            libdir.display()
+        ));
+    }
+    eprintln!("xtask: the {GUEST_TARGET} target is missing; running `{manual}` for this workspace's toolchain");
+    let status = Command::new("rustup")
+        .current_dir(&root)
+        .args(["target", "add", GUEST_TARGET])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run `{manual}`: {e}"))?;
+    if !status.success() || !has_core(&target_libdir(&root)?) {
+        return Err(format!(
+            "`{manual}` failed ({status}); run it by hand, then try again"
+        ));
+    }
+    Ok(())
+}
+
 /// Builds one guest (release) and returns the path of its ELF.
 pub fn build_guest(guest: Guest) -> Result<PathBuf, String> {
+    ensure_guest_target()?;
     let root = workspace_root();
     let target_dir = root.join("target").join("guests");
     let status = cargo()

@@ -58,7 +58,7 @@ fn run(args: &[String]) -> Result<i32, String> {
         cmd.arg("--kernel").arg(&guests.kernel);
     }
     cmd.args(args);
-    // SIGINT/SIGTERM go to the VMM, which stops the guest and still writes
+    // SIGINT/SIGTERM/SIGHUP/SIGQUIT go to the VMM, which stops the guest and still writes
     // its report; this process waits for it and returns its status.
     forward_stop_signals();
     let mut child = cmd
@@ -92,7 +92,7 @@ extern "C" fn on_stop(sig: libc::c_int) {
 
 fn forward_stop_signals() {
     let handler = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe).
         unsafe { libc::signal(sig, handler) };
     }

@@ -1,0 +1,492 @@
+//! The files a user names on the command line. Inputs (firmware, kernel)
+//! are opened without blocking and must be regular files. Outputs (report,
+//! trace) are checked before any guest runs: a FIFO with no reader, a
+//! device that refuses writes (`/dev/full`) or a directory that cannot be
+//! written is refused then, and no output may be the same file (device and
+//! inode) as an input or as another output. Regular-file outputs are
+//! written to a temporary file beside them and renamed into place, so a
+//! reader never sees a half-written or empty report; other outputs (pipes,
+//! terminals, `/dev/stdout`) are written in place through the descriptor
+//! opened at the check.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why a user-named file cannot be used.
+#[derive(Debug, Error)]
+pub enum FileError {
+    #[error("{role} {path}: {source}")]
+    Io {
+        role: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{role} {path}: is {what}, not a regular file")]
+    NotRegular {
+        role: &'static str,
+        path: PathBuf,
+        what: &'static str,
+    },
+    #[error("{role} {path}: is a FIFO with no reader (start the reader first)")]
+    NoReader { role: &'static str, path: PathBuf },
+    #[error("cannot write {role} {path}: {source}")]
+    Unwritable {
+        role: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{role} {path} is the same file as the {other_role} {other}; refusing to overwrite it"
+    )]
+    SameFile {
+        role: &'static str,
+        path: PathBuf,
+        other_role: &'static str,
+        other: PathBuf,
+    },
+}
+
+fn io<'a>(role: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FileError + 'a {
+    move |source| FileError::Io {
+        role,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What kind of file a path names, in words.
+fn kind_name(ft: std::fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens an input for reading without ever blocking (a FIFO would block
+/// `open` until a writer appears) and insists on a regular file. Returns
+/// the file and its size.
+pub fn open_input(role: &'static str, path: &Path) -> Result<(File, u64), FileError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io(role, path))?;
+    let meta = file.metadata().map_err(io(role, path))?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular {
+            role,
+            path: path.to_owned(),
+            what: kind_name(meta.file_type()),
+        });
+    }
+    Ok((file, meta.len()))
+}
+
+/// The identity of a file: device and inode where it exists, else the
+/// directory's identity and the name it would get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Identity {
+    Inode(u64, u64),
+    New(u64, u64, std::ffi::OsString),
+}
+
+fn identity(path: &Path) -> Option<Identity> {
+    if let Ok(m) = std::fs::metadata(path) {
+        // /dev/null may be named by several outputs.
+        if m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3) {
+            return None;
+        }
+        return Some(Identity::Inode(m.dev(), m.ino()));
+    }
+    let name = path.file_name()?.to_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let m = std::fs::metadata(dir).ok()?;
+    Some(Identity::New(m.dev(), m.ino(), name))
+}
+
+/// A named file taking part in the same-file check.
+pub struct Named<'a> {
+    pub role: &'static str,
+    pub path: &'a Path,
+}
+
+/// Refuses any output that is the same file as an input or as an earlier
+/// output (compared by device and inode, or by directory and name for
+/// files that do not exist yet).
+pub fn check_distinct(inputs: &[Named<'_>], outputs: &[Named<'_>]) -> Result<(), FileError> {
+    let ids: Vec<_> = inputs
+        .iter()
+        .chain(outputs)
+        .map(|n| identity(n.path))
+        .collect();
+    for (i, out) in outputs.iter().enumerate() {
+        let me = inputs.len() + i;
+        let Some(id) = &ids[me] else { continue };
+        for (j, other) in inputs.iter().chain(outputs).enumerate().take(me) {
+            if ids[j].as_ref() == Some(id) {
+                return Err(FileError::SameFile {
+                    role: out.role,
+                    path: out.path.to_owned(),
+                    other_role: other.role,
+                    other: other.path.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True for names that are really one of this process's descriptors
+/// (`/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`): renaming onto them
+/// would replace a symlink, so they are written in place.
+fn names_a_descriptor(path: &Path) -> bool {
+    let p = path.to_string_lossy();
+    [
+        "/dev/stdout",
+        "/dev/stderr",
+        "/dev/fd/",
+        "/proc/self/fd/",
+        "/proc/thread-self/fd/",
+    ]
+    .iter()
+    .any(|prefix| p.starts_with(prefix))
+        || std::fs::canonicalize(path).is_ok_and(|c| c.starts_with("/proc"))
+}
+
+/// Removes a previous run's report at `path` after a refused run, so a
+/// script never reads a stale success: only a regular file that reads as
+/// a report of this VMM (a JSON object with `version` and `outcome`), and
+/// never one of `inputs` (compared by device and inode).
+pub fn remove_stale_report(path: &Path, inputs: &[&Path]) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() > 64 << 20 {
+        return false;
+    }
+    let same = |p: &&Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+    };
+    if inputs.iter().any(same) {
+        return false;
+    }
+    let is_report = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v.get("version").is_some() && v.get("outcome").is_some());
+    is_report && std::fs::remove_file(path).is_ok()
+}
+
+/// An output checked before the guest runs.
+pub struct Output {
+    role: &'static str,
+    path: PathBuf,
+    /// None once committed.
+    sink: Option<Sink>,
+}
+
+enum Sink {
+    /// A regular file: written to `tmp`, renamed onto `target`.
+    Atomic {
+        target: PathBuf,
+        tmp: PathBuf,
+        file: File,
+    },
+    /// Anything else: written through the descriptor opened at the check.
+    InPlace(File),
+}
+
+impl Output {
+    /// Checks that `path` can take this output, without blocking and
+    /// without touching an existing regular file. `probe` is written at
+    /// once to a non-regular output (a pipe, a device) so that one that
+    /// refuses writes fails now; it must be a harmless prefix of the
+    /// output (whitespace before a JSON document, a trace header).
+    pub fn prepare(role: &'static str, path: &Path, probe: &[u8]) -> Result<Self, FileError> {
+        let meta = std::fs::metadata(path).ok();
+        let regular = meta.as_ref().is_none_or(|m| m.is_file());
+        if regular && !names_a_descriptor(path) {
+            let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            let dir = match target.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            let name = target
+                .file_name()
+                .ok_or_else(|| FileError::NotRegular {
+                    role,
+                    path: path.to_owned(),
+                    what: "a directory",
+                })?
+                .to_string_lossy()
+                .into_owned();
+            let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)
+                .map_err(|source| FileError::Unwritable {
+                    role,
+                    path: path.to_owned(),
+                    source,
+                })?;
+            return Ok(Output {
+                role,
+                path: path.to_owned(),
+                sink: Some(Sink::Atomic { target, tmp, file }),
+            });
+        }
+        if meta.as_ref().is_some_and(|m| m.is_dir()) {
+            return Err(FileError::NotRegular {
+                role,
+                path: path.to_owned(),
+                what: "a directory",
+            });
+        }
+        // O_NONBLOCK: a FIFO with no reader fails with ENXIO instead of
+        // blocking this process (and every signal) in open().
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|source| {
+                if source.raw_os_error() == Some(libc::ENXIO) {
+                    FileError::NoReader {
+                        role,
+                        path: path.to_owned(),
+                    }
+                } else {
+                    FileError::Unwritable {
+                        role,
+                        path: path.to_owned(),
+                        source,
+                    }
+                }
+            })?;
+        set_blocking(&file).map_err(io(role, path))?;
+        let mut out = Output {
+            role,
+            path: path.to_owned(),
+            sink: Some(Sink::InPlace(file)),
+        };
+        if !probe.is_empty() {
+            out.write_all(probe)
+                .map_err(|source| FileError::Unwritable {
+                    role,
+                    path: path.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(out)
+    }
+
+    /// True for a regular file written atomically (a probe was not
+    /// written to it).
+    pub fn is_atomic(&self) -> bool {
+        matches!(self.sink, Some(Sink::Atomic { .. }))
+    }
+
+    /// The path the user named.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What this output is (for messages).
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+
+    /// Commits the output: flushes it and, for a regular file, renames the
+    /// temporary file onto the target.
+    pub fn commit(mut self) -> Result<(), FileError> {
+        let (role, path) = (self.role, self.path.clone());
+        let unwritable = |source| FileError::Unwritable {
+            role,
+            path: path.clone(),
+            source,
+        };
+        self.flush().map_err(unwritable)?;
+        match self.sink.take() {
+            Some(Sink::Atomic { target, tmp, file }) => {
+                drop(file);
+                std::fs::rename(&tmp, &target).map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    unwritable(e)
+                })
+            }
+            Some(Sink::InPlace(_)) | None => Ok(()),
+        }
+    }
+
+    /// Removes what a regular-file output has in place (a previous run's
+    /// file), so that a run killed before it commits leaves no stale file.
+    pub fn remove_previous(&self) {
+        if let Some(Sink::Atomic { target, .. }) = &self.sink {
+            let _ = std::fs::remove_file(target);
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.sink {
+            Some(Sink::Atomic { file, .. } | Sink::InPlace(file)) => file.write(buf),
+            None => Err(std::io::Error::other("output already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.sink {
+            Some(Sink::Atomic { file, .. } | Sink::InPlace(file)) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Output {
+    /// An output never committed leaves nothing behind.
+    fn drop(&mut self) {
+        if let Some(Sink::Atomic { tmp, .. }) = &self.sink {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+fn set_blocking(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor this File owns; no memory is
+    // passed to the kernel.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("host-files-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn mkfifo(p: &Path) {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn a_fifo_input_is_refused_without_blocking() {
+        let f = dir().join("in.fifo");
+        mkfifo(&f);
+        let e = open_input("firmware", &f).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("firmware {}: is a FIFO, not a regular file", f.display())
+        );
+    }
+
+    #[test]
+    fn a_fifo_output_without_reader_is_refused() {
+        let f = dir().join("out.fifo");
+        mkfifo(&f);
+        let e = Output::prepare("report", &f, b"\n").err().unwrap();
+        assert!(matches!(e, FileError::NoReader { .. }), "{e}");
+    }
+
+    #[test]
+    fn dev_full_is_refused_at_the_check() {
+        let e = Output::prepare("report", Path::new("/dev/full"), b"\n")
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().starts_with("cannot write report /dev/full"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn regular_outputs_appear_only_when_committed() {
+        let p = dir().join("report.json");
+        std::fs::write(&p, "old").unwrap();
+        let mut o = Output::prepare("report", &p, b"\n").unwrap();
+        o.write_all(b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+        o.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
+        let o = Output::prepare("report", &p, b"\n").unwrap();
+        drop(o);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_dir(dir())
+                .unwrap()
+                .filter(|e| e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp"))
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn only_stale_reports_are_removed() {
+        let d = dir();
+        let old = d.join("old.json");
+        std::fs::write(&old, r#"{"version": 1, "outcome": "ok"}"#).unwrap();
+        let other = d.join("notes.json");
+        std::fs::write(&other, r#"{"mine": true}"#).unwrap();
+        assert!(!remove_stale_report(&old, &[&old]));
+        assert!(!remove_stale_report(&other, &[]));
+        assert!(remove_stale_report(&old, &[]));
+        assert!(!old.exists() && other.exists());
+    }
+
+    #[test]
+    fn same_files_are_found_by_inode_and_by_name() {
+        let d = dir();
+        let fw = d.join("fw");
+        std::fs::write(&fw, "x").unwrap();
+        let link = d.join("fw-link");
+        let _ = std::fs::remove_file(&link);
+        std::fs::hard_link(&fw, &link).unwrap();
+        let fresh = d.join("fresh.json");
+        let n = |role, path| Named { role, path };
+        assert!(check_distinct(&[n("firmware", &fw)], &[n("report", &link)]).is_err());
+        assert!(check_distinct(
+            &[n("firmware", &fw)],
+            &[n("report", &fresh), n("trace", &fresh)]
+        )
+        .is_err());
+        assert!(check_distinct(&[n("firmware", &fw)], &[n("report", &fresh)]).is_ok());
+        let null = Path::new("/dev/null");
+        assert!(check_distinct(&[], &[n("report", null), n("trace", null)]).is_ok());
+    }
+}
