@@ -201,3 +201,30 @@ pub fn build_vmm() -> Result<PathBuf, String> {
     }
     Ok(root.join("target").join("release").join("vmm"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_without_libcore_counts_as_missing() {
+        let dir = std::env::temp_dir().join(format!("xtask-libdir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(!has_core(&dir), "empty directory");
+        assert!(!has_core(&dir.join("absent")), "missing directory");
+        std::fs::write(dir.join("libcompiler_builtins-0123.rlib"), b"").unwrap();
+        assert!(!has_core(&dir));
+        std::fs::write(dir.join("libcore-4567.rlib"), b"").unwrap();
+        assert!(has_core(&dir));
+    }
+
+    #[test]
+    fn the_active_toolchain_reports_a_target_libdir() {
+        let dir = target_libdir(&workspace_root()).unwrap();
+        assert!(
+            dir.ends_with(format!("{GUEST_TARGET}/lib")),
+            "{}",
+            dir.display()
+        );
+    }
+}
