@@ -9,6 +9,7 @@
 //! a successful accept).
 
 use crate::pod::Pod;
+use crate::PAGE_4K;
 
 /// Table version Linux accepts.
 pub const VERSION: u32 = 1;
@@ -94,18 +95,23 @@ impl Header {
     }
 }
 
-/// `allocate_unaccepted_bitmap`'s bounds for unaccepted ranges `[start,
-/// end)`: `(phys_base, bitmap bytes)`, or `None` when there are none.
+/// `allocate_unaccepted_bitmap`'s bounds for the unaccepted descriptors
+/// `[start, end)`: `(phys_base, bitmap bytes)`, or `None` when there are
+/// none. As in Linux (libstub/unaccepted_memory.c), every type-15
+/// descriptor counts, a zero-page one too: its address still moves the
+/// table's bounds, however empty it is.
 pub fn bounds(ranges: impl Iterator<Item = (u64, u64)>) -> Option<(u64, u64)> {
-    let (lo, hi) = ranges
-        .filter(|(s, e)| e > s)
-        .fold((u64::MAX, 0), |(lo, hi), (s, e)| (lo.min(s), hi.max(e)));
-    if lo >= hi {
+    let mut any = false;
+    let (lo, hi) = ranges.fold((u64::MAX, 0), |(lo, hi), (s, e)| {
+        any = true;
+        (lo.min(s), hi.max(e))
+    });
+    if !any {
         return None;
     }
     let base = lo / UNIT_SIZE * UNIT_SIZE;
-    let end = hi.div_ceil(UNIT_SIZE) * UNIT_SIZE;
-    Some((base, (end - base).div_ceil(UNIT_SIZE * 8)))
+    let end = hi.div_ceil(UNIT_SIZE).wrapping_mul(UNIT_SIZE);
+    Some((base, end.wrapping_sub(base).div_ceil(UNIT_SIZE * 8)))
 }
 
 /// The bitmap of a table: little-endian bit order (byte i/8, bit i%8).
@@ -190,80 +196,124 @@ impl<'a> Bitmap<'a> {
     }
 }
 
-/// Linux's `process_unaccepted_memory(start, end)`: which parts of an
-/// unaccepted range `[start, end)` are accepted at once (`accept(s, e)`)
-/// and which units are recorded in the bitmap.
+/// The range a `process_range` could not record: it lies wholly above a
+/// table it did not build (Linux would write past the bitmap's end there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutsideTable {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Linux's `process_unaccepted_memory(start, end)`
+/// (drivers/firmware/efi/libstub/unaccepted_memory.c): what of an
+/// unaccepted descriptor `[start, end)` is accepted at once (`accept(s,
+/// e)`, in Linux's order, empty calls included) and which whole units are
+/// recorded. The one departure: where a table the stub did not build does
+/// not reach the range at all, Linux's `bitmap_set` would run past the
+/// bitmap; here the range is accepted up to the table's end as Linux does
+/// and then refused (`OutsideTable`) instead of corrupting memory.
 pub fn process_range(
     header: &Header,
     bitmap: &mut Bitmap<'_>,
     start: u64,
     end: u64,
     mut accept: impl FnMut(u64, u64),
-) {
-    let unit = header.unit_size as u64;
+) -> Result<(), OutsideTable> {
+    let unit_size = header.unit_size as u64;
+    let unit_mask = unit_size - 1;
+    let bitmap_size = header.size;
     let (mut start, mut end) = (start, end);
-    if end <= start {
-        return;
-    }
-    if end - start < 2 * unit {
+    if end.wrapping_sub(start) < 2 * unit_size {
         accept(start, end);
-        return;
+        return Ok(());
     }
-    if start % unit != 0 {
-        let up = start.div_ceil(unit) * unit;
-        accept(start, up);
-        start = up;
+    if start & unit_mask != 0 {
+        accept(start, round_up(start, unit_size));
+        start = round_up(start, unit_size);
     }
-    if end % unit != 0 {
-        let down = end / unit * unit;
-        accept(down, end);
-        end = down;
+    if end & unit_mask != 0 {
+        accept(end & !unit_mask, end);
+        end &= !unit_mask;
     }
     if start < header.phys_base {
         accept(start, header.phys_base.min(end));
         start = header.phys_base;
     }
-    if end <= header.phys_base || end <= start {
-        return;
+    if end < header.phys_base {
+        return Ok(());
     }
-    let (mut s, mut e) = (start - header.phys_base, end - header.phys_base);
-    let covered = header.coverage().min(bitmap.bits() * unit);
-    if e > covered {
-        accept(header.phys_base + covered.max(s), end);
-        e = covered;
+    start -= header.phys_base;
+    end -= header.phys_base;
+    let capacity = bitmap_size.wrapping_mul(unit_size).wrapping_mul(8);
+    if end > capacity {
+        accept(capacity + header.phys_base, end + header.phys_base);
+        end = capacity;
     }
-    if s >= e {
-        return;
+    if end < start {
+        return Err(OutsideTable {
+            start: start + header.phys_base,
+            end: end + header.phys_base,
+        });
     }
-    s /= unit;
-    e /= unit;
-    bitmap.set_range(s, e);
+    bitmap.set_range(start / unit_size, end / unit_size);
+    Ok(())
 }
 
-/// Linux's `accept_memory(start, size)`: accepts every unaccepted unit the
-/// range touches (plus one guard unit when the range ends on a unit
-/// boundary), clearing each run's bits only after `accept` returns `Ok`.
-/// Returns the number of units accepted, or the first error.
-pub fn accept_range<E>(
+fn round_up(v: u64, align: u64) -> u64 {
+    v.wrapping_add(align - 1) & !(align - 1)
+}
+
+/// Page alignment of Linux's `accept_memory` and
+/// `range_contains_unaccepted_memory` since commit 948a013a54c4 ("efi:
+/// Align unaccepted memory range to page boundary", v7.0-rc1, the v2
+/// form that landed): `end = PAGE_ALIGN(start + size); start =
+/// PAGE_ALIGN_DOWN(start)`, with u64 wrap-around as in C.
+fn page_aligned(start: u64, size: u64) -> (u64, u64) {
+    (
+        start & !(PAGE_4K - 1),
+        round_up(start.wrapping_add(size), PAGE_4K),
+    )
+}
+
+/// The bitmap offsets `[start, end)` Linux's kernel-proper
+/// `accept_memory` and `range_contains_unaccepted_memory` work on: page
+/// aligned, clamped below at `phys_base` (returning `None` only when the
+/// end lies strictly below it: an end exactly at `phys_base` still
+/// reaches the guard unit), extended by the guard unit when the end is
+/// unit aligned, clamped to the bitmap.
+fn kernel_offsets(header: &Header, start: u64, size: u64) -> Option<(u64, u64)> {
+    let unit_size = header.unit_size as u64;
+    let (mut start, mut end) = page_aligned(start, size);
+    if start < header.phys_base {
+        start = header.phys_base;
+    }
+    if end < header.phys_base {
+        return None;
+    }
+    start -= header.phys_base;
+    end -= header.phys_base;
+    // load_unaligned_zeropad() may read across the end: one guard unit.
+    if end % unit_size == 0 {
+        end = end.wrapping_add(unit_size);
+    }
+    let capacity = header.size.wrapping_mul(unit_size).wrapping_mul(8);
+    if end > capacity {
+        end = capacity;
+    }
+    Some((start, end))
+}
+
+/// Accepts every set run of bits in `[first, last)` (whole units, one
+/// `accept` call per run, bits cleared only after it returns `Ok`);
+/// returns the units accepted.
+fn accept_runs<E>(
     header: &Header,
     bitmap: &mut Bitmap<'_>,
-    start: u64,
-    size: u64,
+    first: u64,
+    last: u64,
     mut accept: impl FnMut(u64, u64) -> Result<(), E>,
 ) -> Result<u64, E> {
     let unit = header.unit_size as u64;
-    let end = start.saturating_add(size);
-    let start = start.max(header.phys_base);
-    if end <= header.phys_base || end <= start {
-        return Ok(0);
-    }
-    let (s, mut e) = (start - header.phys_base, end - header.phys_base);
-    if e % unit == 0 {
-        e += unit;
-    }
-    let covered = header.coverage().min(bitmap.bits() * unit);
-    e = e.min(covered);
-    let (first, last) = (s / unit, e.div_ceil(unit));
     let mut units = 0;
     let mut from = first;
     while let Some((a, b)) = bitmap.next_set_run(from, last) {
@@ -273,6 +323,94 @@ pub fn accept_range<E>(
         from = b;
     }
     Ok(units)
+}
+
+/// Linux's kernel-proper `accept_memory(start, size)`
+/// (drivers/firmware/efi/unaccepted_memory.c, mainline with 948a013a54c4):
+/// accepts every unaccepted unit of the page-aligned range, plus one guard
+/// unit when it ends on a unit boundary, one call per run of set bits,
+/// clearing each run's bits only after `accept` returns `Ok`. A size of 0
+/// still accepts the unit at `start`. Returns the units accepted, or the
+/// first error. (`accepting_list`, which serialises CPUs, has no effect on
+/// one CPU.)
+pub fn accept_range<E>(
+    header: &Header,
+    bitmap: &mut Bitmap<'_>,
+    start: u64,
+    size: u64,
+    accept: impl FnMut(u64, u64) -> Result<(), E>,
+) -> Result<u64, E> {
+    let Some((start, end)) = kernel_offsets(header, start, size) else {
+        return Ok(0);
+    };
+    let unit = header.unit_size as u64;
+    accept_runs(header, bitmap, start / unit, end.div_ceil(unit), accept)
+}
+
+/// Linux's `range_contains_unaccepted_memory(start, size)` (same file):
+/// the offsets of `accept_range`, then a walk from the (possibly
+/// unaligned) start in `unit_size` strides while below the end. Upstream's
+/// walk can step over the range's last unit when the start is not unit
+/// aligned (base 0, only unit 4 unaccepted: `(0x7bf000, 0x68000)` is
+/// false although the range reaches into unit 4); this is reproduced, not
+/// fixed.
+pub fn contains_range(header: &Header, bitmap: &Bitmap<'_>, start: u64, size: u64) -> bool {
+    let Some((mut start, end)) = kernel_offsets(header, start, size) else {
+        return false;
+    };
+    let unit = header.unit_size as u64;
+    while start < end {
+        if bitmap.test(start / unit) {
+            return true;
+        }
+        start += unit;
+    }
+    false
+}
+
+/// The EFI stub's `accept_memory(start, size)`
+/// (drivers/firmware/efi/libstub/unaccepted_memory.c), which the
+/// decompressor uses for the kernel image: no page alignment and no guard
+/// unit; an end at or below `phys_base` accepts nothing.
+pub fn accept_range_stub<E>(
+    header: &Header,
+    bitmap: &mut Bitmap<'_>,
+    start: u64,
+    size: u64,
+    accept: impl FnMut(u64, u64) -> Result<(), E>,
+) -> Result<u64, E> {
+    let unit = header.unit_size as u64;
+    let mut end = start.wrapping_add(size);
+    let mut start = start;
+    if start < header.phys_base {
+        start = header.phys_base;
+    }
+    if end < header.phys_base {
+        return Ok(0);
+    }
+    start -= header.phys_base;
+    end -= header.phys_base;
+    let capacity = header.size.wrapping_mul(unit).wrapping_mul(8);
+    if end > capacity {
+        end = capacity;
+    }
+    accept_runs(header, bitmap, start / unit, end.div_ceil(unit), accept)
+}
+
+/// The `EFI_UNACCEPTED_MEMORY` case of the stub's `setup_e820`
+/// (libstub/x86-stub.c): `process_unaccepted_memory` over every type-15
+/// descriptor of the final map, in map order, into whatever table is
+/// installed (one the stub built, or one found already installed).
+pub fn fill_from_map(
+    header: &Header,
+    bitmap: &mut Bitmap<'_>,
+    unaccepted: impl Iterator<Item = (u64, u64)>,
+    mut accept: impl FnMut(u64, u64),
+) -> Result<(), OutsideTable> {
+    for (start, end) in unaccepted {
+        process_range(header, bitmap, start, end, &mut accept)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -293,6 +431,11 @@ mod tests {
         // 2 MiB .. 72 MiB = 35 units -> 5 bytes.
         assert_eq!(size, 5);
         assert_eq!(bounds([].into_iter()), None);
+        // A zero-page descriptor still moves the bounds (Linux counts it).
+        assert_eq!(
+            bounds([(0x23d000, 0x23d000 + 13 * 4096), (0x7e4b000, 0x7e4b000)].into_iter()),
+            Some((2 * MIB, 8))
+        );
         // 4 KiB of bitmap cover 64 GiB.
         assert_eq!(bounds([(0, 64 << 30)].into_iter()), Some((0, 4096)));
     }
@@ -314,14 +457,16 @@ mod tests {
         // Shorter than two units: all of it, now.
         process_range(&h, &mut Bitmap::new(&mut bits), 4096, 3 * MIB, |s, e| {
             accepted.push((s, e))
-        });
+        })
+        .unwrap();
         assert_eq!(accepted, vec![(4096, 3 * MIB)]);
         assert!(bits.iter().all(|b| *b == 0));
         // Unaligned head and tail at once; the aligned middle recorded.
         accepted.clear();
         process_range(&h, &mut Bitmap::new(&mut bits), MIB, 9 * MIB, |s, e| {
             accepted.push((s, e))
-        });
+        })
+        .unwrap();
         assert_eq!(accepted, vec![(MIB, 2 * MIB), (8 * MIB, 9 * MIB)]);
         assert_eq!(bits[0], 0b0000_1110);
     }
@@ -475,7 +620,7 @@ mod tests {
                 for p in s / 4096..e.div_ceil(4096) { count[p as usize] += 1; }
             };
             for (s, e) in &ranges {
-                process_range(&h, &mut Bitmap::new(&mut bits), *s, *e, |a, b| accept(a, b, &mut accepted_count));
+                process_range(&h, &mut Bitmap::new(&mut bits), *s, *e, |a, b| accept(a, b, &mut accepted_count)).unwrap();
             }
             // Recorded units lie inside unaccepted ranges (never over accepted memory).
             for bit in 0..bytes * 8 {

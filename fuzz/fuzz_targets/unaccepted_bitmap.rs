@@ -32,9 +32,15 @@ fuzz_target!(|input: Input| {
     let mut bitmap = Bitmap::new(&mut bytes);
     for (start, len) in input.process {
         let end = start.saturating_add(len % (1 << 40));
-        process_range(&header, &mut bitmap, start, end, |s, e| {
-            assert!(start <= s && s <= e && e <= end, "{s:#x}..{e:#x} outside {start:#x}..{end:#x}");
-        });
+        let mut calls = Vec::new();
+        let r = process_range(&header, &mut bitmap, start, end, |s, e| calls.push((s, e)));
+        // Outside a table that does not reach the range, Linux accepts from
+        // the table's end (and would then write past the bitmap; we refuse).
+        if r.is_ok() {
+            for (s, e) in calls {
+                assert!(start <= s && s <= e && e <= end, "{s:#x}..{e:#x} outside {start:#x}..{end:#x}");
+            }
+        }
     }
     for (start, size) in input.accept {
         let end = start.saturating_add(size);

@@ -171,11 +171,7 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
 
     // Segments: the image's loadable segments (page rounded, touching ones
     // merged) and the boot parameters.
-    let mut segs = [Segment {
-        src: 0,
-        mem: 0,
-        memsz: 0,
-    }; MAX_SEGMENTS];
+    let mut segs = [Segment::default(); MAX_SEGMENTS];
     let mut n = 0;
     for s in image.segments() {
         let start = (s.vaddr - image.min_vaddr) & !(PAGE - 1);
@@ -183,6 +179,7 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
         if n > 0 && segs[n - 1].mem + segs[n - 1].memsz >= dest + start {
             segs[n - 1].memsz =
                 (dest + end).max(segs[n - 1].mem + segs[n - 1].memsz) - segs[n - 1].mem;
+            segs[n - 1].bufsz = segs[n - 1].memsz;
             continue;
         }
         if n + 1 == MAX_SEGMENTS {
@@ -191,6 +188,7 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
         }
         segs[n] = Segment {
             src: staging + start,
+            bufsz: end - start,
             mem: dest + start,
             memsz: end - start,
         };
@@ -198,6 +196,7 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
     }
     segs[n] = Segment {
         src: staging + image.span,
+        bufsz: params_len,
         mem: params_dest,
         memsz: params_len,
     };
@@ -215,19 +214,27 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
         }
         None => {}
     }
-    if let Err(why) = abi::kexec::sanity_check(&segs[..n], &ram.0[..ram.1]) {
+    // Linux's sanity_check_segment_list rules, then this project's extra
+    // "inside RAM" rule (Linux leaves that to kexec-tools).
+    let map = &ram.0[..ram.1];
+    let checked = abi::kexec::linux_checks(
+        &segs[..n],
+        abi::kexec::total_ram_pages(map),
+        abi::kexec::DESTINATION_LIMIT_4LEVEL,
+    )
+    .and_then(|()| abi::kexec::inside_ram(&segs[..n], map));
+    if let Err(why) = checked {
         mm::free(staging, staging_order);
         release();
         return why.as_str();
     }
 
-    // The upstream fix: accept every destination before anything is copied.
+    // The upstream fix, the end of sanity_check_segment_list: accept every
+    // destination before anything is copied.
     tdcall::counter(Counter::KexecDest, dest);
     if opts.accept {
         let before = unaccepted::units_accepted();
-        for s in &segs[..n] {
-            unaccepted::accept_memory(s.mem, s.memsz);
-        }
+        abi::kexec::accept_segments(&segs[..n], unaccepted::accept_memory);
         let units = unaccepted::units_accepted() - before;
         tdcall::counter(
             Counter::KexecDestAccepted,

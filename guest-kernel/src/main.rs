@@ -96,10 +96,11 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     let stub = if st.boot_services == 0 {
         // Entered by kexec: no boot services, a memory map in the boot info.
         let stub = stub::run_kexec(&info, on("kexec_reuse_bitmap"));
-        // Like Linux's decompressor: accept our own image's memory first.
-        // With the reused bitmap this is a no-op (the previous kernel
-        // accepted it); with a rebuilt one it is a second accept.
-        unaccepted::accept_memory(info.load_base, info.load_size);
+        // Like Linux's decompressor: accept our own image's memory first,
+        // with the EFI stub's accept_memory (no guard unit). With the
+        // reused bitmap this is a no-op (the previous kernel accepted it);
+        // with a rebuilt one it is a second accept.
+        unaccepted::accept_memory_stub(info.load_base, info.load_size);
         stub
     } else {
         // SAFETY: non-zero, so it points at the firmware's live boot services.

@@ -2,12 +2,14 @@
 //! usable RAM in the memory map. Blocks holding unaccepted memory are parked
 //! (`accept_memory=lazy`, Linux's default) or accepted before use
 //! (`accept_memory=eager`). Partial blocks are accepted at once, as Linux's
-//! `deferred_free_pages` does for chunks below MAX_PAGE_ORDER.
+//! `__free_pages_core` does for chunks below MAX_PAGE_ORDER
+//! (`guest_mm::free_run`).
 
 use crate::stub::MAP;
 use crate::unaccepted::{accept_memory, contains_unaccepted, unaccepted_prefix};
 use abi::efi::memory_type;
-use guest_mm::buddy::{Buddy, Phys, BLOCK, META_BYTES};
+use guest_mm::buddy::{Buddy, Phys, META_BYTES};
+use guest_mm::free_run::{self, Acceptance};
 use guest_rt::fatal;
 use guest_rt::fatal::code;
 use guest_rt::global::Global;
@@ -76,37 +78,29 @@ pub fn init(dir: u64, dir_blocks: u64, lazy: bool) {
     ALLOCATOR.with(|a| *a = Some(buddy));
 }
 
+/// The kernel's unaccepted-memory table, as the allocator sees it.
+struct Table;
+
+impl Acceptance for Table {
+    fn contains(&mut self, start: u64, size: u64) -> bool {
+        contains_unaccepted(start, size)
+    }
+    fn accept(&mut self, start: u64, size: u64) {
+        accept_memory(start, size)
+    }
+    fn unaccepted_prefix(&mut self, start: u64, end: u64) -> u64 {
+        unaccepted_prefix(start, end)
+    }
+}
+
 fn add_run(buddy: &mut Buddy<'static>, start: u64, end: u64, lazy: bool) {
-    let mut at = start;
-    while at < end {
-        if lazy && at.is_multiple_of(BLOCK) {
-            // Whole blocks of nothing but unaccepted units: park them all
-            // at once (one bitmap scan, one directory fill).
-            let blocks = (unaccepted_prefix(at, end) - at) / BLOCK;
-            if blocks > 0 {
-                buddy.park_blocks(at, blocks);
-                at += blocks * BLOCK;
-                continue;
-            }
-        }
-        let block_end = ((at / BLOCK) + 1) * BLOCK;
-        let piece_end = block_end.min(end);
-        let whole = at.is_multiple_of(BLOCK) && piece_end == block_end;
-        if contains_unaccepted(at, piece_end - at) {
-            if whole && lazy {
-                buddy.park(at);
-                at = piece_end;
-                continue;
-            }
-            accept_memory(at, piece_end - at);
-        }
-        if !buddy.add_free_range(&mut Identity, at, piece_end) {
-            fatal!(
-                code::PANIC,
-                "allocator out of metadata adding {at:#x}..{piece_end:#x}"
-            );
-        }
-        at = piece_end;
+    if let Err(e) = free_run::add_run(buddy, &mut Identity, &mut Table, start, end, lazy) {
+        fatal!(
+            code::PANIC,
+            "allocator out of metadata adding {:#x}..{:#x}",
+            e.start,
+            e.end
+        );
     }
 }
 

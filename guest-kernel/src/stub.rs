@@ -8,7 +8,7 @@ use crate::unaccepted::{accept_now, Table, TABLE};
 use abi::boot::{status, BootServices, SystemTable};
 use abi::efi::{memory_type, ConfigurationTable, MemoryDescriptor};
 use abi::guid::LINUX_EFI_UNACCEPTED_MEM_TABLE;
-use abi::unaccepted::{bounds, process_range, Header, UNIT_SIZE, VERSION};
+use abi::unaccepted::{bounds, fill_from_map, Header, UNIT_SIZE, VERSION};
 use guest_rt::fatal;
 use guest_rt::fatal::code;
 use guest_rt::global::Global;
@@ -159,10 +159,11 @@ pub fn run(st_gpa: u64, bs: &BootServices) -> StubResult {
             fatal!(code::PANIC, "ExitBootServices failed: {s:#x}");
         }
     }
-    // Now fill the bitmap from the final map (a reused table is already filled).
-    if reused.is_none() {
-        fill_bitmap_from_map();
-    }
+    // Now fill the bitmap from the final map. Like Linux's setup_e820 this
+    // runs on a table found already installed too (Linux's
+    // allocate_unaccepted_bitmap returns early for one, but
+    // process_unaccepted_memory still records every type-15 descriptor).
+    fill_bitmap_from_map();
     StubResult { dir, dir_blocks }
 }
 
@@ -280,26 +281,30 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
 /// aligned middles are recorded in the bitmap.
 fn fill_bitmap_from_map() {
     MAP.with(|m| {
-        for d in m.descs[..m.len]
+        let unaccepted = m.descs[..m.len]
             .iter()
             .filter(|d| d.memory_type == memory_type::UNACCEPTED)
-        {
-            TABLE.with(|t| {
-                let Some(t) = t.as_mut() else { return };
-                let header = t.header;
-                let mut immediate = 0;
-                process_range(
-                    &header,
-                    &mut t.bitmap(),
-                    d.physical_start,
-                    d.end(),
-                    |s, e| {
-                        accept_now(s, e);
-                        immediate += e - s;
-                    },
-                );
-                t.bytes_immediate += immediate;
+            .map(|d| (d.physical_start, d.end()));
+        TABLE.with(|t| {
+            let Some(t) = t.as_mut() else { return };
+            let header = t.header;
+            let mut immediate = 0;
+            let filled = fill_from_map(&header, &mut t.bitmap(), unaccepted, |s, e| {
+                accept_now(s, e);
+                immediate += e.saturating_sub(s);
             });
-        }
+            t.bytes_immediate += immediate;
+            if let Err(o) = filled {
+                // Linux would write past the bitmap here (a table it did not
+                // build that does not reach this range); we stop instead.
+                fatal!(
+                    code::PANIC,
+                    "unaccepted table at {:#x} does not reach unaccepted memory {:#x}..{:#x}",
+                    t.gpa,
+                    o.start,
+                    o.end
+                );
+            }
+        });
     });
 }

@@ -4,7 +4,7 @@
 //! any failure is a panic reported to the host.
 
 use abi::report::Counter;
-use abi::unaccepted::{accept_range, Bitmap, Header};
+use abi::unaccepted::{accept_range, accept_range_stub, contains_range, Bitmap, Header};
 use guest_rt::fatal::code;
 use guest_rt::global::Global;
 
@@ -41,12 +41,28 @@ pub fn accept_now(start: u64, end: u64) {
     }
 }
 
-/// Linux's `accept_memory(start, size)`.
+/// Linux's kernel-proper `accept_memory(start, size)` (page aligned, with
+/// the guard unit; see `abi::unaccepted::accept_range`).
 pub fn accept_memory(start: u64, size: u64) {
     TABLE.with(|t| {
         let Some(t) = t.as_mut() else { return };
         let header = t.header;
         let units = accept_range::<()>(&header, &mut t.bitmap(), start, size, |s, e| {
+            accept_now(s, e);
+            Ok(())
+        })
+        .unwrap_or(0);
+        t.units_accepted += units;
+    });
+}
+
+/// The EFI stub's `accept_memory(start, size)`, which Linux's
+/// decompressor uses for the kernel image: no page alignment, no guard.
+pub fn accept_memory_stub(start: u64, size: u64) {
+    TABLE.with(|t| {
+        let Some(t) = t.as_mut() else { return };
+        let header = t.header;
+        let units = accept_range_stub::<()>(&header, &mut t.bitmap(), start, size, |s, e| {
             accept_now(s, e);
             Ok(())
         })
@@ -104,18 +120,13 @@ pub fn unaccepted_prefix(start: u64, end: u64) -> u64 {
     })
 }
 
-/// True when any unit overlapping `[start, start + size)` is unaccepted.
+/// Linux's `range_contains_unaccepted_memory(start, size)`, guard unit
+/// and unit-stride walk included (see `abi::unaccepted::contains_range`).
 pub fn contains_unaccepted(start: u64, size: u64) -> bool {
     TABLE.with(|t| {
-        let Some(t) = t.as_ref() else { return false };
-        let unit = t.header.unit_size as u64;
-        let end = start + size;
-        if end <= t.header.phys_base {
-            return false;
-        }
-        let first = start.max(t.header.phys_base) - t.header.phys_base;
-        let last = (end - t.header.phys_base).div_ceil(unit);
-        t.bitmap().next_set_run(first / unit, last).is_some()
+        let Some(t) = t.as_mut() else { return false };
+        let header = t.header;
+        contains_range(&header, &t.bitmap(), start, size)
     })
 }
 

@@ -10,6 +10,9 @@
 //!   `try_to_accept_memory_one`): 4 MiB blocks that contain unaccepted
 //!   memory are parked in the directory (never touched) and accepted one at
 //!   a time when free memory runs below the watermark.
+//! - `free_run`: boot-time hand-over of usable memory, chunk by chunk, as
+//!   Linux's `__free_pages_core` does (park, or accept with the guard unit).
 #![cfg_attr(not(test), no_std)]
 
 pub mod buddy;
+pub mod free_run;

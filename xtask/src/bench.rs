@@ -304,20 +304,22 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
         &serde_json::to_string_pretty(&results).unwrap_or_default(),
     )?;
     write(&cfg.out.join("results.csv"), &csv)?;
+    write(
+        &cfg.out.join("summary.md"),
+        &summary(cfg, &rows, &flatness, runs.first().map(|r| &r.1)),
+    )?;
 
     // Plots vs RAM.
     register_font()?;
-    let kernel_ready = |r: &Value| r["kernel_ready_ms"]["median"].as_f64();
     plot!(
         cfg.out.join("boot_time_vs_ram"),
-        (1050, 500),
-        line_plot("time to kernel_ready (ms)", &rows, &kernel_ready)
+        (1150, 560),
+        line_plot("time to kernel_ready (ms)", &rows, "kernel_ready_ms")
     );
-    let rss = |r: &Value| r["rss_mib"]["median"].as_f64();
     plot!(
         cfg.out.join("rss_vs_ram"),
-        (1050, 500),
-        line_plot("host peak RSS (MiB)", &rows, &rss)
+        (1150, 560),
+        line_plot("host peak RSS (MiB)", &rows, "rss_mib")
     );
 
     // Traces: one lazy and one eager run at the largest size, and a kexec run.
@@ -369,7 +371,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
     let kexec_records = read_trace(&kexec_trace)?;
     plot!(
         cfg.out.join("accepted_memory_map"),
-        (1000, 260),
+        (1100, 460),
         memory_map(&kexec_records, 8 * GIB)
     );
     eprintln!("bench: wrote {}", cfg.out.display());
@@ -451,6 +453,113 @@ fn flatness(
     Ok(rows)
 }
 
+/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
+fn utc_date() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The table the README quotes: lazy vs eager with `fw.accept=none` in
+/// the first profile, medians with min-max, plus the flatness series'
+/// 1 TiB row, headed by what produced it.
+fn summary(
+    cfg: &BenchConfig,
+    rows: &[Value],
+    flatness: &[Value],
+    report: Option<&Value>,
+) -> String {
+    let profile = &cfg.profiles[0];
+    let resolved = rows
+        .iter()
+        .find(|r| r["profile"] == profile.as_str())
+        .and_then(|r| r["cpu_profile"].as_str())
+        .unwrap_or(profile);
+    let inputs = report.map(|r| &r["inputs"]);
+    let commit = inputs
+        .and_then(|i| i["vmm_git_commit"].as_str())
+        .unwrap_or("unknown commit");
+    let version = inputs
+        .and_then(|i| i["vmm_version"].as_str())
+        .unwrap_or("?");
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut md = format!(
+        "Run of {} (UTC): `cargo xtask bench --out {}`, vmm {version} ({commit}), \
+         profile {resolved}, {} interleaved repeats after a warm-up, `workload=64M`, \
+         host with {cores} cores and {} GiB of RAM. Median time to `kernel_ready` \
+         (min-max) and median peak RSS of the VMM process.\n\n\
+         | RAM | lazy, `fw.accept=none` | eager, `fw.accept=none` | eager / lazy |\n\
+         |---|---|---|---|\n",
+        utc_date(),
+        cfg.out.display(),
+        cfg.repeats,
+        host_ram() / GIB,
+    );
+    let cell = |r: &Value| {
+        format!(
+            "{:.0} ms ({:.0}-{:.0}), {:.0} MiB{}",
+            r["kernel_ready_ms"]["median"].as_f64().unwrap_or(0.0),
+            r["kernel_ready_ms"]["min"].as_f64().unwrap_or(0.0),
+            r["kernel_ready_ms"]["max"].as_f64().unwrap_or(0.0),
+            r["rss_mib"]["median"].as_f64().unwrap_or(0.0),
+            if r["backing"] == "on-touch" { " *" } else { "" }
+        )
+    };
+    for &gib in &cfg.sizes_gib {
+        let find = |mode: &str| {
+            rows.iter().find(|r| {
+                r["profile"] == profile.as_str()
+                    && r["mem_gib"] == gib
+                    && r["accept_memory"] == mode
+                    && r["fw_accept"] == "none"
+            })
+        };
+        if let (Some(l), Some(e)) = (find("lazy"), find("eager")) {
+            let ratio = e["kernel_ready_ms"]["median"].as_f64().unwrap_or(0.0)
+                / l["kernel_ready_ms"]["median"]
+                    .as_f64()
+                    .unwrap_or(1.0)
+                    .max(1e-9);
+            md.push_str(&format!(
+                "| {gib} GiB | {} | {} | {ratio:.1}x |\n",
+                cell(l),
+                cell(e)
+            ));
+        }
+    }
+    if let Some(t) = flatness
+        .iter()
+        .filter(|r| r["profile"] == profile.as_str())
+        .max_by_key(|r| r["mem_gib"].as_u64().unwrap_or(0))
+    {
+        md.push_str(&format!(
+            "| {} GiB | {:.0} ms ({:.0}-{:.0}), {:.0} MiB (flatness series, {} runs) | - | - |\n",
+            t["mem_gib"],
+            t["kernel_ready_ms"]["median"].as_f64().unwrap_or(0.0),
+            t["kernel_ready_ms"]["min"].as_f64().unwrap_or(0.0),
+            t["kernel_ready_ms"]["max"].as_f64().unwrap_or(0.0),
+            t["rss_mib"]["median"].as_f64().unwrap_or(0.0),
+            t["runs"]
+        ));
+    }
+    md.push_str(
+        "\n\\* `--backing on-touch`: eager runs larger than half the host's RAM get host \
+         pages at first touch, so they measure TDCALLs and bookkeeping, not zeroing.\n",
+    );
+    md
+}
+
 fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
@@ -474,23 +583,32 @@ fn register_font() -> Result<(), String> {
     .clone()
 }
 
-/// One line per (accept_memory, fw policy) over RAM size.
+/// One line per (profile, accept_memory, fw policy, backing) over RAM
+/// size: the median of each point, with a bar from its fastest to its
+/// slowest run so host noise shows as noise. Points measured with
+/// `--backing on-touch` (eager runs too large to populate) are their own
+/// dashed series with hollow markers, never joined to populated ones.
 fn line_plot<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     y_label: &str,
     rows: &[Value],
-    y: &dyn Fn(&Value) -> Option<f64>,
+    metric: &str,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
+    let stat = |r: &Value, which: &str| r[metric][which].as_f64().filter(|v| *v > 0.0);
     root.fill(&WHITE).map_err(err)?;
     // The legend gets its own column so it never hides a line.
     let width = root.dim_in_pixel().0 as i32;
-    let (plot_area, legend_area) = root.split_horizontally(width - 250);
+    let (plot_area, legend_area) = root.split_horizontally(width - 330);
     // Log-log: sizes grow by 4x steps and times span four decades.
     let xs: Vec<f64> = rows.iter().filter_map(|r| r["mem_gib"].as_f64()).collect();
-    let ys: Vec<f64> = rows.iter().filter_map(y).filter(|v| *v > 0.0).collect();
+    let ys: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| [stat(r, "min"), stat(r, "max")])
+        .flatten()
+        .collect();
     let x_max = xs.iter().cloned().fold(1.0, f64::max) * 1.5;
     let x_min = xs.iter().cloned().fold(f64::MAX, f64::min).min(x_max) / 1.5;
     let y_max = ys.iter().cloned().fold(1.0, f64::max) * 1.5;
@@ -505,7 +623,7 @@ where
     chart
         .configure_mesh()
         .x_desc("guest RAM (GiB, log scale)")
-        .y_desc(format!("{y_label}, log scale"))
+        .y_desc(format!("{y_label}, log scale; bars: min-max"))
         .draw()
         .map_err(err)?;
     let colors = [
@@ -527,45 +645,105 @@ where
         }
     }
     let mut i = 0;
+    let mut legend_row = 0;
     for profile in &profiles {
         for mode in ["lazy", "eager"] {
             for fw in ["all", "none"] {
-                let mut pts: Vec<(f64, f64)> = rows
-                    .iter()
-                    .filter(|r| {
-                        r["cpu_profile"] == *profile
-                            && r["accept_memory"] == mode
-                            && r["fw_accept"] == fw
-                    })
-                    .filter_map(|r| Some((r["mem_gib"].as_f64()?, y(r)?)))
-                    .collect();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let c = colors[i % colors.len()];
                 i += 1;
-                let label = if profiles.len() > 1 {
-                    format!("{profile}: {mode}, fw.accept={fw}")
-                } else {
-                    format!("{mode}, fw.accept={fw}")
-                };
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                    .map_err(err)?;
-                let y0 = 60 + 22 * (i as i32 - 1);
-                legend_area
-                    .draw(&PathElement::new(
-                        vec![(10, y0), (35, y0)],
-                        c.stroke_width(3),
-                    ))
-                    .map_err(err)?;
-                legend_area
-                    .draw(&Text::new(label, (42, y0 - 7), ("sans-serif", 13)))
-                    .map_err(err)?;
-                chart
-                    .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))
-                    .map_err(err)?;
+                for backing in ["populate", "on-touch"] {
+                    let mut pts: Vec<(f64, f64, f64, f64)> = rows
+                        .iter()
+                        .filter(|r| {
+                            r["cpu_profile"] == *profile
+                                && r["accept_memory"] == mode
+                                && r["fw_accept"] == fw
+                                && r["backing"] == backing
+                        })
+                        .filter_map(|r| {
+                            Some((
+                                r["mem_gib"].as_f64()?,
+                                stat(r, "median")?,
+                                stat(r, "min")?,
+                                stat(r, "max")?,
+                            ))
+                        })
+                        .collect();
+                    if pts.is_empty() {
+                        continue;
+                    }
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    let on_touch = backing == "on-touch";
+                    let mut label = if profiles.len() > 1 {
+                        format!("{profile}: {mode}, fw.accept={fw}")
+                    } else {
+                        format!("{mode}, fw.accept={fw}")
+                    };
+                    if on_touch {
+                        label.push_str(" (on-touch)");
+                    }
+                    let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+                    if on_touch {
+                        chart
+                            .draw_series(DashedLineSeries::new(line, 6, 4, c.stroke_width(2)))
+                            .map_err(err)?;
+                    } else {
+                        chart
+                            .draw_series(LineSeries::new(line, c.stroke_width(2)))
+                            .map_err(err)?;
+                    }
+                    chart
+                        .draw_series(pts.iter().map(|p| {
+                            PathElement::new(vec![(p.0, p.2), (p.0, p.3)], c.stroke_width(1))
+                        }))
+                        .map_err(err)?;
+                    let marker = if on_touch {
+                        c.stroke_width(2)
+                    } else {
+                        c.filled()
+                    };
+                    chart
+                        .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, marker)))
+                        .map_err(err)?;
+                    let y0 = 50 + 21 * legend_row;
+                    legend_row += 1;
+                    let seg = if on_touch {
+                        vec![(10, y0), (18, y0), (22, y0), (30, y0)]
+                    } else {
+                        vec![(10, y0), (35, y0)]
+                    };
+                    if on_touch {
+                        legend_area
+                            .draw(&PathElement::new(
+                                vec![(10, y0), (18, y0)],
+                                c.stroke_width(3),
+                            ))
+                            .map_err(err)?;
+                        legend_area
+                            .draw(&PathElement::new(
+                                vec![(24, y0), (35, y0)],
+                                c.stroke_width(3),
+                            ))
+                            .map_err(err)?;
+                    } else {
+                        legend_area
+                            .draw(&PathElement::new(seg, c.stroke_width(3)))
+                            .map_err(err)?;
+                    }
+                    legend_area
+                        .draw(&Text::new(label, (42, y0 - 7), ("sans-serif", 13)))
+                        .map_err(err)?;
+                }
             }
         }
     }
+    legend_area
+        .draw(&Text::new(
+            "dashed, hollow: --backing on-touch",
+            (10, 50 + 21 * legend_row + 10),
+            ("sans-serif", 12),
+        ))
+        .map_err(err)?;
     root.present().map_err(err)
 }
 
@@ -635,7 +813,10 @@ where
     root.present().map_err(err)
 }
 
-/// Which ranges of guest-physical memory were accepted by whom.
+/// Which ranges of guest-physical memory were accepted by whom: one row
+/// per actor (firmware, kernel, kexec) with the bytes each accepted in
+/// the legend, every accept at least 2 px wide, and below it a zoom on
+/// the memory above 4 GiB where the kernel and kexec work.
 fn memory_map<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     recs: &[Record],
@@ -646,74 +827,150 @@ where
 {
     let top = 4 * GIB + mem.saturating_sub(3 * GIB);
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "who accepted which memory (8 GiB, fw.accept=all, kexec=2, workload=256M)",
-            ("sans-serif", 18),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .build_cartesian_2d(0.0..top as f64 / GIB as f64, 0.0..1.0)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("guest-physical address (GiB)")
-        .disable_y_mesh()
-        .disable_y_axis()
-        .draw()
-        .map_err(err)?;
-    // Never accepted: the background; the hole: grey.
-    chart
-        .draw_series(std::iter::once(Rectangle::new(
-            [(3.0, 0.0), (4.0, 1.0)],
-            RGBColor(200, 200, 200).filled(),
-        )))
-        .map_err(err)?;
-    let color = |who: Who| match who {
-        Who::Firmware => RGBColor(70, 130, 180),
-        Who::Kernel => RGBColor(60, 170, 60),
-        Who::Kexec => RGBColor(220, 50, 50),
-    };
-    for r in recs
+    let actors = [
+        (Who::Firmware, "firmware", RGBColor(70, 130, 180)),
+        (Who::Kernel, "kernel", RGBColor(60, 170, 60)),
+        (Who::Kexec, "kexec", RGBColor(220, 50, 50)),
+    ];
+    let accepts: Vec<(Who, u64, u64)> = recs
         .iter()
         .filter(|r| r.kind == Kind::Accept && r.status == 0)
-    {
-        let a = r.gpa as f64 / GIB as f64;
-        let b = (r.gpa + (4096u64 << (9 * r.level as u64))) as f64 / GIB as f64;
-        let b = b.max(a + 0.004); // keep tiny ranges visible
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(a, 0.1), (b, 0.9)],
-                color(r.who).filled(),
-            )))
+        .map(|r| (r.who, r.gpa, r.gpa + (4096u64 << (9 * r.level as u64))))
+        .collect();
+    let bytes = |who: Who| -> u64 {
+        accepts
+            .iter()
+            .filter(|a| a.0 == who)
+            .map(|a| a.2 - a.1)
+            .sum()
+    };
+    // The zoom covers what the kernel and kexec accepted above 4 GiB.
+    let high: Vec<&(Who, u64, u64)> = accepts
+        .iter()
+        .filter(|a| a.0 != Who::Firmware && a.1 >= 4 * GIB)
+        .collect();
+    let zoom = match (
+        high.iter().map(|a| a.1).min(),
+        high.iter().map(|a| a.2).max(),
+    ) {
+        (Some(lo), Some(hi)) => {
+            let pad = ((hi - lo) / 10).max(2 << 20);
+            (lo.saturating_sub(pad).max(4 * GIB), (hi + pad).min(top))
+        }
+        _ => (4 * GIB, top),
+    };
+    let (upper, lower) = root.split_vertically(root.dim_in_pixel().1 / 2);
+    let panel = |area: &DrawingArea<DB, Shift>,
+                 title: String,
+                 lo: u64,
+                 hi: u64,
+                 unit: (f64, &str),
+                 legend: bool|
+     -> Result<(), String> {
+        let (scale, unit_name) = unit;
+        let width_px = area.dim_in_pixel().0.saturating_sub(130).max(1) as f64;
+        let min_width = (hi - lo) as f64 / scale * 2.0 / width_px;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(80)
+            .build_cartesian_2d(lo as f64 / scale..hi as f64 / scale, 0.0..3.0)
             .map_err(err)?;
-    }
-    for (i, (who, name)) in [
-        (Who::Firmware, "firmware"),
-        (Who::Kernel, "kernel"),
-        (Who::Kexec, "kexec"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let c = color(who);
         chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(0.0, 0.0), (0.0, 0.0)],
-                c.filled(),
-            )))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], c.filled()));
-        let _ = i;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+            .configure_mesh()
+            .x_desc(format!("guest-physical address ({unit_name})"))
+            .y_labels(3)
+            .y_label_formatter(&|v| {
+                match *v as i64 {
+                    0 => "kexec",
+                    1 => "kernel",
+                    2 => "firmware",
+                    _ => "",
+                }
+                .to_string()
+            })
+            .disable_y_mesh()
+            .draw()
+            .map_err(err)?;
+        // The MMIO hole, where it is in view.
+        let (h0, h1) = (3 * GIB, 4 * GIB);
+        if h1 > lo && h0 < hi {
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [
+                        (h0.max(lo) as f64 / scale, 0.0),
+                        (h1.min(hi) as f64 / scale, 3.0),
+                    ],
+                    RGBColor(215, 215, 215).filled(),
+                )))
+                .map_err(err)?;
+        }
+        for (row, (who, name, c)) in actors.iter().rev().enumerate() {
+            let y = row as f64;
+            let visible = accepts
+                .iter()
+                .filter(|a| a.0 == *who && a.2 > lo && a.1 < hi)
+                .map(|a| {
+                    let x0 = a.1.max(lo) as f64 / scale;
+                    let x1 = (a.2.min(hi) as f64 / scale).max(x0 + min_width);
+                    Rectangle::new([(x0, y + 0.15), (x1, y + 0.85)], c.filled())
+                });
+            let series = chart.draw_series(visible).map_err(err)?;
+            if legend {
+                let b = bytes(*who);
+                let label = format!("{name}: {}", human(b));
+                let c = *c;
+                series.label(label).legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 15, y + 5)], c.filled())
+                });
+            }
+        }
+        if legend {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .draw()
+                .map_err(err)?;
+        }
+        Ok(())
+    };
+    panel(
+        &upper,
+        format!(
+            "who accepted which memory ({} GiB, fw.accept=all, kexec=2, workload=256M; grey: MMIO hole)",
+            mem / GIB
+        ),
+        0,
+        top,
+        (GIB as f64, "GiB"),
+        true,
+    )?;
+    panel(
+        &lower,
+        format!(
+            "zoom: {:#x}..{:#x}, where the kernel and kexec accepted",
+            zoom.0, zoom.1
+        ),
+        zoom.0,
+        zoom.1,
+        ((1u64 << 20) as f64, "MiB"),
+        false,
+    )?;
     root.present().map_err(err)
+}
+
+/// Bytes in KiB/MiB/GiB for legends.
+fn human(b: u64) -> String {
+    if b >= GIB {
+        format!("{:.2} GiB", b as f64 / GIB as f64)
+    } else if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{} KiB", b / 1024)
+    }
 }
 
 /// `cargo xtask bench --micro`: accept throughput per level through the
