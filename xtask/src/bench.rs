@@ -502,7 +502,10 @@ fn summary(
          | RAM | lazy, `fw.accept=none` | eager, `fw.accept=none` | eager / lazy |\n\
          |---|---|---|---|\n",
         utc_date(),
-        cfg.out.display(),
+        cfg.out
+            .strip_prefix(crate::workspace_root())
+            .unwrap_or(&cfg.out)
+            .display(),
         cfg.repeats,
         host_ram() / GIB,
     );
@@ -868,29 +871,20 @@ where
                  legend: bool|
      -> Result<(), String> {
         let (scale, unit_name) = unit;
-        let width_px = area.dim_in_pixel().0.saturating_sub(130).max(1) as f64;
+        let width_px = area.dim_in_pixel().0.saturating_sub(60).max(1) as f64;
         let min_width = (hi - lo) as f64 / scale * 2.0 / width_px;
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(35)
-            .y_label_area_size(80)
-            .build_cartesian_2d(lo as f64 / scale..hi as f64 / scale, 0.0..3.0)
+            .y_label_area_size(10)
+            .build_cartesian_2d(lo as f64 / scale..hi as f64 / scale, -0.5..2.6)
             .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc(format!("guest-physical address ({unit_name})"))
-            .y_labels(3)
-            .y_label_formatter(&|v| {
-                match *v as i64 {
-                    0 => "kexec",
-                    1 => "kernel",
-                    2 => "firmware",
-                    _ => "",
-                }
-                .to_string()
-            })
             .disable_y_mesh()
+            .disable_y_axis()
             .draw()
             .map_err(err)?;
         // The MMIO hole, where it is in view.
@@ -899,8 +893,8 @@ where
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [
-                        (h0.max(lo) as f64 / scale, 0.0),
-                        (h1.min(hi) as f64 / scale, 3.0),
+                        (h0.max(lo) as f64 / scale, -0.5),
+                        (h1.min(hi) as f64 / scale, 2.5),
                     ],
                     RGBColor(215, 215, 215).filled(),
                 )))
@@ -914,8 +908,15 @@ where
                 .map(|a| {
                     let x0 = a.1.max(lo) as f64 / scale;
                     let x1 = (a.2.min(hi) as f64 / scale).max(x0 + min_width);
-                    Rectangle::new([(x0, y + 0.15), (x1, y + 0.85)], c.filled())
+                    Rectangle::new([(x0, y - 0.35), (x1, y + 0.35)], c.filled())
                 });
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    name.to_string(),
+                    (lo as f64 / scale, y + 0.55),
+                    ("sans-serif", 13).into_font().color(c),
+                )))
+                .map_err(err)?;
             let series = chart.draw_series(visible).map_err(err)?;
             if legend {
                 let b = bytes(*who);
