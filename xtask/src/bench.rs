@@ -309,22 +309,9 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
         &summary(cfg, &rows, &flatness, runs.first().map(|r| &r.1)),
     )?;
 
-    // Plots vs RAM.
-    register_font()?;
-    plot!(
-        cfg.out.join("boot_time_vs_ram"),
-        (1150, 560),
-        line_plot("time to kernel_ready (ms)", &rows, "kernel_ready_ms")
-    );
-    plot!(
-        cfg.out.join("rss_vs_ram"),
-        (1150, 560),
-        line_plot("host peak RSS (MiB)", &rows, "rss_mib")
-    );
-
     // Traces: one lazy and one eager run at the largest size, and a kexec run.
     let mem_gib = *cfg.sizes_gib.iter().max().unwrap_or(&1);
-    let mut traces = Vec::new();
+    let mut traces: Vec<PathBuf> = Vec::new();
     for mode in ["lazy", "eager"] {
         let s = Scenario {
             mem_gib,
@@ -338,6 +325,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
             },
         };
         let t = cfg.out.join(format!("trace-{mode}.bin"));
+        traces.push(t.clone());
         run_one(
             &vmm,
             &images,
@@ -345,13 +333,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
             &scratch.join(format!("trace-{mode}.json")),
             Some(&t),
         )?;
-        traces.push((mode, read_trace(&t)?));
     }
-    plot!(
-        cfg.out.join("accepted_over_time"),
-        (800, 500),
-        accepted_over_time(&traces)
-    );
     let kexec_trace = cfg.out.join("trace-kexec.bin");
     run_vmm(
         &vmm,
@@ -368,12 +350,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
         &scratch.join("trace-kexec.json"),
         "kexec trace run",
     )?;
-    let kexec_records = read_trace(&kexec_trace)?;
-    plot!(
-        cfg.out.join("accepted_memory_map"),
-        (1100, 460),
-        memory_map(&kexec_records, 8 * GIB)
-    );
+    plots(&cfg.out, &rows, &cfg.profiles[0])?;
     eprintln!("bench: wrote {}", cfg.out.display());
     if cfg.micro {
         // The micro-benchmarks cover both profiles where the host has them.
@@ -383,6 +360,65 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
         }
         micro(&cfg.out, &profiles)?;
     }
+    Ok(())
+}
+
+/// Draws every plot of `out` from its rows (`results.json`'s scenarios)
+/// and its traces (`trace-lazy.bin`, `trace-eager.bin`, `trace-kexec.bin`).
+fn plots(out: &Path, rows: &[Value], first_profile: &str) -> Result<(), String> {
+    register_font()?;
+    plot!(
+        out.join("boot_time_vs_ram"),
+        (1150, 560),
+        line_plot("time to kernel_ready (ms)", rows, "kernel_ready_ms")
+    );
+    // Host memory does not depend on the CPU profile: one profile's lines
+    // (the others would be drawn exactly on top of them).
+    let one_profile: Vec<Value> = rows
+        .iter()
+        .filter(|r| r["profile"] == first_profile)
+        .cloned()
+        .collect();
+    plot!(
+        out.join("rss_vs_ram"),
+        (1150, 560),
+        line_plot("host peak RSS (MiB)", &one_profile, "rss_mib")
+    );
+    let traces = ["lazy", "eager"]
+        .into_iter()
+        .map(|mode| Ok((mode, read_trace(&out.join(format!("trace-{mode}.bin")))?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    plot!(
+        out.join("accepted_over_time"),
+        (900, 500),
+        accepted_over_time(&traces)
+    );
+    let kexec_records = read_trace(&out.join("trace-kexec.bin"))?;
+    plot!(
+        out.join("accepted_memory_map"),
+        (1100, 460),
+        memory_map(&kexec_records, 8 * GIB)
+    );
+    Ok(())
+}
+
+/// `cargo xtask bench --replot DIR`: redraws the plots of a finished run
+/// from its `results.json` and traces, without running anything.
+pub fn replot(out: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(out.join("results.json"))
+        .map_err(|e| format!("{}: {e}", out.join("results.json").display()))?;
+    let results: Value = serde_json::from_str(&text).map_err(|e| format!("results.json: {e}"))?;
+    let rows = results["scenarios"]
+        .as_array()
+        .ok_or("results.json has no scenarios")?
+        .clone();
+    let first = rows
+        .first()
+        .and_then(|r| r["profile"].as_str())
+        .ok_or("results.json: no scenario names its profile")?
+        .to_string();
+    plots(out, &rows, &first)?;
+    eprintln!("bench: redrew the plots in {}", out.display());
     Ok(())
 }
 
@@ -697,9 +733,19 @@ where
                     }
                     chart
                         .draw_series(pts.iter().map(|p| {
-                            PathElement::new(vec![(p.0, p.2), (p.0, p.3)], c.stroke_width(1))
+                            PathElement::new(vec![(p.0, p.2), (p.0, p.3)], c.stroke_width(2))
                         }))
                         .map_err(err)?;
+                    for (x, lo, hi) in pts.iter().map(|p| (p.0, p.2, p.3)) {
+                        for v in [lo, hi] {
+                            chart
+                                .draw_series(std::iter::once(PathElement::new(
+                                    vec![(x / 1.04, v), (x * 1.04, v)],
+                                    c.stroke_width(2),
+                                )))
+                                .map_err(err)?;
+                        }
+                    }
                     let marker = if on_touch {
                         c.stroke_width(2)
                     } else {
@@ -750,7 +796,9 @@ where
     root.present().map_err(err)
 }
 
-/// Cumulative bytes accepted over time, from traces.
+/// Cumulative bytes accepted over time, from traces, on a log scale so a
+/// lazy run's few MiB show beside an eager run's GiB; each legend entry
+/// says the run's total and when it finished.
 fn accepted_over_time<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     traces: &[(&str, Vec<Record>)],
@@ -758,6 +806,7 @@ fn accepted_over_time<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
+    const MIB_F: f64 = (1u64 << 20) as f64;
     let series: Vec<(&str, Vec<(f64, f64)>)> = traces
         .iter()
         .map(|(name, recs)| {
@@ -767,7 +816,7 @@ where
                 .filter(|r| r.kind == Kind::Accept && r.status == 0)
                 .map(|r| {
                     total += 4096u64 << (9 * r.level as u64);
-                    (r.t_ns as f64 / 1e6, total as f64 / GIB as f64)
+                    (r.t_ns as f64 / 1e6, total as f64 / MIB_F)
                 })
                 .collect();
             (*name, pts)
@@ -781,8 +830,14 @@ where
     let y_max = series
         .iter()
         .flat_map(|s| s.1.iter().map(|p| p.1))
-        .fold(0.01, f64::max)
-        * 1.1;
+        .fold(1.0, f64::max)
+        * 2.0;
+    let y_min = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(f64::MAX, f64::min)
+        .min(y_max / 4.0)
+        / 2.0;
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
@@ -791,24 +846,32 @@ where
         )
         .margin(15)
         .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale())
         .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc("time since VMM start (ms)")
-        .y_desc("accepted (GiB)")
+        .y_desc("accepted (MiB, log scale)")
         .draw()
         .map_err(err)?;
     for ((name, pts), c) in series.into_iter().zip([RED, BLUE]) {
+        let last = pts.last().copied().unwrap_or((0.0, 0.0));
         chart
             .draw_series(LineSeries::new(pts, c.stroke_width(2)))
             .map_err(err)?
-            .label(format!("accept_memory={name}"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+            .label(format!(
+                "accept_memory={name}: {:.0} MiB, last accept at {:.0} ms",
+                last.1, last.0
+            ))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart
+            .draw_series(std::iter::once(Circle::new(last, 4, c.filled())))
+            .map_err(err)?;
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE)
         .border_style(BLACK)
         .draw()

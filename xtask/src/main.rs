@@ -7,7 +7,8 @@ use std::process::{exit, Command};
 const USAGE: &str = "usage: cargo xtask build
        cargo xtask run -- [vmm run arguments]
        cargo xtask bench [--quick] [--sizes 1,4,16,64] [--repeats N] [--profiles auto,standard] [--out DIR]
-       cargo xtask bench --micro [--profiles auto,standard] [--out DIR]";
+       cargo xtask bench --micro [--profiles auto,standard] [--out DIR]
+       cargo xtask bench --replot DIR";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -100,6 +101,12 @@ fn forward_stop_signals() {
 
 fn bench(args: &[String]) -> Result<(), String> {
     let root = xtask::workspace_root();
+    if let Some(i) = args.iter().position(|a| a == "--replot") {
+        let dir = args
+            .get(i + 1)
+            .ok_or_else(|| format!("--replot needs a directory\n{USAGE}"))?;
+        return xtask::bench::replot(std::path::Path::new(dir));
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let micro = args.iter().any(|a| a == "--micro");
     let mut cfg = if quick {
