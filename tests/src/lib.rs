@@ -5,7 +5,7 @@
 //! whose guest spins forever (for signal tests).
 
 use std::sync::OnceLock;
-use vmm::cpu::ProfileChoice;
+use vmm::boot::cpu::ProfileChoice;
 use vmm::{Report, Td, TdConfig};
 
 pub use xtask::GuestImages;

@@ -111,7 +111,7 @@ fn chaos_holds_under_busy_injection() {
             4 * GIB,
             "fw.accept=none fw.accept_retry=1000 fw.selftest=chaos seed=4 count=20000",
         );
-        c.inject = Some(vmm::inject::InjectSpec { busy: 0.1, seed: 4 });
+        c.inject = Some(vmm::tdx::inject::InjectSpec { busy: 0.1, seed: 4 });
         let r = boot(c);
         let ctx = name(p);
         assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);

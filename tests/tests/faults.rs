@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tests::{
     boot, config, config_with_kernel, guests, in_each_profile, name, require_kvm, scratch,
 };
-use vmm::inject::InjectSpec;
+use vmm::tdx::inject::InjectSpec;
 
 #[test]
 fn busy_accepts_panic_the_kernel_without_retries() {
@@ -184,7 +184,7 @@ fn accepting_everything_twice_keeps_host_memory_bounded() {
         );
         let peak = r["host"]["memslots_peak"].as_u64().unwrap();
         assert!(
-            peak <= vmm::memslots::DEFAULT_SOFT_CAP as u64,
+            peak <= vmm::memory::memslots::DEFAULT_SOFT_CAP as u64,
             "{ctx}: {peak} memslots"
         );
         // The trace stopped at its cap and said so; the report stays small.

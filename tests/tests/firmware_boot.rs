@@ -6,7 +6,7 @@ use abi::layout::{FOUR_GIB, MMIO_HOLE_START};
 use abi::report::Outcome;
 use abi::{GIB, MIB};
 use tests::{boot, config, in_each_profile, name};
-use vmm::cpu::ProfileChoice;
+use vmm::boot::cpu::ProfileChoice;
 use vmm::report::Fatal;
 use vmm::Report;
 

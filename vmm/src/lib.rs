@@ -3,39 +3,26 @@
 //! and zeroes pages lazily, and stops any guest access to memory that was
 //! never accepted.
 //!
-//! Where things are: `accept` (the accept leaf), `page_state` (ground truth
-//! per 4 KiB page), `memslots` (KVM slots = accepted RAM), `private_memory`
-//! (the three kept in step), `tdcall`/`vmcall` (the doorbell's leaves),
-//! `hob_builder` and `boot` (what the firmware is given), `invariants`
-//! (what must hold after every accept), `inject` (fault injection), `cpu` (profiles and
-//! start state), `td` (build, run loop, report).
+//! Where things are, by mechanism:
+//! - `tdx`: the emulated TDX module (TDCALL decoding, the accept state
+//!   machine, VMCALLs, fault injection);
+//! - `memory`: page states, memslots, host RAM and the facade keeping them
+//!   in step, first-touch mapping, invariants;
+//! - `boot`: initial memory layout, HOB, images, initial vCPU state;
+//! - `vm` (the TD built once) and `vcpu` (the run loop: an exit becomes an
+//!   action, the action is applied);
+//! - `report`: the report, the trace, the bitmap cross-check, the guest's
+//!   counters and marks;
+//! - `host` and `cli`: files, signals, console, sizes, the command line.
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod accept;
-pub mod bitmap_check;
 pub mod boot;
 pub mod cli;
-pub mod console;
-pub mod cpu;
-pub mod elf;
-pub mod guest_counters;
-pub mod guest_ram;
-pub mod hob_builder;
-pub mod host_files;
-pub mod inject;
-pub mod invariants;
-pub mod layout;
-pub mod memslots;
-pub mod page_state;
-pub mod private_memory;
+pub mod host;
+pub mod memory;
 pub mod report;
-pub mod signals;
-pub mod size;
 pub mod td;
-pub mod tdcall;
-pub mod trace;
-pub mod vmcall;
-pub mod watchdog;
+pub mod tdx;
 
 pub use report::Report;
 pub use td::{Td, TdConfig, TdError};

@@ -2,19 +2,19 @@
 //! its vCPU, turns every exit into either a resumed guest or a precise stop,
 //! and produces the run report.
 
-use crate::accept::AcceptStats;
-use crate::boot::{self, BootPlan};
-use crate::console::Console;
-use crate::cpu::{self, CpuProfile, ProfileChoice};
-use crate::elf::{ElfError, ElfImage};
-use crate::guest_ram::Backing;
-use crate::hob_builder::{build_td_hob, HobBuildError, TdHobSpec};
-use crate::layout::{LayoutError, RamLayout};
-use crate::private_memory::{GpaKind, MemoryError, PrivateMemory};
+use crate::boot::cpu::{self, CpuProfile, ProfileChoice};
+use crate::boot::hob::{build_td_hob, HobBuildError, TdHobSpec};
+use crate::boot::image::{ElfError, ElfImage};
+use crate::boot::plan::{self as boot, BootPlan};
+use crate::host::console::Console;
+use crate::host::watchdog::Watchdog;
+use crate::memory::guest_ram::Backing;
+use crate::memory::layout::{LayoutError, RamLayout};
+use crate::memory::private::{GpaKind, MemoryError, PrivateMemory};
 use crate::report::{
     self, Access, ExitStats, Fatal, HostStats, PageStats, Report, Stop, REPORT_VERSION,
 };
-use crate::watchdog::Watchdog;
+use crate::tdx::accept::AcceptStats;
 use abi::layout::{FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
 use abi::report::{Mark, Outcome};
 use abi::tdcall::{leaf, DOORBELL_PORT};
@@ -48,7 +48,7 @@ pub struct TdConfig {
     /// (`invariants.rs`); on by default in debug builds.
     pub check_invariants: bool,
     /// `--inject busy=P,seed=S`.
-    pub inject: Option<crate::inject::InjectSpec>,
+    pub inject: Option<crate::tdx::inject::InjectSpec>,
     /// The command line that asked for this run, for the report (empty
     /// for library users).
     pub command_line: Vec<String>,
@@ -68,7 +68,7 @@ impl TdConfig {
             echo_console: false,
             timeout: None,
             trace: None,
-            trace_cap_bytes: crate::trace::DEFAULT_CAP_BYTES,
+            trace_cap_bytes: crate::report::trace::DEFAULT_CAP_BYTES,
             map_on_touch: true,
             check_invariants: cfg!(debug_assertions),
             inject: None,
@@ -134,9 +134,9 @@ pub enum TdError {
     #[error(transparent)]
     Cpu(#[from] cpu::CpuError),
     #[error(transparent)]
-    Trace(#[from] crate::trace::TraceError),
+    Trace(#[from] crate::report::trace::TraceError),
     #[error(transparent)]
-    File(#[from] crate::host_files::FileError),
+    File(#[from] crate::host::files::FileError),
 }
 
 /// Counts TDCALLs by leaf and VMCALLs by (R10, R11).
@@ -211,7 +211,7 @@ pub struct TdState {
     /// GPA of the guest's EFI system table, once registered.
     pub system_table: Option<u64>,
     /// Counters the guest reported, per generation.
-    pub guest_counters: crate::guest_counters::GuestCounters,
+    pub guest_counters: crate::report::guest_counters::GuestCounters,
     /// The running kernel filled its unaccepted bitmap (Mark::TableFilled).
     pub table_filled: bool,
     /// The running kernel's generation, once a kernel is running.
@@ -221,13 +221,13 @@ pub struct TdState {
     /// One record per kexec.
     pub kexecs: Vec<report::KexecRecord>,
     /// The accept trace, when asked for.
-    pub trace: Option<crate::trace::Trace>,
+    pub trace: Option<crate::report::trace::Trace>,
     bench_start: Option<(Instant, u64)>,
     bench: Option<report::Bench>,
     /// Invariant checks, when enabled: how many ran.
     pub invariant_checks: Option<u64>,
     /// Fault injection, when asked for.
-    pub inject: Option<crate::inject::Injector>,
+    pub inject: Option<crate::tdx::inject::Injector>,
     /// Marks and kexec records past their caps (a guest cannot grow the
     /// report without bound).
     pub records_dropped: u64,
@@ -246,9 +246,9 @@ impl TdState {
             return Ok(());
         };
         *n += 1;
-        let r = crate::invariants::check_range(&self.memory, gpa, len).and_then(|()| {
+        let r = crate::memory::invariants::check_range(&self.memory, gpa, len).and_then(|()| {
             if zeroed {
-                crate::invariants::check_zeroed(&self.memory, gpa, len)
+                crate::memory::invariants::check_zeroed(&self.memory, gpa, len)
             } else {
                 Ok(())
             }
@@ -257,15 +257,15 @@ impl TdState {
     }
 
     /// Adds a record to the accept trace, if one is being written.
-    pub fn trace(&mut self, kind: crate::trace::Kind, gpa: u64, level: u8, status: u64) {
+    pub fn trace(&mut self, kind: crate::report::trace::Kind, gpa: u64, level: u8, status: u64) {
         let Some(t) = self.trace.as_mut() else { return };
-        use crate::trace::Who;
+        use crate::report::trace::Who;
         let who = match self.phase {
             "boot" | "firmware" => Who::Firmware,
             "kexec_load" | "kexec relocation copy" => Who::Kexec,
             _ => Who::Kernel,
         };
-        t.record(crate::trace::Record {
+        t.record(crate::report::trace::Record {
             t_ns: self.started.elapsed().as_nanos() as u64,
             gpa,
             status,
@@ -377,7 +377,7 @@ impl Td {
         let kernel_file = config
             .kernel
             .as_deref()
-            .map(|p| crate::host_files::open_input("kernel", p))
+            .map(|p| crate::host::files::open_input("kernel", p))
             .transpose()?;
         let payload_len = kernel_file.as_ref().map_or(0, |(_, size)| *size);
 
@@ -487,7 +487,7 @@ impl Td {
         )?;
         log::info!(
             "TD built: {} RAM, profile {}, identity map with {:?} leaves, initial memory {:#x}..{:#x}, HOB at {:#x}, entry {:#x}",
-            crate::size::format_size(config.mem_bytes),
+            crate::host::size::format_size(config.mem_bytes),
             profile.as_str(),
             plan.map_leaf,
             plan.initial.0,
@@ -504,7 +504,7 @@ impl Td {
         let trace = config
             .trace
             .as_deref()
-            .map(|p| crate::trace::Trace::create(p, config.trace_cap_bytes))
+            .map(|p| crate::report::trace::Trace::create(p, config.trace_cap_bytes))
             .transpose()?;
         let state = TdState {
             memory,
@@ -526,7 +526,7 @@ impl Td {
             bench_start: None,
             bench: None,
             invariant_checks: config.check_invariants.then_some(0),
-            inject: config.inject.map(crate::inject::Injector::new),
+            inject: config.inject.map(crate::tdx::inject::Injector::new),
             records_dropped: 0,
         };
         Ok(Td {
@@ -549,16 +549,16 @@ impl Td {
     /// Runs the vCPU until the TD stops, then reports.
     pub fn run(mut self) -> Report {
         let watchdog = self.config.timeout.map(Watchdog::arm);
-        crate::signals::attach(&mut self.vcpu.get_kvm_run().immediate_exit);
+        crate::host::signals::attach(&mut self.vcpu.get_kvm_run().immediate_exit);
         let mut stop = loop {
             if let Some(stop) = self.step(watchdog.as_ref()) {
                 break stop;
             }
         };
-        crate::signals::detach();
+        crate::host::signals::detach();
         if let Some(n) = self.state.invariant_checks.as_mut() {
             *n += 1;
-            if let Err(e) = crate::invariants::check_all(&self.state.memory) {
+            if let Err(e) = crate::memory::invariants::check_all(&self.state.memory) {
                 stop = Stop::error(
                     format!("private-memory invariant broken at the end: {e}"),
                     None,
@@ -605,7 +605,7 @@ impl Td {
         if watchdog.is_some_and(|w| w.fired()) {
             return Some(self.timeout_stop());
         }
-        if let Some(sig) = crate::signals::pending() {
+        if let Some(sig) = crate::host::signals::pending() {
             return Some(self.signal_stop(sig));
         }
         let exits = &mut self.state.exits;
@@ -726,7 +726,7 @@ impl Td {
                 gpa: None,
                 rip: self.vcpu.get_regs().ok().map(|r| r.rip),
                 access: None,
-                message: format!("stopped by {}", crate::signals::name(sig)),
+                message: format!("stopped by {}", crate::host::signals::name(sig)),
                 generation: None,
                 phase: None,
             },
@@ -755,7 +755,7 @@ impl Td {
         if self.sync_regs {
             // KVM stored the registers in kvm_run at the exit: no ioctl.
             let mut regs = self.vcpu.sync_regs().regs;
-            let stop = crate::tdcall::dispatch(&mut self.state, &mut regs);
+            let stop = crate::tdx::dispatch::dispatch(&mut self.state, &mut regs);
             if stop.is_none() {
                 self.vcpu.sync_regs_mut().regs = regs;
                 self.vcpu.set_sync_dirty_reg(SyncReg::Register);
@@ -771,7 +771,7 @@ impl Td {
                 ))
             }
         };
-        let stop = crate::tdcall::dispatch(&mut self.state, &mut regs);
+        let stop = crate::tdx::dispatch::dispatch(&mut self.state, &mut regs);
         if stop.is_none() {
             if let Err(e) = self.vcpu.set_regs(&regs) {
                 return Some(Stop::error(
@@ -847,7 +847,7 @@ impl Td {
         };
         if outcome == Outcome::PendingAccess {
             self.state
-                .trace(crate::trace::Kind::PendingAccess, gpa, 0, 0);
+                .trace(crate::report::trace::Kind::PendingAccess, gpa, 0, 0);
         }
         let message = format!(
             "guest {} of {what} at GPA {gpa:#x} (RIP {})",
@@ -900,12 +900,12 @@ impl Td {
         let state = &mut self.state;
         let mut timing_us = std::mem::take(&mut state.marks);
         timing_us.insert("total".into(), state.started.elapsed().as_micros() as u64);
-        use crate::bitmap_check::CheckError;
+        use crate::report::bitmap_check::CheckError;
         // Compare only a table the kernel has filled: an installed but
         // unfilled one would read as all "accepted".
         let (bitmap_state, bitmap) = match state.system_table {
             None => ("no_system_table", None),
-            Some(st) => match crate::bitmap_check::check(&state.memory, st) {
+            Some(st) => match crate::report::bitmap_check::check(&state.memory, st) {
                 Err(CheckError::NoTable) => ("no_table", None),
                 Ok(c) if !state.table_filled => ("not_filled", Some(Ok(c))),
                 Ok(c) => {
@@ -930,7 +930,7 @@ impl Td {
             mem_bytes: self.config.mem_bytes,
             cpu_profile: self.profile.as_str(),
             backing: state.memory.backing.as_str(),
-            accept: crate::accept::AcceptStats {
+            accept: crate::tdx::accept::AcceptStats {
                 handle_p50_ns: state.memory.handle_hist.quantile(0.5),
                 handle_p99_ns: state.memory.handle_hist.quantile(0.99),
                 ..state.accept_stats
@@ -972,7 +972,7 @@ impl Td {
                 .and_then(|b| b.as_ref().ok().map(|c| c.mismatches)),
             bitmap_error: bitmap.and_then(|b| b.err()),
             console: state.console.text(),
-            signal: stop.signal.map(crate::signals::name),
+            signal: stop.signal.map(crate::host::signals::name),
             signal_number: stop.signal,
             invariant_checks: state.invariant_checks,
             records_dropped: state.records_dropped,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vmm::trace::{Kind, Record, Who};
+use vmm::report::trace::{Kind, Record, Who};
 
 const GIB: u64 = 1 << 30;
 
@@ -605,7 +605,7 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 
 fn read_trace(path: &Path) -> Result<Vec<Record>, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    vmm::trace::read(f).map_err(|e| format!("{}: {e}", path.display()))
+    vmm::report::trace::read(f).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn err(e: impl std::fmt::Display) -> String {

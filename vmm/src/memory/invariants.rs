@@ -8,8 +8,8 @@
 //!   counts of the chunks they hold;
 //! - a page accepted just now reads zero on the host.
 
-use crate::page_state::{PageState, PAGES_PER_CHUNK, PAGES_PER_GIB};
-use crate::private_memory::PrivateMemory;
+use crate::memory::page_state::{PageState, PAGES_PER_CHUNK, PAGES_PER_GIB};
+use crate::memory::private::PrivateMemory;
 use abi::PAGE_4K;
 use thiserror::Error;
 

@@ -6,8 +6,8 @@
 //! Every guest structure is hostile input: reads go through
 //! `read_accepted`, sizes are bounded, and failures are reported, not fatal.
 
-use crate::page_state::PAGES_PER_CHUNK;
-use crate::private_memory::PrivateMemory;
+use crate::memory::page_state::PAGES_PER_CHUNK;
+use crate::memory::private::PrivateMemory;
 use crate::report::UnacceptedTable;
 use abi::boot::{SystemTable, SYSTEM_TABLE_SIGNATURE};
 use abi::efi::ConfigurationTable;

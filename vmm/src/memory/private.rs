@@ -2,10 +2,10 @@
 //! page-state table and the memslots that expose accepted pages to the
 //! guest, kept in step. The accept leaf itself lives in `accept.rs`.
 
-use crate::guest_ram::{Backing, GuestRam};
-use crate::layout::RamLayout;
-use crate::memslots::{KvmSlots, MemslotError, MemslotManager, DEFAULT_SOFT_CAP};
-use crate::page_state::{PageState, PageStateTable};
+use crate::memory::guest_ram::{Backing, GuestRam};
+use crate::memory::layout::RamLayout;
+use crate::memory::memslots::{KvmSlots, MemslotError, MemslotManager, DEFAULT_SOFT_CAP};
+use crate::memory::page_state::{PageState, PageStateTable};
 use abi::PAGE_4K;
 use thiserror::Error;
 
@@ -13,11 +13,11 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum MemoryError {
     #[error(transparent)]
-    Ram(#[from] crate::guest_ram::GuestRamError),
+    Ram(#[from] crate::memory::guest_ram::GuestRamError),
     #[error(transparent)]
     Memslot(#[from] MemslotError),
     #[error(transparent)]
-    Reserve(#[from] crate::page_state::ReserveError),
+    Reserve(#[from] crate::memory::page_state::ReserveError),
     #[error("range gpa {gpa:#x} (+{len:#x}) is not RAM")]
     NotRam { gpa: u64, len: u64 },
     #[error("refusing to write {what} into pending memory at gpa {gpa:#x}")]
@@ -47,7 +47,7 @@ pub struct PrivateMemory {
     pub(crate) ram: GuestRam,
     pub(crate) pages: PageStateTable,
     pub(crate) backing: Backing,
-    pub(crate) handle_hist: crate::accept::HandleHistogram,
+    pub(crate) handle_hist: crate::tdx::accept::HandleHistogram,
     /// Install memslots at the first touch of accepted memory instead of
     /// at accept time.
     pub(crate) map_on_touch: bool,
@@ -152,7 +152,7 @@ impl PrivateMemory {
     /// Maps the accepted run around `gpa` (inside its 1 GiB block, up to
     /// the neighbouring slots) after a guest touched it (`map_on_touch`).
     pub fn map_touched(&mut self, gpa: u64) -> Result<(), MemoryError> {
-        use crate::page_state::{PAGES_PER_CHUNK, PAGES_PER_GIB};
+        use crate::memory::page_state::{PAGES_PER_CHUNK, PAGES_PER_GIB};
         let offset = self
             .layout()
             .ram_offset(gpa, 1)

@@ -2,7 +2,7 @@
 //! semantics (only registers exposed in RCX are seen or written), plus the
 //! vendor calls for shutdown and phase marks.
 
-use crate::private_memory::GpaKind;
+use crate::memory::private::GpaKind;
 use crate::report::{Fatal, Stop};
 use crate::td::TdState;
 use abi::report::{Counter, Mark, Outcome};

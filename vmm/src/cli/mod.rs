@@ -4,9 +4,9 @@
 //! ran but the report or trace could not be written completely, 128 + N =
 //! stopped by signal N: 129 SIGHUP, 130 SIGINT, 131 SIGQUIT, 143 SIGTERM).
 
-use crate::cpu::ProfileChoice;
-use crate::guest_ram::Backing;
-use crate::size::parse_size;
+use crate::boot::cpu::ProfileChoice;
+use crate::host::size::parse_size;
+use crate::memory::guest_ram::Backing;
 use crate::td::{Td, TdConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -101,7 +101,7 @@ pub struct RunArgs {
     /// Fault injection: `busy=P[,seed=S]` makes each valid accept answer
     /// TDX_OPERAND_BUSY with probability P (no state changes).
     #[arg(long)]
-    pub inject: Option<crate::inject::InjectSpec>,
+    pub inject: Option<crate::tdx::inject::InjectSpec>,
     /// Check the private-memory invariants after every accept and mapping
     /// (always on in debug builds).
     #[arg(long)]
@@ -201,7 +201,7 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     // From the first instruction on, SIGINT, SIGTERM, SIGHUP and SIGQUIT
     // are recorded instead of killing the process: a run stops at its
     // next check, writes its report and exits 128 + N.
-    let handlers = crate::signals::install();
+    let handlers = crate::host::signals::install();
     let args: Vec<std::ffi::OsString> = args.into_iter().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
@@ -249,7 +249,7 @@ fn refused_without_parse(args: &[std::ffi::OsString]) {
             .filter_map(value)
             .collect();
         let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
-        crate::host_files::remove_stale_report(&report, &inputs);
+        crate::host::files::remove_stale_report(&report, &inputs);
     }
 }
 
@@ -263,13 +263,13 @@ fn refuse(args: &RunArgs, message: &str) -> i32 {
             .flatten()
             .map(PathBuf::as_path)
             .collect();
-        crate::host_files::remove_stale_report(report, &inputs);
+        crate::host::files::remove_stale_report(report, &inputs);
     }
     EXIT_USAGE
 }
 
 fn run(raw: &[std::ffi::OsString], args: &RunArgs) -> i32 {
-    use crate::host_files::{check_distinct, Named, Output};
+    use crate::host::files::{check_distinct, Named, Output};
     init_logging(args.log_level);
     let mut config = match args.to_config() {
         Ok(c) => c,
@@ -299,7 +299,7 @@ fn run(raw: &[std::ffi::OsString], args: &RunArgs) -> i32 {
         .filter_map(|(role, p)| p.as_deref().map(|path| Named { role, path }))
         .collect();
     if let Err(e) = check_distinct(&inputs, &outputs) {
-        use crate::host_files::FileError;
+        use crate::host::files::FileError;
         if matches!(e, FileError::SameFile { role: "report", .. }) {
             // The report path is an input: leave that file alone.
             say!("vmm: {e}");
@@ -404,7 +404,7 @@ mod tests {
         assert_eq!(c.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(
             c.inject,
-            Some(crate::inject::InjectSpec { busy: 0.5, seed: 9 })
+            Some(crate::tdx::inject::InjectSpec { busy: 0.5, seed: 9 })
         );
         assert!(c.check_invariants && !c.map_on_touch);
         assert_eq!(c.backing, Backing::OnTouch);

@@ -9,9 +9,9 @@
 //! decides: success (zeroed, backed, mapped), `TDX_PAGE_ALREADY_ACCEPTED |
 //! level` (nothing touched, nothing zeroed), or `TDX_PAGE_SIZE_MISMATCH | 1`.
 
-use crate::layout::RamLayout;
-use crate::page_state::{AcceptOutcome, PageStateTable, PAGES_PER_CHUNK, PAGES_PER_GIB};
-use crate::private_memory::{MemoryError, PrivateMemory};
+use crate::memory::layout::RamLayout;
+use crate::memory::page_state::{AcceptOutcome, PageStateTable, PAGES_PER_CHUNK, PAGES_PER_GIB};
+use crate::memory::private::{MemoryError, PrivateMemory};
 use abi::tdcall::{status, PageLevel};
 use abi::PAGE_4K;
 use serde::Serialize;
@@ -231,7 +231,7 @@ mod tests {
             // Same accepted pages in the window.
             let first = layout.ram_offset(base, 1).unwrap() / PAGE_4K;
             for p in 0..4096 {
-                let accepted = pages.state(first + p) == crate::page_state::PageState::Accepted;
+                let accepted = pages.state(first + p) == crate::memory::page_state::PageState::Accepted;
                 prop_assert_eq!(accepted, model.is_accepted(base + p * PAGE_4K));
             }
         }

@@ -64,7 +64,7 @@ pub enum ElfError {
     #[error("{path}: entry point {entry:#x} is not inside an executable segment")]
     BadEntry { path: PathBuf, entry: u64 },
     #[error(transparent)]
-    File(#[from] crate::host_files::FileError),
+    File(#[from] crate::host::files::FileError),
     #[error("{path}: loading failed: {what}")]
     Load { path: PathBuf, what: String },
     #[error("{path}: the kernel must be a static PIE (ELF type ET_DYN without an interpreter), but {what}")]
@@ -108,7 +108,7 @@ impl ElfImage {
     /// without blocking; see `host_files::open_input`); `role` names it in
     /// errors ("firmware", "kernel").
     pub fn read(role: &'static str, path: &Path) -> Result<Self, ElfError> {
-        let (file, size) = crate::host_files::open_input(role, path)?;
+        let (file, size) = crate::host::files::open_input(role, path)?;
         Self::read_file(path, file, size)
     }
 

@@ -28,13 +28,13 @@ extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c
     }
     // Without a kick handler the kick's default action would kill us;
     // `immediate_exit` and the next exit still stop the run.
-    if HAVE_VCPU.load(Ordering::SeqCst) && crate::watchdog::kick_installed() {
+    if HAVE_VCPU.load(Ordering::SeqCst) && crate::host::watchdog::kick_installed() {
         let vcpu = VCPU_THREAD.load(Ordering::SeqCst) as libc::pthread_t;
         // SAFETY: pthread_self and pthread_kill are async-signal-safe; the
         // vCPU thread is alive while HAVE_VCPU is set (cleared by `detach`).
         unsafe {
             if libc::pthread_self() != vcpu {
-                libc::pthread_kill(vcpu, crate::watchdog::kick_signal());
+                libc::pthread_kill(vcpu, crate::host::watchdog::kick_signal());
             }
         }
     }
@@ -60,7 +60,7 @@ fn inherited_ignore(sig: i32) -> bool {
 /// acted on at once. SIGHUP, SIGINT and SIGQUIT stay ignored if they were
 /// ignored when we started. Returns why not, if they cannot be installed.
 pub fn install() -> Result<(), vmm_sys_util::errno::Error> {
-    crate::watchdog::install_kick_handler();
+    crate::host::watchdog::install_kick_handler();
     // SAFETY: a zeroed sigset_t is valid storage for sigemptyset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t.

@@ -3,7 +3,7 @@
 //! allocated for pending memory; accepted memory is populated on accept or on
 //! first touch.
 
-use crate::layout::RamLayout;
+use crate::memory::layout::RamLayout;
 use std::io;
 use thiserror::Error;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};

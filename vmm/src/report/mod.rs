@@ -1,7 +1,14 @@
 //! The JSON run report: how the run ended, with the exact diagnostic, and
-//! what it cost (accepts, page states, host memory, memslots, exits, time).
+//! what it cost (accepts, page states, host memory, memslots, exits, time),
+//! with what feeds it: the accept trace (`trace`), the cross-check of the
+//! guest's unaccepted bitmap (`bitmap_check`) and the guest's counters per
+//! generation (`guest_counters`).
 
-use crate::accept::AcceptStats;
+pub mod bitmap_check;
+pub mod guest_counters;
+pub mod trace;
+
+use crate::tdx::accept::AcceptStats;
 use abi::report::Outcome;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -152,7 +159,7 @@ pub struct Report {
     /// The guest's doorbell micro-benchmark (`fw.bench=N`), if it ran.
     pub bench: Option<Bench>,
     /// The accept trace, if one was written.
-    pub trace: Option<crate::trace::TraceSummary>,
+    pub trace: Option<crate::report::trace::TraceSummary>,
     /// Counters the guest kernel reported.
     pub guest: BTreeMap<&'static str, u64>,
     /// Completed kexecs (the new kernel reached its entry).

@@ -3,9 +3,9 @@
 //! host services in `vmcall.rs`. Every other leaf, known or not, and any
 //! malformed RAX return `TDX_OPERAND_INVALID | RAX` without side effects.
 
-use crate::accept::AcceptResult;
 use crate::report::Stop;
 use crate::td::TdState;
+use crate::tdx::accept::AcceptResult;
 use abi::tdcall::{decode_rax, leaf, status, vp_info};
 use kvm_bindings::kvm_regs;
 
@@ -37,7 +37,7 @@ pub fn dispatch(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
             regs.rax = status::NO_VALID_VE_INFO;
             None
         }
-        leaf::VP_VMCALL => crate::vmcall::handle(td, regs),
+        leaf::VP_VMCALL => crate::tdx::vmcall::handle(td, regs),
         other => {
             log::debug!(
                 "TDCALL leaf {other} ({}) is not emulated: returning TDX_OPERAND_INVALID",
@@ -59,7 +59,7 @@ fn accept(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
             td.accept_stats.busy_injected += 1;
             regs.rax = status::OPERAND_BUSY | status::OPERAND_RCX;
             td.trace(
-                crate::trace::Kind::Accept,
+                crate::report::trace::Kind::Accept,
                 regs.rcx & !0xfff,
                 level,
                 regs.rax,
@@ -71,7 +71,7 @@ fn accept(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
     match td.memory.accept(regs.rcx, &mut td.accept_stats) {
         Ok(result) => {
             td.trace(
-                crate::trace::Kind::Accept,
+                crate::report::trace::Kind::Accept,
                 regs.rcx & !0xfff,
                 level,
                 result.status(),

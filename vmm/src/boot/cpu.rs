@@ -3,7 +3,7 @@
 //! with TDX's register contract (RCX = R8 = TD HOB, RBX = GPAW, RSI = vCPU
 //! index, RDX = CPUID(1).EAX).
 
-use crate::boot::BootPlan;
+use crate::boot::plan::BootPlan;
 use abi::layout::selector;
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, Msrs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};

@@ -3,7 +3,7 @@
 //! bytes of the GDT and page tables. All of it is accepted by construction,
 //! like pages added with `TDH.MEM.PAGE.ADD`.
 
-use crate::layout::RamLayout;
+use crate::memory::layout::RamLayout;
 use abi::layout::{selector, FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
 use abi::{GIB, PAGE_4K};
 use thiserror::Error;

@@ -1,0 +1,10 @@
+//! Host glue: the files a user names (`files`), stop signals and the
+//! vCPU kick (`signals`, `watchdog`), the guest console (`console`) and
+//! the size grammar of the command line (`size`). Nothing here knows
+//! about TDX.
+
+pub mod console;
+pub mod files;
+pub mod signals;
+pub mod size;
+pub mod watchdog;

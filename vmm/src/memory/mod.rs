@@ -1,0 +1,13 @@
+//! The TD's private memory: the RAM layout, the page-state table (ground
+//! truth per 4 KiB page), the host mapping of guest RAM, the memslots that
+//! expose accepted memory to KVM, and the facade that keeps the three in
+//! step (`private`: accept side effects, first-touch mapping, checked
+//! reads and writes), with the invariants that must hold between them.
+//! It knows nothing of TDCALLs, vCPUs or reports.
+
+pub mod guest_ram;
+pub mod invariants;
+pub mod layout;
+pub mod memslots;
+pub mod page_state;
+pub mod private;
