@@ -40,7 +40,8 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
             Expect::Status(s) => s,
             Expect::Unknown => continue,
         };
-        let (got, _) = vmm::tdx::accept::transition(&layout, &mut pages, rcx);
+        let req = vmm::tdx::accept::AcceptRequest::decode(&layout, rcx);
+        let got = vmm::tdx::accept::transition(&mut pages, &req);
         assert_eq!(got.status(), want, "rcx {rcx:#x}");
     }
     let first = layout.ram_offset(base, 1).unwrap() / PAGE_4K;

@@ -21,8 +21,9 @@ pub mod cli;
 pub mod host;
 pub mod memory;
 pub mod report;
-pub mod td;
 pub mod tdx;
+pub mod vcpu;
+pub mod vm;
 
 pub use report::Report;
-pub use td::{Td, TdConfig, TdError};
+pub use vm::{Td, TdConfig, TdError};

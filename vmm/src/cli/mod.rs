@@ -7,7 +7,7 @@
 use crate::boot::cpu::ProfileChoice;
 use crate::host::size::parse_size;
 use crate::memory::guest_ram::Backing;
-use crate::td::{Td, TdConfig};
+use crate::vm::{Td, TdConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;

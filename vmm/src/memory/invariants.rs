@@ -8,6 +8,7 @@
 //!   counts of the chunks they hold;
 //! - a page accepted just now reads zero on the host.
 
+use crate::memory::memslots::SlotBackend;
 use crate::memory::page_state::{PageState, PAGES_PER_CHUNK, PAGES_PER_GIB};
 use crate::memory::private::PrivateMemory;
 use abi::PAGE_4K;
@@ -34,7 +35,11 @@ pub enum InvariantError {
 
 /// Checks the slots overlapping `[gpa, gpa + len)` (only their part inside
 /// it), the counts of the 1 GiB block(s) it touches and the table total.
-pub fn check_range(mem: &PrivateMemory, gpa: u64, len: u64) -> Result<(), InvariantError> {
+pub fn check_range(
+    mem: &PrivateMemory<impl SlotBackend>,
+    gpa: u64,
+    len: u64,
+) -> Result<(), InvariantError> {
     let end = gpa.saturating_add(len);
     let mut prev_end = 0;
     let mut prev_gpa = 0;
@@ -69,7 +74,7 @@ pub fn check_range(mem: &PrivateMemory, gpa: u64, len: u64) -> Result<(), Invari
 }
 
 /// Checks everything: all slots in full and every 1 GiB block.
-pub fn check_all(mem: &PrivateMemory) -> Result<(), InvariantError> {
+pub fn check_all(mem: &PrivateMemory<impl SlotBackend>) -> Result<(), InvariantError> {
     check_range(mem, 0, u64::MAX)?;
     let gibs = mem.pages().pages().div_ceil(PAGES_PER_GIB);
     for gib in 0..gibs {
@@ -79,7 +84,11 @@ pub fn check_all(mem: &PrivateMemory) -> Result<(), InvariantError> {
 }
 
 /// Checks that `[gpa, gpa + len)`, accepted just now, reads zero.
-pub fn check_zeroed(mem: &PrivateMemory, gpa: u64, len: u64) -> Result<(), InvariantError> {
+pub fn check_zeroed(
+    mem: &PrivateMemory<impl SlotBackend>,
+    gpa: u64,
+    len: u64,
+) -> Result<(), InvariantError> {
     let Some(offset) = mem.layout().ram_offset(gpa, len) else {
         return Ok(());
     };
@@ -102,7 +111,7 @@ pub fn check_zeroed(mem: &PrivateMemory, gpa: u64, len: u64) -> Result<(), Invar
 }
 
 fn check_slot(
-    mem: &PrivateMemory,
+    mem: &PrivateMemory<impl SlotBackend>,
     slot_gpa: u64,
     size: u64,
     host: u64,
@@ -146,7 +155,7 @@ fn check_slot(
     Ok(())
 }
 
-fn check_gib(mem: &PrivateMemory, gib: u64) -> Result<(), InvariantError> {
+fn check_gib(mem: &PrivateMemory<impl SlotBackend>, gib: u64) -> Result<(), InvariantError> {
     let pages = mem.pages();
     let first = gib * PAGES_PER_GIB / PAGES_PER_CHUNK;
     let chunks = pages.gib_pages(gib).div_ceil(PAGES_PER_CHUNK);
@@ -164,7 +173,7 @@ fn check_gib(mem: &PrivateMemory, gib: u64) -> Result<(), InvariantError> {
     Ok(())
 }
 
-fn check_total(mem: &PrivateMemory) -> Result<(), InvariantError> {
+fn check_total(mem: &PrivateMemory<impl SlotBackend>) -> Result<(), InvariantError> {
     let pages = mem.pages();
     let gibs = pages.pages().div_ceil(PAGES_PER_GIB);
     let actual: u64 = (0..gibs).map(|g| pages.gib_accepted(g)).sum();

@@ -262,6 +262,21 @@ fn set_region(
     })
 }
 
+/// A backend for tests: no KVM; every install and removal succeeds.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct NoKvm;
+
+#[cfg(test)]
+impl SlotBackend for NoKvm {
+    fn install(&mut self, _: u32, _: u64, _: u64, _: u64) -> Result<(), MemslotError> {
+        Ok(())
+    }
+    fn remove(&mut self, _: u32, _: u64, _: u64) -> Result<(), MemslotError> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

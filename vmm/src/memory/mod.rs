@@ -5,6 +5,7 @@
 //! reads and writes), with the invariants that must hold between them.
 //! It knows nothing of TDCALLs, vCPUs or reports.
 
+pub mod first_touch;
 pub mod guest_ram;
 pub mod invariants;
 pub mod layout;

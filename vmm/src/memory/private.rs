@@ -1,11 +1,18 @@
 //! The TD's private memory as the TDX module sees it: the host mapping, the
 //! page-state table and the memslots that expose accepted pages to the
-//! guest, kept in step. The accept leaf itself lives in `accept.rs`.
+//! guest, kept in step. The accept state machine lives in `tdx::accept`;
+//! this file applies what it decided (`commit_accept`), and
+//! `first_touch.rs` maps accepted memory at the guest's first touch. Generic
+//! over the memslot backend, so all of it runs in tests without KVM.
 
 use crate::memory::guest_ram::{Backing, GuestRam};
 use crate::memory::layout::RamLayout;
-use crate::memory::memslots::{KvmSlots, MemslotError, MemslotManager, DEFAULT_SOFT_CAP};
+use crate::memory::memslots::{
+    KvmSlots, MemslotError, MemslotManager, SlotBackend, DEFAULT_SOFT_CAP,
+};
 use crate::memory::page_state::{PageState, PageStateTable};
+use crate::memory::page_state::{PAGES_PER_CHUNK, PAGES_PER_GIB};
+use abi::tdcall::PageLevel;
 use abi::PAGE_4K;
 use thiserror::Error;
 
@@ -42,21 +49,37 @@ pub enum GpaKind {
 }
 
 /// Ground truth and mappings of the TD's private memory.
-pub struct PrivateMemory {
-    pub(crate) slots: MemslotManager<KvmSlots>,
+pub struct PrivateMemory<B: SlotBackend = KvmSlots> {
+    pub(crate) slots: MemslotManager<B>,
     pub(crate) ram: GuestRam,
     pub(crate) pages: PageStateTable,
     pub(crate) backing: Backing,
-    pub(crate) handle_hist: crate::tdx::accept::HandleHistogram,
     /// Install memslots at the first touch of accepted memory instead of
     /// at accept time.
     pub(crate) map_on_touch: bool,
 }
 
-impl PrivateMemory {
-    /// All RAM pending, no memslot.
+impl PrivateMemory<KvmSlots> {
+    /// All RAM pending, no memslot, slots installed on `vm`.
     pub fn new(
         vm: kvm_ioctls::VmFd,
+        layout: RamLayout,
+        backing: Backing,
+        slot_limit: usize,
+    ) -> Result<Self, MemoryError> {
+        Self::with_backend(KvmSlots { vm }, layout, backing, slot_limit)
+    }
+
+    /// The VM file descriptor.
+    pub fn vm(&self) -> &kvm_ioctls::VmFd {
+        &self.slots.backend().vm
+    }
+}
+
+impl<B: SlotBackend> PrivateMemory<B> {
+    /// All RAM pending, no memslot, slots installed through `backend`.
+    pub fn with_backend(
+        backend: B,
         layout: RamLayout,
         backing: Backing,
         slot_limit: usize,
@@ -64,18 +87,22 @@ impl PrivateMemory {
         let ram = GuestRam::new(layout, backing)?;
         let pages = PageStateTable::try_new(layout.mem_bytes() / PAGE_4K)?;
         Ok(PrivateMemory {
-            slots: MemslotManager::new(KvmSlots { vm }, slot_limit, DEFAULT_SOFT_CAP),
+            slots: MemslotManager::new(backend, slot_limit, DEFAULT_SOFT_CAP),
             ram,
             pages,
             backing,
-            handle_hist: Default::default(),
             map_on_touch: false,
         })
     }
 
-    /// The VM file descriptor.
-    pub fn vm(&self) -> &kvm_ioctls::VmFd {
-        &self.slots.backend().vm
+    /// Chooses when accepted memory gets its memslot.
+    pub fn set_map_on_touch(&mut self, on: bool) {
+        self.map_on_touch = on;
+    }
+
+    /// True when memslots are installed at first touch.
+    pub fn map_on_touch(&self) -> bool {
+        self.map_on_touch
     }
 
     /// The RAM layout.
@@ -88,13 +115,23 @@ impl PrivateMemory {
         &self.ram
     }
 
+    /// How accepted memory gets host pages.
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+
     /// Page states.
     pub fn pages(&self) -> &PageStateTable {
         &self.pages
     }
 
+    /// Page states, for the accept state machine (`tdx::accept`).
+    pub fn pages_mut(&mut self) -> &mut PageStateTable {
+        &mut self.pages
+    }
+
     /// Memslots.
-    pub fn slots(&self) -> &MemslotManager<KvmSlots> {
+    pub fn slots(&self) -> &MemslotManager<B> {
         &self.slots
     }
 
@@ -109,6 +146,47 @@ impl PrivateMemory {
         self.ram.zero_and_back(offset, len, Backing::Populate)?;
         let host = self.ram.host_addr(offset);
         self.slots.map(gpa, len, host)?;
+        Ok(())
+    }
+
+    /// Applies an accept the page-state table has already recorded: zeroes
+    /// and backs `[gpa, gpa + level)` (at RAM `offset`) and, unless slots
+    /// are installed at first touch, maps it and merges the slots of a
+    /// range it completed. Returns the nanoseconds spent zeroing.
+    pub fn commit_accept(
+        &mut self,
+        gpa: u64,
+        offset: u64,
+        level: PageLevel,
+    ) -> Result<u64, MemoryError> {
+        let size = level.size();
+        let zero_start = std::time::Instant::now();
+        self.ram.zero_and_back(offset, size, self.backing)?;
+        let zero_ns = zero_start.elapsed().as_nanos() as u64;
+        if !self.map_on_touch {
+            let host = self.ram.host_addr(offset);
+            self.slots.map(gpa, size, host)?;
+            self.merge_completed(gpa)?;
+        }
+        Ok(zero_ns)
+    }
+
+    /// Merges the slots of the 2 MiB chunk and the 1 GiB block around `gpa`
+    /// when every page of them is accepted (one slot each, not hundreds).
+    pub(crate) fn merge_completed(&mut self, gpa: u64) -> Result<(), MemoryError> {
+        let Some(offset) = self.layout().ram_offset(gpa, 1) else {
+            return Ok(());
+        };
+        let page = offset / PAGE_4K;
+        if self.pages.chunk_full(page / PAGES_PER_CHUNK) {
+            let lo = gpa & !(abi::PAGE_2M - 1);
+            self.slots.merge_range(lo, lo + abi::PAGE_2M)?;
+        }
+        // RAM's GiB blocks are GPA GiB blocks: the hole is one whole GiB.
+        if self.pages.gib_full(page / PAGES_PER_GIB) {
+            let lo = gpa & !(abi::GIB - 1);
+            self.slots.merge_range(lo, lo + abi::GIB)?;
+        }
         Ok(())
     }
 
@@ -149,53 +227,19 @@ impl PrivateMemory {
         }
     }
 
-    /// Maps the accepted run around `gpa` (inside its 1 GiB block, up to
-    /// the neighbouring slots) after a guest touched it (`map_on_touch`).
-    pub fn map_touched(&mut self, gpa: u64) -> Result<(), MemoryError> {
-        use crate::memory::page_state::{PAGES_PER_CHUNK, PAGES_PER_GIB};
-        let offset = self
-            .layout()
-            .ram_offset(gpa, 1)
-            .ok_or(MemoryError::NotRam { gpa, len: 1 })?;
-        let page = offset / PAGE_4K;
-        if self.pages.state(page) != PageState::Accepted {
-            return Err(MemoryError::NotRam { gpa, len: 1 });
-        }
-        // Bounds: the 1 GiB block, then the neighbouring slots (so the scan
-        // below stops early for a guest accepting and touching page by page).
-        let gib_lo = page / PAGES_PER_GIB * PAGES_PER_GIB;
-        let gib_hi = (gib_lo + PAGES_PER_GIB).min(self.pages.pages());
-        let block_gpa = self.layout().gpa_of_offset(gib_lo * PAGE_4K);
-        let block_end = block_gpa + (gib_hi - gib_lo) * PAGE_4K;
-        let Some((span_lo, span_hi)) = self.slots.free_span(gpa, block_gpa, block_end) else {
-            return Ok(());
-        };
-        let lo = gib_lo + (span_lo - block_gpa) / PAGE_4K;
-        let hi = gib_lo + (span_hi - block_gpa) / PAGE_4K;
-        let (s, e) = self.pages.accepted_run_around(page, lo, hi);
-        let a = block_gpa + (s - gib_lo) * PAGE_4K;
-        let host = self.ram.host_addr(s * PAGE_4K);
-        self.slots.map(a, (e - s) * PAGE_4K, host)?;
-        let chunk = page / PAGES_PER_CHUNK;
-        if self.pages.chunk_full(chunk) {
-            let c = gpa & !(abi::PAGE_2M - 1);
-            self.slots.merge_range(c, c + abi::PAGE_2M)?;
-        }
-        if self.pages.gib_full(page / PAGES_PER_GIB) {
-            self.slots.merge_range(block_gpa, block_gpa + abi::GIB)?;
-        }
-        Ok(())
+    /// True when every page of `[offset, offset + len)` is accepted.
+    fn all_accepted(&self, offset: u64, len: u64) -> bool {
+        let last = (offset + len.max(1) - 1) / PAGE_4K;
+        (offset / PAGE_4K..=last).all(|p| self.pages.state(p) == PageState::Accepted)
     }
 
     /// Writes `bytes` at `gpa` for a guest access the VMM completes itself;
     /// the range must be accepted RAM.
     pub fn write_accepted(&mut self, gpa: u64, bytes: &[u8]) -> bool {
-        let len = bytes.len() as u64;
-        let Some(offset) = self.layout().ram_offset(gpa, len) else {
+        let Some(offset) = self.layout().ram_offset(gpa, bytes.len() as u64) else {
             return false;
         };
-        let last = (offset + len.max(1) - 1) / PAGE_4K;
-        if (offset / PAGE_4K..=last).any(|p| self.pages.state(p) != PageState::Accepted) {
+        if !self.all_accepted(offset, bytes.len() as u64) {
             return false;
         }
         self.ram.write(offset, bytes);
@@ -204,13 +248,10 @@ impl PrivateMemory {
 
     /// Reads guest bytes at `gpa` if the whole range is accepted RAM.
     pub fn read_accepted(&self, gpa: u64, buf: &mut [u8]) -> bool {
-        let len = buf.len() as u64;
-        let Some(offset) = self.layout().ram_offset(gpa, len) else {
+        let Some(offset) = self.layout().ram_offset(gpa, buf.len() as u64) else {
             return false;
         };
-        let first = offset / PAGE_4K;
-        let last = (offset + len.max(1) - 1) / PAGE_4K;
-        if (first..=last).any(|p| self.pages.state(p) != PageState::Accepted) {
+        if !self.all_accepted(offset, buf.len() as u64) {
             return false;
         }
         self.ram.read(offset, buf);

@@ -6,6 +6,7 @@
 //! Every guest structure is hostile input: reads go through
 //! `read_accepted`, sizes are bounded, and failures are reported, not fatal.
 
+use crate::memory::memslots::SlotBackend;
 use crate::memory::page_state::PAGES_PER_CHUNK;
 use crate::memory::private::PrivateMemory;
 use crate::report::UnacceptedTable;
@@ -45,7 +46,7 @@ pub struct Checked {
     pub mismatches: u64,
 }
 
-fn read<T: Pod>(mem: &PrivateMemory, gpa: u64) -> Result<T, CheckError> {
+fn read<T: Pod>(mem: &PrivateMemory<impl SlotBackend>, gpa: u64) -> Result<T, CheckError> {
     let mut buf = vec![0u8; core::mem::size_of::<T>()];
     if !mem.read_accepted(gpa, &mut buf) {
         return Err(CheckError::Unreadable(gpa));
@@ -55,7 +56,10 @@ fn read<T: Pod>(mem: &PrivateMemory, gpa: u64) -> Result<T, CheckError> {
 
 /// Finds the table and counts the units whose bit disagrees with the
 /// page states.
-pub fn check(mem: &PrivateMemory, system_table: u64) -> Result<Checked, CheckError> {
+pub fn check(
+    mem: &PrivateMemory<impl SlotBackend>,
+    system_table: u64,
+) -> Result<Checked, CheckError> {
     let mut raw = [0u8; core::mem::size_of::<SystemTable>()];
     if !mem.read_accepted(system_table, &mut raw) {
         return Err(CheckError::Unreadable(system_table));

@@ -4,8 +4,10 @@
 //! guest's unaccepted bitmap (`bitmap_check`) and the guest's counters per
 //! generation (`guest_counters`).
 
+pub mod assemble;
 pub mod bitmap_check;
 pub mod guest_counters;
+pub mod run_log;
 pub mod trace;
 
 use crate::tdx::accept::AcceptStats;
@@ -38,8 +40,10 @@ impl Stop {
         }
     }
 
-    /// A fatal stop.
-    pub fn fatal(outcome: Outcome, fatal: Fatal) -> Self {
+    /// A fatal stop; `fatal.kind` is the outcome's name (set here, the one
+    /// place it is derived).
+    pub fn fatal(outcome: Outcome, mut fatal: Fatal) -> Self {
+        fatal.kind = outcome.as_str();
         Stop {
             outcome,
             exit_code: None,
@@ -50,18 +54,7 @@ impl Stop {
 
     /// A VMM-side error that stopped the TD.
     pub fn error(message: String, rip: Option<u64>) -> Self {
-        Stop::fatal(
-            Outcome::Error,
-            Fatal {
-                kind: Outcome::Error.as_str(),
-                gpa: None,
-                rip,
-                access: None,
-                message,
-                generation: None,
-                phase: None,
-            },
-        )
+        Stop::fatal(Outcome::Error, Fatal::new(message).rip(rip))
     }
 }
 
@@ -96,6 +89,37 @@ pub struct Fatal {
     /// What the guest was doing (firmware, kernel, kexec_load, kexec
     /// relocation copy).
     pub phase: Option<&'static str>,
+}
+
+impl Fatal {
+    /// A diagnostic with `message` and nothing else known yet (`kind` is
+    /// filled in by `Stop::fatal`).
+    pub fn new(message: String) -> Self {
+        Fatal {
+            kind: "",
+            gpa: None,
+            rip: None,
+            access: None,
+            message,
+            generation: None,
+            phase: None,
+        }
+    }
+
+    pub fn gpa(mut self, gpa: Option<u64>) -> Self {
+        self.gpa = gpa;
+        self
+    }
+
+    pub fn rip(mut self, rip: Option<u64>) -> Self {
+        self.rip = rip;
+        self
+    }
+
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = Some(access.as_str());
+        self
+    }
 }
 
 /// Page-state totals.
@@ -136,6 +160,18 @@ pub struct ExitStats {
     /// (`--map on-touch`).
     pub first_touch_maps: u64,
     pub total: u64,
+}
+
+impl ExitStats {
+    /// Adds another vCPU's exits.
+    pub fn add(&mut self, o: &ExitStats) {
+        self.io += o.io;
+        self.mmio += o.mmio;
+        self.doorbell += o.doorbell;
+        self.unassigned_io += o.unassigned_io;
+        self.first_touch_maps += o.first_touch_maps;
+        self.total += o.total;
+    }
 }
 
 /// The whole report.
@@ -319,12 +355,7 @@ impl Report {
             exit_code: None,
             fatal: Some(Fatal {
                 kind: OUTCOME_REFUSED,
-                gpa: None,
-                rip: None,
-                access: None,
-                message,
-                generation: None,
-                phase: None,
+                ..Fatal::new(message)
             }),
             mem_bytes: inputs.mem_bytes,
             cpu_profile: "none",

@@ -10,7 +10,8 @@
 //! level` (nothing touched, nothing zeroed), or `TDX_PAGE_SIZE_MISMATCH | 1`.
 
 use crate::memory::layout::RamLayout;
-use crate::memory::page_state::{AcceptOutcome, PageStateTable, PAGES_PER_CHUNK, PAGES_PER_GIB};
+use crate::memory::memslots::SlotBackend;
+use crate::memory::page_state::{AcceptOutcome, PageStateTable};
 use crate::memory::private::{MemoryError, PrivateMemory};
 use abi::tdcall::{status, PageLevel};
 use abi::PAGE_4K;
@@ -105,92 +106,88 @@ impl AcceptResult {
     }
 }
 
-/// The accept state machine alone (no host side effects): decodes `rcx`
-/// against `layout` with the rules of `abi::accept_model`, applies it to
-/// `pages`, and returns the result with the RAM offset of the page.
-pub fn transition(layout: &RamLayout, pages: &mut PageStateTable, rcx: u64) -> (AcceptResult, u64) {
-    let decoded = abi::accept_model::decode(&layout.model(), rcx).and_then(|(gpa, level)| {
-        let offset = layout
-            .ram_offset(gpa, level.size())
-            .ok_or(InvalidAccept::NotRam)?;
-        Ok((gpa, level, offset))
-    });
-    let (gpa, level, offset) = match decoded {
+/// A `TDG.MEM.PAGE.ACCEPT` operand, decoded once: RCX as the guest gave
+/// it, and the page it names (GPA, level, RAM offset) or why it is invalid
+/// (the rules of `abi::accept_model`, then "inside RAM").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptRequest {
+    pub rcx: u64,
+    pub page: Result<(u64, PageLevel, u64), InvalidAccept>,
+}
+
+impl AcceptRequest {
+    /// Decodes `rcx` against `layout`.
+    pub fn decode(layout: &RamLayout, rcx: u64) -> Self {
+        let page = abi::accept_model::decode(&layout.model(), rcx).and_then(|(gpa, level)| {
+            let offset = layout
+                .ram_offset(gpa, level.size())
+                .ok_or(InvalidAccept::NotRam)?;
+            Ok((gpa, level, offset))
+        });
+        AcceptRequest { rcx, page }
+    }
+
+    /// The level bits of RCX as the guest wrote them (for the trace).
+    pub fn level_bits(&self) -> u8 {
+        (self.rcx & abi::tdcall::accept::LEVEL_MASK) as u8
+    }
+
+    /// The GPA bits of RCX (for the trace).
+    pub fn gpa_bits(&self) -> u64 {
+        self.rcx & !0xfff
+    }
+}
+
+/// The accept state machine alone (no host side effects): applies a
+/// decoded request to `pages` and returns the result.
+pub fn transition(pages: &mut PageStateTable, req: &AcceptRequest) -> AcceptResult {
+    let (gpa, level, offset) = match req.page {
         Ok(v) => v,
-        Err(why) => return (AcceptResult::Invalid(why), 0),
+        Err(why) => return AcceptResult::Invalid(why),
     };
-    let result = match pages.accept(offset / PAGE_4K, level) {
+    match pages.accept(offset / PAGE_4K, level) {
         AcceptOutcome::AlreadyAccepted(reached) => AcceptResult::AlreadyAccepted {
             gpa,
             level: reached,
         },
         AcceptOutcome::SizeMismatch => AcceptResult::SizeMismatch { gpa },
         AcceptOutcome::Accepted => AcceptResult::Accepted { gpa, level },
-    };
-    (result, offset)
+    }
 }
 
-impl PrivateMemory {
-    /// Handles `TDG.MEM.PAGE.ACCEPT` with operand `rcx`. `Err` is a VMM-side
-    /// failure (the host could not back or map memory): the TD must stop.
-    pub fn accept(
-        &mut self,
-        rcx: u64,
-        stats: &mut AcceptStats,
-    ) -> Result<AcceptResult, MemoryError> {
-        let started = Instant::now();
-        stats.calls += 1;
-        let (result, offset) = transition(self.ram.layout(), &mut self.pages, rcx);
-        let mut zero_ns = 0;
-        match result {
-            AcceptResult::Invalid(_) => stats.invalid += 1,
-            AcceptResult::AlreadyAccepted { .. } => stats.already_accepted += 1,
-            AcceptResult::SizeMismatch { .. } => stats.size_mismatch += 1,
-            AcceptResult::Accepted { gpa, level } => {
-                let page = offset / PAGE_4K;
-                let size = level.size();
-                let zero_start = Instant::now();
-                self.ram.zero_and_back(offset, size, self.backing)?;
-                zero_ns = zero_start.elapsed().as_nanos() as u64;
-                stats.zero_ns += zero_ns;
-                let host = self.ram.host_addr(offset);
-                if !self.map_on_touch {
-                    self.slots.map(gpa, size, host)?;
-                    self.merge_completed(gpa, page, level)?;
-                }
-                match level {
-                    PageLevel::L4K => stats.ok_4k += 1,
-                    _ => stats.ok_2m += 1,
-                }
-                stats.bytes_accepted += size;
+/// Handles `TDG.MEM.PAGE.ACCEPT`: the state machine, then what accepting
+/// does to the host (`PrivateMemory::commit_accept`), with the statistics.
+/// `Err` is a VMM-side failure (the host could not back or map memory):
+/// the TD must stop.
+pub fn accept<B: SlotBackend>(
+    mem: &mut PrivateMemory<B>,
+    req: &AcceptRequest,
+    stats: &mut AcceptStats,
+    hist: &mut HandleHistogram,
+) -> Result<AcceptResult, MemoryError> {
+    let started = Instant::now();
+    stats.calls += 1;
+    let result = transition(mem.pages_mut(), req);
+    let mut zero_ns = 0;
+    match result {
+        AcceptResult::Invalid(_) => stats.invalid += 1,
+        AcceptResult::AlreadyAccepted { .. } => stats.already_accepted += 1,
+        AcceptResult::SizeMismatch { .. } => stats.size_mismatch += 1,
+        AcceptResult::Accepted { gpa, level } => {
+            let offset = req.page.map_or(0, |p| p.2);
+            zero_ns = mem.commit_accept(gpa, offset, level)?;
+            stats.zero_ns += zero_ns;
+            match level {
+                PageLevel::L4K => stats.ok_4k += 1,
+                _ => stats.ok_2m += 1,
             }
+            stats.bytes_accepted += level.size();
         }
-        let ns = (started.elapsed().as_nanos() as u64).saturating_sub(zero_ns);
-        stats.handle_ns += ns;
-        self.handle_hist.record(ns);
-        Ok(result)
     }
-
-    /// Merges the slots of a 2 MiB chunk or 1 GiB block that the last accept
-    /// completed.
-    fn merge_completed(
-        &mut self,
-        gpa: u64,
-        page: u64,
-        level: PageLevel,
-    ) -> Result<(), MemoryError> {
-        let chunk = page / PAGES_PER_CHUNK;
-        if level == PageLevel::L4K && self.pages.chunk_full(chunk) {
-            let lo = gpa & !(abi::PAGE_2M - 1);
-            self.slots.merge_range(lo, lo + abi::PAGE_2M)?;
-        }
-        let gib = page / PAGES_PER_GIB;
-        if self.pages.gib_full(gib) {
-            let lo = gpa & !(abi::GIB - 1);
-            self.slots.merge_range(lo, lo + abi::GIB)?;
-        }
-        Ok(())
-    }
+    let ns = (started.elapsed().as_nanos() as u64).saturating_sub(zero_ns);
+    stats.handle_ns += ns;
+    hist.record(ns);
+    Ok(result)
 }
 
 #[cfg(test)]
@@ -225,7 +222,7 @@ mod tests {
                     Expect::Status(s) => s,
                     Expect::Unknown => continue,
                 };
-                let (got, _) = transition(&layout, &mut pages, rcx);
+                let got = transition(&mut pages, &AcceptRequest::decode(&layout, rcx));
                 prop_assert_eq!(got.status(), want, "rcx {:#x}", rcx);
             }
             // Same accepted pages in the window.

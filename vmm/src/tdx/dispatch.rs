@@ -1,115 +1,169 @@
-//! TDCALL dispatch: decodes RAX at a doorbell exit and runs the leaf.
-//! `TDG.MEM.PAGE.ACCEPT` goes to the accept path, `TDG.VP.VMCALL` to the
-//! host services in `vmcall.rs`. Every other leaf, known or not, and any
-//! malformed RAX return `TDX_OPERAND_INVALID | RAX` without side effects.
+//! TDCALL dispatch: decodes RAX (and, for an accept, RCX) once at a
+//! doorbell exit and runs the leaf. `TDG.MEM.PAGE.ACCEPT` goes to the
+//! accept path, `TDG.VP.VMCALL` to `vmcall.rs`. Every other leaf, known or
+//! not, and any malformed RAX return `TDX_OPERAND_INVALID | RAX` without
+//! side effects. What happened is returned as a typed `Event` (or a
+//! `Stop`) for the run loop to apply; nothing here reaches back into it.
 
+use crate::host::console::Console;
+use crate::memory::memslots::SlotBackend;
+use crate::memory::private::PrivateMemory;
 use crate::report::Stop;
-use crate::td::TdState;
-use crate::tdx::accept::AcceptResult;
+use crate::tdx::accept::{AcceptRequest, AcceptResult, AcceptStats, HandleHistogram};
+use crate::tdx::counters::TdcallCounters;
+use crate::tdx::inject::Injector;
+use abi::report::{Counter, Mark};
 use abi::tdcall::{decode_rax, leaf, status, vp_info};
 use kvm_bindings::kvm_regs;
 
-/// Runs the TDCALL in `regs` (the vCPU's registers at the doorbell exit)
-/// and writes its outputs back into `regs`. Returns a `Stop` when the TD
-/// must end.
-pub fn dispatch(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
+/// The emulated TDX module's state, shared by every vCPU of the TD.
+#[derive(Debug)]
+pub struct TdxModule {
+    pub stats: AcceptStats,
+    pub hist: HandleHistogram,
+    pub counters: TdcallCounters,
+    pub inject: Option<Injector>,
+    /// Guest-physical address width (TDG.VP.INFO).
+    pub gpaw: u32,
+}
+
+impl TdxModule {
+    pub fn new(gpaw: u32, inject: Option<Injector>) -> Self {
+        TdxModule {
+            stats: AcceptStats::default(),
+            hist: HandleHistogram::default(),
+            counters: TdcallCounters::default(),
+            inject,
+            gpaw,
+        }
+    }
+}
+
+/// Something a TDCALL did that the run loop records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An accept was answered with `status`; `result` is None when the
+    /// answer was an injected TDX_OPERAND_BUSY.
+    Accept {
+        req: AcceptRequest,
+        status: u64,
+        result: Option<AcceptResult>,
+    },
+    /// A guest phase mark.
+    Mark(Mark, u64),
+    /// A guest counter.
+    Counter(Counter, u64),
+    /// The GPA of the guest's EFI system table.
+    SystemTable(u64),
+    /// Instruction.IO to a port with no device.
+    UnassignedIo,
+}
+
+/// What a TDCALL did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handled {
+    pub event: Option<Event>,
+    pub stop: Option<Stop>,
+}
+
+impl Handled {
+    pub(crate) fn event(e: Event) -> Self {
+        Handled {
+            event: Some(e),
+            stop: None,
+        }
+    }
+
+    pub(crate) fn stop(s: Stop) -> Self {
+        Handled {
+            event: None,
+            stop: Some(s),
+        }
+    }
+}
+
+/// Runs the TDCALL in `regs` (the registers at the doorbell exit of vCPU
+/// `vcpu_index`) and writes its outputs back into `regs`.
+pub fn dispatch<B: SlotBackend>(
+    tdx: &mut TdxModule,
+    mem: &mut PrivateMemory<B>,
+    console: &mut Console,
+    vcpu_index: u32,
+    regs: &mut kvm_regs,
+) -> Handled {
     let (leaf_no, version, rest) = decode_rax(regs.rax);
-    td.counters.leaf(leaf_no);
+    tdx.counters.leaf(leaf_no);
     if rest != 0 || version != 0 {
         log::debug!("TDCALL with RAX {:#x}: version/reserved bits set", regs.rax);
         regs.rax = status::OPERAND_INVALID | status::OPERAND_RAX;
-        return None;
+        return Handled::default();
     }
     match leaf_no {
-        leaf::MEM_PAGE_ACCEPT => accept(td, regs),
+        leaf::MEM_PAGE_ACCEPT => {
+            let req = AcceptRequest::decode(mem.layout(), regs.rcx);
+            accept(tdx, mem, &req, regs)
+        }
         leaf::VP_INFO => {
             regs.rax = status::SUCCESS;
-            regs.rcx = td.gpaw as u64;
+            regs.rcx = tdx.gpaw as u64;
             regs.rdx = vp_info::ATTR_SEPT_VE_DISABLE;
             regs.r8 = 1 | (1 << 32);
-            regs.r9 = td.vcpu_index as u64;
+            regs.r9 = vcpu_index as u64;
             regs.r10 = 0;
             regs.r11 = 0;
-            None
+            Handled::default()
         }
         leaf::VP_VEINFO_GET => {
             // SEPT_VE_DISABLE is set: no #VE is ever pending.
             regs.rax = status::NO_VALID_VE_INFO;
-            None
+            Handled::default()
         }
-        leaf::VP_VMCALL => crate::tdx::vmcall::handle(td, regs),
+        leaf::VP_VMCALL => crate::tdx::vmcall::handle(&mut tdx.counters, mem, console, regs),
         other => {
             log::debug!(
                 "TDCALL leaf {other} ({}) is not emulated: returning TDX_OPERAND_INVALID",
                 leaf::name(other)
             );
             regs.rax = status::OPERAND_INVALID | status::OPERAND_RAX;
-            None
+            Handled::default()
         }
     }
 }
 
-fn accept(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
-    let level = (regs.rcx & abi::tdcall::accept::LEVEL_MASK) as u8;
-    if let Some(inject) = td.inject.as_mut() {
-        // Only a valid request can meet a busy Secure-EPT entry.
-        let valid = abi::accept_model::decode(&td.memory.layout().model(), regs.rcx).is_ok();
-        if valid && inject.busy() {
-            td.accept_stats.calls += 1;
-            td.accept_stats.busy_injected += 1;
-            regs.rax = status::OPERAND_BUSY | status::OPERAND_RCX;
-            td.trace(
-                crate::report::trace::Kind::Accept,
-                regs.rcx & !0xfff,
-                level,
-                regs.rax,
-            );
-            log::trace!("accept {:#x}: TDX_OPERAND_BUSY injected", regs.rcx);
-            return None;
-        }
+fn accept<B: SlotBackend>(
+    tdx: &mut TdxModule,
+    mem: &mut PrivateMemory<B>,
+    req: &AcceptRequest,
+    regs: &mut kvm_regs,
+) -> Handled {
+    // Only a valid request can meet a busy Secure-EPT entry.
+    if req.page.is_ok() && tdx.inject.as_mut().is_some_and(|i| i.busy()) {
+        tdx.stats.calls += 1;
+        tdx.stats.busy_injected += 1;
+        regs.rax = status::OPERAND_BUSY | status::OPERAND_RCX;
+        log::trace!("accept {:#x}: TDX_OPERAND_BUSY injected", req.rcx);
+        return Handled::event(Event::Accept {
+            req: *req,
+            status: regs.rax,
+            result: None,
+        });
     }
-    match td.memory.accept(regs.rcx, &mut td.accept_stats) {
+    match crate::tdx::accept::accept(mem, req, &mut tdx.stats, &mut tdx.hist) {
         Ok(result) => {
-            td.trace(
-                crate::report::trace::Kind::Accept,
-                regs.rcx & !0xfff,
-                level,
-                result.status(),
-            );
-            let checked = match result {
-                AcceptResult::Accepted { gpa, level } => {
-                    td.check_invariants(gpa, level.size(), true)
-                }
-                AcceptResult::AlreadyAccepted { gpa, .. } | AcceptResult::SizeMismatch { gpa } => {
-                    td.check_invariants(gpa, abi::PAGE_4K, false)
-                }
-                AcceptResult::Invalid(_) => Ok(()),
-            };
-            if let Err(e) = checked {
-                return Some(Stop::error(
-                    format!("after accept {:#x}: {e}", regs.rcx),
-                    Some(regs.rip),
-                ));
-            }
             if let AcceptResult::Invalid(why) = result {
-                log::debug!("accept {:#x}: invalid ({why:?})", regs.rcx);
+                log::debug!("accept {:#x}: invalid ({why:?})", req.rcx);
             } else {
-                log::trace!("accept {:#x}: {result:?}", regs.rcx);
-            }
-            if let AcceptResult::Accepted { gpa, level } = result {
-                // The accept log of a kexec: what was accepted between the
-                // guest's kexec_load and kexec_jump marks.
-                if let Some(k) = td.kexecs.last_mut().filter(|k| k.jump_us.is_none()) {
-                    k.vmm_bytes_accepted += level.size();
-                    k.vmm_lowest_gpa_accepted =
-                        Some(k.vmm_lowest_gpa_accepted.map_or(gpa, |g| g.min(gpa)));
-                }
+                log::trace!("accept {:#x}: {result:?}", req.rcx);
             }
             regs.rax = result.status();
-            None
+            Handled::event(Event::Accept {
+                req: *req,
+                status: regs.rax,
+                result: Some(result),
+            })
         }
-        Err(e) => Some(Stop::error(
-            format!("host failed to accept operand {:#x}: {e}", regs.rcx),
+        Err(e) => Handled::stop(Stop::error(
+            format!("host failed to accept operand {:#x}: {e}", req.rcx),
             Some(regs.rip),
         )),
     }

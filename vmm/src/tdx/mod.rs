@@ -7,6 +7,7 @@
 //! event, or a stop) and the run loop applies it.
 
 pub mod accept;
+pub mod counters;
 pub mod dispatch;
 pub mod inject;
 pub mod vmcall;

@@ -1,10 +1,14 @@
 //! `TDG.VP.VMCALL`: the services a TD asks of its host, with GHCI register
 //! semantics (only registers exposed in RCX are seen or written), plus the
-//! vendor calls for shutdown and phase marks.
+//! vendor calls for shutdown, phase marks, counters and the system table,
+//! which come back to the run loop as events.
 
-use crate::memory::private::GpaKind;
+use crate::host::console::Console;
+use crate::memory::memslots::SlotBackend;
+use crate::memory::private::{GpaKind, PrivateMemory};
 use crate::report::{Fatal, Stop};
-use crate::td::TdState;
+use crate::tdx::counters::TdcallCounters;
+use crate::tdx::dispatch::{Event, Handled};
 use abi::report::{Counter, Mark, Outcome};
 use abi::tdcall::status;
 use abi::vmcall::{
@@ -43,12 +47,23 @@ fn gpr_value(regs: &kvm_regs, n: u32) -> u64 {
     }
 }
 
+/// What a VMCALL needs of the TD.
+struct Services<'a, B: SlotBackend> {
+    mem: &'a PrivateMemory<B>,
+    console: &'a mut Console,
+}
+
 /// Handles a VMCALL; sets RAX (TDCALL status) and the exposed outputs.
-pub fn handle(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
+pub fn handle<B: SlotBackend>(
+    counters: &mut TdcallCounters,
+    mem: &PrivateMemory<B>,
+    console: &mut Console,
+    regs: &mut kvm_regs,
+) -> Handled {
     let exposed = regs.rcx;
     if exposed & !EXPOSABLE_MASK != 0 {
         regs.rax = status::OPERAND_INVALID | status::OPERAND_RCX;
-        return None;
+        return Handled::default();
     }
     let get = |n: u32| {
         if exposed & reg_bit(n) != 0 {
@@ -67,17 +82,18 @@ pub fn handle(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
         r15: get(gpr::R15),
     };
     regs.rax = status::SUCCESS;
-    td.counters.vmcall(input.r10, input.r11);
+    counters.vmcall(input.r10, input.r11);
     let mut out = Outputs::default();
-    let stop = match input.r10 {
-        GHCI_STANDARD => standard(td, regs, &input, &mut out),
-        VENDOR_EMU => vendor(td, &input, &mut out),
+    let mut services = Services { mem, console };
+    let handled = match input.r10 {
+        GHCI_STANDARD => standard(&mut services, regs, &input, &mut out),
+        VENDOR_EMU => vendor(&input, &mut out),
         other => {
             log::debug!(
                 "VMCALL with unknown R10 {other:#x}: returning TDG.VP.VMCALL_INVALID_OPERAND"
             );
             out.r10 = vmcall_status::OPERAND_INVALID;
-            None
+            Handled::default()
         }
     };
     if exposed & reg_bit(gpr::R10) != 0 {
@@ -88,7 +104,7 @@ pub fn handle(td: &mut TdState, regs: &mut kvm_regs) -> Option<Stop> {
             regs.r11 = v;
         }
     }
-    stop
+    handled
 }
 
 #[derive(Default)]
@@ -97,31 +113,33 @@ struct Outputs {
     r11: Option<u64>,
 }
 
-fn standard(td: &mut TdState, regs: &kvm_regs, input: &Inputs, out: &mut Outputs) -> Option<Stop> {
+fn standard<B: SlotBackend>(
+    svc: &mut Services<'_, B>,
+    regs: &kvm_regs,
+    input: &Inputs,
+    out: &mut Outputs,
+) -> Handled {
     match input.r11 {
-        ghci::INSTRUCTION_IO => {
-            instruction_io(td, input, out);
-            None
-        }
-        ghci::REPORT_FATAL_ERROR => Some(fatal_error(td, regs, input)),
+        ghci::INSTRUCTION_IO => instruction_io(svc.console, input, out),
+        ghci::REPORT_FATAL_ERROR => Handled::stop(fatal_error(svc.mem, regs, input)),
         ghci::GET_TD_VM_CALL_INFO => {
             out.r11 = Some(0);
-            None
+            Handled::default()
         }
         other => {
             log::debug!("GHCI sub-function {other:#x} is not provided: returning TDG.VP.VMCALL_INVALID_OPERAND");
             out.r10 = vmcall_status::OPERAND_INVALID;
-            None
+            Handled::default()
         }
     }
 }
 
 /// Instruction.IO: R12 = size, R13 = direction, R14 = port, R15 = data.
-fn instruction_io(td: &mut TdState, input: &Inputs, out: &mut Outputs) {
+fn instruction_io(console: &mut Console, input: &Inputs, out: &mut Outputs) -> Handled {
     let (size, dir, port) = (input.r12, input.r13, input.r14);
     if !matches!(size, 1 | 2 | 4) || dir > ghci::IO_DIRECTION_WRITE || port > u16::MAX as u64 {
         out.r10 = vmcall_status::OPERAND_INVALID;
-        return;
+        return Handled::default();
     }
     let port = port as u16;
     let mask = if size == 4 {
@@ -132,33 +150,33 @@ fn instruction_io(td: &mut TdState, input: &Inputs, out: &mut Outputs) {
     if (COM1_BASE..COM1_BASE + COM1_LEN).contains(&port) && size == 1 {
         let offset = (port - COM1_BASE) as u8;
         if dir == ghci::IO_DIRECTION_WRITE {
-            td.console.write(offset, input.r15 as u8);
+            console.write(offset, input.r15 as u8);
         } else {
-            out.r11 = Some(td.console.read(offset) as u64);
+            out.r11 = Some(console.read(offset) as u64);
         }
-        return;
+        return Handled::default();
     }
-    td.exits.unassigned_io += 1;
     log::debug!("Instruction.IO to unassigned port {port:#x} (size {size}, dir {dir})");
     if dir == ghci::IO_DIRECTION_READ {
         out.r11 = Some(mask);
     }
+    Handled::event(Event::UnassignedIo)
 }
 
 /// ReportFatalError: R12 bits 31:0 = error code; if bit 63 is set, R13 is
 /// the GPA of a NUL-terminated message page. Linux instead puts up to 64
 /// message bytes in R14, R15, RBX, RDI, RSI, R8, R9, RDX.
-fn fatal_error(td: &mut TdState, regs: &kvm_regs, input: &Inputs) -> Stop {
+fn fatal_error<B: SlotBackend>(mem: &PrivateMemory<B>, regs: &kvm_regs, input: &Inputs) -> Stop {
     let code = input.r12 & 0xffff_ffff;
     let message = if input.r12 & ghci::FATAL_GPA_VALID != 0 {
         let gpa = input.r13;
         let mut page = vec![0u8; ghci::FATAL_MESSAGE_MAX];
         if !gpa.is_multiple_of(abi::PAGE_4K) {
             format!("[message GPA {gpa:#x} is not 4 KiB aligned; not read]")
-        } else if td.memory.read_accepted(gpa, &mut page) {
+        } else if mem.read_accepted(gpa, &mut page) {
             printable(&page)
         } else {
-            let why = match td.memory.classify(gpa) {
+            let why = match mem.classify(gpa) {
                 GpaKind::Pending => "pending memory",
                 GpaKind::NotRam => "not RAM",
                 GpaKind::Accepted => "partly pending",
@@ -193,18 +211,11 @@ fn fatal_error(td: &mut TdState, regs: &kvm_regs, input: &Inputs) -> Stop {
     };
     Stop::fatal(
         Outcome::GuestPanic,
-        Fatal {
-            kind: Outcome::GuestPanic.as_str(),
-            gpa: None,
-            rip: Some(rip),
-            access: None,
-            message: format!(
-                "guest fatal error {code:#x} ({}): {message}",
-                abi::vmcall::fatal_code::name(code as u32)
-            ),
-            generation: None,
-            phase: None,
-        },
+        Fatal::new(format!(
+            "guest fatal error {code:#x} ({}): {message}",
+            abi::vmcall::fatal_code::name(code as u32)
+        ))
+        .rip(Some(rip)),
     )
 }
 
@@ -217,48 +228,27 @@ fn printable(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn vendor(td: &mut TdState, input: &Inputs, out: &mut Outputs) -> Option<Stop> {
+fn vendor(input: &Inputs, out: &mut Outputs) -> Handled {
+    let invalid = |out: &mut Outputs, what: &str| {
+        log::debug!("{what} {} is not defined", input.r12);
+        out.r10 = vmcall_status::OPERAND_INVALID;
+        Handled::default()
+    };
     match input.r11 {
-        emu::SHUTDOWN => Some(Stop::shutdown(input.r12 as u32 as i32 as i64)),
-        emu::MARK => {
-            match Mark::from_id(input.r12) {
-                Some(mark) => td.mark(mark, input.r13),
-                None => {
-                    log::debug!("guest phase mark {} is not defined", input.r12);
-                    out.r10 = vmcall_status::OPERAND_INVALID;
-                }
-            }
-            None
-        }
-        emu::SYSTEM_TABLE => {
-            td.system_table = Some(input.r12);
-            None
-        }
-        emu::COUNTER => {
-            match Counter::from_id(input.r12) {
-                Some(c) => {
-                    if !td.guest_counters.record(td.generation, c, input.r13) {
-                        td.records_dropped += 1;
-                    }
-                    if let Some(k) = td.kexecs.last_mut() {
-                        match c {
-                            Counter::KexecDest => k.dest_gpa = Some(input.r13),
-                            Counter::KexecDestAccepted => k.dest_bytes_accepted = input.r13,
-                            _ => {}
-                        }
-                    }
-                }
-                None => {
-                    log::debug!("guest counter {} is not defined", input.r12);
-                    out.r10 = vmcall_status::OPERAND_INVALID;
-                }
-            }
-            None
-        }
+        emu::SHUTDOWN => Handled::stop(Stop::shutdown(input.r12 as u32 as i32 as i64)),
+        emu::MARK => match Mark::from_id(input.r12) {
+            Some(mark) => Handled::event(Event::Mark(mark, input.r13)),
+            None => invalid(out, "guest phase mark"),
+        },
+        emu::SYSTEM_TABLE => Handled::event(Event::SystemTable(input.r12)),
+        emu::COUNTER => match Counter::from_id(input.r12) {
+            Some(c) => Handled::event(Event::Counter(c, input.r13)),
+            None => invalid(out, "guest counter"),
+        },
         other => {
             log::debug!("vendor VMCALL {other:#x} is not defined");
             out.r10 = vmcall_status::OPERAND_INVALID;
-            None
+            Handled::default()
         }
     }
 }

@@ -1,0 +1,258 @@
+//! The run's log, built from what the guest tells the host: phase marks
+//! (timed on arrival), the phase and kernel generation they imply, one
+//! record per kexec, the guest's counters, the system table's GPA, the
+//! doorbell micro-benchmark, and the accept trace attributed to who was
+//! running. Bounded: a guest cannot grow it without limit.
+
+use crate::report::guest_counters::GuestCounters;
+use crate::report::trace::{Kind, Record, Trace, Who};
+use crate::report::{Bench, KexecRecord};
+use crate::tdx::accept::{AcceptRequest, AcceptResult};
+use abi::report::{Counter, Mark};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Most distinct phase-mark keys a report keeps.
+pub const MAX_MARKS: usize = 256;
+/// Most kexec records a report keeps.
+pub const MAX_KEXEC_RECORDS: usize = 64;
+
+/// What the guest is doing, from its marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the firmware's first mark.
+    Boot,
+    Firmware,
+    Kernel,
+    /// Between a kernel's kexec_load and kexec_jump marks.
+    KexecLoad,
+    /// After kexec_jump: the relocation routine copies the new kernel.
+    KexecCopy,
+}
+
+impl Phase {
+    /// The name reports use (`fatal.phase`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Phase::Boot => "boot",
+            Phase::Firmware => "firmware",
+            Phase::Kernel => "kernel",
+            Phase::KexecLoad => "kexec_load",
+            Phase::KexecCopy => "kexec relocation copy",
+        }
+    }
+
+    /// Who a trace record made in this phase is attributed to.
+    pub const fn who(self) -> Who {
+        match self {
+            Phase::Boot | Phase::Firmware => Who::Firmware,
+            Phase::KexecLoad | Phase::KexecCopy => Who::Kexec,
+            Phase::Kernel => Who::Kernel,
+        }
+    }
+}
+
+/// The log of one run.
+pub struct RunLog {
+    started: Instant,
+    /// `timing_us` of the report: microseconds since start per mark key.
+    pub marks: BTreeMap<String, u64>,
+    pub phase: Phase,
+    /// The running kernel's generation, once a kernel is running.
+    pub generation: Option<u64>,
+    /// One record per kexec started.
+    pub kexecs: Vec<KexecRecord>,
+    pub guest_counters: GuestCounters,
+    /// GPA of the guest's EFI system table, once registered.
+    pub system_table: Option<u64>,
+    /// The running kernel filled its unaccepted bitmap (Mark::TableFilled).
+    pub table_filled: bool,
+    bench_start: Option<(Instant, u64)>,
+    pub bench: Option<Bench>,
+    /// The accept trace, when asked for.
+    pub trace: Option<Trace>,
+    /// Marks, kexec records and counter generations past their caps.
+    pub records_dropped: u64,
+}
+
+impl RunLog {
+    /// An empty log whose clock started at `started`.
+    pub fn new(started: Instant, trace: Option<Trace>) -> Self {
+        RunLog {
+            started,
+            marks: BTreeMap::new(),
+            phase: Phase::Boot,
+            generation: None,
+            kexecs: Vec::new(),
+            guest_counters: GuestCounters::default(),
+            system_table: None,
+            table_filled: false,
+            bench_start: None,
+            bench: None,
+            trace,
+            records_dropped: 0,
+        }
+    }
+
+    /// Time since the VMM started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Records a guest counter for the running generation.
+    pub fn counter(&mut self, counter: Counter, value: u64) {
+        if !self.guest_counters.record(self.generation, counter, value) {
+            self.records_dropped += 1;
+        }
+        if let Some(k) = self.kexecs.last_mut() {
+            match counter {
+                Counter::KexecDest => k.dest_gpa = Some(value),
+                Counter::KexecDestAccepted => k.dest_bytes_accepted = value,
+                _ => {}
+            }
+        }
+    }
+
+    /// Records an answered accept: the trace, and the accept log of a
+    /// kexec (what was accepted between its kexec_load and kexec_jump).
+    pub fn accept(&mut self, req: &AcceptRequest, status: u64, result: Option<AcceptResult>) {
+        self.trace(Kind::Accept, req.gpa_bits(), req.level_bits(), status);
+        if let Some(AcceptResult::Accepted { gpa, level }) = result {
+            if let Some(k) = self.kexecs.last_mut().filter(|k| k.jump_us.is_none()) {
+                k.vmm_bytes_accepted += level.size();
+                k.vmm_lowest_gpa_accepted =
+                    Some(k.vmm_lowest_gpa_accepted.map_or(gpa, |g| g.min(gpa)));
+            }
+        }
+    }
+
+    /// Adds a record to the accept trace, if one is being written.
+    pub fn trace(&mut self, kind: Kind, gpa: u64, level: u8, status: u64) {
+        let t_ns = self.started.elapsed().as_nanos() as u64;
+        let (who, generation) = (
+            self.phase.who(),
+            self.generation.unwrap_or(0).min(255) as u8,
+        );
+        if let Some(t) = self.trace.as_mut() {
+            t.record(Record {
+                t_ns,
+                gpa,
+                status,
+                kind,
+                level,
+                who,
+                generation,
+            });
+        }
+    }
+
+    /// Records a guest phase mark (host time of arrival).
+    pub fn mark(&mut self, mark: Mark, arg: u64) {
+        let now = self.started.elapsed().as_micros() as u64;
+        let per_generation = matches!(
+            mark,
+            Mark::KernelEntry
+                | Mark::KernelReady
+                | Mark::WorkloadDone
+                | Mark::KexecLoad
+                | Mark::KexecJump
+        );
+        let key = if per_generation && arg > 0 {
+            format!("gen{arg}.{}", mark.as_str())
+        } else {
+            mark.as_str().to_string()
+        };
+        if self.marks.len() < MAX_MARKS || self.marks.contains_key(&key) {
+            self.marks.insert(key, now);
+        } else {
+            self.records_dropped += 1;
+        }
+        match mark {
+            Mark::FwStart => self.phase = Phase::Firmware,
+            Mark::TableFilled => self.table_filled = true,
+            Mark::KernelEntry => {
+                self.generation = Some(arg);
+                self.phase = Phase::Kernel;
+                self.table_filled = false;
+                if let Some(k) = self
+                    .kexecs
+                    .last_mut()
+                    .filter(|k| k.from_generation + 1 == arg)
+                {
+                    k.next_entry_us = Some(now);
+                }
+            }
+            Mark::KexecLoad => {
+                self.phase = Phase::KexecLoad;
+                if self.kexecs.len() < MAX_KEXEC_RECORDS {
+                    self.kexecs.push(KexecRecord {
+                        from_generation: arg,
+                        load_us: now,
+                        ..Default::default()
+                    });
+                } else {
+                    self.records_dropped += 1;
+                }
+            }
+            Mark::KexecJump => {
+                self.phase = Phase::KexecCopy;
+                if let Some(k) = self.kexecs.last_mut() {
+                    k.jump_us = Some(now);
+                }
+            }
+            Mark::BenchStart => self.bench_start = Some((Instant::now(), arg)),
+            Mark::BenchEnd => {
+                if let Some((t0, n)) = self.bench_start.take() {
+                    let ns = t0.elapsed().as_nanos() as u64 / n.max(1);
+                    log::info!("doorbell round trip: {ns} ns over {n} TDCALLs");
+                    self.bench = Some(Bench {
+                        round_trips: n,
+                        doorbell_rtt_ns: ns,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_drive_the_phase_and_the_kexec_records() {
+        let mut log = RunLog::new(Instant::now(), None);
+        assert_eq!(log.phase, Phase::Boot);
+        log.mark(Mark::FwStart, 0);
+        assert_eq!(
+            (log.phase, log.phase.who()),
+            (Phase::Firmware, Who::Firmware)
+        );
+        log.mark(Mark::KernelEntry, 0);
+        log.counter(Counter::ChaosOps, 5);
+        log.mark(Mark::KexecLoad, 0);
+        assert_eq!(log.phase.who(), Who::Kexec);
+        log.counter(Counter::KexecDest, 0x1_0000_0000);
+        log.mark(Mark::KexecJump, 0);
+        assert_eq!(log.phase.as_str(), "kexec relocation copy");
+        log.mark(Mark::KernelEntry, 1);
+        assert_eq!((log.phase, log.generation), (Phase::Kernel, Some(1)));
+        let k = log.kexecs[0];
+        assert_eq!(k.dest_gpa, Some(0x1_0000_0000));
+        assert!(k.jump_us.is_some() && k.next_entry_us.is_some());
+        assert!(
+            log.marks.contains_key("kernel_entry") && log.marks.contains_key("gen1.kernel_entry")
+        );
+    }
+
+    #[test]
+    fn marks_are_capped() {
+        let mut log = RunLog::new(Instant::now(), None);
+        for g in 0..(MAX_MARKS as u64 + 10) {
+            log.mark(Mark::KernelEntry, g + 1);
+        }
+        assert_eq!(log.marks.len(), MAX_MARKS);
+        assert_eq!(log.records_dropped, 10);
+    }
+}

@@ -1,0 +1,336 @@
+//! The TD as a VM, built once: checks the inputs, lays out initial memory,
+//! loads the images and the HOB, creates the VM and its vCPU, and holds
+//! the state every vCPU shares (`Shared`: private memory, the emulated TDX
+//! module, the console, the run's log) apart from each vCPU's own
+//! (`vcpu::VcpuState`). Running it is `vcpu.rs`; its report,
+//! `report::assemble`.
+
+use crate::boot::cpu::{self, CpuProfile, ProfileChoice};
+use crate::boot::hob::{build_td_hob, HobBuildError, TdHobSpec};
+use crate::boot::image::{ElfError, ElfImage};
+use crate::boot::plan::{self as boot, BootPlan};
+use crate::host::console::Console;
+use crate::memory::guest_ram::Backing;
+use crate::memory::layout::{LayoutError, RamLayout};
+use crate::memory::memslots::{KvmSlots, SlotBackend};
+use crate::memory::private::{MemoryError, PrivateMemory};
+use crate::report::run_log::RunLog;
+use crate::report::{self};
+use crate::tdx::dispatch::TdxModule;
+use crate::vcpu::VcpuState;
+use abi::layout::{FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
+use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct TdConfig {
+    pub firmware: PathBuf,
+    pub kernel: Option<PathBuf>,
+    pub mem_bytes: u64,
+    pub cmdline: String,
+    pub profile: ProfileChoice,
+    pub backing: Backing,
+    pub gpaw: u32,
+    /// Echo the guest console to stdout.
+    pub echo_console: bool,
+    pub timeout: Option<Duration>,
+    /// Write an accept trace here.
+    pub trace: Option<PathBuf>,
+    /// Largest trace file.
+    pub trace_cap_bytes: u64,
+    /// Install memslots at first touch instead of at accept.
+    pub map_on_touch: bool,
+    /// Check the private-memory invariants after every accept and mapping
+    /// (`invariants.rs`); on by default in debug builds.
+    pub check_invariants: bool,
+    /// `--inject busy=P,seed=S`.
+    pub inject: Option<crate::tdx::inject::InjectSpec>,
+    /// The command line that asked for this run, for the report (empty
+    /// for library users).
+    pub command_line: Vec<String>,
+}
+
+impl TdConfig {
+    /// Defaults for everything but the firmware path.
+    pub fn new(firmware: PathBuf) -> Self {
+        TdConfig {
+            firmware,
+            kernel: None,
+            mem_bytes: 1 << 30,
+            cmdline: String::new(),
+            profile: ProfileChoice::Auto,
+            backing: Backing::Populate,
+            gpaw: abi::tdcall::vp_info::GPAW_48,
+            echo_console: false,
+            timeout: None,
+            trace: None,
+            trace_cap_bytes: crate::report::trace::DEFAULT_CAP_BYTES,
+            map_on_touch: true,
+            check_invariants: cfg!(debug_assertions),
+            inject: None,
+            command_line: Vec::new(),
+        }
+    }
+
+    /// What the report records of this configuration (the input digests
+    /// are added when the files are read).
+    pub fn inputs(&self) -> report::Inputs {
+        let (vmm_version, vmm_git_commit) = report::vmm_version();
+        report::Inputs {
+            command_line: self.command_line.clone(),
+            vmm_version,
+            vmm_git_commit,
+            firmware: None,
+            kernel: None,
+            mem_bytes: self.mem_bytes,
+            cmdline: self.cmdline.clone(),
+            cpu_profile_requested: self.profile.as_str(),
+            backing: self.backing.as_str(),
+            map: if self.map_on_touch {
+                "on-touch"
+            } else {
+                "on-accept"
+            },
+            inject: self.inject.map(|i| i.to_string()),
+            timeout_s: self.timeout.map(|t| t.as_secs_f64()),
+            trace: self.trace.as_ref().map(|p| p.display().to_string()),
+            check_invariants: self.check_invariants,
+            pid: std::process::id(),
+            started_unix_ms: report::unix_ms(),
+        }
+    }
+}
+
+/// Why a TD could not be built (before any guest code ran).
+#[derive(Debug, Error)]
+pub enum TdError {
+    #[error("invalid memory size: {0}")]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    #[error(transparent)]
+    Hob(#[from] HobBuildError),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error("{path}: the kernel is {size} bytes, more than fits in initial memory below {low_end:#x}; give the guest more RAM")]
+    KernelTooLarge {
+        path: String,
+        size: u64,
+        low_end: u64,
+    },
+    #[error("cannot open /dev/kvm: {0}")]
+    NoKvm(vmm_sys_util::errno::Error),
+    #[error("KVM {what} failed: {source}")]
+    Kvm {
+        what: &'static str,
+        source: vmm_sys_util::errno::Error,
+    },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuError),
+    #[error(transparent)]
+    Trace(#[from] crate::report::trace::TraceError),
+    #[error(transparent)]
+    File(#[from] crate::host::files::FileError),
+}
+
+/// The state every vCPU of the TD shares.
+pub struct Shared<B: SlotBackend = KvmSlots> {
+    pub memory: PrivateMemory<B>,
+    pub tdx: TdxModule,
+    pub console: Console,
+    pub log: RunLog,
+    /// Invariant checks, when enabled: how many ran.
+    pub invariant_checks: Option<u64>,
+}
+
+/// A built TD, ready to run.
+pub struct Td {
+    pub(crate) vcpu: VcpuFd,
+    pub(crate) vcpu_state: VcpuState,
+    pub(crate) shared: Shared,
+    pub(crate) profile: CpuProfile,
+    pub(crate) config: TdConfig,
+    pub(crate) initial_bytes: u64,
+    /// Registers travel through kvm_run (KVM_CAP_SYNC_REGS) at exits.
+    pub(crate) sync_regs: bool,
+    /// What the report records of the inputs.
+    pub(crate) inputs: report::Inputs,
+    pub(crate) _kvm: Kvm,
+}
+
+impl Td {
+    /// Validates the inputs and builds the TD.
+    pub fn build(config: TdConfig) -> Result<Self, TdError> {
+        let started = Instant::now();
+        let layout = RamLayout::new(config.mem_bytes, config.gpaw)?;
+        let mut inputs = config.inputs();
+        let firmware = ElfImage::read("firmware", &config.firmware)?;
+        firmware.check_window(FIRMWARE_BASE, FIRMWARE_BASE + FIRMWARE_MAX_SIZE)?;
+        inputs.firmware = Some(report::InputFile::new(&config.firmware, &firmware.bytes));
+        // The kernel file is copied whole into initial memory: one that
+        // cannot fit is refused from its size, before it is read.
+        let kernel_file = config
+            .kernel
+            .as_deref()
+            .map(|p| crate::host::files::open_input("kernel", p))
+            .transpose()?;
+        let payload_len = kernel_file.as_ref().map_or(0, |(_, size)| *size);
+
+        let ram: Vec<(u64, u64)> = layout.regions().map(|r| (r.gpa, r.size)).collect();
+        // First pass sizes the list: initial memory starts at the firmware,
+        // so this splits RAM exactly as the final list will.
+        let fw_start = firmware.start() & !(abi::PAGE_4K - 1);
+        let mut spec = TdHobSpec {
+            base: 0,
+            ram,
+            initial: (fw_start, abi::PAGE_4K),
+            free: (0, 0),
+            payload: (0, 0),
+            cmdline: &config.cmdline,
+        };
+        let hob_len = build_td_hob(&spec)?.len() as u64;
+        // The identity map uses 1 GiB leaves where the vCPU will offer them
+        // (without /dev/kvm the build fails below, at the same point as
+        // before).
+        let kvm = Kvm::new();
+        let leaf = match &kvm {
+            Ok(k) if cpu::gib_pages_supported(k) => boot::MapLeaf::Gib1,
+            _ => boot::MapLeaf::Mib2,
+        };
+        let plan = BootPlan::new(
+            &layout,
+            firmware.start(),
+            firmware.end(),
+            hob_len,
+            payload_len,
+            leaf,
+        )
+        .map_err(|e| match (&config.kernel, &e) {
+            // Name the kernel when it is what does not fit.
+            (Some(path), boot::BootError::DoesNotFit { have, .. })
+                if BootPlan::new(&layout, firmware.start(), firmware.end(), hob_len, 0, leaf)
+                    .is_ok() =>
+            {
+                TdError::KernelTooLarge {
+                    path: path.display().to_string(),
+                    size: payload_len,
+                    low_end: *have,
+                }
+            }
+            _ => TdError::Boot(e),
+        })?;
+        let payload = match (kernel_file, &config.kernel) {
+            (Some((file, size)), Some(path)) => {
+                let image = ElfImage::read_file(path, file, size)?;
+                image.check_kernel(config.mem_bytes.saturating_sub(plan.initial_len()))?;
+                inputs.kernel = Some(report::InputFile::new(path, &image.bytes));
+                Some(image)
+            }
+            _ => None,
+        };
+        spec.base = plan.hob;
+        spec.initial = (plan.initial.0, plan.initial_len());
+        spec.free = plan.scratch;
+        spec.payload = plan.payload;
+        let hob = build_td_hob(&spec)?;
+        if hob.len() as u64 > plan.hob_len {
+            return Err(TdError::Hob(HobBuildError::Grew {
+                planned: plan.hob_len,
+                built: hob.len() as u64,
+            }));
+        }
+
+        let kvm = kvm.map_err(TdError::NoKvm)?;
+        let vm = kvm.create_vm().map_err(|source| TdError::Kvm {
+            what: "KVM_CREATE_VM",
+            source,
+        })?;
+        let mut vcpu = vm.create_vcpu(0).map_err(|source| TdError::Kvm {
+            what: "KVM_CREATE_VCPU",
+            source,
+        })?;
+        // The top slot ids stay free for short-lived VMM mappings (see cpu.rs).
+        let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
+        let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit)?;
+        memory.set_map_on_touch(config.map_on_touch);
+        memory.add_initial(plan.initial.0, plan.initial_len())?;
+        firmware.load(memory.ram().memory())?;
+        memory.write("TD HOB", plan.hob, &hob)?;
+        memory.write("GDT", plan.gdt, &boot::gdt_bytes())?;
+        for i in 0..plan.page_table_pages {
+            let page = boot::page_table_page(&layout, plan.page_tables, plan.map_leaf, i);
+            let mut bytes = [0u8; abi::PAGE_4K as usize];
+            for (chunk, e) in bytes.chunks_exact_mut(8).zip(page) {
+                chunk.copy_from_slice(&e.to_le_bytes());
+            }
+            memory.write("page tables", plan.page_tables + i * abi::PAGE_4K, &bytes)?;
+        }
+        if let Some(p) = &payload {
+            memory.write("payload", plan.payload.0, &p.bytes)?;
+        }
+        let profile = cpu::resolve_profile(config.profile, &vcpu)?;
+        cpu::setup_vcpu(
+            &kvm,
+            memory.vm(),
+            &vcpu,
+            slot_limit as u32,
+            profile,
+            &plan,
+            firmware.entry,
+            config.gpaw,
+            0,
+        )?;
+        log::info!(
+            "TD built: {} RAM, profile {}, identity map with {:?} leaves, initial memory {:#x}..{:#x}, HOB at {:#x}, entry {:#x}",
+            crate::host::size::format_size(config.mem_bytes),
+            profile.as_str(),
+            plan.map_leaf,
+            plan.initial.0,
+            plan.initial.1,
+            plan.hob,
+            firmware.entry
+        );
+        let sync_regs = kvm.check_extension(Cap::SyncRegs);
+        if sync_regs {
+            vcpu.set_sync_valid_reg(SyncReg::Register);
+        } else {
+            log::info!("KVM_CAP_SYNC_REGS missing: TDCALLs use KVM_GET/SET_REGS");
+        }
+        let trace = config
+            .trace
+            .as_deref()
+            .map(|p| crate::report::trace::Trace::create(p, config.trace_cap_bytes))
+            .transpose()?;
+        let shared = Shared {
+            memory,
+            tdx: TdxModule::new(
+                config.gpaw,
+                config.inject.map(crate::tdx::inject::Injector::new),
+            ),
+            console: Console::new(config.echo_console),
+            log: RunLog::new(started, trace),
+            invariant_checks: config.check_invariants.then_some(0),
+        };
+        Ok(Td {
+            vcpu,
+            vcpu_state: VcpuState::new(0),
+            shared,
+            profile,
+            config,
+            initial_bytes: plan.initial_len(),
+            sync_regs,
+            inputs,
+            _kvm: kvm,
+        })
+    }
+
+    /// The resolved CPU profile.
+    pub fn profile(&self) -> CpuProfile {
+        self.profile
+    }
+}
