@@ -21,6 +21,8 @@ pub mod cli;
 pub mod host;
 pub mod memory;
 pub mod report;
+pub mod shared;
+pub mod stop;
 pub mod tdx;
 pub mod vcpu;
 pub mod vm;

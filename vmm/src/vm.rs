@@ -12,14 +12,17 @@ use crate::boot::plan::{self as boot, BootPlan};
 use crate::host::console::Console;
 use crate::memory::guest_ram::Backing;
 use crate::memory::layout::{LayoutError, RamLayout};
-use crate::memory::memslots::{KvmSlots, SlotBackend};
 use crate::memory::private::{MemoryError, PrivateMemory};
+use crate::report::assemble::{assemble, Parts, RunFacts};
 use crate::report::run_log::RunLog;
-use crate::report::{self};
+use crate::report::{self, Report};
+use crate::shared::Shared;
+use crate::stop::{Fatal, Stop};
 use crate::tdx::dispatch::TdxModule;
-use crate::vcpu::VcpuState;
+use crate::vcpu::{Vcpu, VcpuState};
 use abi::layout::{FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
-use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuFd};
+use abi::report::Outcome;
+use kvm_ioctls::{Cap, Kvm, SyncReg};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -138,26 +141,13 @@ pub enum TdError {
     File(#[from] crate::host::files::FileError),
 }
 
-/// The state every vCPU of the TD shares.
-pub struct Shared<B: SlotBackend = KvmSlots> {
-    pub memory: PrivateMemory<B>,
-    pub tdx: TdxModule,
-    pub console: Console,
-    pub log: RunLog,
-    /// Invariant checks, when enabled: how many ran.
-    pub invariant_checks: Option<u64>,
-}
-
 /// A built TD, ready to run.
 pub struct Td {
-    pub(crate) vcpu: VcpuFd,
-    pub(crate) vcpu_state: VcpuState,
+    pub(crate) vcpu: Vcpu,
     pub(crate) shared: Shared,
     pub(crate) profile: CpuProfile,
     pub(crate) config: TdConfig,
     pub(crate) initial_bytes: u64,
-    /// Registers travel through kvm_run (KVM_CAP_SYNC_REGS) at exits.
-    pub(crate) sync_regs: bool,
     /// What the report records of the inputs.
     pub(crate) inputs: report::Inputs,
     pub(crate) _kvm: Kvm,
@@ -317,13 +307,15 @@ impl Td {
             invariant_checks: config.check_invariants.then_some(0),
         };
         Ok(Td {
-            vcpu,
-            vcpu_state: VcpuState::new(0),
+            vcpu: Vcpu {
+                fd: vcpu,
+                state: VcpuState::new(0),
+                sync_regs,
+            },
             shared,
             profile,
             config,
             initial_bytes: plan.initial_len(),
-            sync_regs,
             inputs,
             _kvm: kvm,
         })
@@ -332,5 +324,52 @@ impl Td {
     /// The resolved CPU profile.
     pub fn profile(&self) -> CpuProfile {
         self.profile
+    }
+
+    /// Runs the TD until it stops, then reports.
+    pub fn run(mut self) -> Report {
+        let mut stop = self.vcpu.run(&mut self.shared, self.config.timeout);
+        if let Some(n) = self.shared.invariant_checks.as_mut() {
+            *n += 1;
+            if let Err(e) = crate::memory::invariants::check_all(&self.shared.memory) {
+                stop = Stop::error(
+                    format!("private-memory invariant broken at the end: {e}"),
+                    None,
+                );
+            }
+        }
+        if let Some(why) = self.shared.log.guest_counters.chaos_failure() {
+            // A kernel that kexecs carries on after its chaos run: a
+            // disagreement in any generation fails the run.
+            if stop.outcome == Outcome::Ok && stop.exit_code == Some(0) {
+                let message = format!("{why} (the guest exited 0)");
+                stop = Stop::fatal(Outcome::GuestPanic, Fatal::new(message));
+            }
+        }
+        if let Some(f) = stop.fatal.as_mut() {
+            f.rip = f.rip.or_else(|| self.vcpu.rip());
+            f.generation = self.shared.log.generation;
+            f.phase = Some(self.shared.log.phase.as_str());
+        }
+        let facts = RunFacts {
+            mem_bytes: self.config.mem_bytes,
+            cpu_profile: self.profile.as_str(),
+            initial_bytes: self.initial_bytes,
+            inputs: std::mem::take(&mut self.inputs),
+        };
+        let s = self.shared;
+        let parts = Parts {
+            memory: &s.memory,
+            tdx: &s.tdx,
+            invariant_checks: s.invariant_checks,
+        };
+        assemble(
+            parts,
+            s.console,
+            s.log,
+            &[self.vcpu.state.exits],
+            stop,
+            facts,
+        )
     }
 }

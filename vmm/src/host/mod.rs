@@ -5,6 +5,7 @@
 
 pub mod console;
 pub mod files;
+pub mod output;
 pub mod signals;
 pub mod size;
 pub mod watchdog;

@@ -2,10 +2,14 @@
 //! TDX module's statistics, page states, host cost, and the cross-check of
 //! the guest's unaccepted bitmap against the page states.
 
+use crate::host::console::Console;
+use crate::memory::memslots::SlotBackend;
+use crate::memory::private::PrivateMemory;
 use crate::report::bitmap_check::{self, CheckError, Checked};
-use crate::report::{self, HostStats, PageStats, Report, Stop, REPORT_VERSION};
-use crate::vcpu::VcpuState;
-use crate::vm::Shared;
+use crate::report::run_log::RunLog;
+use crate::report::{self, ExitStats, HostStats, PageStats, Report, REPORT_VERSION};
+use crate::stop::Stop;
+use crate::tdx::dispatch::TdxModule;
 
 /// Where the bitmap cross-check stands (the report's `bitmap_state`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,14 +28,14 @@ impl BitmapCheck {
     /// Compares the guest's table (found through its system table) with the
     /// page states; only a table the kernel has filled is compared, since
     /// an unfilled one would read as all "accepted".
-    pub fn run(shared: &Shared) -> Self {
-        let Some(st) = shared.log.system_table else {
+    pub fn run(memory: &PrivateMemory<impl SlotBackend>, log: &RunLog) -> Self {
+        let Some(st) = log.system_table else {
             return BitmapCheck::NoSystemTable;
         };
-        match bitmap_check::check(&shared.memory, st) {
+        match bitmap_check::check(memory, st) {
             Err(CheckError::NoTable) => BitmapCheck::NoTable,
             Err(e) => BitmapCheck::Error(e.to_string()),
-            Ok(c) if !shared.log.table_filled => BitmapCheck::NotFilled(c),
+            Ok(c) if !log.table_filled => BitmapCheck::NotFilled(c),
             Ok(c) => {
                 if c.mismatches > 0 {
                     log::warn!(
@@ -63,20 +67,37 @@ pub struct RunFacts {
     pub inputs: report::Inputs,
 }
 
-/// Builds the report of a run that ended with `stop`.
-pub fn assemble(mut shared: Shared, vcpus: &[VcpuState], stop: Stop, facts: RunFacts) -> Report {
-    let bitmap = BitmapCheck::run(&shared);
-    let log = &mut shared.log;
+/// The state the report reads from.
+pub struct Parts<'a, B: SlotBackend> {
+    pub memory: &'a PrivateMemory<B>,
+    pub tdx: &'a TdxModule,
+    pub invariant_checks: Option<u64>,
+}
+
+/// Builds the report of a run that ended with `stop`; `vcpu_exits` has
+/// each vCPU's exit counts.
+pub fn assemble<B: SlotBackend>(
+    parts: Parts<'_, B>,
+    mut console: Console,
+    mut log: RunLog,
+    vcpu_exits: &[ExitStats],
+    stop: Stop,
+    facts: RunFacts,
+) -> Report {
+    let Parts {
+        memory,
+        tdx,
+        invariant_checks,
+    } = parts;
+    let bitmap = BitmapCheck::run(memory, &log);
     let mut timing_us = std::mem::take(&mut log.marks);
     timing_us.insert("total".into(), log.elapsed().as_micros() as u64);
-    let memory = &shared.memory;
     let pages = memory.pages();
     let slot_stats = memory.slots().stats();
-    let mut exits = report::ExitStats::default();
-    for v in vcpus {
-        exits.add(&v.exits);
+    let mut exits = ExitStats::default();
+    for e in vcpu_exits {
+        exits.add(e);
     }
-    let tdx = &shared.tdx;
     let table = match &bitmap {
         BitmapCheck::NotFilled(c) | BitmapCheck::Checked(c) => Some(c.table),
         _ => None,
@@ -131,10 +152,10 @@ pub fn assemble(mut shared: Shared, vcpus: &[VcpuState], stop: Stop, facts: RunF
             BitmapCheck::Error(e) => Some(e),
             _ => None,
         },
-        console: shared.console.text(),
+        console: console.text(),
         signal: stop.signal.map(crate::host::signals::name),
         signal_number: stop.signal,
-        invariant_checks: shared.invariant_checks,
+        invariant_checks,
         records_dropped: log.records_dropped,
         inputs: facts.inputs,
     }

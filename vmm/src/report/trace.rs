@@ -8,7 +8,8 @@
 //! u32, record size u32), then 32-byte records:
 //! `t_ns u64 | gpa u64 | status u64 | kind u8 | level u8 | who u8 | generation u8 | reserved u32`.
 
-use crate::host::files::{FileError, Output};
+use crate::host::files::FileError;
+use crate::host::output::Output;
 use serde::Serialize;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

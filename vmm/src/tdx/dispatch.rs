@@ -8,11 +8,11 @@
 use crate::host::console::Console;
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::PrivateMemory;
-use crate::report::Stop;
+use crate::stop::Stop;
 use crate::tdx::accept::{AcceptRequest, AcceptResult, AcceptStats, HandleHistogram};
 use crate::tdx::counters::TdcallCounters;
+pub use crate::tdx::event::{Event, Handled};
 use crate::tdx::inject::Injector;
-use abi::report::{Counter, Mark};
 use abi::tdcall::{decode_rax, leaf, status, vp_info};
 use kvm_bindings::kvm_regs;
 
@@ -35,49 +35,6 @@ impl TdxModule {
             counters: TdcallCounters::default(),
             inject,
             gpaw,
-        }
-    }
-}
-
-/// Something a TDCALL did that the run loop records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// An accept was answered with `status`; `result` is None when the
-    /// answer was an injected TDX_OPERAND_BUSY.
-    Accept {
-        req: AcceptRequest,
-        status: u64,
-        result: Option<AcceptResult>,
-    },
-    /// A guest phase mark.
-    Mark(Mark, u64),
-    /// A guest counter.
-    Counter(Counter, u64),
-    /// The GPA of the guest's EFI system table.
-    SystemTable(u64),
-    /// Instruction.IO to a port with no device.
-    UnassignedIo,
-}
-
-/// What a TDCALL did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Handled {
-    pub event: Option<Event>,
-    pub stop: Option<Stop>,
-}
-
-impl Handled {
-    pub(crate) fn event(e: Event) -> Self {
-        Handled {
-            event: Some(e),
-            stop: None,
-        }
-    }
-
-    pub(crate) fn stop(s: Stop) -> Self {
-        Handled {
-            event: None,
-            stop: Some(s),
         }
     }
 }

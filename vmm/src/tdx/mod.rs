@@ -9,5 +9,6 @@
 pub mod accept;
 pub mod counters;
 pub mod dispatch;
+pub mod event;
 pub mod inject;
 pub mod vmcall;

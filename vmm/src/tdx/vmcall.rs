@@ -6,9 +6,9 @@
 use crate::host::console::Console;
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::{GpaKind, PrivateMemory};
-use crate::report::{Fatal, Stop};
+use crate::stop::{Fatal, Stop};
 use crate::tdx::counters::TdcallCounters;
-use crate::tdx::dispatch::{Event, Handled};
+use crate::tdx::event::{Event, Handled};
 use abi::report::{Counter, Mark, Outcome};
 use abi::tdcall::status;
 use abi::vmcall::{

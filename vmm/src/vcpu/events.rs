@@ -3,11 +3,12 @@
 //! per-vCPU exit counts, and the private-memory invariant checks after
 //! every accept.
 
+use crate::memory::invariants::InvariantError;
 use crate::memory::memslots::SlotBackend;
-use crate::report::Stop;
+use crate::shared::Shared;
+use crate::stop::Stop;
 use crate::tdx::dispatch::{Event, Handled};
 use crate::vcpu::VcpuState;
-use crate::vm::Shared;
 
 /// Applies a TDCALL's event to the shared state; a failed invariant
 /// check stops the TD.
@@ -37,9 +38,15 @@ pub fn apply<B: SlotBackend>(
                 }
                 _ => Ok(()),
             };
-            checked
-                .err()
-                .map(|e| Stop::error(format!("after accept {:#x}: {e}", req.rcx), Some(rip)))
+            checked.err().map(|e| {
+                Stop::error(
+                    format!(
+                        "after accept {:#x}: private-memory invariant broken: {e}",
+                        req.rcx
+                    ),
+                    Some(rip),
+                )
+            })
         }
         Event::Mark(mark, arg) => {
             shared.log.mark(mark, arg);
@@ -67,21 +74,19 @@ pub fn check_invariants<B: SlotBackend>(
     gpa: u64,
     len: u64,
     zeroed: bool,
-) -> Result<(), String> {
+) -> Result<(), InvariantError> {
     use crate::memory::invariants::{check_range, check_zeroed};
     let Some(n) = shared.invariant_checks.as_mut() else {
         return Ok(());
     };
     *n += 1;
-    check_range(&shared.memory, gpa, len)
-        .and_then(|()| {
-            if zeroed {
-                check_zeroed(&shared.memory, gpa, len)
-            } else {
-                Ok(())
-            }
-        })
-        .map_err(|e| format!("private-memory invariant broken: {e}"))
+    check_range(&shared.memory, gpa, len).and_then(|()| {
+        if zeroed {
+            check_zeroed(&shared.memory, gpa, len)
+        } else {
+            Ok(())
+        }
+    })
 }
 
 #[cfg(test)]

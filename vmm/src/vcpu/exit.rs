@@ -5,7 +5,8 @@
 
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::{GpaKind, PrivateMemory};
-use crate::report::{Access, ExitStats, Stop};
+use crate::report::ExitStats;
+use crate::stop::{Access, Stop};
 use abi::report::Outcome;
 use abi::tdcall::DOORBELL_PORT;
 use kvm_ioctls::VcpuExit;

@@ -1,0 +1,210 @@
+//! Running `vmm run`: stop signals from the first instruction, outputs
+//! checked before any guest runs, a refused run leaving no stale report,
+//! the report written atomically, and the exit-status contract.
+
+use super::{Cli, Command, LogLevel, RunArgs, EXIT_GUEST_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::vm::Td;
+use clap::Parser;
+use std::path::PathBuf;
+
+fn init_logging(level: LogLevel) {
+    let filter = match level {
+        LogLevel::Off => log::LevelFilter::Off,
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    };
+    // env_logger ignores write errors: a closed stderr cannot panic it.
+    let _ = env_logger::Builder::new().filter_level(filter).try_init();
+}
+
+/// Writes one line to stderr. Never panics: a closed or full stderr
+/// (`2>&-`, `2>/dev/full`, `| head -1`) loses the line, not the run.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Exit status when the guest ran but an output (the report, or the
+/// trace) could not be written completely.
+pub const EXIT_OUTPUT_FAILED: i32 = 3;
+
+/// Runs the command line `args`; returns the process exit status.
+pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    // From the first instruction on, SIGINT, SIGTERM, SIGHUP and SIGQUIT
+    // are recorded instead of killing the process: a run stops at its
+    // next check, writes its report and exits 128 + N.
+    let handlers = crate::host::signals::install();
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            // clap's own print ignores nothing: render and write it safely.
+            let text = e.render().to_string();
+            if code == EXIT_OK {
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(text.as_bytes());
+            } else {
+                say!("{}", text.trim_end());
+                refused_without_parse(&args);
+            }
+            return code;
+        }
+    };
+    if let Err(e) = handlers {
+        log::warn!("cannot install the stop-signal handlers ({e}): a signal kills the VMM without a report");
+    }
+    match cli.command {
+        Command::Run(run_args) => run(&args, &run_args),
+    }
+}
+
+/// A command line that did not parse may still name a report from an
+/// earlier run: remove it (if it is one) so no stale success remains.
+fn refused_without_parse(args: &[std::ffi::OsString]) {
+    let value = |flag: &str| -> Option<PathBuf> {
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let a = a.to_string_lossy();
+            if a == flag {
+                return it.next().map(PathBuf::from);
+            }
+            if let Some(v) = a.strip_prefix(&format!("{flag}=")) {
+                return Some(PathBuf::from(v));
+            }
+        }
+        None
+    };
+    if let Some(report) = value("--report") {
+        let inputs: Vec<PathBuf> = ["--firmware", "--kernel", "--trace"]
+            .into_iter()
+            .filter_map(value)
+            .collect();
+        let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+        crate::host::files::remove_stale_report(&report, &inputs);
+    }
+}
+
+/// Refuses the run (exit 2): says why in one line and removes a previous
+/// run's report at the report path (unless that path is an input).
+fn refuse(args: &RunArgs, message: &str) -> i32 {
+    say!("vmm: {message}");
+    if let Some(report) = &args.report {
+        let inputs: Vec<&std::path::Path> = [Some(&args.firmware), args.kernel.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+            .collect();
+        crate::host::files::remove_stale_report(report, &inputs);
+    }
+    EXIT_USAGE
+}
+
+fn run(raw: &[std::ffi::OsString], args: &RunArgs) -> i32 {
+    use crate::host::files::{check_distinct, Named};
+    use crate::host::output::Output;
+    init_logging(args.log_level);
+    let mut config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => return refuse(args, &e),
+    };
+    config.command_line = raw
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // Outputs must not be an input or each other, checked before any of
+    // them is opened.
+    let inputs: Vec<Named<'_>> = [
+        Some(Named {
+            role: "firmware",
+            path: &args.firmware,
+        }),
+        args.kernel.as_deref().map(|path| Named {
+            role: "kernel",
+            path,
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let outputs: Vec<Named<'_>> = [("report", &args.report), ("trace", &args.trace)]
+        .into_iter()
+        .filter_map(|(role, p)| p.as_deref().map(|path| Named { role, path }))
+        .collect();
+    if let Err(e) = check_distinct(&inputs, &outputs) {
+        use crate::host::files::FileError;
+        if matches!(e, FileError::SameFile { role: "report", .. }) {
+            // The report path is an input: leave that file alone.
+            say!("vmm: {e}");
+            return EXIT_USAGE;
+        }
+        return refuse(args, &e.to_string());
+    }
+    // The report's destination is checked now (a FIFO without a reader,
+    // /dev/full, a directory that cannot be written all refuse the run);
+    // a previous report there is removed, so a run killed before it ends
+    // leaves no stale one.
+    let report_out = match &args.report {
+        None => None,
+        Some(path) => match Output::prepare("report", path, b"\n") {
+            Ok(out) => {
+                out.remove_previous();
+                Some(out)
+            }
+            Err(e) => {
+                say!("vmm: {e}");
+                return EXIT_USAGE;
+            }
+        },
+    };
+    let td = match Td::build(config) {
+        Ok(td) => td,
+        Err(e) => return refuse(args, &e.to_string()),
+    };
+    let report = td.run();
+    if let Some(f) = &report.fatal {
+        say!("vmm: TD stopped: {}: {}", f.kind, f.message);
+    }
+    say!(
+        "vmm: outcome {} exit_code {} accepted {} bytes in {} calls, {} us",
+        report.outcome,
+        report.exit_code.map_or("none".into(), |c| c.to_string()),
+        report.accept.bytes_accepted,
+        report.accept.calls,
+        report.timing_us.get("total").copied().unwrap_or(0)
+    );
+    let mut output_failed = false;
+    if let Some(err) = report.trace.as_ref().and_then(|t| t.error.as_ref()) {
+        say!("vmm: trace incomplete: {err}");
+        output_failed = true;
+    }
+    if let Some(mut out) = report_out {
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|mut json| {
+                json.push(b'\n');
+                use std::io::Write as _;
+                out.write_all(&json).map_err(|e| e.to_string())?;
+                out.commit().map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            let path = args.report.as_deref().unwrap_or(std::path::Path::new(""));
+            say!("vmm: cannot write report {}: {e}", path.display());
+            output_failed = true;
+        }
+    }
+    if let Some(sig) = report.signal_number {
+        128 + sig
+    } else if output_failed {
+        EXIT_OUTPUT_FAILED
+    } else if report.success() {
+        EXIT_OK
+    } else {
+        EXIT_GUEST_FAILED
+    }
+}
