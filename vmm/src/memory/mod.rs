@@ -7,8 +7,10 @@
 
 pub mod first_touch;
 pub mod guest_ram;
+pub mod host_alloc;
 pub mod invariants;
 pub mod layout;
 pub mod memslots;
+pub mod page_runs;
 pub mod page_state;
 pub mod private;

@@ -15,9 +15,9 @@ pub const PAGES_PER_CHUNK: u64 = 512;
 /// Pages in 1 GiB.
 pub const PAGES_PER_GIB: u64 = 512 * 512;
 
-const PENDING: u32 = 0;
-const MAPPED_2M: u32 = 1;
-const SPLIT_BASE: u32 = 2;
+pub(super) const PENDING: u32 = 0;
+pub(super) const MAPPED_2M: u32 = 1;
+pub(super) const SPLIT_BASE: u32 = 2;
 
 /// The state of one 4 KiB page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,42 +39,15 @@ pub enum AcceptOutcome {
     SizeMismatch,
 }
 
-/// The host could not reserve memory sized from the guest's RAM.
-#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
-#[error("cannot reserve {bytes} bytes of host memory for {what}")]
-pub struct ReserveError {
-    pub what: &'static str,
-    pub bytes: u64,
-}
-
-/// `n` zeroed `u32`s from the allocator's zeroed path (fresh pages stay
-/// untouched until written), or an error instead of the abort of `vec!`.
-fn try_zeroed_u32(n: u64, what: &'static str) -> Result<Vec<u32>, ReserveError> {
-    let err = ReserveError {
-        what,
-        bytes: n.saturating_mul(4),
-    };
-    let n = usize::try_from(n).map_err(|_| err.clone())?;
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let layout = std::alloc::Layout::array::<u32>(n).map_err(|_| err.clone())?;
-    // SAFETY: the layout has a non-zero size (n > 0).
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<u32>();
-    if ptr.is_null() {
-        return Err(err);
-    }
-    // SAFETY: `ptr` comes from the global allocator with the layout of
-    // `[u32; n]`; all n elements are initialised (zero is a valid u32).
-    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
-}
+use crate::memory::host_alloc::try_zeroed_u32;
+pub use crate::memory::host_alloc::ReserveError;
 
 /// Ground truth of every page of guest RAM.
 #[derive(Clone, Debug)]
 pub struct PageStateTable {
-    pages: u64,
-    chunks: Vec<u32>,
-    bitmaps: Vec<[u64; 8]>,
+    pub(super) pages: u64,
+    pub(super) chunks: Vec<u32>,
+    pub(super) bitmaps: Vec<[u64; 8]>,
     accepted_pages: u64,
     gib_accepted: Vec<u32>,
 }
@@ -242,78 +215,9 @@ impl PageStateTable {
     pub fn gib_full(&self, gib: u64) -> bool {
         self.gib_accepted[gib as usize] as u64 == self.gib_pages(gib)
     }
-
-    /// The run of accepted pages around accepted `page`, clipped to
-    /// `[lo, hi)`: scans outwards, whole chunks at a time where it can.
-    pub fn accepted_run_around(&self, page: u64, lo: u64, hi: u64) -> (u64, u64) {
-        let whole = |chunk: u64| self.chunks[chunk as usize] == MAPPED_2M;
-        let mut s = page;
-        while s > lo {
-            let p = s - 1;
-            if p % PAGES_PER_CHUNK == PAGES_PER_CHUNK - 1 && whole(p / PAGES_PER_CHUNK) {
-                s = (p + 1 - PAGES_PER_CHUNK).max(lo);
-            } else if self.state(p) == PageState::Accepted {
-                s = p;
-            } else {
-                break;
-            }
-        }
-        let mut e = page + 1;
-        while e < hi {
-            if e.is_multiple_of(PAGES_PER_CHUNK) && whole(e / PAGES_PER_CHUNK) {
-                e = (e + PAGES_PER_CHUNK).min(hi);
-            } else if self.state(e) == PageState::Accepted {
-                e += 1;
-            } else {
-                break;
-            }
-        }
-        (s, e)
-    }
-
-    /// Calls `f(first_page, page_count)` for each maximal run of accepted
-    /// pages inside `[from, to)`, in ascending order.
-    pub fn for_each_accepted_run(&self, from: u64, to: u64, mut f: impl FnMut(u64, u64)) {
-        let to = to.min(self.pages);
-        let mut run_start: Option<u64> = None;
-        let mut page = from;
-        while page < to {
-            let chunk = page / PAGES_PER_CHUNK;
-            let chunk_end = ((chunk + 1) * PAGES_PER_CHUNK).min(to);
-            let state = self.chunks[chunk as usize];
-            if state == PENDING || state == MAPPED_2M {
-                // The whole rest of the chunk shares one state.
-                match (state == MAPPED_2M, run_start) {
-                    (true, None) => run_start = Some(page),
-                    (false, Some(start)) => {
-                        f(start, page - start);
-                        run_start = None;
-                    }
-                    _ => {}
-                }
-                page = chunk_end;
-                continue;
-            }
-            let map = &self.bitmaps[(state - SPLIT_BASE) as usize];
-            while page < chunk_end {
-                match (bit(map, page % PAGES_PER_CHUNK), run_start) {
-                    (true, None) => run_start = Some(page),
-                    (false, Some(start)) => {
-                        f(start, page - start);
-                        run_start = None;
-                    }
-                    _ => {}
-                }
-                page += 1;
-            }
-        }
-        if let Some(start) = run_start {
-            f(start, to - start);
-        }
-    }
 }
 
-fn bit(map: &[u64; 8], index: u64) -> bool {
+pub(super) fn bit(map: &[u64; 8], index: u64) -> bool {
     map[(index / 64) as usize] & (1 << (index % 64)) != 0
 }
 
