@@ -3,15 +3,33 @@
 //! relocations. The firmware loads the kernel with it, and a kernel stages
 //! the next kernel's image with it for kexec.
 
-/// Why an image cannot be loaded.
+/// Why an image cannot be used. The messages are the ones users see
+/// (the VMM prefixes the file name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ElfError {
+    /// No `\x7fELF` magic.
     NotElf,
-    WrongArch,
-    Truncated,
+    /// `what` needs `need` bytes of the file, which has `have`.
+    Truncated {
+        what: &'static str,
+        need: u64,
+        have: u64,
+    },
+    WrongArch(ArchDefect),
     NoSegments,
-    /// A segment's file range or memory range is inconsistent.
-    BadSegment(usize),
+    /// More loadable segments than an image of this project may have.
+    TooManySegments(usize),
+    BadSegment {
+        index: usize,
+        defect: SegmentDefect,
+    },
+    /// Two loadable segments (program header indices) overlap in memory.
+    Overlap {
+        a: usize,
+        b: usize,
+    },
+    /// The entry point is not inside an executable segment.
+    BadEntry(u64),
     /// The destination buffer is smaller than the image's memory span.
     DestinationTooSmall {
         need: u64,
@@ -23,27 +41,111 @@ pub enum ElfError {
     UnsupportedDynamic(u64),
     /// A relocation or the relocation table lies outside the image.
     BadRelocation(u64),
-    BadEntry(u64),
+}
+
+/// Why the header does not describe a 64-bit little-endian x86-64
+/// executable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchDefect {
+    Class(u8),
+    Data(u8),
+    Machine(u16),
+    Type(u16),
+    PhEntSize(u16),
+}
+
+/// What is wrong with one `PT_LOAD` segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentDefect {
+    /// Guests run identity-mapped: the virtual address must be the
+    /// physical one.
+    NotIdentityMapped {
+        vaddr: u64,
+        paddr: u64,
+    },
+    FileLargerThanMemory {
+        filesz: u64,
+        memsz: u64,
+    },
+    /// Its memory range (or the image's page-rounded span) passes 2^64.
+    Wraps {
+        paddr: u64,
+    },
+}
+
+impl core::fmt::Display for ArchDefect {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ArchDefect::Class(c) => write!(f, "EI_CLASS {c} is not ELFCLASS64"),
+            ArchDefect::Data(d) => write!(f, "EI_DATA {d} is not little-endian"),
+            ArchDefect::Machine(m) => write!(f, "e_machine {m} is not x86-64 (62)"),
+            ArchDefect::Type(t) => write!(f, "e_type {t} is not an executable"),
+            ArchDefect::PhEntSize(s) => write!(f, "e_phentsize {s} is not {PHDR_SIZE}"),
+        }
+    }
+}
+
+impl core::fmt::Display for SegmentDefect {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SegmentDefect::NotIdentityMapped { vaddr, paddr } => write!(
+                f,
+                "p_vaddr {vaddr:#x} differs from p_paddr {paddr:#x} (guests run identity-mapped)"
+            ),
+            SegmentDefect::FileLargerThanMemory { filesz, memsz } => {
+                write!(f, "p_filesz {filesz:#x} > p_memsz {memsz:#x}")
+            }
+            SegmentDefect::Wraps { paddr } => write!(f, "p_paddr {paddr:#x} + p_memsz wraps"),
+        }
+    }
 }
 
 impl core::fmt::Display for ElfError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ElfError::NotElf => write!(f, "not an ELF image"),
-            ElfError::WrongArch => write!(f, "not a 64-bit little-endian x86-64 image"),
-            ElfError::Truncated => write!(f, "image is truncated"),
-            ElfError::NoSegments => write!(f, "image has no loadable segment"),
-            ElfError::BadSegment(i) => write!(f, "segment {i} is malformed"),
+            ElfError::NotElf => write!(f, "not an ELF file (bad magic)"),
+            ElfError::Truncated { what, need, have } => {
+                write!(
+                    f,
+                    "truncated ELF ({what} needs {need} bytes, file has {have})"
+                )
+            }
+            ElfError::WrongArch(d) => {
+                write!(f, "not a 64-bit little-endian x86-64 executable ({d})")
+            }
+            ElfError::NoSegments => write!(f, "no loadable segment"),
+            ElfError::TooManySegments(n) => write!(
+                f,
+                "{n} loadable segments, more than the {MAX_LOAD_SEGMENTS} an image may have"
+            ),
+            ElfError::BadSegment { index, defect } => {
+                write!(f, "segment {index} is malformed: {defect}")
+            }
+            ElfError::Overlap { a, b } => write!(f, "segments {a} and {b} overlap"),
+            ElfError::BadEntry(e) => {
+                write!(f, "entry point {e:#x} is not inside an executable segment")
+            }
             ElfError::DestinationTooSmall { need, have } => {
                 write!(f, "image spans {need:#x} bytes, destination has {have:#x}")
             }
             ElfError::UnsupportedRelocation(t) => write!(f, "relocation type {t} is not supported"),
             ElfError::UnsupportedDynamic(t) => write!(f, "dynamic tag {t:#x} is not supported"),
             ElfError::BadRelocation(o) => write!(f, "relocation at {o:#x} lies outside the image"),
-            ElfError::BadEntry(e) => write!(f, "entry point {e:#x} lies outside the image"),
         }
     }
 }
+
+/// Most loadable segments an image may have (the overlap check compares
+/// every pair without allocating).
+pub const MAX_LOAD_SEGMENTS: usize = 64;
+const EHDR_SIZE: usize = 64;
+const PHDR_SIZE: usize = 56;
+/// `e_type` of a fixed-address executable.
+pub const ET_EXEC: u16 = 2;
+/// `e_type` of a position-independent executable.
+pub const ET_DYN: u16 = 3;
+const PT_INTERP: u32 = 3;
+const PF_X: u32 = 1;
 
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
@@ -67,13 +169,14 @@ fn u64_at(b: &[u8], o: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
 }
 
-/// One loadable segment.
+/// One loadable segment (`p_paddr` equals `vaddr`: `parse` checks it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub offset: u64,
     pub vaddr: u64,
     pub filesz: u64,
     pub memsz: u64,
+    pub flags: u32,
 }
 
 /// A parsed image: where it wants to be, how big it is in memory.
@@ -83,6 +186,10 @@ pub struct Image<'a> {
     entry: u64,
     phoff: usize,
     phnum: usize,
+    /// `e_type`: `ET_EXEC` or `ET_DYN`.
+    pub e_type: u16,
+    /// A `PT_INTERP` segment names a program interpreter.
+    pub has_interp: bool,
     /// Lowest segment address (page aligned down).
     pub min_vaddr: u64,
     /// Bytes from `min_vaddr` to the end of the last segment (page aligned up).
@@ -90,91 +197,175 @@ pub struct Image<'a> {
 }
 
 impl<'a> Image<'a> {
-    /// Checks the header and the loadable segments.
+    /// Checks, in this order: the magic; the header's size; class, data
+    /// encoding, machine, type (`ET_EXEC` or `ET_DYN`) and program-header
+    /// entry size; the program-header table inside the file; each
+    /// `PT_LOAD` (identity-mapped, `p_filesz <= p_memsz`, file range inside
+    /// the file, memory range not wrapping); at least one and at most
+    /// `MAX_LOAD_SEGMENTS` of them; no two overlapping; the entry point in
+    /// an executable one. Every check is bounded and nothing wraps.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ElfError> {
+        let have = bytes.len() as u64;
         if bytes.get(..4) != Some(b"\x7fELF") {
             return Err(ElfError::NotElf);
         }
-        if bytes.len() < 64 {
-            return Err(ElfError::Truncated);
+        if bytes.len() < EHDR_SIZE {
+            return Err(ElfError::Truncated {
+                what: "ELF header",
+                need: EHDR_SIZE as u64,
+                have,
+            });
         }
-        if bytes[4] != 2 || bytes[5] != 1 || u16_at(bytes, 18) != Some(62) {
-            return Err(ElfError::WrongArch);
+        // In bounds: the header is 64 bytes.
+        let u16h = |o| u16_at(bytes, o).unwrap_or(0);
+        let u64h = |o| u64_at(bytes, o).unwrap_or(0);
+        let wrong = |d| Err(ElfError::WrongArch(d));
+        if bytes[4] != 2 {
+            return wrong(ArchDefect::Class(bytes[4]));
         }
-        let entry = u64_at(bytes, 24).ok_or(ElfError::Truncated)?;
-        let phoff = u64_at(bytes, 32).ok_or(ElfError::Truncated)? as usize;
-        let phentsize = u16_at(bytes, 54).ok_or(ElfError::Truncated)? as usize;
-        let phnum = u16_at(bytes, 56).ok_or(ElfError::Truncated)? as usize;
-        if phentsize != 56
-            || phoff
-                .checked_add(phnum * 56)
-                .is_none_or(|e| e > bytes.len())
-        {
-            return Err(ElfError::Truncated);
+        if bytes[5] != 1 {
+            return wrong(ArchDefect::Data(bytes[5]));
+        }
+        if u16h(18) != 62 {
+            return wrong(ArchDefect::Machine(u16h(18)));
+        }
+        let e_type = u16h(16);
+        if e_type != ET_EXEC && e_type != ET_DYN {
+            return wrong(ArchDefect::Type(e_type));
+        }
+        if u16h(54) as usize != PHDR_SIZE {
+            return wrong(ArchDefect::PhEntSize(u16h(54)));
+        }
+        let (entry, phoff, phnum) = (u64h(24), u64h(32), u16h(56) as u64);
+        let table_end = phoff.saturating_add(phnum * PHDR_SIZE as u64);
+        if table_end > have {
+            return Err(ElfError::Truncated {
+                what: "program header table",
+                need: table_end,
+                have,
+            });
         }
         let mut image = Image {
             bytes,
             entry,
-            phoff,
-            phnum,
+            phoff: phoff as usize,
+            phnum: phnum as usize,
+            e_type,
+            has_interp: false,
             min_vaddr: u64::MAX,
             span: 0,
         };
-        let (mut min_vaddr, mut max_end) = (u64::MAX, 0u64);
-        for (i, s) in image.segments().enumerate() {
-            let file_end = s.offset.checked_add(s.filesz);
-            let mem_end = s.vaddr.checked_add(s.memsz);
-            if s.filesz > s.memsz
-                || file_end.is_none_or(|e| e > bytes.len() as u64)
-                || mem_end.is_none()
-            {
-                return Err(ElfError::BadSegment(i));
+        let (mut min_vaddr, mut max_end, mut loads) = (u64::MAX, 0u64, 0usize);
+        for i in 0..image.phnum {
+            let (ty, s, paddr) = image.phdr(i);
+            image.has_interp |= ty == PT_INTERP;
+            if ty != PT_LOAD {
+                continue;
+            }
+            let bad = |defect| ElfError::BadSegment { index: i, defect };
+            if s.vaddr != paddr {
+                return Err(bad(SegmentDefect::NotIdentityMapped {
+                    vaddr: s.vaddr,
+                    paddr,
+                }));
+            }
+            if s.filesz > s.memsz {
+                return Err(bad(SegmentDefect::FileLargerThanMemory {
+                    filesz: s.filesz,
+                    memsz: s.memsz,
+                }));
+            }
+            match s.offset.checked_add(s.filesz) {
+                Some(end) if end <= have => {}
+                _ => {
+                    return Err(ElfError::Truncated {
+                        what: "segment data",
+                        need: s.offset.saturating_add(s.filesz),
+                        have,
+                    })
+                }
+            }
+            let Some(mem_end) = s.vaddr.checked_add(s.memsz) else {
+                return Err(bad(SegmentDefect::Wraps { paddr }));
+            };
+            if s.memsz == 0 {
+                continue;
+            }
+            loads += 1;
+            if loads > MAX_LOAD_SEGMENTS {
+                return Err(ElfError::TooManySegments(loads));
             }
             min_vaddr = min_vaddr.min(s.vaddr & !0xfff);
-            max_end = max_end.max(mem_end.unwrap_or(0));
+            max_end = max_end.max(mem_end);
         }
-        image.min_vaddr = min_vaddr;
-        if image.min_vaddr == u64::MAX {
+        if loads == 0 {
             return Err(ElfError::NoSegments);
         }
+        // Pairwise overlap of the loadable segments (at most 64).
+        for (i, a) in image.indexed_segments() {
+            for (j, b) in image.indexed_segments().filter(|(j, _)| *j > i) {
+                if a.vaddr < b.vaddr + b.memsz && b.vaddr < a.vaddr + a.memsz {
+                    return Err(ElfError::Overlap { a: i, b: j });
+                }
+            }
+        }
+        image.min_vaddr = min_vaddr;
         // Found by fuzzing: a segment ending near 2^64 made this wrap.
         image.span = (max_end - image.min_vaddr)
             .div_ceil(4096)
             .checked_mul(4096)
-            .ok_or(ElfError::BadSegment(0))?;
-        if entry < image.min_vaddr || entry >= max_end {
+            .ok_or(ElfError::BadSegment {
+                index: 0,
+                defect: SegmentDefect::Wraps { paddr: max_end },
+            })?;
+        if !image
+            .segments()
+            .any(|s| s.flags & PF_X != 0 && entry >= s.vaddr && entry < s.vaddr + s.memsz)
+        {
             return Err(ElfError::BadEntry(entry));
         }
         Ok(image)
     }
 
-    fn phdr(&self, i: usize) -> (u32, Segment) {
-        let o = self.phoff + i * 56;
+    /// The entry point as linked.
+    pub fn entry(&self) -> u64 {
+        self.entry
+    }
+
+    /// The loadable segments with their program-header index.
+    fn indexed_segments(&self) -> impl Iterator<Item = (usize, Segment)> + '_ {
+        (0..self.phnum)
+            .map(|i| (i, self.phdr(i)))
+            .filter(|(_, (ty, s, _))| *ty == PT_LOAD && s.memsz > 0)
+            .map(|(i, (_, s, _))| (i, s))
+    }
+
+    /// Program header `i`: its type, the segment, and its `p_paddr`.
+    fn phdr(&self, i: usize) -> (u32, Segment, u64) {
+        let o = self.phoff + i * PHDR_SIZE;
         let b = self.bytes;
         // In bounds: `parse` checked the table lies inside the file.
         let ty = u32_at(b, o).unwrap_or(0);
         let seg = Segment {
+            flags: u32_at(b, o + 4).unwrap_or(0),
             offset: u64_at(b, o + 8).unwrap_or(0),
             vaddr: u64_at(b, o + 16).unwrap_or(0),
             filesz: u64_at(b, o + 32).unwrap_or(0),
             memsz: u64_at(b, o + 40).unwrap_or(0),
         };
-        (ty, seg)
+        (ty, seg, u64_at(b, o + 24).unwrap_or(0))
     }
 
     /// The `PT_LOAD` segments with a non-zero memory size.
     pub fn segments(&self) -> impl Iterator<Item = Segment> + '_ {
-        (0..self.phnum)
-            .map(|i| self.phdr(i))
-            .filter(|(ty, s)| *ty == PT_LOAD && s.memsz > 0)
-            .map(|(_, s)| s)
+        self.indexed_segments().map(|(_, s)| s)
     }
 
     fn dynamic(&self) -> Option<Segment> {
         (0..self.phnum)
             .map(|i| self.phdr(i))
-            .find(|(ty, _)| *ty == PT_DYNAMIC)
-            .map(|(_, s)| s)
+            .find(|(ty, _, _)| *ty == PT_DYNAMIC)
+            .map(|(_, s, _)| s)
     }
 
     /// Entry point once loaded at `base`.
@@ -288,8 +479,10 @@ mod tests {
             |b: &mut Vec<u8>, i: usize, ty: u32, off: u64, vaddr: u64, filesz: u64, memsz: u64| {
                 let o = 64 + i * 56;
                 b[o..o + 4].copy_from_slice(&ty.to_le_bytes());
+                b[o + 4..o + 8].copy_from_slice(&5u32.to_le_bytes()); // R+X
                 b[o + 8..o + 16].copy_from_slice(&off.to_le_bytes());
                 b[o + 16..o + 24].copy_from_slice(&vaddr.to_le_bytes());
+                b[o + 24..o + 32].copy_from_slice(&vaddr.to_le_bytes());
                 b[o + 32..o + 40].copy_from_slice(&filesz.to_le_bytes());
                 b[o + 40..o + 48].copy_from_slice(&memsz.to_le_bytes());
             };
@@ -336,9 +529,13 @@ mod tests {
         // Segment 0 starts in page 0 and segment 1 ends at 2^64 - 1: the
         // span, rounded up to a page, is 2^64.
         file[64 + 16..64 + 24].copy_from_slice(&0x800u64.to_le_bytes());
+        file[64 + 24..64 + 32].copy_from_slice(&0x800u64.to_le_bytes());
         let o = 64 + 56;
         file[o + 40..o + 48].copy_from_slice(&(u64::MAX - 0x2000).to_le_bytes());
-        assert!(matches!(Image::parse(&file), Err(ElfError::BadSegment(_))));
+        assert!(matches!(
+            Image::parse(&file),
+            Err(ElfError::BadSegment { .. })
+        ));
     }
 
     #[test]
@@ -380,7 +577,14 @@ mod tests {
             img.load(&mut dest, 0),
             Err(ElfError::UnsupportedDynamic(DT_RELR))
         );
-        assert_eq!(Image::parse(b"\x7fELF").unwrap_err(), ElfError::Truncated);
+        assert_eq!(
+            Image::parse(b"\x7fELF").unwrap_err(),
+            ElfError::Truncated {
+                what: "ELF header",
+                need: 64,
+                have: 4
+            }
+        );
         assert_eq!(Image::parse(b"MZ..").unwrap_err(), ElfError::NotElf);
     }
 

@@ -152,7 +152,7 @@ fn touching_pending_memory_stops_the_td_with_the_exact_gpa() {
             );
             let ctx = format!("profile {}: {f:?}", name(p));
             assert_eq!(f.gpa, Some(FOUR_GIB), "{ctx}");
-            assert_eq!(f.access, Some("read"), "{ctx}");
+            assert_eq!(f.access.as_deref(), Some("read"), "{ctx}");
             let rip = f.rip.expect("RIP of the access");
             assert!(
                 (abi::layout::FIRMWARE_BASE
@@ -220,7 +220,7 @@ fn touching_the_mmio_hole_is_a_bad_gpa() {
             Outcome::BadGpa,
         );
         assert_eq!(f.gpa, Some(MMIO_HOLE_START));
-        assert_eq!(f.access, Some("read"));
+        assert_eq!(f.access.as_deref(), Some("read"));
         assert!(f.message.contains("MMIO hole"), "{}", f.message);
     });
 }

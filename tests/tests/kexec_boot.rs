@@ -55,9 +55,9 @@ fn without_the_fix_the_copy_touches_pending_memory() {
             "{gpa:#x} not in the destination {dest:#x}"
         );
         assert_eq!(gpa, dest, "the copy starts with the first segment");
-        assert_eq!(f.access, Some("write"));
+        assert_eq!(f.access.as_deref(), Some("write"));
         assert_eq!(f.generation, Some(0));
-        assert_eq!(f.phase, Some("kexec relocation copy"));
+        assert_eq!(f.phase.as_deref(), Some("kexec relocation copy"));
         assert_eq!(r.kexecs, 0);
     });
 }

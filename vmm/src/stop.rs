@@ -4,7 +4,7 @@
 //! the report carries it.
 
 use abi::report::Outcome;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a TD stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +31,7 @@ impl Stop {
     /// A fatal stop; `fatal.kind` is the outcome's name (set here, the one
     /// place it is derived).
     pub fn fatal(outcome: Outcome, mut fatal: Fatal) -> Self {
-        fatal.kind = outcome.as_str();
+        fatal.kind = outcome.as_str().to_string();
         Stop {
             outcome,
             exit_code: None,
@@ -65,18 +65,18 @@ impl Access {
 }
 
 /// The diagnostic of a fatal stop.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Fatal {
-    pub kind: &'static str,
+    pub kind: String,
     pub gpa: Option<u64>,
     pub rip: Option<u64>,
-    pub access: Option<&'static str>,
+    pub access: Option<String>,
     pub message: String,
     /// Generation of the kernel that was running (0 = first), if any.
     pub generation: Option<u64>,
     /// What the guest was doing (firmware, kernel, kexec_load, kexec
     /// relocation copy).
-    pub phase: Option<&'static str>,
+    pub phase: Option<String>,
 }
 
 impl Fatal {
@@ -84,7 +84,7 @@ impl Fatal {
     /// filled in by `Stop::fatal`).
     pub fn new(message: String) -> Self {
         Fatal {
-            kind: "",
+            kind: String::new(),
             gpa: None,
             rip: None,
             access: None,
@@ -105,7 +105,7 @@ impl Fatal {
     }
 
     pub fn access(mut self, access: Access) -> Self {
-        self.access = Some(access.as_str());
+        self.access = Some(access.as_str().to_string());
         self
     }
 }

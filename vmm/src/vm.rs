@@ -84,19 +84,20 @@ impl TdConfig {
         let (vmm_version, vmm_git_commit) = report::vmm_version();
         report::Inputs {
             command_line: self.command_line.clone(),
-            vmm_version,
-            vmm_git_commit,
+            vmm_version: vmm_version.to_string(),
+            vmm_git_commit: vmm_git_commit.map(str::to_string),
             firmware: None,
             kernel: None,
             mem_bytes: self.mem_bytes,
             cmdline: self.cmdline.clone(),
-            cpu_profile_requested: self.profile.as_str(),
-            backing: self.backing.as_str(),
+            cpu_profile_requested: self.profile.as_str().to_string(),
+            backing: self.backing.as_str().to_string(),
             map: if self.map_on_touch {
                 "on-touch"
             } else {
                 "on-accept"
-            },
+            }
+            .to_string(),
             inject: self.inject.map(|i| i.to_string()),
             timeout_s: self.timeout.map(|t| t.as_secs_f64()),
             trace: self.trace.as_ref().map(|p| p.display().to_string()),
@@ -349,7 +350,7 @@ impl Td {
         if let Some(f) = stop.fatal.as_mut() {
             f.rip = f.rip.or_else(|| self.vcpu.rip());
             f.generation = self.shared.log.generation;
-            f.phase = Some(self.shared.log.phase.as_str());
+            f.phase = Some(self.shared.log.phase.as_str().to_string());
         }
         let facts = RunFacts {
             mem_bytes: self.config.mem_bytes,

@@ -1,23 +1,14 @@
-//! ELF images from the user (firmware, kernel payload): validation of every
-//! header field we rely on, then loading with linux-loader.
-//!
-//! linux-loader copies `PT_LOAD` segments to their `p_paddr` but does not
-//! check that they stay where we want them, that they do not overlap, or
-//! zero `.bss`; this module does.
+//! ELF images from the user (firmware, kernel payload): read without
+//! blocking and bounded by size, validated with the one ELF reader of the
+//! project (`abi::elf`, which the guests load with too), checked against
+//! where they must go, and loaded with linux-loader, which copies the
+//! `PT_LOAD` segments; this module zeroes their `.bss`.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress};
 
-const EM_X86_64: u16 = 62;
-const ET_EXEC: u16 = 2;
-const ET_DYN: u16 = 3;
-const PT_LOAD: u32 = 1;
-const PT_INTERP: u32 = 3;
-const PF_X: u32 = 1;
-const EHDR_SIZE: usize = 64;
-const PHDR_SIZE: usize = 56;
 /// Largest image file we read.
 pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
 
@@ -29,29 +20,15 @@ pub enum ElfError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    File(#[from] crate::host::files::FileError),
     #[error("{path}: file is {size} bytes, more than the {MAX_IMAGE_BYTES}-byte limit")]
     TooBig { path: PathBuf, size: u64 },
-    #[error("{path}: not an ELF file (bad magic)")]
-    NotElf { path: PathBuf },
-    #[error("{path}: truncated ELF ({what} needs {need} bytes, file has {have})")]
-    Truncated {
+    #[error("{path}: {defect}")]
+    Elf {
         path: PathBuf,
-        what: &'static str,
-        need: u64,
-        have: u64,
+        defect: abi::elf::ElfError,
     },
-    #[error("{path}: not a 64-bit little-endian x86-64 executable ({what})")]
-    WrongArch { path: PathBuf, what: String },
-    #[error("{path}: no loadable segment")]
-    NoSegments { path: PathBuf },
-    #[error("{path}: segment {index} is malformed: {what}")]
-    BadSegment {
-        path: PathBuf,
-        index: usize,
-        what: String,
-    },
-    #[error("{path}: segments {a} and {b} overlap")]
-    Overlap { path: PathBuf, a: usize, b: usize },
     #[error("{path}: segment {index} at {start:#x}..{end:#x} lies outside the allowed window {lo:#x}..{hi:#x}")]
     OutsideWindow {
         path: PathBuf,
@@ -61,10 +38,6 @@ pub enum ElfError {
         lo: u64,
         hi: u64,
     },
-    #[error("{path}: entry point {entry:#x} is not inside an executable segment")]
-    BadEntry { path: PathBuf, entry: u64 },
-    #[error(transparent)]
-    File(#[from] crate::host::files::FileError),
     #[error("{path}: loading failed: {what}")]
     Load { path: PathBuf, what: String },
     #[error("{path}: the kernel must be a static PIE (ELF type ET_DYN without an interpreter), but {what}")]
@@ -73,7 +46,7 @@ pub enum ElfError {
     ImageTooLarge { path: PathBuf, image: u64, ram: u64 },
 }
 
-/// One `PT_LOAD` segment.
+/// One `PT_LOAD` segment (identity-mapped: its address is its GPA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub offset: u64,
@@ -105,7 +78,7 @@ pub struct ElfImage {
 
 impl ElfImage {
     /// Reads and validates the ELF file at `path` (a regular file, opened
-    /// without blocking; see `host_files::open_input`); `role` names it in
+    /// without blocking; see `host::files::open_input`); `role` names it in
     /// errors ("firmware", "kernel").
     pub fn read(role: &'static str, path: &Path) -> Result<Self, ElfError> {
         let (file, size) = crate::host::files::open_input(role, path)?;
@@ -145,131 +118,25 @@ impl ElfImage {
         Self::parse(path, bytes)
     }
 
-    /// Validates an ELF image: header identity, program header table bounds,
-    /// each `PT_LOAD` (file range inside the file, `filesz <= memsz`, no
-    /// address overflow), pairwise non-overlap, entry in an executable segment.
+    /// Validates an ELF image with `abi::elf::Image::parse` (header
+    /// identity, program header table bounds, each `PT_LOAD`, overlap,
+    /// entry in an executable segment) and keeps what loading needs.
     pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, ElfError> {
-        let p = || path.to_owned();
-        let have = bytes.len() as u64;
-        if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
-            return Err(ElfError::NotElf { path: p() });
-        }
-        if bytes.len() < EHDR_SIZE {
-            return Err(ElfError::Truncated {
-                path: p(),
-                what: "ELF header",
-                need: EHDR_SIZE as u64,
-                have,
-            });
-        }
-        let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
-        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
-        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
-        let wrong = |what: String| ElfError::WrongArch { path: p(), what };
-        if bytes[4] != 2 {
-            return Err(wrong(format!("EI_CLASS {} is not ELFCLASS64", bytes[4])));
-        }
-        if bytes[5] != 1 {
-            return Err(wrong(format!("EI_DATA {} is not little-endian", bytes[5])));
-        }
-        let machine = u16_at(18);
-        if machine != EM_X86_64 {
-            return Err(wrong(format!("e_machine {machine} is not x86-64 (62)")));
-        }
-        let e_type = u16_at(16);
-        if e_type != ET_EXEC && e_type != ET_DYN {
-            return Err(wrong(format!("e_type {e_type} is not an executable")));
-        }
-        let entry = u64_at(24);
-        let phoff = u64_at(32);
-        let phentsize = u16_at(54) as u64;
-        let phnum = u16_at(56) as u64;
-        if phentsize != PHDR_SIZE as u64 {
-            return Err(wrong(format!("e_phentsize {phentsize} is not {PHDR_SIZE}")));
-        }
-        let table_end = phoff.saturating_add(phnum * phentsize);
-        if table_end > have {
-            return Err(ElfError::Truncated {
-                path: p(),
-                what: "program header table",
-                need: table_end,
-                have,
-            });
-        }
-        let mut segments = Vec::new();
-        let mut has_interp = false;
-        for i in 0..phnum as usize {
-            let o = phoff as usize + i * PHDR_SIZE;
-            has_interp |= u32_at(o) == PT_INTERP;
-            if u32_at(o) != PT_LOAD {
-                continue;
-            }
-            let vaddr = u64_at(o + 16);
-            let seg = Segment {
-                flags: u32_at(o + 4),
-                offset: u64_at(o + 8),
-                paddr: u64_at(o + 24),
-                filesz: u64_at(o + 32),
-                memsz: u64_at(o + 40),
-            };
-            let bad = |what: String| ElfError::BadSegment {
-                path: p(),
-                index: i,
-                what,
-            };
-            if vaddr != seg.paddr {
-                return Err(bad(format!(
-                    "p_vaddr {vaddr:#x} differs from p_paddr {:#x} (guests run identity-mapped)",
-                    seg.paddr
-                )));
-            }
-            if seg.filesz > seg.memsz {
-                return Err(bad(format!(
-                    "p_filesz {:#x} > p_memsz {:#x}",
-                    seg.filesz, seg.memsz
-                )));
-            }
-            match seg.offset.checked_add(seg.filesz) {
-                Some(end) if end <= have => {}
-                _ => {
-                    return Err(ElfError::Truncated {
-                        path: p(),
-                        what: "segment data",
-                        need: seg.offset.saturating_add(seg.filesz),
-                        have,
-                    })
-                }
-            }
-            if seg.paddr.checked_add(seg.memsz).is_none() {
-                return Err(bad(format!("p_paddr {:#x} + p_memsz wraps", seg.paddr)));
-            }
-            if seg.memsz == 0 {
-                continue;
-            }
-            segments.push((i, seg));
-        }
-        if segments.is_empty() {
-            return Err(ElfError::NoSegments { path: p() });
-        }
-        let mut by_addr: Vec<&(usize, Segment)> = segments.iter().collect();
-        by_addr.sort_by_key(|(_, s)| s.paddr);
-        for pair in by_addr.windows(2) {
-            let ((ia, a), (ib, b)) = (pair[0], pair[1]);
-            if b.paddr < a.end() {
-                return Err(ElfError::Overlap {
-                    path: p(),
-                    a: *ia.min(ib),
-                    b: *ia.max(ib),
-                });
-            }
-        }
-        let segments: Vec<Segment> = segments.into_iter().map(|(_, s)| s).collect();
-        if !segments
-            .iter()
-            .any(|s| s.flags & PF_X != 0 && entry >= s.paddr && entry < s.end())
-        {
-            return Err(ElfError::BadEntry { path: p(), entry });
-        }
+        let image = abi::elf::Image::parse(&bytes).map_err(|defect| ElfError::Elf {
+            path: path.to_owned(),
+            defect,
+        })?;
+        let segments = image
+            .segments()
+            .map(|s| Segment {
+                offset: s.offset,
+                paddr: s.vaddr,
+                filesz: s.filesz,
+                memsz: s.memsz,
+                flags: s.flags,
+            })
+            .collect();
+        let (entry, e_type, has_interp) = (image.entry(), image.e_type, image.has_interp);
         Ok(ElfImage {
             path: path.to_owned(),
             bytes,
@@ -284,7 +151,7 @@ impl ElfImage {
     /// (it is relocated to wherever it is allocated) whose memory image
     /// fits in `ram_bytes`.
     pub fn check_kernel(&self, ram_bytes: u64) -> Result<(), ElfError> {
-        let what = if self.e_type != ET_DYN {
+        let what = if self.e_type != abi::elf::ET_DYN {
             Some("it is ET_EXEC (linked at a fixed address)")
         } else if self.has_interp {
             Some("it names a program interpreter (PT_INTERP)")
@@ -376,6 +243,12 @@ impl ElfImage {
 pub(crate) mod tests {
     use super::*;
 
+    const EHDR_SIZE: usize = 64;
+    const PHDR_SIZE: usize = 56;
+    const EM_X86_64: u16 = 62;
+    const PT_LOAD: u32 = 1;
+    use abi::elf::ET_EXEC;
+
     /// A minimal valid ELF: one PT_LOAD (R+X) of `code` at `paddr`.
     pub(crate) fn tiny_elf(paddr: u64, code: &[u8], memsz: u64) -> Vec<u8> {
         let mut b = vec![0u8; EHDR_SIZE + PHDR_SIZE];
@@ -422,16 +295,25 @@ pub(crate) mod tests {
     fn rejects_bad_images_with_named_reasons() {
         assert!(matches!(
             parse(b"MZ\x90\x00".to_vec()),
-            Err(ElfError::NotElf { .. })
+            Err(ElfError::Elf {
+                defect: abi::elf::ElfError::NotElf,
+                ..
+            })
         ));
         let good = tiny_elf(0x10_0000, &[0xf4; 16], 0x2000);
         assert!(matches!(
             parse(good[..40].to_vec()),
-            Err(ElfError::Truncated { .. })
+            Err(ElfError::Elf {
+                defect: abi::elf::ElfError::Truncated { .. },
+                ..
+            })
         ));
         assert!(matches!(
             parse(good[..100].to_vec()),
-            Err(ElfError::Truncated { .. })
+            Err(ElfError::Elf {
+                defect: abi::elf::ElfError::Truncated { .. },
+                ..
+            })
         ));
         let mut arm = good.clone();
         arm[18] = 183;
@@ -439,16 +321,22 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("e_machine 183"), "{e}");
         let mut class32 = good.clone();
         class32[4] = 1;
-        assert!(matches!(parse(class32), Err(ElfError::WrongArch { .. })));
+        assert!(parse(class32)
+            .unwrap_err()
+            .to_string()
+            .contains("EI_CLASS 1 is not ELFCLASS64"));
         let mut big_filesz = good.clone();
         big_filesz[EHDR_SIZE + 32..EHDR_SIZE + 40].copy_from_slice(&0x3000u64.to_le_bytes());
-        assert!(matches!(
-            parse(big_filesz),
-            Err(ElfError::BadSegment { .. })
-        ));
+        assert!(parse(big_filesz)
+            .unwrap_err()
+            .to_string()
+            .contains("segment 0 is malformed: p_filesz 0x3000 > p_memsz 0x2000"));
         let mut bad_entry = good;
         bad_entry[24..32].copy_from_slice(&0x50_0000u64.to_le_bytes());
-        assert!(matches!(parse(bad_entry), Err(ElfError::BadEntry { .. })));
+        assert!(parse(bad_entry)
+            .unwrap_err()
+            .to_string()
+            .ends_with("entry point 0x500000 is not inside an executable segment"));
     }
 
     #[test]
@@ -462,7 +350,7 @@ pub(crate) mod tests {
         two[second - PHDR_SIZE..second].copy_from_slice(&phdr);
         two[56..58].copy_from_slice(&2u16.to_le_bytes());
         let e = parse(two).unwrap_err();
-        assert!(matches!(e, ElfError::Overlap { a: 0, b: 1, .. }), "{e}");
+        assert!(e.to_string().ends_with("segments 0 and 1 overlap"), "{e}");
 
         let mut moved = tiny_elf(0x10_0000, &[0xf4; 16], 0x2000);
         moved[EHDR_SIZE + 16..EHDR_SIZE + 24]

@@ -104,12 +104,12 @@ pub fn assemble<B: SlotBackend>(
     };
     Report {
         version: REPORT_VERSION,
-        outcome: stop.outcome.as_str(),
+        outcome: stop.outcome.as_str().to_string(),
         exit_code: stop.exit_code,
         fatal: stop.fatal,
         mem_bytes: facts.mem_bytes,
-        cpu_profile: facts.cpu_profile,
-        backing: memory.backing().as_str(),
+        cpu_profile: facts.cpu_profile.to_string(),
+        backing: memory.backing().as_str().to_string(),
         accept: crate::tdx::accept::AcceptStats {
             handle_p50_ns: tdx.hist.quantile(0.5),
             handle_p99_ns: tdx.hist.quantile(0.99),
@@ -143,7 +143,7 @@ pub fn assemble<B: SlotBackend>(
             .count(),
         kexec: log.kexecs.clone(),
         unaccepted_table: table,
-        bitmap_state: bitmap.state(),
+        bitmap_state: bitmap.state().to_string(),
         bitmap_mismatches: match &bitmap {
             BitmapCheck::Checked(c) => Some(c.mismatches),
             _ => None,
@@ -153,7 +153,9 @@ pub fn assemble<B: SlotBackend>(
             _ => None,
         },
         console: console.text(),
-        signal: stop.signal.map(crate::host::signals::name),
+        signal: stop
+            .signal
+            .map(|s| crate::host::signals::name(s).to_string()),
         signal_number: stop.signal,
         invariant_checks,
         records_dropped: log.records_dropped,

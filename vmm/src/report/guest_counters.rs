@@ -34,11 +34,11 @@ impl GuestCounters {
     }
 
     /// Each counter summed over the generations (saturating).
-    pub fn totals(&self) -> BTreeMap<&'static str, u64> {
+    pub fn totals(&self) -> BTreeMap<String, u64> {
         let mut totals = BTreeMap::new();
         for counters in self.by_generation.values() {
             for (name, v) in counters {
-                let t: &mut u64 = totals.entry(*name).or_default();
+                let t: &mut u64 = totals.entry(name.to_string()).or_default();
                 *t = t.saturating_add(*v);
             }
         }
@@ -51,7 +51,7 @@ impl GuestCounters {
             .iter()
             .map(|(g, c)| GenerationCounters {
                 generation: *g,
-                counters: c.clone(),
+                counters: c.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             })
             .collect()
     }

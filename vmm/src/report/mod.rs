@@ -12,7 +12,7 @@ pub mod trace;
 
 use crate::tdx::accept::AcceptStats;
 use abi::report::Outcome;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Report format version.
@@ -21,7 +21,7 @@ pub const REPORT_VERSION: u32 = 1;
 pub use crate::stop::{Access, Fatal, Stop};
 
 /// Page-state totals.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct PageStats {
     pub pending_bytes: u64,
     pub accepted_bytes: u64,
@@ -31,7 +31,7 @@ pub struct PageStats {
 }
 
 /// Host-side cost.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct HostStats {
     /// Peak RSS of the VMM process (VmHWM).
     pub rss_peak_bytes: u64,
@@ -46,7 +46,7 @@ pub struct HostStats {
 }
 
 /// vCPU exits by kind.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct ExitStats {
     pub io: u64,
     pub mmio: u64,
@@ -73,15 +73,15 @@ impl ExitStats {
 }
 
 /// The whole report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub version: u32,
-    pub outcome: &'static str,
+    pub outcome: String,
     pub exit_code: Option<i64>,
     pub fatal: Option<Fatal>,
     pub mem_bytes: u64,
-    pub cpu_profile: &'static str,
-    pub backing: &'static str,
+    pub cpu_profile: String,
+    pub backing: String,
     pub accept: AcceptStats,
     pub pages: PageStats,
     pub host: HostStats,
@@ -95,7 +95,7 @@ pub struct Report {
     /// The accept trace, if one was written.
     pub trace: Option<crate::report::trace::TraceSummary>,
     /// Counters the guest kernel reported.
-    pub guest: BTreeMap<&'static str, u64>,
+    pub guest: BTreeMap<String, u64>,
     /// Completed kexecs (the new kernel reached its entry).
     pub kexecs: usize,
     /// One record per kexec started.
@@ -109,7 +109,7 @@ pub struct Report {
     /// `no_system_table` (no kernel stub ran), `no_table` (none installed:
     /// nothing was left unaccepted), `not_filled` (installed, but the run
     /// stopped before the kernel filled it), `checked`, or `error`.
-    pub bitmap_state: &'static str,
+    pub bitmap_state: String,
     /// Units whose bitmap bit disagrees with the VMM's page states (null
     /// unless `bitmap_state` is `checked`).
     pub bitmap_mismatches: Option<u64>,
@@ -117,7 +117,7 @@ pub struct Report {
     pub bitmap_error: Option<String>,
     pub console: String,
     /// The stop signal that ended the run ("SIGINT", "SIGTERM"), if any.
-    pub signal: Option<&'static str>,
+    pub signal: Option<String>,
     /// Its number (the `vmm` command exits with 128 + it).
     #[serde(skip)]
     pub signal_number: Option<i32>,
@@ -130,31 +130,31 @@ pub struct Report {
 }
 
 /// The guest counters one generation reported.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GenerationCounters {
     /// Kernel generation (0 = first kernel), null for the firmware.
     pub generation: Option<u64>,
-    pub counters: BTreeMap<&'static str, u64>,
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// What produced a report: enough to run it again and to tell it apart
 /// from any other run's.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Inputs {
     /// The full command line, one word per element (lossy UTF-8).
     pub command_line: Vec<String>,
-    pub vmm_version: &'static str,
+    pub vmm_version: String,
     /// The commit the VMM was built from (with `-dirty` for uncommitted
     /// changes), when built from a git checkout.
-    pub vmm_git_commit: Option<&'static str>,
+    pub vmm_git_commit: Option<String>,
     pub firmware: Option<InputFile>,
     pub kernel: Option<InputFile>,
     pub mem_bytes: u64,
     pub cmdline: String,
     /// The profile asked for (`cpu_profile` is the one chosen).
-    pub cpu_profile_requested: &'static str,
-    pub backing: &'static str,
-    pub map: &'static str,
+    pub cpu_profile_requested: String,
+    pub backing: String,
+    pub map: String,
     pub inject: Option<String>,
     pub timeout_s: Option<f64>,
     pub trace: Option<String>,
@@ -165,7 +165,7 @@ pub struct Inputs {
 }
 
 /// An input file as the VMM read it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InputFile {
     pub path: String,
     pub bytes: u64,
@@ -199,7 +199,7 @@ pub fn unix_ms() -> u64 {
 }
 
 /// Where the guest's unaccepted-memory table is and what it says.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UnacceptedTable {
     pub gpa: u64,
     pub version: u32,
@@ -212,7 +212,7 @@ pub struct UnacceptedTable {
 
 /// One kexec, from the loading kernel's `kexec_load` to the new kernel's
 /// entry.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KexecRecord {
     pub from_generation: u64,
     pub load_us: u64,
@@ -229,7 +229,7 @@ pub struct KexecRecord {
 
 /// Result of a doorbell micro-benchmark: N TDCALL round trips timed by the
 /// host between the guest's two marks.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Bench {
     pub round_trips: u64,
     pub doorbell_rtt_ns: u64,
@@ -249,15 +249,15 @@ impl Report {
     pub fn refused(message: String, inputs: Inputs) -> Self {
         Report {
             version: REPORT_VERSION,
-            outcome: OUTCOME_REFUSED,
+            outcome: OUTCOME_REFUSED.to_string(),
             exit_code: None,
             fatal: Some(Fatal {
-                kind: OUTCOME_REFUSED,
+                kind: OUTCOME_REFUSED.to_string(),
                 ..Fatal::new(message)
             }),
             mem_bytes: inputs.mem_bytes,
-            cpu_profile: "none",
-            backing: inputs.backing,
+            cpu_profile: "none".to_string(),
+            backing: inputs.backing.clone(),
             accept: AcceptStats::default(),
             pages: PageStats::default(),
             host: HostStats {
@@ -274,7 +274,7 @@ impl Report {
             kexec: Vec::new(),
             guest_per_generation: Vec::new(),
             unaccepted_table: None,
-            bitmap_state: "no_system_table",
+            bitmap_state: "no_system_table".to_string(),
             bitmap_mismatches: None,
             bitmap_error: None,
             console: String::new(),

@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::time::Instant;
 
 /// Accept statistics for the run report.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct AcceptStats {
     pub calls: u64,
     pub ok_4k: u64,
