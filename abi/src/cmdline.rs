@@ -61,6 +61,36 @@ pub fn get<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
         .next_back()
 }
 
+/// The command line of the next kernel of a kexec chain, written into
+/// `buf`: this one's words, without `kexec_generation=`, then
+/// `kexec_generation=GENERATION`. Returns its length, or `None` when it
+/// does not fit.
+pub fn next_generation(cmdline: &str, generation: u64, buf: &mut [u8]) -> Option<usize> {
+    use core::fmt::Write;
+    struct Out<'a> {
+        buf: &'a mut [u8],
+        len: usize,
+    }
+    impl Write for Out<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.len + s.len();
+            let dst = self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+            dst.copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    let mut out = Out { buf, len: 0 };
+    for word in cmdline
+        .split_ascii_whitespace()
+        .filter(|w| !w.starts_with("kexec_generation="))
+    {
+        write!(out, "{word} ").ok()?;
+    }
+    write!(out, "kexec_generation={generation}").ok()?;
+    Some(out.len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +115,13 @@ mod tests {
         assert_eq!(get(c, "workload"), Some("64M"));
         assert_eq!(get(c, "quiet"), Some(""));
         assert_eq!(get(c, "missing"), None);
+    }
+
+    #[test]
+    fn the_next_generation_replaces_its_number() {
+        let mut buf = [0u8; 64];
+        let n = next_generation("kexec=3  workload=16M kexec_generation=1", 2, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"kexec=3 workload=16M kexec_generation=2");
+        assert_eq!(next_generation("x", 1, &mut [0u8; 8]), None, "too long");
     }
 }

@@ -158,6 +158,55 @@ pub fn inside_ram(segs: &[Segment], ram: &[MemoryDescriptor]) -> Result<(), Segm
     Ok(())
 }
 
+/// Most segments a kexec of this project stages (the control page holds
+/// their table).
+pub const MAX_SEGMENTS: usize = 16;
+
+/// A segment list that does not fit in `MAX_SEGMENTS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManySegments;
+
+/// The segments of a kexec: the image's loadable segments (relative to
+/// its lowest page, at `dest`, staged at `staging`), page rounded and
+/// merged where they touch, then the boot parameters `(src, len)` right
+/// after the image's span at `dest + span`. Returns the count written.
+pub fn build_segments(
+    image: &crate::elf::Image<'_>,
+    dest: u64,
+    staging: u64,
+    params: (u64, u64),
+    out: &mut [Segment; MAX_SEGMENTS],
+) -> Result<usize, TooManySegments> {
+    let mut n = 0;
+    for s in image.segments() {
+        let start = (s.vaddr - image.min_vaddr) & !(PAGE_4K - 1);
+        let end = (s.vaddr - image.min_vaddr + s.memsz).next_multiple_of(PAGE_4K);
+        if n > 0 && out[n - 1].mem + out[n - 1].memsz >= dest + start {
+            let last = &mut out[n - 1];
+            last.memsz = (dest + end).max(last.mem + last.memsz) - last.mem;
+            last.bufsz = last.memsz;
+            continue;
+        }
+        if n + 1 == MAX_SEGMENTS {
+            return Err(TooManySegments);
+        }
+        out[n] = Segment {
+            src: staging + start,
+            bufsz: end - start,
+            mem: dest + start,
+            memsz: end - start,
+        };
+        n += 1;
+    }
+    out[n] = Segment {
+        src: params.0,
+        bufsz: params.1,
+        mem: dest + image.span,
+        memsz: params.1,
+    };
+    Ok(n + 1)
+}
+
 /// Linux's `totalram_pages()` as our kernels see it: the pages of the
 /// memory map's RAM that the kernel manages (usable, loader and
 /// unaccepted memory).
@@ -179,6 +228,7 @@ pub fn total_ram_pages(map: &[MemoryDescriptor]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     fn desc(start: u64, pages: u64) -> MemoryDescriptor {
@@ -293,6 +343,56 @@ mod tests {
         assert_eq!(e, SegmentError::OutsideRam);
         assert!(e.as_str().contains("not Linux's"));
         assert_eq!(total_ram_pages(&ram), 512);
+    }
+
+    #[test]
+    fn segments_are_page_rounded_merged_and_followed_by_the_parameters() {
+        // Two loadable segments that touch once page rounded, one apart.
+        let mut f = std::vec![0u8; 0x3000];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2;
+        f[5] = 1;
+        f[16] = 3;
+        f[18] = 62;
+        f[24..32].copy_from_slice(&0x1000u64.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes());
+        f[54] = 56;
+        let phs = [(0x1000u64, 0x800u64), (0x1800, 0x900), (0x5000, 0x100)];
+        f[56] = phs.len() as u8;
+        for (i, (vaddr, memsz)) in phs.iter().enumerate() {
+            let o = 64 + i * 56;
+            f[o..o + 4].copy_from_slice(&1u32.to_le_bytes());
+            f[o + 4..o + 8].copy_from_slice(&5u32.to_le_bytes());
+            f[o + 16..o + 24].copy_from_slice(&vaddr.to_le_bytes());
+            f[o + 24..o + 32].copy_from_slice(&vaddr.to_le_bytes());
+            f[o + 40..o + 48].copy_from_slice(&memsz.to_le_bytes());
+        }
+        let img = crate::elf::Image::parse(&f).unwrap();
+        let mut out = [Segment::default(); MAX_SEGMENTS];
+        let n = build_segments(&img, 0x40_0000, 0x90_0000, (0x99_0000, 0x2000), &mut out).unwrap();
+        assert_eq!(
+            &out[..n],
+            &[
+                Segment {
+                    src: 0x90_0000,
+                    bufsz: 0x2000,
+                    mem: 0x40_0000,
+                    memsz: 0x2000
+                },
+                Segment {
+                    src: 0x90_4000,
+                    bufsz: 0x1000,
+                    mem: 0x40_4000,
+                    memsz: 0x1000
+                },
+                Segment {
+                    src: 0x99_0000,
+                    bufsz: 0x2000,
+                    mem: 0x40_5000,
+                    memsz: 0x2000
+                },
+            ]
+        );
     }
 
     #[test]

@@ -44,6 +44,11 @@ impl<'a> MemoryMap<'a> {
         &self.descs[..self.len]
     }
 
+    /// The descriptors, for as long as the storage lives.
+    pub fn into_entries(self) -> &'a [MemoryDescriptor] {
+        &self.descs[..self.len]
+    }
+
     fn insert(&mut self, at: usize, d: MemoryDescriptor) -> Result<(), MapError> {
         if self.len == self.descs.len() {
             return Err(MapError::Full);
@@ -166,6 +171,55 @@ impl<'a> MemoryMap<'a> {
     }
 }
 
+/// The memory map a kexec hands the next kernel, built into `storage`: the
+/// EFI map as the running kernel got it (unaccepted ranges stay type 15,
+/// as Linux's kexec passes the EFI map on), the running kernel's memory
+/// free again (conventional), the payload `[payload.0, payload.1)` in use
+/// (loader data), and every range `unaccepted` yields (what the bitmap
+/// still marks) type 15 where it is conventional. `None` when it does not
+/// fit.
+pub fn next_kernel_map<'a>(
+    ram: &[MemoryDescriptor],
+    payload: (u64, u64),
+    unaccepted: impl Iterator<Item = (u64, u64)>,
+    storage: &'a mut [MemoryDescriptor],
+) -> Option<&'a [MemoryDescriptor]> {
+    use crate::efi::memory_type;
+    let mut map = MemoryMap::new(storage);
+    for d in ram {
+        let ty = match d.memory_type {
+            memory_type::LOADER_CODE
+            | memory_type::LOADER_DATA
+            | memory_type::BOOT_SERVICES_CODE
+            | memory_type::BOOT_SERVICES_DATA => memory_type::CONVENTIONAL,
+            t => t,
+        };
+        map.set(d.physical_start, d.end(), ty).ok()?;
+    }
+    let page = crate::PAGE_4K;
+    let (lo, hi) = (payload.0 & !(page - 1), payload.1.next_multiple_of(page));
+    map.set(lo, hi, memory_type::LOADER_DATA).ok()?;
+    for (a, b) in unaccepted {
+        // The conventional parts of [a, b) (at most 8 pieces per range).
+        let mut pieces = [(0u64, 0u64); 8];
+        let mut k = 0;
+        for e in map.entries() {
+            if e.memory_type == memory_type::CONVENTIONAL
+                && e.physical_start < b
+                && a < e.end()
+                && k < pieces.len()
+            {
+                pieces[k] = (e.physical_start.max(a), e.end().min(b));
+                k += 1;
+            }
+        }
+        for (s, e) in pieces[..k].iter().copied().filter(|(s, e)| e > s) {
+            map.set(s, e, memory_type::UNACCEPTED).ok()?;
+        }
+    }
+    Some(map.into_entries())
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -235,5 +289,49 @@ mod tests {
                 prop_assert!(!(w[0].end() == w[1].physical_start && w[0].memory_type == w[1].memory_type));
             }
         }
+    }
+
+    #[test]
+    fn the_next_kernel_map_frees_loader_memory_and_marks_what_is_unaccepted() {
+        use crate::efi::memory_type as t;
+        let d = |ty, start: u64, pages: u64| MemoryDescriptor {
+            memory_type: ty,
+            physical_start: start,
+            number_of_pages: pages,
+            ..MemoryDescriptor::ZERO
+        };
+        // 0-4 MiB: loader code, then conventional to 8 MiB, unaccepted to 16 MiB.
+        let ram = [
+            d(t::LOADER_CODE, 0, 1024),
+            d(t::CONVENTIONAL, 4 << 20, 1024),
+            d(t::UNACCEPTED, 8 << 20, 2048),
+        ];
+        let mut storage = [MemoryDescriptor::ZERO; 16];
+        // The payload at 1 MiB..1 MiB + 5 KiB; the bitmap still marks 6-8 MiB.
+        let map = next_kernel_map(
+            &ram,
+            (1 << 20, (1 << 20) + 5 * 1024),
+            [(6u64 << 20, 8u64 << 20)].into_iter(),
+            &mut storage,
+        )
+        .unwrap();
+        let got: std::vec::Vec<(u32, u64, u64)> = map
+            .iter()
+            .map(|e| (e.memory_type, e.physical_start, e.end()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (t::CONVENTIONAL, 0, 1 << 20),
+                (t::LOADER_DATA, 1 << 20, (1 << 20) + 0x2000),
+                (t::CONVENTIONAL, (1 << 20) + 0x2000, 6 << 20),
+                (t::UNACCEPTED, 6 << 20, 16 << 20),
+            ]
+        );
+        // Too small a storage: None, not a truncated map.
+        let mut tiny = [MemoryDescriptor::ZERO; 2];
+        assert!(
+            next_kernel_map(&ram, (1 << 20, 2 << 20), core::iter::empty(), &mut tiny).is_none()
+        );
     }
 }

@@ -214,7 +214,8 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
     );
     println!("fw: {pending_high} bytes above 4 GiB left unaccepted for the OS");
 
-    if let Some(n) = cmdline::get(cmdline, "fw.bench").and_then(|v| cmdline::parse_size(v).ok()) {
+    if cmdline::get(cmdline, "fw.bench").is_some() {
+        let n = guest_rt::param::number(cmdline, "fw.bench", 0);
         tdcall::mark(Mark::BenchStart, n);
         for _ in 0..n {
             tdcall::vp_info();

@@ -9,17 +9,15 @@
 
 use crate::{mm, stub, unaccepted};
 use abi::boot::{BootInfo, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
-use abi::efi::{memory_type, MemoryDescriptor};
+use abi::efi::MemoryDescriptor;
 use abi::elf::Image;
-use abi::memmap::MemoryMap;
+use abi::kexec::{build_segments, MAX_SEGMENTS};
 use abi::report::{Counter, Mark};
 use guest_mm::buddy::{BLOCK, PAGE};
+use guest_mm::hold::{Held, Holder, Release};
 use guest_rt::{println, tdcall};
 
 pub use abi::kexec::Segment;
-
-/// Most segments an image may have.
-const MAX_SEGMENTS: usize = 16;
 
 /// How kexec runs, from the command line.
 #[derive(Clone, Copy, Debug)]
@@ -72,62 +70,37 @@ extern "C" {
     static kexec_relocate_end: u8;
 }
 
-fn alloc_bytes(bytes: u64, what: &str) -> Result<(u64, u32), &'static str> {
-    let pages = bytes.div_ceil(PAGE).next_power_of_two();
-    let order = pages.trailing_zeros();
-    match mm::alloc(order) {
-        Some(a) => Ok((a, order)),
-        None => {
-            println!("kexec: no memory for {what}");
-            Err("out of memory")
+/// Where held memory goes back: the kernel's allocator.
+struct Allocator;
+
+impl Release for Allocator {
+    fn release(&mut self, held: Held) {
+        match held {
+            Held::Parked(block) => mm::park(block),
+            Held::Pages { addr, order } => mm::free(addr, order),
         }
     }
 }
 
-/// The next kernel's command line: this one's, with its generation number
-/// (`kexec_generation=N`) replaced.
-struct NextCmdline {
-    buf: [u8; abi::hob::MAX_CMDLINE_LEN + 32],
-    len: usize,
-}
-
-impl core::fmt::Write for NextCmdline {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let end = self.len + s.len();
-        if end > self.buf.len() {
-            return Err(core::fmt::Error);
-        }
-        self.buf[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-fn next_cmdline(cmdline: &str, generation: u64) -> Option<NextCmdline> {
-    use core::fmt::Write;
-    let mut next = NextCmdline {
-        buf: [0; abi::hob::MAX_CMDLINE_LEN + 32],
-        len: 0,
-    };
-    for word in cmdline
-        .split_ascii_whitespace()
-        .filter(|w| !w.starts_with("kexec_generation="))
-    {
-        write!(next, "{word} ").ok()?;
-    }
-    write!(next, "kexec_generation={generation}").ok()?;
-    Some(next)
+/// Allocates at least `bytes` (a power of two of pages) and holds them.
+fn alloc_held(holder: &mut Holder<Allocator, 4>, bytes: u64) -> Option<u64> {
+    let order = bytes.div_ceil(PAGE).next_power_of_two().trailing_zeros();
+    let addr = mm::alloc(order)?;
+    holder.hold(Held::Pages { addr, order }).ok()?;
+    Some(addr)
 }
 
 /// Loads and executes the next kernel. Returns only if loading was
-/// refused (the reason is printed; the running kernel carries on).
+/// refused (the reason is printed; the running kernel carries on, and
+/// everything taken for the load is given back through one `Holder`).
 pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'static str {
     let generation = info.generation as u64;
     tdcall::mark(Mark::KexecLoad, generation);
-    let Some(next_cmd) = next_cmdline(cmdline, generation + 1) else {
+    let mut next_cmd = [0u8; abi::hob::MAX_CMDLINE_LEN + 32];
+    let Some(len) = abi::cmdline::next_generation(cmdline, generation + 1, &mut next_cmd) else {
         return "the command line is too long";
     };
-    let cmdline = &next_cmd.buf[..next_cmd.len];
+    let cmdline = &next_cmd[..len];
     // SAFETY: the payload is loader data the kernel keeps for kexec.
     let file =
         unsafe { core::slice::from_raw_parts(info.image as *const u8, info.image_size as usize) };
@@ -142,21 +115,27 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
     if image.span + params_len > BLOCK {
         return "the kernel image and its parameters exceed one 4 MiB block";
     }
+    // Everything taken from here on goes back if loading is refused.
+    let mut holder: Holder<Allocator, 4> = Holder::new(Allocator);
     // Destination: the highest block the running kernel does not use.
-    let parked = mm::take_parked_top();
-    let Some(dest) = parked.or_else(|| mm::alloc(guest_mm::buddy::MAX_ORDER)) else {
-        return "no 4 MiB block free for the destination";
+    let dest = match mm::take_parked_top() {
+        Some(block) => holder.hold(Held::Parked(block)).map(|()| block).ok(),
+        None => mm::alloc(guest_mm::buddy::MAX_ORDER).and_then(|addr| {
+            let held = Held::Pages {
+                addr,
+                order: guest_mm::buddy::MAX_ORDER,
+            };
+            holder.hold(held).map(|()| addr).ok()
+        }),
     };
-    // Gives the destination back when loading is refused.
-    let release = || match parked {
-        Some(block) => mm::park(block),
-        None => mm::free(dest, guest_mm::buddy::MAX_ORDER),
+    let Some(dest) = dest else {
+        return "no 4 MiB block free for the destination";
     };
     let params_dest = dest + image.span;
 
     // Staging: the relocated image and the parameters, in allocator pages.
-    let Ok((staging, staging_order)) = alloc_bytes(image.span + params_len, "staging") else {
-        release();
+    let Some(staging) = alloc_held(&mut holder, image.span + params_len) else {
+        println!("kexec: no memory for staging");
         return "out of memory for staging";
     };
     // SAFETY: a fresh allocation of at least span + params_len bytes.
@@ -164,43 +143,21 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
         core::slice::from_raw_parts_mut(staging as *mut u8, (image.span + params_len) as usize)
     };
     let Ok(entry) = image.load(&mut stage[..image.span as usize], dest) else {
-        mm::free(staging, staging_order);
-        release();
         return "the kernel image does not load";
     };
 
     // Segments: the image's loadable segments (page rounded, touching ones
     // merged) and the boot parameters.
     let mut segs = [Segment::default(); MAX_SEGMENTS];
-    let mut n = 0;
-    for s in image.segments() {
-        let start = (s.vaddr - image.min_vaddr) & !(PAGE - 1);
-        let end = (s.vaddr - image.min_vaddr + s.memsz).next_multiple_of(PAGE);
-        if n > 0 && segs[n - 1].mem + segs[n - 1].memsz >= dest + start {
-            segs[n - 1].memsz =
-                (dest + end).max(segs[n - 1].mem + segs[n - 1].memsz) - segs[n - 1].mem;
-            segs[n - 1].bufsz = segs[n - 1].memsz;
-            continue;
-        }
-        if n + 1 == MAX_SEGMENTS {
-            mm::free(staging, staging_order);
-            return "the kernel image has too many segments";
-        }
-        segs[n] = Segment {
-            src: staging + start,
-            bufsz: end - start,
-            mem: dest + start,
-            memsz: end - start,
-        };
-        n += 1;
-    }
-    segs[n] = Segment {
-        src: staging + image.span,
-        bufsz: params_len,
-        mem: params_dest,
-        memsz: params_len,
+    let Ok(n) = build_segments(
+        &image,
+        dest,
+        staging,
+        (staging + image.span, params_len),
+        &mut segs,
+    ) else {
+        return "the kernel image has too many segments";
     };
-    n += 1;
     let ram = stub::MAP.with(|m| {
         let mut ram = [MemoryDescriptor::ZERO; stub::MAX_DESCRIPTORS];
         let d = &m.descs[..m.len];
@@ -224,8 +181,6 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
     )
     .and_then(|()| abi::kexec::inside_ram(&segs[..n], map));
     if let Err(why) = checked {
-        mm::free(staging, staging_order);
-        release();
         return why.as_str();
     }
 
@@ -242,60 +197,24 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
         );
     }
 
-    // The new kernel's memory map: the EFI map as the firmware described it
-    // (unaccepted ranges stay type 15, as Linux's kexec passes the EFI map
-    // on), the running kernel's memory free again (conventional where the
-    // bitmap says it is accepted, type 15 where it does not), the payload
-    // in use. The new kernel finds its own image through its boot info.
+    // The new kernel's memory map (abi::memmap::next_kernel_map): the EFI
+    // map with the running kernel's memory free again, the payload in use,
+    // and what the bitmap still marks unaccepted as type 15.
     let mut storage = [MemoryDescriptor::ZERO; stub::MAX_DESCRIPTORS];
-    let mut map = MemoryMap::new(&mut storage);
-    let mut ok = true;
-    for d in &ram.0[..ram.1] {
-        let ty = match d.memory_type {
-            memory_type::LOADER_CODE
-            | memory_type::LOADER_DATA
-            | memory_type::BOOT_SERVICES_CODE
-            | memory_type::BOOT_SERVICES_DATA => memory_type::CONVENTIONAL,
-            t => t,
-        };
-        ok &= map.set(d.physical_start, d.end(), ty).is_ok();
-    }
-    let payload_end = (info.image + info.image_size).next_multiple_of(PAGE);
-    ok &= map
-        .set(
-            info.image & !(PAGE - 1),
-            payload_end,
-            memory_type::LOADER_DATA,
-        )
-        .is_ok();
     let mut from = 0;
-    while let Some((a, b)) = unaccepted::next_unaccepted(from) {
+    let unaccepted_ranges = core::iter::from_fn(|| {
+        let (a, b) = unaccepted::next_unaccepted(from)?;
         from = b;
-        let conventional: [(u64, u64); 8] = {
-            let mut v = [(0, 0); 8];
-            let mut k = 0;
-            for e in map.entries() {
-                if e.memory_type == memory_type::CONVENTIONAL
-                    && e.physical_start < b
-                    && a < e.end()
-                    && k < 8
-                {
-                    v[k] = (e.physical_start.max(a), e.end().min(b));
-                    k += 1;
-                }
-            }
-            v
-        };
-        for (s, e) in conventional.into_iter().filter(|(s, e)| e > s) {
-            ok &= map.set(s, e, memory_type::UNACCEPTED).is_ok();
-        }
-    }
-    if !ok {
-        mm::free(staging, staging_order);
-        release();
+        Some((a, b))
+    });
+    let Some(entries) = abi::memmap::next_kernel_map(
+        map,
+        (info.image, info.image + info.image_size),
+        unaccepted_ranges,
+        &mut storage,
+    ) else {
         return "the memory map for the new kernel does not fit";
-    }
-    let entries = map.entries();
+    };
     let map_off = core::mem::size_of::<BootInfo>() as u64 + cmdline.len() as u64;
     let map_off = map_off.next_multiple_of(8);
     let next = BootInfo {
@@ -331,9 +250,7 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
     }
 
     // The control page: the relocation routine and the segment table.
-    let Some(control) = mm::alloc(0) else {
-        mm::free(staging, staging_order);
-        release();
+    let Some(control) = alloc_held(&mut holder, PAGE) else {
         return "out of memory for the control page";
     };
     let code_start = core::ptr::addr_of!(kexec_relocate_start) as u64;
@@ -359,6 +276,8 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
         generation + 1,
         if opts.accept { "" } else { "NOT " }
     );
+    // From here the load cannot fail: keep what it holds.
+    holder.commit();
     tdcall::mark(Mark::KexecJump, generation);
     type Relocate = extern "sysv64" fn(u64, u64, u64, u64) -> !;
     // SAFETY: the control page holds a copy of the position-independent

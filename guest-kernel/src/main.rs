@@ -52,8 +52,9 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     let Ok(cmdline) = core::str::from_utf8(bytes) else {
         fatal!(code::BAD_CMDLINE, "command line is not UTF-8");
     };
-    if let Some(g) = cmdline::get(cmdline, "kexec_generation") {
-        if g.parse::<u64>() != Ok(generation) {
+    if cmdline::get(cmdline, "kexec_generation").is_some() {
+        let g = guest_rt::param::number(cmdline, "kexec_generation", 0);
+        if g != generation {
             fatal!(
                 code::BAD_CMDLINE,
                 "kexec_generation={g} but the boot info says {generation}"
@@ -69,11 +70,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
             "accept_memory={other}: expected lazy or eager"
         ),
     };
-    let workload = match cmdline::get(cmdline, "workload").map(cmdline::parse_size) {
-        None => 0,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => fatal!(code::BAD_CMDLINE, "workload= expects a size"),
-    };
+    let workload = guest_rt::param::number(cmdline, "workload", 0);
     // SAFETY: the firmware wrote the system table in runtime-services memory.
     let st = unsafe { &*(info.system_table as *const SystemTable) };
     if st.signature != SYSTEM_TABLE_SIGNATURE {
@@ -136,11 +133,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         "kernel: workload of {done} bytes verified; {} blocks accepted lazily, {} still parked",
         s.blocks_accepted_lazily, s.parked_blocks
     );
-    let kexecs = match cmdline::get(cmdline, "kexec").map(|v| v.parse::<u64>()) {
-        None => 0,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => fatal!(code::BAD_CMDLINE, "kexec= expects a number"),
-    };
+    let kexecs = guest_rt::param::number(cmdline, "kexec", 0);
     if generation < kexecs {
         let corrupt = match cmdline::get(cmdline, "kexec_test") {
             None => None,

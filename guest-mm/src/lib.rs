@@ -12,7 +12,9 @@
 //!   a time when free memory runs below the watermark.
 //! - `free_run`: boot-time hand-over of usable memory, chunk by chunk, as
 //!   Linux's `__free_pages_core` does (park, or accept with the guard unit).
+//! - `hold`: memory a multi-step operation holds, released in one place.
 #![cfg_attr(not(test), no_std)]
 
 pub mod buddy;
 pub mod free_run;
+pub mod hold;
