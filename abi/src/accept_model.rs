@@ -277,6 +277,7 @@ impl Rng {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
     use super::*;
     use crate::GIB;

@@ -92,6 +92,7 @@ pub fn next_generation(cmdline: &str, generation: u64, buf: &mut [u8]) -> Option
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
     use super::*;
 

@@ -147,6 +147,12 @@ pub const ET_DYN: u16 = 3;
 const PT_INTERP: u32 = 3;
 const PF_X: u32 = 1;
 
+/// `ELF64_R_TYPE(info)`: the low 32 bits of `r_info`.
+#[allow(clippy::cast_possible_truncation)]
+fn r_type(info: u64) -> u32 {
+    (info & 0xffff_ffff) as u32
+}
+
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const DT_NULL: u64 = 0;
@@ -248,8 +254,8 @@ impl<'a> Image<'a> {
         let mut image = Image {
             bytes,
             entry,
-            phoff: phoff as usize,
-            phnum: phnum as usize,
+            phoff: crate::to_usize(phoff),
+            phnum: crate::to_usize(phnum),
             e_type,
             has_interp: false,
             min_vaddr: u64::MAX,
@@ -383,12 +389,13 @@ impl<'a> Image<'a> {
                 have: dest.len() as u64,
             });
         }
-        let dest = &mut dest[..self.span as usize];
+        let dest = &mut dest[..crate::to_usize(self.span)];
         dest.fill(0);
         for s in self.segments() {
-            let at = (s.vaddr - self.min_vaddr) as usize;
-            dest[at..at + s.filesz as usize]
-                .copy_from_slice(&self.bytes[s.offset as usize..(s.offset + s.filesz) as usize]);
+            let at = crate::to_usize(s.vaddr - self.min_vaddr);
+            dest[at..at + crate::to_usize(s.filesz)].copy_from_slice(
+                &self.bytes[crate::to_usize(s.offset)..crate::to_usize(s.offset + s.filesz)],
+            );
         }
         self.relocate(dest, base)?;
         Ok(self.entry_at(base))
@@ -402,10 +409,12 @@ impl<'a> Image<'a> {
         let dyn_at = dynamic.vaddr.wrapping_sub(self.min_vaddr);
         let mut i = 0;
         loop {
-            let o = dyn_at
-                .checked_add(i * 16)
-                .filter(|o| o.checked_add(16).is_some_and(|e| e <= dest.len() as u64))
-                .ok_or(ElfError::BadRelocation(dynamic.vaddr))? as usize;
+            let o = crate::to_usize(
+                dyn_at
+                    .checked_add(i * 16)
+                    .filter(|o| o.checked_add(16).is_some_and(|e| e <= dest.len() as u64))
+                    .ok_or(ElfError::BadRelocation(dynamic.vaddr))?,
+            );
             let (tag, val) = (
                 u64_at(dest, o).unwrap_or(0),
                 u64_at(dest, o + 8).unwrap_or(0),
@@ -434,11 +443,11 @@ impl<'a> Image<'a> {
             return Err(ElfError::BadRelocation(rela));
         }
         for r in 0..relasz / 24 {
-            let o = (table + r * 24) as usize;
+            let o = crate::to_usize(table + r * 24);
             let offset = u64_at(dest, o).unwrap_or(0);
             let info = u64_at(dest, o + 8).unwrap_or(0);
             let addend = u64_at(dest, o + 16).unwrap_or(0);
-            match info as u32 {
+            match r_type(info) {
                 R_X86_64_NONE => {}
                 R_X86_64_RELATIVE => {
                     let at = offset.wrapping_sub(self.min_vaddr);
@@ -446,7 +455,8 @@ impl<'a> Image<'a> {
                         return Err(ElfError::BadRelocation(offset));
                     }
                     let value = addend.wrapping_sub(self.min_vaddr).wrapping_add(base);
-                    dest[at as usize..at as usize + 8].copy_from_slice(&value.to_le_bytes());
+                    let at = crate::to_usize(at);
+                    dest[at..at + 8].copy_from_slice(&value.to_le_bytes());
                 }
                 other => return Err(ElfError::UnsupportedRelocation(other)),
             }
@@ -456,6 +466,7 @@ impl<'a> Image<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
     extern crate std;
     use super::*;

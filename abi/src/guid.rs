@@ -68,6 +68,7 @@ pub const LINUX_EFI_UNACCEPTED_MEM_TABLE: Guid = Guid::new(
 );
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
     extern crate std;
     use super::*;

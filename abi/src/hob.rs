@@ -221,7 +221,7 @@ impl<'a> HobList<'a> {
     /// the PHIT's `efi_end_of_hob_list`, memory resource descriptors 4 KiB
     /// aligned, non-empty, not wrapping and not overlapping.
     pub fn parse(bytes: &'a [u8], base: u64) -> Result<Self, HobError> {
-        let bytes = &bytes[..bytes.len().min(MAX_HOB_LIST_BYTES as usize)];
+        let bytes = &bytes[..bytes.len().min(crate::to_usize(MAX_HOB_LIST_BYTES))];
         let phit = HandoffInfoTable::read_from_prefix(bytes).ok_or(HobError::BadPhit)?;
         if phit.header.hob_type != hob_type::HANDOFF
             || phit.header.hob_length as usize != core::mem::size_of::<HandoffInfoTable>()

@@ -227,6 +227,7 @@ pub fn total_ram_pages(map: &[MemoryDescriptor]) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
     extern crate std;
     use super::*;

@@ -4,7 +4,6 @@
 //! `x86_64-unknown-none`, the VMM links it on the host. Nothing outside this
 //! crate re-declares a leaf number, a status code, a port, a GUID or a layout.
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod accept_model;
 pub mod boot;
@@ -32,3 +31,13 @@ pub const PAGE_1G: u64 = 1 << 30;
 pub const GIB: u64 = 1 << 30;
 /// One MiB.
 pub const MIB: u64 = 1 << 20;
+
+/// Every target of this project has 64-bit pointers: a `u64` that indexes
+/// memory converts to `usize` without loss.
+const _: () = assert!(usize::BITS == 64);
+
+/// `v` as an index (lossless: see the assertion above).
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) const fn to_usize(v: u64) -> usize {
+    v as usize
+}

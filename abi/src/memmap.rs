@@ -221,6 +221,7 @@ pub fn next_kernel_map<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
     extern crate std;
     use super::*;

@@ -167,6 +167,7 @@ pub mod vp_info {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
     use super::*;
 

@@ -414,6 +414,7 @@ pub fn fill_from_map(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
     extern crate std;
     use super::*;

@@ -9,6 +9,9 @@
 //! (`Vec<u64>`, bit i in word i / 64), arithmetic is C's u64 arithmetic
 //! (wrapping), and `arch_accept_memory` records its calls.
 
+// Models and cases cast small test values freely.
+#![allow(clippy::cast_possible_truncation)]
+
 use abi::efi::{memory_type, MemoryDescriptor};
 use abi::kexec::{self, Segment, SegmentError, DESTINATION_LIMIT_4LEVEL};
 use abi::unaccepted::{

@@ -435,7 +435,7 @@ mod tests {
             let unacc = &mut mem.unaccepted as *mut HashSet<u64>;
             let mut accept = |s: u64, l: u64| {
                 assert_eq!(l, BLOCK);
-                // SAFETY (test): the closure runs while `mem` is not borrowed
+                // SAFETY: (test) the closure runs while `mem` is not borrowed
                 // by the allocator's own access of that block.
                 unsafe { (*unacc).remove(&(s / BLOCK)) };
                 accepted.push(s);
@@ -484,7 +484,7 @@ mod tests {
                     continue;
                 }
                 let accept = |s: u64, _l: u64| {
-                    // SAFETY (test): single-threaded; no allocator access of
+                    // SAFETY: (test) single-threaded; no allocator access of
                     // `mem` is live while the closure runs.
                     unsafe { prop_assert!((*unacc).remove(&(s / BLOCK))); }
                     Ok(())

@@ -14,7 +14,6 @@
 //! - `report`: the report, the trace, the bitmap cross-check, the guest's
 //!   counters and marks;
 //! - `host` and `cli`: files, signals, console, sizes, the command line.
-#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod boot;
 pub mod cli;
