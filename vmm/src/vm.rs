@@ -127,7 +127,7 @@ pub enum TdError {
     },
     #[error("cannot open /dev/kvm: {0}")]
     NoKvm(vmm_sys_util::errno::Error),
-    #[error("KVM {what} failed: {source}")]
+    #[error("{what} failed: {source}")]
     Kvm {
         what: &'static str,
         source: vmm_sys_util::errno::Error,
