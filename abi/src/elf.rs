@@ -71,6 +71,12 @@ pub enum SegmentDefect {
     Wraps {
         paddr: u64,
     },
+    /// Below the previous loadable segment: the ELF specification wants
+    /// `PT_LOAD` entries in ascending address order (kexec relies on it).
+    OutOfOrder {
+        paddr: u64,
+        previous: u64,
+    },
 }
 
 impl core::fmt::Display for ArchDefect {
@@ -96,6 +102,10 @@ impl core::fmt::Display for SegmentDefect {
                 write!(f, "p_filesz {filesz:#x} > p_memsz {memsz:#x}")
             }
             SegmentDefect::Wraps { paddr } => write!(f, "p_paddr {paddr:#x} + p_memsz wraps"),
+            SegmentDefect::OutOfOrder { paddr, previous } => write!(
+                f,
+                "p_paddr {paddr:#x} is below the previous PT_LOAD's {previous:#x} (not in ascending order)"
+            ),
         }
     }
 }
@@ -262,6 +272,7 @@ impl<'a> Image<'a> {
             span: 0,
         };
         let (mut min_vaddr, mut max_end, mut loads) = (u64::MAX, 0u64, 0usize);
+        let mut previous: Option<u64> = None;
         for i in 0..image.phnum {
             let (ty, s, paddr) = image.phdr(i);
             image.has_interp |= ty == PT_INTERP;
@@ -297,15 +308,22 @@ impl<'a> Image<'a> {
             if s.memsz == 0 {
                 continue;
             }
-            loads += 1;
-            if loads > MAX_LOAD_SEGMENTS {
-                return Err(ElfError::TooManySegments(loads));
+            if let Some(prev) = previous.filter(|p| s.vaddr < *p) {
+                return Err(bad(SegmentDefect::OutOfOrder {
+                    paddr: s.vaddr,
+                    previous: prev,
+                }));
             }
+            previous = Some(s.vaddr);
+            loads += 1;
             min_vaddr = min_vaddr.min(s.vaddr & !0xfff);
             max_end = max_end.max(mem_end);
         }
         if loads == 0 {
             return Err(ElfError::NoSegments);
+        }
+        if loads > MAX_LOAD_SEGMENTS {
+            return Err(ElfError::TooManySegments(loads));
         }
         // Pairwise overlap of the loadable segments (at most 64).
         for (i, a) in image.indexed_segments() {

@@ -176,8 +176,8 @@ impl<'a> MemoryMap<'a> {
 /// as Linux's kexec passes the EFI map on), the running kernel's memory
 /// free again (conventional), the payload `[payload.0, payload.1)` in use
 /// (loader data), and every range `unaccepted` yields (what the bitmap
-/// still marks) type 15 where it is conventional. `None` when it does not
-/// fit.
+/// still marks) type 15 where it is conventional. Empty descriptors are
+/// left out. `None` when it does not fit.
 pub fn next_kernel_map<'a>(
     ram: &[MemoryDescriptor],
     payload: (u64, u64),
@@ -186,7 +186,7 @@ pub fn next_kernel_map<'a>(
 ) -> Option<&'a [MemoryDescriptor]> {
     use crate::efi::memory_type;
     let mut map = MemoryMap::new(storage);
-    for d in ram {
+    for d in ram.iter().filter(|d| d.number_of_pages > 0) {
         let ty = match d.memory_type {
             memory_type::LOADER_CODE
             | memory_type::LOADER_DATA
@@ -204,12 +204,10 @@ pub fn next_kernel_map<'a>(
         let mut pieces = [(0u64, 0u64); 8];
         let mut k = 0;
         for e in map.entries() {
-            if e.memory_type == memory_type::CONVENTIONAL
-                && e.physical_start < b
-                && a < e.end()
-                && k < pieces.len()
-            {
-                pieces[k] = (e.physical_start.max(a), e.end().min(b));
+            if e.memory_type == memory_type::CONVENTIONAL && e.physical_start < b && a < e.end() {
+                // More pieces than room: refuse rather than hand unaccepted
+                // memory over as usable.
+                *pieces.get_mut(k)? = (e.physical_start.max(a), e.end().min(b));
                 k += 1;
             }
         }

@@ -184,6 +184,13 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
         return why.as_str();
     }
 
+    // The control page (the relocation routine and the segment table),
+    // taken before the destinations are accepted: nothing after the
+    // accept can fail for want of memory.
+    let Some(control) = alloc_held(&mut holder, PAGE) else {
+        return "out of memory for the control page";
+    };
+
     // The upstream fix, the end of sanity_check_segment_list: accept every
     // destination before anything is copied.
     tdcall::counter(Counter::KexecDest, dest);
@@ -249,10 +256,6 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
         );
     }
 
-    // The control page: the relocation routine and the segment table.
-    let Some(control) = alloc_held(&mut holder, PAGE) else {
-        return "out of memory for the control page";
-    };
     let code_start = core::ptr::addr_of!(kexec_relocate_start) as u64;
     let code_len = core::ptr::addr_of!(kexec_relocate_end) as u64 - code_start;
     let table = control + 256;

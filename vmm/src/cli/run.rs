@@ -57,7 +57,7 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         }
     };
     if let Err(e) = handlers {
-        log::warn!("cannot install the stop-signal handlers ({e}): a signal kills the VMM without a report");
+        say!("vmm: cannot install the stop-signal handlers ({e}): a signal kills the VMM without a report");
     }
     match cli.command {
         Command::Run(run_args) => run(&args, &run_args),
@@ -146,26 +146,32 @@ fn run(raw: &[std::ffi::OsString], args: &RunArgs) -> i32 {
         return refuse(args, &e.to_string());
     }
     // The report's destination is checked now (a FIFO without a reader,
-    // /dev/full, a directory that cannot be written all refuse the run);
-    // a previous report there is removed, so a run killed before it ends
-    // leaves no stale one.
+    // /dev/full, a directory that cannot be written all refuse the run).
     let report_out = match &args.report {
         None => None,
         Some(path) => match Output::prepare("report", path, b"\n") {
-            Ok(out) => {
-                out.remove_previous();
-                Some(out)
-            }
+            Ok(out) => Some(out),
             Err(e) => {
                 say!("vmm: {e}");
                 return EXIT_USAGE;
             }
         },
     };
+    // A report on stdout would be interleaved with the console echo.
+    if report_out.as_ref().is_some_and(Output::is_stdout) && config.echo_console {
+        log::info!("the report goes to stdout: guest console echo turned off");
+        config.echo_console = false;
+    }
     let td = match Td::build(config) {
         Ok(td) => td,
         Err(e) => return refuse(args, &e.to_string()),
     };
+    // The TD is built and will run: a previous report at the path goes
+    // now, so a run killed before it ends leaves no stale one. (A refused
+    // run removes only a file that reads as one of our reports.)
+    if let Some(out) = &report_out {
+        out.remove_previous();
+    }
     let report = td.run();
     if let Some(f) = &report.fatal {
         say!("vmm: TD stopped: {}: {}", f.kind, f.message);
@@ -188,8 +194,7 @@ fn run(raw: &[std::ffi::OsString], args: &RunArgs) -> i32 {
             .map_err(|e| e.to_string())
             .and_then(|mut json| {
                 json.push(b'\n');
-                use std::io::Write as _;
-                out.write_all(&json).map_err(|e| e.to_string())?;
+                out.write_all_or_stop(&json).map_err(|e| e.to_string())?;
                 out.commit().map_err(|e| e.to_string())
             });
         if let Err(e) = written {
@@ -198,7 +203,8 @@ fn run(raw: &[std::ffi::OsString], args: &RunArgs) -> i32 {
             output_failed = true;
         }
     }
-    if let Some(sig) = report.signal_number {
+    // A stop signal during the run, or while the outputs were written.
+    if let Some(sig) = report.signal_number.or_else(crate::host::signals::pending) {
         128 + sig
     } else if output_failed {
         EXIT_OUTPUT_FAILED

@@ -11,21 +11,59 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// True for names that are really one of this process's descriptors
-/// (`/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`): renaming onto them
-/// would replace a symlink, so they are written in place.
-fn names_a_descriptor(path: &Path) -> bool {
-    let p = path.to_string_lossy();
-    [
-        "/dev/stdout",
-        "/dev/stderr",
-        "/dev/fd/",
-        "/proc/self/fd/",
-        "/proc/thread-self/fd/",
-    ]
-    .iter()
-    .any(|prefix| p.starts_with(prefix))
-        || std::fs::canonicalize(path).is_ok_and(|c| c.starts_with("/proc"))
+/// The descriptor a name stands for, when it is one of this process's
+/// (`/dev/stdout`, `/dev/stderr`, `/dev/fd/N`, `/proc/self/fd/N`): such an
+/// output is written through a duplicate of that descriptor, sharing its
+/// offset and flags (so `>> log` appends), never by reopening the name.
+fn descriptor_of(path: &Path) -> Option<i32> {
+    let p = path.to_str()?;
+    match p {
+        "/dev/stdout" => return Some(1),
+        "/dev/stderr" => return Some(2),
+        _ => {}
+    }
+    ["/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/"]
+        .iter()
+        .find_map(|prefix| p.strip_prefix(prefix))
+        .and_then(|n| n.parse().ok())
+}
+
+/// True when `a` and `b` are the same open file (device and inode).
+fn same_file(a: &File, b: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstat on descriptors we hold (b may be closed: then it
+    // fails); the stat buffers are valid out-parameters.
+    unsafe {
+        let (mut x, mut y): (libc::stat, libc::stat) = (std::mem::zeroed(), std::mem::zeroed());
+        libc::fstat(a.as_raw_fd(), &mut x) == 0
+            && libc::fstat(b, &mut y) == 0
+            && x.st_dev == y.st_dev
+            && x.st_ino == y.st_ino
+    }
+}
+
+/// Refuses a regular-file output the rename could not replace, or that
+/// the user cannot write: caught before the guest runs.
+fn check_replaceable(target: &Path, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let denied = || std::io::Error::from_raw_os_error(libc::EACCES);
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok();
+    if let Ok(meta) = std::fs::metadata(target) {
+        let t = c(target).ok_or_else(denied)?;
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::access(t.as_ptr(), libc::W_OK) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // In a sticky directory only the owner of a file (or of the
+        // directory) may replace it.
+        let d = std::fs::metadata(dir)?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if d.mode() & libc::S_ISVTX != 0 && me != 0 && meta.uid() != me && d.uid() != me {
+            return Err(denied());
+        }
+    }
+    Ok(())
 }
 
 /// An output checked before the guest runs.
@@ -54,9 +92,33 @@ impl Output {
     /// refuses writes fails now; it must be a harmless prefix of the
     /// output (whitespace before a JSON document, a trace header).
     pub fn prepare(role: &'static str, path: &Path, probe: &[u8]) -> Result<Self, FileError> {
+        let unwritable = |source| FileError::Unwritable {
+            role,
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(fd) = descriptor_of(path) {
+            // SAFETY: F_DUPFD_CLOEXEC on a descriptor number; a closed one
+            // fails with EBADF.
+            let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+            if dup < 0 {
+                return Err(unwritable(std::io::Error::last_os_error()));
+            }
+            use std::os::fd::FromRawFd;
+            // SAFETY: `dup` is a fresh descriptor this File now owns.
+            let file = unsafe { File::from_raw_fd(dup) };
+            let mut out = Output {
+                role,
+                path: path.to_owned(),
+                sink: Some(Sink::InPlace(file)),
+            };
+            if !probe.is_empty() {
+                out.write_all(probe).map_err(unwritable)?;
+            }
+            return Ok(out);
+        }
         let meta = std::fs::metadata(path).ok();
-        let regular = meta.as_ref().is_none_or(|m| m.is_file());
-        if regular && !names_a_descriptor(path) {
+        if meta.as_ref().is_none_or(|m| m.is_file()) {
             let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
             let dir = match target.parent() {
                 Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
@@ -71,17 +133,21 @@ impl Output {
                 })?
                 .to_string_lossy()
                 .into_owned();
+            check_replaceable(&target, &dir).map_err(unwritable)?;
             let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+            // A temporary file of ours left by a killed run with this pid.
+            let _ = std::fs::remove_file(&tmp);
+            // The new file keeps the old one's permissions.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta
+                .as_ref()
+                .map_or(0o644, |m| m.permissions().mode() & 0o7777);
             let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(mode)
                 .open(&tmp)
-                .map_err(|source| FileError::Unwritable {
-                    role,
-                    path: path.to_owned(),
-                    source,
-                })?;
+                .map_err(unwritable)?;
             return Ok(Output {
                 role,
                 path: path.to_owned(),
@@ -138,6 +204,46 @@ impl Output {
         matches!(self.sink, Some(Sink::Atomic { .. }))
     }
 
+    /// True when this output is the process's stdout (the same open
+    /// file), where the guest console is echoed too.
+    pub fn is_stdout(&self) -> bool {
+        match &self.sink {
+            Some(Sink::InPlace(f)) => same_file(f, 1),
+            _ => false,
+        }
+    }
+
+    /// Cuts a regular-file output to `len` bytes (after a failed write,
+    /// so the file holds only whole records).
+    pub fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        match &mut self.sink {
+            Some(Sink::Atomic { file, .. }) => file.set_len(len),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes all of `buf`, retrying interrupted writes unless a stop
+    /// signal arrived (a reader that stalls must not hold the VMM
+    /// forever): then it fails with `Interrupted`.
+    pub fn write_all_or_stop(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            match self.write(buf) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    if let Some(sig) = crate::host::signals::pending() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::Interrupted,
+                            format!("stopped by {}", crate::host::signals::name(sig)),
+                        ));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// The path the user named.
     pub fn path(&self) -> &Path {
         &self.path
@@ -179,10 +285,56 @@ impl Output {
     }
 }
 
+/// How long a pipe's reader may take no data before the output fails.
+const STALL_MS: i32 = 10_000;
+/// Writes to pipes go in pieces this large: one that poll says fits never
+/// blocks (Linux reports a pipe writable when a whole page is free).
+const PIPE_PIECE: usize = 4096;
+
+/// Waits until `file` takes data: retries signals unless one is a stop
+/// signal, and gives up after `STALL_MS` without progress, so a stalled
+/// reader can never hold the VMM.
+fn wait_writable(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for a descriptor this File owns.
+        match unsafe { libc::poll(&mut pfd, 1, STALL_MS) } {
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the reader took no data for {} s", STALL_MS / 1000),
+                ))
+            }
+            n if n > 0 => return Ok(()),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+                if let Some(sig) = crate::host::signals::pending() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        format!("stopped by {}", crate::host::signals::name(sig)),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match &mut self.sink {
-            Some(Sink::Atomic { file, .. } | Sink::InPlace(file)) => file.write(buf),
+            Some(Sink::Atomic { file, .. }) => file.write(buf),
+            Some(Sink::InPlace(file)) => {
+                wait_writable(file)?;
+                file.write(&buf[..buf.len().min(PIPE_PIECE)])
+            }
             None => Err(std::io::Error::other("output already committed")),
         }
     }

@@ -73,6 +73,9 @@ pub fn install() -> Result<(), vmm_sys_util::errno::Error> {
         // SAFETY: `set` is a valid, initialised sigset_t.
         unsafe { libc::sigaddset(&mut set, sig) };
     }
+    // The vCPU kick must reach KVM_RUN whatever mask we inherited.
+    // SAFETY: `set` is a valid, initialised sigset_t.
+    unsafe { libc::sigaddset(&mut set, crate::host::watchdog::kick_signal()) };
     INSTALLED.store(true, Ordering::SeqCst);
     // SAFETY: `set` is initialised; a null old-set pointer is allowed.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };

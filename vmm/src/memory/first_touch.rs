@@ -43,6 +43,6 @@ impl<B: SlotBackend> PrivateMemory<B> {
         let a = block_gpa + (s - gib_lo) * PAGE_4K;
         let host = self.ram.host_addr(s * PAGE_4K);
         self.slots.map(a, (e - s) * PAGE_4K, host)?;
-        self.merge_completed(gpa)
+        self.merge_completed(gpa, true)
     }
 }

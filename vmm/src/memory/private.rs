@@ -166,19 +166,20 @@ impl<B: SlotBackend> PrivateMemory<B> {
         if !self.map_on_touch {
             let host = self.ram.host_addr(offset);
             self.slots.map(gpa, size, host)?;
-            self.merge_completed(gpa)?;
+            // A 2 MiB accept is one slot already: only its GiB may merge.
+            self.merge_completed(gpa, level == PageLevel::L4K)?;
         }
         Ok(zero_ns)
     }
 
     /// Merges the slots of the 2 MiB chunk and the 1 GiB block around `gpa`
     /// when every page of them is accepted (one slot each, not hundreds).
-    pub(crate) fn merge_completed(&mut self, gpa: u64) -> Result<(), MemoryError> {
+    pub(crate) fn merge_completed(&mut self, gpa: u64, chunk: bool) -> Result<(), MemoryError> {
         let Some(offset) = self.layout().ram_offset(gpa, 1) else {
             return Ok(());
         };
         let page = offset / PAGE_4K;
-        if self.pages.chunk_full(page / PAGES_PER_CHUNK) {
+        if chunk && self.pages.chunk_full(page / PAGES_PER_CHUNK) {
             let lo = gpa & !(abi::PAGE_2M - 1);
             self.slots.merge_range(lo, lo + abi::PAGE_2M)?;
         }

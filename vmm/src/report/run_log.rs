@@ -128,6 +128,9 @@ impl RunLog {
 
     /// Adds a record to the accept trace, if one is being written.
     pub fn trace(&mut self, kind: Kind, gpa: u64, level: u8, status: u64) {
+        if self.trace.is_none() {
+            return;
+        }
         let t_ns = self.started.elapsed().as_nanos() as u64;
         let (who, generation) = (
             self.phase.who(),

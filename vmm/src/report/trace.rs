@@ -201,7 +201,14 @@ impl Trace {
                     return;
                 }
                 Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    // A stalled reader must not hold a stopping VMM.
+                    if let Some(sig) = crate::host::signals::pending() {
+                        let why = format!("stopped by {}", crate::host::signals::name(sig));
+                        self.fail(done, std::io::Error::other(why));
+                        return;
+                    }
+                }
                 Err(e) => {
                     self.fail(done, e);
                     return;
@@ -216,6 +223,10 @@ impl Trace {
         let whole = (bytes_done / RECORD_BYTES) as u64;
         let lost = (self.buf.len() / RECORD_BYTES) as u64 - whole;
         self.written += whole;
+        // A regular file keeps whole records only, so it stays readable.
+        let _ = self
+            .out
+            .truncate(HEADER_BYTES as u64 + self.written * RECORD_BYTES as u64);
         self.dropped += lost;
         self.buf.clear();
         let msg = format!(

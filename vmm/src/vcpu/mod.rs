@@ -186,8 +186,9 @@ impl Vcpu {
         if done {
             return None;
         }
-        // The access runs past the accepted page into memory that is not.
-        let end = gpa + len.max(1) as u64 - 1;
+        // The access runs past the accepted page into memory that is not:
+        // the first byte of the next page is where it faults.
+        let end = gpa.max((gpa + len.max(1) as u64 - 1) & !0xfff);
         Some(match on_memory(&shared.memory, end) {
             MemoryAction::Fault(outcome, what) => {
                 self.memory_fault(shared, end, access, outcome, what)
@@ -211,7 +212,7 @@ impl Vcpu {
         self.state.exits.first_touch_maps += 1;
         check_invariants(shared, gpa & !0xfff, abi::PAGE_4K, false)
             .err()
-            .map(|e| Stop::error(format!("private-memory invariant broken: {e}"), Some(gpa)))
+            .map(|e| Stop::error(format!("private-memory invariant broken: {e}"), self.rip()))
     }
 
     /// A guest access reached a GPA without a memslot that is not
