@@ -628,3 +628,106 @@ fn a_pending_access_prints_one_diagnostic_line() {
     );
     assert!(lines[1].starts_with("vmm: outcome pending_access"), "{err}");
 }
+
+#[test]
+fn a_refused_run_keeps_a_file_that_is_not_a_report() {
+    let notes = scratch("notes.txt");
+    std::fs::write(&notes, "my notes\n").unwrap();
+    let exec = edited_kernel("refuse-exec.elf", |img| {
+        img[16..18].copy_from_slice(&2u16.to_le_bytes())
+    });
+    let o = run_bounded(
+        vmm()
+            .args(["run", "--mem", "1G", "--report"])
+            .arg(&notes)
+            .arg("--firmware")
+            .arg(fw())
+            .arg("--kernel")
+            .arg(&exec),
+        "refused with a non-report at the report path",
+    );
+    expect_refused(&o, &["static PIE"]);
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes\n");
+}
+
+#[test]
+fn a_report_to_redirected_stdout_appends() {
+    if !require_kvm("a_report_to_redirected_stdout_appends") {
+        return;
+    }
+    // `vmm run --report /dev/stdout >> log`: the report follows what the
+    // log held, and the console echo does not mix into it.
+    let log = scratch("appended.log");
+    std::fs::write(&log, "earlier line\n").unwrap();
+    let out = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let child = vmm()
+        .args([
+            "run",
+            "--mem",
+            "1G",
+            "--report",
+            "/dev/stdout",
+            "--firmware",
+        ])
+        .arg(fw())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_bounded(child, Duration::from_secs(60), "report >> log");
+    assert_eq!(o.status.code(), Some(0), "{}", err_text(&o));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let rest = text
+        .strip_prefix("earlier line\n")
+        .expect("the log's start kept");
+    let r: serde_json::Value = serde_json::from_str(rest).expect("only the report follows");
+    assert_eq!(r["outcome"], "ok");
+}
+
+#[test]
+fn a_stalled_trace_reader_cannot_hold_a_stop() {
+    if !require_kvm("a_stalled_trace_reader_cannot_hold_a_stop") {
+        return;
+    }
+    // The reader opens the FIFO and never reads: the pipe fills, and a
+    // SIGTERM must still end the run (with the records that got through).
+    let fifo = mkfifo("stalled.trace");
+    let reader_path = fifo.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let f = std::fs::File::open(&reader_path).unwrap();
+        let _ = rx.recv_timeout(Duration::from_secs(120));
+        drop(f);
+    });
+    let report = scratch("stalled.json");
+    let child = vmm()
+        .args([
+            "run",
+            "--quiet",
+            "--mem",
+            "2G",
+            "--cmdline",
+            "fw.accept=all fw.accept_page=4k",
+            "--trace",
+        ])
+        .arg(&fifo)
+        .arg("--report")
+        .arg(&report)
+        .arg("--firmware")
+        .arg(fw())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let o = wait_bounded(child, Duration::from_secs(30), "stalled reader");
+    let _ = tx.send(());
+    reader.join().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", err_text(&o));
+    let r = json(&report);
+    assert_eq!(r["outcome"], "interrupted");
+    assert!(r["trace"]["error"].as_str().is_some(), "{}", r["trace"]);
+}
