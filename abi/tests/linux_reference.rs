@@ -441,10 +441,26 @@ impl Rng {
 const CASES: u64 = 100_000;
 
 /// A table of 1 to 3 bitmap bytes at a unit-aligned base, random bits.
+/// A table at a unit-aligned base (low, or far up at 1 TiB), of 1 to 3
+/// bytes or of several bitmap words, with random bits in runs and singles.
 fn random_table(rng: &mut Rng) -> Unaccepted {
-    let base = rng.pick(&[0, 2 * MIB, 4 * MIB, 64 * MIB]) + rng.below(4) * UNIT_SIZE;
-    let mut t = Unaccepted::new(base, 1 + rng.below(3));
-    t.bitmap[0] = rng.next() & ((1u64 << (t.size * 8)) - 1);
+    let base = rng.pick(&[0, 2 * MIB, 4 * MIB, 64 * MIB, 1 << 40]) + rng.below(4) * UNIT_SIZE;
+    let size = rng.pick(&[1, 1, 2, 3, 9, 17, 64]);
+    let mut t = Unaccepted::new(base, size);
+    let bits = size * 8;
+    for w in 0..t.bitmap.len() {
+        let word = match rng.below(4) {
+            0 => 0,
+            1 => u64::MAX,
+            _ => rng.next(),
+        };
+        let valid = (bits - 64 * w as u64).min(64);
+        t.bitmap[w] = if valid == 64 {
+            word
+        } else {
+            word & ((1u64 << valid) - 1)
+        };
+    }
     t
 }
 
