@@ -62,6 +62,23 @@ fn run(args: &[String]) -> Result<i32, String> {
     // SIGINT/SIGTERM/SIGHUP/SIGQUIT go to the VMM, which stops the guest and still writes
     // its report; this process waits for it and returns its status.
     forward_stop_signals();
+    // The VMM starts with the stop signals blocked and unblocks them once
+    // its handlers are in: a signal in its first instants is then held,
+    // not fatal (its default action would leave no report).
+    use std::os::unix::process::CommandExt;
+    // SAFETY: sigemptyset, sigaddset and sigprocmask are async-signal-safe
+    // and touch only this stack's set.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                libc::sigaddset(&mut set, sig);
+            }
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
