@@ -118,14 +118,17 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
     // Everything taken from here on goes back if loading is refused.
     let mut holder: Holder<Allocator, 4> = Holder::new(Allocator);
     // Destination: the highest block the running kernel does not use.
-    let dest = match mm::take_parked_top() {
+    // Destinations must end below KEXEC_DESTINATION_MEMORY_LIMIT.
+    let limit = abi::kexec::DESTINATION_LIMIT_4LEVEL & !(PAGE - 1);
+    let dest = match mm::take_parked_below(limit) {
         Some(block) => holder.hold(Held::Parked(block)).map(|()| block).ok(),
         None => mm::alloc(guest_mm::buddy::MAX_ORDER).and_then(|addr| {
             let held = Held::Pages {
                 addr,
                 order: guest_mm::buddy::MAX_ORDER,
             };
-            holder.hold(held).map(|()| addr).ok()
+            holder.hold(held).ok()?;
+            (addr + BLOCK <= limit).then_some(addr)
         }),
     };
     let Some(dest) = dest else {

@@ -117,6 +117,12 @@ pub fn take_parked_top() -> Option<u64> {
     ALLOCATOR.with(|a| a.as_mut()?.take_parked_top())
 }
 
+/// The highest parked block ending at or below `limit`, taken without
+/// accepting it.
+pub fn take_parked_below(limit: u64) -> Option<u64> {
+    ALLOCATOR.with(|a| a.as_mut()?.take_parked_below(limit))
+}
+
 /// Parks a block again (one taken with `take_parked_top` and not used).
 pub fn park(block: u64) {
     ALLOCATOR.with(|a| {

@@ -291,7 +291,14 @@ impl<'a> Buddy<'a> {
     /// accepting it (kexec picks destinations top-down in RAM the running
     /// kernel does not use). None when nothing is parked.
     pub fn take_parked_top(&mut self) -> Option<u64> {
-        let i = (0..self.dir.len()).rev().find(|i| self.dir[*i] == PARKED)?;
+        self.take_parked_below(u64::MAX)
+    }
+
+    /// The same, among blocks that end at or below `limit` (kexec
+    /// destinations must end below `KEXEC_DESTINATION_MEMORY_LIMIT`).
+    pub fn take_parked_below(&mut self, limit: u64) -> Option<u64> {
+        let blocks = (limit / BLOCK).min(self.dir.len() as u64) as usize;
+        let i = (0..blocks).rev().find(|i| self.dir[*i] == PARKED)?;
         self.dir[i] = USED_WHOLE;
         self.stats.parked_blocks -= 1;
         Some(i as u64 * BLOCK)
@@ -444,6 +451,11 @@ mod tests {
         }
         // 600 pages + 512 watermark need two blocks: the first and one more.
         assert_eq!(accepted, vec![BLOCK]);
+        assert_eq!(
+            b.take_parked_below(15 * BLOCK + BLOCK - 1),
+            Some(14 * BLOCK)
+        );
+        b.park(14 * BLOCK);
         assert_eq!(b.take_parked_top(), Some(15 * BLOCK));
         assert_eq!(b.stats.parked_blocks, 13);
         assert_eq!(b.stats.blocks_accepted_lazily, 1);

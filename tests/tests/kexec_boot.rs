@@ -168,3 +168,31 @@ fn kexec_works_without_an_unaccepted_table() {
         assert!(r.timing_us.contains_key("gen2.workload_done"), "{ctx}");
     });
 }
+
+#[test]
+fn kexec_destinations_stay_below_the_linux_limit() {
+    if !tests::require_kvm("kexec_destinations_stay_below_the_linux_limit") {
+        return;
+    }
+    // One profile: the fastest this host has. (The standard profile on a
+    // kvm_pvm host emulates ring 0, and a 64 TiB kexec_load then scans a
+    // 4 MiB bitmap for minutes; on a VMX host it runs natively.)
+    let p = *tests::profiles("kexec_destinations_stay_below_the_linux_limit")
+        .last()
+        .expect("a profile");
+    // 64 TiB of RAM (plus the hole) reaches past MAXMEM - 1 = 2^46 - 1:
+    // the destination is taken below it, as Linux's rule requires.
+    let r = boot(config_with_kernel(p, 64 << 40, "fw.accept=none kexec=1"));
+    let ctx = format!("{}: {:?}\n{}", name(p), r.fatal, r.console);
+    assert_eq!(r.outcome, "ok", "{ctx}");
+    assert_eq!(r.kexecs, 1, "{ctx}");
+    let dest = r.kexec[0].dest_gpa.expect("destination");
+    assert!(
+        dest + BLOCK <= abi::kexec::DESTINATION_LIMIT_4LEVEL,
+        "{dest:#x}"
+    );
+    assert!(
+        dest >= (1 << 46) - 64 * BLOCK,
+        "still near the top: {dest:#x}"
+    );
+}
