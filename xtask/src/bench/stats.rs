@@ -45,7 +45,9 @@ pub struct ScenarioRow {
     pub kernel_ready_ms: Stat,
     pub rss_mib: Stat,
     pub bytes_accepted: Stat,
-    pub bitmap_mismatches_max: u64,
+    /// Most mismatching units over the runs; null when no run's bitmap
+    /// could be checked (no table, or not filled).
+    pub bitmap_mismatches_max: Option<u64>,
     /// The profile the runs resolved to.
     pub cpu_profile: String,
 }
@@ -119,11 +121,7 @@ pub fn aggregate(runs: &[(Scenario, Report)]) -> Result<Vec<ScenarioRow>, String
                     .map(|r| r.1.accept.bytes_accepted as f64)
                     .collect(),
             )?,
-            bitmap_mismatches_max: rs
-                .iter()
-                .filter_map(|r| r.1.bitmap_mismatches)
-                .max()
-                .unwrap_or(0),
+            bitmap_mismatches_max: rs.iter().filter_map(|r| r.1.bitmap_mismatches).max(),
             cpu_profile: rs[0].1.cpu_profile.clone(),
         });
     }
@@ -149,6 +147,7 @@ pub fn csv(rows: &[ScenarioRow]) -> String {
             r.rss_mib.median,
             r.bytes_accepted.median,
             r.bitmap_mismatches_max
+                .map_or("-".to_string(), |n| n.to_string())
         ));
     }
     csv
