@@ -195,6 +195,13 @@ pub struct Segment {
     pub flags: u32,
 }
 
+impl Segment {
+    /// One past its last byte in memory (`parse` checked it does not wrap).
+    pub fn end(&self) -> u64 {
+        self.vaddr + self.memsz
+    }
+}
+
 /// A parsed image: where it wants to be, how big it is in memory.
 #[derive(Clone, Copy, Debug)]
 pub struct Image<'a> {

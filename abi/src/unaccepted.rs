@@ -90,8 +90,12 @@ impl Header {
     }
 
     /// Bytes of physical memory the bitmap can describe.
+    /// (`size * unit_size * BITS_PER_BYTE` with C's wrap-around, as Linux
+    /// computes its "not past the bitmap" bound.)
     pub fn coverage(&self) -> u64 {
-        self.size * 8 * self.unit_size as u64
+        self.size
+            .wrapping_mul(self.unit_size as u64)
+            .wrapping_mul(8)
     }
 }
 
@@ -221,7 +225,6 @@ pub fn process_range(
 ) -> Result<(), OutsideTable> {
     let unit_size = header.unit_size as u64;
     let unit_mask = unit_size - 1;
-    let bitmap_size = header.size;
     let (mut start, mut end) = (start, end);
     if end.wrapping_sub(start) < 2 * unit_size {
         accept(start, end);
@@ -244,7 +247,7 @@ pub fn process_range(
     }
     start -= header.phys_base;
     end -= header.phys_base;
-    let capacity = bitmap_size.wrapping_mul(unit_size).wrapping_mul(8);
+    let capacity = header.coverage();
     if end > capacity {
         accept(capacity + header.phys_base, end + header.phys_base);
         end = capacity;
@@ -296,7 +299,7 @@ fn kernel_offsets(header: &Header, start: u64, size: u64) -> Option<(u64, u64)> 
     if end % unit_size == 0 {
         end = end.wrapping_add(unit_size);
     }
-    let capacity = header.size.wrapping_mul(unit_size).wrapping_mul(8);
+    let capacity = header.coverage();
     if end > capacity {
         end = capacity;
     }
@@ -390,7 +393,7 @@ pub fn accept_range_stub<E>(
     }
     start -= header.phys_base;
     end -= header.phys_base;
-    let capacity = header.size.wrapping_mul(unit).wrapping_mul(8);
+    let capacity = header.coverage();
     if end > capacity {
         end = capacity;
     }

@@ -46,22 +46,8 @@ pub enum ElfError {
     ImageTooLarge { path: PathBuf, image: u64, ram: u64 },
 }
 
-/// One `PT_LOAD` segment (identity-mapped: its address is its GPA).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    pub offset: u64,
-    pub paddr: u64,
-    pub filesz: u64,
-    pub memsz: u64,
-    pub flags: u32,
-}
-
-impl Segment {
-    /// One past the segment's last byte in memory.
-    pub fn end(&self) -> u64 {
-        self.paddr + self.memsz
-    }
-}
+/// One `PT_LOAD` segment (identity-mapped: `vaddr` is its GPA).
+pub use abi::elf::Segment;
 
 /// A validated ELF image held in memory.
 #[derive(Clone, Debug)]
@@ -126,16 +112,7 @@ impl ElfImage {
             path: path.to_owned(),
             defect,
         })?;
-        let segments = image
-            .segments()
-            .map(|s| Segment {
-                offset: s.offset,
-                paddr: s.vaddr,
-                filesz: s.filesz,
-                memsz: s.memsz,
-                flags: s.flags,
-            })
-            .collect();
+        let segments = image.segments().collect();
         let (entry, e_type, has_interp) = (image.entry(), image.e_type, image.has_interp);
         Ok(ElfImage {
             path: path.to_owned(),
@@ -181,7 +158,7 @@ impl ElfImage {
         self.segments
             .iter()
             .map(|s| {
-                let lo = s.paddr & !(abi::PAGE_4K - 1);
+                let lo = s.vaddr & !(abi::PAGE_4K - 1);
                 let hi = s.end().saturating_add(abi::PAGE_4K - 1) & !(abi::PAGE_4K - 1);
                 hi.saturating_sub(lo)
             })
@@ -190,7 +167,7 @@ impl ElfImage {
 
     /// Lowest loaded address.
     pub fn start(&self) -> u64 {
-        self.segments.iter().map(|s| s.paddr).min().unwrap_or(0)
+        self.segments.iter().map(|s| s.vaddr).min().unwrap_or(0)
     }
 
     /// One past the highest loaded address.
@@ -201,11 +178,11 @@ impl ElfImage {
     /// Checks every segment lies inside `[lo, hi)`.
     pub fn check_window(&self, lo: u64, hi: u64) -> Result<(), ElfError> {
         for (index, s) in self.segments.iter().enumerate() {
-            if s.paddr < lo || s.end() > hi {
+            if s.vaddr < lo || s.end() > hi {
                 return Err(ElfError::OutsideWindow {
                     path: self.path.clone(),
                     index,
-                    start: s.paddr,
+                    start: s.vaddr,
                     end: s.end(),
                     lo,
                     hi,
@@ -228,10 +205,10 @@ impl ElfImage {
             let bss = (s.memsz - s.filesz) as usize;
             if bss > 0 {
                 memory
-                    .write_slice(&vec![0u8; bss], GuestAddress(s.paddr + s.filesz))
+                    .write_slice(&vec![0u8; bss], GuestAddress(s.vaddr + s.filesz))
                     .map_err(|e| ElfError::Load {
                         path: self.path.clone(),
-                        what: format!("zeroing .bss at {:#x}: {e}", s.paddr + s.filesz),
+                        what: format!("zeroing .bss at {:#x}: {e}", s.vaddr + s.filesz),
                     })?;
             }
         }

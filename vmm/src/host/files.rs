@@ -161,10 +161,8 @@ pub fn remove_stale_report(path: &Path, inputs: &[&Path]) -> bool {
     if !meta.is_file() || meta.len() > 64 << 20 {
         return false;
     }
-    let same = |p: &&Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
-    };
-    if inputs.iter().any(same) {
+    let me = identity(path);
+    if inputs.iter().any(|p| identity(p) == me) {
         return false;
     }
     let is_report = std::fs::read(path)

@@ -10,14 +10,6 @@ use crate::memory::private::{MemoryError, PrivateMemory};
 use abi::PAGE_4K;
 
 impl<B: SlotBackend> PrivateMemory<B> {
-    /// True when `gpa` is accepted RAM that no memslot covers yet: the
-    /// exit it caused is a first touch, to be mapped and completed.
-    pub fn is_first_touch(&self, gpa: u64) -> bool {
-        self.map_on_touch
-            && self.classify(gpa) == crate::memory::private::GpaKind::Accepted
-            && !self.slots.covers(gpa)
-    }
-
     /// Maps the accepted run around `gpa` after a guest touched it.
     pub fn map_touched(&mut self, gpa: u64) -> Result<(), MemoryError> {
         let offset = self

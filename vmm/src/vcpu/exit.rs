@@ -162,7 +162,9 @@ pub enum MemoryAction {
 /// Classifies an access to `gpa` from its page state.
 pub fn on_memory<B: SlotBackend>(mem: &PrivateMemory<B>, gpa: u64) -> MemoryAction {
     match mem.classify(gpa) {
-        GpaKind::Accepted if mem.is_first_touch(gpa) => MemoryAction::FirstTouch,
+        GpaKind::Accepted if mem.map_on_touch() && !mem.slots().covers(gpa) => {
+            MemoryAction::FirstTouch
+        }
         GpaKind::Accepted => MemoryAction::Bug,
         GpaKind::Pending => {
             MemoryAction::Fault(Outcome::PendingAccess, "memory that was never accepted")
