@@ -86,10 +86,15 @@ pub enum Counter {
     AcceptRetries = 14,
     /// The same for the firmware.
     FwAcceptRetries = 15,
+    /// TSC ticks this CPU spent waiting for the kernel's accept lock
+    /// (`unaccepted_memory_lock` and the `accepting_list` retry). Each CPU
+    /// reports its own; the host keeps it per vCPU and converts it to
+    /// nanoseconds with the vCPU's TSC frequency.
+    LockWaitTsc = 16,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 16] = [
         Counter::UnitsAccepted,
         Counter::BytesAcceptedImmediately,
         Counter::BlocksParked,
@@ -105,6 +110,7 @@ impl Counter {
         Counter::ChaosUnassignedIo,
         Counter::AcceptRetries,
         Counter::FwAcceptRetries,
+        Counter::LockWaitTsc,
     ];
 
     pub fn from_id(id: u64) -> Option<Self> {
@@ -128,6 +134,7 @@ impl Counter {
             Counter::ChaosDisagreements => "chaos_disagreements",
             Counter::ChaosUnassignedIo => "chaos_unassigned_io",
             Counter::AcceptRetries => "accept_retries",
+            Counter::LockWaitTsc => "lock_wait_tsc",
             Counter::FwAcceptRetries => "fw_accept_retries",
         }
     }

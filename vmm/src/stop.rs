@@ -77,6 +77,9 @@ pub struct Fatal {
     /// What the guest was doing (firmware, kernel, kexec_load, kexec
     /// relocation copy).
     pub phase: Option<String>,
+    /// The vCPU whose stop stopped the TD.
+    #[serde(default)]
+    pub vcpu: Option<u32>,
 }
 
 impl Fatal {
@@ -91,6 +94,7 @@ impl Fatal {
             message,
             generation: None,
             phase: None,
+            vcpu: None,
         }
     }
 

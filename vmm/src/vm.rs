@@ -16,7 +16,7 @@ use crate::memory::private::{MemoryError, PrivateMemory};
 use crate::report::assemble::{assemble, Parts, RunFacts};
 use crate::report::run_log::RunLog;
 use crate::report::{self, Report};
-use crate::shared::Shared;
+use crate::shared::{Shared, TdShared};
 use crate::stop::{Fatal, Stop};
 use crate::tdx::dispatch::TdxModule;
 use crate::vcpu::{Vcpu, VcpuState};
@@ -33,6 +33,8 @@ pub struct TdConfig {
     pub firmware: PathBuf,
     pub kernel: Option<PathBuf>,
     pub mem_bytes: u64,
+    /// vCPUs (`--cpus`, 1..=`MAX_VCPUS`).
+    pub cpus: u32,
     pub cmdline: String,
     pub profile: ProfileChoice,
     pub backing: Backing,
@@ -63,6 +65,7 @@ impl TdConfig {
             firmware,
             kernel: None,
             mem_bytes: 1 << 30,
+            cpus: 1,
             cmdline: String::new(),
             profile: ProfileChoice::Auto,
             backing: Backing::Populate,
@@ -89,6 +92,7 @@ impl TdConfig {
             firmware: None,
             kernel: None,
             mem_bytes: self.mem_bytes,
+            cpus: self.cpus,
             cmdline: self.cmdline.clone(),
             cpu_profile_requested: self.profile.as_str().to_string(),
             backing: self.backing.as_str().to_string(),
@@ -140,12 +144,19 @@ pub enum TdError {
     Trace(#[from] crate::report::trace::TraceError),
     #[error(transparent)]
     File(#[from] crate::host::files::FileError),
+    #[error("{asked} vCPUs asked for: {why}")]
+    Cpus { asked: u32, why: String },
+    #[error(transparent)]
+    Reserve(#[from] crate::memory::host_alloc::ReserveError),
 }
+
+/// Most vCPUs a TD may have (`--cpus`).
+pub const MAX_VCPUS: u32 = crate::host::signals::MAX_VCPUS as u32;
 
 /// A built TD, ready to run.
 pub struct Td {
-    pub(crate) vcpu: Vcpu,
-    pub(crate) shared: Shared,
+    pub(crate) vcpus: Vec<Vcpu>,
+    pub(crate) shared: TdShared,
     pub(crate) profile: CpuProfile,
     pub(crate) config: TdConfig,
     pub(crate) initial_bytes: u64,
@@ -237,14 +248,30 @@ impl Td {
         }
 
         let kvm = kvm.map_err(TdError::NoKvm)?;
+        let max_vcpus = kvm.get_max_vcpus() as u32;
+        if config.cpus == 0 || config.cpus > MAX_VCPUS || config.cpus > max_vcpus {
+            return Err(TdError::Cpus {
+                asked: config.cpus,
+                why: format!(
+                    "a TD has 1 to {} vCPUs here (this VMM allows {MAX_VCPUS}, KVM_CAP_MAX_VCPUS is {max_vcpus})",
+                    MAX_VCPUS.min(max_vcpus)
+                ),
+            });
+        }
         let vm = kvm.create_vm().map_err(|source| TdError::Kvm {
             what: "KVM_CREATE_VM",
             source,
         })?;
-        let mut vcpu = vm.create_vcpu(0).map_err(|source| TdError::Kvm {
-            what: "KVM_CREATE_VCPU",
-            source,
-        })?;
+        let mut fds = Vec::with_capacity(config.cpus as usize);
+        for i in 0..config.cpus {
+            fds.push(
+                vm.create_vcpu(u64::from(i))
+                    .map_err(|source| TdError::Kvm {
+                        what: "KVM_CREATE_VCPU",
+                        source,
+                    })?,
+            );
+        }
         // The top slot ids stay free for short-lived VMM mappings (see cpu.rs).
         let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
         let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit)?;
@@ -264,18 +291,20 @@ impl Td {
         if let Some(p) = &payload {
             memory.write("payload", plan.payload.0, &p.bytes)?;
         }
-        let profile = cpu::resolve_profile(config.profile, &vcpu)?;
-        cpu::setup_vcpu(
-            &kvm,
-            memory.vm(),
-            &vcpu,
-            slot_limit as u32,
-            profile,
-            &plan,
-            firmware.entry,
-            config.gpaw,
-            0,
-        )?;
+        let profile = cpu::resolve_profile(config.profile, &fds[0])?;
+        for (i, fd) in (0u32..).zip(&fds) {
+            cpu::setup_vcpu(
+                &kvm,
+                memory.vm(),
+                fd,
+                slot_limit as u32,
+                profile,
+                &plan,
+                firmware.entry,
+                config.gpaw,
+                i,
+            )?;
+        }
         log::info!(
             "TD built: {} RAM, profile {}, identity map with {:?} leaves, initial memory {:#x}..{:#x}, HOB at {:#x}, entry {:#x}",
             crate::host::size::format_size(config.mem_bytes),
@@ -287,11 +316,24 @@ impl Td {
             firmware.entry
         );
         let sync_regs = kvm.check_extension(Cap::SyncRegs);
-        if sync_regs {
-            vcpu.set_sync_valid_reg(SyncReg::Register);
-        } else {
+        if !sync_regs {
             log::info!("KVM_CAP_SYNC_REGS missing: TDCALLs use KVM_GET/SET_REGS");
         }
+        let vcpus = (0u32..)
+            .zip(fds)
+            .map(|(i, mut fd)| {
+                if sync_regs {
+                    fd.set_sync_valid_reg(SyncReg::Register);
+                }
+                let mut state = VcpuState::new(i);
+                state.tsc_khz = fd.get_tsc_khz().ok();
+                Vcpu {
+                    fd,
+                    state,
+                    sync_regs,
+                }
+            })
+            .collect();
         let trace = config
             .trace
             .as_deref()
@@ -301,6 +343,7 @@ impl Td {
             memory,
             tdx: TdxModule::new(
                 config.gpaw,
+                config.cpus,
                 config.inject.map(crate::tdx::inject::Injector::new),
             ),
             console: Console::new(config.echo_console),
@@ -308,12 +351,8 @@ impl Td {
             invariant_checks: config.check_invariants.then_some(0),
         };
         Ok(Td {
-            vcpu: Vcpu {
-                fd: vcpu,
-                state: VcpuState::new(0),
-                sync_regs,
-            },
-            shared,
+            shared: TdShared::new(shared, config.cpus)?,
+            vcpus,
             profile,
             config,
             initial_bytes: plan.initial_len(),
@@ -327,19 +366,81 @@ impl Td {
         self.profile
     }
 
-    /// Runs the TD until it stops, then reports.
-    pub fn run(mut self) -> Report {
-        let mut stop = self.vcpu.run(&mut self.shared, self.config.timeout);
-        if let Some(n) = self.shared.invariant_checks.as_mut() {
+    /// Runs the TD until it stops, then reports. vCPU 0 runs on the
+    /// calling thread, every other vCPU on a thread of its own; the first
+    /// stop of any vCPU stops them all.
+    pub fn run(self) -> Report {
+        let Td {
+            mut vcpus,
+            shared,
+            profile,
+            config,
+            initial_bytes,
+            inputs,
+            _kvm,
+        } = self;
+        crate::host::watchdog::install_kick_handler();
+        let board = shared.board.clone();
+        let watchdog = config
+            .timeout
+            .map(|t| crate::host::watchdog::Watchdog::arm(t, move || board.kick(false)));
+        let timeout = config.timeout;
+        std::thread::scope(|scope| {
+            let (first, others) = vcpus.split_first_mut().expect("a TD has at least one vCPU");
+            let mut threads = Vec::new();
+            for vcpu in others {
+                let index = vcpu.state.index;
+                let (td, wd) = (&shared, watchdog.as_ref());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("vcpu{index}"))
+                    .spawn_scoped(scope, move || {
+                        vcpu.run(td, wd, timeout);
+                    });
+                match spawned {
+                    Ok(t) => threads.push(t),
+                    Err(e) => {
+                        shared.board.stop(
+                            index,
+                            Stop::error(
+                                format!("cannot start the thread of vCPU {index}: {e}"),
+                                None,
+                            ),
+                        );
+                        break;
+                    }
+                }
+            }
+            first.run(&shared, watchdog.as_ref(), timeout);
+            for t in threads {
+                if t.join().is_err() {
+                    shared
+                        .board
+                        .stop(u32::MAX, Stop::error("a vCPU thread panicked".into(), None));
+                }
+            }
+        });
+        drop(watchdog);
+        crate::host::signals::clear();
+        let mut stop = match shared.board.take() {
+            Some((index, mut stop)) => {
+                if let Some(f) = stop.fatal.as_mut() {
+                    f.vcpu = Some(index).filter(|i| (*i as usize) < vcpus.len());
+                }
+                stop
+            }
+            None => Stop::error("the vCPUs stopped without a reason".into(), None),
+        };
+        let mut s = shared.into_state();
+        if let Some(n) = s.invariant_checks.as_mut() {
             *n += 1;
-            if let Err(e) = crate::memory::invariants::check_all(&self.shared.memory) {
+            if let Err(e) = crate::memory::invariants::check_all(&s.memory) {
                 stop = Stop::error(
                     format!("private-memory invariant broken at the end: {e}"),
                     None,
                 );
             }
         }
-        if let Some(why) = self.shared.log.guest_counters.chaos_failure() {
+        if let Some(why) = s.log.guest_counters.chaos_failure() {
             // A kernel that kexecs carries on after its chaos run: a
             // disagreement in any generation fails the run.
             if stop.outcome == Outcome::Ok && stop.exit_code == Some(0) {
@@ -348,29 +449,21 @@ impl Td {
             }
         }
         if let Some(f) = stop.fatal.as_mut() {
-            f.rip = f.rip.or_else(|| self.vcpu.rip());
-            f.generation = self.shared.log.generation;
-            f.phase = Some(self.shared.log.phase.as_str().to_string());
+            f.generation = s.log.generation;
+            f.phase = Some(s.log.phase.as_str().to_string());
         }
         let facts = RunFacts {
-            mem_bytes: self.config.mem_bytes,
-            cpu_profile: self.profile.as_str(),
-            initial_bytes: self.initial_bytes,
-            inputs: std::mem::take(&mut self.inputs),
+            mem_bytes: config.mem_bytes,
+            cpu_profile: profile.as_str(),
+            initial_bytes,
+            inputs,
         };
-        let s = self.shared;
         let parts = Parts {
             memory: &s.memory,
             tdx: &s.tdx,
             invariant_checks: s.invariant_checks,
         };
-        assemble(
-            parts,
-            s.console,
-            s.log,
-            &[self.vcpu.state.exits],
-            stop,
-            facts,
-        )
+        let states: Vec<VcpuState> = vcpus.iter().map(|v| v.state.clone()).collect();
+        assemble(parts, s.console, s.log, &states, stop, facts)
     }
 }

@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// Guest RAM (e.g. 512M, 4G, 1T); a multiple of 4 KiB, at least 64M.
     #[arg(long, default_value = "2G", value_parser = parse_mem)]
     pub mem: u64,
+    /// vCPUs of the TD (1 to 64, and at most KVM's limit). Each runs on a
+    /// host thread of its own; every vCPU enters the firmware.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=crate::vm::MAX_VCPUS as i64))]
+    pub cpus: u32,
     /// Command line for the firmware and the kernel (payload GUID HOB).
     #[arg(long, default_value = "")]
     pub cmdline: String,
@@ -140,6 +144,7 @@ impl RunArgs {
             firmware: self.firmware.clone(),
             kernel: self.kernel.clone(),
             mem_bytes: self.mem,
+            cpus: self.cpus,
             cmdline: self.cmdline.clone(),
             profile: match self.cpu_profile {
                 ProfileArg::Auto => ProfileChoice::Auto,

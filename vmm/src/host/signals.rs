@@ -3,39 +3,48 @@
 //! start a signal stops the guest at the next check (at once if none runs
 //! yet), the report is still written, and the exit status is 128 + the
 //! signal number (130, 143, 129, 131). The handler
-//! only records the signal, sets the vCPU's `immediate_exit` (so a KVM_RUN
-//! about to start returns at once) and kicks the vCPU thread out of a
-//! KVM_RUN in progress; the run loop does the rest. One TD per process: a
+//! only records the signal, sets every vCPU's `immediate_exit` (so a
+//! KVM_RUN about to start returns at once) and kicks each vCPU thread out of
+//! a KVM_RUN in progress; the run loops do the rest. One TD per process: a
 //! library user running several TDs at once does not install the handlers,
 //! and then `attach`/`detach` do nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
+/// Most vCPUs the handler tracks (`vmm run --cpus` allows at most this).
+pub const MAX_VCPUS: usize = 64;
+
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
-static VCPU_THREAD: AtomicU64 = AtomicU64::new(0);
-static HAVE_VCPU: AtomicBool = AtomicBool::new(false);
-static IMMEDIATE_EXIT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+/// Per vCPU index: its thread (0 = none) and its `immediate_exit` byte.
+static VCPU_THREADS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+static IMMEDIATE_EXITS: [AtomicPtr<u8>; MAX_VCPUS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_VCPUS];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // Only async-signal-safe work: atomics, a byte store, pthread_kill.
+    // Only async-signal-safe work: atomics, byte stores, pthread_kill.
     SIGNALLED.store(sig, Ordering::SeqCst);
-    let exit = IMMEDIATE_EXIT.load(Ordering::SeqCst);
-    if !exit.is_null() {
-        // SAFETY: the pointer is the `immediate_exit` byte of the running
-        // vCPU's kvm_run mapping; `detach` clears it before the vCPU goes.
-        unsafe { exit.write_volatile(1) };
+    for exit in &IMMEDIATE_EXITS {
+        let exit = exit.load(Ordering::SeqCst);
+        if !exit.is_null() {
+            // SAFETY: the pointer is the `immediate_exit` byte of a running
+            // vCPU's kvm_run mapping; `detach` clears it before the vCPU goes.
+            unsafe { exit.write_volatile(1) };
+        }
     }
     // Without a kick handler the kick's default action would kill us;
     // `immediate_exit` and the next exit still stop the run.
-    if HAVE_VCPU.load(Ordering::SeqCst) && crate::host::watchdog::kick_installed() {
-        let vcpu = VCPU_THREAD.load(Ordering::SeqCst) as libc::pthread_t;
-        // SAFETY: pthread_self and pthread_kill are async-signal-safe; the
-        // vCPU thread is alive while HAVE_VCPU is set (cleared by `detach`).
-        unsafe {
-            if libc::pthread_self() != vcpu {
-                libc::pthread_kill(vcpu, crate::host::watchdog::kick_signal());
-            }
+    if !crate::host::watchdog::kick_installed() {
+        return;
+    }
+    // SAFETY: pthread_self is async-signal-safe.
+    let me = unsafe { libc::pthread_self() };
+    for thread in &VCPU_THREADS {
+        let vcpu = thread.load(Ordering::SeqCst) as libc::pthread_t;
+        if vcpu != 0 && vcpu != me {
+            // SAFETY: pthread_kill is async-signal-safe; the vCPU thread is
+            // alive while its slot is set (cleared by `detach`).
+            unsafe { libc::pthread_kill(vcpu, crate::host::watchdog::kick_signal()) };
         }
     }
 }
@@ -85,28 +94,36 @@ pub fn install() -> Result<(), vmm_sys_util::errno::Error> {
     Ok(())
 }
 
-/// Tells the handler which thread runs the vCPU and where its
-/// `immediate_exit` byte is. Valid until `detach`.
-pub fn attach(immediate_exit: *mut u8) {
-    if !INSTALLED.load(Ordering::SeqCst) {
+/// Tells the handler which thread runs vCPU `index` and where its
+/// `immediate_exit` byte is. Valid until `detach(index)`.
+pub fn attach(index: u32, immediate_exit: *mut u8) {
+    let i = index as usize;
+    if !INSTALLED.load(Ordering::SeqCst) || i >= MAX_VCPUS {
         return;
     }
     // SAFETY: pthread_self has no preconditions.
     let me = unsafe { libc::pthread_self() };
-    VCPU_THREAD.store(me as u64, Ordering::SeqCst);
-    IMMEDIATE_EXIT.store(immediate_exit, Ordering::SeqCst);
-    HAVE_VCPU.store(true, Ordering::SeqCst);
+    IMMEDIATE_EXITS[i].store(immediate_exit, Ordering::SeqCst);
+    VCPU_THREADS[i].store(me as u64, Ordering::SeqCst);
+    // A signal that came before we were attached still stops this vCPU
+    // before it runs (the run loop checks `pending` first).
 }
 
-/// Forgets the vCPU (before it is dropped) and the signal that stopped
-/// its run, if any (the run's report carries it).
-pub fn detach() {
-    if !INSTALLED.load(Ordering::SeqCst) {
+/// Forgets vCPU `index` (before it is dropped).
+pub fn detach(index: u32) {
+    let i = index as usize;
+    if !INSTALLED.load(Ordering::SeqCst) || i >= MAX_VCPUS {
         return;
     }
-    HAVE_VCPU.store(false, Ordering::SeqCst);
-    IMMEDIATE_EXIT.store(std::ptr::null_mut(), Ordering::SeqCst);
-    SIGNALLED.store(0, Ordering::SeqCst);
+    VCPU_THREADS[i].store(0, Ordering::SeqCst);
+    IMMEDIATE_EXITS[i].store(std::ptr::null_mut(), Ordering::SeqCst);
+}
+
+/// Forgets the signal that stopped a run (the run's report carries it).
+pub fn clear() {
+    if INSTALLED.load(Ordering::SeqCst) {
+        SIGNALLED.store(0, Ordering::SeqCst);
+    }
 }
 
 /// The stop signal received, if any (only with the handlers installed).

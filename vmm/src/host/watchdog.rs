@@ -1,5 +1,6 @@
 //! The run timeout: a thread that, once the deadline passes, keeps kicking
-//! the vCPU thread out of KVM_RUN with a signal until the run loop notices.
+//! the TD's vCPU threads out of KVM_RUN with a signal until a run loop
+//! notices.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
@@ -37,45 +38,55 @@ pub fn install_kick_handler() {
 /// Armed for one run; disarmed on drop.
 pub struct Watchdog {
     fired: Arc<AtomicBool>,
+    /// Also checked directly, in case the thread could not start.
+    deadline: std::time::Instant,
     cancel: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Watchdog {
-    /// Arms a timeout of `after` for the calling (vCPU) thread.
-    pub fn arm(after: Duration) -> Self {
+    /// Arms a timeout of `after`; once it passes, `kick` is called every
+    /// 20 ms (it kicks the vCPU threads) until the watchdog is dropped.
+    pub fn arm(after: Duration, kick: impl Fn() + Send + 'static) -> Self {
         install_kick_handler();
-        // SAFETY: pthread_self has no preconditions.
-        let target = unsafe { libc::pthread_self() };
         let fired = Arc::new(AtomicBool::new(false));
         let (cancel, cancelled) = channel::<()>();
         let flag = fired.clone();
-        let thread = std::thread::spawn(move || {
-            if cancelled.recv_timeout(after) != Err(RecvTimeoutError::Timeout) {
-                return;
-            }
-            flag.store(true, Ordering::SeqCst);
-            while INSTALLED.load(Ordering::SeqCst) {
-                // SAFETY: `target` is the vCPU thread, which outlives this
-                // one: it joins this thread (via `Drop`) before returning.
-                unsafe { libc::pthread_kill(target, kick_signal()) };
-                if cancelled.recv_timeout(Duration::from_millis(20))
-                    != Err(RecvTimeoutError::Timeout)
-                {
+        let deadline = std::time::Instant::now() + after;
+        let spawned = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || {
+                if cancelled.recv_timeout(after) != Err(RecvTimeoutError::Timeout) {
                     return;
                 }
-            }
-        });
+                flag.store(true, Ordering::SeqCst);
+                while INSTALLED.load(Ordering::SeqCst) {
+                    kick();
+                    if cancelled.recv_timeout(Duration::from_millis(20))
+                        != Err(RecvTimeoutError::Timeout)
+                    {
+                        return;
+                    }
+                }
+            });
+        let thread = spawned
+            .map_err(|e| {
+                log::error!(
+                    "cannot start the timeout thread ({e}): the timeout is only seen at vCPU exits"
+                )
+            })
+            .ok();
         Watchdog {
             fired,
+            deadline,
             cancel: Some(cancel),
-            thread: Some(thread),
+            thread,
         }
     }
 
     /// True once the deadline has passed.
     pub fn fired(&self) -> bool {
-        self.fired.load(Ordering::SeqCst)
+        self.fired.load(Ordering::SeqCst) || std::time::Instant::now() >= self.deadline
     }
 }
 

@@ -52,7 +52,7 @@ pub struct GuestRam {
     size: u64,
     layout: RamLayout,
     memory: GuestMemoryMmap,
-    populate_supported: bool,
+    populate_supported: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: `base` points to a private anonymous mapping owned by this value;
@@ -60,6 +60,11 @@ pub struct GuestRam {
 // and every host-side access goes through vm-memory's volatile accessors or
 // `madvise`, which are safe to issue from any thread.
 unsafe impl Send for GuestRam {}
+// SAFETY: every method takes `&self` and touches guest memory only through
+// volatile accesses or `madvise`; concurrent callers (the vCPU threads)
+// work on disjoint ranges, each guarded by its Secure-EPT entry lock
+// (`sept_locks.rs`) or by the TD's state lock.
+unsafe impl Sync for GuestRam {}
 
 impl GuestRam {
     /// Reserves host address space for the layout's RAM.
@@ -129,7 +134,7 @@ impl GuestRam {
             size,
             layout,
             memory,
-            populate_supported: true,
+            populate_supported: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -156,7 +161,7 @@ impl GuestRam {
     /// writes initial memory), so its host pages are either absent or were
     /// zero-filled by the host kernel: populating them is zeroing them.
     pub fn zero_and_back(
-        &mut self,
+        &self,
         offset: u64,
         len: u64,
         backing: Backing,
@@ -165,7 +170,10 @@ impl GuestRam {
             return Ok(());
         }
         debug_assert!(offset + len <= self.size);
-        if self.populate_supported {
+        if self
+            .populate_supported
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             // SAFETY: the range lies inside the guest RAM mapping (checked by
             // the caller through `RamLayout::ram_offset`); MADV_POPULATE_WRITE
             // only faults pages in, it does not change their contents.
@@ -188,7 +196,8 @@ impl GuestRam {
                 });
             }
             log::info!("MADV_POPULATE_WRITE unsupported; touching pages instead");
-            self.populate_supported = false;
+            self.populate_supported
+                .store(false, std::sync::atomic::Ordering::Relaxed);
         }
         for page in (offset..offset + len).step_by(abi::PAGE_4K as usize) {
             // SAFETY: in bounds as above. A volatile read-then-write of the
@@ -215,7 +224,7 @@ impl GuestRam {
     }
 
     /// Writes `bytes` at RAM offset `offset` (no page-state check).
-    pub fn write(&mut self, offset: u64, bytes: &[u8]) {
+    pub fn write(&self, offset: u64, bytes: &[u8]) {
         assert!(
             offset + bytes.len() as u64 <= self.size,
             "write beyond guest RAM"

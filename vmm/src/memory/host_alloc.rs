@@ -32,3 +32,29 @@ pub(crate) fn try_zeroed_u32(n: u64, what: &'static str) -> Result<Vec<u32>, Res
     // `[u32; n]`; all n elements are initialised (zero is a valid u32).
     Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
+
+/// `n` zeroed `AtomicU64`s, as `try_zeroed_u32` (zero is a valid atomic).
+pub(crate) fn try_zeroed_atomic_u64(
+    n: u64,
+    what: &'static str,
+) -> Result<Vec<std::sync::atomic::AtomicU64>, ReserveError> {
+    use std::sync::atomic::AtomicU64;
+    let err = ReserveError {
+        what,
+        bytes: n.saturating_mul(8),
+    };
+    let n = usize::try_from(n).map_err(|_| err.clone())?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<AtomicU64>(n).map_err(|_| err.clone())?;
+    // SAFETY: the layout has a non-zero size (n > 0).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<AtomicU64>();
+    if ptr.is_null() {
+        return Err(err);
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of
+    // `[AtomicU64; n]`; all n elements are initialised (an all-zero
+    // AtomicU64 is a valid zero).
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}

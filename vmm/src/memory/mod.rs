@@ -14,3 +14,4 @@ pub mod memslots;
 pub mod page_runs;
 pub mod page_state;
 pub mod private;
+pub mod sept_locks;

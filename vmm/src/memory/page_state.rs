@@ -126,6 +126,28 @@ impl PageStateTable {
         }
     }
 
+    /// What `accept(page, level)` would answer, without changing anything
+    /// (an accept decides under its Secure-EPT entry lock, zeroes outside
+    /// the table's lock, then commits).
+    pub fn peek_accept(&self, page: u64, level: PageLevel) -> AcceptOutcome {
+        let state = self.chunks[(page / PAGES_PER_CHUNK) as usize];
+        match (level, state) {
+            (_, MAPPED_2M) => AcceptOutcome::AlreadyAccepted(PageLevel::L2M),
+            (_, PENDING) => AcceptOutcome::Accepted,
+            (PageLevel::L4K, split) => {
+                if bit(
+                    &self.bitmaps[(split - SPLIT_BASE) as usize],
+                    page % PAGES_PER_CHUNK,
+                ) {
+                    AcceptOutcome::AlreadyAccepted(PageLevel::L4K)
+                } else {
+                    AcceptOutcome::Accepted
+                }
+            }
+            _ => AcceptOutcome::SizeMismatch,
+        }
+    }
+
     /// Applies `TDG.MEM.PAGE.ACCEPT` at `page` and `level`.
     ///
     /// The caller has validated the request: `level` is 4K or 2M, `page` is

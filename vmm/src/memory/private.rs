@@ -51,7 +51,7 @@ pub enum GpaKind {
 /// Ground truth and mappings of the TD's private memory.
 pub struct PrivateMemory<B: SlotBackend = KvmSlots> {
     pub(crate) slots: MemslotManager<B>,
-    pub(crate) ram: GuestRam,
+    pub(crate) ram: std::sync::Arc<GuestRam>,
     pub(crate) pages: PageStateTable,
     pub(crate) backing: Backing,
     /// Install memslots at the first touch of accepted memory instead of
@@ -84,7 +84,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
         backing: Backing,
         slot_limit: usize,
     ) -> Result<Self, MemoryError> {
-        let ram = GuestRam::new(layout, backing)?;
+        let ram = std::sync::Arc::new(GuestRam::new(layout, backing)?);
         let pages = PageStateTable::try_new(layout.mem_bytes() / PAGE_4K)?;
         Ok(PrivateMemory {
             slots: MemslotManager::new(backend, slot_limit, DEFAULT_SOFT_CAP),
@@ -113,6 +113,12 @@ impl<B: SlotBackend> PrivateMemory<B> {
     /// Host mapping.
     pub fn ram(&self) -> &GuestRam {
         &self.ram
+    }
+
+    /// The host mapping, shared (the vCPU threads zero accepted ranges
+    /// through it without the TD's state lock).
+    pub fn ram_shared(&self) -> std::sync::Arc<GuestRam> {
+        self.ram.clone()
     }
 
     /// How accepted memory gets host pages.
@@ -163,13 +169,27 @@ impl<B: SlotBackend> PrivateMemory<B> {
         let zero_start = std::time::Instant::now();
         self.ram.zero_and_back(offset, size, self.backing)?;
         let zero_ns = zero_start.elapsed().as_nanos() as u64;
+        self.map_accepted(gpa, offset, level)?;
+        Ok(zero_ns)
+    }
+
+    /// The part of `commit_accept` after zeroing: unless slots are
+    /// installed at first touch, maps `[gpa, gpa + level)` and merges the
+    /// slots of a range it completed.
+    pub fn map_accepted(
+        &mut self,
+        gpa: u64,
+        offset: u64,
+        level: PageLevel,
+    ) -> Result<(), MemoryError> {
+        let size = level.size();
         if !self.map_on_touch {
             let host = self.ram.host_addr(offset);
             self.slots.map(gpa, size, host)?;
             // A 2 MiB accept is one slot already: only its GiB may merge.
             self.merge_completed(gpa, level == PageLevel::L4K)?;
         }
-        Ok(zero_ns)
+        Ok(())
     }
 
     /// Merges the slots of the 2 MiB chunk and the 1 GiB block around `gpa`

@@ -10,6 +10,7 @@ use crate::report::run_log::RunLog;
 use crate::report::{self, ExitStats, HostStats, PageStats, Report, REPORT_VERSION};
 use crate::stop::Stop;
 use crate::tdx::dispatch::TdxModule;
+use crate::vcpu::VcpuState;
 
 /// Where the bitmap cross-check stands (the report's `bitmap_state`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,13 +75,13 @@ pub struct Parts<'a, B: SlotBackend> {
     pub invariant_checks: Option<u64>,
 }
 
-/// Builds the report of a run that ended with `stop`; `vcpu_exits` has
-/// each vCPU's exit counts.
+/// Builds the report of a run that ended with `stop`; `vcpus` has each
+/// vCPU's own state (exits, accepts, lock wait).
 pub fn assemble<B: SlotBackend>(
     parts: Parts<'_, B>,
     mut console: Console,
     mut log: RunLog,
-    vcpu_exits: &[ExitStats],
+    vcpus: &[VcpuState],
     stop: Stop,
     facts: RunFacts,
 ) -> Report {
@@ -95,9 +96,19 @@ pub fn assemble<B: SlotBackend>(
     let pages = memory.pages();
     let slot_stats = memory.slots().stats();
     let mut exits = ExitStats::default();
-    for e in vcpu_exits {
-        exits.add(e);
+    for v in vcpus {
+        exits.add(&v.exits);
     }
+    let per_vcpu = vcpus
+        .iter()
+        .map(|v| report::VcpuReport {
+            index: v.index,
+            exits: v.exits.total,
+            accepts: v.accepts,
+            busy: v.busy,
+            lock_wait_ns: v.lock_wait_ns,
+        })
+        .collect();
     let table = match &bitmap {
         BitmapCheck::NotFilled(c) | BitmapCheck::Checked(c) => Some(c.table),
         _ => None,
@@ -130,6 +141,8 @@ pub fn assemble<B: SlotBackend>(
             memslots_removed: slot_stats.removed,
         },
         exits,
+        vcpus: vcpus.len() as u32,
+        per_vcpu,
         tdcalls: tdx.counters.to_map(),
         timing_us,
         bench: log.bench,

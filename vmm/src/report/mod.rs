@@ -86,6 +86,9 @@ pub struct Report {
     pub pages: PageStats,
     pub host: HostStats,
     pub exits: ExitStats,
+    /// The TD's vCPUs, and what each did.
+    pub vcpus: u32,
+    pub per_vcpu: Vec<VcpuReport>,
     /// TDCALLs by leaf (and VMCALL sub-function) name.
     pub tdcalls: BTreeMap<String, u64>,
     /// Microseconds since the VMM started: `total`, plus each guest phase mark.
@@ -129,6 +132,19 @@ pub struct Report {
     pub inputs: Inputs,
 }
 
+/// One vCPU's share of the run.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VcpuReport {
+    pub index: u32,
+    /// KVM exits of this vCPU.
+    pub exits: u64,
+    /// Accepts it asked for, and how many were answered TDX_OPERAND_BUSY.
+    pub accepts: u64,
+    pub busy: u64,
+    /// Time its guest code spent waiting for the kernel's accept lock.
+    pub lock_wait_ns: u64,
+}
+
 /// The guest counters one generation reported.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GenerationCounters {
@@ -150,6 +166,9 @@ pub struct Inputs {
     pub firmware: Option<InputFile>,
     pub kernel: Option<InputFile>,
     pub mem_bytes: u64,
+    /// vCPUs asked for (`--cpus`).
+    #[serde(default)]
+    pub cpus: u32,
     pub cmdline: String,
     /// The profile asked for (`cpu_profile` is the one chosen).
     pub cpu_profile_requested: String,
@@ -265,6 +284,8 @@ impl Report {
                 ..HostStats::default()
             },
             exits: ExitStats::default(),
+            vcpus: 0,
+            per_vcpu: Vec::new(),
             tdcalls: BTreeMap::new(),
             timing_us: BTreeMap::new(),
             bench: None,

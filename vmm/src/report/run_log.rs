@@ -115,8 +115,14 @@ impl RunLog {
 
     /// Records an answered accept: the trace, and the accept log of a
     /// kexec (what was accepted between its kexec_load and kexec_jump).
-    pub fn accept(&mut self, req: &AcceptRequest, status: u64, result: Option<AcceptResult>) {
-        self.trace(Kind::Accept, req.gpa_bits(), req.level_bits(), status);
+    pub fn accept(
+        &mut self,
+        req: &AcceptRequest,
+        status: u64,
+        result: Option<AcceptResult>,
+        vcpu: u32,
+    ) {
+        self.trace(Kind::Accept, req.gpa_bits(), req.level_bits(), status, vcpu);
         if let Some(AcceptResult::Accepted { gpa, level }) = result {
             if let Some(k) = self.kexecs.last_mut().filter(|k| k.jump_us.is_none()) {
                 k.vmm_bytes_accepted += level.size();
@@ -127,7 +133,7 @@ impl RunLog {
     }
 
     /// Adds a record to the accept trace, if one is being written.
-    pub fn trace(&mut self, kind: Kind, gpa: u64, level: u8, status: u64) {
+    pub fn trace(&mut self, kind: Kind, gpa: u64, level: u8, status: u64, vcpu: u32) {
         if self.trace.is_none() {
             return;
         }
@@ -145,6 +151,7 @@ impl RunLog {
                 level,
                 who,
                 generation,
+                vcpu: vcpu.min(u16::MAX as u32) as u16,
             });
         }
     }

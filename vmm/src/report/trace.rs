@@ -6,7 +6,8 @@
 //!
 //! File layout (little-endian): an 16-byte header (`b"TDXTRACE"`, version
 //! u32, record size u32), then 32-byte records:
-//! `t_ns u64 | gpa u64 | status u64 | kind u8 | level u8 | who u8 | generation u8 | reserved u32`.
+//! `t_ns u64 | gpa u64 | status u64 | kind u8 | level u8 | who u8 | generation u8 | vcpu u16 | reserved u16`.
+//! Version 2 added the vCPU index (version 1 had 4 reserved bytes there).
 
 use crate::host::files::FileError;
 use crate::host::output::Output;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub const MAGIC: &[u8; 8] = b"TDXTRACE";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const RECORD_BYTES: usize = 32;
 const HEADER_BYTES: usize = 16;
 /// Default cap on the file size.
@@ -66,6 +67,8 @@ pub struct Record {
     pub level: u8,
     pub who: Who,
     pub generation: u8,
+    /// The vCPU that asked (or touched).
+    pub vcpu: u16,
 }
 
 impl Record {
@@ -78,6 +81,7 @@ impl Record {
         b[25] = self.level;
         b[26] = self.who as u8;
         b[27] = self.generation;
+        b[28..30].copy_from_slice(&self.vcpu.to_le_bytes());
         b
     }
 
@@ -100,6 +104,7 @@ impl Record {
                 _ => return Err(TraceError::Format("unknown record source")),
             },
             generation: b[27],
+            vcpu: u16::from_le_bytes([b[28], b[29]]),
         })
     }
 }
@@ -310,6 +315,7 @@ mod tests {
             level: (i % 2) as u8,
             who: [Who::Firmware, Who::Kernel, Who::Kexec][(i % 3) as usize],
             generation: (i % 4) as u8,
+            vcpu: (i % 7) as u16,
         }
     }
 

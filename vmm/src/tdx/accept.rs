@@ -13,6 +13,9 @@ use crate::memory::layout::RamLayout;
 use crate::memory::memslots::SlotBackend;
 use crate::memory::page_state::{AcceptOutcome, PageStateTable};
 use crate::memory::private::{MemoryError, PrivateMemory};
+use crate::stop::Stop;
+use crate::tdx::dispatch::TdxModule;
+use crate::tdx::event::{Event, Handled};
 use abi::tdcall::{status, PageLevel};
 use abi::PAGE_4K;
 use serde::Serialize;
@@ -27,6 +30,9 @@ pub struct AcceptStats {
     pub already_accepted: u64,
     pub size_mismatch: u64,
     pub invalid: u64,
+    /// TDX_OPERAND_BUSY answers: another vCPU held the Secure-EPT entry.
+    #[serde(default)]
+    pub busy: u64,
     /// TDX_OPERAND_BUSY answers from `--inject busy=P`.
     pub busy_injected: u64,
     pub bytes_accepted: u64,
@@ -158,7 +164,8 @@ pub fn transition(pages: &mut PageStateTable, req: &AcceptRequest) -> AcceptResu
 /// Handles `TDG.MEM.PAGE.ACCEPT`: the state machine, then what accepting
 /// does to the host (`PrivateMemory::commit_accept`), with the statistics.
 /// `Err` is a VMM-side failure (the host could not back or map memory):
-/// the TD must stop.
+/// the TD must stop. (One vCPU, or a caller holding everything; the
+/// vCPUs of a running TD use `accept_on_vcpu`.)
 pub fn accept<B: SlotBackend>(
     mem: &mut PrivateMemory<B>,
     req: &AcceptRequest,
@@ -166,6 +173,20 @@ pub fn accept<B: SlotBackend>(
     hist: &mut HandleHistogram,
 ) -> Result<AcceptResult, MemoryError> {
     let started = Instant::now();
+    commit(mem, req, stats, hist, started, None)
+}
+
+/// The state machine and its host side effects for `req`, with the
+/// statistics; `zeroed` is the time already spent zeroing and backing
+/// the page outside the lock, if it was.
+fn commit<B: SlotBackend>(
+    mem: &mut PrivateMemory<B>,
+    req: &AcceptRequest,
+    stats: &mut AcceptStats,
+    hist: &mut HandleHistogram,
+    started: Instant,
+    zeroed: Option<u64>,
+) -> Result<AcceptResult, MemoryError> {
     stats.calls += 1;
     let result = transition(mem.pages_mut(), req);
     let mut zero_ns = 0;
@@ -175,7 +196,13 @@ pub fn accept<B: SlotBackend>(
         AcceptResult::SizeMismatch { .. } => stats.size_mismatch += 1,
         AcceptResult::Accepted { gpa, level } => {
             let offset = req.page.map_or(0, |p| p.2);
-            zero_ns = mem.commit_accept(gpa, offset, level)?;
+            zero_ns = match zeroed {
+                Some(ns) => {
+                    mem.map_accepted(gpa, offset, level)?;
+                    ns
+                }
+                None => mem.commit_accept(gpa, offset, level)?,
+            };
             stats.zero_ns += zero_ns;
             match level {
                 PageLevel::L4K => stats.ok_4k += 1,
@@ -188,6 +215,112 @@ pub fn accept<B: SlotBackend>(
     stats.handle_ns += ns;
     hist.record(ns);
     Ok(result)
+}
+
+/// `TDG.MEM.PAGE.ACCEPT` from one vCPU of a running TD, as the TDX module
+/// runs it with several vCPUs (`tdg_mem_page_accept`): take the guest-side
+/// lock of the 2 MiB Secure-EPT entry, or answer `TDX_OPERAND_BUSY | RCX`
+/// with nothing changed; look at the entry (under the TD's state lock);
+/// zero and back a page that will be accepted with only the entry lock
+/// held, so accepts of different entries zero in parallel; then commit
+/// the state and the mapping under the state lock, and release the entry.
+pub fn accept_on_vcpu<B: SlotBackend>(
+    td: &crate::shared::TdShared<B>,
+    req: &AcceptRequest,
+    rip: u64,
+) -> Handled {
+    let started = Instant::now();
+    let done = |s: &mut crate::shared::Shared<B>, zeroed| {
+        let tdx = &mut s.tdx;
+        match commit(
+            &mut s.memory,
+            req,
+            &mut tdx.stats,
+            &mut tdx.hist,
+            started,
+            zeroed,
+        ) {
+            Ok(result) => answered(req, result),
+            Err(e) => host_failed(req, rip, e),
+        }
+    };
+    let Ok((_, level, offset)) = req.page else {
+        return done(&mut td.lock(), None);
+    };
+    let Some(_entry) = td.sept.try_lock(offset / abi::PAGE_2M) else {
+        let mut s = td.lock();
+        let tdx = &mut s.tdx;
+        tdx.stats.calls += 1;
+        tdx.stats.busy += 1;
+        tdx.hist
+            .record((started.elapsed().as_nanos() as u64).max(1));
+        log::trace!(
+            "accept {:#x}: TDX_OPERAND_BUSY (entry held by another vCPU)",
+            req.rcx
+        );
+        return busy(req);
+    };
+    {
+        let mut s = td.lock();
+        if let Some(h) = injected_busy(&mut s.tdx, req) {
+            return h;
+        }
+        if s.memory.pages().peek_accept(offset / PAGE_4K, level) != AcceptOutcome::Accepted {
+            return done(&mut s, None);
+        }
+    }
+    // The entry lock keeps every other accept away from this page, and
+    // pending memory has no memslot: nobody else touches these bytes.
+    let zero_start = Instant::now();
+    if let Err(e) = td.ram.zero_and_back(offset, level.size(), td.backing) {
+        return host_failed(req, rip, MemoryError::Ram(e));
+    }
+    let zero_ns = zero_start.elapsed().as_nanos() as u64;
+    let mut s = td.lock();
+    done(&mut s, Some(zero_ns))
+}
+
+/// The `TDX_OPERAND_BUSY | RCX` answer, nothing changed.
+fn busy(req: &AcceptRequest) -> Handled {
+    Handled::event(Event::Accept {
+        req: *req,
+        status: status::OPERAND_BUSY | status::OPERAND_RCX,
+        result: None,
+    })
+}
+
+/// An injected busy answer (`--inject busy=P`), if one is due; only a
+/// valid request can meet a busy Secure-EPT entry.
+pub(crate) fn injected_busy(tdx: &mut TdxModule, req: &AcceptRequest) -> Option<Handled> {
+    if req.page.is_err() || !tdx.inject.as_mut().is_some_and(|i| i.busy()) {
+        return None;
+    }
+    tdx.stats.calls += 1;
+    tdx.stats.busy_injected += 1;
+    log::trace!("accept {:#x}: TDX_OPERAND_BUSY injected", req.rcx);
+    Some(busy(req))
+}
+
+/// The event of an answered accept.
+pub(crate) fn answered(req: &AcceptRequest, result: AcceptResult) -> Handled {
+    if let AcceptResult::Invalid(why) = result {
+        log::debug!("accept {:#x}: invalid ({why:?})", req.rcx);
+    } else {
+        log::trace!("accept {:#x}: {result:?}", req.rcx);
+    }
+    Handled::event(Event::Accept {
+        req: *req,
+        status: result.status(),
+        result: Some(result),
+    })
+}
+
+/// The host could not back or map the page: the TD stops.
+pub(crate) fn host_failed(req: &AcceptRequest, rip: u64, e: MemoryError) -> Handled {
+    Handled::stop(Stop::error(
+        format!("host failed to accept operand {:#x}: {e}", req.rcx),
+        Some(rip),
+    ))
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@
 use crate::host::console::Console;
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::PrivateMemory;
-use crate::stop::Stop;
-use crate::tdx::accept::{AcceptRequest, AcceptResult, AcceptStats, HandleHistogram};
+use crate::tdx::accept::{
+    answered, host_failed, injected_busy, AcceptRequest, AcceptStats, HandleHistogram,
+};
 use crate::tdx::counters::TdcallCounters;
 pub use crate::tdx::event::{Event, Handled};
 use crate::tdx::inject::Injector;
@@ -25,11 +26,14 @@ pub struct TdxModule {
     pub inject: Option<Injector>,
     /// Guest-physical address width (TDG.VP.INFO).
     pub gpaw: u32,
+    /// vCPUs of the TD (TDG.VP.INFO).
+    pub vcpus: u32,
 }
 
 impl TdxModule {
-    pub fn new(gpaw: u32, inject: Option<Injector>) -> Self {
+    pub fn new(gpaw: u32, vcpus: u32, inject: Option<Injector>) -> Self {
         TdxModule {
+            vcpus,
             stats: AcceptStats::default(),
             hist: HandleHistogram::default(),
             counters: TdcallCounters::default(),
@@ -64,7 +68,8 @@ pub fn dispatch<B: SlotBackend>(
             regs.rax = status::SUCCESS;
             regs.rcx = tdx.gpaw as u64;
             regs.rdx = vp_info::ATTR_SEPT_VE_DISABLE;
-            regs.r8 = 1 | (1 << 32);
+            // NUM_VCPUS in bits 31:0, MAX_VCPUS in 63:32.
+            regs.r8 = tdx.vcpus as u64 | ((tdx.vcpus as u64) << 32);
             regs.r9 = vcpu_index as u64;
             regs.r10 = 0;
             regs.r11 = 0;
@@ -93,35 +98,15 @@ fn accept<B: SlotBackend>(
     req: &AcceptRequest,
     regs: &mut kvm_regs,
 ) -> Handled {
-    // Only a valid request can meet a busy Secure-EPT entry.
-    if req.page.is_ok() && tdx.inject.as_mut().is_some_and(|i| i.busy()) {
-        tdx.stats.calls += 1;
-        tdx.stats.busy_injected += 1;
-        regs.rax = status::OPERAND_BUSY | status::OPERAND_RCX;
-        log::trace!("accept {:#x}: TDX_OPERAND_BUSY injected", req.rcx);
-        return Handled::event(Event::Accept {
-            req: *req,
-            status: regs.rax,
-            result: None,
-        });
+    let handled = match injected_busy(tdx, req) {
+        Some(h) => h,
+        None => match crate::tdx::accept::accept(mem, req, &mut tdx.stats, &mut tdx.hist) {
+            Ok(result) => answered(req, result),
+            Err(e) => host_failed(req, regs.rip, e),
+        },
+    };
+    if let Some(Event::Accept { status, .. }) = handled.event {
+        regs.rax = status;
     }
-    match crate::tdx::accept::accept(mem, req, &mut tdx.stats, &mut tdx.hist) {
-        Ok(result) => {
-            if let AcceptResult::Invalid(why) = result {
-                log::debug!("accept {:#x}: invalid ({why:?})", req.rcx);
-            } else {
-                log::trace!("accept {:#x}: {result:?}", req.rcx);
-            }
-            regs.rax = result.status();
-            Handled::event(Event::Accept {
-                req: *req,
-                status: regs.rax,
-                result: Some(result),
-            })
-        }
-        Err(e) => Handled::stop(Stop::error(
-            format!("host failed to accept operand {:#x}: {e}", req.rcx),
-            Some(regs.rip),
-        )),
-    }
+    handled
 }

@@ -24,6 +24,9 @@ pub enum Event {
     SystemTable(u64),
     /// Instruction.IO to a port with no device.
     UnassignedIo,
+    /// Instruction.HLT: the vCPU idles until something may have changed
+    /// (at most `vcpu::HLT_PARK`; no interrupts are emulated).
+    Halt,
 }
 
 /// What a TDCALL did.

@@ -122,6 +122,7 @@ fn standard<B: SlotBackend>(
     match input.r11 {
         ghci::INSTRUCTION_IO => instruction_io(svc.console, input, out),
         ghci::REPORT_FATAL_ERROR => Handled::stop(fatal_error(svc.mem, regs, input)),
+        ghci::INSTRUCTION_HLT => Handled::event(Event::Halt),
         ghci::GET_TD_VM_CALL_INFO => {
             out.r11 = Some(0);
             Handled::default()

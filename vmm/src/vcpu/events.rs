@@ -27,7 +27,11 @@ pub fn apply<B: SlotBackend>(
             status,
             result,
         } => {
-            shared.log.accept(&req, status, result);
+            shared.log.accept(&req, status, result, vcpu.index);
+            vcpu.accepts += 1;
+            if status == abi::tdcall::status::OPERAND_BUSY | abi::tdcall::status::OPERAND_RCX {
+                vcpu.busy += 1;
+            }
             use crate::tdx::accept::AcceptResult as R;
             let checked = match result {
                 Some(R::Accepted { gpa, level }) => {
@@ -52,6 +56,11 @@ pub fn apply<B: SlotBackend>(
             shared.log.mark(mark, arg);
             None
         }
+        Event::Counter(abi::report::Counter::LockWaitTsc, ticks) => {
+            // Each CPU reports its own wait: kept per vCPU, in ns.
+            vcpu.lock_wait_ns += vcpu.tsc_to_ns(ticks);
+            None
+        }
         Event::Counter(c, v) => {
             shared.log.counter(c, v);
             None
@@ -64,6 +73,7 @@ pub fn apply<B: SlotBackend>(
             vcpu.exits.unassigned_io += 1;
             None
         }
+        Event::Halt => None,
     }
 }
 
@@ -111,7 +121,7 @@ mod tests {
         memory.set_map_on_touch(true);
         Shared {
             memory,
-            tdx: TdxModule::new(48, None),
+            tdx: TdxModule::new(48, 1, None),
             console: Console::new(false),
             log: RunLog::new(std::time::Instant::now(), None),
             invariant_checks: Some(0),

@@ -4,10 +4,13 @@
 //! `handle_kvm_exit` is), and the loop applies it: a TDCALL goes to the
 //! emulated TDX module and its event is recorded, a memory exit becomes a
 //! first-touch mapping or a precise stop, anything else resumes or stops
-//! the TD. The loop also honours the watchdog and stop signals.
+//! the TD. The loop also honours the watchdog, stop signals and the stop
+//! board: each vCPU runs this loop on its own thread, and the first stop
+//! of any of them stops them all.
 
 pub mod events;
 pub mod exit;
+pub mod stop_board;
 
 pub use events::{apply, check_invariants};
 pub use exit::{on_exit, on_memory, Action, Exit, MemoryAction};
@@ -15,9 +18,9 @@ pub use exit::{on_exit, on_memory, Action, Exit, MemoryAction};
 use crate::host::watchdog::Watchdog;
 use crate::report::trace::Kind;
 use crate::report::ExitStats;
-use crate::shared::Shared;
+use crate::shared::{Shared, TdShared};
 use crate::stop::{Access, Fatal, Stop};
-use crate::tdx::dispatch::dispatch;
+use crate::tdx::dispatch::{dispatch, Event};
 use abi::report::Outcome;
 use kvm_ioctls::{SyncReg, VcpuFd};
 use std::time::Duration;
@@ -27,16 +30,39 @@ use std::time::Duration;
 pub struct VcpuState {
     pub index: u32,
     pub exits: ExitStats,
+    /// Accepts this vCPU asked for, and how many were answered BUSY.
+    pub accepts: u64,
+    pub busy: u64,
+    /// Time the guest spent waiting for its accept lock on this vCPU, as
+    /// the guest reports it (`Counter::LockWaitTsc`, converted).
+    pub lock_wait_ns: u64,
+    /// The vCPU's TSC frequency (KVM_GET_TSC_KHZ), when KVM tells it.
+    pub tsc_khz: Option<u32>,
 }
 
 impl VcpuState {
     pub fn new(index: u32) -> Self {
         VcpuState {
             index,
-            exits: ExitStats::default(),
+            ..VcpuState::default()
         }
     }
 }
+
+impl VcpuState {
+    /// TSC ticks of this vCPU in nanoseconds (0 without a known frequency).
+    pub fn tsc_to_ns(&self, ticks: u64) -> u64 {
+        match self.tsc_khz {
+            Some(khz) if khz > 0 => {
+                (u128::from(ticks) * 1_000_000 / u128::from(khz)).min(u64::MAX as u128) as u64
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// The longest an emulated HLT parks a vCPU.
+pub const HLT_PARK: Duration = Duration::from_millis(1);
 
 /// A vCPU: its KVM file descriptor and its own state.
 pub struct Vcpu {
@@ -47,17 +73,30 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
-    /// Runs until the TD stops (a guest stop, the `timeout`, or a stop
-    /// signal) and returns how it stopped.
-    pub fn run(&mut self, shared: &mut Shared, timeout: Option<Duration>) -> Stop {
-        let watchdog = timeout.map(Watchdog::arm);
-        crate::host::signals::attach(&mut self.fd.get_kvm_run().immediate_exit);
-        let stop = loop {
-            if let Some(stop) = self.step(shared, watchdog.as_ref(), timeout) {
+    /// Runs until the TD stops (this vCPU's stop, another vCPU's, the
+    /// watchdog's or a stop signal's). Returns the stop this vCPU saw
+    /// first, with its RIP; the TD's stop is the board's.
+    pub fn run(
+        &mut self,
+        td: &TdShared,
+        watchdog: Option<&Watchdog>,
+        timeout: Option<Duration>,
+    ) -> Stop {
+        let index = self.state.index;
+        let immediate_exit: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
+        td.board.attach(index, immediate_exit);
+        crate::host::signals::attach(index, immediate_exit);
+        let mut stop = loop {
+            if let Some(stop) = self.step(td, watchdog, timeout) {
                 break stop;
             }
         };
-        crate::host::signals::detach();
+        crate::host::signals::detach(index);
+        td.board.detach(index);
+        if let Some(f) = stop.fatal.as_mut() {
+            f.rip = f.rip.or_else(|| self.rip());
+        }
+        td.board.stop(index, stop.clone());
         stop
     }
 
@@ -69,10 +108,13 @@ impl Vcpu {
     /// One KVM_RUN and the handling of its exit.
     fn step(
         &mut self,
-        shared: &mut Shared,
+        td: &TdShared,
         watchdog: Option<&Watchdog>,
         timeout: Option<Duration>,
     ) -> Option<Stop> {
+        if td.board.stopped() {
+            return Some(Stop::error("stopped with the TD".into(), None));
+        }
         if watchdog.is_some_and(|w| w.fired()) {
             let secs = timeout.unwrap_or_default().as_secs_f64();
             let message = format!("guest still running after the {secs} s timeout");
@@ -91,66 +133,88 @@ impl Vcpu {
         match on_exit(exit, &mut self.state.exits) {
             Action::Resume => None,
             Action::Stop(stop) => Some(stop),
-            Action::Tdcall => self.doorbell(shared),
+            Action::Tdcall => self.doorbell(td),
             Action::Memory {
                 gpa,
                 access,
                 len,
                 data,
-            } => match on_memory(&shared.memory, gpa) {
-                MemoryAction::FirstTouch => self.complete_first_touch(shared, gpa, access, len, data),
-                MemoryAction::Fault(outcome, what) => {
-                    Some(self.memory_fault(shared, gpa, access, outcome, what))
+            } => {
+                let shared = &mut *td.lock();
+                match on_memory(&shared.memory, gpa) {
+                    MemoryAction::FirstTouch => {
+                        self.complete_first_touch(shared, gpa, access, len, data)
+                    }
+                    MemoryAction::Fault(outcome, what) => {
+                        Some(self.memory_fault(shared, gpa, access, outcome, what))
+                    }
+                    MemoryAction::Bug => Some(Stop::error(
+                        format!(
+                            "{} of accepted GPA {gpa:#x} exited without a memslot (memslot bookkeeping bug)",
+                            access.as_str()
+                        ),
+                        self.rip(),
+                    )),
                 }
-                MemoryAction::Bug => Some(Stop::error(
-                    format!(
-                        "{} of accepted GPA {gpa:#x} exited without a memslot (memslot bookkeeping bug)",
-                        access.as_str()
-                    ),
-                    self.rip(),
-                )),
-            },
+            }
             Action::TripleFault => Some(Stop::fatal(
                 Outcome::TripleFault,
                 Fatal::new("vCPU triple-faulted (KVM shutdown exit)".into()).rip(self.rip()),
             )),
-            Action::CheckFetch => self.internal_error(shared),
+            Action::CheckFetch => self.internal_error(&mut td.lock()),
         }
     }
 
-    fn doorbell(&mut self, s: &mut Shared) -> Option<Stop> {
-        let index = self.state.index;
-        if self.sync_regs {
-            // KVM stored the registers in kvm_run at the exit: no ioctl.
-            let mut regs = self.fd.sync_regs().regs;
-            let handled = dispatch(&mut s.tdx, &mut s.memory, &mut s.console, index, &mut regs);
-            let stop = apply(s, &mut self.state, handled, regs.rip);
-            if stop.is_none() {
-                self.fd.sync_regs_mut().regs = regs;
-                self.fd.set_sync_dirty_reg(SyncReg::Register);
-            }
-            return stop;
-        }
-        let mut regs = match self.fd.get_regs() {
-            Ok(r) => r,
-            Err(e) => {
-                return Some(Stop::error(
-                    format!("KVM_GET_REGS at a TDCALL failed: {e}"),
-                    None,
-                ))
+    /// A TDCALL: the registers (through kvm_run with KVM_CAP_SYNC_REGS, no
+    /// ioctl), the leaf (an accept takes its own locks, everything else
+    /// runs under the state lock), its event applied, the registers back.
+    fn doorbell(&mut self, td: &TdShared) -> Option<Stop> {
+        let mut regs = if self.sync_regs {
+            self.fd.sync_regs().regs
+        } else {
+            match self.fd.get_regs() {
+                Ok(r) => r,
+                Err(e) => {
+                    return Some(Stop::error(
+                        format!("KVM_GET_REGS at a TDCALL failed: {e}"),
+                        None,
+                    ))
+                }
             }
         };
-        let handled = dispatch(&mut s.tdx, &mut s.memory, &mut s.console, index, &mut regs);
-        let stop = apply(s, &mut self.state, handled, regs.rip);
-        if stop.is_none() {
-            if let Err(e) = self.fd.set_regs(&regs) {
-                return Some(Stop::error(
-                    format!("KVM_SET_REGS after a TDCALL failed: {e}"),
-                    Some(regs.rip),
-                ));
+        let index = self.state.index;
+        let (leaf_no, version, rest) = abi::tdcall::decode_rax(regs.rax);
+        let handled = if leaf_no == abi::tdcall::leaf::MEM_PAGE_ACCEPT && version == 0 && rest == 0
+        {
+            let req = crate::tdx::accept::AcceptRequest::decode(&td.layout, regs.rcx);
+            let handled = crate::tdx::accept::accept_on_vcpu(td, &req, regs.rip);
+            if let Some(Event::Accept { status, .. }) = handled.event {
+                regs.rax = status;
             }
+            td.lock().tdx.counters.leaf(leaf_no);
+            handled
+        } else {
+            let s = &mut *td.lock();
+            dispatch(&mut s.tdx, &mut s.memory, &mut s.console, index, &mut regs)
+        };
+        let halt = handled.event == Some(Event::Halt);
+        let stop = apply(&mut td.lock(), &mut self.state, handled, regs.rip);
+        if stop.is_some() {
+            return stop;
         }
-        stop
+        if self.sync_regs {
+            self.fd.sync_regs_mut().regs = regs;
+            self.fd.set_sync_dirty_reg(SyncReg::Register);
+        } else if let Err(e) = self.fd.set_regs(&regs) {
+            return Some(Stop::error(
+                format!("KVM_SET_REGS after a TDCALL failed: {e}"),
+                Some(regs.rip),
+            ));
+        }
+        if halt {
+            td.board.idle(HLT_PARK);
+        }
+        None
     }
 
     /// The first access to accepted memory exited like MMIO: map the run
@@ -227,7 +291,9 @@ impl Vcpu {
     ) -> Stop {
         let rip = self.rip();
         if outcome == Outcome::PendingAccess {
-            shared.log.trace(Kind::PendingAccess, gpa, 0, 0);
+            shared
+                .log
+                .trace(Kind::PendingAccess, gpa, 0, 0, self.state.index);
         }
         let message = format!(
             "guest {} of {what} at GPA {gpa:#x} (RIP {})",

@@ -1,0 +1,170 @@
+//! How the vCPUs of one TD stop together. The first vCPU to stop (a guest
+//! shutdown, a fatal error, the watchdog, a stop signal) posts its `Stop`
+//! here with its index; the board then kicks every other vCPU out of
+//! KVM_RUN (`immediate_exit` plus the kick signal), and each of them sees
+//! `stopped()` before it runs the guest again. vCPUs idling in the
+//! emulated HLT wait on the board, so a stop wakes them at once.
+
+use crate::stop::Stop;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A vCPU thread the board can kick out of KVM_RUN.
+#[derive(Clone, Copy)]
+struct Attached {
+    thread: libc::pthread_t,
+    /// `kvm_run.immediate_exit` of the vCPU.
+    immediate_exit: *mut u8,
+}
+
+/// The stop state shared by the vCPUs of one TD.
+pub struct StopBoard {
+    stopped: AtomicBool,
+    first: Mutex<Option<(u32, Stop)>>,
+    attached: Mutex<Vec<Option<Attached>>>,
+    idle: Condvar,
+}
+
+// SAFETY: the raw `immediate_exit` pointers are only dereferenced under the
+// `attached` lock, and a vCPU detaches (under that lock) before its kvm_run
+// mapping can go away; writing the byte from another thread is how KVM
+// documents `immediate_exit` is used.
+unsafe impl Send for StopBoard {}
+// SAFETY: as above; every other field is Sync.
+unsafe impl Sync for StopBoard {}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl StopBoard {
+    /// A board for `vcpus` vCPUs, none stopped.
+    pub fn new(vcpus: u32) -> Self {
+        StopBoard {
+            stopped: AtomicBool::new(false),
+            first: Mutex::new(None),
+            attached: Mutex::new(vec![None; vcpus as usize]),
+            idle: Condvar::new(),
+        }
+    }
+
+    /// Registers the calling thread as vCPU `index`, whose kvm_run has
+    /// `immediate_exit` at that address.
+    pub fn attach(&self, index: u32, immediate_exit: *mut u8) {
+        // SAFETY: pthread_self has no preconditions.
+        let thread = unsafe { libc::pthread_self() };
+        if let Some(slot) = lock(&self.attached).get_mut(index as usize) {
+            *slot = Some(Attached {
+                thread,
+                immediate_exit,
+            });
+        }
+    }
+
+    /// Unregisters vCPU `index` (before its kvm_run mapping goes away).
+    pub fn detach(&self, index: u32) {
+        if let Some(slot) = lock(&self.attached).get_mut(index as usize) {
+            *slot = None;
+        }
+    }
+
+    /// True once any vCPU stopped the TD.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// vCPU `index` stopped the TD with `stop`: the first stop posted is
+    /// the TD's; every vCPU is kicked and idle ones are woken.
+    pub fn stop(&self, index: u32, stop: Stop) {
+        {
+            let mut first = lock(&self.first);
+            if first.is_none() {
+                *first = Some((index, stop));
+            }
+            self.stopped.store(true, Ordering::SeqCst);
+        }
+        self.kick(true);
+        self.idle.notify_all();
+    }
+
+    /// Makes every attached vCPU leave KVM_RUN (the watchdog's kick, and
+    /// a stop's, which also sets `immediate_exit` so a vCPU about to enter
+    /// KVM_RUN returns at once).
+    pub fn kick(&self, immediate: bool) {
+        if !crate::host::watchdog::kick_installed() && !immediate {
+            return;
+        }
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        for a in lock(&self.attached).iter().flatten() {
+            if immediate {
+                // SAFETY: attached vCPUs' kvm_run mappings are live while
+                // they are in this list (they detach under this lock).
+                unsafe { a.immediate_exit.write_volatile(1) };
+            }
+            if a.thread != me && crate::host::watchdog::kick_installed() {
+                // SAFETY: the thread is alive: it detaches (under this
+                // lock) before it returns.
+                unsafe { libc::pthread_kill(a.thread, crate::host::watchdog::kick_signal()) };
+            }
+        }
+    }
+
+    /// The emulated HLT: parks the calling vCPU for at most `max`, or
+    /// until the TD stops.
+    pub fn idle(&self, max: Duration) {
+        let first = lock(&self.first);
+        if self.stopped() {
+            return;
+        }
+        let _ = self.idle.wait_timeout(first, max);
+    }
+
+    /// The TD's stop and the vCPU that posted it.
+    pub fn take(&self) -> Option<(u32, Stop)> {
+        lock(&self.first).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi::report::Outcome;
+
+    #[test]
+    fn the_first_stop_wins_and_names_its_vcpu() {
+        let board = StopBoard::new(3);
+        assert!(!board.stopped());
+        board.stop(2, Stop::error("first".into(), None));
+        board.stop(0, Stop::shutdown(0));
+        assert!(board.stopped());
+        let (index, stop) = board.take().unwrap();
+        assert_eq!(index, 2);
+        assert_eq!(stop.outcome, Outcome::Error);
+    }
+
+    #[test]
+    fn a_stop_sets_immediate_exit_of_every_attached_vcpu_and_wakes_idlers() {
+        let board = std::sync::Arc::new(StopBoard::new(2));
+        let mut flags = [0u8; 2];
+        board.attach(0, &mut flags[0]);
+        board.attach(1, &mut flags[1]);
+        let b = board.clone();
+        let idler = std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            b.idle(Duration::from_secs(30));
+            t.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        board.stop(1, Stop::shutdown(0));
+        let waited = idler.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(30),
+            "the idle vCPU was not woken"
+        );
+        board.detach(0);
+        board.detach(1);
+        assert_eq!(flags, [1, 1]);
+    }
+}
