@@ -67,6 +67,14 @@ pub const LINUX_EFI_UNACCEPTED_MEM_TABLE: Guid = Guid::new(
     [0x9e, 0xa9, 0xbc, 0xef, 0x98, 0x12, 0x00, 0x31],
 );
 
+/// `EFI_ACPI_20_TABLE_GUID` 8868e871-e4f1-11d3-bc22-0080c73c8881 (the RSDP).
+pub const ACPI_20_TABLE: Guid = Guid::new(
+    0x8868_e871,
+    0xe4f1,
+    0x11d3,
+    [0xbc, 0x22, 0x00, 0x80, 0xc7, 0x3c, 0x88, 0x81],
+);
+
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {

@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod accept_model;
+pub mod acpi;
 pub mod boot;
 pub mod cmdline;
 pub mod efi;

@@ -306,6 +306,16 @@ fn kernel_offsets(header: &Header, start: u64, size: u64) -> Option<(u64, u64)> 
     Some((start, end))
 }
 
+/// The units `[first, last)` Linux's kernel-proper `accept_memory(start,
+/// size)` works on (page aligned, guard unit included, clamped to the
+/// bitmap): what it puts on `accepting_list`. None when the range lies
+/// below the table.
+pub fn kernel_units(header: &Header, start: u64, size: u64) -> Option<(u64, u64)> {
+    let (start, end) = kernel_offsets(header, start, size)?;
+    let unit = header.unit_size as u64;
+    Some((start / unit, end.div_ceil(unit)))
+}
+
 /// Accepts every set run of bits in `[first, last)` (whole units, one
 /// `accept` call per run, bits cleared only after it returns `Ok`);
 /// returns the units accepted.

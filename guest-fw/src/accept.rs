@@ -2,11 +2,21 @@
 //! boundary, 2 MiB pages in the middle, a 4 KiB tail; ALREADY_ACCEPTED is
 //! counted and skipped, SIZE_MISMATCH retried as 512 4 KiB pages, anything
 //! else is fatal. Each newly accepted page is checked to read as zero.
+//! With several vCPUs, each accepts its share of a range (`accept_share`,
+//! driven by `mp::accept_range`).
 
 use abi::tdcall::{status, PageLevel};
 use abi::{PAGE_2M, PAGE_4K};
 use guest_rt::fatal::code;
 use guest_rt::tdcall::accept_page;
+
+/// Chunk of the parallel accept: edk2's `ACCEPT_CHUNK_SIZE` (`SIZE_32MB`,
+/// OvmfPkg/IntelTdx/TdxHelperLib/SecTdxHelper.c; td-shim's
+/// `ACCEPT_CHUNK_SIZE` in td-shim/src/bin/td-shim/td/tdx_mailbox.rs is
+/// 0x2000000 too). A multiple of 2 MiB, so every chunk but the last is
+/// whole 2 MiB pages.
+pub const ACCEPT_CHUNK: u64 = 32 << 20;
+const _: () = assert!(ACCEPT_CHUNK.is_multiple_of(PAGE_2M));
 
 /// What the firmware's accepts did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -80,5 +90,19 @@ pub fn accept_range_with(start: u64, end: u64, use_2m: bool, stats: &mut Stats) 
             accept(at, PageLevel::L4K, stats);
             at += PAGE_4K;
         }
+    }
+}
+
+/// CPU `index`'s share of `[start, end)` (`start` 2 MiB aligned) when
+/// `cpus` vCPUs accept it together: the chunks of `ACCEPT_CHUNK` bytes at
+/// `start + (index + k * cpus) * ACCEPT_CHUNK`, each accepted as
+/// `accept_range_with` would (so the union of all shares leaves the same
+/// page states, at the same levels, as one serial call).
+pub fn accept_share(index: u64, cpus: u64, start: u64, end: u64, use_2m: bool, stats: &mut Stats) {
+    let stride = cpus * ACCEPT_CHUNK;
+    let mut at = start + index * ACCEPT_CHUNK;
+    while at < end {
+        accept_range_with(at, (at + ACCEPT_CHUNK).min(end), use_2m, stats);
+        at += stride;
     }
 }

@@ -158,6 +158,12 @@ extern "efiapi" fn install_configuration_table(guid: *const Guid, table_gpa: u64
     status::SUCCESS
 }
 
+/// InstallConfigurationTable for the firmware itself (before the kernel
+/// runs); returns the EFI status.
+pub fn install_table(guid: &Guid, table_gpa: u64) -> u64 {
+    install_configuration_table(guid, table_gpa)
+}
+
 extern "efiapi" fn exit_boot_services(key: u64) -> u64 {
     if MEMORY.with(|m| m.key) != key {
         return status::INVALID_PARAMETER;

@@ -1,14 +1,19 @@
-//! guest-fw: the TDVF role. Entered in 64-bit mode with RCX = TD HOB,
-//! RBX = GPAW, RSI = vCPU index; validates the HOB, accepts pending RAM
-//! below 4 GiB per `fw.accept=all|none|SIZE`, checks it reads as zero,
-//! reports, and (until the EFI hand-off exists) shuts down.
+//! guest-fw: the TDVF role. Every vCPU enters in 64-bit mode with RCX = TD
+//! HOB, RBX = GPAW, RSI = vCPU index. The BSP (index 0) validates the HOB,
+//! accepts pending RAM below 4 GiB per `fw.accept=all|none|SIZE` (with the
+//! APs' help, `mp`), checks it reads as zero, reports, publishes ACPI for
+//! the APs (`acpi`) and starts the kernel through an EFI-style hand-off;
+//! the APs park on a mailbox (`mp`, then `aploop`).
 #![no_std]
 #![no_main]
 
 mod accept;
+mod acpi;
+mod aploop;
 mod efi;
 mod handoff;
 mod memory;
+mod mp;
 mod selftest;
 
 use guest_rt::{fatal, idt, println, tdcall};
@@ -26,6 +31,8 @@ core::arch::global_asm!(
     ".pushsection .text.entry, \"ax\"",
     ".global _start",
     "_start:",
+    "test rsi, rsi",
+    "jnz fw_ap_entry",
     "lea rsp, [rip + fw_stack_top]",
     "mov rdx, rsi",
     "mov rsi, rbx",
@@ -100,6 +107,14 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
             info.r9
         );
     }
+    let vcpus = info.r8 & 0xffff_ffff;
+    if vcpus == 0 || vcpus > u64::from(mp::MAX_VCPUS) {
+        fatal!(
+            code::BAD_HOB,
+            "TDG.VP.INFO reports {vcpus} vCPUs: the firmware runs 1 to {}",
+            mp::MAX_VCPUS
+        );
+    }
     if info.rdx & vp_info::ATTR_SEPT_VE_DISABLE == 0 {
         fatal!(
             code::BAD_HOB,
@@ -120,6 +135,12 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         hobs.len()
     );
     println!("fw: command line \"{cmdline}\"");
+    mp::start_aps(vcpus as u32);
+    if vcpus == 1 {
+        println!("fw: 1 vCPU");
+    } else {
+        println!("fw: {vcpus} vCPUs, APs parked");
+    }
     // `fw.accept_retry=N`: retries of a busy accept (default 5, as td-shim).
     tdcall::set_accept_retry(guest_rt::param::number(cmdline, "fw.accept_retry", 5));
     let mut ram_top = 0;
@@ -163,6 +184,9 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
             "fw.accept_page={other}: expected 2m or 4k"
         ),
     };
+    // `fw.accept_cpus=N`: vCPUs sharing the accept (default all).
+    let accept_cpus = mp::accept_cpus(cmdline);
+    let mut parallel = false;
     let mut stats = accept::Stats::default();
     let mut accepted = [(0u64, 0u64); 16];
     let mut n_accepted = 0;
@@ -180,10 +204,11 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         }
         let end = (r.physical_start + r.resource_length).min(FOUR_GIB);
         let take = (end - r.physical_start).min(budget) & !(abi::PAGE_4K - 1);
-        accept::accept_range_with(
+        parallel |= mp::accept_range(
             r.physical_start,
             r.physical_start + take,
             use_2m,
+            accept_cpus,
             &mut stats,
         );
         budget -= take;
@@ -212,6 +237,9 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         "fw: accept policy {policy:?}: {} bytes accepted below 4 GiB in {} calls ({} x 2M, {} x 4K, {} already accepted, {} size mismatches)",
         stats.bytes, stats.calls, stats.ok_2m, stats.ok_4k, stats.already, stats.mismatch
     );
+    if parallel {
+        println!("fw: accepted in parallel on {accept_cpus} vCPUs");
+    }
     println!("fw: {pending_high} bytes above 4 GiB left unaccepted for the OS");
 
     if cmdline::get(cmdline, "fw.bench").is_some() {
@@ -274,6 +302,7 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
     ];
     memory::build(&hobs, &pieces, &accepted[..n_accepted]);
     let system_table = efi::init();
+    acpi::hand_off(cmdline);
     handoff::start_kernel(
         payload.image_base,
         payload.image_size,

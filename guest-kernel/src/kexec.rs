@@ -284,6 +284,11 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
     );
     // From here the load cannot fail: keep what it holds.
     holder.commit();
+    // machine_shutdown: the other CPUs leave for the firmware's reset
+    // vector, where the next kernel wakes them again.
+    if !crate::smp::offline_all() {
+        println!("kexec: no reset vector in the MADT: the other CPUs stay behind");
+    }
     tdcall::mark(Mark::KexecJump, generation);
     type Relocate = extern "sysv64" fn(u64, u64, u64, u64) -> !;
     // SAFETY: the control page holds a copy of the position-independent

@@ -9,6 +9,7 @@
 mod chaos;
 mod kexec;
 mod mm;
+mod smp;
 mod stub;
 mod unaccepted;
 mod workload;
@@ -71,6 +72,15 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         ),
     };
     let workload = guest_rt::param::number(cmdline, "workload", 0);
+    unaccepted::set_policy(match cmdline::get(cmdline, "unaccepted_lock") {
+        None | Some("list") => unaccepted::LockPolicy::List,
+        Some("global") => unaccepted::LockPolicy::Global,
+        Some("none") => unaccepted::LockPolicy::None,
+        Some(other) => fatal!(
+            code::BAD_CMDLINE,
+            "unaccepted_lock={other}: expected list, global or none"
+        ),
+    });
     // SAFETY: the firmware wrote the system table in runtime-services memory.
     let st = unsafe { &*(info.system_table as *const SystemTable) };
     if st.signature != SYSTEM_TABLE_SIGNATURE {
@@ -109,10 +119,13 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         tdcall::mark(Mark::TableFilled, generation);
     }
     mm::init(stub.dir, stub.dir_blocks, lazy);
+    smp::bring_up(st, cmdline);
     let mut failures = 0;
     match cmdline::get(cmdline, "kernel.selftest") {
         None => {}
         Some("reaccept") => unaccepted::reaccept_selftest(),
+        Some("ap-touch-pending") => smp::touch_pending_from_last_cpu(),
+        Some("accept-race") => unaccepted::accept_race_selftest(cmdline),
         Some("chaos") => {
             let (seed, count) = guest_rt::chaos::params(cmdline);
             failures += chaos::run(seed, count);
@@ -126,7 +139,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         ready.free_pages / 256,
         ready.parked_blocks
     );
-    let done = workload::run(workload);
+    let done = workload::run_parallel(workload);
     tdcall::mark(Mark::WorkloadDone, generation);
     let s = mm::stats();
     println!(
@@ -155,6 +168,10 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         println!("kernel: kexec refused: {why}; carrying on");
     }
     unaccepted::report();
+    // Each CPU reports its own lock wait (the host keeps it per vCPU).
+    smp::run_on_all(|cpu| {
+        tdcall::counter(Counter::LockWaitTsc, unaccepted::lock_wait_ticks(cpu));
+    });
     tdcall::counter(Counter::BlocksParked, s.blocks_parked);
     tdcall::counter(Counter::BlocksAcceptedLazily, s.blocks_accepted_lazily);
     tdcall::counter(Counter::FreePagesAtReady, ready.free_pages);

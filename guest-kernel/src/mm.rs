@@ -3,7 +3,10 @@
 //! (`accept_memory=lazy`, Linux's default) or accepted before use
 //! (`accept_memory=eager`). Partial blocks are accepted at once, as Linux's
 //! `__free_pages_core` does for chunks below MAX_PAGE_ORDER
-//! (`guest_mm::free_run`).
+//! (`guest_mm::free_run`). The allocator sits behind one lock (Linux's
+//! zone lock); a parked block is taken off under it, accepted with it
+//! dropped and freed under it again, as Linux's `__accept_page` does, so
+//! CPUs accept different blocks in parallel.
 
 use crate::stub::MAP;
 use crate::unaccepted::{accept_memory, contains_unaccepted, unaccepted_prefix};
@@ -12,7 +15,7 @@ use guest_mm::buddy::{Buddy, Phys, META_BYTES};
 use guest_mm::free_run::{self, Acceptance};
 use guest_rt::fatal;
 use guest_rt::fatal::code;
-use guest_rt::global::Global;
+use guest_rt::spin::SpinLock;
 
 /// Identity-mapped physical memory.
 pub struct Identity;
@@ -34,7 +37,7 @@ impl Phys for Identity {
 struct Bootstrap([u8; 16 * META_BYTES as usize]);
 static mut BOOTSTRAP: Bootstrap = Bootstrap([0; 16 * META_BYTES as usize]);
 
-pub static ALLOCATOR: Global<Option<Buddy<'static>>> = Global::new(None);
+pub static ALLOCATOR: SpinLock<Option<Buddy<'static>>> = SpinLock::new(None);
 
 fn usable(ty: u32) -> bool {
     matches!(
@@ -104,12 +107,42 @@ fn add_run(buddy: &mut Buddy<'static>, start: u64, end: u64, lazy: bool) {
     }
 }
 
-/// Allocates 4 KiB << `order`, accepting parked memory as needed.
+/// Allocates 4 KiB << `order`, accepting parked memory as needed
+/// (`cond_accept_memory`, then a parked block when nothing is free).
 pub fn alloc(order: u32) -> Option<u64> {
-    ALLOCATOR.with(|a| {
-        let b = a.as_mut()?;
-        b.alloc(&mut Identity, order, &mut |s, l| accept_memory(s, l))
-    })
+    enum Step {
+        Got(u64),
+        Accept(u64),
+        Empty,
+    }
+    loop {
+        let step = ALLOCATOR.with(|a| {
+            let Some(b) = a.as_mut() else {
+                return Step::Empty;
+            };
+            if b.wants_accept(order) {
+                if let Some(block) = b.take_parked_next() {
+                    return Step::Accept(block);
+                }
+            }
+            match b.alloc_free(&mut Identity, order) {
+                Some(at) => Step::Got(at),
+                None => b.take_parked_next().map_or(Step::Empty, Step::Accept),
+            }
+        });
+        match step {
+            Step::Got(at) => return Some(at),
+            Step::Empty => return None,
+            Step::Accept(block) => {
+                accept_memory(block, guest_mm::buddy::BLOCK);
+                ALLOCATOR.with(|a| {
+                    if let Some(b) = a.as_mut() {
+                        b.return_accepted(&mut Identity, block)
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// The highest parked block, taken without accepting it.

@@ -1,12 +1,21 @@
 //! The kernel's unaccepted-memory state: the table (header + bitmap in
-//! ACPI-reclaim memory) and `accept_memory`, with Linux's contract: only
-//! units the bitmap marks are accepted, bits are cleared after success, and
-//! any failure is a panic reported to the host.
+//! ACPI-reclaim memory) behind `unaccepted_memory_lock`, and
+//! `accept_memory`, with Linux's contract: only units the bitmap marks are
+//! accepted, bits are cleared after success, and any failure is a panic
+//! reported to the host. With several CPUs, `accept_memory` follows
+//! `unaccepted_lock=`: `list` (Linux since 50e782a86c98: ranges being
+//! accepted sit on `accepting_list`, an overlapping caller unlocks and
+//! retries, the lock is dropped around each accept), `global` (Linux
+//! before it: the lock is held across the accept) or `none` (no
+//! `accepting_list`: the race Linux's protocol prevents).
 
 use abi::report::Counter;
-use abi::unaccepted::{accept_range, accept_range_stub, contains_range, Bitmap, Header};
+use abi::unaccepted::{
+    accept_range, accept_range_stub, contains_range, kernel_units, Bitmap, Header,
+};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use guest_rt::fatal::code;
-use guest_rt::global::Global;
+use guest_rt::spin::SpinLock;
 
 /// Where the table is, and what the kernel accepted so far.
 pub struct Table {
@@ -16,7 +25,53 @@ pub struct Table {
     pub bytes_immediate: u64,
 }
 
-pub static TABLE: Global<Option<Table>> = Global::new(None);
+/// The table, behind `unaccepted_memory_lock`.
+pub static TABLE: SpinLock<Option<Table>> = SpinLock::new(None);
+
+/// `unaccepted_lock=` policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LockPolicy {
+    List = 0,
+    Global = 1,
+    None = 2,
+}
+
+static POLICY: AtomicU8 = AtomicU8::new(LockPolicy::List as u8);
+
+/// Sets the policy (`unaccepted_lock=list|global|none`).
+pub fn set_policy(p: LockPolicy) {
+    POLICY.store(p as u8, Ordering::Relaxed);
+}
+
+fn policy() -> LockPolicy {
+    match POLICY.load(Ordering::Relaxed) {
+        1 => LockPolicy::Global,
+        2 => LockPolicy::None,
+        _ => LockPolicy::List,
+    }
+}
+
+/// `accepting_list`: the unit range each CPU is accepting (end 0 = none).
+/// A fixed slot per CPU stands in for Linux's on-stack list entries.
+struct Accepting {
+    ranges: [(u64, u64); crate::smp::MAX_CPUS],
+}
+
+/// Lives inside the lock's critical section with the table.
+static ACCEPTING: SpinLock<Accepting> = SpinLock::new(Accepting {
+    ranges: [(0, 0); crate::smp::MAX_CPUS],
+});
+
+/// TSC ticks each CPU waited for the accept lock (and for overlapping
+/// ranges on `accepting_list`).
+static LOCK_WAIT: [AtomicU64; crate::smp::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::smp::MAX_CPUS];
+
+/// The calling CPU's lock wait so far, in TSC ticks.
+pub fn lock_wait_ticks(cpu: usize) -> u64 {
+    LOCK_WAIT[cpu].load(Ordering::Relaxed)
+}
 
 impl Table {
     /// The bitmap.
@@ -42,18 +97,79 @@ pub fn accept_now(start: u64, end: u64) {
 }
 
 /// Linux's kernel-proper `accept_memory(start, size)` (page aligned, with
-/// the guard unit; see `abi::unaccepted::accept_range`).
+/// the guard unit; see `abi::unaccepted::accept_range`), SMP-safe under
+/// the `unaccepted_lock=` policy.
 pub fn accept_memory(start: u64, size: u64) {
-    TABLE.with(|t| {
-        let Some(t) = t.as_mut() else { return };
-        let header = t.header;
+    let cpu = crate::smp::this_cpu();
+    let (mut table, waited) = TABLE.lock_timed();
+    let mut wait = waited;
+    let Some(t) = table.as_mut() else { return };
+    let header = t.header;
+    let Some((first, last)) = kernel_units(&header, start, size) else {
+        return;
+    };
+    let policy = policy();
+    if policy == LockPolicy::Global {
+        // Before 50e782a86c98: the lock is held across every accept.
         let units = accept_range::<()>(&header, &mut t.bitmap(), start, size, |s, e| {
             accept_now(s, e);
             Ok(())
         })
         .unwrap_or(0);
         t.units_accepted += units;
-    });
+        drop(table);
+        LOCK_WAIT[cpu].fetch_add(wait, Ordering::Relaxed);
+        return;
+    }
+    if policy == LockPolicy::List {
+        // retry: walk accepting_list; on overlap unlock and start again.
+        let mut retry_started = None;
+        loop {
+            let overlap = ACCEPTING
+                .lock()
+                .ranges
+                .iter()
+                .any(|&(s, e)| e != 0 && !(e <= first || last <= s));
+            if !overlap {
+                break;
+            }
+            retry_started.get_or_insert_with(guest_rt::spin::rdtsc);
+            drop(table);
+            core::hint::spin_loop();
+            let (again, w) = TABLE.lock_timed();
+            table = again;
+            if retry_started.is_none() {
+                wait += w;
+            }
+        }
+        if let Some(t0) = retry_started {
+            wait += guest_rt::spin::rdtsc().wrapping_sub(t0);
+        }
+        ACCEPTING.lock().ranges[cpu] = (first, last);
+    }
+    let unit = header.unit_size as u64;
+    let mut from = first;
+    while let Some((a, b)) = table
+        .as_mut()
+        .and_then(|t| t.bitmap().next_set_run(from, last))
+    {
+        // Unlock around the accept; the list keeps others off the range.
+        drop(table);
+        accept_now(header.phys_base + a * unit, header.phys_base + b * unit);
+        let (again, w) = TABLE.lock_timed();
+        table = again;
+        wait += w;
+        if let Some(t) = table.as_mut() {
+            t.bitmap().clear_range(a, b);
+            t.units_accepted += b - a;
+        }
+        from = b;
+    }
+    if policy == LockPolicy::List {
+        ACCEPTING.lock().ranges[cpu] = (0, 0);
+    }
+    drop(table);
+    LOCK_WAIT[cpu].fetch_add(wait, Ordering::Relaxed);
 }
 
 /// The EFI stub's `accept_memory(start, size)`, which Linux's
@@ -181,4 +297,33 @@ pub fn report() {
             guest_rt::tdcall::counter(Counter::BytesAcceptedImmediately, t.bytes_immediate);
         }
     });
+}
+
+static RACE: AtomicU64 = AtomicU64::new(0);
+static RACE_SIZE: AtomicU64 = AtomicU64::new(0);
+
+/// `kernel.selftest=accept-race`: every CPU calls `accept_memory` on the
+/// same unaccepted range (`race_size=`, default 256 MiB, from the first
+/// unaccepted unit) at once. Under `unaccepted_lock=list` or `global`
+/// each unit is accepted once and the kernel goes on; under `none` two
+/// CPUs accept the same unit and one of them panics on BUSY or
+/// ALREADY_ACCEPTED, as Linux would.
+pub fn accept_race_selftest(cmdline: &str) {
+    let Some((gpa, _)) = next_unaccepted(0) else {
+        guest_rt::fatal!(code::PANIC, "accept-race: nothing is unaccepted");
+    };
+    let size = guest_rt::param::number(cmdline, "race_size", 256 << 20);
+    RACE.store(gpa, Ordering::Relaxed);
+    RACE_SIZE.store(size, Ordering::Relaxed);
+    guest_rt::println!(
+        "kernel: selftest accept-race: {} CPUs accept {gpa:#x} (+{size:#x}) at once",
+        crate::smp::online()
+    );
+    crate::smp::run_on_all(|_| {
+        accept_memory(
+            RACE.load(Ordering::Relaxed),
+            RACE_SIZE.load(Ordering::Relaxed),
+        );
+    });
+    guest_rt::println!("kernel: accept-race: every CPU returned");
 }

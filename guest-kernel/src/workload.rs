@@ -1,7 +1,9 @@
 //! `workload=SIZE`: allocate SIZE through the buddy allocator (2 MiB
-//! pieces, then 4 KiB pages), write and verify every page, free it all.
+//! pieces, then 4 KiB pages), write and verify every page, free it all;
+//! with several CPUs, every CPU does its share at once.
 
 use crate::mm;
+use core::sync::atomic::{AtomicU64, Ordering};
 use guest_rt::fatal;
 use guest_rt::fatal::code;
 
@@ -10,6 +12,33 @@ const PAGE: u64 = 4096;
 
 fn pattern(page: u64) -> u64 {
     page ^ MAGIC
+}
+
+static SHARE: AtomicU64 = AtomicU64::new(0);
+static REST: AtomicU64 = AtomicU64::new(0);
+static DONE: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `size` bytes of workload split over every online CPU at once
+/// (each CPU a share of whole pages, the boot CPU also the remainder);
+/// returns the bytes handled.
+pub fn run_parallel(size: u64) -> u64 {
+    let cpus = u64::from(crate::smp::online());
+    if cpus == 1 {
+        return run(size);
+    }
+    let share = size / cpus / PAGE * PAGE;
+    SHARE.store(share, Ordering::Relaxed);
+    REST.store(size - share * (cpus - 1), Ordering::Relaxed);
+    DONE.store(0, Ordering::Relaxed);
+    crate::smp::run_on_all(|cpu| {
+        let mine = if cpu == 0 {
+            REST.load(Ordering::Relaxed)
+        } else {
+            SHARE.load(Ordering::Relaxed)
+        };
+        DONE.fetch_add(run(mine), Ordering::Relaxed);
+    });
+    DONE.load(Ordering::Relaxed)
 }
 
 /// Runs the workload; returns the bytes it handled.

@@ -307,19 +307,41 @@ impl<'a> Buddy<'a> {
     /// Linux's `try_to_accept_memory_one`: accepts the lowest parked block
     /// through `accept(start, len)` and frees it. False when none is left.
     pub fn accept_one(&mut self, mem: &mut impl Phys, accept: &mut impl FnMut(u64, u64)) -> bool {
-        if self.stats.parked_blocks == 0 {
+        let Some(addr) = self.take_parked_next() else {
             return false;
+        };
+        accept(addr, BLOCK);
+        self.return_accepted(mem, addr);
+        true
+    }
+
+    /// Takes the lowest parked block off the parked list, to be accepted
+    /// by the caller and given back with `return_accepted`. With several
+    /// CPUs this is Linux's `__accept_page` split: the block leaves the
+    /// zone's unaccepted list under the zone lock, is accepted with that
+    /// lock dropped, and is freed into the zone under it again.
+    pub fn take_parked_next(&mut self) -> Option<u64> {
+        if self.stats.parked_blocks == 0 {
+            return None;
         }
         while self.dir[self.parked_cursor] != PARKED {
             self.parked_cursor += 1;
         }
-        let addr = self.parked_cursor as u64 * BLOCK;
-        accept(addr, BLOCK);
         self.stats.parked_blocks -= 1;
-        self.stats.blocks_accepted_lazily += 1;
         self.dir[self.parked_cursor] = USED_WHOLE;
+        Some(self.parked_cursor as u64 * BLOCK)
+    }
+
+    /// Frees a block taken with `take_parked_next` once it is accepted.
+    pub fn return_accepted(&mut self, mem: &mut impl Phys, addr: u64) {
+        self.stats.blocks_accepted_lazily += 1;
         self.free(mem, addr, MAX_ORDER);
-        true
+    }
+
+    /// True when an allocation of `order` would take free memory below
+    /// the watermark while parked blocks remain (`cond_accept_memory`).
+    pub fn wants_accept(&self, order: u32) -> bool {
+        self.stats.parked_blocks > 0 && self.stats.free_pages < self.watermark_pages + (1 << order)
     }
 
     /// Allocates 4 KiB << `order`, accepting parked blocks first when free
@@ -333,33 +355,40 @@ impl<'a> Buddy<'a> {
         if order > MAX_ORDER {
             return None;
         }
-        while self.stats.free_pages < self.watermark_pages + (1 << order)
-            && self.accept_one(mem, accept)
-        {}
+        while self.wants_accept(order) && self.accept_one(mem, accept) {}
         loop {
-            if self.free_meta == NIL && order < MAX_ORDER {
-                // A split may need a map: make sure one is at hand first.
-                self.refill_meta(mem);
-            }
-            if let Some(k) = (order..=MAX_ORDER).find(|k| self.heads[*k as usize] != NIL) {
-                let addr = self.pop(mem, k);
-                if k == MAX_ORDER {
-                    let block = (addr / BLOCK) as usize;
-                    if order == MAX_ORDER {
-                        self.dir[block] = USED_WHOLE;
-                    } else {
-                        let meta = self.take_meta(mem)?;
-                        self.dir[block] = meta;
-                    }
-                }
-                self.split_down(mem, addr, k, order);
-                self.stats.free_pages -= 1 << order;
+            if let Some(addr) = self.alloc_free(mem, order) {
                 return Some(addr);
             }
             if !self.accept_one(mem, accept) {
                 return None;
             }
         }
+    }
+
+    /// Allocates 4 KiB << `order` from free memory only (no acceptance).
+    pub fn alloc_free(&mut self, mem: &mut impl Phys, order: u32) -> Option<u64> {
+        if order > MAX_ORDER {
+            return None;
+        }
+        if self.free_meta == NIL && order < MAX_ORDER {
+            // A split may need a map: make sure one is at hand first.
+            self.refill_meta(mem);
+        }
+        let k = (order..=MAX_ORDER).find(|k| self.heads[*k as usize] != NIL)?;
+        let addr = self.pop(mem, k);
+        if k == MAX_ORDER {
+            let block = (addr / BLOCK) as usize;
+            if order == MAX_ORDER {
+                self.dir[block] = USED_WHOLE;
+            } else {
+                let meta = self.take_meta(mem)?;
+                self.dir[block] = meta;
+            }
+        }
+        self.split_down(mem, addr, k, order);
+        self.stats.free_pages -= 1 << order;
+        Some(addr)
     }
 }
 

@@ -67,15 +67,26 @@ extern "C" fn exception(vector: u64, error: u64, rip: u64) -> ! {
     )
 }
 
-/// Builds and loads the IDT.
+/// Set once the table is built (by the first vCPU to call `init`).
+static BUILT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Builds the IDT (the first time) and loads it on this vCPU. The boot
+/// vCPU calls it before it starts any other, so the others only load it.
 pub fn init() {
+    if !BUILT.swap(true, core::sync::atomic::Ordering::AcqRel) {
+        build();
+    }
+    load();
+}
+
+fn build() {
     let cs: u16;
     // SAFETY: reading a segment register has no side effects.
     unsafe { asm!("mov {:x}, cs", out(reg) cs, options(nomem, nostack)) };
     // Only the address of the stubs label is taken.
     let stubs = core::ptr::addr_of!(exception_stubs) as u64;
-    // SAFETY: single vCPU, called once before anything can raise an
-    // exception through the table.
+    // SAFETY: called once (guarded by BUILT), by the boot vCPU before any
+    // other vCPU runs, and before anything can raise an exception.
     let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
     for v in 0..32u64 {
         let handler = stubs + v * 16;
@@ -86,6 +97,9 @@ pub fn init() {
         idt.0[(v * 2) as usize] = low;
         idt.0[(v * 2 + 1) as usize] = handler >> 32;
     }
+}
+
+fn load() {
     #[repr(C, packed)]
     struct Idtr {
         limit: u16,
@@ -93,7 +107,7 @@ pub fn init() {
     }
     let idtr = Idtr {
         limit: (32 * 16 - 1) as u16,
-        base: idt.0.as_ptr() as u64,
+        base: core::ptr::addr_of!(IDT) as u64,
     };
     // SAFETY: the IDT is static and its gates point at the stubs above.
     unsafe { asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack)) };

@@ -14,4 +14,5 @@ pub mod fatal;
 pub mod global;
 pub mod idt;
 pub mod param;
+pub mod spin;
 pub mod tdcall;

@@ -152,6 +152,16 @@ pub fn report_fatal_error(code: u32, page_gpa: u64, fault_rip: Option<u64>) {
     );
 }
 
+/// GHCI Instruction.HLT with R12 (the interrupt-blocked flag) = 0, as this
+/// VMM expects: the host parks this vCPU for a short while (about 1 ms at
+/// most) and returns. The idle
+/// loops of several vCPUs use it between polls so that a spinning AP does
+/// not take the host CPU the others need (`hlt` itself cannot be used: the
+/// guest may run in ring 3). Returns the call's status (R10).
+pub fn hlt() -> u64 {
+    vmcall(GHCI_STANDARD, ghci::INSTRUCTION_HLT, 0, 0, 0, 0).r10
+}
+
 /// Records a phase mark with the host.
 pub fn mark(mark: Mark, arg: u64) {
     vmcall(VENDOR_EMU, emu::MARK, mark as u64, arg, 0, 0);

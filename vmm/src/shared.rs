@@ -37,13 +37,15 @@ pub struct TdShared<B: SlotBackend = KvmSlots> {
     /// One guest-side lock per 2 MiB Secure-EPT entry.
     pub sept: SeptLocks,
     pub board: Arc<StopBoard>,
+    /// How many vCPUs the TD has.
+    pub vcpus: u32,
 }
 
 impl<B: SlotBackend> TdShared<B> {
-    /// Shares `state` between `vcpus` vCPUs.
+    /// Shares `state` between the vCPUs `board` stops.
     pub fn new(
         state: Shared<B>,
-        vcpus: u32,
+        board: Arc<StopBoard>,
     ) -> Result<Self, crate::memory::host_alloc::ReserveError> {
         let entries = state.memory.layout().mem_bytes().div_ceil(abi::PAGE_2M);
         Ok(TdShared {
@@ -51,7 +53,8 @@ impl<B: SlotBackend> TdShared<B> {
             backing: state.memory.backing(),
             layout: *state.memory.layout(),
             sept: SeptLocks::new(entries)?,
-            board: Arc::new(StopBoard::new(vcpus)),
+            vcpus: state.tdx.vcpus,
+            board,
             state: Mutex::new(state),
         })
     }

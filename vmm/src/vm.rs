@@ -19,11 +19,13 @@ use crate::report::{self, Report};
 use crate::shared::{Shared, TdShared};
 use crate::stop::{Fatal, Stop};
 use crate::tdx::dispatch::TdxModule;
+use crate::vcpu::stop_board::StopBoard;
 use crate::vcpu::{Vcpu, VcpuState};
 use abi::layout::{FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
 use abi::report::Outcome;
 use kvm_ioctls::{Cap, Kvm, SyncReg};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -274,7 +276,10 @@ impl Td {
         }
         // The top slot ids stay free for short-lived VMM mappings (see cpu.rs).
         let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
-        let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit)?;
+        let board = Arc::new(StopBoard::new(config.cpus));
+        // One vCPU needs no pause around memslot merges: it is the one merging.
+        let pauser = (config.cpus > 1).then(|| board.clone());
+        let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit, pauser)?;
         memory.set_map_on_touch(config.map_on_touch);
         memory.add_initial(plan.initial.0, plan.initial_len())?;
         firmware.load(memory.ram().memory())?;
@@ -351,7 +356,7 @@ impl Td {
             invariant_checks: config.check_invariants.then_some(0),
         };
         Ok(Td {
-            shared: TdShared::new(shared, config.cpus)?,
+            shared: TdShared::new(shared, board)?,
             vcpus,
             profile,
             config,

@@ -44,6 +44,12 @@ pub trait SlotBackend {
     fn install(&mut self, slot: u32, gpa: u64, size: u64, host: u64) -> Result<(), MemslotError>;
     /// Removes slot `slot` (previously installed at `gpa`, `host`).
     fn remove(&mut self, slot: u32, gpa: u64, host: u64) -> Result<(), MemslotError>;
+    /// Keeps every other vCPU out of the guest until `resume_vcpus`: a
+    /// merge removes live slots before it installs their union, and a
+    /// vCPU walking its page tables through that gap would fault.
+    fn pause_vcpus(&mut self) {}
+    /// Ends `pause_vcpus`.
+    fn resume_vcpus(&mut self) {}
 }
 
 /// One installed slot.
@@ -206,13 +212,10 @@ impl<B: SlotBackend> MemslotManager<B> {
             }
             if j - i > 1 {
                 let (start, first_slot) = window[i];
-                for (g, s) in &window[i..j] {
-                    self.backend.remove(s.id, *g, s.host)?;
-                    self.slots.remove(g);
-                    self.free_ids.push(s.id);
-                    self.stats.removed += 1;
-                }
-                self.install(start, end - start, first_slot.host)?;
+                self.backend.pause_vcpus();
+                let merged = self.replace(&window[i..j], start, end - start, first_slot.host);
+                self.backend.resume_vcpus();
+                merged?;
                 self.stats.merges += 1;
             }
             i = j;
@@ -221,12 +224,45 @@ impl<B: SlotBackend> MemslotManager<B> {
     }
 }
 
+impl<B: SlotBackend> MemslotManager<B> {
+    /// Removes `old` and installs one slot over `[gpa, gpa + size)`.
+    fn replace(
+        &mut self,
+        old: &[(u64, Slot)],
+        gpa: u64,
+        size: u64,
+        host: u64,
+    ) -> Result<(), MemslotError> {
+        for (g, s) in old {
+            self.backend.remove(s.id, *g, s.host)?;
+            self.slots.remove(g);
+            self.free_ids.push(s.id);
+            self.stats.removed += 1;
+        }
+        self.install(gpa, size, host)
+    }
+}
+
 /// The real backend: `KVM_SET_USER_MEMORY_REGION` on a VM.
 pub struct KvmSlots {
     pub vm: kvm_ioctls::VmFd,
+    /// With several vCPUs: the board that pauses them around a merge.
+    pub board: Option<std::sync::Arc<crate::vcpu::stop_board::StopBoard>>,
 }
 
 impl SlotBackend for KvmSlots {
+    fn pause_vcpus(&mut self) {
+        if let Some(b) = &self.board {
+            b.pause_guests();
+        }
+    }
+
+    fn resume_vcpus(&mut self) {
+        if let Some(b) = &self.board {
+            b.resume_guests();
+        }
+    }
+
     fn install(&mut self, slot: u32, gpa: u64, size: u64, host: u64) -> Result<(), MemslotError> {
         set_region(&self.vm, slot, gpa, size, host)
     }

@@ -66,8 +66,9 @@ impl PrivateMemory<KvmSlots> {
         layout: RamLayout,
         backing: Backing,
         slot_limit: usize,
+        board: Option<std::sync::Arc<crate::vcpu::stop_board::StopBoard>>,
     ) -> Result<Self, MemoryError> {
-        Self::with_backend(KvmSlots { vm }, layout, backing, slot_limit)
+        Self::with_backend(KvmSlots { vm, board }, layout, backing, slot_limit)
     }
 
     /// The VM file descriptor.

@@ -326,6 +326,7 @@ pub(crate) fn host_failed(req: &AcceptRequest, rip: u64, e: MemoryError) -> Hand
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tdx::dispatch::TdxModule;
     use abi::accept_model::{Expect, Model};
     use abi::tdcall::accept::encode;
     use abi::GIB;
@@ -364,6 +365,145 @@ mod tests {
                 let accepted = pages.state(first + p) == crate::memory::page_state::PageState::Accepted;
                 prop_assert_eq!(accepted, model.is_accepted(base + p * PAGE_4K));
             }
+        }
+    }
+
+    fn shared_td(vcpus: u32) -> crate::shared::TdShared<crate::memory::memslots::NoKvm> {
+        use crate::memory::guest_ram::Backing;
+        let layout = RamLayout::new(5 * GIB, 48).unwrap();
+        let memory = PrivateMemory::with_backend(
+            crate::memory::memslots::NoKvm,
+            layout,
+            Backing::Populate,
+            4096,
+        )
+        .unwrap();
+        let state = crate::shared::Shared {
+            memory,
+            tdx: TdxModule::new(48, vcpus, None),
+            console: crate::host::console::Console::new(false),
+            log: crate::report::run_log::RunLog::new(Instant::now(), None),
+            invariant_checks: None,
+        };
+        let board = std::sync::Arc::new(crate::vcpu::stop_board::StopBoard::new(vcpus));
+        crate::shared::TdShared::new(state, board).unwrap()
+    }
+
+    fn status_of(h: &Handled) -> u64 {
+        match h.event {
+            Some(Event::Accept { status, .. }) => status,
+            _ => panic!("not an accept answer: {h:?}"),
+        }
+    }
+
+    #[test]
+    fn a_held_entry_answers_busy_and_changes_nothing() {
+        let td = shared_td(2);
+        let gpa = 4 * GIB + 6 * abi::PAGE_2M;
+        let offset = td.layout.ram_offset(gpa, 1).unwrap();
+        let held = td.sept.try_lock(offset / abi::PAGE_2M).unwrap();
+        for rcx in [
+            encode(gpa, PageLevel::L2M),
+            encode(gpa + 5 * PAGE_4K, PageLevel::L4K),
+        ] {
+            let req = AcceptRequest::decode(&td.layout, rcx);
+            let h = accept_on_vcpu(&td, &req, 0);
+            assert_eq!(status_of(&h), status::OPERAND_BUSY | status::OPERAND_RCX);
+        }
+        // Another entry is not held.
+        let other = AcceptRequest::decode(&td.layout, encode(gpa + abi::PAGE_2M, PageLevel::L2M));
+        assert_eq!(status_of(&accept_on_vcpu(&td, &other, 0)), status::SUCCESS);
+        {
+            let s = td.lock();
+            assert_eq!(
+                s.memory.pages().state(offset / PAGE_4K),
+                crate::memory::page_state::PageState::Pending
+            );
+            assert_eq!((s.tdx.stats.busy, s.tdx.stats.ok_2m), (2, 1));
+        }
+        drop(held);
+        let req = AcceptRequest::decode(&td.layout, encode(gpa, PageLevel::L2M));
+        assert_eq!(status_of(&accept_on_vcpu(&td, &req, 0)), status::SUCCESS);
+        assert_eq!(
+            status_of(&accept_on_vcpu(&td, &req, 0)),
+            status::PAGE_ALREADY_ACCEPTED | PageLevel::L2M as u64
+        );
+        assert!(
+            !td.sept.is_locked(offset / abi::PAGE_2M),
+            "the entry lock leaked"
+        );
+    }
+
+    #[test]
+    fn vcpus_racing_on_shared_entries_accept_each_page_exactly_once() {
+        use crate::memory::page_state::PageState;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        const ENTRIES: u64 = 48;
+        let td = shared_td(4);
+        let base = 4 * GIB;
+        let busy_seen = AtomicU64::new(0);
+        let successes = AtomicU64::new(0);
+        let accepted_bytes = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for v in 0..4u64 {
+                let (td, busy_seen, successes, accepted_bytes) =
+                    (&td, &busy_seen, &successes, &accepted_bytes);
+                s.spawn(move || {
+                    let mut rng = v * 0x9e37_79b9 + 1;
+                    for round in 0..6 * ENTRIES {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let entry = (round + v) % ENTRIES;
+                        let gpa = base + entry * abi::PAGE_2M;
+                        let (rcx, level) = if rng % 3 == 0 {
+                            let page = gpa + (rng >> 8) % 512 * PAGE_4K;
+                            (encode(page, PageLevel::L4K), PageLevel::L4K)
+                        } else {
+                            (encode(gpa, PageLevel::L2M), PageLevel::L2M)
+                        };
+                        let req = AcceptRequest::decode(&td.layout, rcx);
+                        let st = status_of(&accept_on_vcpu(td, &req, 0));
+                        match st {
+                            status::SUCCESS => {
+                                successes.fetch_add(1, Ordering::Relaxed);
+                                accepted_bytes.fetch_add(level.size(), Ordering::Relaxed);
+                            }
+                            s if s == status::OPERAND_BUSY | status::OPERAND_RCX => {
+                                busy_seen.fetch_add(1, Ordering::Relaxed);
+                            }
+                            s if s == status::PAGE_ALREADY_ACCEPTED | PageLevel::L2M as u64
+                                || s == status::PAGE_ALREADY_ACCEPTED | PageLevel::L4K as u64
+                                || s == status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64 => {}
+                            other => panic!("vCPU {v}: status {other:#x} for rcx {rcx:#x}"),
+                        }
+                    }
+                });
+            }
+        });
+        let s = td.lock();
+        let stats = s.tdx.stats;
+        assert_eq!(stats.busy, busy_seen.load(Ordering::Relaxed));
+        assert_eq!(stats.ok_2m + stats.ok_4k, successes.load(Ordering::Relaxed));
+        assert_eq!(stats.bytes_accepted, accepted_bytes.load(Ordering::Relaxed));
+        assert_eq!(stats.calls, 4 * 6 * ENTRIES);
+        // Every page accepted once: the table's count is the bytes the
+        // successes claimed, and every accepted page reads zero.
+        assert_eq!(
+            s.memory.pages().accepted_pages() * PAGE_4K,
+            stats.bytes_accepted
+        );
+        crate::memory::invariants::check_all(&s.memory).unwrap();
+        let first = td.layout.ram_offset(base, 1).unwrap() / PAGE_4K;
+        for p in first..first + ENTRIES * 512 {
+            if s.memory.pages().state(p) == PageState::Accepted {
+                let mut b = [1u8; 8];
+                assert!(s.memory.read_accepted(base + (p - first) * PAGE_4K, &mut b));
+                assert_eq!(b, [0; 8]);
+            }
+        }
+        for e in 0..td.layout.mem_bytes() / abi::PAGE_2M {
+            assert!(!td.sept.is_locked(e), "entry {e} still locked");
         }
     }
 

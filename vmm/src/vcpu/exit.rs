@@ -161,8 +161,20 @@ pub enum MemoryAction {
 
 /// Classifies an access to `gpa` from its page state.
 pub fn on_memory<B: SlotBackend>(mem: &PrivateMemory<B>, gpa: u64) -> MemoryAction {
+    on_memory_smp(mem, gpa, false)
+}
+
+/// `on_memory` on a TD with `others` vCPUs besides the one that exited: an
+/// accepted page that has a slot by now was mapped by another vCPU's first
+/// touch between this exit and our look (the access is completed as a
+/// first touch whose mapping is already there).
+pub fn on_memory_smp<B: SlotBackend>(
+    mem: &PrivateMemory<B>,
+    gpa: u64,
+    others: bool,
+) -> MemoryAction {
     match mem.classify(gpa) {
-        GpaKind::Accepted if mem.map_on_touch() && !mem.slots().covers(gpa) => {
+        GpaKind::Accepted if mem.map_on_touch() && (others || !mem.slots().covers(gpa)) => {
             MemoryAction::FirstTouch
         }
         GpaKind::Accepted => MemoryAction::Bug,

@@ -13,7 +13,7 @@ pub mod exit;
 pub mod stop_board;
 
 pub use events::{apply, check_invariants};
-pub use exit::{on_exit, on_memory, Action, Exit, MemoryAction};
+pub use exit::{on_exit, on_memory, on_memory_smp, Action, Exit, MemoryAction};
 
 use crate::host::watchdog::Watchdog;
 use crate::report::trace::Kind;
@@ -129,7 +129,18 @@ impl Vcpu {
             stop.signal = Some(sig);
             return Some(stop);
         }
-        let exit = Exit::from_kvm(self.fd.run());
+        // Clear a pause's or watchdog's immediate_exit, then check the
+        // stops again: a stop sets it after this point and KVM_RUN
+        // returns at once.
+        self.fd.get_kvm_run().immediate_exit = 0;
+        td.board.enter_guest();
+        if td.board.stopped() || crate::host::signals::pending().is_some() {
+            td.board.leave_guest();
+            return None;
+        }
+        let run = self.fd.run();
+        td.board.leave_guest();
+        let exit = Exit::from_kvm(run);
         match on_exit(exit, &mut self.state.exits) {
             Action::Resume => None,
             Action::Stop(stop) => Some(stop),
@@ -141,7 +152,7 @@ impl Vcpu {
                 data,
             } => {
                 let shared = &mut *td.lock();
-                match on_memory(&shared.memory, gpa) {
+                match on_memory_smp(&shared.memory, gpa, td.vcpus > 1) {
                     MemoryAction::FirstTouch => {
                         self.complete_first_touch(shared, gpa, access, len, data)
                     }
@@ -161,7 +172,7 @@ impl Vcpu {
                 Outcome::TripleFault,
                 Fatal::new("vCPU triple-faulted (KVM shutdown exit)".into()).rip(self.rip()),
             )),
-            Action::CheckFetch => self.internal_error(&mut td.lock()),
+            Action::CheckFetch => self.internal_error(&mut td.lock(), td.vcpus > 1),
         }
     }
 
@@ -311,10 +322,10 @@ impl Vcpu {
     /// with no memslot, that is a first touch of accepted memory (map it
     /// and fetch again), or a fetch from pending memory or a non-RAM GPA
     /// (the identity map makes RIP a GPA).
-    fn internal_error(&mut self, shared: &mut Shared) -> Option<Stop> {
+    fn internal_error(&mut self, shared: &mut Shared, others: bool) -> Option<Stop> {
         let rip = self.rip();
         if let Some(rip) = rip {
-            match on_memory(&shared.memory, rip) {
+            match on_memory_smp(&shared.memory, rip, others) {
                 MemoryAction::FirstTouch => return self.map_first_touch(shared, rip),
                 MemoryAction::Fault(outcome, what) => {
                     self.state.exits.mmio += 1;

@@ -6,7 +6,7 @@
 //! emulated HLT wait on the board, so a stop wakes them at once.
 
 use crate::stop::Stop;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,6 +24,10 @@ pub struct StopBoard {
     first: Mutex<Option<(u32, Stop)>>,
     attached: Mutex<Vec<Option<Attached>>>,
     idle: Condvar,
+    /// A memslot merge wants every vCPU out of the guest.
+    pausing: AtomicBool,
+    /// vCPUs inside KVM_RUN (or about to enter it).
+    in_guest: AtomicU32,
 }
 
 // SAFETY: the raw `immediate_exit` pointers are only dereferenced under the
@@ -46,6 +50,8 @@ impl StopBoard {
             first: Mutex::new(None),
             attached: Mutex::new(vec![None; vcpus as usize]),
             idle: Condvar::new(),
+            pausing: AtomicBool::new(false),
+            in_guest: AtomicU32::new(0),
         }
     }
 
@@ -119,6 +125,46 @@ impl StopBoard {
             return;
         }
         let _ = self.idle.wait_timeout(first, max);
+    }
+
+    /// Called by a vCPU before KVM_RUN, with its `immediate_exit` already
+    /// cleared: waits while a merge has the vCPUs paused, then counts the
+    /// vCPU in. Pair with `leave_guest`.
+    pub fn enter_guest(&self) {
+        loop {
+            while self.pausing.load(Ordering::SeqCst) && !self.stopped() {
+                std::thread::yield_now();
+            }
+            self.in_guest.fetch_add(1, Ordering::SeqCst);
+            // Dekker with `pause_guests`: either it sees us counted, or we
+            // see it pausing (and its immediate_exit store follows our
+            // clear, so KVM_RUN would return at once anyway).
+            if !self.pausing.load(Ordering::SeqCst) || self.stopped() {
+                return;
+            }
+            self.in_guest.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Called by a vCPU when KVM_RUN returned.
+    pub fn leave_guest(&self) {
+        self.in_guest.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Gets every other vCPU out of the guest and keeps it out until
+    /// `resume_guests` (the caller, a vCPU thread handling an exit, is
+    /// not in the guest itself).
+    pub fn pause_guests(&self) {
+        self.pausing.store(true, Ordering::SeqCst);
+        self.kick(true);
+        while self.in_guest.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Lets the vCPUs run the guest again.
+    pub fn resume_guests(&self) {
+        self.pausing.store(false, Ordering::SeqCst);
     }
 
     /// The TD's stop and the vCPU that posted it.

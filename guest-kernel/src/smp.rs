@@ -1,0 +1,303 @@
+//! The kernel's other CPUs, as Linux brings up a TDX guest's: the MADT
+//! (found through the ACPI 2.0 configuration table) names the CPUs and
+//! the Multiprocessor Wakeup mailbox; `acpi_wakeup_cpu` wakes each AP
+//! (APIC ID and vector, then `command = WAKEUP`, then spin until the AP
+//! clears it). A woken AP runs on its own stack (which also tells every
+//! CPU who it is: `this_cpu`) and waits for work; `run_on_all` runs a job
+//! on every online CPU at once. Before a kexec, `offline_all` sends the
+//! APs to the firmware's reset vector (version 1), where they park on the
+//! mailbox again for the next kernel.
+
+use abi::acpi::{self, Mailbox};
+use abi::boot::SystemTable;
+use abi::efi::ConfigurationTable;
+use abi::guid::ACPI_20_TABLE;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use guest_rt::fatal::code;
+use guest_rt::{fatal, println, tdcall};
+
+/// Most CPUs the kernel runs (the VMM's limit too).
+pub const MAX_CPUS: usize = 64;
+/// Stack of each AP: 16 KiB from the allocator (order 2), taken when the
+/// AP is woken (a static array for 64 CPUs would grow the image by 1 MiB).
+const AP_STACK_ORDER: u32 = 2;
+const AP_STACK: u64 = 4096 << AP_STACK_ORDER;
+
+/// Top of each CPU's stack (0 = none: the boot CPU runs on the image's).
+static STACK_TOPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+core::arch::global_asm!(
+    ".pushsection .text.ap_entry, \"ax\"",
+    ".global ap_entry",
+    "ap_entry:",
+    // RDI = APIC ID (the firmware's wakeup contract); the boot CPU stored
+    // this CPU's stack top before waking it.
+    "lea rax, [rip + {tops}]",
+    "mov rsp, [rax + rdi * 8]",
+    "call {main}",
+    "ud2",
+    ".popsection",
+    tops = sym STACK_TOPS,
+    main = sym ap_main,
+);
+
+extern "C" {
+    fn ap_entry();
+}
+
+/// The calling CPU's index (0 = the boot CPU), from its stack pointer.
+pub fn this_cpu() -> usize {
+    let rsp: u64;
+    // SAFETY: reading RSP has no side effects.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
+    (1..MAX_CPUS)
+        .find(|i| {
+            let top = STACK_TOPS[*i].load(Ordering::Relaxed);
+            top != 0 && rsp <= top && rsp > top - AP_STACK
+        })
+        .unwrap_or(0)
+}
+
+/// What the firmware told us.
+struct Topology {
+    cpus: u32,
+    mailbox: u64,
+    reset_vector: Option<u64>,
+}
+
+static CPUS: AtomicU32 = AtomicU32::new(1);
+static MAILBOX: AtomicU64 = AtomicU64::new(0);
+static RESET_VECTOR: AtomicU64 = AtomicU64::new(0);
+/// CPUs running this kernel (the boot CPU included).
+static ONLINE: AtomicU32 = AtomicU32::new(1);
+/// The job `run_on_all` posted: its generation and function.
+static JOB_GENERATION: AtomicU64 = AtomicU64::new(0);
+static JOB: AtomicU64 = AtomicU64::new(0);
+static JOB_DONE: AtomicU32 = AtomicU32::new(0);
+/// Set to send the APs to the reset vector.
+static OFFLINE: AtomicU32 = AtomicU32::new(0);
+
+/// CPUs online.
+pub fn online() -> u32 {
+    ONLINE.load(Ordering::Acquire)
+}
+
+fn find_rsdp(st: &SystemTable) -> Option<u64> {
+    // SAFETY: the firmware's system table lists `number_of_table_entries`
+    // entries at `configuration_table`, in runtime-services memory.
+    let entries = unsafe {
+        core::slice::from_raw_parts(
+            st.configuration_table as *const ConfigurationTable,
+            st.number_of_table_entries as usize,
+        )
+    };
+    entries
+        .iter()
+        .find(|e| e.vendor_guid == ACPI_20_TABLE)
+        .map(|e| e.vendor_table)
+}
+
+fn topology(st: &SystemTable) -> Option<Topology> {
+    let rsdp = find_rsdp(st)?;
+    let read = |gpa: u64, buf: &mut [u8]| {
+        // The tables are in ACPI memory below 4 GiB, accepted by the
+        // firmware; refuse anything else rather than touch it.
+        if gpa == 0
+            || gpa
+                .checked_add(buf.len() as u64)
+                .is_none_or(|e| e > abi::layout::FOUR_GIB)
+        {
+            return false;
+        }
+        // SAFETY: identity-mapped, accepted ACPI memory (bounded above).
+        unsafe { core::ptr::copy_nonoverlapping(gpa as *const u8, buf.as_mut_ptr(), buf.len()) };
+        true
+    };
+    match acpi::parse(rsdp, read) {
+        Ok(info) => {
+            let w = info.wakeup?;
+            Some(Topology {
+                cpus: info.cpus.clamp(1, MAX_CPUS as u32),
+                mailbox: w.mailbox,
+                reset_vector: w.reset_vector,
+            })
+        }
+        Err(e) => {
+            println!("kernel: ACPI tables unusable ({e:?}): one CPU");
+            None
+        }
+    }
+}
+
+fn mailbox() -> &'static Mailbox {
+    // SAFETY: the firmware's mailbox page (ACPI NVS, accepted, identity
+    // mapped), shared with the APs: only touched through atomics below.
+    unsafe { &*(MAILBOX.load(Ordering::Relaxed) as *const Mailbox) }
+}
+
+fn command(m: &Mailbox) -> &core::sync::atomic::AtomicU16 {
+    // SAFETY: `command` is a naturally aligned u16 in the shared mailbox;
+    // every access to it, ours and the APs', is atomic.
+    unsafe { core::sync::atomic::AtomicU16::from_ptr(core::ptr::addr_of!(m.command) as *mut u16) }
+}
+
+/// Linux's `acpi_wakeup_cpu`: wakes `apic_id` at `vector` through the
+/// mailbox and waits until it took the command.
+fn wakeup_cpu(apic_id: u32, vector: u64) {
+    let m = mailbox();
+    let cmd = command(m);
+    // SAFETY: the mailbox is idle (command 0, checked by our caller's
+    // previous wait); the AP reads these only after the release below.
+    unsafe {
+        core::ptr::addr_of!(m.apic_id)
+            .cast_mut()
+            .write_volatile(apic_id);
+        core::ptr::addr_of!(m.wakeup_vector)
+            .cast_mut()
+            .write_volatile(vector);
+    }
+    cmd.store(acpi::command::WAKEUP, Ordering::Release);
+    // No timeout, as in Linux: a CPU that never answers hangs the boot.
+    while cmd.load(Ordering::Acquire) != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// Brings every CPU the MADT lists online (`maxcpus=N` caps them).
+pub fn bring_up(st: &SystemTable, cmdline: &str) {
+    let Some(t) = topology(st) else { return };
+    let max =
+        guest_rt::param::number(cmdline, "maxcpus", t.cpus as u64).clamp(1, t.cpus as u64) as u32;
+    CPUS.store(max, Ordering::Relaxed);
+    MAILBOX.store(t.mailbox, Ordering::Relaxed);
+    RESET_VECTOR.store(t.reset_vector.unwrap_or(0), Ordering::Relaxed);
+    OFFLINE.store(0, Ordering::Relaxed);
+    for apic_id in 1..max {
+        if STACK_TOPS[apic_id as usize].load(Ordering::Relaxed) == 0 {
+            let Some(stack) = crate::mm::alloc(AP_STACK_ORDER) else {
+                fatal!(code::PANIC, "no memory for the stack of CPU {apic_id}");
+            };
+            STACK_TOPS[apic_id as usize].store(stack + AP_STACK, Ordering::Release);
+        }
+        wakeup_cpu(apic_id, ap_entry as *const () as u64);
+        // Each AP reports in before the next is woken (Linux waits for
+        // cpu_online too).
+        while online() <= apic_id {
+            core::hint::spin_loop();
+        }
+    }
+    if max > 1 {
+        println!(
+            "kernel: {max} CPUs online (MADT wakeup mailbox at {:#x})",
+            t.mailbox
+        );
+    }
+}
+
+extern "C" fn ap_main(apic_id: u64) -> ! {
+    guest_rt::idt::init();
+    if this_cpu() as u64 != apic_id {
+        fatal!(
+            code::PANIC,
+            "AP {apic_id} runs on the stack of CPU {}",
+            this_cpu()
+        );
+    }
+    let mut seen = JOB_GENERATION.load(Ordering::Acquire);
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+    loop {
+        let mut spins = 0u32;
+        loop {
+            if OFFLINE.load(Ordering::Acquire) != 0 {
+                go_offline();
+            }
+            let g = JOB_GENERATION.load(Ordering::Acquire);
+            if g != seen {
+                seen = g;
+                break;
+            }
+            spins += 1;
+            if spins < 2000 {
+                core::hint::spin_loop();
+            } else {
+                tdcall::hlt();
+            }
+        }
+        let job = JOB.load(Ordering::Acquire);
+        // SAFETY: `run_on_all` stored a valid `fn(usize)` before bumping
+        // the generation (release), and keeps it until every CPU is done.
+        let f: fn(usize) = unsafe { core::mem::transmute::<usize, fn(usize)>(job as usize) };
+        f(this_cpu());
+        JOB_DONE.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs `job(cpu)` on every online CPU at once (the boot CPU included)
+/// and returns when all are done.
+pub fn run_on_all(job: fn(usize)) {
+    let others = online() - 1;
+    JOB_DONE.store(0, Ordering::Release);
+    JOB.store(job as usize as u64, Ordering::Release);
+    JOB_GENERATION.fetch_add(1, Ordering::AcqRel);
+    job(0);
+    while JOB_DONE.load(Ordering::Acquire) < others {
+        core::hint::spin_loop();
+    }
+}
+
+/// The AP leaves this kernel for the firmware's reset vector.
+fn go_offline() -> ! {
+    let vector = RESET_VECTOR.load(Ordering::Acquire);
+    ONLINE.fetch_sub(1, Ordering::AcqRel);
+    // SAFETY: the firmware's reset vector (MADT wakeup, version 1): 64-bit
+    // code in NVS memory, entered with our identity paging and no stack.
+    unsafe { core::arch::asm!("jmp {}", in(reg) vector, options(noreturn)) }
+}
+
+/// Sends every AP to the firmware's reset vector (before a kexec) and
+/// waits until they have left. Returns false (and keeps them) when the
+/// MADT has no reset vector: the next kernel then runs on one CPU, as a
+/// Linux kexec'd without a version-1 wakeup structure does.
+pub fn offline_all() -> bool {
+    if online() == 1 {
+        return true;
+    }
+    if RESET_VECTOR.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    OFFLINE.store(1, Ordering::Release);
+    while online() > 1 {
+        core::hint::spin_loop();
+    }
+    true
+}
+
+/// `kernel.selftest=ap-touch-pending`: the last CPU reads the first
+/// unaccepted unit (the TD stops with that vCPU, GPA and RIP). Does not
+/// return.
+pub fn touch_pending_from_last_cpu() -> ! {
+    let Some((gpa, _)) = crate::unaccepted::next_unaccepted(0) else {
+        fatal!(code::PANIC, "ap-touch-pending: nothing is unaccepted");
+    };
+    TARGET.store(gpa, Ordering::Relaxed);
+    println!(
+        "kernel: selftest ap-touch-pending: CPU {} reads {gpa:#x}",
+        online() - 1
+    );
+    run_on_all(|cpu| {
+        if cpu as u32 == online() - 1 {
+            let at = TARGET.load(Ordering::Relaxed);
+            // SAFETY: deliberately reads pending memory: the host stops
+            // the TD at this access (that is the test).
+            let v = unsafe { (at as *const u64).read_volatile() };
+            fatal!(code::PANIC, "read pending memory at {at:#x}: {v:#x}");
+        }
+    });
+    fatal!(
+        code::PANIC,
+        "ap-touch-pending: the read on CPU {} returned",
+        online() - 1
+    )
+}
+
+static TARGET: AtomicU64 = AtomicU64::new(0);
