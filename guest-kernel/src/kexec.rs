@@ -15,6 +15,7 @@ use abi::kexec::{build_segments, MAX_SEGMENTS};
 use abi::report::{Counter, Mark};
 use guest_mm::buddy::{BLOCK, PAGE};
 use guest_mm::hold::{Held, Holder, Release};
+use guest_rt::spin::SpinLock;
 use guest_rt::{println, tdcall};
 
 pub use abi::kexec::Segment;
@@ -94,10 +95,35 @@ fn alloc_held(holder: &mut Holder<Allocator, 4>, bytes: u64) -> Option<u64> {
 /// refused (the reason is printed; the running kernel carries on, and
 /// everything taken for the load is given back through one `Holder`).
 pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'static str {
+    // The buffers live in static memory, not on the 64 KiB kernel stack
+    // (together they are over 40 KiB). The lock is never released by a
+    // load that succeeds: that kernel is gone.
+    SCRATCH.with(|s| load(info, cmdline, opts, s))
+}
+
+/// The load's large buffers: the next command line, a copy of the memory
+/// map and the next kernel's map.
+struct Scratch {
+    cmdline: [u8; abi::hob::MAX_CMDLINE_LEN + 32],
+    ram: [MemoryDescriptor; stub::MAX_DESCRIPTORS],
+    next_map: [MemoryDescriptor; stub::MAX_DESCRIPTORS],
+}
+
+static SCRATCH: SpinLock<Scratch> = SpinLock::new(Scratch {
+    cmdline: [0; abi::hob::MAX_CMDLINE_LEN + 32],
+    ram: [MemoryDescriptor::ZERO; stub::MAX_DESCRIPTORS],
+    next_map: [MemoryDescriptor::ZERO; stub::MAX_DESCRIPTORS],
+});
+
+fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) -> &'static str {
     let generation = info.generation as u64;
     tdcall::mark(Mark::KexecLoad, generation);
-    let mut next_cmd = [0u8; abi::hob::MAX_CMDLINE_LEN + 32];
-    let Some(len) = abi::cmdline::next_generation(cmdline, generation + 1, &mut next_cmd) else {
+    let Scratch {
+        cmdline: next_cmd,
+        ram,
+        next_map: storage,
+    } = scratch;
+    let Some(len) = abi::cmdline::next_generation(cmdline, generation + 1, next_cmd) else {
         return "the command line is too long";
     };
     let cmdline = &next_cmd[..len];
@@ -161,22 +187,21 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
     ) else {
         return "the kernel image has too many segments";
     };
-    let ram = stub::MAP.with(|m| {
-        let mut ram = [MemoryDescriptor::ZERO; stub::MAX_DESCRIPTORS];
+    let ram_len = stub::MAP.with(|m| {
         let d = &m.descs[..m.len];
         ram[..d.len()].copy_from_slice(d);
-        (ram, d.len())
+        d.len()
     });
+    let map = &ram[..ram_len];
     match opts.corrupt {
         Some(Corruption::Overlap) => segs[n - 1].mem = segs[0].mem,
         Some(Corruption::Outside) => {
-            segs[n - 1].mem = ram.0[..ram.1].iter().map(|d| d.end()).max().unwrap_or(0) + BLOCK
+            segs[n - 1].mem = map.iter().map(|d| d.end()).max().unwrap_or(0) + BLOCK
         }
         None => {}
     }
     // Linux's sanity_check_segment_list rules, then this project's extra
     // "inside RAM" rule (Linux leaves that to kexec-tools).
-    let map = &ram.0[..ram.1];
     let checked = abi::kexec::linux_checks(
         &segs[..n],
         abi::kexec::total_ram_pages(map),
@@ -210,7 +235,6 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
     // The new kernel's memory map (abi::memmap::next_kernel_map): the EFI
     // map with the running kernel's memory free again, the payload in use,
     // and what the bitmap still marks unaccepted as type 15.
-    let mut storage = [MemoryDescriptor::ZERO; stub::MAX_DESCRIPTORS];
     let mut from = 0;
     let unaccepted_ranges = core::iter::from_fn(|| {
         let (a, b) = unaccepted::next_unaccepted(from)?;
@@ -221,7 +245,7 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
         map,
         (info.image, info.image + info.image_size),
         unaccepted_ranges,
-        &mut storage,
+        storage,
     ) else {
         return "the memory map for the new kernel does not fit";
     };
@@ -289,6 +313,7 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
     if !crate::smp::offline_all() {
         println!("kexec: no reset vector in the MADT: the other CPUs stay behind");
     }
+    crate::stack::check("the kexec jump");
     tdcall::mark(Mark::KexecJump, generation);
     type Relocate = extern "sysv64" fn(u64, u64, u64, u64) -> !;
     // SAFETY: the control page holds a copy of the position-independent

@@ -10,6 +10,7 @@ mod chaos;
 mod kexec;
 mod mm;
 mod smp;
+mod stack;
 mod stub;
 mod unaccepted;
 mod workload;
@@ -20,23 +21,7 @@ use abi::report::{Counter, Mark};
 use guest_rt::fatal::code;
 use guest_rt::{fatal, println, tdcall};
 
-core::arch::global_asm!(
-    ".pushsection .text._start, \"ax\"",
-    ".global _start",
-    "_start:",
-    "lea rsp, [rip + kernel_stack_top]",
-    "call {main}",
-    "ud2",
-    ".popsection",
-    ".pushsection .bss.stack, \"aw\", @nobits",
-    ".balign 16",
-    ".space 65536",
-    "kernel_stack_top:",
-    ".popsection",
-    main = sym kernel_main,
-);
-
-extern "C" fn kernel_main(info: *const BootInfo) -> ! {
+pub extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     guest_rt::idt::init();
     // SAFETY: the boot-info contract: RDI holds the GPA of a BootInfo in
     // accepted, identity-mapped memory (checked for its magic below).
@@ -179,5 +164,11 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     tdcall::counter(Counter::WorkloadBytes, done);
     tdcall::counter(Counter::LazyAccept, u64::from(lazy));
     tdcall::counter(Counter::AcceptRetries, tdcall::accept_retries());
+    stack::check("shutdown");
+    println!(
+        "kernel: boot stack high-water {} of {} bytes",
+        stack::high_water(),
+        stack::STACK_BYTES
+    );
     tdcall::shutdown(u32::from(failures > 0))
 }

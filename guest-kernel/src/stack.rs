@@ -1,0 +1,74 @@
+//! The boot CPU's kernel stack: 64 KiB in .bss with a 4 KiB guard below
+//! it, both painted at entry. An overflow lands in the guard, not in the
+//! kernel's data below, and `check` turns it into a fatal error before the
+//! kernel leaves (shutdown or kexec) instead of a silent corruption.
+
+use guest_rt::fatal;
+use guest_rt::fatal::code;
+
+/// Bytes of stack the boot CPU runs on.
+pub const STACK_BYTES: u64 = 64 * 1024;
+/// Bytes of painted guard below the stack.
+pub const GUARD_BYTES: u64 = 4096;
+/// What unused stack and the guard hold.
+const PAINT: u64 = 0x57ac_c0de_57ac_c0de;
+
+core::arch::global_asm!(
+    ".pushsection .text._start, \"ax\"",
+    ".global _start",
+    "_start:",
+    // RDI is the boot info: keep it across the paint.
+    "mov r12, rdi",
+    "lea rdi, [rip + kernel_stack_guard]",
+    "lea rcx, [rip + kernel_stack_top]",
+    "sub rcx, rdi",
+    "shr rcx, 3",
+    "mov rax, {paint}",
+    "cld",
+    "rep stosq",
+    "lea rsp, [rip + kernel_stack_top]",
+    "mov rdi, r12",
+    "call {main}",
+    "ud2",
+    ".popsection",
+    ".pushsection .bss.stack, \"aw\", @nobits",
+    ".balign 4096",
+    "kernel_stack_guard:",
+    ".space {guard}",
+    ".space {stack}",
+    "kernel_stack_top:",
+    ".popsection",
+    main = sym crate::kernel_main,
+    paint = const PAINT,
+    guard = const GUARD_BYTES,
+    stack = const STACK_BYTES,
+);
+
+extern "C" {
+    static kernel_stack_guard: u64;
+}
+
+/// The deepest the boot CPU's stack has been, in bytes from its top (the
+/// guard included: more than `STACK_BYTES` means it overflowed).
+pub fn high_water() -> u64 {
+    let base = core::ptr::addr_of!(kernel_stack_guard);
+    let words = ((GUARD_BYTES + STACK_BYTES) / 8) as usize;
+    // SAFETY: the guard and the stack are one static region of `words`
+    // aligned words; reading the painted part below the live frames is
+    // reading memory nothing else writes.
+    let untouched = (0..words)
+        .take_while(|i| unsafe { base.add(*i).read_volatile() } == PAINT)
+        .count();
+    (words - untouched) as u64 * 8
+}
+
+/// Stops the kernel if its stack ran into the guard.
+pub fn check(at: &str) {
+    let used = high_water();
+    if used > STACK_BYTES {
+        fatal!(
+            code::PANIC,
+            "kernel stack overflow before {at}: {used} bytes used, the stack has {STACK_BYTES}"
+        );
+    }
+}
