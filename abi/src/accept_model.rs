@@ -12,6 +12,14 @@
 //! `TDX_PAGE_ALREADY_ACCEPTED | level of the existing mapping` on an
 //! accepted one, and `TDX_PAGE_SIZE_MISMATCH | 2M` for a 2 MiB request over
 //! a range already split into 4 KiB pages.
+//!
+//! Several vCPUs: the module takes the Secure-EPT entry of the request
+//! (the 2 MiB entry; 4 KiB requests take their 2 MiB entry too) with a
+//! try-lock. A request that finds it held answers `TDX_OPERAND_BUSY | RCX`
+//! with nothing changed; the others run one after another. So two accepts
+//! that overlapped in time on one entry are explained by some order of the
+//! two, the second of which may have found the entry held
+//! (`Model::accept_concurrent`).
 
 use crate::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use crate::tdcall::{accept, status, PageLevel};
@@ -19,7 +27,8 @@ use crate::{PAGE_2M, PAGE_4K};
 
 /// Largest window the model tracks.
 pub const MAX_WINDOW: u64 = 256 << 20;
-const MAX_CHUNKS: usize = (MAX_WINDOW / PAGE_2M) as usize;
+/// 2 MiB entries in the largest window.
+pub const MAX_CHUNKS: usize = (MAX_WINDOW / PAGE_2M) as usize;
 const WORDS_PER_CHUNK: usize = 8;
 
 /// Where the TD's RAM is: `[0, low_end)` and, with more than 3 GiB,
@@ -108,6 +117,9 @@ pub fn decode(layout: &RamLayout, rcx: u64) -> Result<(u64, PageLevel), Invalid>
 /// The status for an invalid operand.
 pub const INVALID: u64 = status::OPERAND_INVALID | status::OPERAND_RCX;
 
+/// The status for a request whose Secure-EPT entry another vCPU holds.
+pub const BUSY: u64 = status::OPERAND_BUSY | status::OPERAND_RCX;
+
 /// What the model expects of one accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {
@@ -125,6 +137,7 @@ enum Chunk {
 }
 
 /// The state of a window of RAM that started all pending.
+#[derive(Clone)]
 pub struct Model {
     layout: RamLayout,
     base: u64,
@@ -232,6 +245,11 @@ impl Model {
     /// effect to the model.
     pub fn accept(&mut self, rcx: u64) -> Expect {
         let (expect, change) = self.decide(rcx);
+        self.apply(change);
+        expect
+    }
+
+    fn apply(&mut self, change: Option<(usize, Option<usize>)>) {
         match change {
             Some((c, None)) => {
                 self.state[c] = Chunk::Mapped2M;
@@ -244,8 +262,64 @@ impl Model {
             }
             None => {}
         }
-        expect
     }
+
+    /// Applies `rcx` if the model gives it status `got` now.
+    fn explains(&mut self, rcx: u64, got: u64) -> bool {
+        match self.decide(rcx) {
+            (Expect::Status(s), change) if s == got => {
+                self.apply(change);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Two accepts `(rcx, status)` that overlapped in time on one
+    /// Secure-EPT entry (each vCPU issued its own): true, with their
+    /// effects applied, when some order explains both statuses, the second
+    /// one allowed to have found the entry held (`BUSY`, no change); false,
+    /// with the model unchanged, when no order does.
+    pub fn accept_concurrent(&mut self, a: (u64, u64), b: (u64, u64)) -> bool {
+        for (first, second) in [(a, b), (b, a)] {
+            let saved = self.save([first.0, second.0]);
+            if self.explains(first.0, first.1)
+                && (second.1 == BUSY || self.explains(second.0, second.1))
+            {
+                return true;
+            }
+            self.restore(&saved);
+        }
+        false
+    }
+
+    /// The state of the chunks `rcxs` name (to undo a trial order).
+    fn save(&self, rcxs: [u64; 2]) -> Saved {
+        let chunk = |rcx| {
+            let (gpa, _) = decode(&self.layout, rcx).ok()?;
+            let (c, _) = self.locate(gpa)?;
+            Some((c, self.state[c], self.bits[c]))
+        };
+        Saved {
+            accepted_pages: self.accepted_pages,
+            chunks: [chunk(rcxs[0]), chunk(rcxs[1])],
+        }
+    }
+
+    fn restore(&mut self, saved: &Saved) {
+        self.accepted_pages = saved.accepted_pages;
+        // In reverse, so a chunk saved twice ends as first saved.
+        for &(c, state, bits) in saved.chunks.iter().rev().flatten() {
+            self.state[c] = state;
+            self.bits[c] = bits;
+        }
+    }
+}
+
+/// What `Model::save` keeps.
+struct Saved {
+    accepted_pages: u64,
+    chunks: [Option<(usize, Chunk, [u64; WORDS_PER_CHUNK])>; 2],
 }
 
 /// A small, fast, seedable generator (SplitMix64) for reproducible chaos.
@@ -364,5 +438,143 @@ mod tests {
             hits[v as usize] += 1;
         }
         assert!(hits.iter().all(|&h| h > 800), "{hits:?}");
+    }
+
+    /// Outcomes two overlapping accepts can really get: either order run
+    /// one after the other, or the later one finding the entry held.
+    fn real_outcomes(m: &Model, a: u64, b: u64) -> [((u64, u64), Model); 4] {
+        let st = |e: Expect| match e {
+            Expect::Status(s) => s,
+            Expect::Unknown => panic!("outside the window"),
+        };
+        let (mut ab, mut ba, mut a_busy, mut b_busy) = (m.clone(), m.clone(), m.clone(), m.clone());
+        let ab_s = (st(ab.accept(a)), st(ab.accept(b)));
+        let ba_s = {
+            let sb = st(ba.accept(b));
+            (st(ba.accept(a)), sb)
+        };
+        let first_b = st(a_busy.accept(b));
+        let first_a = st(b_busy.accept(a));
+        [
+            (ab_s, ab),
+            (ba_s, ba),
+            ((BUSY, first_b), a_busy),
+            ((first_a, BUSY), b_busy),
+        ]
+    }
+
+    fn same_state(x: &Model, y: &Model) -> bool {
+        let (lo, hi) = x.range();
+        x.accepted_pages() == y.accepted_pages()
+            && (lo..hi)
+                .step_by(PAGE_4K as usize)
+                .all(|g| x.is_accepted(g) == y.is_accepted(g))
+    }
+
+    #[test]
+    fn concurrent_accepts_of_one_page() {
+        let base = 6 * GIB;
+        let p = accept::encode(base + 5 * PAGE_4K, PageLevel::L4K);
+        let aa = status::PAGE_ALREADY_ACCEPTED | PageLevel::L4K as u64;
+        let m = Model::new(layout(), base, 4 * PAGE_2M).unwrap();
+        for (pair, ok) in [
+            (((p, 0), (p, aa)), true),
+            (((p, aa), (p, 0)), true),
+            (((p, BUSY), (p, 0)), true),
+            (((p, 0), (p, BUSY)), true),
+            (((p, 0), (p, 0)), false),
+            (((p, aa), (p, aa)), false),
+            (((p, BUSY), (p, BUSY)), false),
+            (((p, BUSY), (p, aa)), false),
+        ] {
+            let mut t = m.clone();
+            assert_eq!(t.accept_concurrent(pair.0, pair.1), ok, "{pair:x?}");
+            assert_eq!(t.accepted_pages(), u64::from(ok), "{pair:x?}");
+        }
+    }
+
+    #[test]
+    fn concurrent_4k_and_2m_on_one_entry() {
+        let base = 6 * GIB;
+        let small = accept::encode(base + PAGE_4K, PageLevel::L4K);
+        let large = accept::encode(base, PageLevel::L2M);
+        let mismatch = status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64;
+        let aa2m = status::PAGE_ALREADY_ACCEPTED | PageLevel::L2M as u64;
+        let m = Model::new(layout(), base, 4 * PAGE_2M).unwrap();
+        let mut t = m.clone();
+        // 4 KiB first splits the entry: the 2 MiB request then mismatches.
+        assert!(t.accept_concurrent((large, mismatch), (small, 0)));
+        assert_eq!(t.accepted_pages(), 1);
+        let mut t = m.clone();
+        // 2 MiB first: the 4 KiB request finds the page accepted as 2 MiB.
+        assert!(t.accept_concurrent((large, 0), (small, aa2m)));
+        assert_eq!(t.accepted_pages(), 512);
+        let mut t = m.clone();
+        // Both succeeding is impossible, and leaves the model unchanged.
+        assert!(!t.accept_concurrent((large, 0), (small, 0)));
+        assert_eq!(t.accepted_pages(), 0);
+    }
+
+    #[test]
+    fn every_real_interleaving_is_explained_and_nothing_else() {
+        let base = 6 * GIB;
+        let mut rng = Rng::new(42);
+        let statuses = [
+            0,
+            BUSY,
+            INVALID,
+            status::PAGE_ALREADY_ACCEPTED | PageLevel::L4K as u64,
+            status::PAGE_ALREADY_ACCEPTED | PageLevel::L2M as u64,
+            status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64,
+        ];
+        for _ in 0..3000 {
+            // A random history on two entries, then two racing requests
+            // (4 KiB or 2 MiB, aligned or not) on the first entry.
+            let mut m = Model::new(layout(), base, 2 * PAGE_2M).unwrap();
+            for _ in 0..rng.below(40) {
+                let g = base + rng.below(1024) * PAGE_4K;
+                let level = if rng.percent(10) {
+                    PageLevel::L2M
+                } else {
+                    PageLevel::L4K
+                };
+                let _ = m.accept(accept::encode(
+                    g & !(PAGE_2M - 1) | g % PAGE_2M * u64::from(level == PageLevel::L4K),
+                    level,
+                ));
+            }
+            let pick = |rng: &mut Rng| {
+                let g = base + rng.below(8) * PAGE_4K;
+                match rng.below(4) {
+                    0 => accept::encode(base, PageLevel::L2M),
+                    1 => accept::encode(g | PAGE_4K, PageLevel::L2M),
+                    _ => accept::encode(g, PageLevel::L4K),
+                }
+            };
+            let (a, b) = (pick(&mut rng), pick(&mut rng));
+            let real = real_outcomes(&m, a, b);
+            for ((sa, sb), after) in &real {
+                let mut t = m.clone();
+                assert!(
+                    t.accept_concurrent((a, *sa), (b, *sb)),
+                    "{a:#x}={sa:#x} {b:#x}={sb:#x}"
+                );
+                assert!(same_state(&t, after), "{a:#x}={sa:#x} {b:#x}={sb:#x}");
+            }
+            // Any other pair of statuses is refused and changes nothing.
+            for &sa in &statuses {
+                for &sb in &statuses {
+                    if real.iter().any(|((x, y), _)| (*x, *y) == (sa, sb)) {
+                        continue;
+                    }
+                    let mut t = m.clone();
+                    assert!(
+                        !t.accept_concurrent((a, sa), (b, sb)),
+                        "{a:#x}={sa:#x} {b:#x}={sb:#x}"
+                    );
+                    assert!(same_state(&t, &m));
+                }
+            }
+        }
     }
 }

@@ -91,10 +91,15 @@ pub enum Counter {
     /// reports its own; the host keeps it per vCPU and converts it to
     /// nanoseconds with the vCPU's TSC frequency.
     LockWaitTsc = 16,
+    /// Chaos accepts that raced another CPU's on one Secure-EPT entry.
+    ChaosRaced = 17,
+    /// TDX_OPERAND_BUSY answers the chaos self-test got (on several CPUs
+    /// each is one the model explained, or a disagreement).
+    ChaosBusy = 18,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 18] = [
         Counter::UnitsAccepted,
         Counter::BytesAcceptedImmediately,
         Counter::BlocksParked,
@@ -111,6 +116,8 @@ impl Counter {
         Counter::AcceptRetries,
         Counter::FwAcceptRetries,
         Counter::LockWaitTsc,
+        Counter::ChaosRaced,
+        Counter::ChaosBusy,
     ];
 
     pub fn from_id(id: u64) -> Option<Self> {
@@ -136,6 +143,8 @@ impl Counter {
             Counter::AcceptRetries => "accept_retries",
             Counter::LockWaitTsc => "lock_wait_tsc",
             Counter::FwAcceptRetries => "fw_accept_retries",
+            Counter::ChaosRaced => "chaos_raced",
+            Counter::ChaosBusy => "chaos_busy",
         }
     }
 }

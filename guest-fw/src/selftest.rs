@@ -194,13 +194,20 @@ pub fn chaos(hobs: &HobList<'_>, gpaw: u64, seed: u64, count: u64) -> (u32, (u64
             "fw.selftest=chaos: no unaccepted 2 MiB chunk"
         );
     };
-    let Some(mut model) = Model::new(layout, lo, hi - lo) else {
+    let Some(model) = Model::new(layout, lo, hi - lo) else {
         guest_rt::fatal!(
             code::BAD_HOB,
             "fw.selftest=chaos: window {lo:#x}..{hi:#x} is not RAM of a {mem}-byte TD"
         );
     };
-    let out = guest_rt::chaos::run(&mut model, seed, count);
+    // The boot vCPU alone (the APs stay parked).
+    static CHAOS: guest_rt::chaos::Chaos = guest_rt::chaos::Chaos::new();
+    CHAOS.start(model, 1);
+    let out = CHAOS.run(0, seed, count);
+    let Some(mut model) = CHAOS.end() else {
+        guest_rt::fatal!(code::PANIC, "fw.selftest=chaos: the run lost its model");
+    };
+    guest_rt::chaos::summary(&out, &model);
     if !guest_rt::chaos::finish(&mut model) {
         guest_rt::fatal!(
             code::ACCEPT_FAILED,

@@ -2,16 +2,19 @@
 //! `guest_rt::chaos` run by the kernel, in a window of parked (pending)
 //! blocks taken from its allocator. Afterwards the window is accepted in
 //! full, its bitmap bits cleared and its blocks freed, so the rest of the
-//! boot and the host's bitmap cross-check see a consistent TD.
+//! boot and the host's bitmap cross-check see a consistent TD. With
+//! several CPUs online all of them fire into the one window at once.
 
 use crate::stub::MAP;
-use crate::{mm, unaccepted};
+use crate::{mm, smp, unaccepted};
 use abi::accept_model::{Model, RamLayout};
 use abi::layout::MMIO_HOLE_START;
 use abi::report::Counter;
+use core::sync::atomic::{AtomicU64, Ordering};
 use guest_mm::buddy::{BLOCK, MAX_ORDER};
 use guest_rt::chaos;
 use guest_rt::fatal::code;
+use guest_rt::spin::SpinLock;
 use guest_rt::{fatal, println, tdcall};
 
 /// Blocks (4 MiB each) the window takes at most.
@@ -37,7 +40,22 @@ fn layout() -> RamLayout {
     }
 }
 
-/// Runs the chaos workload; returns the number of disagreements.
+static CHAOS: chaos::Chaos = chaos::Chaos::new();
+static SEED: AtomicU64 = AtomicU64::new(0);
+static COUNT: AtomicU64 = AtomicU64::new(0);
+static TOTAL: SpinLock<chaos::Outcome> = SpinLock::new(chaos::Outcome {
+    ops: 0,
+    disagreements: 0,
+    unassigned_io: 0,
+    accepts_ok: 0,
+    accepts_invalid: 0,
+    busy_retries: 0,
+    raced: 0,
+    busy_seen: 0,
+});
+
+/// Runs the chaos workload on every online CPU; returns the number of
+/// disagreements.
 pub fn run(seed: u64, count: u64) -> u64 {
     // A contiguous run of parked blocks whose memory is entirely pending,
     // from the top. (A parked block may hold accepted units too: those are
@@ -79,13 +97,37 @@ pub fn run(seed: u64, count: u64) -> u64 {
         );
     };
     let hi = top + BLOCK;
-    let Some(mut model) = Model::new(layout(), lo, hi - lo) else {
+    let Some(model) = Model::new(layout(), lo, hi - lo) else {
         fatal!(
             code::PANIC,
             "chaos window {lo:#x}..{hi:#x} does not fit the model"
         );
     };
-    let out = chaos::run(&mut model, seed, count);
+    // Every online CPU fires into the one window; CPU 0 keeps the seed
+    // (a one-CPU run is the same as before), the others derive theirs.
+    let cpus = smp::online();
+    CHAOS.start(model, cpus);
+    SEED.store(seed, Ordering::Relaxed);
+    COUNT.store(count, Ordering::Relaxed);
+    smp::run_on_all(|cpu| {
+        let n = smp::online() as u64;
+        let count = COUNT.load(Ordering::Relaxed);
+        let mine = count / n + u64::from(cpu == 0) * (count % n);
+        let seed = SEED.load(Ordering::Relaxed) ^ (cpu as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let out = CHAOS.run(cpu, seed, mine);
+        TOTAL.with(|t| t.add(&out));
+    });
+    let out = TOTAL.with(|t| core::mem::take(t));
+    let Some(mut model) = CHAOS.end() else {
+        fatal!(code::PANIC, "chaos: the run lost its model");
+    };
+    chaos::summary(&out, &model);
+    if cpus > 1 {
+        println!(
+            "kernel: chaos on {cpus} CPUs: {} accepts raced another CPU's, {} BUSY answers",
+            out.raced, out.busy_seen
+        );
+    }
     if !chaos::finish(&mut model) {
         fatal!(
             code::ACCEPT_FAILED,
@@ -102,5 +144,7 @@ pub fn run(seed: u64, count: u64) -> u64 {
     tdcall::counter(Counter::ChaosOps, out.ops);
     tdcall::counter(Counter::ChaosDisagreements, out.disagreements);
     tdcall::counter(Counter::ChaosUnassignedIo, out.unassigned_io);
+    tdcall::counter(Counter::ChaosRaced, out.raced);
+    tdcall::counter(Counter::ChaosBusy, out.busy_seen);
     out.disagreements
 }

@@ -8,10 +8,20 @@
 //! answer is checked against `abi::accept_model` and the TDX/GHCI rules;
 //! accepted pages must read zero, and pages accepted twice must keep their
 //! contents. Disagreements are counted and the first few printed.
+//!
+//! Several CPUs can run it at once on one window (`Chaos::run` on each):
+//! they share the model under a lock. An accept in the window claims its
+//! 2 MiB entry first: as its holder, or as the one rogue racing the holder
+//! (a third CPU picks another operation). The holder's status is checked
+//! exactly, or, when a rogue raced it, the pair is checked against every
+//! order the TDX module's entry lock allows, BUSY included
+//! (`Model::accept_concurrent`). Nothing is retried on several CPUs: a
+//! BUSY the model cannot explain is a disagreement.
 
 use crate::println;
+use crate::spin::SpinLock;
 use crate::tdcall::{accept_raw, tdcall, vmcall, Regs};
-use abi::accept_model::{decode, Expect, Model, Rng, INVALID};
+use abi::accept_model::{decode, Expect, Model, RamLayout, Rng, INVALID, MAX_CHUNKS};
 use abi::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use abi::tdcall::{accept, leaf, status, PageLevel, DOORBELL_PORT};
 use abi::vmcall::{ghci, vmcall_status, COM1_BASE, COM1_LEN, GHCI_STANDARD, VENDOR_EMU};
@@ -29,6 +39,124 @@ pub struct Outcome {
     pub accepts_invalid: u64,
     /// Accepts repeated after TDX_OPERAND_BUSY (`--inject busy=P`).
     pub busy_retries: u64,
+    /// Accepts that raced another CPU's on one entry (several CPUs).
+    pub raced: u64,
+    /// TDX_OPERAND_BUSY answers the model explained (several CPUs).
+    pub busy_seen: u64,
+}
+
+impl Outcome {
+    /// Adds another CPU's outcome.
+    pub fn add(&mut self, o: &Outcome) {
+        self.ops += o.ops;
+        self.disagreements += o.disagreements;
+        self.unassigned_io += o.unassigned_io;
+        self.accepts_ok += o.accepts_ok;
+        self.accepts_invalid += o.accepts_invalid;
+        self.busy_retries += o.busy_retries;
+        self.raced += o.raced;
+        self.busy_seen += o.busy_seen;
+    }
+}
+
+/// Who is accepting in one 2 MiB entry of the window.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rogue {
+    Idle,
+    Running,
+    Done { rcx: u64, got: u64 },
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    held: bool,
+    rogue: Rogue,
+}
+
+/// What the CPUs of one run share.
+struct Shared {
+    model: Model,
+    entries: [Entry; MAX_CHUNKS],
+    /// TDG.VP.INFO's vCPU count (R8 bits 31:0), as the first CPU read it.
+    vcpus: u64,
+    /// CPUs running the workload: one retries BUSY (fault injection),
+    /// several do not.
+    runners: u32,
+}
+
+/// A chaos run over one window, shareable by several CPUs.
+pub struct Chaos(SpinLock<Option<Shared>>);
+
+impl Default for Chaos {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Chaos {
+    pub const fn new() -> Self {
+        Chaos(SpinLock::new(None))
+    }
+
+    /// Starts a run of `runners` CPUs on `model`'s window (pending RAM
+    /// owned by the caller).
+    pub fn start(&self, model: Model, runners: u32) {
+        let vcpus = tdcall(Regs {
+            rax: leaf::VP_INFO as u64,
+            ..Default::default()
+        })
+        .r8 & 0xffff_ffff;
+        *self.0.lock() = Some(Shared {
+            model,
+            entries: [Entry {
+                held: false,
+                rogue: Rogue::Idle,
+            }; MAX_CHUNKS],
+            vcpus,
+            runners: runners.max(1),
+        });
+    }
+
+    /// Ends the run and gives the model back (None before `start`).
+    pub fn end(&self) -> Option<Model> {
+        self.0.lock().take().map(|s| s.model)
+    }
+
+    /// This CPU's share: `count` operations from `seed`. The first CPU
+    /// prints the window.
+    pub fn run(&self, cpu: usize, seed: u64, count: u64) -> Outcome {
+        let Some((layout, range, retry_busy)) = self.0.with(|s| {
+            s.as_ref()
+                .map(|s| (*s.model.layout(), s.model.range(), s.runners == 1))
+        }) else {
+            return Outcome::default();
+        };
+        if cpu == 0 {
+            println!(
+                "chaos: seed {seed}, {count} operations, window {:#x}..{:#x}",
+                range.0, range.1
+            );
+        }
+        let mut run = Run {
+            shared: &self.0,
+            layout,
+            range,
+            retry_busy,
+            rng: Rng::new(seed),
+            out: Outcome::default(),
+        };
+        for _ in 0..count {
+            run.one();
+            run.out.ops += 1;
+        }
+        run.out
+    }
+}
+
+/// How an accept in the window holds its entry.
+enum Claim {
+    Holder(usize),
+    Rogue(usize),
 }
 
 /// Most retries of one busy accept before its status is taken as final.
@@ -65,7 +193,10 @@ fn write(gpa: u64, v: u64) {
 }
 
 struct Run<'a> {
-    model: &'a mut Model,
+    shared: &'a SpinLock<Option<Shared>>,
+    layout: RamLayout,
+    range: (u64, u64),
+    retry_busy: bool,
     rng: Rng,
     out: Outcome,
 }
@@ -78,67 +209,186 @@ impl Run<'_> {
         }
     }
 
+    /// Runs `f` on the shared state (present for the whole run).
+    fn with<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
+        self.shared.with(|s| match s.as_mut() {
+            Some(s) => f(s),
+            None => crate::fatal!(crate::fatal::code::PANIC, "chaos state gone mid-run"),
+        })
+    }
+
+    fn one(&mut self) {
+        match self.rng.below(100) {
+            0..40 => self.accept_in_window(),
+            40..60 => self.accept_invalid(),
+            60..70 => self.other_leaf(),
+            70..80 => self.ghci(),
+            80..90 => self.port_io(),
+            _ => self.check_memory(),
+        }
+    }
+
     fn window_gpa(&mut self) -> u64 {
-        let (lo, hi) = self.model.range();
+        let (lo, hi) = self.range;
         lo + self.rng.below((hi - lo) / PAGE_4K) * PAGE_4K
     }
 
-    /// One accept whose status the model predicts. The model changes only
-    /// when the host agreed; TDX_OPERAND_BUSY (fault injection) changes
-    /// nothing on either side and is retried.
+    /// One accept whose status the model predicts (alone on its entry),
+    /// or explains together with the one that raced it.
     fn accept(&mut self, rcx: u64) {
-        let want = match self.model.expect(rcx) {
-            Expect::Status(s) => s,
-            // Never issued: the generators stay off RAM outside the window.
-            Expect::Unknown => return,
-        };
-        let got = accept_through_busy(rcx, &mut self.out.busy_retries);
-        if got == want {
-            self.model.accept(rcx);
-        } else {
-            self.disagree(format_args!(
-                "accept {rcx:#x}: status {got:#x} ({}), model {want:#x} ({})",
-                status::name(got),
-                status::name(want)
-            ));
-            return;
-        }
-        let gpa = rcx & !(PAGE_4K - 1);
-        match want {
-            status::SUCCESS => {
-                self.out.accepts_ok += 1;
-                let level = rcx & accept::LEVEL_MASK;
-                let pages = if level == PageLevel::L2M as u64 {
-                    512
-                } else {
-                    1
-                };
-                for i in 0..pages {
-                    let page = gpa + i * PAGE_4K;
-                    // Zeroed: check both ends of a 4 KiB page, and a sample of
-                    // a 2 MiB one (first, last and one random page in full).
-                    let full = pages == 1 || i == 0 || i == pages - 1;
-                    let zero = if full {
-                        read(page) == 0 && read(page + PAGE_4K - 8) == 0
-                    } else {
-                        read(page) == 0
-                    };
-                    if !zero {
-                        self.disagree(format_args!(
-                            "accept {rcx:#x}: page {page:#x} not zero after accept"
-                        ));
-                    }
-                    write(page, pattern(page));
+        let (lo, hi) = self.range;
+        let claim = match decode(&self.layout, rcx) {
+            // Invalid operands touch no entry: their status is exact.
+            Err(_) => None,
+            Ok((gpa, _)) if gpa >= lo && gpa < hi => {
+                let c = ((gpa - lo) / PAGE_2M) as usize;
+                match self.claim(c) {
+                    Some(claim) => Some(claim),
+                    // Two CPUs are on this entry already: do something else.
+                    None => return,
                 }
             }
+            // Never issued: the generators stay off RAM outside the window.
+            Ok(_) => return,
+        };
+        let got = if self.retry_busy {
+            accept_through_busy(rcx, &mut self.out.busy_retries)
+        } else {
+            accept_raw(rcx)
+        };
+        match got {
+            status::SUCCESS => self.check_fresh(rcx),
             INVALID => self.out.accepts_invalid += 1,
-            s if status::code(s) == status::PAGE_ALREADY_ACCEPTED && read(gpa) != pattern(gpa) => {
+            abi::accept_model::BUSY => self.out.busy_seen += 1,
+            _ => {}
+        }
+        match claim {
+            Some(Claim::Rogue(c)) => {
+                self.with(|s| s.entries[c].rogue = Rogue::Done { rcx, got });
+            }
+            Some(Claim::Holder(c)) => self.settle(c, rcx, got),
+            None => {
+                let want = self.with(|s| s.model.expect(rcx));
+                if want != Expect::Status(got) {
+                    self.disagree(format_args!(
+                        "accept {rcx:#x}: status {got:#x} ({}), model {want:x?}",
+                        status::name(got)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Claims entry `c`: its holder if free, else the rogue racing the
+    /// holder if there is none yet.
+    fn claim(&self, c: usize) -> Option<Claim> {
+        self.with(|s| {
+            let e = &mut s.entries[c];
+            if !e.held {
+                e.held = true;
+                Some(Claim::Holder(c))
+            } else if e.rogue == Rogue::Idle {
+                e.rogue = Rogue::Running;
+                Some(Claim::Rogue(c))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The holder of entry `c` got `got` for `rcx`: waits for a rogue that
+    /// raced it, checks the status (or the pair) against the model, which
+    /// takes the change only when the host's answers are explained, and
+    /// releases the entry.
+    fn settle(&mut self, c: usize, rcx: u64, got: u64) {
+        let rival = loop {
+            let r = self.with(|s| {
+                let e = &mut s.entries[c];
+                match e.rogue {
+                    Rogue::Running => None,
+                    Rogue::Idle => Some(None),
+                    Rogue::Done { rcx, got } => {
+                        e.rogue = Rogue::Idle;
+                        Some(Some((rcx, got)))
+                    }
+                }
+            });
+            match r {
+                Some(r) => break r,
+                None => core::hint::spin_loop(),
+            }
+        };
+        let (explained, want) = self.with(|s| {
+            let r = match rival {
+                None => {
+                    let want = s.model.expect(rcx);
+                    let ok = want == Expect::Status(got);
+                    if ok {
+                        s.model.accept(rcx);
+                    }
+                    (ok, Some(want))
+                }
+                Some(r) => (s.model.accept_concurrent((rcx, got), r), None),
+            };
+            s.entries[c].held = false;
+            r
+        });
+        if rival.is_some() {
+            self.out.raced += 1;
+        }
+        if !explained {
+            match (rival, want) {
+                (Some((r_rcx, r_got)), _) => self.disagree(format_args!(
+                    "racing accepts {rcx:#x} -> {got:#x} ({}) and {r_rcx:#x} -> {r_got:#x} ({}): no order explains them",
+                    status::name(got),
+                    status::name(r_got)
+                )),
+                (None, want) => self.disagree(format_args!(
+                    "accept {rcx:#x}: status {got:#x} ({}), model {want:x?}",
+                    status::name(got)
+                )),
+            }
+            return;
+        }
+        // Pages already accepted keep what their accepter wrote (it wrote
+        // before its status reached the model).
+        for (rcx, got) in [Some((rcx, got)), rival].into_iter().flatten() {
+            let gpa = rcx & !(PAGE_4K - 1);
+            if status::code(got) == status::PAGE_ALREADY_ACCEPTED && read(gpa) != pattern(gpa) {
                 self.disagree(format_args!(
                     "accept {rcx:#x}: already accepted, but the page changed ({:#x})",
                     read(gpa)
                 ));
             }
-            _ => {}
+        }
+    }
+
+    /// A successful accept: its pages read zero; each gets its pattern.
+    fn check_fresh(&mut self, rcx: u64) {
+        self.out.accepts_ok += 1;
+        let gpa = rcx & !(PAGE_4K - 1);
+        let level = rcx & accept::LEVEL_MASK;
+        let pages = if level == PageLevel::L2M as u64 {
+            512
+        } else {
+            1
+        };
+        for i in 0..pages {
+            let page = gpa + i * PAGE_4K;
+            // Zeroed: check both ends of a 4 KiB page, and a sample of
+            // a 2 MiB one (first, last and one random page in full).
+            let full = pages == 1 || i == 0 || i == pages - 1;
+            let zero = if full {
+                read(page) == 0 && read(page + PAGE_4K - 8) == 0
+            } else {
+                read(page) == 0
+            };
+            if !zero {
+                self.disagree(format_args!(
+                    "accept {rcx:#x}: page {page:#x} not zero after accept"
+                ));
+            }
+            write(page, pattern(page));
         }
     }
 
@@ -159,7 +409,7 @@ impl Run<'_> {
     }
 
     fn accept_invalid(&mut self) {
-        let layout = *self.model.layout();
+        let layout = self.layout;
         let gpa = self.window_gpa();
         let rcx = match self.rng.below(8) {
             0 => gpa | (1 + self.rng.below(511)) << 3,
@@ -179,7 +429,7 @@ impl Run<'_> {
         };
         // A random word could name RAM outside the window: never accept that.
         if let Ok((g, _)) = decode(&layout, rcx) {
-            let (lo, hi) = self.model.range();
+            let (lo, hi) = self.range;
             if g < lo || g >= hi {
                 return;
             }
@@ -205,10 +455,12 @@ impl Run<'_> {
                     rax: leaf::VP_INFO as u64,
                     ..Default::default()
                 });
-                let gpaw = self.model.layout().gpaw as u64;
+                let gpaw = self.layout.gpaw as u64;
+                let vcpus = self.with(|s| s.vcpus);
                 if r.rax != 0
                     || r.rcx & abi::tdcall::vp_info::GPAW_MASK != gpaw
-                    || r.r8 & 0xffff_ffff != 1
+                    || r.r8 & 0xffff_ffff != vcpus
+                    || vcpus == 0
                 {
                     self.disagree(format_args!(
                         "TDG.VP.INFO: RAX {:#x} RCX {:#x} R8 {:#x}",
@@ -438,7 +690,7 @@ impl Run<'_> {
 
     fn check_memory(&mut self) {
         let gpa = self.window_gpa();
-        if self.model.is_accepted(gpa) && read(gpa) != pattern(gpa) {
+        if self.with(|s| s.model.is_accepted(gpa)) && read(gpa) != pattern(gpa) {
             self.disagree(format_args!(
                 "accepted page {gpa:#x} holds {:#x}",
                 read(gpa)
@@ -455,39 +707,20 @@ pub fn params(cmdline: &str) -> (u64, u64) {
     )
 }
 
-/// Runs `count` operations from `seed` against `model`'s window, which must
-/// be pending RAM owned by the caller.
-pub fn run(model: &mut Model, seed: u64, count: u64) -> Outcome {
-    let (lo, hi) = model.range();
-    println!("chaos: seed {seed}, {count} operations, window {lo:#x}..{hi:#x}");
-    let mut run = Run {
-        model,
-        rng: Rng::new(seed),
-        out: Outcome::default(),
-    };
-    for _ in 0..count {
-        match run.rng.below(100) {
-            0..40 => run.accept_in_window(),
-            40..60 => run.accept_invalid(),
-            60..70 => run.other_leaf(),
-            70..80 => run.ghci(),
-            80..90 => run.port_io(),
-            _ => run.check_memory(),
-        }
-        run.out.ops += 1;
-    }
-    let out = run.out;
+/// Prints what a run (all its CPUs) did.
+pub fn summary(out: &Outcome, model: &Model) {
     println!(
-        "chaos: {} operations, {} disagreement(s), {} accepted, {} invalid accepts, {} unassigned port accesses, {} busy retries, {} window pages accepted",
+        "chaos: {} operations, {} disagreement(s), {} accepted, {} invalid accepts, {} unassigned port accesses, {} busy retries, {} raced, {} busy answers, {} window pages accepted",
         out.ops,
         out.disagreements,
         out.accepts_ok,
         out.accepts_invalid,
         out.unassigned_io,
         out.busy_retries,
-        run.model.accepted_pages()
+        out.raced,
+        out.busy_seen,
+        model.accepted_pages()
     );
-    out
 }
 
 /// Accepts what the chaos run left pending in the window, so the caller can

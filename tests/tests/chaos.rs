@@ -173,3 +173,44 @@ fn chaos_counters_survive_kexec() {
         }
     });
 }
+
+#[test]
+fn chaos_on_four_vcpus_is_explained_by_the_entry_lock() {
+    in_each_profile("chaos_on_four_vcpus_is_explained_by_the_entry_lock", |p| {
+        // Four CPUs fire into one 32 MiB window (16 Secure-EPT entries):
+        // accepts of one entry race, and every answer, BUSY included, must
+        // be one an order of the racing pair explains.
+        let mut c = config_with_kernel(
+            p,
+            6 * GIB,
+            &format!(
+                "fw.accept=none accept_memory=lazy kernel.selftest=chaos seed=21 count={OPS} workload=16M"
+            ),
+        );
+        c.cpus = 4;
+        let r = boot(c);
+        let ctx = format!("{} 4 vCPUs", name(p));
+        chaos_ok(&r, &ctx);
+        assert_eq!(r.vcpus, 4, "{ctx}");
+        assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}: {:?}", r.bitmap_error);
+        // Accepts really raced, and every BUSY the host gave reached the
+        // model (which explained it: no disagreements above).
+        assert!(r.guest["chaos_raced"] > 0, "{ctx}: {}", r.console);
+        assert_eq!(r.guest["chaos_busy"], r.accept.busy, "{ctx}");
+        assert!(
+            r.accept.busy > 0,
+            "{ctx}: no accept ever found its entry held"
+        );
+        assert_eq!(
+            r.per_vcpu.iter().map(|v| v.busy).sum::<u64>(),
+            r.accept.busy,
+            "{ctx}"
+        );
+        // Every CPU took part.
+        assert!(
+            r.per_vcpu.iter().all(|v| v.accepts > 0),
+            "{ctx}: {:?}",
+            r.per_vcpu
+        );
+    });
+}

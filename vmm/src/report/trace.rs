@@ -372,24 +372,34 @@ mod tests {
             read(&b"NOTATRACE-------"[..]),
             Err(TraceError::Format(_))
         ));
-        let mut h = MAGIC.to_vec();
-        h.extend_from_slice(&1u32.to_le_bytes());
-        h.extend_from_slice(&32u32.to_le_bytes());
-        h.extend_from_slice(&[0u8; 31]);
+        let header = |version: u32| {
+            let mut h = MAGIC.to_vec();
+            h.extend_from_slice(&version.to_le_bytes());
+            h.extend_from_slice(&(RECORD_BYTES as u32).to_le_bytes());
+            h
+        };
+        let mut h = header(VERSION);
+        h.extend_from_slice(&[0u8; RECORD_BYTES - 1]);
         assert!(matches!(
             read(&h[..]),
             Err(TraceError::Format("truncated record"))
+        ));
+        // A trace of the one-vCPU format (version 1) is refused, not misread.
+        assert!(matches!(
+            read(&header(1)[..]),
+            Err(TraceError::Format("version or record size"))
         ));
     }
 
     proptest! {
         #[test]
-        fn any_record_round_trips(t in any::<u64>(), gpa in any::<u64>(), st in any::<u64>(), k in 1u8..3, l in 0u8..3, w in 0u8..3, g in any::<u8>()) {
+        fn any_record_round_trips(t in any::<u64>(), gpa in any::<u64>(), st in any::<u64>(), k in 1u8..3, l in 0u8..3, w in 0u8..3, g in any::<u8>(), v in any::<u16>()) {
             let mut b = [0u8; RECORD_BYTES];
             b[0..8].copy_from_slice(&t.to_le_bytes());
             b[8..16].copy_from_slice(&gpa.to_le_bytes());
             b[16..24].copy_from_slice(&st.to_le_bytes());
             b[24] = k; b[25] = l; b[26] = w; b[27] = g;
+            b[28..30].copy_from_slice(&v.to_le_bytes());
             let r = Record::decode(&b).unwrap();
             prop_assert_eq!(r.encode(), b);
         }
