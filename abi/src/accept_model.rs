@@ -538,10 +538,12 @@ mod tests {
                 } else {
                     PageLevel::L4K
                 };
-                let _ = m.accept(accept::encode(
-                    g & !(PAGE_2M - 1) | g % PAGE_2M * u64::from(level == PageLevel::L4K),
-                    level,
-                ));
+                let page = if level == PageLevel::L2M {
+                    g & !(PAGE_2M - 1)
+                } else {
+                    g
+                };
+                let _ = m.accept(accept::encode(page, level));
             }
             let pick = |rng: &mut Rng| {
                 let g = base + rng.below(8) * PAGE_4K;

@@ -56,6 +56,23 @@ pub mod ghci {
     pub const REPORT_FATAL_ERROR: u64 = 0x10003;
     pub const SETUP_EVENT_NOTIFY_INTERRUPT: u64 = 0x10004;
 
+    /// Instruction.WRMSR: R12 = MSR index, R13 = value. The host provides
+    /// one MSR, the x2APIC interrupt command register (`X2APIC_ICR`): a
+    /// write sends an IPI, which ends the target's Instruction.HLT (the
+    /// only interrupt this host emulates). Any other MSR is refused.
+    pub const X2APIC_ICR: u64 = 0x830;
+    /// ICR bits 63:32: the destination x2APIC ID (the vCPU index).
+    pub const ICR_DEST_SHIFT: u32 = 32;
+    /// ICR bits 19:18: destination shorthand.
+    pub const ICR_SHORTHAND_SHIFT: u32 = 18;
+    pub const ICR_SHORTHAND_NONE: u64 = 0;
+    pub const ICR_SHORTHAND_SELF: u64 = 1;
+    pub const ICR_SHORTHAND_ALL: u64 = 2;
+    pub const ICR_SHORTHAND_ALL_BUT_SELF: u64 = 3;
+    /// The vector our guests' IPIs carry (they take no interrupts: an IPI
+    /// only ends a halt).
+    pub const WAKE_VECTOR: u64 = 0xf0;
+
     /// Instruction.IO: R12 = access size (1, 2 or 4), R13 = direction, R14 =
     /// port, R15 = data to write; a read returns its data in R11.
     pub const IO_DIRECTION_READ: u64 = 0;
@@ -121,6 +138,14 @@ pub mod emu {
     /// Report a guest counter: R12 = counter id (`report::Counter`), R13 =
     /// value (the host keeps the last value).
     pub const COUNTER: u64 = 4;
+    /// Write console text in one call: R12 = GPA of the bytes (accepted
+    /// memory), R13 = their length (1 to `CONSOLE_WRITE_MAX`). The host
+    /// feeds them to COM1's transmit register, exactly as that many
+    /// Instruction.IO writes would, in one exit instead of one per byte
+    /// (each costs a full TD exit: tens of microseconds on some hosts).
+    pub const CONSOLE_WRITE: u64 = 5;
+    /// Most bytes one `CONSOLE_WRITE` carries.
+    pub const CONSOLE_WRITE_MAX: u64 = 256;
 }
 
 /// The serial port the guests' console writes go to (COM1, a 16550).

@@ -35,6 +35,17 @@ core::arch::global_asm!(
     "lea rbx, [rip + fw_ap_loop_start]",
     "sub rbx, {page}",
     "lock inc qword ptr [rbx + {arrived}]",
+    // The BSP may be halted waiting for the arrival: IPI vCPU 0 (GHCI
+    // Instruction.WRMSR, R12 = the x2APIC ICR, R13 = destination 0).
+    "xor eax, eax",
+    "mov ecx, {expose}",
+    "mov r10d, {standard}",
+    "mov r11d, {wrmsr}",
+    "mov r12d, {icr}",
+    "mov r13d, {ipi_vector}",
+    "xor r14d, r14d",
+    "xor r15d, r15d",
+    "out {port}, al",
     "2:",
     "mov ebp, {polls}",
     "3:",
@@ -87,6 +98,9 @@ core::arch::global_asm!(
     expose = const EXPOSE_R10_R15,
     standard = const GHCI_STANDARD,
     hlt = const ghci::INSTRUCTION_HLT,
+    wrmsr = const ghci::INSTRUCTION_WRMSR,
+    icr = const ghci::X2APIC_ICR,
+    ipi_vector = const ghci::WAKE_VECTOR,
     wakeup = const command::WAKEUP,
     test = const command::TEST,
 );

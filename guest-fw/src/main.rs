@@ -33,6 +33,9 @@ core::arch::global_asm!(
     "_start:",
     "test rsi, rsi",
     "jnz fw_ap_entry",
+    // RCX, RBX and RSI carry the boot arguments: the paint clobbers only
+    // R8-R10.
+    guest_rt::paint_stack!("fw_stack_guard", "fw_stack_top"),
     "lea rsp, [rip + fw_stack_top]",
     "mov rdx, rsi",
     "mov rsi, rbx",
@@ -41,12 +44,44 @@ core::arch::global_asm!(
     "ud2",
     ".popsection",
     ".pushsection .bss.stack, \"aw\", @nobits",
-    ".balign 16",
-    ".space 65536",
+    ".balign 4096",
+    "fw_stack_guard:",
+    ".space {guard}",
+    ".space {stack}",
     "fw_stack_top:",
     ".popsection",
     main = sym fw_main,
+    paint = const guest_rt::stack::PAINT,
+    guard = const STACK_GUARD_BYTES,
+    stack = const STACK_BYTES,
 );
+
+/// The boot vCPU's stack, and the painted guard below it.
+const STACK_BYTES: u64 = 64 * 1024;
+const STACK_GUARD_BYTES: u64 = 4096;
+
+extern "C" {
+    static fw_stack_guard: u64;
+}
+
+/// Stops the firmware if its stack ran into the guard (checked before it
+/// hands over or shuts down).
+fn check_stack(at: &str) {
+    // SAFETY: the guard and the stack are one static region painted at
+    // entry and used only as the boot vCPU's stack.
+    let used = unsafe {
+        guest_rt::stack::high_water(
+            core::ptr::addr_of!(fw_stack_guard),
+            STACK_GUARD_BYTES + STACK_BYTES,
+        )
+    };
+    if used > STACK_BYTES {
+        fatal!(
+            code::PANIC,
+            "firmware stack overflow before {at}: {used} bytes used, the stack has {STACK_BYTES}"
+        );
+    }
+}
 
 /// How much pending RAM below 4 GiB to accept.
 #[derive(Clone, Copy, Debug)]
@@ -269,6 +304,7 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         );
         tdcall::mark(Mark::FwDone, 0);
         println!("fw: done, {failures} self-test failure(s); no kernel started");
+        check_stack("shutdown");
         tdcall::shutdown(u32::from(failures > 0));
     }
     let phit = hobs.phit();
@@ -303,6 +339,7 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
     memory::build(&hobs, &pieces, &accepted[..n_accepted]);
     let system_table = efi::init();
     acpi::hand_off(cmdline);
+    check_stack("the kernel hand-off");
     handoff::start_kernel(
         payload.image_base,
         payload.image_size,

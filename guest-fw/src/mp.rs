@@ -159,6 +159,8 @@ extern "C" fn ap_main(index: u64) -> ! {
     wait_until(|| IDT_READY.load(Ordering::Acquire));
     guest_rt::idt::init();
     boot(fw::ARRIVED).fetch_add(1, Ordering::Release);
+    // The BSP may be halted waiting for the APs to arrive.
+    tdcall::send_ipi(0);
     park(index)
 }
 
@@ -186,6 +188,7 @@ fn park(index: u64) -> ! {
                 accept::accept_share(index, cpus, start, end, use_2m, &mut stats);
                 AP_STATS[index as usize].store(&stats);
                 boot(fw::DONE).fetch_add(1, Ordering::Release);
+                tdcall::send_ipi(0);
             }
             command::WAKEUP => {
                 let vector = cur.wakeup_vector;
@@ -266,6 +269,8 @@ fn send(cmd: u16, apic_id: u32, wakeup_vector: u64) {
     );
     boot(fw::DONE).store(0, Ordering::Relaxed);
     boot(fw::SEQUENCE).fetch_add(1, Ordering::Release);
+    // The APs halt between polls of the mailbox: end their halt.
+    tdcall::send_ipi_all_but_self();
 }
 
 /// The BSP's side of the start: records the vCPU count, lets the APs load
@@ -274,6 +279,9 @@ fn send(cmd: u16, apic_id: u32, wakeup_vector: u64) {
 pub fn start_aps(vcpus: u32) {
     VCPUS.store(vcpus, Ordering::Relaxed);
     IDT_READY.store(true, Ordering::Release);
+    if vcpus > 1 {
+        tdcall::send_ipi_all_but_self();
+    }
     if vcpus > 1 {
         let aps = u64::from(vcpus - 1);
         wait_until(|| boot(fw::ARRIVED).load(Ordering::Acquire) == aps);

@@ -117,7 +117,7 @@ pub fn run(seed: u64, count: u64) -> u64 {
         let out = CHAOS.run(cpu, seed, mine);
         TOTAL.with(|t| t.add(&out));
     });
-    let out = TOTAL.with(|t| core::mem::take(t));
+    let out = TOTAL.with(core::mem::take);
     let Some(mut model) = CHAOS.end() else {
         fatal!(code::PANIC, "chaos: the run lost its model");
     };

@@ -21,7 +21,7 @@ use abi::report::{Counter, Mark};
 use guest_rt::fatal::code;
 use guest_rt::{fatal, println, tdcall};
 
-pub extern "C" fn kernel_main(info: *const BootInfo) -> ! {
+extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     guest_rt::idt::init();
     // SAFETY: the boot-info contract: RDI holds the GPA of a BootInfo in
     // accepted, identity-mapped memory (checked for its magic below).

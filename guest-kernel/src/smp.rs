@@ -10,7 +10,6 @@
 
 use abi::acpi::{self, Mailbox};
 use abi::boot::SystemTable;
-use abi::efi::ConfigurationTable;
 use abi::guid::ACPI_20_TABLE;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use guest_rt::fatal::code;
@@ -82,23 +81,8 @@ pub fn online() -> u32 {
     ONLINE.load(Ordering::Acquire)
 }
 
-fn find_rsdp(st: &SystemTable) -> Option<u64> {
-    // SAFETY: the firmware's system table lists `number_of_table_entries`
-    // entries at `configuration_table`, in runtime-services memory.
-    let entries = unsafe {
-        core::slice::from_raw_parts(
-            st.configuration_table as *const ConfigurationTable,
-            st.number_of_table_entries as usize,
-        )
-    };
-    entries
-        .iter()
-        .find(|e| e.vendor_guid == ACPI_20_TABLE)
-        .map(|e| e.vendor_table)
-}
-
 fn topology(st: &SystemTable) -> Option<Topology> {
-    let rsdp = find_rsdp(st)?;
+    let rsdp = crate::stub::config_table(st, ACPI_20_TABLE)?;
     let read = |gpa: u64, buf: &mut [u8]| {
         // The tables are in ACPI memory below 4 GiB, accepted by the
         // firmware; refuse anything else rather than touch it.
@@ -157,6 +141,9 @@ fn wakeup_cpu(apic_id: u32, vector: u64) {
             .write_volatile(vector);
     }
     cmd.store(acpi::command::WAKEUP, Ordering::Release);
+    // Our firmware's parked APs halt between polls: an IPI ends the halt
+    // (TDVF's spin without halting; Linux sends none here).
+    tdcall::send_ipi(apic_id);
     // No timeout, as in Linux: a CPU that never answers hangs the boot.
     while cmd.load(Ordering::Acquire) != 0 {
         core::hint::spin_loop();
@@ -239,6 +226,10 @@ pub fn run_on_all(job: fn(usize)) {
     JOB_DONE.store(0, Ordering::Release);
     JOB.store(job as usize as u64, Ordering::Release);
     JOB_GENERATION.fetch_add(1, Ordering::AcqRel);
+    if others > 0 {
+        // smp_call_function's IPI: the waiting APs may be halted.
+        tdcall::send_ipi_all_but_self();
+    }
     job(0);
     while JOB_DONE.load(Ordering::Acquire) < others {
         core::hint::spin_loop();
@@ -266,6 +257,7 @@ pub fn offline_all() -> bool {
         return false;
     }
     OFFLINE.store(1, Ordering::Release);
+    tdcall::send_ipi_all_but_self();
     while online() > 1 {
         core::hint::spin_loop();
     }

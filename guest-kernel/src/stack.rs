@@ -1,5 +1,5 @@
 //! The boot CPU's kernel stack: 64 KiB in .bss with a 4 KiB guard below
-//! it, both painted at entry. An overflow lands in the guard, not in the
+//! it, both painted at entry (`guest_rt::stack`). An overflow lands in the guard, not in the
 //! kernel's data below, and `check` turns it into a fatal error before the
 //! kernel leaves (shutdown or kexec) instead of a silent corruption.
 
@@ -10,24 +10,13 @@ use guest_rt::fatal::code;
 pub const STACK_BYTES: u64 = 64 * 1024;
 /// Bytes of painted guard below the stack.
 pub const GUARD_BYTES: u64 = 4096;
-/// What unused stack and the guard hold.
-const PAINT: u64 = 0x57ac_c0de_57ac_c0de;
-
 core::arch::global_asm!(
     ".pushsection .text._start, \"ax\"",
     ".global _start",
     "_start:",
-    // RDI is the boot info: keep it across the paint.
-    "mov r12, rdi",
-    "lea rdi, [rip + kernel_stack_guard]",
-    "lea rcx, [rip + kernel_stack_top]",
-    "sub rcx, rdi",
-    "shr rcx, 3",
-    "mov rax, {paint}",
-    "cld",
-    "rep stosq",
+    // RDI is the boot info: the paint clobbers only R8-R10.
+    guest_rt::paint_stack!("kernel_stack_guard", "kernel_stack_top"),
     "lea rsp, [rip + kernel_stack_top]",
-    "mov rdi, r12",
     "call {main}",
     "ud2",
     ".popsection",
@@ -39,7 +28,7 @@ core::arch::global_asm!(
     "kernel_stack_top:",
     ".popsection",
     main = sym crate::kernel_main,
-    paint = const PAINT,
+    paint = const guest_rt::stack::PAINT,
     guard = const GUARD_BYTES,
     stack = const STACK_BYTES,
 );
@@ -51,15 +40,14 @@ extern "C" {
 /// The deepest the boot CPU's stack has been, in bytes from its top (the
 /// guard included: more than `STACK_BYTES` means it overflowed).
 pub fn high_water() -> u64 {
-    let base = core::ptr::addr_of!(kernel_stack_guard);
-    let words = ((GUARD_BYTES + STACK_BYTES) / 8) as usize;
-    // SAFETY: the guard and the stack are one static region of `words`
-    // aligned words; reading the painted part below the live frames is
-    // reading memory nothing else writes.
-    let untouched = (0..words)
-        .take_while(|i| unsafe { base.add(*i).read_volatile() } == PAINT)
-        .count();
-    (words - untouched) as u64 * 8
+    // SAFETY: the guard and the stack are one static region painted at
+    // entry and used only as this CPU's stack.
+    unsafe {
+        guest_rt::stack::high_water(
+            core::ptr::addr_of!(kernel_stack_guard),
+            GUARD_BYTES + STACK_BYTES,
+        )
+    }
 }
 
 /// Stops the kernel if its stack ran into the guard.

@@ -7,7 +7,7 @@
 use crate::unaccepted::{accept_now, Table, TABLE};
 use abi::boot::{status, BootServices, SystemTable};
 use abi::efi::{memory_type, ConfigurationTable, MemoryDescriptor};
-use abi::guid::LINUX_EFI_UNACCEPTED_MEM_TABLE;
+use abi::guid::{Guid, LINUX_EFI_UNACCEPTED_MEM_TABLE};
 use abi::unaccepted::{bounds, fill_from_map, Header, UNIT_SIZE, VERSION};
 use guest_rt::fatal;
 use guest_rt::fatal::code;
@@ -50,7 +50,9 @@ fn get_map(bs: &BootServices) -> u64 {
     })
 }
 
-fn find_table(st: &SystemTable) -> Option<u64> {
+/// The configuration table the firmware installed under `guid`, if any
+/// (the unaccepted-memory table, the ACPI RSDP).
+pub fn config_table(st: &SystemTable, guid: Guid) -> Option<u64> {
     // SAFETY: the firmware's system table lists `number_of_table_entries`
     // entries at `configuration_table`, in runtime-services memory.
     let entries = unsafe {
@@ -61,8 +63,12 @@ fn find_table(st: &SystemTable) -> Option<u64> {
     };
     entries
         .iter()
-        .find(|e| e.vendor_guid == LINUX_EFI_UNACCEPTED_MEM_TABLE)
+        .find(|e| e.vendor_guid == guid)
         .map(|e| e.vendor_table)
+}
+
+fn find_table(st: &SystemTable) -> Option<u64> {
+    config_table(st, LINUX_EFI_UNACCEPTED_MEM_TABLE)
 }
 
 /// What the stub hands the rest of the kernel.

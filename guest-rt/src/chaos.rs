@@ -540,7 +540,11 @@ impl Run<'_> {
                     let s = self.rng.next_u64() & 0x1_ffff;
                     if !matches!(
                         s,
-                        ghci::INSTRUCTION_IO | ghci::REPORT_FATAL_ERROR | ghci::GET_TD_VM_CALL_INFO
+                        ghci::INSTRUCTION_IO
+                            | ghci::REPORT_FATAL_ERROR
+                            | ghci::GET_TD_VM_CALL_INFO
+                            | ghci::INSTRUCTION_HLT
+                            | ghci::INSTRUCTION_WRMSR
                     ) {
                         break s;
                     }

@@ -1,8 +1,9 @@
 //! Console output: bytes to COM1's transmit register through GHCI
-//! Instruction.IO (a TD has no direct port access), and `println!`, whose
-//! lines from several CPUs never interleave.
+//! Instruction.IO (a TD has no direct port access; `print`, which the
+//! fatal path uses), and `println!`, which sends each line in one vendor
+//! console write and whose lines from several CPUs never interleave.
 
-use abi::vmcall::COM1_BASE;
+use abi::vmcall::{emu, COM1_BASE, VENDOR_EMU};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,6 +22,54 @@ impl Write for Console {
 /// Prints formatted text to the console.
 pub fn print(args: fmt::Arguments<'_>) {
     let _ = Console.write_fmt(args);
+}
+
+/// Bytes a line is sent in (one vendor console write each).
+const LINE_BYTES: usize = emu::CONSOLE_WRITE_MAX as usize;
+
+/// A line being formatted: sent to the host in chunks of `LINE_BYTES`
+/// with one `emu::CONSOLE_WRITE` each (one TD exit instead of one per
+/// byte); byte by byte through COM1 if the host refuses the call.
+struct Line {
+    buf: [u8; LINE_BYTES],
+    len: usize,
+}
+
+impl Line {
+    fn flush(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        let bytes = &self.buf[..self.len];
+        let r10 = crate::tdcall::vmcall(
+            VENDOR_EMU,
+            emu::CONSOLE_WRITE,
+            bytes.as_ptr() as u64,
+            bytes.len() as u64,
+            0,
+            0,
+        )
+        .r10;
+        if r10 != 0 {
+            for &b in bytes {
+                crate::tdcall::io_write8(COM1_BASE, b);
+            }
+        }
+        self.len = 0;
+    }
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == LINE_BYTES {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Held while a CPU prints a line.
@@ -47,8 +96,13 @@ pub fn print_line(args: fmt::Arguments<'_>) {
         }
         core::hint::spin_loop();
     };
-    let _ = Console.write_fmt(args);
-    let _ = Console.write_str("\n");
+    let mut line = Line {
+        buf: [0; LINE_BYTES],
+        len: 0,
+    };
+    let _ = line.write_fmt(args);
+    let _ = line.write_str("\n");
+    line.flush();
     if owned {
         LINE.store(false, Ordering::Release);
     }

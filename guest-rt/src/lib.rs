@@ -15,4 +15,5 @@ pub mod global;
 pub mod idt;
 pub mod param;
 pub mod spin;
+pub mod stack;
 pub mod tdcall;

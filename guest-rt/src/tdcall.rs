@@ -153,13 +153,44 @@ pub fn report_fatal_error(code: u32, page_gpa: u64, fault_rip: Option<u64>) {
 }
 
 /// GHCI Instruction.HLT with R12 (the interrupt-blocked flag) = 0, as this
-/// VMM expects: the host parks this vCPU for a short while (about 1 ms at
-/// most) and returns. The idle
+/// VMM expects: the host parks this vCPU until an IPI reaches it
+/// (`send_ipi`), for about 1 ms at most, and returns. The idle
 /// loops of several vCPUs use it between polls so that a spinning AP does
 /// not take the host CPU the others need (`hlt` itself cannot be used: the
 /// guest may run in ring 3). Returns the call's status (R10).
 pub fn hlt() -> u64 {
     vmcall(GHCI_STANDARD, ghci::INSTRUCTION_HLT, 0, 0, 0, 0).r10
+}
+
+/// Sends an IPI to the vCPU with x2APIC ID `apic_id` (GHCI
+/// Instruction.WRMSR to the x2APIC ICR, as a TD's Linux does): it ends that
+/// vCPU's `hlt`, or its next one. Returns the call's status (R10).
+pub fn send_ipi(apic_id: u32) -> u64 {
+    let icr = u64::from(apic_id) << ghci::ICR_DEST_SHIFT | ghci::WAKE_VECTOR;
+    vmcall(
+        GHCI_STANDARD,
+        ghci::INSTRUCTION_WRMSR,
+        ghci::X2APIC_ICR,
+        icr,
+        0,
+        0,
+    )
+    .r10
+}
+
+/// Sends an IPI to every other vCPU (destination shorthand "all but
+/// self"), after publishing something they may be halted waiting for.
+pub fn send_ipi_all_but_self() -> u64 {
+    let icr = ghci::ICR_SHORTHAND_ALL_BUT_SELF << ghci::ICR_SHORTHAND_SHIFT | ghci::WAKE_VECTOR;
+    vmcall(
+        GHCI_STANDARD,
+        ghci::INSTRUCTION_WRMSR,
+        ghci::X2APIC_ICR,
+        icr,
+        0,
+        0,
+    )
+    .r10
 }
 
 /// Records a phase mark with the host.

@@ -8,6 +8,7 @@ const USAGE: &str = "usage: cargo xtask build
        cargo xtask run -- [vmm run arguments]
        cargo xtask bench [--quick] [--sizes 1,4,16,64] [--repeats N] [--profiles auto,standard] [--out DIR]
        cargo xtask bench --micro [--profiles auto,standard] [--out DIR]
+       cargo xtask bench --vcpus [--quick] [--repeats N] [--profiles auto] [--out DIR]
        cargo xtask bench --replot DIR";
 
 fn main() {
@@ -126,12 +127,15 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let micro = args.iter().any(|a| a == "--micro");
+    let vcpus_only = args.iter().any(|a| a == "--vcpus");
     let mut cfg = if quick {
         xtask::bench::BenchConfig::quick(root.join("target").join("bench-quick"))
     } else {
         xtask::bench::BenchConfig::full(root.join("bench"))
     };
-    let mut it = args.iter().filter(|a| *a != "--quick" && *a != "--micro");
+    let mut it = args
+        .iter()
+        .filter(|a| !matches!(a.as_str(), "--quick" | "--micro" | "--vcpus"));
     while let Some(a) = it.next() {
         let mut value = || {
             it.next()
@@ -165,6 +169,16 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     if micro {
         return xtask::bench::micro(&cfg.out, &cfg.profiles);
+    }
+    if vcpus_only {
+        // The vCPU axis alone (its repeats follow --repeats when given).
+        let repeats = if args.iter().any(|a| a == "--repeats") {
+            cfg.repeats
+        } else {
+            cfg.vcpu_repeats
+        };
+        xtask::bench::vcpus::vcpus(&cfg.out, &cfg.profiles[0], repeats, &cfg.vcpu_counts)?;
+        return xtask::bench::micro::rewrite_targets(&cfg.out);
     }
     xtask::bench::run(&cfg)
 }

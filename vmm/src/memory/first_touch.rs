@@ -10,8 +10,10 @@ use crate::memory::private::{MemoryError, PrivateMemory};
 use abi::PAGE_4K;
 
 impl<B: SlotBackend> PrivateMemory<B> {
-    /// Maps the accepted run around `gpa` after a guest touched it.
-    pub fn map_touched(&mut self, gpa: u64) -> Result<(), MemoryError> {
+    /// Maps the accepted run around `gpa` after a guest touched it. Returns
+    /// false when a slot already covers `gpa` (another vCPU touched the run
+    /// first and mapped it): nothing to do.
+    pub fn map_touched(&mut self, gpa: u64) -> Result<bool, MemoryError> {
         let offset = self
             .layout()
             .ram_offset(gpa, 1)
@@ -27,7 +29,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
         let block_gpa = self.layout().gpa_of_offset(gib_lo * PAGE_4K);
         let block_end = block_gpa + (gib_hi - gib_lo) * PAGE_4K;
         let Some((span_lo, span_hi)) = self.slots.free_span(gpa, block_gpa, block_end) else {
-            return Ok(());
+            return Ok(false);
         };
         let lo = gib_lo + (span_lo - block_gpa) / PAGE_4K;
         let hi = gib_lo + (span_hi - block_gpa) / PAGE_4K;
@@ -35,6 +37,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
         let a = block_gpa + (s - gib_lo) * PAGE_4K;
         let host = self.ram.host_addr(s * PAGE_4K);
         self.slots.map(a, (e - s) * PAGE_4K, host)?;
-        self.merge_completed(gpa, true)
+        self.merge_completed(gpa, true)?;
+        Ok(true)
     }
 }

@@ -86,8 +86,12 @@ pub struct Report {
     pub pages: PageStats,
     pub host: HostStats,
     pub exits: ExitStats,
-    /// The TD's vCPUs, and what each did.
+    /// The TD's vCPUs, and what each did. Reports written before several
+    /// vCPUs existed have neither field: they read as one vCPU with no
+    /// per-vCPU entries.
+    #[serde(default = "one_vcpu")]
     pub vcpus: u32,
+    #[serde(default)]
     pub per_vcpu: Vec<VcpuReport>,
     /// TDCALLs by leaf (and VMCALL sub-function) name.
     pub tdcalls: BTreeMap<String, u64>,
@@ -143,6 +147,10 @@ pub struct VcpuReport {
     pub busy: u64,
     /// Time its guest code spent waiting for the kernel's accept lock.
     pub lock_wait_ns: u64,
+}
+
+fn one_vcpu() -> u32 {
+    1
 }
 
 /// The guest counters one generation reported.

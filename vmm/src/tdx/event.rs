@@ -1,6 +1,6 @@
 //! What a TDCALL did, as data the run loop applies: an `Event` to record
 //! (an accept and its status, a mark, a counter, the system table, a port
-//! access with no device) or a `Stop`.
+//! access with no device, a halt, an IPI) or a `Stop`.
 
 use crate::stop::Stop;
 use crate::tdx::accept::{AcceptRequest, AcceptResult};
@@ -24,9 +24,12 @@ pub enum Event {
     SystemTable(u64),
     /// Instruction.IO to a port with no device.
     UnassignedIo,
-    /// Instruction.HLT: the vCPU idles until something may have changed
-    /// (at most `vcpu::HLT_PARK`; no interrupts are emulated).
+    /// Instruction.HLT: the vCPU idles until an IPI reaches it (or at most
+    /// `vcpu::HLT_PARK`).
     Halt,
+    /// Instruction.WRMSR to the x2APIC ICR: an IPI (the ICR value), which
+    /// wakes the vCPUs it names from HLT.
+    Ipi(u64),
 }
 
 /// What a TDCALL did.

@@ -87,7 +87,7 @@ pub fn handle<B: SlotBackend>(
     let mut services = Services { mem, console };
     let handled = match input.r10 {
         GHCI_STANDARD => standard(&mut services, regs, &input, &mut out),
-        VENDOR_EMU => vendor(&input, &mut out),
+        VENDOR_EMU => vendor(&mut services, &input, &mut out),
         other => {
             log::debug!(
                 "VMCALL with unknown R10 {other:#x}: returning TDG.VP.VMCALL_INVALID_OPERAND"
@@ -123,6 +123,9 @@ fn standard<B: SlotBackend>(
         ghci::INSTRUCTION_IO => instruction_io(svc.console, input, out),
         ghci::REPORT_FATAL_ERROR => Handled::stop(fatal_error(svc.mem, regs, input)),
         ghci::INSTRUCTION_HLT => Handled::event(Event::Halt),
+        ghci::INSTRUCTION_WRMSR if input.r12 == ghci::X2APIC_ICR => {
+            Handled::event(Event::Ipi(input.r13))
+        }
         ghci::GET_TD_VM_CALL_INFO => {
             out.r11 = Some(0);
             Handled::default()
@@ -132,6 +135,28 @@ fn standard<B: SlotBackend>(
             out.r10 = vmcall_status::OPERAND_INVALID;
             Handled::default()
         }
+    }
+}
+
+/// The vendor console write: `len` bytes at `gpa`, all in accepted
+/// memory, go to the UART's transmit register one by one. Anything else
+/// (no bytes, too many, memory that is not accepted RAM) is refused with
+/// nothing written.
+fn console_write<B: SlotBackend>(svc: &mut Services<'_, B>, gpa: u64, len: u64, out: &mut Outputs) {
+    if len == 0 || len > emu::CONSOLE_WRITE_MAX {
+        log::debug!("console write of {len} bytes at {gpa:#x}: length out of range");
+        out.r10 = vmcall_status::OPERAND_INVALID;
+        return;
+    }
+    let mut buf = [0u8; emu::CONSOLE_WRITE_MAX as usize];
+    let buf = &mut buf[..len as usize];
+    if !svc.mem.read_accepted(gpa, buf) {
+        log::debug!("console write of {len} bytes at {gpa:#x}: not accepted RAM");
+        out.r10 = vmcall_status::OPERAND_INVALID;
+        return;
+    }
+    for &b in buf.iter() {
+        svc.console.write(0, b);
     }
 }
 
@@ -229,7 +254,7 @@ fn printable(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn vendor(input: &Inputs, out: &mut Outputs) -> Handled {
+fn vendor<B: SlotBackend>(svc: &mut Services<'_, B>, input: &Inputs, out: &mut Outputs) -> Handled {
     let invalid = |out: &mut Outputs, what: &str| {
         log::debug!("{what} {} is not defined", input.r12);
         out.r10 = vmcall_status::OPERAND_INVALID;
@@ -246,6 +271,10 @@ fn vendor(input: &Inputs, out: &mut Outputs) -> Handled {
             Some(c) => Handled::event(Event::Counter(c, input.r13)),
             None => invalid(out, "guest counter"),
         },
+        emu::CONSOLE_WRITE => {
+            console_write(svc, input.r12, input.r13, out);
+            Handled::default()
+        }
         other => {
             log::debug!("vendor VMCALL {other:#x} is not defined");
             out.r10 = vmcall_status::OPERAND_INVALID;

@@ -73,7 +73,7 @@ pub fn apply<B: SlotBackend>(
             vcpu.exits.unassigned_io += 1;
             None
         }
-        Event::Halt => None,
+        Event::Halt | Event::Ipi(_) => None,
     }
 }
 

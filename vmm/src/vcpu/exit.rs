@@ -290,7 +290,9 @@ mod tests {
         let mut hist = Default::default();
         crate::tdx::accept::accept(&mut m, &req, &mut stats, &mut hist).unwrap();
         assert_eq!(on_memory(&m, pending), MemoryAction::FirstTouch);
-        m.map_touched(pending).unwrap();
+        assert!(m.map_touched(pending).unwrap(), "the first touch maps");
+        // A second vCPU's exit on the same run finds it mapped: no-op.
+        assert!(!m.map_touched(pending).unwrap());
         assert_eq!(
             on_memory(&m, pending),
             MemoryAction::Bug,

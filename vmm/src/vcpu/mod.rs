@@ -64,6 +64,33 @@ impl VcpuState {
 /// The longest an emulated HLT parks a vCPU.
 pub const HLT_PARK: Duration = Duration::from_millis(1);
 
+/// The vCPUs (a bit per index) an IPI with interrupt command `icr`, sent
+/// by vCPU `me` of `vcpus`, reaches: the x2APIC destination, or a
+/// shorthand (self, all, all but self). A destination with no vCPU
+/// reaches nobody, as on hardware.
+pub fn ipi_targets(icr: u64, me: u32, vcpus: u32) -> u64 {
+    use abi::vmcall::ghci;
+    let all = if vcpus >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << vcpus) - 1
+    };
+    let me = 1u64 << (me % 64);
+    match (icr >> ghci::ICR_SHORTHAND_SHIFT) & 3 {
+        ghci::ICR_SHORTHAND_SELF => me,
+        ghci::ICR_SHORTHAND_ALL => all,
+        ghci::ICR_SHORTHAND_ALL_BUT_SELF => all & !me,
+        _ => {
+            let dest = icr >> ghci::ICR_DEST_SHIFT;
+            if dest < u64::from(vcpus) && dest < 64 {
+                1 << dest
+            } else {
+                0
+            }
+        }
+    }
+}
+
 /// A vCPU: its KVM file descriptor and its own state.
 pub struct Vcpu {
     pub fd: VcpuFd,
@@ -209,6 +236,10 @@ impl Vcpu {
             dispatch(&mut s.tdx, &mut s.memory, &mut s.console, index, &mut regs)
         };
         let halt = handled.event == Some(Event::Halt);
+        let ipi = match handled.event {
+            Some(Event::Ipi(icr)) => Some(icr),
+            _ => None,
+        };
         let stop = apply(&mut td.lock(), &mut self.state, handled, regs.rip);
         if stop.is_some() {
             return stop;
@@ -222,8 +253,11 @@ impl Vcpu {
                 Some(regs.rip),
             ));
         }
+        if let Some(icr) = ipi {
+            td.board.wake(ipi_targets(icr, index, td.vcpus));
+        }
         if halt {
-            td.board.idle(HLT_PARK);
+            td.board.idle(index, HLT_PARK);
         }
         None
     }
@@ -278,13 +312,17 @@ impl Vcpu {
     /// Maps accepted memory at its first touch (a data access or an
     /// instruction fetch) and checks the invariants around it.
     fn map_first_touch(&mut self, shared: &mut Shared, gpa: u64) -> Option<Stop> {
-        if let Err(e) = shared.memory.map_touched(gpa) {
-            return Some(Stop::error(
-                format!("mapping accepted GPA {gpa:#x} on first touch failed: {e}"),
-                self.rip(),
-            ));
+        match shared.memory.map_touched(gpa) {
+            Ok(true) => self.state.exits.first_touch_maps += 1,
+            // Another vCPU mapped the run since this access exited.
+            Ok(false) => {}
+            Err(e) => {
+                return Some(Stop::error(
+                    format!("mapping accepted GPA {gpa:#x} on first touch failed: {e}"),
+                    self.rip(),
+                ))
+            }
         }
-        self.state.exits.first_touch_maps += 1;
         check_invariants(shared, gpa & !0xfff, abi::PAGE_4K, false)
             .err()
             .map(|e| Stop::error(format!("private-memory invariant broken: {e}"), self.rip()))
@@ -344,5 +382,23 @@ impl Vcpu {
             format!("KVM internal error, suberror {suberror}"),
             rip,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ipi_targets;
+
+    #[test]
+    fn ipi_destinations_and_shorthands() {
+        let icr = |dest: u64, shorthand: u64| dest << 32 | shorthand << 18 | 0xf0;
+        assert_eq!(ipi_targets(icr(2, 0), 0, 4), 0b0100);
+        // A destination with no vCPU reaches nobody.
+        assert_eq!(ipi_targets(icr(4, 0), 0, 4), 0);
+        assert_eq!(ipi_targets(icr(u64::from(u32::MAX), 0), 0, 4), 0);
+        assert_eq!(ipi_targets(icr(3, 1), 1, 4), 0b0010);
+        assert_eq!(ipi_targets(icr(0, 2), 1, 4), 0b1111);
+        assert_eq!(ipi_targets(icr(0, 3), 1, 4), 0b1101);
+        assert_eq!(ipi_targets(icr(0, 3), 63, 64), u64::MAX >> 1);
     }
 }

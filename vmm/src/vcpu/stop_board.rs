@@ -6,7 +6,7 @@
 //! emulated HLT wait on the board, so a stop wakes them at once.
 
 use crate::stop::Stop;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ pub struct StopBoard {
     pausing: AtomicBool,
     /// vCPUs inside KVM_RUN (or about to enter it).
     in_guest: AtomicU32,
+    /// IPIs not yet taken, a bit per vCPU (at most 64): a HLT with its bit
+    /// set returns at once, as a pending interrupt ends HLT.
+    wakes: AtomicU64,
 }
 
 // SAFETY: the raw `immediate_exit` pointers are only dereferenced under the
@@ -52,6 +55,7 @@ impl StopBoard {
             idle: Condvar::new(),
             pausing: AtomicBool::new(false),
             in_guest: AtomicU32::new(0),
+            wakes: AtomicU64::new(0),
         }
     }
 
@@ -117,14 +121,32 @@ impl StopBoard {
         }
     }
 
-    /// The emulated HLT: parks the calling vCPU for at most `max`, or
-    /// until the TD stops.
-    pub fn idle(&self, max: Duration) {
+    /// The emulated HLT of vCPU `index`: parks it for at most `max`, until
+    /// an IPI reaches it (one sent before the HLT counts: it was pending),
+    /// or until the TD stops.
+    pub fn idle(&self, index: u32, max: Duration) {
+        let bit = 1u64 << (index % 64);
         let first = lock(&self.first);
-        if self.stopped() {
+        if self.stopped() || self.wakes.fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
             return;
         }
-        let _ = self.idle.wait_timeout(first, max);
+        // `wake` sets the bit and notifies with `first` held, so a wake
+        // after the check above is seen by the predicate, never lost.
+        let _ = self.idle.wait_timeout_while(first, max, |_| {
+            !self.stopped() && self.wakes.load(Ordering::SeqCst) & bit == 0
+        });
+        self.wakes.fetch_and(!bit, Ordering::SeqCst);
+    }
+
+    /// An IPI to the vCPUs in `targets` (a bit per index): ends their HLT,
+    /// or the next one if they are running.
+    pub fn wake(&self, targets: u64) {
+        if targets == 0 {
+            return;
+        }
+        self.wakes.fetch_or(targets, Ordering::SeqCst);
+        let _first = lock(&self.first);
+        self.idle.notify_all();
     }
 
     /// Called by a vCPU before KVM_RUN, with its `immediate_exit` already
@@ -199,7 +221,7 @@ mod tests {
         let b = board.clone();
         let idler = std::thread::spawn(move || {
             let t = std::time::Instant::now();
-            b.idle(Duration::from_secs(30));
+            b.idle(0, Duration::from_secs(30));
             t.elapsed()
         });
         std::thread::sleep(Duration::from_millis(50));
@@ -212,5 +234,34 @@ mod tests {
         board.detach(0);
         board.detach(1);
         assert_eq!(flags, [1, 1]);
+    }
+
+    #[test]
+    fn an_ipi_ends_the_targets_hlt_and_a_pending_one_the_next() {
+        let board = std::sync::Arc::new(StopBoard::new(3));
+        let b = board.clone();
+        let idler = std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            b.idle(2, Duration::from_secs(30));
+            t.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // An IPI to another vCPU does not wake vCPU 2.
+        board.wake(1 << 1);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!idler.is_finished(), "an IPI to vCPU 1 woke vCPU 2");
+        board.wake(1 << 2);
+        assert!(idler.join().unwrap() < Duration::from_secs(30));
+        // vCPU 1's IPI stayed pending: its next HLT returns at once, and
+        // only once.
+        let t = std::time::Instant::now();
+        board.idle(1, Duration::from_secs(30));
+        assert!(t.elapsed() < Duration::from_secs(30));
+        let t = std::time::Instant::now();
+        board.idle(1, Duration::from_millis(20));
+        assert!(
+            t.elapsed() >= Duration::from_millis(20),
+            "the IPI was taken twice"
+        );
     }
 }

@@ -147,3 +147,18 @@ fn memset_rate(bytes: usize) -> f64 {
     once();
     once()
 }
+
+/// Rewrites `targets.md` in `out` from what is there (`micro.json`,
+/// `results.json`, `vcpus.json`), after a run of one part alone.
+pub fn rewrite_targets(out: &Path) -> Result<(), String> {
+    let micro = std::fs::read_to_string(out.join("micro.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Micro>(&t).ok())
+        .unwrap_or(Micro { micro: Vec::new() });
+    write(
+        &out.join("targets.md"),
+        &super::targets::targets(out, &micro),
+    )?;
+    eprintln!("bench: wrote {}", out.join("targets.md").display());
+    Ok(())
+}

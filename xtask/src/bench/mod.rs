@@ -1,14 +1,15 @@
 //! `cargo xtask bench`: the lazy-vs-eager matrix and the flatness series
 //! (this file: what runs, and in which order), their statistics
 //! (`stats`), the plots (`plots`, `trace_plots`), the micro-benchmarks
-//! (`micro`) and the targets they are held to (`targets`). Every report is
-//! read as the VMM's typed `Report`.
+//! (`micro`), the vCPU axis (`vcpus`) and the targets they are held to
+//! (`targets`). Every report is read as the VMM's typed `Report`.
 
 pub mod micro;
 pub mod plots;
 pub mod stats;
 pub mod targets;
 pub mod trace_plots;
+pub mod vcpus;
 
 pub use micro::micro;
 pub use plots::replot;
@@ -36,6 +37,9 @@ pub struct BenchConfig {
     /// lazy-boot targets compare medians of tens of milliseconds).
     pub flat_sizes_gib: Vec<u64>,
     pub flat_repeats: usize,
+    /// The vCPU axis: vCPU counts and interleaved repeats (0: skipped).
+    pub vcpu_counts: Vec<u32>,
+    pub vcpu_repeats: usize,
 }
 
 impl BenchConfig {
@@ -49,6 +53,8 @@ impl BenchConfig {
             micro: true,
             flat_sizes_gib: vec![1, 64, 1024],
             flat_repeats: 11,
+            vcpu_counts: vec![1, 2, 4],
+            vcpu_repeats: 5,
         }
     }
 
@@ -62,6 +68,8 @@ impl BenchConfig {
             micro: false,
             flat_sizes_gib: vec![1, 2],
             flat_repeats: 2,
+            vcpu_counts: vec![1, 2],
+            vcpu_repeats: 1,
         }
     }
 }
@@ -122,6 +130,26 @@ pub(crate) fn run_vmm<S: AsRef<std::ffi::OsStr>>(
     report: &Path,
     what: &str,
 ) -> Result<Report, String> {
+    let r = run_vmm_any(vmm, images, with_kernel, args, report, what)?;
+    if r.outcome != "ok" {
+        return Err(format!("{what}: outcome {} {:?}", r.outcome, r.fatal));
+    }
+    Ok(r)
+}
+
+/// The same, returning the report whatever its outcome (an error only
+/// when the VMM wrote none, or one that does not parse). A report left
+/// by an earlier run is removed first, so it can never be read as this
+/// run's.
+pub(crate) fn run_vmm_any<S: AsRef<std::ffi::OsStr>>(
+    vmm: &Path,
+    images: &crate::GuestImages,
+    with_kernel: bool,
+    args: impl IntoIterator<Item = S>,
+    report: &Path,
+    what: &str,
+) -> Result<Report, String> {
+    let _ = std::fs::remove_file(report);
     let mut cmd = Command::new(vmm);
     cmd.arg("run").arg("--firmware").arg(&images.firmware);
     if with_kernel {
@@ -139,11 +167,7 @@ pub(crate) fn run_vmm<S: AsRef<std::ffi::OsStr>>(
             String::from_utf8_lossy(&out.stderr)
         )
     })?;
-    let r: Report = serde_json::from_str(&text).map_err(|e| format!("{what}: bad report: {e}"))?;
-    if r.outcome != "ok" {
-        return Err(format!("{what}: outcome {} {:?}", r.outcome, r.fatal));
-    }
-    Ok(r)
+    serde_json::from_str(&text).map_err(|e| format!("{what}: bad report: {e}"))
 }
 
 /// One run of a matrix scenario (with a trace when `trace` is given).
@@ -312,6 +336,14 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
         "kexec trace run",
     )?;
     plots::plots(&cfg.out, &results.scenarios, &cfg.profiles[0])?;
+    if cfg.vcpu_repeats > 0 && !cfg.vcpu_counts.is_empty() {
+        vcpus::vcpus(
+            &cfg.out,
+            &cfg.profiles[0],
+            cfg.vcpu_repeats,
+            &cfg.vcpu_counts,
+        )?;
+    }
     eprintln!("bench: wrote {}", cfg.out.display());
     if cfg.micro {
         // The micro-benchmarks cover both profiles where the host has them.

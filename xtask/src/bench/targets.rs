@@ -1,6 +1,6 @@
 //! `targets.md`: the issue targets with the measured values and verdicts,
-//! from `results.json` (when a full run is in the same directory) and the
-//! micro-benchmarks.
+//! from `results.json` (when a full run is in the same directory), the
+//! vCPU axis (`vcpus.json`) and the micro-benchmarks.
 
 use super::micro::Micro;
 use super::stats::Results;
@@ -123,6 +123,16 @@ pub fn targets(out: &Path, micro: &Micro) -> String {
             format!("{} ns", p.doorbell_rtt_ns),
             true,
         );
+    }
+    for (what, measured, verdict) in super::vcpus::target_rows(out) {
+        md.push_str(&format!(
+            "| {what} | {measured} | {} |\n",
+            match verdict {
+                Some(true) => "met",
+                Some(false) => "missed",
+                None => "measured",
+            }
+        ));
     }
     md
 }
