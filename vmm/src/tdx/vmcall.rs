@@ -282,3 +282,101 @@ fn vendor<B: SlotBackend>(svc: &mut Services<'_, B>, input: &Inputs, out: &mut O
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::host::console::Console;
+    use crate::memory::guest_ram::Backing;
+    use crate::memory::layout::RamLayout;
+    use crate::memory::memslots::NoKvm;
+    use crate::memory::private::PrivateMemory;
+    use crate::tdx::dispatch::{dispatch, TdxModule};
+    use crate::tdx::event::Event;
+    use abi::tdcall::{accept::encode, leaf, PageLevel};
+    use abi::vmcall::{emu, ghci, vmcall_status, EXPOSE_R10_R15, GHCI_STANDARD, VENDOR_EMU};
+    use abi::GIB;
+    use kvm_bindings::kvm_regs;
+
+    struct Td {
+        tdx: TdxModule,
+        mem: PrivateMemory<NoKvm>,
+        console: Console,
+    }
+
+    fn td() -> Td {
+        let layout = RamLayout::new(5 * GIB, 48).unwrap();
+        let mut mem = PrivateMemory::with_backend(NoKvm, layout, Backing::OnTouch, 64).unwrap();
+        let req = crate::tdx::accept::AcceptRequest::decode(
+            mem.layout(),
+            encode(4 * GIB, PageLevel::L2M),
+        );
+        crate::tdx::accept::accept(
+            &mut mem,
+            &req,
+            &mut Default::default(),
+            &mut Default::default(),
+        )
+        .unwrap();
+        Td {
+            tdx: TdxModule::new(48, 2, None),
+            mem,
+            console: Console::new(false),
+        }
+    }
+
+    fn vmcall(td: &mut Td, r10: u64, r11: u64, r12: u64, r13: u64) -> (kvm_regs, Option<Event>) {
+        let mut regs = kvm_regs {
+            rax: leaf::VP_VMCALL as u64,
+            rcx: EXPOSE_R10_R15,
+            r10,
+            r11,
+            r12,
+            r13,
+            ..Default::default()
+        };
+        let h = dispatch(&mut td.tdx, &mut td.mem, &mut td.console, 0, &mut regs);
+        (regs, h.event)
+    }
+
+    #[test]
+    fn a_console_write_takes_the_bytes_from_accepted_memory_only() {
+        let mut td = td();
+        let at = 4 * GIB + 0x1000;
+        assert!(td.mem.write_accepted(at, b"hello, console\n"));
+        let (r, _) = vmcall(&mut td, VENDOR_EMU, emu::CONSOLE_WRITE, at, 15);
+        assert_eq!(r.r10, 0);
+        assert_eq!(td.console.text(), "hello, console\n");
+        // Refused, with nothing written: no bytes, too many, pending memory,
+        // a range running off accepted memory, no RAM, a wrapping range.
+        for (gpa, len) in [
+            (at, 0),
+            (at, emu::CONSOLE_WRITE_MAX + 1),
+            (4 * GIB + (2 << 20), 8),
+            (4 * GIB + (2 << 20) - 4, 8),
+            (3 * GIB + 0x1000, 8),
+            (u64::MAX - 3, 8),
+        ] {
+            let (r, _) = vmcall(&mut td, VENDOR_EMU, emu::CONSOLE_WRITE, gpa, len);
+            assert_eq!(r.r10, vmcall_status::OPERAND_INVALID, "{gpa:#x} + {len}");
+        }
+        assert_eq!(td.console.text(), "hello, console\n");
+    }
+
+    #[test]
+    fn wrmsr_is_an_ipi_through_the_icr_and_refused_elsewhere() {
+        let mut td = td();
+        let icr = 1u64 << ghci::ICR_DEST_SHIFT | ghci::WAKE_VECTOR;
+        let (r, event) = vmcall(
+            &mut td,
+            GHCI_STANDARD,
+            ghci::INSTRUCTION_WRMSR,
+            ghci::X2APIC_ICR,
+            icr,
+        );
+        assert_eq!((r.r10, event), (0, Some(Event::Ipi(icr))));
+        let (r, event) = vmcall(&mut td, GHCI_STANDARD, ghci::INSTRUCTION_WRMSR, 0x1b, 0);
+        assert_eq!((r.r10, event), (vmcall_status::OPERAND_INVALID, None));
+        let (r, event) = vmcall(&mut td, GHCI_STANDARD, ghci::INSTRUCTION_HLT, 0, 0);
+        assert_eq!((r.r10, event), (0, Some(Event::Halt)));
+    }
+}
