@@ -1,7 +1,10 @@
 //! Accepting memory the TDVF way: a head of 4 KiB pages up to a 2 MiB
 //! boundary, 2 MiB pages in the middle, a 4 KiB tail; ALREADY_ACCEPTED is
 //! counted and skipped, SIZE_MISMATCH retried as 512 4 KiB pages, anything
-//! else is fatal. Each newly accepted page is checked to read as zero.
+//! else is fatal. Each newly accepted page is checked to read as zero once
+//! the whole range (or the vCPU's share) is accepted: touching a page right
+//! after its accept would make the host map every page on its own (a
+//! memslot change each) instead of the accepted run at once.
 //! With several vCPUs, each accepts its share of a range (`accept_share`,
 //! driven by `mp::accept_range`).
 
@@ -44,9 +47,49 @@ fn check_zero(gpa: u64, len: u64) {
     }
 }
 
+/// Pages accepted by this call and not yet checked to read zero: runs of
+/// pages of one size.
+struct Fresh {
+    runs: [(u64, u64, u64); 64],
+    len: usize,
+}
+
+impl Fresh {
+    const fn new() -> Self {
+        Fresh {
+            runs: [(0, 0, 0); 64],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, gpa: u64, size: u64) {
+        if let Some(last) = self.runs[..self.len].last_mut() {
+            if last.1 == gpa && last.2 == size {
+                last.1 += size;
+                return;
+            }
+        }
+        if self.len == self.runs.len() {
+            self.check();
+        }
+        self.runs[self.len] = (gpa, gpa + size, size);
+        self.len += 1;
+    }
+
+    /// Checks every recorded page (its first and last word) and forgets it.
+    fn check(&mut self) {
+        for &(start, end, size) in &self.runs[..self.len] {
+            for page in (start..end).step_by(size as usize) {
+                check_zero(page, size);
+            }
+        }
+        self.len = 0;
+    }
+}
+
 /// Accepts one page at `level`; a 2 MiB page over split 4 KiB state is
 /// retried as 512 4 KiB pages.
-fn accept(gpa: u64, level: PageLevel, stats: &mut Stats) {
+fn accept(gpa: u64, level: PageLevel, stats: &mut Stats, fresh: &mut Fresh) {
     stats.calls += 1;
     let st = accept_page(gpa, level);
     match status::code(st) {
@@ -56,13 +99,13 @@ fn accept(gpa: u64, level: PageLevel, stats: &mut Stats) {
                 _ => stats.ok_4k += 1,
             }
             stats.bytes += level.size();
-            check_zero(gpa, level.size());
+            fresh.push(gpa, level.size());
         }
         status::PAGE_ALREADY_ACCEPTED => stats.already += 1,
         status::PAGE_SIZE_MISMATCH if level == PageLevel::L2M => {
             stats.mismatch += 1;
             for page in (gpa..gpa + PAGE_2M).step_by(PAGE_4K as usize) {
-                accept(page, PageLevel::L4K, stats);
+                accept(page, PageLevel::L4K, stats, fresh);
             }
         }
         _ => guest_rt::fatal!(
@@ -81,13 +124,19 @@ pub fn accept_range(start: u64, end: u64, stats: &mut Stats) {
 
 /// Accepts `[start, end)`, in 4 KiB pages only unless `use_2m`.
 pub fn accept_range_with(start: u64, end: u64, use_2m: bool, stats: &mut Stats) {
+    let mut fresh = Fresh::new();
+    accept_pages(start, end, use_2m, stats, &mut fresh);
+    fresh.check();
+}
+
+fn accept_pages(start: u64, end: u64, use_2m: bool, stats: &mut Stats, fresh: &mut Fresh) {
     let mut at = start;
     while at < end {
         if use_2m && at.is_multiple_of(PAGE_2M) && end - at >= PAGE_2M {
-            accept(at, PageLevel::L2M, stats);
+            accept(at, PageLevel::L2M, stats, fresh);
             at += PAGE_2M;
         } else {
-            accept(at, PageLevel::L4K, stats);
+            accept(at, PageLevel::L4K, stats, fresh);
             at += PAGE_4K;
         }
     }
@@ -101,8 +150,10 @@ pub fn accept_range_with(start: u64, end: u64, use_2m: bool, stats: &mut Stats) 
 pub fn accept_share(index: u64, cpus: u64, start: u64, end: u64, use_2m: bool, stats: &mut Stats) {
     let stride = cpus * ACCEPT_CHUNK;
     let mut at = start + index * ACCEPT_CHUNK;
+    let mut fresh = Fresh::new();
     while at < end {
-        accept_range_with(at, (at + ACCEPT_CHUNK).min(end), use_2m, stats);
+        accept_pages(at, (at + ACCEPT_CHUNK).min(end), use_2m, stats, &mut fresh);
         at += stride;
     }
+    fresh.check();
 }
