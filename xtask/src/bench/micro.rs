@@ -1,7 +1,8 @@
 //! `cargo xtask bench --micro`: accept throughput per level through the
 //! real vCPU exit path against memset of the same bytes in this process,
 //! the VMM's handling time per accept (p50/p99), and one doorbell round
-//! trip, in each CPU profile. Writes `micro.json` and `targets.md`.
+//! trip, in each CPU profile (medians of 3 runs). Writes `micro.json` and
+//! `targets.md`.
 
 use super::{run_vmm, write, GIB};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ pub struct Micro {
     pub micro: Vec<ProfileMicro>,
 }
 
+/// Runs per measurement (the median is kept).
+const RUNS: usize = 3;
+
 /// Runs the micro-benchmarks in `profiles`, writing into `out`.
 pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
     let images = crate::build_guests()?;
@@ -61,16 +65,26 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
             ("2m", "4G", "fw.accept=all"),
             ("4k", "1G", "fw.accept=64M fw.accept_page=4k"),
         ] {
-            let r = run(profile, mem, cmdline)?;
-            let mark = |m: &str| {
-                r.timing_us
-                    .get(m)
-                    .copied()
-                    .ok_or_else(|| format!("{profile} {cmdline}: no {m} mark"))
-            };
-            let secs = mark("fw_accept_done")?.saturating_sub(mark("fw_start")?) as f64 / 1e6;
+            // The median of RUNS runs (by accept time), and of as many
+            // memsets: single runs on a nested host swing several-fold.
+            let mut runs = Vec::new();
+            for _ in 0..RUNS {
+                let r = run(profile, mem, cmdline)?;
+                let mark = |m: &str| {
+                    r.timing_us
+                        .get(m)
+                        .copied()
+                        .ok_or_else(|| format!("{profile} {cmdline}: no {m} mark"))
+                };
+                let secs = mark("fw_accept_done")?.saturating_sub(mark("fw_start")?) as f64 / 1e6;
+                runs.push((secs, r));
+            }
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (secs, r) = runs.swap_remove(RUNS / 2);
             let bytes = r.accept.bytes_accepted;
-            let memset = memset_rate(bytes as usize);
+            let mut memsets: Vec<f64> = (0..RUNS).map(|_| memset_rate(bytes as usize)).collect();
+            memsets.sort_by(f64::total_cmp);
+            let memset = memsets[RUNS / 2];
             let rate = bytes as f64 / GIB as f64 / secs.max(1e-9);
             eprintln!(
                 "micro [{profile}] {level}: {rate:.2} GiB/s vs memset {memset:.2} GiB/s, handling p50 {} ns",

@@ -39,6 +39,8 @@ pub struct Point {
     pub accept_p50_ns: Stat,
     /// TDX_OPERAND_BUSY answers per run.
     pub busy: Stat,
+    /// Host time spent zeroing accepted memory, summed over the vCPUs.
+    pub zero_ms: Stat,
     /// Outcomes of the runs that did not end `ok` (`lock-none` may panic:
     /// that is the race it exists to show).
     pub failed: Vec<String>,
@@ -233,6 +235,7 @@ pub fn vcpus(
             },
             accept_p50_ns: Stat::of(runs.iter().map(|r| r.accept.handle_p50_ns as f64).collect())?,
             busy: Stat::of(runs.iter().map(|r| r.accept.busy as f64).collect())?,
+            zero_ms: Stat::of(runs.iter().map(|r| r.accept.zero_ns as f64 / 1e6).collect())?,
             failed,
         });
     }
@@ -254,12 +257,12 @@ pub fn vcpus(
 
 fn csv(r: &VcpuResults) -> String {
     let mut s = String::from(
-        "series,vcpus,host_cores,profile,runs,time_ms_median,time_ms_min,time_ms_max,lock_wait_ms_median,accept_p50_ns_median,busy_median,failed_runs\n",
+        "series,vcpus,host_cores,profile,runs,time_ms_median,time_ms_min,time_ms_max,lock_wait_ms_median,accept_p50_ns_median,busy_median,zero_ms_median,failed_runs\n",
     );
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     for p in &r.points {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{:.1},{}\n",
             p.series,
             p.vcpus,
             r.host_cores,
@@ -271,6 +274,7 @@ fn csv(r: &VcpuResults) -> String {
             opt(p.lock_wait_ms.map(|t| t.median)),
             p.accept_p50_ns.median,
             p.busy.median,
+            p.zero_ms.median,
             p.failed.len()
         ));
     }
