@@ -117,6 +117,26 @@ pub fn decode(layout: &RamLayout, rcx: u64) -> Result<(u64, PageLevel), Invalid>
 /// The status for an invalid operand.
 pub const INVALID: u64 = status::OPERAND_INVALID | status::OPERAND_RCX;
 
+/// The host's mapping granularity for private memory: the leaf size of
+/// the Secure EPT. With 4 KiB leaves (KVM's TDX support today) a 2 MiB
+/// accept of a pending range answers `TDX_PAGE_SIZE_MISMATCH | 2M`, and
+/// only 4 KiB accepts succeed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SeptLevel {
+    #[default]
+    L2M,
+    L4K,
+}
+
+impl SeptLevel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SeptLevel::L2M => "2m",
+            SeptLevel::L4K => "4k",
+        }
+    }
+}
+
 /// The status for a request whose Secure-EPT entry another vCPU holds.
 pub const BUSY: u64 = status::OPERAND_BUSY | status::OPERAND_RCX;
 
@@ -152,6 +172,17 @@ impl Model {
     /// 2 MiB multiples, `len <= MAX_WINDOW`, and the window must be RAM;
     /// otherwise `None`.
     pub fn new(layout: RamLayout, base: u64, len: u64) -> Option<Self> {
+        Self::with_sept_level(layout, base, len, SeptLevel::L2M)
+    }
+
+    /// The same with the host's Secure-EPT leaf size: with 4 KiB leaves
+    /// every 2 MiB range starts split (pending, but mapped in 4 KiB pages).
+    pub fn with_sept_level(
+        layout: RamLayout,
+        base: u64,
+        len: u64,
+        sept: SeptLevel,
+    ) -> Option<Self> {
         if !base.is_multiple_of(PAGE_2M)
             || !len.is_multiple_of(PAGE_2M)
             || len == 0
@@ -164,7 +195,10 @@ impl Model {
             layout,
             base,
             chunks: (len / PAGE_2M) as usize,
-            state: [Chunk::Pending; MAX_CHUNKS],
+            state: [match sept {
+                SeptLevel::L2M => Chunk::Pending,
+                SeptLevel::L4K => Chunk::Split,
+            }; MAX_CHUNKS],
             bits: [[0; WORDS_PER_CHUNK]; MAX_CHUNKS],
             accepted_pages: 0,
         })
@@ -578,5 +612,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn with_4k_leaves_only_4k_accepts_succeed() {
+        let base = 6 * GIB;
+        let mut m = Model::with_sept_level(layout(), base, 2 * PAGE_2M, SeptLevel::L4K).unwrap();
+        let mismatch = status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64;
+        let large = accept::encode(base, PageLevel::L2M);
+        assert_eq!(m.accept(large), Expect::Status(mismatch));
+        assert_eq!(m.accepted_pages(), 0);
+        assert!(!m.is_accepted(base));
+        let small = accept::encode(base + PAGE_4K, PageLevel::L4K);
+        assert_eq!(m.accept(small), Expect::Status(status::SUCCESS));
+        assert_eq!(
+            m.accept(small),
+            Expect::Status(status::PAGE_ALREADY_ACCEPTED | PageLevel::L4K as u64)
+        );
+        assert_eq!(m.accept(large), Expect::Status(mismatch));
+        assert_eq!(m.accepted_pages(), 1);
     }
 }

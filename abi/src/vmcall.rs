@@ -146,6 +146,10 @@ pub mod emu {
     pub const CONSOLE_WRITE: u64 = 5;
     /// Most bytes one `CONSOLE_WRITE` carries.
     pub const CONSOLE_WRITE_MAX: u64 = 256;
+    /// The host's Secure-EPT leaf size (`--sept-level`), for self-tests
+    /// that predict accept statuses: R11 = 0 for 2 MiB, 1 for 4 KiB. (A
+    /// real TD cannot ask; it learns it from the statuses.)
+    pub const SEPT_LEVEL: u64 = 6;
 }
 
 /// The serial port the guests' console writes go to (COM1, a 16550).

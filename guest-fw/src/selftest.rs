@@ -194,7 +194,8 @@ pub fn chaos(hobs: &HobList<'_>, gpaw: u64, seed: u64, count: u64) -> (u32, (u64
             "fw.selftest=chaos: no unaccepted 2 MiB chunk"
         );
     };
-    let Some(model) = Model::new(layout, lo, hi - lo) else {
+    let Some(model) = Model::with_sept_level(layout, lo, hi - lo, guest_rt::tdcall::sept_level())
+    else {
         guest_rt::fatal!(
             code::BAD_HOB,
             "fw.selftest=chaos: window {lo:#x}..{hi:#x} is not RAM of a {mem}-byte TD"

@@ -97,7 +97,7 @@ pub fn run(seed: u64, count: u64) -> u64 {
         );
     };
     let hi = top + BLOCK;
-    let Some(model) = Model::new(layout(), lo, hi - lo) else {
+    let Some(model) = Model::with_sept_level(layout(), lo, hi - lo, tdcall::sept_level()) else {
         fatal!(
             code::PANIC,
             "chaos window {lo:#x}..{hi:#x} does not fit the model"

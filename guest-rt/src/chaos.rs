@@ -736,10 +736,14 @@ pub fn finish(model: &mut Model) -> bool {
     while chunk < hi {
         let mut retries = 0;
         let whole_pending = (0..512).all(|i| !model.is_accepted(chunk + i * PAGE_4K));
-        let ok = if whole_pending {
-            let rcx = accept::encode(chunk, PageLevel::L2M);
-            model.accept(rcx);
-            accept_through_busy(rcx, &mut retries) == 0
+        let large = accept::encode(chunk, PageLevel::L2M);
+        // Over 4 KiB leaves (`--sept-level 4k`) a pending chunk answers a
+        // size mismatch, as the model predicts: accept it page by page.
+        let small_only = model.expect(large)
+            == Expect::Status(status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64);
+        let ok = if whole_pending && !small_only {
+            model.accept(large);
+            accept_through_busy(large, &mut retries) == 0
         } else {
             let mut ok = true;
             for p in (0..512).map(|i| chunk + i * PAGE_4K) {

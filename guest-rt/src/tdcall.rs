@@ -193,6 +193,17 @@ pub fn send_ipi_all_but_self() -> u64 {
     .r10
 }
 
+/// The host's Secure-EPT leaf size (vendor call; 2 MiB if the host does
+/// not say), for self-tests that predict accept statuses.
+pub fn sept_level() -> abi::accept_model::SeptLevel {
+    let r = vmcall(VENDOR_EMU, emu::SEPT_LEVEL, 0, 0, 0, 0);
+    if r.r10 == 0 && r.r11 == 1 {
+        abi::accept_model::SeptLevel::L4K
+    } else {
+        abi::accept_model::SeptLevel::L2M
+    }
+}
+
 /// Records a phase mark with the host.
 pub fn mark(mark: Mark, arg: u64) {
     vmcall(VENDOR_EMU, emu::MARK, mark as u64, arg, 0, 0);

@@ -50,6 +50,8 @@ pub struct TdConfig {
     pub trace_cap_bytes: u64,
     /// Install memslots at first touch instead of at accept.
     pub map_on_touch: bool,
+    /// The host's Secure-EPT leaf size (`--sept-level`).
+    pub sept_level: abi::accept_model::SeptLevel,
     /// Check the private-memory invariants after every accept and mapping
     /// (`invariants.rs`); on by default in debug builds.
     pub check_invariants: bool,
@@ -77,6 +79,7 @@ impl TdConfig {
             trace: None,
             trace_cap_bytes: crate::report::trace::DEFAULT_CAP_BYTES,
             map_on_touch: true,
+            sept_level: abi::accept_model::SeptLevel::L2M,
             check_invariants: cfg!(debug_assertions),
             inject: None,
             command_line: Vec::new(),
@@ -104,6 +107,7 @@ impl TdConfig {
                 "on-accept"
             }
             .to_string(),
+            sept_level: self.sept_level.as_str().to_string(),
             inject: self.inject.map(|i| i.to_string()),
             timeout_s: self.timeout.map(|t| t.as_secs_f64()),
             trace: self.trace.as_ref().map(|p| p.display().to_string()),
@@ -281,6 +285,7 @@ impl Td {
         let pauser = (config.cpus > 1).then(|| board.clone());
         let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit, pauser)?;
         memory.set_map_on_touch(config.map_on_touch);
+        memory.set_sept_level(config.sept_level);
         memory.add_initial(plan.initial.0, plan.initial_len())?;
         firmware.load(memory.ram().memory())?;
         memory.write("TD HOB", plan.hob, &hob)?;

@@ -59,6 +59,14 @@ pub enum MapArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SeptLevelArg {
+    #[value(name = "2m")]
+    L2M,
+    #[value(name = "4k")]
+    L4K,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogLevel {
     Off,
     Error,
@@ -96,6 +104,12 @@ pub struct RunArgs {
     /// guest's first touch (which then exits once and is completed by the VMM).
     #[arg(long, value_enum, default_value = "on-touch")]
     pub map: MapArg,
+    /// The host's mapping granularity for private memory (the Secure EPT's
+    /// leaf size). With 4k, a 2 MiB accept of a pending range answers
+    /// TDX_PAGE_SIZE_MISMATCH, as the TDX module does over 4 KiB leaves
+    /// (KVM's TDX support today), and guests fall back to 4 KiB accepts.
+    #[arg(long, value_enum, default_value = "2m")]
+    pub sept_level: SeptLevelArg,
     /// Write the JSON run report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -161,6 +175,10 @@ impl RunArgs {
             trace: self.trace.clone(),
             trace_cap_bytes: self.trace_cap,
             map_on_touch: matches!(self.map, MapArg::OnTouch),
+            sept_level: match self.sept_level {
+                SeptLevelArg::L2M => abi::accept_model::SeptLevel::L2M,
+                SeptLevelArg::L4K => abi::accept_model::SeptLevel::L4K,
+            },
             check_invariants: self.check_invariants || cfg!(debug_assertions),
             inject: self.inject,
             command_line: Vec::new(),
@@ -207,8 +225,15 @@ mod tests {
             "on-touch",
             "--trace-cap",
             "1M",
+            "--sept-level",
+            "4k",
         ])
         .unwrap();
+        assert_eq!(c.sept_level, abi::accept_model::SeptLevel::L4K);
+        assert_eq!(
+            parse(&[]).unwrap().sept_level,
+            abi::accept_model::SeptLevel::L2M
+        );
         assert_eq!(c.mem_bytes, 8 << 30);
         assert_eq!(c.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(
@@ -225,6 +250,8 @@ mod tests {
             &["--inject", "busy=1.5"],
             &["--trace-cap", "-1"],
             &["--cpu-profile", "vmx"],
+            &["--sept-level", "1g"],
+            &["--sept-level", "4K "],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

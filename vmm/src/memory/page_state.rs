@@ -8,6 +8,7 @@
 //! 64-byte bitmap for each chunk that has been split into 4 KiB state, so the
 //! table costs 2 MiB per TiB of guest RAM, plus at most one bit per page.
 
+use abi::accept_model::SeptLevel;
 use abi::tdcall::PageLevel;
 
 /// Pages in a 2 MiB chunk.
@@ -50,6 +51,9 @@ pub struct PageStateTable {
     pub(super) bitmaps: Vec<[u64; 8]>,
     accepted_pages: u64,
     gib_accepted: Vec<u32>,
+    /// The host's Secure-EPT leaf size: with 4 KiB leaves a 2 MiB accept
+    /// of a pending range is a size mismatch.
+    sept: SeptLevel,
 }
 
 impl PageStateTable {
@@ -74,7 +78,18 @@ impl PageStateTable {
             bitmaps: Vec::new(),
             accepted_pages: 0,
             gib_accepted: try_zeroed_u32(gibs, "the per-GiB accept counts")?,
+            sept: SeptLevel::L2M,
         })
+    }
+
+    /// Sets the host's Secure-EPT leaf size (before any accept).
+    pub fn set_sept_level(&mut self, sept: SeptLevel) {
+        self.sept = sept;
+    }
+
+    /// The host's Secure-EPT leaf size.
+    pub fn sept_level(&self) -> SeptLevel {
+        self.sept
     }
 
     /// Number of pages the table covers.
@@ -133,6 +148,7 @@ impl PageStateTable {
         let state = self.chunks[(page / PAGES_PER_CHUNK) as usize];
         match (level, state) {
             (_, MAPPED_2M) => AcceptOutcome::AlreadyAccepted(PageLevel::L2M),
+            (PageLevel::L2M, PENDING) if self.sept == SeptLevel::L4K => AcceptOutcome::SizeMismatch,
             (_, PENDING) => AcceptOutcome::Accepted,
             (PageLevel::L4K, split) => {
                 if bit(
@@ -160,6 +176,7 @@ impl PageStateTable {
                 debug_assert_eq!(page % PAGES_PER_CHUNK, 0);
                 debug_assert_eq!(self.chunk_pages(chunk), PAGES_PER_CHUNK);
                 match state {
+                    PENDING if self.sept == SeptLevel::L4K => AcceptOutcome::SizeMismatch,
                     PENDING => {
                         self.chunks[chunk as usize] = MAPPED_2M;
                         self.count(page, PAGES_PER_CHUNK);
@@ -393,5 +410,33 @@ mod tests {
                 prop_assert_eq!(t.chunk_full(c), model[lo..hi].iter().all(|m| *m != Model::Pending));
             }
         }
+    }
+
+    #[test]
+    fn with_4k_leaves_a_2m_accept_of_pending_memory_is_a_size_mismatch() {
+        let mut t = PageStateTable::new(4 * PAGES_PER_CHUNK);
+        t.set_sept_level(SeptLevel::L4K);
+        assert_eq!(t.sept_level(), SeptLevel::L4K);
+        // Nothing changes on the mismatch; peek agrees with accept.
+        assert_eq!(
+            t.peek_accept(0, PageLevel::L2M),
+            AcceptOutcome::SizeMismatch
+        );
+        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::SizeMismatch);
+        assert_eq!(t.accepted_pages(), 0);
+        // 4 KiB accepts work, and a 2 MiB accept over them still mismatches.
+        for p in 0..PAGES_PER_CHUNK {
+            assert_eq!(t.peek_accept(p, PageLevel::L4K), AcceptOutcome::Accepted);
+            assert_eq!(t.accept(p, PageLevel::L4K), AcceptOutcome::Accepted);
+        }
+        assert_eq!(t.accepted_pages(), PAGES_PER_CHUNK);
+        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::SizeMismatch);
+        assert_eq!(
+            t.accept(7, PageLevel::L4K),
+            AcceptOutcome::AlreadyAccepted(PageLevel::L4K)
+        );
+        // With 2 MiB leaves (the default) the same request succeeds.
+        let mut t = PageStateTable::new(4 * PAGES_PER_CHUNK);
+        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::Accepted);
     }
 }

@@ -101,6 +101,17 @@ impl<B: SlotBackend> PrivateMemory<B> {
         self.map_on_touch = on;
     }
 
+    /// Sets the host's Secure-EPT leaf size (`--sept-level`), before any
+    /// accept.
+    pub fn set_sept_level(&mut self, sept: abi::accept_model::SeptLevel) {
+        self.pages.set_sept_level(sept);
+    }
+
+    /// The host's Secure-EPT leaf size.
+    pub fn sept_level(&self) -> abi::accept_model::SeptLevel {
+        self.pages.sept_level()
+    }
+
     /// True when memslots are installed at first touch.
     pub fn map_on_touch(&self) -> bool {
         self.map_on_touch

@@ -121,6 +121,7 @@ pub fn assemble<B: SlotBackend>(
         mem_bytes: facts.mem_bytes,
         cpu_profile: facts.cpu_profile.to_string(),
         backing: memory.backing().as_str().to_string(),
+        sept_level: memory.sept_level().as_str().to_string(),
         accept: crate::tdx::accept::AcceptStats {
             handle_p50_ns: tdx.hist.quantile(0.5),
             handle_p99_ns: tdx.hist.quantile(0.99),

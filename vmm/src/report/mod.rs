@@ -82,6 +82,10 @@ pub struct Report {
     pub mem_bytes: u64,
     pub cpu_profile: String,
     pub backing: String,
+    /// The host's Secure-EPT leaf size (`2m` or `4k`); with `4k` every 2 MiB
+    /// accept of pending memory is counted in `accept.size_mismatch`.
+    #[serde(default = "sept_2m")]
+    pub sept_level: String,
     pub accept: AcceptStats,
     pub pages: PageStats,
     pub host: HostStats,
@@ -149,6 +153,10 @@ pub struct VcpuReport {
     pub lock_wait_ns: u64,
 }
 
+fn sept_2m() -> String {
+    "2m".into()
+}
+
 fn one_vcpu() -> u32 {
     1
 }
@@ -182,6 +190,9 @@ pub struct Inputs {
     pub cpu_profile_requested: String,
     pub backing: String,
     pub map: String,
+    /// `--sept-level` (reports from before it read as `2m`).
+    #[serde(default = "sept_2m")]
+    pub sept_level: String,
     pub inject: Option<String>,
     pub timeout_s: Option<f64>,
     pub trace: Option<String>,
@@ -285,6 +296,7 @@ impl Report {
             mem_bytes: inputs.mem_bytes,
             cpu_profile: "none".to_string(),
             backing: inputs.backing.clone(),
+            sept_level: inputs.sept_level.clone(),
             accept: AcceptStats::default(),
             pages: PageStats::default(),
             host: HostStats {

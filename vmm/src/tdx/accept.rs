@@ -327,7 +327,7 @@ pub(crate) fn host_failed(req: &AcceptRequest, rip: u64, e: MemoryError) -> Hand
 mod tests {
     use super::*;
     use crate::tdx::dispatch::TdxModule;
-    use abi::accept_model::{Expect, Model};
+    use abi::accept_model::{Expect, Model, SeptLevel};
     use abi::tdcall::accept::encode;
     use abi::GIB;
     use proptest::prelude::*;
@@ -339,11 +339,14 @@ mod tests {
         #[test]
         fn accepts_follow_the_reference_model(
             ops in proptest::collection::vec((0u8..10, 0u64..4096, any::<u64>()), 1..400),
+            leaves_4k in any::<bool>(),
         ) {
             let layout = RamLayout::new(6 * GIB, 48).unwrap();
             let mut pages = PageStateTable::new(layout.mem_bytes() / PAGE_4K);
+            let sept = if leaves_4k { SeptLevel::L4K } else { SeptLevel::L2M };
+            pages.set_sept_level(sept);
             let base = 4 * GIB;
-            let mut model = Model::new(layout.model(), base, 16 << 20).unwrap();
+            let mut model = Model::with_sept_level(layout.model(), base, 16 << 20, sept).unwrap();
             for (kind, page, word) in ops {
                 let gpa = base + page * PAGE_4K;
                 let rcx = match kind {

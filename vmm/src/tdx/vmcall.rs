@@ -271,6 +271,13 @@ fn vendor<B: SlotBackend>(svc: &mut Services<'_, B>, input: &Inputs, out: &mut O
             Some(c) => Handled::event(Event::Counter(c, input.r13)),
             None => invalid(out, "guest counter"),
         },
+        emu::SEPT_LEVEL => {
+            out.r11 = Some(match svc.mem.sept_level() {
+                abi::accept_model::SeptLevel::L2M => 0,
+                abi::accept_model::SeptLevel::L4K => 1,
+            });
+            Handled::default()
+        }
         emu::CONSOLE_WRITE => {
             console_write(svc, input.r12, input.r13, out);
             Handled::default()
