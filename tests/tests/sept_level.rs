@@ -23,7 +23,7 @@ fn ok(r: &Report, ctx: &str) {
 #[test]
 fn firmware_falls_back_to_512_small_pages_per_mismatch() {
     in_each_profile("firmware_falls_back_to_512_small_pages_per_mismatch", |p| {
-        let ctx = name(p);
+        let ctx = name(p).to_string();
         let large = boot(config(p, 256 * MIB, "fw.accept=all"));
         let small = boot(with_4k(config(p, 256 * MIB, "fw.accept=all")));
         ok(&large, &ctx);
@@ -104,7 +104,7 @@ fn chaos_with_4k_leaves_agrees_with_the_model() {
             4 * GIB,
             "fw.accept=none fw.selftest=chaos accept_memory=lazy kernel.selftest=chaos seed=5 count=20000",
         )));
-        let ctx = name(p);
+        let ctx = name(p).to_string();
         ok(&r, &ctx);
         assert_eq!(r.guest["chaos_disagreements"], 0, "{ctx}: {}", r.console);
         // A short run leaves whole chunks pending, which the end of the
@@ -114,7 +114,7 @@ fn chaos_with_4k_leaves_agrees_with_the_model() {
             4 * GIB,
             "fw.accept=none fw.selftest=chaos accept_memory=lazy kernel.selftest=chaos seed=5 count=200",
         )));
-        let ctx = name(p);
+        let ctx = name(p).to_string();
         ok(&r, &ctx);
         assert_eq!(r.guest["chaos_disagreements"], 0, "{ctx}: {}", r.console);
         // The firmware's run and the kernel's.
