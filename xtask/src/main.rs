@@ -9,6 +9,7 @@ const USAGE: &str = "usage: cargo xtask build
        cargo xtask bench [--quick] [--sizes 1,4,16,64] [--repeats N] [--profiles auto,standard] [--out DIR]
        cargo xtask bench --micro [--profiles auto,standard] [--out DIR]
        cargo xtask bench --vcpus [--quick] [--repeats N] [--profiles auto] [--out DIR]
+       cargo xtask bench --sept [--quick] [--repeats N] [--profiles auto] [--out DIR]
        cargo xtask bench --replot DIR";
 
 fn main() {
@@ -128,6 +129,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let micro = args.iter().any(|a| a == "--micro");
     let vcpus_only = args.iter().any(|a| a == "--vcpus");
+    let sept_only = args.iter().any(|a| a == "--sept");
     let mut cfg = if quick {
         xtask::bench::BenchConfig::quick(root.join("target").join("bench-quick"))
     } else {
@@ -135,7 +137,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     };
     let mut it = args
         .iter()
-        .filter(|a| !matches!(a.as_str(), "--quick" | "--micro" | "--vcpus"));
+        .filter(|a| !matches!(a.as_str(), "--quick" | "--micro" | "--vcpus" | "--sept"));
     while let Some(a) = it.next() {
         let mut value = || {
             it.next()
@@ -169,6 +171,16 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     if micro {
         return xtask::bench::micro(&cfg.out, &cfg.profiles);
+    }
+    if sept_only {
+        // The host page-size axis alone (repeats follow --repeats when given).
+        let repeats = if args.iter().any(|a| a == "--repeats") {
+            cfg.repeats
+        } else {
+            cfg.sept_repeats
+        };
+        xtask::bench::sept::sept(&cfg.out, &cfg.profiles[0], repeats, &cfg.sept_counts)?;
+        return xtask::bench::micro::rewrite_targets(&cfg.out);
     }
     if vcpus_only {
         // The vCPU axis alone (its repeats follow --repeats when given).

@@ -1,11 +1,13 @@
 //! `cargo xtask bench`: the lazy-vs-eager matrix and the flatness series
 //! (this file: what runs, and in which order), their statistics
 //! (`stats`), the plots (`plots`, `trace_plots`), the micro-benchmarks
-//! (`micro`), the vCPU axis (`vcpus`) and the targets they are held to
+//! (`micro`), the vCPU axis (`vcpus`), the host page-size axis (`sept`)
+//! and the targets they are held to
 //! (`targets`). Every report is read as the VMM's typed `Report`.
 
 pub mod micro;
 pub mod plots;
+pub mod sept;
 pub mod stats;
 pub mod targets;
 pub mod trace_plots;
@@ -40,6 +42,9 @@ pub struct BenchConfig {
     /// The vCPU axis: vCPU counts and interleaved repeats (0: skipped).
     pub vcpu_counts: Vec<u32>,
     pub vcpu_repeats: usize,
+    /// The host page-size axis: vCPU counts and repeats (0: skipped).
+    pub sept_counts: Vec<u32>,
+    pub sept_repeats: usize,
 }
 
 impl BenchConfig {
@@ -55,6 +60,8 @@ impl BenchConfig {
             flat_repeats: 11,
             vcpu_counts: vec![1, 2, 4],
             vcpu_repeats: 5,
+            sept_counts: vec![1, 2, 4],
+            sept_repeats: 3,
         }
     }
 
@@ -70,6 +77,8 @@ impl BenchConfig {
             flat_repeats: 2,
             vcpu_counts: vec![1, 2],
             vcpu_repeats: 1,
+            sept_counts: vec![1],
+            sept_repeats: 1,
         }
     }
 }

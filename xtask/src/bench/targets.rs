@@ -124,7 +124,9 @@ pub fn targets(out: &Path, micro: &Micro) -> String {
             true,
         );
     }
-    for (what, measured, verdict) in super::vcpus::target_rows(out) {
+    let mut extra = super::vcpus::target_rows(out);
+    extra.extend(super::sept::target_rows(out));
+    for (what, measured, verdict) in extra {
         md.push_str(&format!(
             "| {what} | {measured} | {} |\n",
             match verdict {

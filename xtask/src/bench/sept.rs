@@ -1,0 +1,278 @@
+//! The host's page size as an axis of `cargo xtask bench` (`--sept` runs it
+//! alone): lazy and eager kernel boots with `--sept-level 2m` and `4k` on 1,
+//! 2 and 4 vCPUs (the shape of a TD whose host maps private memory in
+//! 4 KiB pages, as KVM's TDX support does today), and the firmware's
+//! acceptance of 2 GiB in 4 KiB pages only (`fw.accept_page=4k`, OVMF's
+//! worst case) against 2 MiB pages and against its floor (one doorbell
+//! round trip per accept, measured in the same run). Interleaved repeats,
+//! medians. Writes `sept.json` and `sept.csv`; `targets.md` reads them.
+
+use super::stats::Stat;
+use super::{progress_bar, run_vmm, write};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use vmm::Report;
+
+/// One measured point.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeptPoint {
+    /// `kernel-lazy`, `kernel-eager`, `fw-4k-only`, `fw-2m`.
+    pub series: String,
+    /// `2m` or `4k`.
+    pub sept_level: String,
+    pub vcpus: u32,
+    pub runs: usize,
+    /// Boot to `kernel_ready`, or the firmware's accept phase.
+    pub time_ms: Stat,
+    pub accepts: Stat,
+    pub size_mismatches: Stat,
+}
+
+/// `sept.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeptResults {
+    pub host_cores: usize,
+    pub resolved_profile: String,
+    pub repeats: usize,
+    /// The doorbell round trip measured in this run (median of the runs).
+    pub doorbell_rtt_ns: f64,
+    pub points: Vec<SeptPoint>,
+}
+
+impl SeptResults {
+    pub fn point(&self, series: &str, sept: &str, vcpus: u32) -> Option<&SeptPoint> {
+        self.points
+            .iter()
+            .find(|p| p.series == series && p.sept_level == sept && p.vcpus == vcpus)
+    }
+}
+
+struct Case {
+    series: &'static str,
+    sept: &'static str,
+    vcpus: u32,
+    mem: &'static str,
+    kernel: bool,
+    cmdline: &'static str,
+}
+
+/// The firmware's 4 KiB-only acceptance covers this many bytes.
+pub const FW_4K_BYTES: u64 = 2 << 30;
+const PAGE_4K: u64 = 4096;
+
+fn cases(counts: &[u32]) -> Vec<Case> {
+    let mut v = Vec::new();
+    for &n in counts {
+        for sept in ["2m", "4k"] {
+            v.push(Case {
+                series: "kernel-lazy",
+                sept,
+                vcpus: n,
+                mem: "8G",
+                kernel: true,
+                cmdline: "fw.accept=none accept_memory=lazy workload=256M",
+            });
+            v.push(Case {
+                series: "kernel-eager",
+                sept,
+                vcpus: n,
+                mem: "2G",
+                kernel: true,
+                cmdline: "fw.accept=none accept_memory=eager",
+            });
+        }
+    }
+    for (series, cmdline) in [
+        ("fw-2m", "fw.accept=2G"),
+        ("fw-4k-only", "fw.accept=2G fw.accept_page=4k"),
+    ] {
+        v.push(Case {
+            series,
+            sept: "2m",
+            vcpus: 1,
+            mem: "3G",
+            kernel: false,
+            cmdline,
+        });
+    }
+    v
+}
+
+fn time_of(series: &str, r: &Report) -> Option<f64> {
+    if series.starts_with("fw-") {
+        let (a, b) = (
+            r.timing_us.get("fw_start")?,
+            r.timing_us.get("fw_accept_done")?,
+        );
+        Some(b.saturating_sub(*a) as f64 / 1e3)
+    } else {
+        r.timing_us.get("kernel_ready").map(|us| *us as f64 / 1e3)
+    }
+}
+
+/// Runs the axis in `profile`, `repeats` interleaved times.
+pub fn sept(
+    out: &Path,
+    profile: &str,
+    repeats: usize,
+    counts: &[u32],
+) -> Result<SeptResults, String> {
+    let images = crate::build_guests()?;
+    let vmm = crate::build_vmm()?;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let report = out.join("sept-report.json");
+    let run = |mem: &str, cpus: u32, sept: &str, kernel: bool, cmdline: &str, what: &str| {
+        let cpus = cpus.to_string();
+        run_vmm(
+            &vmm,
+            &images,
+            kernel,
+            [
+                "--mem",
+                mem,
+                "--cpus",
+                &cpus,
+                "--sept-level",
+                sept,
+                "--cpu-profile",
+                profile,
+                "--cmdline",
+                cmdline,
+            ],
+            &report,
+            what,
+        )
+    };
+    let cases = cases(counts);
+    // Warm the host's memory with the largest eager run.
+    run(
+        "8G",
+        1,
+        "2m",
+        true,
+        "fw.accept=none accept_memory=eager",
+        "warm-up",
+    )?;
+    let mut reports: Vec<Vec<Report>> = cases.iter().map(|_| Vec::new()).collect();
+    let mut rtts = Vec::new();
+    let bar = progress_bar(cases.len() * repeats, "sept");
+    for _ in 0..repeats {
+        for (i, c) in cases.iter().enumerate() {
+            bar.set_message(format!("{} {} x{}", c.series, c.sept, c.vcpus));
+            let what = format!("{} sept {} on {} vCPUs", c.series, c.sept, c.vcpus);
+            reports[i].push(run(c.mem, c.vcpus, c.sept, c.kernel, c.cmdline, &what)?);
+            bar.inc(1);
+        }
+        // The floor, in the same sitting.
+        let r = run(
+            "1G",
+            1,
+            "2m",
+            false,
+            "fw.accept=none fw.bench=20000",
+            "doorbell",
+        )?;
+        let rtt = r
+            .bench
+            .ok_or("the doorbell benchmark did not report")?
+            .doorbell_rtt_ns;
+        rtts.push(rtt as f64);
+    }
+    bar.finish_with_message("done");
+    let _ = std::fs::remove_file(&report);
+    let resolved_profile = reports
+        .first()
+        .and_then(|r| r.first())
+        .map_or_else(|| profile.to_string(), |r| r.cpu_profile.clone());
+    let mut points = Vec::new();
+    for (c, runs) in cases.iter().zip(reports) {
+        let times: Vec<f64> = runs.iter().filter_map(|r| time_of(c.series, r)).collect();
+        points.push(SeptPoint {
+            series: c.series.into(),
+            sept_level: c.sept.into(),
+            vcpus: c.vcpus,
+            runs: runs.len(),
+            time_ms: Stat::of(times)?,
+            accepts: Stat::of(runs.iter().map(|r| r.accept.calls as f64).collect())?,
+            size_mismatches: Stat::of(
+                runs.iter().map(|r| r.accept.size_mismatch as f64).collect(),
+            )?,
+        });
+    }
+    let results = SeptResults {
+        host_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        resolved_profile,
+        repeats,
+        doorbell_rtt_ns: Stat::of(rtts)?.median,
+        points,
+    };
+    write(
+        &out.join("sept.json"),
+        &serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?,
+    )?;
+    let mut csv = String::from(
+        "series,sept_level,vcpus,host_cores,profile,runs,time_ms_median,time_ms_min,time_ms_max,accepts_median,size_mismatches_median\n",
+    );
+    for p in &results.points {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{:.3},{:.3},{:.3},{},{}\n",
+            p.series,
+            p.sept_level,
+            p.vcpus,
+            results.host_cores,
+            results.resolved_profile,
+            p.runs,
+            p.time_ms.median,
+            p.time_ms.min,
+            p.time_ms.max,
+            p.accepts.median,
+            p.size_mismatches.median
+        ));
+    }
+    write(&out.join("sept.csv"), &csv)?;
+    Ok(results)
+}
+
+/// The rows `targets.md` gets from `sept.json` in `out`.
+pub fn target_rows(out: &Path) -> Vec<(String, String, Option<bool>)> {
+    let Some(r) = std::fs::read_to_string(out.join("sept.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<SeptResults>(&t).ok())
+    else {
+        return Vec::new();
+    };
+    let tag = format!("[{}, {} host cores] ", r.resolved_profile, r.host_cores);
+    let mut rows = Vec::new();
+    if let Some(p) = r.point("fw-4k-only", "2m", 1) {
+        let pages = FW_4K_BYTES / PAGE_4K;
+        let floor_ms = pages as f64 * r.doorbell_rtt_ns / 1e6;
+        rows.push((
+            format!("{tag}fw.accept_page=4k over 2 GiB <= 1.6 x the doorbell floor ({pages} round trips)"),
+            format!(
+                "{:.0} / {floor_ms:.0} ms = x{:.2} (round trip {:.0} ns, same run)",
+                p.time_ms.median,
+                p.time_ms.median / floor_ms,
+                r.doorbell_rtt_ns
+            ),
+            Some(p.time_ms.median <= 1.6 * floor_ms),
+        ));
+    }
+    for series in ["kernel-lazy", "kernel-eager"] {
+        let cells: Vec<String> = [1, 2, 4]
+            .iter()
+            .filter_map(|n| {
+                let a = r.point(series, "2m", *n)?.time_ms.median;
+                let b = r.point(series, "4k", *n)?.time_ms.median;
+                Some(format!("{n} vCPU: {b:.0} / {a:.0} ms = x{:.1}", b / a))
+            })
+            .collect();
+        if !cells.is_empty() {
+            rows.push((
+                format!("{tag}{series} boot, --sept-level 4k vs 2m (measured, no target)"),
+                cells.join("; "),
+                None,
+            ));
+        }
+    }
+    rows
+}
