@@ -353,6 +353,14 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
             &cfg.vcpu_counts,
         )?;
     }
+    if cfg.sept_repeats > 0 && !cfg.sept_counts.is_empty() {
+        sept::sept(
+            &cfg.out,
+            &cfg.profiles[0],
+            cfg.sept_repeats,
+            &cfg.sept_counts,
+        )?;
+    }
     eprintln!("bench: wrote {}", cfg.out.display());
     if cfg.micro {
         // The micro-benchmarks cover both profiles where the host has them.
