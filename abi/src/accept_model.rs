@@ -317,8 +317,11 @@ impl Model {
     pub fn accept_concurrent(&mut self, a: (u64, u64), b: (u64, u64)) -> bool {
         for (first, second) in [(a, b), (b, a)] {
             let saved = self.save([first.0, second.0]);
+            // Only a request that reaches the entry lock (a valid operand)
+            // can find it held: invalid operands are answered before it.
+            let busy_possible = decode(&self.layout, second.0).is_ok();
             if self.explains(first.0, first.1)
-                && (second.1 == BUSY || self.explains(second.0, second.1))
+                && ((second.1 == BUSY && busy_possible) || self.explains(second.0, second.1))
             {
                 return true;
             }
@@ -489,12 +492,21 @@ mod tests {
         };
         let first_b = st(a_busy.accept(b));
         let first_a = st(b_busy.accept(a));
-        [
-            (ab_s, ab),
-            (ba_s, ba),
-            ((BUSY, first_b), a_busy),
-            ((first_a, BUSY), b_busy),
-        ]
+        // A BUSY answer needs a valid operand (the entry lock is taken
+        // after the operand checks); otherwise that outcome is the serial
+        // one again.
+        let valid = |rcx| decode(&m.layout, rcx).is_ok();
+        let a_busy = if valid(a) {
+            ((BUSY, first_b), a_busy)
+        } else {
+            (ba_s, ba.clone())
+        };
+        let b_busy = if valid(b) {
+            ((first_a, BUSY), b_busy)
+        } else {
+            (ab_s, ab.clone())
+        };
+        [(ab_s, ab), (ba_s, ba), a_busy, b_busy]
     }
 
     fn same_state(x: &Model, y: &Model) -> bool {

@@ -301,38 +301,38 @@ impl Run<'_> {
     /// takes the change only when the host's answers are explained, and
     /// releases the entry.
     fn settle(&mut self, c: usize, rcx: u64, got: u64) {
-        let rival = loop {
+        // Waiting for the rogue, checking and releasing the entry happen in
+        // one critical section: a rogue can no longer join once the holder
+        // has seen the entry without one.
+        let (rival, explained, want) = loop {
             let r = self.with(|s| {
-                let e = &mut s.entries[c];
-                match e.rogue {
-                    Rogue::Running => None,
-                    Rogue::Idle => Some(None),
-                    Rogue::Done { rcx, got } => {
-                        e.rogue = Rogue::Idle;
-                        Some(Some((rcx, got)))
+                let rival = match s.entries[c].rogue {
+                    Rogue::Running => return None,
+                    Rogue::Idle => None,
+                    Rogue::Done { rcx, got } => Some((rcx, got)),
+                };
+                let (ok, want) = match rival {
+                    None => {
+                        let want = s.model.expect(rcx);
+                        let ok = want == Expect::Status(got);
+                        if ok {
+                            s.model.accept(rcx);
+                        }
+                        (ok, Some(want))
                     }
-                }
+                    Some(r) => (s.model.accept_concurrent((rcx, got), r), None),
+                };
+                s.entries[c] = Entry {
+                    held: false,
+                    rogue: Rogue::Idle,
+                };
+                Some((rival, ok, want))
             });
             match r {
                 Some(r) => break r,
                 None => core::hint::spin_loop(),
             }
         };
-        let (explained, want) = self.with(|s| {
-            let r = match rival {
-                None => {
-                    let want = s.model.expect(rcx);
-                    let ok = want == Expect::Status(got);
-                    if ok {
-                        s.model.accept(rcx);
-                    }
-                    (ok, Some(want))
-                }
-                Some(r) => (s.model.accept_concurrent((rcx, got), r), None),
-            };
-            s.entries[c].held = false;
-            r
-        });
         if rival.is_some() {
             self.out.raced += 1;
         }

@@ -65,9 +65,10 @@ impl VcpuState {
 pub const HLT_PARK: Duration = Duration::from_millis(1);
 
 /// The vCPUs (a bit per index) an IPI with interrupt command `icr`, sent
-/// by vCPU `me` of `vcpus`, reaches: the x2APIC destination, or a
-/// shorthand (self, all, all but self). A destination with no vCPU
-/// reaches nobody, as on hardware.
+/// by vCPU `me` of `vcpus`, reaches: the x2APIC destination (0xffff_ffff
+/// is the broadcast ID: all of them), or a shorthand (self, all, all but
+/// self). A destination with no vCPU reaches nobody. Delivery and
+/// destination modes are not decoded: any IPI only ends a halt.
 pub fn ipi_targets(icr: u64, me: u32, vcpus: u32) -> u64 {
     use abi::vmcall::ghci;
     let all = if vcpus >= 64 {
@@ -82,7 +83,9 @@ pub fn ipi_targets(icr: u64, me: u32, vcpus: u32) -> u64 {
         ghci::ICR_SHORTHAND_ALL_BUT_SELF => all & !me,
         _ => {
             let dest = icr >> ghci::ICR_DEST_SHIFT;
-            if dest < u64::from(vcpus) && dest < 64 {
+            if dest == u64::from(u32::MAX) {
+                all
+            } else if dest < u64::from(vcpus) && dest < 64 {
                 1 << dest
             } else {
                 0
@@ -395,7 +398,8 @@ mod tests {
         assert_eq!(ipi_targets(icr(2, 0), 0, 4), 0b0100);
         // A destination with no vCPU reaches nobody.
         assert_eq!(ipi_targets(icr(4, 0), 0, 4), 0);
-        assert_eq!(ipi_targets(icr(u64::from(u32::MAX), 0), 0, 4), 0);
+        assert_eq!(ipi_targets(icr(u64::from(u32::MAX), 0), 0, 4), 0b1111);
+        assert_eq!(ipi_targets(icr(64, 0), 0, 64), 0);
         assert_eq!(ipi_targets(icr(3, 1), 1, 4), 0b0010);
         assert_eq!(ipi_targets(icr(0, 2), 1, 4), 0b1111);
         assert_eq!(ipi_targets(icr(0, 3), 1, 4), 0b1101);
