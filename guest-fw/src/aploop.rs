@@ -37,15 +37,7 @@ core::arch::global_asm!(
     "lock inc qword ptr [rbx + {arrived}]",
     // The BSP may be halted waiting for the arrival: IPI vCPU 0 (GHCI
     // Instruction.WRMSR, R12 = the x2APIC ICR, R13 = destination 0).
-    "xor eax, eax",
-    "mov ecx, {expose}",
-    "mov r10d, {standard}",
-    "mov r11d, {wrmsr}",
-    "mov r12d, {icr}",
-    "mov r13d, {ipi_vector}",
-    "xor r14d, r14d",
-    "xor r15d, r15d",
-    "out {port}, al",
+    guest_rt::ghci_vmcall_asm!("{wrmsr}", "{icr}", "{ipi_vector}"),
     "2:",
     "mov ebp, {polls}",
     "3:",
@@ -59,15 +51,7 @@ core::arch::global_asm!(
     "dec ebp",
     "jnz 3b",
     // GHCI Instruction.HLT: TDG.VP.VMCALL, R10 = 0, R11 = HLT, R12 = 0.
-    "xor eax, eax",
-    "mov ecx, {expose}",
-    "mov r10d, {standard}",
-    "mov r11d, {hlt}",
-    "xor r12d, r12d",
-    "xor r13d, r13d",
-    "xor r14d, r14d",
-    "xor r15d, r15d",
-    "out {port}, al",
+    guest_rt::ghci_vmcall_asm!("{hlt}", "0", "0"),
     "jmp 2b",
     // A command for this AP (EAX).
     "5:",

@@ -69,17 +69,14 @@ extern "C" {
 fn check_stack(at: &str) {
     // SAFETY: the guard and the stack are one static region painted at
     // entry and used only as the boot vCPU's stack.
-    let used = unsafe {
-        guest_rt::stack::high_water(
+    unsafe {
+        guest_rt::stack::check(
+            "firmware",
+            at,
             core::ptr::addr_of!(fw_stack_guard),
-            STACK_GUARD_BYTES + STACK_BYTES,
+            STACK_GUARD_BYTES,
+            STACK_BYTES,
         )
-    };
-    if used > STACK_BYTES {
-        fatal!(
-            code::PANIC,
-            "firmware stack overflow before {at}: {used} bytes used, the stack has {STACK_BYTES}"
-        );
     }
 }
 

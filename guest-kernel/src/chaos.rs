@@ -43,16 +43,7 @@ fn layout() -> RamLayout {
 static CHAOS: chaos::Chaos = chaos::Chaos::new();
 static SEED: AtomicU64 = AtomicU64::new(0);
 static COUNT: AtomicU64 = AtomicU64::new(0);
-static TOTAL: SpinLock<chaos::Outcome> = SpinLock::new(chaos::Outcome {
-    ops: 0,
-    disagreements: 0,
-    unassigned_io: 0,
-    accepts_ok: 0,
-    accepts_invalid: 0,
-    busy_retries: 0,
-    raced: 0,
-    busy_seen: 0,
-});
+static TOTAL: SpinLock<chaos::Outcome> = SpinLock::new(chaos::Outcome::ZERO);
 
 /// Runs the chaos workload on every online CPU; returns the number of
 /// disagreements.

@@ -3,9 +3,6 @@
 //! kernel's data below, and `check` turns it into a fatal error before the
 //! kernel leaves (shutdown or kexec) instead of a silent corruption.
 
-use guest_rt::fatal;
-use guest_rt::fatal::code;
-
 /// Bytes of stack the boot CPU runs on.
 pub const STACK_BYTES: u64 = 64 * 1024;
 /// Bytes of painted guard below the stack.
@@ -52,11 +49,15 @@ pub fn high_water() -> u64 {
 
 /// Stops the kernel if its stack ran into the guard.
 pub fn check(at: &str) {
-    let used = high_water();
-    if used > STACK_BYTES {
-        fatal!(
-            code::PANIC,
-            "kernel stack overflow before {at}: {used} bytes used, the stack has {STACK_BYTES}"
-        );
+    // SAFETY: the guard and the stack are one static region painted at
+    // entry and used only as this CPU's stack.
+    unsafe {
+        guest_rt::stack::check(
+            "kernel",
+            at,
+            core::ptr::addr_of!(kernel_stack_guard),
+            GUARD_BYTES,
+            STACK_BYTES,
+        )
     }
 }

@@ -46,6 +46,18 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Nothing done yet (for statics, where `Default` cannot be used).
+    pub const ZERO: Outcome = Outcome {
+        ops: 0,
+        disagreements: 0,
+        unassigned_io: 0,
+        accepts_ok: 0,
+        accepts_invalid: 0,
+        busy_retries: 0,
+        raced: 0,
+        busy_seen: 0,
+    };
+
     /// Adds another CPU's outcome.
     pub fn add(&mut self, o: &Outcome) {
         self.ops += o.ops;

@@ -47,3 +47,21 @@ pub unsafe fn high_water(base: *const u64, len: u64) -> u64 {
         .count();
     (words - untouched) as u64 * 8
 }
+
+/// Stops the guest (`what`: "kernel", "firmware") if its painted stack of
+/// `stack` bytes, with its guard below, has run into the guard.
+///
+/// # Safety
+///
+/// As for `high_water`: `[guard_base, guard_base + guard + stack)` is one
+/// painted stack region.
+pub unsafe fn check(what: &str, at: &str, guard_base: *const u64, guard: u64, stack: u64) {
+    // SAFETY: the caller's contract is `high_water`'s.
+    let used = unsafe { high_water(guard_base, guard + stack) };
+    if used > stack {
+        crate::fatal!(
+            crate::fatal::code::PANIC,
+            "{what} stack overflow before {at}: {used} bytes used, the stack has {stack}"
+        );
+    }
+}

@@ -166,22 +166,19 @@ pub fn hlt() -> u64 {
 /// Instruction.WRMSR to the x2APIC ICR, as a TD's Linux does): it ends that
 /// vCPU's `hlt`, or its next one. Returns the call's status (R10).
 pub fn send_ipi(apic_id: u32) -> u64 {
-    let icr = u64::from(apic_id) << ghci::ICR_DEST_SHIFT | ghci::WAKE_VECTOR;
-    vmcall(
-        GHCI_STANDARD,
-        ghci::INSTRUCTION_WRMSR,
-        ghci::X2APIC_ICR,
-        icr,
-        0,
-        0,
-    )
-    .r10
+    write_icr(u64::from(apic_id) << ghci::ICR_DEST_SHIFT)
 }
 
 /// Sends an IPI to every other vCPU (destination shorthand "all but
 /// self"), after publishing something they may be halted waiting for.
 pub fn send_ipi_all_but_self() -> u64 {
-    let icr = ghci::ICR_SHORTHAND_ALL_BUT_SELF << ghci::ICR_SHORTHAND_SHIFT | ghci::WAKE_VECTOR;
+    write_icr(ghci::ICR_SHORTHAND_ALL_BUT_SELF << ghci::ICR_SHORTHAND_SHIFT)
+}
+
+/// Writes the x2APIC ICR with `target` (destination or shorthand) and our
+/// wake vector.
+fn write_icr(target: u64) -> u64 {
+    let icr = target | ghci::WAKE_VECTOR;
     vmcall(
         GHCI_STANDARD,
         ghci::INSTRUCTION_WRMSR,
@@ -249,4 +246,34 @@ pub fn accept_memory_pages(start: u64, end: u64) -> Result<(), (u64, u64)> {
         return Err((at, u64::MAX));
     }
     Ok(())
+}
+
+/// Assembly for a GHCI-standard TDG.VP.VMCALL from code that cannot call
+/// `vmcall` (no stack, or before one): R11 = `$r11`, R12 = `$r12`, R13 =
+/// `$r13` (operand placeholders or numbers), R14 = R15 = 0, R10-R15
+/// exposed. The caller passes the operands `expose = const
+/// abi::vmcall::EXPOSE_R10_R15`, `standard = const
+/// abi::vmcall::GHCI_STANDARD` and `port = const abi::tdcall::DOORBELL_PORT`.
+/// Clobbers RAX, RCX and R10-R15.
+#[macro_export]
+macro_rules! ghci_vmcall_asm {
+    ($r11:literal, $r12:literal, $r13:literal) => {
+        concat!(
+            "xor eax, eax\n",
+            "mov ecx, {expose}\n",
+            "mov r10d, {standard}\n",
+            "mov r11d, ",
+            $r11,
+            "\n",
+            "mov r12d, ",
+            $r12,
+            "\n",
+            "mov r13d, ",
+            $r13,
+            "\n",
+            "xor r14d, r14d\n",
+            "xor r15d, r15d\n",
+            "out {port}, al\n"
+        )
+    };
 }

@@ -115,6 +115,11 @@ pub fn host_ram() -> u64 {
         .map_or(u64::MAX, |kb| kb * 1024)
 }
 
+/// Cores this host offers the runs (written next to every vCPU result).
+pub fn host_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// A progress bar with an ETA on stderr.
 fn progress_bar(total: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);

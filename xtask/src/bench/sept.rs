@@ -58,7 +58,6 @@ struct Case {
 
 /// The firmware's 4 KiB-only acceptance covers this many bytes.
 pub const FW_4K_BYTES: u64 = 2 << 30;
-const PAGE_4K: u64 = 4096;
 
 fn cases(counts: &[u32]) -> Vec<Case> {
     let mut v = Vec::new();
@@ -200,7 +199,7 @@ pub fn sept(
         });
     }
     let results = SeptResults {
-        host_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        host_cores: super::host_cores(),
         resolved_profile,
         repeats,
         doorbell_rtt_ns: Stat::of(rtts)?.median,
@@ -244,7 +243,7 @@ pub fn target_rows(out: &Path) -> Vec<(String, String, Option<bool>)> {
     let tag = format!("[{}, {} host cores] ", r.resolved_profile, r.host_cores);
     let mut rows = Vec::new();
     if let Some(p) = r.point("fw-4k-only", "2m", 1) {
-        let pages = FW_4K_BYTES / PAGE_4K;
+        let pages = FW_4K_BYTES / abi::PAGE_4K;
         let floor_ms = pages as f64 * r.doorbell_rtt_ns / 1e6;
         rows.push((
             format!("{tag}fw.accept_page=4k over 2 GiB <= 1.6 x the doorbell floor ({pages} round trips)"),

@@ -154,7 +154,7 @@ pub fn vcpus(
     let images = crate::build_guests()?;
     let vmm = crate::build_vmm()?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let host_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let host_cores = super::host_cores();
     let cases = cases(counts);
     let report = out.join("vcpus-report.json");
     let run = |c: &Case| {
