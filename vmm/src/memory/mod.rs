@@ -15,3 +15,4 @@ pub mod page_runs;
 pub mod page_state;
 pub mod private;
 pub mod sept_locks;
+pub mod uffd;
