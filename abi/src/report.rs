@@ -178,6 +178,11 @@ pub enum Mark {
     BenchStart = 16,
     /// The doorbell micro-benchmark ended.
     BenchEnd = 17,
+    /// A 4 KiB accept micro-benchmark starts (argument: number of pages,
+    /// each accepted and then written once).
+    AcceptBenchStart = 18,
+    /// The 4 KiB accept micro-benchmark ended.
+    AcceptBenchEnd = 19,
 }
 
 impl Mark {
@@ -195,6 +200,8 @@ impl Mark {
             9 => Some(Mark::TableFilled),
             16 => Some(Mark::BenchStart),
             17 => Some(Mark::BenchEnd),
+            18 => Some(Mark::AcceptBenchStart),
+            19 => Some(Mark::AcceptBenchEnd),
             _ => None,
         }
     }
@@ -213,6 +220,8 @@ impl Mark {
             Mark::TableFilled => "unaccepted_table_filled",
             Mark::BenchStart => "bench_start",
             Mark::BenchEnd => "bench_end",
+            Mark::AcceptBenchStart => "accept_bench_start",
+            Mark::AcceptBenchEnd => "accept_bench_end",
         }
     }
 }

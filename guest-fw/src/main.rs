@@ -283,8 +283,13 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         tdcall::mark(Mark::BenchEnd, n);
         println!("fw: doorbell benchmark: {n} TDG.VP.INFO round trips");
     }
+    if cmdline::get(cmdline, "fw.bench_accept").is_some() {
+        let n = guest_rt::param::number(cmdline, "fw.bench_accept", 0);
+        selftest::bench_accept(&hobs, n);
+    }
     match selftest {
         Some("touch-pending") => failures += selftest::touch_pending(&hobs),
+        Some("touch-poisoned") => failures += selftest::touch_poisoned(&hobs),
         Some("touch-hole") => failures += selftest::touch_hole(),
         Some("triple-fault") => failures += selftest::triple_fault(),
         Some("ud2") => failures += selftest::invalid_opcode(),

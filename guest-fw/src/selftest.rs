@@ -352,3 +352,74 @@ pub fn touch_pending(hobs: &HobList<'_>) -> u32 {
     println!("selftest touch-pending: read {v:#x} and survived: FAIL");
     1
 }
+
+/// `fw.bench_accept=N`: accepts N pending 4 KiB pages above 4 GiB one by
+/// one, writing each once right after its accept (the pattern of an OS
+/// accepting on demand), timed by the host between two marks; then shuts
+/// the TD down (the memory map would not know these pages).
+pub fn bench_accept(hobs: &HobList<'_>, n: u64) -> ! {
+    let room = hobs
+        .memory_resources()
+        .filter(|r| {
+            r.resource_type == resource_type::MEMORY_UNACCEPTED && r.physical_start >= FOUR_GIB
+        })
+        .map(|r| (r.physical_start, r.resource_length))
+        .next();
+    let Some((start, _)) = room.filter(|(_, len)| n * PAGE_4K <= *len) else {
+        guest_rt::fatal!(
+            guest_rt::fatal::code::BAD_CMDLINE,
+            "fw.bench_accept={n}: needs {n} pending pages above 4 GiB (give the guest more RAM)"
+        );
+    };
+    guest_rt::tdcall::mark(abi::report::Mark::AcceptBenchStart, n);
+    for i in 0..n {
+        let gpa = start + i * PAGE_4K;
+        let st = accept_page(gpa, PageLevel::L4K);
+        if st != status::SUCCESS {
+            guest_rt::fatal!(
+                guest_rt::fatal::code::ACCEPT_FAILED,
+                "fw.bench_accept: 4K accept at {gpa:#x} failed: {st:#x}"
+            );
+        }
+        // SAFETY: the page was just accepted; the identity map makes the
+        // GPA an address.
+        unsafe { core::ptr::write_volatile((gpa + 8) as *mut u64, i) };
+    }
+    guest_rt::tdcall::mark(abi::report::Mark::AcceptBenchEnd, n);
+    println!("fw: 4 KiB accept benchmark: {n} pages accepted and written");
+    guest_rt::tdcall::shutdown(0)
+}
+
+/// `fw.selftest=touch-poisoned`: accepts the first 4 KiB page of the
+/// pending RAM above 4 GiB (with `--pending uffd-poison` its 2 MiB chunk
+/// now sits in a memslot with its pending pages poisoned) and writes 8
+/// bytes at offset 8 of the next, pending page. The TD must stop there
+/// with that exact GPA, as a write.
+pub fn touch_poisoned(hobs: &HobList<'_>) -> u32 {
+    let target = hobs
+        .memory_resources()
+        .filter(|r| {
+            r.resource_type == resource_type::MEMORY_UNACCEPTED && r.physical_start >= FOUR_GIB
+        })
+        .map(|r| r.physical_start)
+        .next();
+    let Some(gpa) = target else {
+        println!(
+            "selftest touch-poisoned: no pending RAM above 4 GiB (give the guest more than 3G)"
+        );
+        return 1;
+    };
+    let st = accept_page(gpa, PageLevel::L4K);
+    if st != status::SUCCESS {
+        println!("selftest touch-poisoned: 4K accept at {gpa:#x} failed: {st:#x}");
+        return 1;
+    }
+    // SAFETY: the page was just accepted and is identity-mapped.
+    unsafe { core::ptr::write_volatile((gpa + 8) as *mut u64, 1) };
+    let pending = gpa + PAGE_4K + 8;
+    println!("selftest touch-poisoned: writing pending GPA {pending:#x}");
+    // SAFETY: deliberately a pending page: the VMM must stop the TD here.
+    unsafe { core::ptr::write_volatile(pending as *mut u64, 2) };
+    println!("selftest touch-poisoned: wrote {pending:#x} and survived: FAIL");
+    1
+}

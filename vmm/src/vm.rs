@@ -12,6 +12,7 @@ use crate::boot::plan::{self as boot, BootPlan};
 use crate::host::console::Console;
 use crate::memory::guest_ram::Backing;
 use crate::memory::layout::{LayoutError, RamLayout};
+use crate::memory::pending_mechanism::{PendingMechanism, PoisonedChunks};
 use crate::memory::private::{MemoryError, PrivateMemory};
 use crate::report::assemble::{assemble, Parts, RunFacts};
 use crate::report::run_log::RunLog;
@@ -52,6 +53,9 @@ pub struct TdConfig {
     pub map_on_touch: bool,
     /// The host's Secure-EPT leaf size (`--sept-level`).
     pub sept_level: abi::accept_model::SeptLevel,
+    /// `--pending`: the mechanism asked for, or `None` to pick the best
+    /// this host offers.
+    pub pending: Option<PendingMechanism>,
     /// Check the private-memory invariants after every accept and mapping
     /// (`invariants.rs`); on by default in debug builds.
     pub check_invariants: bool,
@@ -80,6 +84,7 @@ impl TdConfig {
             trace_cap_bytes: crate::report::trace::DEFAULT_CAP_BYTES,
             map_on_touch: true,
             sept_level: abi::accept_model::SeptLevel::L2M,
+            pending: None,
             check_invariants: cfg!(debug_assertions),
             inject: None,
             command_line: Vec::new(),
@@ -108,6 +113,7 @@ impl TdConfig {
             }
             .to_string(),
             sept_level: self.sept_level.as_str().to_string(),
+            pending: self.pending.map_or("auto", PendingMechanism::as_str).to_string(),
             inject: self.inject.map(|i| i.to_string()),
             timeout_s: self.timeout.map(|t| t.as_secs_f64()),
             trace: self.trace.as_ref().map(|p| p.display().to_string()),
@@ -144,6 +150,8 @@ pub enum TdError {
     },
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    #[error("--pending uffd-poison: {0}")]
+    Pending(crate::memory::pending_mechanism::PendingError),
     #[error(transparent)]
     Cpu(#[from] cpu::CpuError),
     #[error(transparent)]
@@ -156,6 +164,34 @@ pub enum TdError {
     Reserve(#[from] crate::memory::host_alloc::ReserveError),
 }
 
+/// Sets up the pending mechanism `asked` for (`None`: the best this host
+/// offers). Returns why `uffd-poison` is not used when it was not asked
+/// for by name; asking for it by name on a host without it is an error.
+fn choose_pending(
+    memory: &mut PrivateMemory,
+    asked: Option<PendingMechanism>,
+) -> Result<Option<String>, TdError> {
+    if asked == Some(PendingMechanism::Memslots) {
+        return Ok(Some("--pending memslots".into()));
+    }
+    let chunks = memory.pages().pages().div_ceil(crate::memory::page_state::PAGES_PER_CHUNK);
+    // A poisoned page hit in pvm-native arrives as a SIGBUS.
+    let opened = crate::host::poison_signal::install()
+        .map_err(|e| crate::memory::pending_mechanism::PendingError::Handler(e))
+        .and_then(|()| PoisonedChunks::open(chunks));
+    match opened {
+        Ok(p) => {
+            memory.use_poison(p);
+            Ok(None)
+        }
+        Err(e) if asked.is_none() => {
+            log::info!("pending memory: memslots ({e})");
+            Ok(Some(e.to_string()))
+        }
+        Err(e) => Err(TdError::Pending(e)),
+    }
+}
+
 /// Most vCPUs a TD may have (`--cpus`).
 pub const MAX_VCPUS: u32 = crate::host::signals::MAX_VCPUS as u32;
 
@@ -166,6 +202,8 @@ pub struct Td {
     pub(crate) profile: CpuProfile,
     pub(crate) config: TdConfig,
     pub(crate) initial_bytes: u64,
+    /// Why `uffd-poison` was not chosen by `--pending auto`, if it was not.
+    pub(crate) pending_fallback: Option<String>,
     /// What the report records of the inputs.
     pub(crate) inputs: report::Inputs,
     pub(crate) _kvm: Kvm,
@@ -286,6 +324,7 @@ impl Td {
         let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit, pauser)?;
         memory.set_map_on_touch(config.map_on_touch);
         memory.set_sept_level(config.sept_level);
+        let pending_fallback = choose_pending(&mut memory, config.pending)?;
         memory.add_initial(plan.initial.0, plan.initial_len())?;
         firmware.load(memory.ram().memory())?;
         memory.write("TD HOB", plan.hob, &hob)?;
@@ -366,6 +405,7 @@ impl Td {
             profile,
             config,
             initial_bytes: plan.initial_len(),
+            pending_fallback,
             inputs,
             _kvm: kvm,
         })
@@ -386,6 +426,7 @@ impl Td {
             profile,
             config,
             initial_bytes,
+            pending_fallback,
             inputs,
             _kvm,
         } = self;
@@ -466,6 +507,7 @@ impl Td {
             mem_bytes: config.mem_bytes,
             cpu_profile: profile.as_str(),
             initial_bytes,
+            pending_fallback,
             inputs,
         };
         let parts = Parts {

@@ -67,6 +67,13 @@ pub enum SeptLevelArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PendingArg {
+    Auto,
+    Memslots,
+    UffdPoison,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogLevel {
     Off,
     Error,
@@ -110,6 +117,13 @@ pub struct RunArgs {
     /// (KVM's TDX support today), and guests fall back to 4 KiB accepts.
     #[arg(long, value_enum, default_value = "2m")]
     pub sept_level: SeptLevelArg,
+    /// How pending memory is kept out of the guest's reach: no memslot
+    /// over it (every host), or, for chunks accepted in 4 KiB pages,
+    /// userfaultfd-poisoned pages inside one memslot (4 KiB accepts without
+    /// memslot changes; host kernel 6.6 or later). auto picks uffd-poison
+    /// where the host offers it; the report says which ran.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub pending: PendingArg,
     /// Write the JSON run report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -178,6 +192,11 @@ impl RunArgs {
             sept_level: match self.sept_level {
                 SeptLevelArg::L2M => abi::accept_model::SeptLevel::L2M,
                 SeptLevelArg::L4K => abi::accept_model::SeptLevel::L4K,
+            },
+            pending: match self.pending {
+                PendingArg::Auto => None,
+                PendingArg::Memslots => Some(crate::memory::pending_mechanism::PendingMechanism::Memslots),
+                PendingArg::UffdPoison => Some(crate::memory::pending_mechanism::PendingMechanism::UffdPoison),
             },
             check_invariants: self.check_invariants || cfg!(debug_assertions),
             inject: self.inject,

@@ -210,17 +210,18 @@ impl GuestRam {
         Ok(())
     }
 
-    /// Bytes of guest RAM resident in host memory (from /proc/self/smaps).
+    /// The RAM offset of host address `host`, if it lies in guest RAM.
+    pub fn offset_of_host(&self, host: u64) -> Option<u64> {
+        host.checked_sub(self.base as u64)
+            .filter(|o| *o < self.size)
+    }
+
+    /// Bytes of guest RAM resident in host memory (from /proc/self/smaps:
+    /// the sum over every mapping inside guest RAM, which userfaultfd
+    /// registration splits into several).
     pub fn resident_bytes(&self) -> Option<u64> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-        let start = format!("{:x}-", self.base as u64);
-        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
-        lines.next()?;
-        lines
-            .take_while(|l| !l.contains('-') || l.contains(':'))
-            .find_map(|l| l.strip_prefix("Rss:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
+        resident_in(&smaps, self.base as u64, self.base as u64 + self.size)
     }
 
     /// Writes `bytes` at RAM offset `offset` (no page-state check).
@@ -258,6 +259,34 @@ impl GuestRam {
     }
 }
 
+/// The Rss of the mappings of `smaps` that start inside `[lo, hi)`, or
+/// `None` when none does.
+fn resident_in(smaps: &str, lo: u64, hi: u64) -> Option<u64> {
+    let mut total = None;
+    let mut inside = false;
+    for line in smaps.lines() {
+        // A mapping's header: "start-end perms offset dev inode [path]".
+        let header = line
+            .split_once('-')
+            .filter(|(a, _)| !a.contains(' ') && !a.ends_with(':'))
+            .and_then(|(a, _)| u64::from_str_radix(a, 16).ok());
+        if let Some(start) = header {
+            inside = (lo..hi).contains(&start);
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        if let Some(kb) = line
+            .strip_prefix("Rss:")
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            *total.get_or_insert(0) += kb * 1024;
+        }
+    }
+    total
+}
+
 /// vm-memory's view of the RAM regions inside the mapping at `base`.
 fn describe(
     base: *mut u8,
@@ -292,5 +321,27 @@ impl Drop for GuestRam {
         // SAFETY: the mapping was created in `new` with this base and size,
         // and vm-memory's regions (built with `build_raw`) do not unmap it.
         unsafe { libc::munmap(self.base as *mut _, self.size as usize) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resident_in;
+
+    #[test]
+    fn resident_bytes_sum_every_mapping_inside_guest_ram() {
+        let smaps = "\
+7f0000000000-7f0000200000 rw-p 00000000 00:00 0
+Size:               2048 kB
+Rss:                 512 kB
+7f0000200000-7f0000400000 rw-p 00000000 00:00 0
+Rss:                1024 kB
+7f0000400000-7f0000600000 rw-p 00000000 00:00 0 /some-file
+Rss:                   8 kB
+";
+        let lo = 0x7f00_0000_0000;
+        assert_eq!(resident_in(smaps, lo, lo + 0x40_0000), Some(1536 * 1024));
+        assert_eq!(resident_in(smaps, lo + 0x20_0000, lo + 0x60_0000), Some(1032 * 1024));
+        assert_eq!(resident_in(smaps, 0x1000, 0x2000), None);
     }
 }

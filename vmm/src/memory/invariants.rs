@@ -2,8 +2,9 @@
 //! first-touch mapping when enabled (`--check-invariants`; always on in
 //! debug builds, so in the integration tests), and over all memory at the
 //! end of a run:
-//! - every memslot exposes only accepted pages, at the host address of its
-//!   own RAM offset, and no two slots overlap;
+//! - every memslot exposes only accepted pages (or, with `uffd-poison`,
+//!   pending pages of a chunk whose pending pages are all poisoned), at
+//!   the host address of its own RAM offset, and no two slots overlap;
 //! - the per-GiB accepted counts add up to the table's total and to the
 //!   counts of the chunks they hold;
 //! - a page accepted just now reads zero on the host.
@@ -140,8 +141,16 @@ fn check_slot(
     while page < last {
         // A whole chunk of 512 accepted pages is checked in one step.
         let chunk = page / PAGES_PER_CHUNK;
-        if page.is_multiple_of(PAGES_PER_CHUNK) && pages.chunk_full(chunk) {
+        // So is a chunk whose pending pages are poisoned (`uffd-poison`):
+        // a slot may cover them, an access still stops.
+        if page.is_multiple_of(PAGES_PER_CHUNK)
+            && (pages.chunk_full(chunk) || mem.chunk_poisoned(chunk))
+        {
             page += PAGES_PER_CHUNK;
+            continue;
+        }
+        if mem.chunk_poisoned(chunk) {
+            page += 1;
             continue;
         }
         if pages.state(page) != PageState::Accepted {

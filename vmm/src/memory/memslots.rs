@@ -225,6 +225,81 @@ impl<B: SlotBackend> MemslotManager<B> {
 }
 
 impl<B: SlotBackend> MemslotManager<B> {
+    /// The slots that intersect `[gpa, gpa + size)`.
+    fn overlapping(&self, gpa: u64, size: u64) -> Vec<(u64, Slot)> {
+        let end = gpa.saturating_add(size);
+        let first = self
+            .slots
+            .range(..=gpa)
+            .next_back()
+            .filter(|(start, s)| *start + s.size > gpa)
+            .map_or(gpa, |(start, _)| *start);
+        self.slots
+            .range(first..end)
+            .map(|(g, s)| (*g, *s))
+            .collect()
+    }
+
+    /// Makes one slot cover `[gpa, gpa + size)` (host address `host`), even
+    /// where slots already cover parts of it: the slots that intersect it
+    /// and the range become one slot over their union, which is then
+    /// merged with the slots adjacent to it. The range must lie inside one
+    /// `MAX_SLOT_BYTES` block and map linearly to the host, as its
+    /// intersecting slots do (the pending mechanism covers a 2 MiB chunk
+    /// whose pending pages are poisoned).
+    pub fn cover(&mut self, gpa: u64, size: u64, host: u64) -> Result<(), MemslotError> {
+        let old = self.overlapping(gpa, size);
+        if let [(g, s)] = old.as_slice() {
+            if *g <= gpa && g + s.size >= gpa + size {
+                return Ok(());
+            }
+        }
+        let lo = old.first().map_or(gpa, |(g, _)| (*g).min(gpa));
+        let hi = old
+            .last()
+            .map_or(gpa + size, |(g, s)| (g + s.size).max(gpa + size));
+        let host_lo = host - (gpa - lo);
+        if old.is_empty() {
+            self.map(gpa, size, host)?;
+        } else {
+            self.backend.pause_vcpus();
+            let r = self.replace(&old, lo, hi - lo, host_lo);
+            self.backend.resume_vcpus();
+            r?;
+        }
+        self.merge_range(lo.saturating_sub(1), hi.saturating_add(1))
+    }
+
+    /// Takes `[gpa, gpa + size)` out of every slot: a slot that covers more
+    /// keeps the rest (as up to two slots). Returns true when a slot
+    /// covered part of the range.
+    pub fn unmap(&mut self, gpa: u64, size: u64) -> Result<bool, MemslotError> {
+        let old = self.overlapping(gpa, size);
+        if old.is_empty() {
+            return Ok(false);
+        }
+        let end = gpa + size;
+        self.backend.pause_vcpus();
+        let result = (|| {
+            for (g, s) in &old {
+                self.backend.remove(s.id, *g, s.host)?;
+                self.slots.remove(g);
+                self.free_ids.push(s.id);
+                self.stats.removed += 1;
+                if *g < gpa {
+                    self.install(*g, gpa - g, s.host)?;
+                }
+                let slot_end = g + s.size;
+                if slot_end > end {
+                    self.install(end, slot_end - end, s.host + (end - g))?;
+                }
+            }
+            Ok(())
+        })();
+        self.backend.resume_vcpus();
+        result.map(|()| true)
+    }
+
     /// Removes `old` and installs one slot over `[gpa, gpa + size)`.
     fn replace(
         &mut self,
@@ -419,6 +494,46 @@ mod tests {
             m.map(4096, 4096, 4096),
             Err(MemslotError::Overlap { .. })
         ));
+    }
+
+    #[test]
+    fn cover_joins_the_slots_inside_and_merges_with_neighbours() {
+        let mut m = MemslotManager::new(Fake::default(), 100, 50);
+        let chunk = 2u64 << 20;
+        // An accepted run crossing into the chunk, one inside it, and the
+        // next chunk covered already.
+        m.map(chunk - 8192, 12288, chunk - 8192).unwrap();
+        m.map(chunk + 40960, 4096, chunk + 40960).unwrap();
+        m.map(2 * chunk, chunk, 2 * chunk).unwrap();
+        m.cover(chunk, chunk, chunk).unwrap();
+        let slots: Vec<_> = m.slots().map(|(g, s)| (g, s.size, s.host)).collect();
+        assert_eq!(slots, vec![(chunk - 8192, 8192 + 2 * chunk, chunk - 8192)]);
+        assert_eq!(m.backend().live.len(), 1);
+        // Covering a covered range changes nothing.
+        let installed = m.stats().installed;
+        m.cover(chunk + 4096, 4096, chunk + 4096).unwrap();
+        assert_eq!(m.stats().installed, installed);
+    }
+
+    #[test]
+    fn unmap_punches_a_hole_and_keeps_the_rest() {
+        let mut m = MemslotManager::new(Fake::default(), 100, 50);
+        m.map(0, 1 << 21, 0x7000_0000).unwrap();
+        assert!(m.unmap(0x5000, 0x2000).unwrap());
+        let slots: Vec<_> = m.slots().map(|(g, s)| (g, s.size, s.host)).collect();
+        assert_eq!(
+            slots,
+            vec![
+                (0, 0x5000, 0x7000_0000),
+                (0x7000, (1 << 21) - 0x7000, 0x7000_7000)
+            ]
+        );
+        assert!(!m.covers(0x5000) && !m.covers(0x6fff) && m.covers(0x7000));
+        // A hole at a slot's edge leaves one piece; nothing there: false.
+        assert!(m.unmap(0, 0x1000).unwrap());
+        assert_eq!(m.slots().next().unwrap().0, 0x1000);
+        assert!(!m.unmap(0x5000, 0x2000).unwrap());
+        assert_eq!(m.backend().live.len(), m.len());
     }
 
     proptest! {

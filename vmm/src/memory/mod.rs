@@ -13,6 +13,7 @@ pub mod layout;
 pub mod memslots;
 pub mod page_runs;
 pub mod page_state;
+pub mod pending_mechanism;
 pub mod private;
 pub mod sept_locks;
 pub mod uffd;

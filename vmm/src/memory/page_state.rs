@@ -223,6 +223,54 @@ impl PageStateTable {
         }
     }
 
+    /// Returns accepted page `page` to pending (the groundwork of
+    /// MapGPA-to-shared and of a host removing a page). A 2 MiB leaf
+    /// becomes 512 4 KiB entries, as the Secure EPT does when a page of it
+    /// is removed; a chunk stays split once all its pages are pending
+    /// again, unless it is released whole (`release_chunk`). Returns false
+    /// when the page was pending already.
+    pub fn release(&mut self, page: u64) -> bool {
+        let chunk = (page / PAGES_PER_CHUNK) as usize;
+        let index = page % PAGES_PER_CHUNK;
+        let slot = match self.chunks[chunk] {
+            PENDING => return false,
+            MAPPED_2M => {
+                let mut map = [u64::MAX; 8];
+                clear_bit(&mut map, index);
+                self.bitmaps.push(map);
+                self.chunks[chunk] = SPLIT_BASE + (self.bitmaps.len() - 1) as u32;
+                self.uncount(page, 1);
+                return true;
+            }
+            split => (split - SPLIT_BASE) as usize,
+        };
+        if !bit(&self.bitmaps[slot], index) {
+            return false;
+        }
+        clear_bit(&mut self.bitmaps[slot], index);
+        self.uncount(page, 1);
+        true
+    }
+
+    /// Returns a whole 2 MiB chunk to pending, its Secure-EPT entry
+    /// removed (a 2 MiB accept works there again). Returns the pages that
+    /// were accepted.
+    pub fn release_chunk(&mut self, chunk: u64) -> u64 {
+        let accepted = self.chunk_accepted(chunk);
+        if accepted > 0 {
+            self.uncount(chunk * PAGES_PER_CHUNK, accepted);
+        }
+        // A split chunk's bitmap stays allocated (unreferenced), like the
+        // rest of the table's history: at most 64 bytes per chunk.
+        self.chunks[chunk as usize] = PENDING;
+        accepted
+    }
+
+    fn uncount(&mut self, page: u64, n: u64) {
+        self.accepted_pages -= n;
+        self.gib_accepted[(page / PAGES_PER_GIB) as usize] -= n as u32;
+    }
+
     fn count(&mut self, page: u64, n: u64) {
         self.accepted_pages += n;
         self.gib_accepted[(page / PAGES_PER_GIB) as usize] += n as u32;
@@ -264,6 +312,10 @@ fn set_bit(map: &mut [u64; 8], index: u64) {
     map[(index / 64) as usize] |= 1 << (index % 64);
 }
 
+fn clear_bit(map: &mut [u64; 8], index: u64) {
+    map[(index / 64) as usize] &= !(1 << (index % 64));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,17 +327,39 @@ mod tests {
         Pending,
         At4K,
         At2M,
+        /// Pending again under a 4 KiB leaf (released from a split chunk).
+        Released,
+    }
+
+    fn chunk_of(model: &mut [Model], page: u64) -> &mut [Model] {
+        let chunk = (page / PAGES_PER_CHUNK) as usize * PAGES_PER_CHUNK as usize;
+        let chunk_end = (chunk + PAGES_PER_CHUNK as usize).min(model.len());
+        &mut model[chunk..chunk_end]
+    }
+
+    /// Release of one page: a 2 MiB leaf splits into 4 KiB leaves.
+    fn model_release(model: &mut [Model], page: u64) -> bool {
+        let index = (page % PAGES_PER_CHUNK) as usize;
+        let pages = chunk_of(model, page);
+        if pages[index] == Model::At2M {
+            pages.fill(Model::At4K);
+        }
+        let was = pages[index] == Model::At4K;
+        if was {
+            pages[index] = Model::Released;
+        }
+        was
     }
 
     fn model_accept(model: &mut [Model], page: u64, level: PageLevel) -> AcceptOutcome {
-        let chunk = (page / PAGES_PER_CHUNK) as usize * PAGES_PER_CHUNK as usize;
-        let chunk_end = (chunk + PAGES_PER_CHUNK as usize).min(model.len());
-        let pages = &mut model[chunk..chunk_end];
+        let pages = chunk_of(model, page);
         if pages.contains(&Model::At2M) {
             return AcceptOutcome::AlreadyAccepted(PageLevel::L2M);
         }
         match level {
-            PageLevel::L2M if pages.contains(&Model::At4K) => AcceptOutcome::SizeMismatch,
+            PageLevel::L2M if pages.iter().any(|m| matches!(m, Model::At4K | Model::Released)) => {
+                AcceptOutcome::SizeMismatch
+            }
             PageLevel::L2M => {
                 pages.fill(Model::At2M);
                 AcceptOutcome::Accepted
@@ -366,23 +440,41 @@ mod tests {
 
     proptest! {
         #[test]
-        fn matches_the_model(ops in proptest::collection::vec((0u64..6 * 512, any::<bool>()), 1..400)) {
+        fn matches_the_model(ops in proptest::collection::vec((0u64..6 * 512, 0u8..8), 1..400)) {
             let pages = 5 * 512 + 100;
             let mut t = PageStateTable::new(pages);
             let mut model = vec![Model::Pending; pages as usize];
-            for (page, big) in ops {
+            let pending = |m: &Model| matches!(m, Model::Pending | Model::Released);
+            for (page, op) in ops {
                 let page = page % pages;
-                let (page, level) = if big && page / 512 < 5 {
-                    (page & !511, PageLevel::L2M)
-                } else {
-                    (page, PageLevel::L4K)
-                };
-                prop_assert_eq!(t.accept(page, level), model_accept(&mut model, page, level));
+                match op {
+                    // Releases, one page or a whole chunk, now and then.
+                    0 => prop_assert_eq!(t.release(page), model_release(&mut model, page)),
+                    1 => {
+                        let chunk = chunk_of(&mut model, page);
+                        let was = chunk.iter().filter(|m| matches!(m, Model::At4K | Model::At2M)).count() as u64;
+                        chunk.fill(Model::Pending);
+                        prop_assert_eq!(t.release_chunk(page / PAGES_PER_CHUNK), was);
+                    }
+                    _ => {
+                        let (page, level) = if op >= 5 && page / 512 < 5 {
+                            (page & !511, PageLevel::L2M)
+                        } else {
+                            (page, PageLevel::L4K)
+                        };
+                        prop_assert_eq!(t.accept(page, level), model_accept(&mut model, page, level));
+                    }
+                }
             }
-            let accepted = model.iter().filter(|m| **m != Model::Pending).count() as u64;
+            for g in 0..pages.div_ceil(PAGES_PER_GIB) {
+                let lo = (g * PAGES_PER_GIB) as usize;
+                let hi = ((g + 1) * PAGES_PER_GIB).min(pages) as usize;
+                prop_assert_eq!(t.gib_accepted(g), model[lo..hi].iter().filter(|m| !pending(m)).count() as u64);
+            }
+            let accepted = model.iter().filter(|m| !pending(m)).count() as u64;
             prop_assert_eq!(t.accepted_pages(), accepted);
             for (i, m) in model.iter().enumerate() {
-                let want = if *m == Model::Pending { PageState::Pending } else { PageState::Accepted };
+                let want = if pending(m) { PageState::Pending } else { PageState::Accepted };
                 prop_assert_eq!(t.state(i as u64), want);
             }
             let mut covered = vec![false; pages as usize];
@@ -402,12 +494,12 @@ mod tests {
                 prop_assert_eq!(t.accepted_run_around(e - 1, e - 1, e), (e - 1, e));
             }
             for (i, m) in model.iter().enumerate() {
-                prop_assert_eq!(covered[i], *m != Model::Pending);
+                prop_assert_eq!(covered[i], !pending(m));
             }
             for c in 0..pages.div_ceil(512) {
                 let lo = (c * 512) as usize;
                 let hi = ((c + 1) * 512).min(pages) as usize;
-                prop_assert_eq!(t.chunk_full(c), model[lo..hi].iter().all(|m| *m != Model::Pending));
+                prop_assert_eq!(t.chunk_full(c), model[lo..hi].iter().all(|m| !pending(m)));
             }
         }
     }

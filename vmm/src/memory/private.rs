@@ -12,6 +12,8 @@ use crate::memory::memslots::{
 };
 use crate::memory::page_state::{PageState, PageStateTable};
 use crate::memory::page_state::{PAGES_PER_CHUNK, PAGES_PER_GIB};
+use crate::memory::pending_mechanism::{PendingMechanism, PoisonedChunks};
+use std::sync::Arc;
 use abi::tdcall::PageLevel;
 use abi::PAGE_4K;
 use thiserror::Error;
@@ -25,6 +27,8 @@ pub enum MemoryError {
     Memslot(#[from] MemslotError),
     #[error(transparent)]
     Reserve(#[from] crate::memory::page_state::ReserveError),
+    #[error(transparent)]
+    Pending(#[from] crate::memory::pending_mechanism::PendingError),
     #[error("range gpa {gpa:#x} (+{len:#x}) is not RAM")]
     NotRam { gpa: u64, len: u64 },
     #[error("refusing to write {what} into pending memory at gpa {gpa:#x}")]
@@ -57,6 +61,8 @@ pub struct PrivateMemory<B: SlotBackend = KvmSlots> {
     /// Install memslots at the first touch of accepted memory instead of
     /// at accept time.
     pub(crate) map_on_touch: bool,
+    /// With `uffd-poison`: the chunks whose pending pages are poisoned.
+    pub(crate) poison: Option<Arc<PoisonedChunks>>,
 }
 
 impl PrivateMemory<KvmSlots> {
@@ -93,7 +99,162 @@ impl<B: SlotBackend> PrivateMemory<B> {
             pages,
             backing,
             map_on_touch: false,
+            poison: None,
         })
+    }
+
+    /// Switches to `uffd-poison` (before any accept): chunks accepted in
+    /// 4 KiB pages will hold poisoned pending pages inside one memslot.
+    pub fn use_poison(&mut self, poison: PoisonedChunks) {
+        self.poison = Some(Arc::new(poison));
+    }
+
+    /// The mechanism that keeps pending memory out of the guest's reach.
+    pub fn pending_mechanism(&self) -> PendingMechanism {
+        match self.poison {
+            Some(_) => PendingMechanism::UffdPoison,
+            None => PendingMechanism::Memslots,
+        }
+    }
+
+    /// The `uffd-poison` host side, if that mechanism runs.
+    pub fn poisoned_chunks(&self) -> Option<&PoisonedChunks> {
+        self.poison.as_deref()
+    }
+
+    /// True when chunk `chunk`'s pending pages are poisoned (a slot may
+    /// cover them).
+    pub fn chunk_poisoned(&self, chunk: u64) -> bool {
+        self.poison.as_ref().is_some_and(|p| p.is_registered(chunk))
+    }
+
+    /// Before an accept of `[offset, offset + level)` that will succeed:
+    /// with `uffd-poison`, a 4 KiB accept (or any accept in a poisoned
+    /// chunk) registers and poisons its chunk first and returns the host
+    /// side that fills the page; `None` means zero and back it as usual.
+    pub fn prepare_accept(
+        &mut self,
+        offset: u64,
+        level: PageLevel,
+    ) -> Result<Option<Arc<PoisonedChunks>>, MemoryError> {
+        let chunk = offset / PAGE_4K / PAGES_PER_CHUNK;
+        match &self.poison {
+            Some(p) if level == PageLevel::L4K || p.is_registered(chunk) => {
+                let p = p.clone();
+                self.poison_chunk(chunk, offset / PAGE_4K..(offset + level.size()) / PAGE_4K)?;
+                Ok(Some(p))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Registers chunk `chunk` with userfaultfd, poisons its pending pages
+    /// and covers it with one memslot (merged with its neighbours); pages
+    /// in `also` count as pending (an accept recorded them already and
+    /// fills them next). Does nothing when it is poisoned already or the
+    /// mechanism is `memslots`.
+    pub(crate) fn poison_chunk(
+        &mut self,
+        chunk: u64,
+        also: std::ops::Range<u64>,
+    ) -> Result<(), MemoryError> {
+        let Some(p) = self.poison.clone() else {
+            return Ok(());
+        };
+        if p.is_registered(chunk) {
+            return Ok(());
+        }
+        let first = chunk * PAGES_PER_CHUNK;
+        let count = self.pages.chunk_pages(chunk);
+        let pending =
+            |p: u64| self.pages.state(p) == PageState::Pending || also.contains(&p);
+        let mut runs = Vec::new();
+        let mut page = first;
+        while page < first + count {
+            if !pending(page) {
+                page += 1;
+                continue;
+            }
+            let start = page;
+            while page < first + count && pending(page) {
+                page += 1;
+            }
+            runs.push((
+                self.ram.host_addr(start * PAGE_4K),
+                (page - start) * PAGE_4K,
+            ));
+        }
+        let offset = first * PAGE_4K;
+        let host = self.ram.host_addr(offset);
+        p.register(chunk, host, count * PAGE_4K, &runs)?;
+        let gpa = self.layout().gpa_of_offset(offset);
+        self.slots.cover(gpa, count * PAGE_4K, host)?;
+        Ok(())
+    }
+
+    /// Takes the 4 KiB page at `gpa` out of the memslot that covers it
+    /// (a poisoned pending page a vCPU hit: its access then runs again
+    /// without a slot and exits with its exact GPA). Returns false when no
+    /// slot covered it.
+    pub fn take_out_of_slot(&mut self, gpa: u64) -> Result<bool, MemoryError> {
+        Ok(self.slots.unmap(gpa & !(PAGE_4K - 1), PAGE_4K)?)
+    }
+
+    /// Returns the accepted pages of `[gpa, gpa + len)` (4 KiB aligned RAM)
+    /// to pending: their host memory is freed and the guest's next access
+    /// stops the TD, as for memory never accepted. With `memslots` the
+    /// range leaves its slots; with `uffd-poison` its pages are poisoned
+    /// (their chunks registered first). Returns the pages released. The
+    /// groundwork of MapGPA; the caller keeps vCPUs out of the range.
+    pub fn release(&mut self, gpa: u64, len: u64) -> Result<u64, MemoryError> {
+        let offset = self
+            .layout()
+            .ram_offset(gpa, len)
+            .filter(|_| gpa % PAGE_4K == 0 && len % PAGE_4K == 0)
+            .ok_or(MemoryError::NotRam { gpa, len })?;
+        let (first, end) = (offset / PAGE_4K, (offset + len) / PAGE_4K);
+        let mut released = 0;
+        let mut page = first;
+        while page < end {
+            let chunk = page / PAGES_PER_CHUNK;
+            let chunk_end = (chunk * PAGES_PER_CHUNK + self.pages.chunk_pages(chunk)).min(end);
+            let whole = page == chunk * PAGES_PER_CHUNK
+                && chunk_end == chunk * PAGES_PER_CHUNK + PAGES_PER_CHUNK;
+            let mut runs: Vec<(u64, u64)> = Vec::new();
+            if whole {
+                released += self.pages.release_chunk(chunk);
+                runs.push((page, chunk_end));
+            } else {
+                for p in page..chunk_end {
+                    if self.pages.release(p) {
+                        released += 1;
+                        match runs.last_mut() {
+                            Some(r) if r.1 == p => r.1 = p + 1,
+                            _ => runs.push((p, p + 1)),
+                        }
+                    }
+                }
+            }
+            match self.poison.clone() {
+                Some(p) if p.is_registered(chunk) => {
+                    for (s, e) in runs {
+                        p.poison(self.ram.host_addr(s * PAGE_4K), (e - s) * PAGE_4K)?;
+                    }
+                }
+                // Registering poisons every pending page, these included.
+                Some(_) => self.poison_chunk(chunk, 0..0)?,
+                None => {
+                    for (s, e) in runs {
+                        let host = self.ram.host_addr(s * PAGE_4K);
+                        crate::memory::pending_mechanism::dontneed(host, (e - s) * PAGE_4K)?;
+                        let at = self.layout().gpa_of_offset(s * PAGE_4K);
+                        self.slots.unmap(at, (e - s) * PAGE_4K)?;
+                    }
+                }
+            }
+            page = chunk_end;
+        }
+        Ok(released)
     }
 
     /// Chooses when accepted memory gets its memslot.
@@ -179,7 +340,10 @@ impl<B: SlotBackend> PrivateMemory<B> {
     ) -> Result<u64, MemoryError> {
         let size = level.size();
         let zero_start = std::time::Instant::now();
-        self.ram.zero_and_back(offset, size, self.backing)?;
+        match self.prepare_accept(offset, level)? {
+            Some(p) => p.fill(self.ram.host_addr(offset), size)?,
+            None => self.ram.zero_and_back(offset, size, self.backing)?,
+        }
         let zero_ns = zero_start.elapsed().as_nanos() as u64;
         self.map_accepted(gpa, offset, level)?;
         Ok(zero_ns)
@@ -195,6 +359,10 @@ impl<B: SlotBackend> PrivateMemory<B> {
         level: PageLevel,
     ) -> Result<(), MemoryError> {
         let size = level.size();
+        if self.chunk_poisoned(offset / PAGE_4K / PAGES_PER_CHUNK) {
+            // One slot covers the chunk already.
+            return self.merge_completed(gpa, level == PageLevel::L4K);
+        }
         if !self.map_on_touch {
             let host = self.ram.host_addr(offset);
             self.slots.map(gpa, size, host)?;

@@ -65,6 +65,8 @@ pub struct RunFacts {
     pub mem_bytes: u64,
     pub cpu_profile: &'static str,
     pub initial_bytes: u64,
+    /// Why `uffd-poison` did not run, when `--pending auto` fell back.
+    pub pending_fallback: Option<String>,
     pub inputs: report::Inputs,
 }
 
@@ -113,6 +115,10 @@ pub fn assemble<B: SlotBackend>(
         BitmapCheck::NotFilled(c) | BitmapCheck::Checked(c) => Some(c.table),
         _ => None,
     };
+    let poison = memory
+        .poisoned_chunks()
+        .map(|p| p.stats())
+        .unwrap_or_default();
     Report {
         version: REPORT_VERSION,
         outcome: stop.outcome.as_str().to_string(),
@@ -140,6 +146,11 @@ pub fn assemble<B: SlotBackend>(
             memslots_peak: slot_stats.peak,
             memslots_installed: slot_stats.installed,
             memslots_removed: slot_stats.removed,
+            pending_mechanism: memory.pending_mechanism(),
+            pending_fallback: facts.pending_fallback.clone(),
+            poisoned_chunks: poison.chunks,
+            pages_poisoned: poison.pages_poisoned,
+            pages_filled: poison.pages_filled,
         },
         exits,
         vcpus: vcpus.len() as u32,

@@ -31,7 +31,7 @@ pub struct PageStats {
 }
 
 /// Host-side cost.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HostStats {
     /// Peak RSS of the VMM process (VmHWM).
     pub rss_peak_bytes: u64,
@@ -43,6 +43,21 @@ pub struct HostStats {
     pub memslots_peak: usize,
     pub memslots_installed: u64,
     pub memslots_removed: u64,
+    /// How pending memory was kept out of the guest's reach (`memslots`
+    /// or `uffd-poison`; reports from before it read as `memslots`).
+    #[serde(default)]
+    pub pending_mechanism: crate::memory::pending_mechanism::PendingMechanism,
+    /// Why `--pending auto` did not pick `uffd-poison`, if it did not.
+    #[serde(default)]
+    pub pending_fallback: Option<String>,
+    /// With `uffd-poison`: 2 MiB chunks registered, pages poisoned
+    /// (pending) and pages filled by UFFDIO_COPY (accepted).
+    #[serde(default)]
+    pub poisoned_chunks: u64,
+    #[serde(default)]
+    pub pages_poisoned: u64,
+    #[serde(default)]
+    pub pages_filled: u64,
 }
 
 /// vCPU exits by kind.
@@ -54,6 +69,10 @@ pub struct ExitStats {
     pub doorbell: u64,
     /// Port I/O to ports with no device (reads all-ones, writes dropped).
     pub unassigned_io: u64,
+    /// Guest accesses to poisoned pending pages (`uffd-poison`,
+    /// pvm-native: a SIGBUS during KVM_RUN).
+    #[serde(default)]
+    pub poisoned: u64,
     /// First touches of accepted memory that installed a memslot
     /// (`--map on-touch`).
     pub first_touch_maps: u64,
@@ -68,6 +87,7 @@ impl ExitStats {
         self.doorbell += o.doorbell;
         self.unassigned_io += o.unassigned_io;
         self.first_touch_maps += o.first_touch_maps;
+        self.poisoned += o.poisoned;
         self.total += o.total;
     }
 }
@@ -157,6 +177,10 @@ fn sept_2m() -> String {
     "2m".into()
 }
 
+fn pending_memslots() -> String {
+    "memslots".into()
+}
+
 fn one_vcpu() -> u32 {
     1
 }
@@ -193,6 +217,9 @@ pub struct Inputs {
     /// `--sept-level` (reports from before it read as `2m`).
     #[serde(default = "sept_2m")]
     pub sept_level: String,
+    /// `--pending` (reports from before it read as `memslots`).
+    #[serde(default = "pending_memslots")]
+    pub pending: String,
     pub inject: Option<String>,
     pub timeout_s: Option<f64>,
     pub trace: Option<String>,
@@ -271,6 +298,13 @@ pub struct KexecRecord {
 pub struct Bench {
     pub round_trips: u64,
     pub doorbell_rtt_ns: u64,
+    /// `fw.bench_accept=N`: pending 4 KiB pages accepted and then written
+    /// once each, and the time per page (doorbell, VMM handling and the
+    /// guest's first write).
+    #[serde(default)]
+    pub accept_pages: u64,
+    #[serde(default)]
+    pub accept_4k_ns: u64,
 }
 
 /// Outcome of a run refused before any guest code ran (bad input).

@@ -260,7 +260,7 @@ pub fn accept_on_vcpu<B: SlotBackend>(
         );
         return busy(req);
     };
-    {
+    let poison = {
         let mut s = td.lock();
         if let Some(h) = injected_busy(&mut s.tdx, req) {
             return h;
@@ -268,12 +268,27 @@ pub fn accept_on_vcpu<B: SlotBackend>(
         if s.memory.pages().peek_accept(offset / PAGE_4K, level) != AcceptOutcome::Accepted {
             return done(&mut s, None);
         }
-    }
+        // With `uffd-poison`, a 4 KiB accept poisons its chunk first (once).
+        match s.memory.prepare_accept(offset, level) {
+            Ok(p) => p,
+            Err(e) => return host_failed(req, rip, e),
+        }
+    };
     // The entry lock keeps every other accept away from this page, and
-    // pending memory has no memslot: nobody else touches these bytes.
+    // pending memory is out of the guest's reach (no memslot, or
+    // poisoned): nobody else touches these bytes.
     let zero_start = Instant::now();
-    if let Err(e) = td.ram.zero_and_back(offset, level.size(), td.backing) {
-        return host_failed(req, rip, MemoryError::Ram(e));
+    let filled = match poison {
+        Some(p) => p
+            .fill(td.ram.host_addr(offset), level.size())
+            .map_err(MemoryError::Pending),
+        None => td
+            .ram
+            .zero_and_back(offset, level.size(), td.backing)
+            .map_err(MemoryError::Ram),
+    };
+    if let Err(e) = filled {
+        return host_failed(req, rip, e);
     }
     let zero_ns = zero_start.elapsed().as_nanos() as u64;
     let mut s = td.lock();

@@ -16,6 +16,7 @@ pub use events::{apply, check_invariants};
 pub use exit::{on_exit, on_memory, on_memory_smp, Action, Exit, MemoryAction};
 
 use crate::host::watchdog::Watchdog;
+use crate::memory::private::GpaKind;
 use crate::report::trace::Kind;
 use crate::report::ExitStats;
 use crate::shared::{Shared, TdShared};
@@ -38,6 +39,10 @@ pub struct VcpuState {
     pub lock_wait_ns: u64,
     /// The vCPU's TSC frequency (KVM_GET_TSC_KHZ), when KVM tells it.
     pub tsc_khz: Option<u32>,
+    /// The GPA of the last poisoned-page SIGBUS that found the page
+    /// accepted (another vCPU accepted it after the access): a second one
+    /// there in a row is not a race.
+    pub last_poisoned: Option<u64>,
 }
 
 impl VcpuState {
@@ -168,9 +173,12 @@ impl Vcpu {
             td.board.leave_guest();
             return None;
         }
-        let run = self.fd.run();
+        let (run, poisoned) = crate::host::poison_signal::around_run(|| self.fd.run());
         td.board.leave_guest();
         let exit = Exit::from_kvm(run);
+        if let Some(host) = poisoned {
+            return self.poisoned_access(td, host);
+        }
         match on_exit(exit, &mut self.state.exits) {
             Action::Resume => None,
             Action::Stop(stop) => Some(stop),
@@ -329,6 +337,48 @@ impl Vcpu {
         check_invariants(shared, gpa & !0xfff, abi::PAGE_4K, false)
             .err()
             .map(|e| Stop::error(format!("private-memory invariant broken: {e}"), self.rip()))
+    }
+
+    /// A guest access hit a poisoned page (`uffd-poison`, pvm-native: a
+    /// SIGBUS naming the page's host address). If the page is still
+    /// pending, it is taken out of its memslot and the instruction runs
+    /// again: it then exits like any access to memory without a slot, with
+    /// its exact GPA and access type, and stops the TD there. A page that
+    /// another vCPU accepted meanwhile needs nothing.
+    fn poisoned_access(&mut self, td: &TdShared, host: u64) -> Option<Stop> {
+        self.state.exits.total += 1;
+        self.state.exits.poisoned += 1;
+        let shared = &mut *td.lock();
+        let mem = &mut shared.memory;
+        let Some(offset) = mem.ram().offset_of_host(host) else {
+            return Some(Stop::error(
+                format!("SIGBUS in KVM_RUN at host address {host:#x}, outside guest RAM"),
+                self.rip(),
+            ));
+        };
+        let gpa = mem.layout().gpa_of_offset(offset & !(abi::PAGE_4K - 1));
+        if mem.classify(gpa) != GpaKind::Pending {
+            // Accepted since the access; if it hits again, it is no race.
+            if std::mem::replace(&mut self.state.last_poisoned, Some(gpa)) == Some(gpa) {
+                return Some(Stop::error(
+                    format!("SIGBUS in KVM_RUN again at accepted GPA {gpa:#x}"),
+                    self.rip(),
+                ));
+            }
+            return None;
+        }
+        self.state.last_poisoned = None;
+        match mem.take_out_of_slot(gpa) {
+            Ok(true) => None,
+            Ok(false) => Some(Stop::error(
+                format!("SIGBUS in KVM_RUN at pending GPA {gpa:#x}, which no memslot covers"),
+                self.rip(),
+            )),
+            Err(e) => Some(Stop::error(
+                format!("taking poisoned GPA {gpa:#x} out of its memslot failed: {e}"),
+                self.rip(),
+            )),
+        }
     }
 
     /// A guest access reached a GPA without a memslot that is not
