@@ -194,3 +194,154 @@ fn check_total(mem: &PrivateMemory<impl SlotBackend>) -> Result<(), InvariantErr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::guest_ram::Backing;
+    use crate::memory::layout::RamLayout;
+    use crate::memory::memslots::NoKvm;
+    use crate::memory::pending_mechanism::PoisonedChunks;
+    use crate::tdx::accept::{accept, AcceptRequest, AcceptResult, AcceptStats, HandleHistogram};
+    use abi::tdcall::{accept::encode, PageLevel};
+    use proptest::prelude::*;
+
+    const MEM: u64 = 64 << 20;
+
+    /// 64 MiB of RAM, slots installed at accept, with `uffd-poison` when
+    /// asked (`None` when this host has no UFFDIO_POISON).
+    fn memory(poison: bool) -> Option<PrivateMemory<NoKvm>> {
+        let layout = RamLayout::new(MEM, 48).unwrap();
+        let mut m = PrivateMemory::with_backend(NoKvm, layout, Backing::Populate, 4096).unwrap();
+        if poison {
+            match PoisonedChunks::open(MEM / abi::PAGE_2M) {
+                Ok(p) => m.use_poison(p),
+                Err(e) => {
+                    eprintln!("SKIPPED uffd-poison case: {e}");
+                    return None;
+                }
+            }
+        }
+        Some(m)
+    }
+
+    fn do_accept(m: &mut PrivateMemory<NoKvm>, gpa: u64, level: PageLevel) -> AcceptResult {
+        let req = AcceptRequest::decode(m.layout(), encode(gpa, level));
+        let (mut stats, mut hist) = (AcceptStats::default(), HandleHistogram::default());
+        accept(m, &req, &mut stats, &mut hist).unwrap()
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Accept4K(u64),
+        Accept2M(u64),
+        Release(u64, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let pages = MEM / PAGE_4K;
+        prop_oneof![
+            3 => (0..pages).prop_map(Op::Accept4K),
+            1 => (0..MEM / abi::PAGE_2M).prop_map(Op::Accept2M),
+            2 => (0..pages, 1u64..700).prop_map(move |(p, n)| Op::Release(p, n.min(pages - p))),
+        ]
+    }
+
+    /// Accepts and releases in any order, with either mechanism: the
+    /// invariants hold after every step (no slot exposes a pending page
+    /// unless its chunk is poisoned), released pages leave every slot or
+    /// are poisoned, and a page accepted again reads zero whatever was
+    /// written there before its release.
+    fn accept_release_run(poison: bool, ops: &[Op]) -> Result<(), TestCaseError> {
+        let Some(mut m) = memory(poison) else {
+            return Ok(());
+        };
+        for op in ops {
+            match *op {
+                Op::Accept4K(p) | Op::Accept2M(p) => {
+                    let (gpa, level) = match op {
+                        Op::Accept4K(_) => (p * PAGE_4K, PageLevel::L4K),
+                        _ => (p * abi::PAGE_2M, PageLevel::L2M),
+                    };
+                    if let AcceptResult::Accepted { .. } = do_accept(&mut m, gpa, level) {
+                        prop_assert_eq!(check_zeroed(&m, gpa, level.size()), Ok(()));
+                        // Leave a mark a later release must wipe.
+                        prop_assert!(m.write_accepted(gpa + level.size() - 8, &[0xa5; 8]));
+                    }
+                }
+                Op::Release(p, n) => {
+                    let before = m.pages().accepted_pages();
+                    let released = m.release(p * PAGE_4K, n * PAGE_4K).unwrap();
+                    prop_assert_eq!(m.pages().accepted_pages(), before - released);
+                    for q in p..p + n {
+                        prop_assert_eq!(m.pages().state(q), PageState::Pending);
+                        let covered = m.slots().covers(q * PAGE_4K);
+                        prop_assert!(!covered || m.chunk_poisoned(q / PAGES_PER_CHUNK));
+                    }
+                }
+            }
+            prop_assert_eq!(check_all(&m), Ok(()));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn accept_and_release_keep_the_invariants_with_memslots(ops in proptest::collection::vec(op(), 1..40)) {
+            accept_release_run(false, &ops)?;
+        }
+
+        #[test]
+        fn accept_and_release_keep_the_invariants_with_uffd_poison(ops in proptest::collection::vec(op(), 1..40)) {
+            accept_release_run(true, &ops)?;
+        }
+    }
+
+    #[test]
+    fn release_frees_host_memory_and_the_next_access_stops() {
+        for poison in [false, true] {
+            let Some(mut m) = memory(poison) else {
+                continue;
+            };
+            let chunk = 4 * abi::PAGE_2M;
+            assert!(matches!(
+                do_accept(&mut m, chunk, PageLevel::L2M),
+                AcceptResult::Accepted { .. }
+            ));
+            assert!(m.write_accepted(chunk + 0x3000, &[7; 8]));
+            let rss = m.ram().resident_bytes().unwrap();
+            assert_eq!(m.release(chunk + 0x3000, 2 * PAGE_4K).unwrap(), 2);
+            assert!(m.ram().resident_bytes().unwrap() < rss, "poison {poison}");
+            // The guest's next access stops: no slot there, or a poisoned
+            // page inside the chunk's slot.
+            assert_eq!(m.classify(chunk + 0x3008), crate::memory::private::GpaKind::Pending);
+            assert_eq!(m.slots().covers(chunk + 0x3000), poison);
+            assert_eq!(m.chunk_poisoned(4), poison);
+            // The pages around it stay accepted and keep their bytes.
+            assert_eq!(m.pages().state(chunk / PAGE_4K + 2), PageState::Accepted);
+            // Released pages are 4 KiB entries now: the 2 MiB accept sees
+            // the split, a 4 KiB accept takes the page back, zeroed.
+            assert_eq!(
+                do_accept(&mut m, chunk, PageLevel::L2M),
+                AcceptResult::SizeMismatch { gpa: chunk }
+            );
+            assert!(matches!(
+                do_accept(&mut m, chunk + 0x3000, PageLevel::L4K),
+                AcceptResult::Accepted { .. }
+            ));
+            assert_eq!(check_zeroed(&m, chunk + 0x3000, PAGE_4K), Ok(()));
+            // A whole chunk released is a pending 2 MiB entry again.
+            assert_eq!(m.release(chunk, abi::PAGE_2M).unwrap(), 511);
+            assert!(matches!(
+                do_accept(&mut m, chunk, PageLevel::L2M),
+                AcceptResult::Accepted { .. }
+            ));
+            assert_eq!(check_zeroed(&m, chunk, abi::PAGE_2M), Ok(()));
+            assert_eq!(check_all(&m), Ok(()));
+            // Not RAM, or not page aligned: refused.
+            assert!(m.release(MEM, PAGE_4K).is_err());
+            assert!(m.release(chunk + 1, PAGE_4K).is_err());
+        }
+    }
+}
