@@ -87,7 +87,21 @@ pub fn config(profile: ProfileChoice, mem: u64, cmdline: &str) -> TdConfig {
     c.mem_bytes = mem;
     c.cmdline = cmdline.to_string();
     c.timeout = Some(std::time::Duration::from_secs(120));
+    c.pending = pending_from_env();
     c
+}
+
+/// `TEST_PENDING=memslots|uffd-poison` runs every test with that pending
+/// mechanism (CI runs the core scenarios again with `memslots`, the
+/// fallback of hosts without UFFDIO_POISON); unset: the VMM's `auto`.
+pub fn pending_from_env() -> Option<vmm::memory::pending_mechanism::PendingMechanism> {
+    use vmm::memory::pending_mechanism::PendingMechanism;
+    match std::env::var("TEST_PENDING").ok()?.as_str() {
+        "memslots" => Some(PendingMechanism::Memslots),
+        "uffd-poison" => Some(PendingMechanism::UffdPoison),
+        "" | "auto" => None,
+        other => panic!("TEST_PENDING={other}: expected memslots, uffd-poison or auto"),
+    }
 }
 
 /// The same with the built kernel as payload: the firmware hands over.

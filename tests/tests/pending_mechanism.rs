@@ -105,27 +105,54 @@ fn both_mechanisms_agree_and_uffd_poison_needs_no_slot_per_page() {
             assert_eq!(poison.host.pending_mechanism, PendingMechanism::UffdPoison);
             let (a, b) = (&slots.accept, &poison.accept);
             assert_eq!(
-                (a.calls, a.ok_4k, a.ok_2m, a.size_mismatch, a.already_accepted),
-                (b.calls, b.ok_4k, b.ok_2m, b.size_mismatch, b.already_accepted),
+                (
+                    a.calls,
+                    a.ok_4k,
+                    a.ok_2m,
+                    a.size_mismatch,
+                    a.already_accepted
+                ),
+                (
+                    b.calls,
+                    b.ok_4k,
+                    b.ok_2m,
+                    b.size_mismatch,
+                    b.already_accepted
+                ),
                 "{ctx}"
             );
-            assert_eq!(slots.pages.accepted_bytes, poison.pages.accepted_bytes, "{ctx}");
+            assert_eq!(
+                slots.pages.accepted_bytes, poison.pages.accepted_bytes,
+                "{ctx}"
+            );
             assert_eq!(slots.guest, poison.guest, "{ctx}");
             if !fw {
-                assert_eq!(poison.bitmap_mismatches, Some(0), "{ctx}: {:?}", poison.bitmap_error);
+                assert_eq!(
+                    poison.bitmap_mismatches,
+                    Some(0),
+                    "{ctx}: {:?}",
+                    poison.bitmap_error
+                );
             }
             // Every page filled was a 4 KiB accept (initial memory aside,
             // nothing else is accepted), in chunks registered once each.
             assert_eq!(poison.host.pages_filled, b.ok_4k, "{ctx}");
             let chunks = poison.host.poisoned_chunks;
-            assert!(chunks > 0 && chunks * 512 >= b.ok_4k, "{ctx}: {chunks} chunks");
+            assert!(
+                chunks > 0 && chunks * 512 >= b.ok_4k,
+                "{ctx}: {chunks} chunks"
+            );
             assert_eq!(poison.exits.first_touch_maps, 0, "{ctx}");
             assert!(
                 poison.host.memslots_installed <= 2 * chunks + 4,
                 "{ctx}: {} installs for {chunks} chunks",
                 poison.host.memslots_installed
             );
-            assert!(poison.host.memslots_peak < 8, "{ctx}: {}", poison.host.memslots_peak);
+            assert!(
+                poison.host.memslots_peak < 8,
+                "{ctx}: {}",
+                poison.host.memslots_peak
+            );
             // Pending memory costs nothing either way.
             let slack = 4 * MIB;
             assert!(
@@ -148,7 +175,10 @@ fn the_report_names_the_mechanism_that_ran() {
         let r = boot(with(config(p, 128 * MIB, ""), PendingMechanism::Memslots));
         ok(&r, name(p));
         assert_eq!(r.host.pending_mechanism, PendingMechanism::Memslots);
-        assert_eq!(r.host.pending_fallback.as_deref(), Some("--pending memslots"));
+        assert_eq!(
+            r.host.pending_fallback.as_deref(),
+            Some("--pending memslots")
+        );
         assert_eq!(r.inputs.pending, "memslots");
         let auto = boot(config(p, 128 * MIB, ""));
         ok(&auto, name(p));

@@ -113,7 +113,10 @@ impl TdConfig {
             }
             .to_string(),
             sept_level: self.sept_level.as_str().to_string(),
-            pending: self.pending.map_or("auto", PendingMechanism::as_str).to_string(),
+            pending: self
+                .pending
+                .map_or("auto", PendingMechanism::as_str)
+                .to_string(),
             inject: self.inject.map(|i| i.to_string()),
             timeout_s: self.timeout.map(|t| t.as_secs_f64()),
             trace: self.trace.as_ref().map(|p| p.display().to_string()),
@@ -174,10 +177,13 @@ fn choose_pending(
     if asked == Some(PendingMechanism::Memslots) {
         return Ok(Some("--pending memslots".into()));
     }
-    let chunks = memory.pages().pages().div_ceil(crate::memory::page_state::PAGES_PER_CHUNK);
+    let chunks = memory
+        .pages()
+        .pages()
+        .div_ceil(crate::memory::page_state::PAGES_PER_CHUNK);
     // A poisoned page hit in pvm-native arrives as a SIGBUS.
     let opened = crate::host::poison_signal::install()
-        .map_err(|e| crate::memory::pending_mechanism::PendingError::Handler(e))
+        .map_err(crate::memory::pending_mechanism::PendingError::Handler)
         .and_then(|()| PoisonedChunks::open(chunks));
     match opened {
         Ok(p) => {

@@ -179,7 +179,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         } else {
             cfg.sept_repeats
         };
-        xtask::bench::sept::sept(&cfg.out, &cfg.profiles[0], repeats, &cfg.sept_counts)?;
+        xtask::bench::sept::sept(&cfg.out, &cfg.profiles, repeats, &cfg.sept_counts)?;
         return xtask::bench::micro::rewrite_targets(&cfg.out);
     }
     if vcpus_only {

@@ -195,8 +195,12 @@ impl RunArgs {
             },
             pending: match self.pending {
                 PendingArg::Auto => None,
-                PendingArg::Memslots => Some(crate::memory::pending_mechanism::PendingMechanism::Memslots),
-                PendingArg::UffdPoison => Some(crate::memory::pending_mechanism::PendingMechanism::UffdPoison),
+                PendingArg::Memslots => {
+                    Some(crate::memory::pending_mechanism::PendingMechanism::Memslots)
+                }
+                PendingArg::UffdPoison => {
+                    Some(crate::memory::pending_mechanism::PendingMechanism::UffdPoison)
+                }
             },
             check_invariants: self.check_invariants || cfg!(debug_assertions),
             inject: self.inject,

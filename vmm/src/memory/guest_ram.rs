@@ -341,7 +341,10 @@ Rss:                   8 kB
 ";
         let lo = 0x7f00_0000_0000;
         assert_eq!(resident_in(smaps, lo, lo + 0x40_0000), Some(1536 * 1024));
-        assert_eq!(resident_in(smaps, lo + 0x20_0000, lo + 0x60_0000), Some(1032 * 1024));
+        assert_eq!(
+            resident_in(smaps, lo + 0x20_0000, lo + 0x60_0000),
+            Some(1032 * 1024)
+        );
         assert_eq!(resident_in(smaps, 0x1000, 0x2000), None);
     }
 }

@@ -315,7 +315,10 @@ mod tests {
             assert!(m.ram().resident_bytes().unwrap() < rss, "poison {poison}");
             // The guest's next access stops: no slot there, or a poisoned
             // page inside the chunk's slot.
-            assert_eq!(m.classify(chunk + 0x3008), crate::memory::private::GpaKind::Pending);
+            assert_eq!(
+                m.classify(chunk + 0x3008),
+                crate::memory::private::GpaKind::Pending
+            );
             assert_eq!(m.slots().covers(chunk + 0x3000), poison);
             assert_eq!(m.chunk_poisoned(4), poison);
             // The pages around it stay accepted and keep their bytes.

@@ -357,7 +357,11 @@ mod tests {
             return AcceptOutcome::AlreadyAccepted(PageLevel::L2M);
         }
         match level {
-            PageLevel::L2M if pages.iter().any(|m| matches!(m, Model::At4K | Model::Released)) => {
+            PageLevel::L2M
+                if pages
+                    .iter()
+                    .any(|m| matches!(m, Model::At4K | Model::Released)) =>
+            {
                 AcceptOutcome::SizeMismatch
             }
             PageLevel::L2M => {

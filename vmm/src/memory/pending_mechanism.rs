@@ -17,7 +17,7 @@
 //! facade (`private.rs`) decides when to use them and keeps the memslots in
 //! step. VMM threads never touch a poisoned page (that would be a SIGBUS).
 
-use crate::memory::uffd::{Uffd, UffdError, FEATURE_POISON};
+use crate::memory::uffd::{Uffd, UffdError, FEATURE_POISON, FEATURE_SIGBUS};
 use abi::PAGE_4K;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,7 +104,12 @@ impl PoisonedChunks {
     /// Opens userfaultfd with `UFFDIO_POISON` for a RAM of `chunks` 2 MiB
     /// chunks, or says why this host cannot.
     pub fn open(chunks: u64) -> Result<Self, PendingError> {
-        let uffd = Uffd::open(FEATURE_POISON)?;
+        // With FEATURE_SIGBUS as well (where offered), a fault on a page
+        // that is neither poisoned nor populated, which the bookkeeping
+        // never leaves in a registered chunk, fails (KVM_RUN: EFAULT, the
+        // TD stops) instead of waiting forever for a handler we never run.
+        let offered = crate::memory::uffd::probe()?;
+        let uffd = Uffd::open(FEATURE_POISON | (offered & FEATURE_SIGBUS))?;
         // SAFETY: an anonymous read-only mapping at an address of the
         // kernel's choosing cannot alias any Rust object; checked below.
         let zero = unsafe {
@@ -125,7 +130,9 @@ impl PoisonedChunks {
         }
         Ok(PoisonedChunks {
             uffd,
-            registered: (0..chunks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            registered: (0..chunks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             zero: zero as u64,
             chunks: AtomicU64::new(0),
             poisoned: AtomicU64::new(0),

@@ -13,9 +13,9 @@ use crate::memory::memslots::{
 use crate::memory::page_state::{PageState, PageStateTable};
 use crate::memory::page_state::{PAGES_PER_CHUNK, PAGES_PER_GIB};
 use crate::memory::pending_mechanism::{PendingMechanism, PoisonedChunks};
-use std::sync::Arc;
 use abi::tdcall::PageLevel;
 use abi::PAGE_4K;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Why private memory could not be set up or changed (VMM-side failures).
@@ -166,8 +166,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
         }
         let first = chunk * PAGES_PER_CHUNK;
         let count = self.pages.chunk_pages(chunk);
-        let pending =
-            |p: u64| self.pages.state(p) == PageState::Pending || also.contains(&p);
+        let pending = |p: u64| self.pages.state(p) == PageState::Pending || also.contains(&p);
         let mut runs = Vec::new();
         let mut page = first;
         while page < first + count {
@@ -210,7 +209,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
         let offset = self
             .layout()
             .ram_offset(gpa, len)
-            .filter(|_| gpa % PAGE_4K == 0 && len % PAGE_4K == 0)
+            .filter(|_| gpa.is_multiple_of(PAGE_4K) && len.is_multiple_of(PAGE_4K))
             .ok_or(MemoryError::NotRam { gpa, len })?;
         let (first, end) = (offset / PAGE_4K, (offset + len) / PAGE_4K);
         let mut released = 0;

@@ -18,6 +18,9 @@ const UFFD_API: u64 = 0xAA;
 const REGISTER_MODE_MISSING: u64 = 1;
 /// Feature bit: `UFFDIO_POISON` is available.
 pub const FEATURE_POISON: u64 = 1 << 14;
+/// Feature bit: a missing-page fault raises SIGBUS instead of waiting for
+/// a handler to resolve it.
+pub const FEATURE_SIGBUS: u64 = 1 << 7;
 /// Feature bit: fault addresses are exact, not page-rounded.
 pub const FEATURE_EXACT_ADDRESS: u64 = 1 << 11;
 /// Feature bit: fault messages carry the faulting thread's id.

@@ -359,7 +359,7 @@ impl Vcpu {
         let gpa = mem.layout().gpa_of_offset(offset & !(abi::PAGE_4K - 1));
         if mem.classify(gpa) != GpaKind::Pending {
             // Accepted since the access; if it hits again, it is no race.
-            if std::mem::replace(&mut self.state.last_poisoned, Some(gpa)) == Some(gpa) {
+            if self.state.last_poisoned.replace(gpa) == Some(gpa) {
                 return Some(Stop::error(
                     format!("SIGBUS in KVM_RUN again at accepted GPA {gpa:#x}"),
                     self.rip(),

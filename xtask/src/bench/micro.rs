@@ -1,7 +1,10 @@
 //! `cargo xtask bench --micro`: accept throughput per level through the
 //! real vCPU exit path against memset of the same bytes in this process,
 //! the VMM's handling time per accept (p50/p99), and one doorbell round
-//! trip, in each CPU profile (medians of 3 runs). Writes `micro.json` and
+//! trip, in each CPU profile (medians of 3 runs); and a 4 KiB accept as an
+//! OS pays it on demand (accept, then the first write) against a doorbell
+//! round trip with the same guest code around it (`fw.bench_accept`), with
+//! each pending mechanism, interleaved. Writes `micro.json` and
 //! `targets.md`.
 
 use super::{run_vmm, write, GIB};
@@ -22,6 +25,22 @@ pub struct Level {
     pub calls: u64,
 }
 
+/// A 4 KiB accept and first write against a doorbell round trip with the
+/// same guest code, with one pending mechanism (medians of interleaved
+/// runs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Accept4k {
+    /// `memslots` or `uffd-poison`.
+    pub mechanism: String,
+    pub pages: u64,
+    pub runs: usize,
+    pub doorbell_rtt_ns: f64,
+    pub accept_4k_ns: f64,
+    /// `accept_4k_ns / doorbell_rtt_ns`, the median of the runs' ratios.
+    pub ratio: f64,
+    pub memslots_installed: f64,
+}
+
 /// One profile's micro-benchmarks.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProfileMicro {
@@ -29,7 +48,13 @@ pub struct ProfileMicro {
     pub resolved_profile: String,
     pub levels: Vec<Level>,
     pub doorbell_rtt_ns: u64,
+    /// Reports from before it have none.
+    #[serde(default)]
+    pub accept_4k: Vec<Accept4k>,
 }
+
+/// Pages of the 4 KiB accept benchmark (above 4 GiB, so `--mem 4G`).
+const ACCEPT_PAGES: u64 = 8192;
 
 /// `micro.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -108,11 +133,37 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
             .ok_or_else(|| format!("{profile}: the doorbell benchmark did not report"))?
             .doorbell_rtt_ns;
         eprintln!("micro [{profile}] doorbell round trip {rtt} ns");
+        let accept_4k = accept_4k(&|mechanism: &str| {
+            run_vmm(
+                &vmm,
+                &images,
+                false,
+                [
+                    "--mem",
+                    "4G",
+                    "--cpu-profile",
+                    profile,
+                    "--pending",
+                    mechanism,
+                    "--cmdline",
+                    &format!("fw.accept=none fw.bench_accept={ACCEPT_PAGES}"),
+                ],
+                &report,
+                &format!("{profile} 4 KiB accept bench, {mechanism}"),
+            )
+        })?;
+        for a in &accept_4k {
+            eprintln!(
+                "micro [{profile}] 4 KiB accept + first write, {}: {:.0} ns vs round trip {:.0} ns = x{:.2}",
+                a.mechanism, a.accept_4k_ns, a.doorbell_rtt_ns, a.ratio
+            );
+        }
         results.push(ProfileMicro {
             profile: profile.clone(),
             resolved_profile: r.cpu_profile.clone(),
             levels,
             doorbell_rtt_ns: rtt,
+            accept_4k,
         });
     }
     let _ = std::fs::remove_file(&report);
@@ -127,6 +178,51 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
     )?;
     eprintln!("bench: wrote {}", out.join("targets.md").display());
     Ok(())
+}
+
+/// The 4 KiB accept benchmark with each mechanism, `RUNS` interleaved
+/// rounds; a mechanism this host lacks (the run is refused) is left out.
+fn accept_4k(run: &dyn Fn(&str) -> Result<vmm::Report, String>) -> Result<Vec<Accept4k>, String> {
+    let mechanisms = ["memslots", "uffd-poison"];
+    let mut samples: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); mechanisms.len()];
+    for _ in 0..RUNS {
+        for (i, m) in mechanisms.iter().enumerate() {
+            let r = match run(m) {
+                Ok(r) => r,
+                Err(e) if *m != "memslots" => {
+                    eprintln!("micro: {m} unavailable here, left out: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let b = r
+                .bench
+                .ok_or_else(|| format!("{m}: the 4 KiB accept benchmark did not report"))?;
+            samples[i].push((
+                b.doorbell_rtt_ns as f64,
+                b.accept_4k_ns as f64,
+                r.host.memslots_installed as f64,
+            ));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(mechanisms
+        .iter()
+        .zip(samples)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(m, s)| Accept4k {
+            mechanism: m.to_string(),
+            pages: ACCEPT_PAGES,
+            runs: s.len(),
+            doorbell_rtt_ns: median(s.iter().map(|x| x.0).collect()),
+            accept_4k_ns: median(s.iter().map(|x| x.1).collect()),
+            ratio: median(s.iter().map(|x| x.1 / x.0).collect()),
+            memslots_installed: median(s.iter().map(|x| x.2).collect()),
+        })
+        .collect())
 }
 
 /// Zero-fill rate of fresh memory set up like guest RAM (anonymous,

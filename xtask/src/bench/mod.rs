@@ -359,12 +359,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
         )?;
     }
     if cfg.sept_repeats > 0 && !cfg.sept_counts.is_empty() {
-        sept::sept(
-            &cfg.out,
-            &cfg.profiles[0],
-            cfg.sept_repeats,
-            &cfg.sept_counts,
-        )?;
+        sept::sept(&cfg.out, &cfg.profiles, cfg.sept_repeats, &cfg.sept_counts)?;
     }
     eprintln!("bench: wrote {}", cfg.out.display());
     if cfg.micro {

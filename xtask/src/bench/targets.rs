@@ -100,13 +100,16 @@ pub fn targets(out: &Path, micro: &Micro) -> String {
         let profile = &p.resolved_profile;
         for l in &p.levels {
             if l.level == "2m" {
+                // Issue 14: 2 MiB throughput must not fall (0.65 of memset
+                // in pvm-native, 0.5 in the emulated profile).
+                let floor = if profile == "pvm-native" { 0.65 } else { 0.5 };
                 row(
-                    &format!("[{profile}] eager 2 MiB accept >= 50% of memset"),
+                    &format!("[{profile}] eager 2 MiB accept >= {floor} of memset"),
                     format!(
                         "{:.2} vs {:.2} GiB/s = {:.2}",
                         l.accept_gib_s, l.memset_gib_s, l.ratio
                     ),
-                    l.ratio >= 0.5,
+                    l.ratio >= floor,
                 );
             }
             row(
@@ -116,6 +119,25 @@ pub fn targets(out: &Path, micro: &Micro) -> String {
                 ),
                 format!("p50 {} ns, p99 {} ns", l.handle_p50_ns, l.handle_p99_ns),
                 l.handle_p50_ns <= 5000,
+            );
+        }
+        for a in &p.accept_4k {
+            let what = format!(
+                "[{profile}] 4 KiB accept + first write <= 1.5 x the doorbell round trip, same guest code (--pending {})",
+                a.mechanism
+            );
+            row(
+                &what,
+                format!(
+                    "{:.1} / {:.1} us = x{:.2}, {:.0} memslot installs for {} pages (medians of {})",
+                    a.accept_4k_ns / 1e3,
+                    a.doorbell_rtt_ns / 1e3,
+                    a.ratio,
+                    a.memslots_installed,
+                    a.pages,
+                    a.runs
+                ),
+                a.ratio <= 1.5,
             );
         }
         row(
