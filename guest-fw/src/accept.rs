@@ -62,17 +62,18 @@ impl Fresh {
         }
     }
 
-    fn push(&mut self, gpa: u64, size: u64) {
+    /// Records `[gpa, gpa + len)`, accepted in pages of `size`.
+    fn push(&mut self, gpa: u64, len: u64, size: u64) {
         if let Some(last) = self.runs[..self.len].last_mut() {
             if last.1 == gpa && last.2 == size {
-                last.1 += size;
+                last.1 += len;
                 return;
             }
         }
         if self.len == self.runs.len() {
             self.check();
         }
-        self.runs[self.len] = (gpa, gpa + size, size);
+        self.runs[self.len] = (gpa, gpa + len, size);
         self.len += 1;
     }
 
@@ -92,6 +93,43 @@ impl Fresh {
 fn accept(gpa: u64, level: PageLevel, stats: &mut Stats, fresh: &mut Fresh) {
     stats.calls += 1;
     let st = accept_page(gpa, level);
+    answered(gpa, level, st, stats, fresh);
+}
+
+/// Accepts `[at, end)` in 4 KiB pages: a lean loop while they succeed (the
+/// ring-0 profile emulates every guest instruction, so a step's own code
+/// costs as much as its exit), the full path for any other answer. The
+/// same calls, statuses and statistics as `accept` page by page.
+fn accept_4k_run(mut at: u64, end: u64, stats: &mut Stats, fresh: &mut Fresh) {
+    while at < end {
+        let start = at;
+        let mut st = status::SUCCESS;
+        while at < end {
+            st = guest_rt::tdcall::accept_lean(abi::tdcall::accept::encode(at, PageLevel::L4K));
+            if st != status::SUCCESS {
+                break;
+            }
+            at += PAGE_4K;
+        }
+        let n = (at - start) / PAGE_4K;
+        if n > 0 {
+            stats.calls += n;
+            stats.ok_4k += n;
+            stats.bytes += n * PAGE_4K;
+            fresh.push(start, n * PAGE_4K, PAGE_4K);
+        }
+        if at < end {
+            stats.calls += 1;
+            let rcx = abi::tdcall::accept::encode(at, PageLevel::L4K);
+            let st = guest_rt::tdcall::finish_accept(rcx, st);
+            answered(at, PageLevel::L4K, st, stats, fresh);
+            at += PAGE_4K;
+        }
+    }
+}
+
+/// What an accept of `gpa` at `level` that answered `st` does.
+fn answered(gpa: u64, level: PageLevel, st: u64, stats: &mut Stats, fresh: &mut Fresh) {
     match status::code(st) {
         status::SUCCESS => {
             match level {
@@ -99,14 +137,12 @@ fn accept(gpa: u64, level: PageLevel, stats: &mut Stats, fresh: &mut Fresh) {
                 _ => stats.ok_4k += 1,
             }
             stats.bytes += level.size();
-            fresh.push(gpa, level.size());
+            fresh.push(gpa, level.size(), level.size());
         }
         status::PAGE_ALREADY_ACCEPTED => stats.already += 1,
         status::PAGE_SIZE_MISMATCH if level == PageLevel::L2M => {
             stats.mismatch += 1;
-            for page in (gpa..gpa + PAGE_2M).step_by(PAGE_4K as usize) {
-                accept(page, PageLevel::L4K, stats, fresh);
-            }
+            accept_4k_run(gpa, gpa + PAGE_2M, stats, fresh);
         }
         _ => guest_rt::fatal!(
             code::ACCEPT_FAILED,
@@ -130,14 +166,19 @@ pub fn accept_range_with(start: u64, end: u64, use_2m: bool, stats: &mut Stats) 
 }
 
 fn accept_pages(start: u64, end: u64, use_2m: bool, stats: &mut Stats, fresh: &mut Fresh) {
+    if !use_2m {
+        return accept_4k_run(start, end, stats, fresh);
+    }
     let mut at = start;
     while at < end {
-        if use_2m && at.is_multiple_of(PAGE_2M) && end - at >= PAGE_2M {
+        if at.is_multiple_of(PAGE_2M) && end - at >= PAGE_2M {
             accept(at, PageLevel::L2M, stats, fresh);
             at += PAGE_2M;
         } else {
-            accept(at, PageLevel::L4K, stats, fresh);
-            at += PAGE_4K;
+            // The head or the tail: 4 KiB pages up to the next boundary.
+            let next = ((at / PAGE_2M + 1) * PAGE_2M).min(end);
+            accept_4k_run(at, next, stats, fresh);
+            at = next;
         }
     }
 }
