@@ -211,8 +211,12 @@ mod tests {
     /// 64 MiB of RAM, slots installed at accept, with `uffd-poison` when
     /// asked (`None` when this host has no UFFDIO_POISON).
     fn memory(poison: bool) -> Option<PrivateMemory<NoKvm>> {
+        memory_backed(poison, Backing::Populate)
+    }
+
+    fn memory_backed(poison: bool, backing: Backing) -> Option<PrivateMemory<NoKvm>> {
         let layout = RamLayout::new(MEM, 48).unwrap();
-        let mut m = PrivateMemory::with_backend(NoKvm, layout, Backing::Populate, 4096).unwrap();
+        let mut m = PrivateMemory::with_backend(NoKvm, layout, backing, 4096).unwrap();
         if poison {
             match PoisonedChunks::open(MEM / abi::PAGE_2M) {
                 Ok(p) => m.use_poison(p),
@@ -252,8 +256,8 @@ mod tests {
     /// unless its chunk is poisoned), released pages leave every slot or
     /// are poisoned, and a page accepted again reads zero whatever was
     /// written there before its release.
-    fn accept_release_run(poison: bool, ops: &[Op]) -> Result<(), TestCaseError> {
-        let Some(mut m) = memory(poison) else {
+    fn accept_release_run(poison: bool, backing: Backing, ops: &[Op]) -> Result<(), TestCaseError> {
+        let Some(mut m) = memory_backed(poison, backing) else {
             return Ok(());
         };
         for op in ops {
@@ -281,6 +285,19 @@ mod tests {
                 }
             }
             prop_assert_eq!(check_all(&m), Ok(()));
+            // Every accepted page of a poisoned chunk has a host page (an
+            // empty one would be a missing-page fault: SIGBUS here).
+            for chunk in 0..MEM / abi::PAGE_2M {
+                if !m.chunk_poisoned(chunk) {
+                    continue;
+                }
+                for p in chunk * PAGES_PER_CHUNK..(chunk + 1) * PAGES_PER_CHUNK {
+                    if m.pages().state(p) == PageState::Accepted {
+                        let mut word = [0u8; 8];
+                        m.ram().read(p * PAGE_4K, &mut word);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -289,13 +306,46 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn accept_and_release_keep_the_invariants_with_memslots(ops in proptest::collection::vec(op(), 1..40)) {
-            accept_release_run(false, &ops)?;
+            accept_release_run(false, Backing::Populate, &ops)?;
         }
 
         #[test]
         fn accept_and_release_keep_the_invariants_with_uffd_poison(ops in proptest::collection::vec(op(), 1..40)) {
-            accept_release_run(true, &ops)?;
+            accept_release_run(true, Backing::Populate, &ops)?;
         }
+
+        /// With host pages only at first touch, accepted pages of a chunk
+        /// may be empty when a 4 KiB accept registers it: registration
+        /// populates them (an empty page there would be a fault nobody
+        /// handles, and the zero checks here would die of it).
+        #[test]
+        fn accept_and_release_keep_the_invariants_with_uffd_poison_on_touch(ops in proptest::collection::vec(op(), 1..40)) {
+            accept_release_run(true, Backing::OnTouch, &ops)?;
+        }
+    }
+
+    /// `--backing on-touch`: a chunk accepted at 2 MiB has no host pages;
+    /// a release and a 4 KiB accept there register it, and registration
+    /// must populate its accepted pages (an empty one would be a
+    /// missing-page fault nobody handles: reading it here would die).
+    #[test]
+    fn registering_a_chunk_populates_its_accepted_pages() {
+        let Some(mut m) = memory_backed(true, Backing::OnTouch) else {
+            return;
+        };
+        let chunk = 4 * abi::PAGE_2M;
+        assert!(matches!(
+            do_accept(&mut m, chunk, PageLevel::L2M),
+            AcceptResult::Accepted { .. }
+        ));
+        assert_eq!(m.release(chunk + PAGE_4K, PAGE_4K).unwrap(), 1);
+        assert!(matches!(
+            do_accept(&mut m, chunk + PAGE_4K, PageLevel::L4K),
+            AcceptResult::Accepted { .. }
+        ));
+        assert!(m.chunk_poisoned(4));
+        assert_eq!(check_zeroed(&m, chunk, abi::PAGE_2M), Ok(()));
+        assert_eq!(check_all(&m), Ok(()));
     }
 
     #[test]
@@ -319,8 +369,33 @@ mod tests {
                 m.classify(chunk + 0x3008),
                 crate::memory::private::GpaKind::Pending
             );
-            assert_eq!(m.slots().covers(chunk + 0x3000), poison);
-            assert_eq!(m.chunk_poisoned(4), poison);
+            // A chunk that is not poisoned (accepted at 2 MiB) loses the
+            // slot there, with either mechanism.
+            assert!(!m.slots().covers(chunk + 0x3000));
+            assert!(!m.chunk_poisoned(4));
+            if poison {
+                // In a poisoned chunk (a 4 KiB accept made it one) the
+                // released page is poisoned again inside the chunk's slot.
+                let other = 6 * abi::PAGE_2M;
+                for page in [other, other + PAGE_4K] {
+                    assert!(matches!(
+                        do_accept(&mut m, page, PageLevel::L4K),
+                        AcceptResult::Accepted { .. }
+                    ));
+                }
+                assert!(m.write_accepted(other + PAGE_4K, &[9; 8]));
+                assert_eq!(m.release(other + PAGE_4K, PAGE_4K).unwrap(), 1);
+                assert!(m.chunk_poisoned(6) && m.slots().covers(other + PAGE_4K));
+                assert_eq!(
+                    m.classify(other + PAGE_4K),
+                    crate::memory::private::GpaKind::Pending
+                );
+                assert!(matches!(
+                    do_accept(&mut m, other + PAGE_4K, PageLevel::L4K),
+                    AcceptResult::Accepted { .. }
+                ));
+                assert_eq!(check_zeroed(&m, other + PAGE_4K, PAGE_4K), Ok(()));
+            }
             // The pages around it stay accepted and keep their bytes.
             assert_eq!(m.pages().state(chunk / PAGE_4K + 2), PageState::Accepted);
             // Released pages are 4 KiB entries now: the 2 MiB accept sees

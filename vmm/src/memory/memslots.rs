@@ -279,6 +279,15 @@ impl<B: SlotBackend> MemslotManager<B> {
             return Ok(false);
         }
         let end = gpa + size;
+        // A slot cut in the middle becomes two: check the limit before
+        // anything is removed, so a failure leaves every slot in place.
+        let pieces: usize = old
+            .iter()
+            .map(|(g, s)| usize::from(*g < gpa) + usize::from(g + s.size > end))
+            .sum();
+        if self.slots.len() - old.len() + pieces > self.limit {
+            return Err(MemslotError::Exhausted { limit: self.limit });
+        }
         self.backend.pause_vcpus();
         let result = (|| {
             for (g, s) in &old {
@@ -513,6 +522,25 @@ mod tests {
         let installed = m.stats().installed;
         m.cover(chunk + 4096, 4096, chunk + 4096).unwrap();
         assert_eq!(m.stats().installed, installed);
+    }
+
+    #[test]
+    fn unmap_past_the_limit_changes_nothing() {
+        let mut m = MemslotManager::new(Fake::default(), 3, 2);
+        m.map(0, 1 << 21, 0).unwrap();
+        m.map(4 << 20, 1 << 21, 4 << 20).unwrap();
+        assert!(m.unmap(0x5000, 0x1000).unwrap());
+        assert_eq!(m.len(), 3);
+        // A second cut in the middle would need a fourth slot.
+        assert!(matches!(
+            m.unmap((4 << 20) + 0x5000, 0x1000),
+            Err(MemslotError::Exhausted { limit: 3 })
+        ));
+        assert_eq!(m.len(), 3);
+        assert!(m.covers((4 << 20) + 0x5000));
+        // Cutting at an edge needs no new slot.
+        assert!(m.unmap(4 << 20, 0x1000).unwrap());
+        assert_eq!(m.backend().live.len(), m.len());
     }
 
     #[test]

@@ -105,9 +105,10 @@ impl PoisonedChunks {
     /// chunks, or says why this host cannot.
     pub fn open(chunks: u64) -> Result<Self, PendingError> {
         // With FEATURE_SIGBUS as well (where offered), a fault on a page
-        // that is neither poisoned nor populated, which the bookkeeping
-        // never leaves in a registered chunk, fails (KVM_RUN: EFAULT, the
-        // TD stops) instead of waiting forever for a handler we never run.
+        // that is neither poisoned nor populated (registration populates
+        // a chunk's accepted pages and poisons the rest, so only a bug can
+        // leave one) fails (KVM_RUN: EFAULT, the TD stops) instead of
+        // waiting forever for a handler we never run.
         let offered = crate::memory::uffd::probe()?;
         let uffd = Uffd::open(FEATURE_POISON | (offered & FEATURE_SIGBUS))?;
         // SAFETY: an anonymous read-only mapping at an address of the

@@ -183,6 +183,24 @@ impl<B: SlotBackend> PrivateMemory<B> {
                 (page - start) * PAGE_4K,
             ));
         }
+        // Accepted pages of a registered chunk must have host pages (an
+        // empty one there would be a missing-page fault nobody handles):
+        // with `--backing on-touch` or after a release they may not yet.
+        let mut page = first;
+        while page < first + count {
+            let start = page;
+            while page < first + count && !pending(page) {
+                page += 1;
+            }
+            if page > start {
+                self.ram.zero_and_back(
+                    start * PAGE_4K,
+                    (page - start) * PAGE_4K,
+                    Backing::Populate,
+                )?;
+            }
+            page += 1;
+        }
         let offset = first * PAGE_4K;
         let host = self.ram.host_addr(offset);
         p.register(chunk, host, count * PAGE_4K, &runs)?;
@@ -201,10 +219,10 @@ impl<B: SlotBackend> PrivateMemory<B> {
 
     /// Returns the accepted pages of `[gpa, gpa + len)` (4 KiB aligned RAM)
     /// to pending: their host memory is freed and the guest's next access
-    /// stops the TD, as for memory never accepted. With `memslots` the
-    /// range leaves its slots; with `uffd-poison` its pages are poisoned
-    /// (their chunks registered first). Returns the pages released. The
-    /// groundwork of MapGPA; the caller keeps vCPUs out of the range.
+    /// stops the TD, as for memory never accepted. In a poisoned chunk
+    /// (`uffd-poison`) the pages are poisoned again; elsewhere they leave
+    /// their slots. Returns the pages released. The groundwork of MapGPA;
+    /// the caller keeps vCPUs out of the range.
     pub fn release(&mut self, gpa: u64, len: u64) -> Result<u64, MemoryError> {
         let offset = self
             .layout()
@@ -240,14 +258,15 @@ impl<B: SlotBackend> PrivateMemory<B> {
                         p.poison(self.ram.host_addr(s * PAGE_4K), (e - s) * PAGE_4K)?;
                     }
                 }
-                // Registering poisons every pending page, these included.
-                Some(_) => self.poison_chunk(chunk, 0..0)?,
-                None => {
+                // A chunk that is not poisoned keeps the memslots way (and
+                // its huge pages, when released whole): out of its slots
+                // first, so no guest write lands between, then freed.
+                _ => {
                     for (s, e) in runs {
-                        let host = self.ram.host_addr(s * PAGE_4K);
-                        crate::memory::pending_mechanism::dontneed(host, (e - s) * PAGE_4K)?;
                         let at = self.layout().gpa_of_offset(s * PAGE_4K);
                         self.slots.unmap(at, (e - s) * PAGE_4K)?;
+                        let host = self.ram.host_addr(s * PAGE_4K);
+                        crate::memory::pending_mechanism::dontneed(host, (e - s) * PAGE_4K)?;
                     }
                 }
             }
@@ -359,7 +378,11 @@ impl<B: SlotBackend> PrivateMemory<B> {
     ) -> Result<(), MemoryError> {
         let size = level.size();
         if self.chunk_poisoned(offset / PAGE_4K / PAGES_PER_CHUNK) {
-            // One slot covers the chunk already.
+            // One slot covers the chunk already, unless a poisoned access
+            // took this page out of it.
+            if !self.slots.covers(gpa) {
+                self.slots.map(gpa, size, self.ram.host_addr(offset))?;
+            }
             return self.merge_completed(gpa, level == PageLevel::L4K);
         }
         if !self.map_on_touch {

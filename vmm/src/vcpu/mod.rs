@@ -39,9 +39,9 @@ pub struct VcpuState {
     pub lock_wait_ns: u64,
     /// The vCPU's TSC frequency (KVM_GET_TSC_KHZ), when KVM tells it.
     pub tsc_khz: Option<u32>,
-    /// The GPA of the last poisoned-page SIGBUS that found the page
-    /// accepted (another vCPU accepted it after the access): a second one
-    /// there in a row is not a race.
+    /// The GPA of a poisoned-page SIGBUS that found the page accepted
+    /// (another vCPU accepted it after the access): a second one there,
+    /// with no other exit between, is not a race.
     pub last_poisoned: Option<u64>,
 }
 
@@ -179,6 +179,7 @@ impl Vcpu {
         if let Some(host) = poisoned {
             return self.poisoned_access(td, host);
         }
+        self.state.last_poisoned = None;
         match on_exit(exit, &mut self.state.exits) {
             Action::Resume => None,
             Action::Stop(stop) => Some(stop),
@@ -374,10 +375,18 @@ impl Vcpu {
                 format!("SIGBUS in KVM_RUN at pending GPA {gpa:#x}, which no memslot covers"),
                 self.rip(),
             )),
-            Err(e) => Some(Stop::error(
-                format!("taking poisoned GPA {gpa:#x} out of its memslot failed: {e}"),
-                self.rip(),
-            )),
+            // The page is pending all the same: stop there, without the
+            // exact offset and access a replay would have given.
+            Err(e) => {
+                let message = format!(
+                    "guest access of memory that was never accepted in the page at GPA {gpa:#x} \
+                     (poisoned; replaying it for the exact address failed: {e})"
+                );
+                Some(Stop::fatal(
+                    Outcome::PendingAccess,
+                    Fatal::new(message).gpa(Some(gpa)).rip(self.rip()),
+                ))
+            }
         }
     }
 
