@@ -332,16 +332,19 @@ pub fn triple_fault() -> u32 {
     1
 }
 
-/// Reads the first pending page above 4 GiB. The host stops the TD.
-pub fn touch_pending(hobs: &HobList<'_>) -> u32 {
-    let target = hobs
-        .memory_resources()
+/// The first pending RAM above 4 GiB, as (GPA, length), if any.
+fn pending_above_4g(hobs: &HobList<'_>) -> Option<(u64, u64)> {
+    hobs.memory_resources()
         .filter(|r| {
             r.resource_type == resource_type::MEMORY_UNACCEPTED && r.physical_start >= FOUR_GIB
         })
-        .map(|r| r.physical_start)
-        .next();
-    let Some(gpa) = target else {
+        .map(|r| (r.physical_start, r.resource_length))
+        .next()
+}
+
+/// Reads the first pending page above 4 GiB. The host stops the TD.
+pub fn touch_pending(hobs: &HobList<'_>) -> u32 {
+    let Some((gpa, _)) = pending_above_4g(hobs) else {
         println!(
             "selftest touch-pending: no pending RAM above 4 GiB (give the guest more than 3G)"
         );
@@ -364,14 +367,7 @@ pub fn touch_pending(hobs: &HobList<'_>) -> u32 {
 /// the marks. Then the TD shuts down (the memory map would not know these
 /// pages).
 pub fn bench_accept(hobs: &HobList<'_>, n: u64) -> ! {
-    let room = hobs
-        .memory_resources()
-        .filter(|r| {
-            r.resource_type == resource_type::MEMORY_UNACCEPTED && r.physical_start >= FOUR_GIB
-        })
-        .map(|r| (r.physical_start, r.resource_length))
-        .next();
-    let Some((start, _)) = room.filter(|(_, len)| n * PAGE_4K <= *len) else {
+    let Some((start, _)) = pending_above_4g(hobs).filter(|(_, len)| n * PAGE_4K <= *len) else {
         guest_rt::fatal!(
             guest_rt::fatal::code::BAD_CMDLINE,
             "fw.bench_accept={n}: needs {n} pending pages above 4 GiB (give the guest more RAM)"
@@ -421,14 +417,7 @@ fn bench_step(rax: u64, rcx: u64, at: u64, value: u64) {
 /// bytes at offset 8 of the next, pending page. The TD must stop there
 /// with that exact GPA, as a write.
 pub fn touch_poisoned(hobs: &HobList<'_>) -> u32 {
-    let target = hobs
-        .memory_resources()
-        .filter(|r| {
-            r.resource_type == resource_type::MEMORY_UNACCEPTED && r.physical_start >= FOUR_GIB
-        })
-        .map(|r| r.physical_start)
-        .next();
-    let Some(gpa) = target else {
+    let Some((gpa, _)) = pending_above_4g(hobs) else {
         println!(
             "selftest touch-poisoned: no pending RAM above 4 GiB (give the guest more than 3G)"
         );

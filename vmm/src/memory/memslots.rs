@@ -189,13 +189,7 @@ impl<B: SlotBackend> MemslotManager<B> {
     /// (split at `MAX_SLOT_BYTES` boundaries). Slots outside the window but
     /// adjacent to a merged run are not pulled in.
     pub fn merge_range(&mut self, lo: u64, hi: u64) -> Result<(), MemslotError> {
-        let first = self
-            .slots
-            .range(..=lo)
-            .next_back()
-            .filter(|(start, s)| *start + s.size > lo)
-            .map_or(lo, |(start, _)| *start);
-        let window: Vec<(u64, Slot)> = self.slots.range(first..hi).map(|(g, s)| (*g, *s)).collect();
+        let window = self.overlapping(lo, hi.saturating_sub(lo));
         let mut i = 0;
         while i < window.len() {
             let mut j = i + 1;

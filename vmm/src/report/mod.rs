@@ -294,7 +294,7 @@ pub struct KexecRecord {
 
 /// Result of a doorbell micro-benchmark: N TDCALL round trips timed by the
 /// host between the guest's two marks.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Bench {
     pub round_trips: u64,
     pub doorbell_rtt_ns: u64,

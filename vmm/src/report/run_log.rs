@@ -213,32 +213,17 @@ impl RunLog {
             Mark::BenchStart | Mark::AcceptBenchStart => {
                 self.bench_start = Some((Instant::now(), arg))
             }
-            Mark::AcceptBenchEnd => {
+            Mark::BenchEnd | Mark::AcceptBenchEnd => {
                 if let Some((t0, n)) = self.bench_start.take() {
                     let ns = t0.elapsed().as_nanos() as u64 / n.max(1);
-                    log::info!("4 KiB accept and first write: {ns} ns per page over {n} pages");
-                    let bench = self.bench.get_or_insert(Bench {
-                        round_trips: 0,
-                        doorbell_rtt_ns: 0,
-                        accept_pages: 0,
-                        accept_4k_ns: 0,
-                    });
-                    bench.accept_pages = n;
-                    bench.accept_4k_ns = ns;
-                }
-            }
-            Mark::BenchEnd => {
-                if let Some((t0, n)) = self.bench_start.take() {
-                    let ns = t0.elapsed().as_nanos() as u64 / n.max(1);
-                    log::info!("doorbell round trip: {ns} ns over {n} TDCALLs");
-                    let bench = self.bench.get_or_insert(Bench {
-                        round_trips: 0,
-                        doorbell_rtt_ns: 0,
-                        accept_pages: 0,
-                        accept_4k_ns: 0,
-                    });
-                    bench.round_trips = n;
-                    bench.doorbell_rtt_ns = ns;
+                    let bench = self.bench.get_or_insert_with(Bench::default);
+                    if mark == Mark::BenchEnd {
+                        log::info!("doorbell round trip: {ns} ns over {n} TDCALLs");
+                        (bench.round_trips, bench.doorbell_rtt_ns) = (n, ns);
+                    } else {
+                        log::info!("4 KiB accept and first write: {ns} ns per page over {n} pages");
+                        (bench.accept_pages, bench.accept_4k_ns) = (n, ns);
+                    }
                 }
             }
             _ => {}
