@@ -165,6 +165,8 @@ pub enum TdError {
     Cpus { asked: u32, why: String },
     #[error(transparent)]
     Reserve(#[from] crate::memory::host_alloc::ReserveError),
+    #[error(transparent)]
+    Limit(#[from] crate::host::limits::LimitError),
 }
 
 /// Sets up the pending mechanism `asked` for (`None`: the best this host
@@ -327,7 +329,21 @@ impl Td {
         let board = Arc::new(StopBoard::new(config.cpus));
         // One vCPU needs no pause around memslot merges: it is the one merging.
         let pauser = (config.cpus > 1).then(|| board.clone());
+        // Under an address-space limit (ulimit -v), a run that cannot have
+        // its guest RAM, its tables and then what running needs is refused
+        // now, with the limit named, instead of aborting at whichever
+        // allocation comes too late.
+        let run_needs = crate::host::limits::run_needs(config.cpus);
+        let tables = config.mem_bytes / 256;
+        crate::host::limits::ensure_address_space(
+            config
+                .mem_bytes
+                .saturating_add(tables)
+                .saturating_add(run_needs),
+            config.cpus,
+        )?;
         let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit, pauser)?;
+        crate::host::limits::ensure_address_space(run_needs, config.cpus)?;
         memory.set_map_on_touch(config.map_on_touch);
         memory.set_sept_level(config.sept_level);
         let pending_fallback = choose_pending(&mut memory, config.pending)?;
@@ -437,6 +453,7 @@ impl Td {
             _kvm,
         } = self;
         crate::host::watchdog::install_kick_handler();
+        let kicks_failed_before = crate::host::watchdog::kick_failures().0;
         let board = shared.board.clone();
         let watchdog = config
             .timeout
@@ -450,6 +467,7 @@ impl Td {
                 let (td, wd) = (&shared, watchdog.as_ref());
                 let spawned = std::thread::Builder::new()
                     .name(format!("vcpu{index}"))
+                    .stack_size(crate::host::limits::VCPU_STACK_BYTES)
                     .spawn_scoped(scope, move || {
                         vcpu.run(td, wd, timeout);
                     });
@@ -522,6 +540,8 @@ impl Td {
             invariant_checks: s.invariant_checks,
         };
         let states: Vec<VcpuState> = vcpus.iter().map(|v| v.state.clone()).collect();
-        assemble(parts, s.console, s.log, &states, stop, facts)
+        let mut report = assemble(parts, s.console, s.log, &states, stop, facts);
+        report.host.kick_failures = crate::host::watchdog::kick_failures().0 - kicks_failed_before;
+        report
     }
 }

@@ -201,15 +201,20 @@ impl ElfImage {
             path: self.path.clone(),
             what: e.to_string(),
         })?;
+        // Zeroed from one static page, never from a buffer the size of
+        // a .bss the ELF file chose.
+        static ZEROS: [u8; 4096] = [0; 4096];
         for s in &self.segments {
-            let bss = (s.memsz - s.filesz) as usize;
-            if bss > 0 {
+            let (mut at, end) = (s.vaddr + s.filesz, s.vaddr + s.memsz);
+            while at < end {
+                let n = (end - at).min(ZEROS.len() as u64) as usize;
                 memory
-                    .write_slice(&vec![0u8; bss], GuestAddress(s.vaddr + s.filesz))
+                    .write_slice(&ZEROS[..n], GuestAddress(at))
                     .map_err(|e| ElfError::Load {
                         path: self.path.clone(),
-                        what: format!("zeroing .bss at {:#x}: {e}", s.vaddr + s.filesz),
+                        what: format!("zeroing .bss at {at:#x}: {e}"),
                     })?;
+                at += n as u64;
             }
         }
         Ok(())

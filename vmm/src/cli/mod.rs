@@ -92,7 +92,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub kernel: Option<PathBuf>,
     /// Guest RAM (e.g. 512M, 4G, 1T); a multiple of 4 KiB, at least 64M.
-    #[arg(long, default_value = "2G", value_parser = parse_mem)]
+    #[arg(long, default_value = "2G", value_parser = parse_mem, allow_hyphen_values = true)]
     pub mem: u64,
     /// vCPUs of the TD (1 to 64, and at most KVM's limit). Each runs on a
     /// host thread of its own; every vCPU enters the firmware.
@@ -131,7 +131,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// Largest trace file (e.g. 64M); records past it are counted, not written.
-    #[arg(long, default_value = "64M", value_parser = parse_mem)]
+    #[arg(long, default_value = "64M", value_parser = parse_mem, allow_hyphen_values = true)]
     pub trace_cap: u64,
     /// Fault injection: `busy=P[,seed=S]` makes each valid accept answer
     /// TDX_OPERAND_BUSY with probability P (no state changes).
@@ -141,15 +141,33 @@ pub struct RunArgs {
     /// (always on in debug builds).
     #[arg(long)]
     pub check_invariants: bool,
-    /// Stop the guest after this many seconds (outcome `timeout`).
-    #[arg(long)]
-    pub timeout: Option<f64>,
+    /// Stop the guest after this many seconds (outcome `timeout`; more
+    /// than 0, at most 30 days).
+    #[arg(long, value_parser = parse_timeout, allow_hyphen_values = true)]
+    pub timeout: Option<Duration>,
     /// Do not echo the guest console to stdout.
     #[arg(long)]
     pub quiet: bool,
     /// VMM log level (stderr).
     #[arg(long, value_enum, default_value = "warn")]
     pub log_level: LogLevel,
+}
+
+/// The longest `--timeout`: 30 days.
+pub const MAX_TIMEOUT_S: u64 = 30 * 24 * 3600;
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "`{s}` is not a number of seconds greater than 0 and at most {MAX_TIMEOUT_S} (30 days)"
+        )
+    };
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_S as f64 => {
+            Duration::try_from_secs_f64(t).map_err(|_| bad())
+        }
+        _ => Err(bad()),
+    }
 }
 
 fn parse_mem(s: &str) -> Result<u64, String> {
@@ -163,11 +181,7 @@ fn parse_mem(s: &str) -> Result<u64, String> {
 impl RunArgs {
     /// The TD configuration these arguments describe.
     pub fn to_config(&self) -> Result<TdConfig, String> {
-        let timeout = match self.timeout {
-            None => None,
-            Some(t) if t.is_finite() && t > 0.0 && t < 1e9 => Some(Duration::from_secs_f64(t)),
-            Some(t) => return Err(format!("--timeout {t} is not a positive number of seconds")),
-        };
+        let timeout = self.timeout;
         Ok(TdConfig {
             firmware: self.firmware.clone(),
             kernel: self.kernel.clone(),
@@ -270,6 +284,11 @@ mod tests {
             &["--mem", "0"][..],
             &["--timeout", "nan"],
             &["--timeout", "0"],
+            &["--timeout", "1e300"],
+            &["--timeout", "-1"],
+            &["--timeout", "2592001"],
+            &["--mem", "-1G"],
+            &["--trace-cap", "-4K"],
             &["--inject", "busy=1.5"],
             &["--trace-cap", "-1"],
             &["--cpu-profile", "vmx"],

@@ -35,11 +35,37 @@ pub const EXIT_OUTPUT_FAILED: i32 = 3;
 
 /// Runs the command line `args`; returns the process exit status.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    // From the first instruction on, SIGINT, SIGTERM, SIGHUP and SIGQUIT
-    // are recorded instead of killing the process: a run stops at its
-    // next check, writes its report and exits 128 + N.
+    // From the first instruction on, the stop signals are recorded instead
+    // of killing the process: a run stops at its next check, writes its
+    // report and exits 128 + N (see `host::signals` for every signal).
     let handlers = crate::host::signals::install();
     let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    // The work runs on a thread whose stack size is ours to choose: the
+    // main thread's is whatever `ulimit -s` says (32 KiB would overflow).
+    let for_worker = args.clone();
+    let worker = std::thread::Builder::new()
+        .name("vmm".into())
+        .stack_size(crate::host::limits::MAIN_STACK_BYTES)
+        .spawn(move || main_on_this_thread(for_worker, handlers));
+    match worker.map(std::thread::JoinHandle::join) {
+        Ok(Ok(code)) => code,
+        Ok(Err(_)) => {
+            say!("vmm: internal error: the VMM's main thread panicked");
+            EXIT_GUEST_FAILED
+        }
+        // No thread to be had (ulimit -u, ulimit -v): this one will do,
+        // with the stack `ulimit -s` gave it.
+        Err(e) => {
+            log::debug!("no thread for the VMM's work ({e}): running on the main thread");
+            main_on_this_thread(args, handlers)
+        }
+    }
+}
+
+fn main_on_this_thread(
+    args: Vec<std::ffi::OsString>,
+    handlers: Result<(), vmm_sys_util::errno::Error>,
+) -> i32 {
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -57,7 +83,7 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         }
     };
     if let Err(e) = handlers {
-        say!("vmm: cannot install the stop-signal handlers ({e}): a signal kills the VMM without a report");
+        say!("vmm: cannot install every stop-signal handler ({e}): such a signal kills the VMM without a report");
     }
     match cli.command {
         Command::Run(run_args) => run(&args, &run_args),
@@ -174,7 +200,9 @@ fn run(raw: &[std::ffi::OsString], args: &RunArgs) -> i32 {
     }
     let report = td.run();
     if let Some(f) = &report.fatal {
-        say!("vmm: TD stopped: {}: {}", f.kind, f.message);
+        // The message may be the guest's own words: kept on this line.
+        let message = crate::host::console::one_line(&f.message);
+        say!("vmm: TD stopped: {}: {message}", f.kind);
     }
     say!(
         "vmm: outcome {} exit_code {} accepted {} bytes in {} calls, {} us",
@@ -190,16 +218,21 @@ fn run(raw: &[std::ffi::OsString], args: &RunArgs) -> i32 {
         output_failed = true;
     }
     if let Some(mut out) = report_out {
-        let written = serde_json::to_vec_pretty(&report)
-            .map_err(|e| e.to_string())
-            .and_then(|mut json| {
+        let path = args.report.as_deref().unwrap_or(std::path::Path::new(""));
+        // The commit's error names the report itself; the others get the
+        // path once here.
+        let written = match serde_json::to_vec_pretty(&report) {
+            Err(e) => Err(format!("cannot write report {}: {e}", path.display())),
+            Ok(mut json) => {
                 json.push(b'\n');
-                out.write_all_or_stop(&json).map_err(|e| e.to_string())?;
-                out.commit().map_err(|e| e.to_string())
-            });
+                match out.write_all_or_stop(&json) {
+                    Err(e) => Err(format!("cannot write report {}: {e}", path.display())),
+                    Ok(()) => out.commit().map_err(|e| e.to_string()),
+                }
+            }
+        };
         if let Err(e) = written {
-            let path = args.report.as_deref().unwrap_or(std::path::Path::new(""));
-            say!("vmm: cannot write report {}: {e}", path.display());
+            say!("vmm: {e}");
             output_failed = true;
         }
     }

@@ -1,6 +1,9 @@
 //! The guest console: a 16550 (vm-superio) at COM1 that the guest drives
 //! with GHCI Instruction.IO. Its output is captured for the report (capped)
-//! and, optionally, echoed to the VMM's stdout line by line.
+//! and, optionally, echoed to the VMM's stdout line by line; and how any
+//! guest-controlled text is made safe for a terminal or a log
+//! (`terminal_safe` for the console's lines, `one_line` for text inside
+//! one of the VMM's own lines).
 
 use std::io::Write;
 use vm_superio::{Serial, Trigger};
@@ -48,12 +51,49 @@ pub fn terminal_safe(bytes: &[u8]) -> String {
     out
 }
 
+/// Guest text inside one of the VMM's own lines (a fatal message, a
+/// log line): `terminal_safe`, and newline, carriage return and tab
+/// escaped too (`\n`, `\r`, `\t`), so the text can neither start a line
+/// of its own (a forged `vmm: outcome ok`) nor drive the terminal.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The prefix of every line the VMM itself writes to stderr.
+pub const VMM_LINE_PREFIX: &str = "vmm:";
+
+/// One console line as echoed: `terminal_safe`, and a line that would
+/// read as one of the VMM's own (starting with `vmm:`, after any
+/// whitespace) is marked as the guest's with a `guest: ` prefix.
+pub fn echo_line(line: &[u8]) -> String {
+    let safe = terminal_safe(line);
+    if safe.trim_start().starts_with(VMM_LINE_PREFIX) {
+        format!("guest: {safe}")
+    } else {
+        safe
+    }
+}
+
 impl Capture {
     fn flush_line(&mut self) {
         if self.echo && !self.line.is_empty() {
             let mut out = std::io::stdout().lock();
             // Console echo is best effort: a closed stdout must not stop the TD.
-            let _ = out.write_all(terminal_safe(&self.line).as_bytes());
+            let _ = out.write_all(echo_line(&self.line).as_bytes());
             let _ = out.flush();
         }
         self.line.clear();
@@ -114,6 +154,11 @@ impl Console {
         self.serial.read(offset)
     }
 
+    /// Console bytes the capture could not keep.
+    pub fn dropped(&mut self) -> u64 {
+        self.serial.writer_mut().dropped
+    }
+
     /// Everything the guest printed (lossy UTF-8), with a note if capped.
     pub fn text(&mut self) -> String {
         let cap = self.serial.writer_mut();
@@ -131,7 +176,29 @@ impl Console {
 
 #[cfg(test)]
 mod tests {
-    use super::terminal_safe;
+    use super::{echo_line, one_line, terminal_safe};
+
+    #[test]
+    fn guest_text_in_a_vmm_line_stays_on_that_line() {
+        let forged = "boom\nvmm: outcome ok exit_code 0\r\x1b[2K\tx\\n";
+        let line = one_line(forged);
+        assert!(!line.contains(['\n', '\r', '\t', '\x1b']), "{line}");
+        assert_eq!(
+            line,
+            "boom\\nvmm: outcome ok exit_code 0\\r\\x1b[2K\\tx\\\\n"
+        );
+        assert_eq!(one_line("\u{85}next"), "\\u{85}next");
+    }
+
+    #[test]
+    fn a_console_line_that_reads_like_the_vmms_is_marked_as_the_guests() {
+        assert_eq!(
+            echo_line(b"vmm: outcome ok exit_code 0\n"),
+            "guest: vmm: outcome ok exit_code 0\n"
+        );
+        assert_eq!(echo_line(b"  vmm: x\n"), "guest:   vmm: x\n");
+        assert_eq!(echo_line(b"fw: vmm: x\n"), "fw: vmm: x\n");
+    }
 
     #[test]
     fn control_characters_are_escaped_for_the_terminal() {

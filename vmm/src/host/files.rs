@@ -34,6 +34,18 @@ pub enum FileError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{role} {path}: ends in '/' (or '/.'), so it names a directory; name a file")]
+    DirectoryPath { role: &'static str, path: PathBuf },
+    #[error(
+        "{role} {path}: cannot be written in place and renamed there: {what} is {why}; \
+         name a path elsewhere"
+    )]
+    NoRename {
+        role: &'static str,
+        path: PathBuf,
+        what: String,
+        why: &'static str,
+    },
     #[error(
         "{role} {path} is the same file as the {other_role} {other}; refusing to overwrite it"
     )]

@@ -1,11 +1,12 @@
 //! Host glue: the files a user names (`files`), stop signals and the
-//! vCPU kick (`signals`, `watchdog`), the SIGBUS of a poisoned guest
+//! vCPU kick (`signals`, `watchdog`), per-process limits (`limits`), the SIGBUS of a poisoned guest
 //! page (`poison_signal`), the guest console (`console`) and
 //! the size grammar of the command line (`size`). Nothing here knows
 //! about TDX.
 
 pub mod console;
 pub mod files;
+pub mod limits;
 pub mod output;
 pub mod poison_signal;
 pub mod signals;

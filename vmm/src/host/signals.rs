@@ -1,13 +1,35 @@
-//! Stop signals (SIGINT, SIGTERM, SIGHUP from a closed terminal, SIGQUIT):
-//! the `vmm` command installs their handler first thing, so from process
-//! start a signal stops the guest at the next check (at once if none runs
-//! yet), the report is still written, and the exit status is 128 + the
-//! signal number (130, 143, 129, 131). The handler
-//! only records the signal, sets every vCPU's `immediate_exit` (so a
-//! KVM_RUN about to start returns at once) and kicks each vCPU thread out of
-//! a KVM_RUN in progress; the run loops do the rest. One TD per process: a
-//! library user running several TDs at once does not install the handlers,
-//! and then `attach`/`detach` do nothing.
+//! The VMM's signal policy, decided per signal (the README's signal table
+//! is this file in prose):
+//!
+//! - **Stop signals** (every catchable signal whose default action would
+//!   end the process without a report: SIGHUP, SIGINT, SIGQUIT, SIGTERM,
+//!   SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU, SIGIO, SIGPWR,
+//!   SIGSTKFLT and every real-time signal): the `vmm` command installs
+//!   their handler first thing, so from process start a signal stops the
+//!   guest at the next check (at once if none runs yet), the report is
+//!   still written with outcome `interrupted`, and the exit status is
+//!   128 + the signal number. The handler only records the first signal,
+//!   sets every vCPU's `immediate_exit` (so a KVM_RUN about to start
+//!   returns at once) and kicks each vCPU thread out of a KVM_RUN in
+//!   progress; the run loops do the rest. A signal ignored by whoever
+//!   started us (`nohup`, a shell's background job) stays ignored, except
+//!   SIGTERM.
+//! - **SIGXFSZ** (a write past `ulimit -f`) is ignored, so the write fails
+//!   with EFBIG and the output that could not be written is reported
+//!   (exit 3) instead of the process dying mid-write.
+//! - **SIGURG** is the vCPU kick (`watchdog::kick_signal`): a standard
+//!   signal, so sending it never fails for want of a signal-queue slot
+//!   (`ulimit -i`), unlike a real-time one. Sent from outside, it only
+//!   makes a vCPU check for stops and run on.
+//! - SIGPIPE stays ignored (Rust's runtime ignores it: a closed pipe is a
+//!   write error); SIGCHLD, SIGWINCH and SIGCONT keep their default
+//!   (nothing); SIGTSTP, SIGTTIN and SIGTTOU keep job control; SIGSEGV,
+//!   SIGBUS (but see `poison_signal`), SIGILL, SIGFPE, SIGTRAP and SIGSYS are
+//!   faults of the VMM itself and keep their default; SIGKILL and SIGSTOP
+//!   cannot be caught.
+//!
+//! One TD per process: a library user running several TDs at once does
+//! not install the handlers, and then `attach`/`detach` do nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 
@@ -23,7 +45,9 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // Only async-signal-safe work: atomics, byte stores, pthread_kill.
-    SIGNALLED.store(sig, Ordering::SeqCst);
+    // The first signal is the run's; later ones (SIGXCPU repeats every
+    // second) only kick again.
+    let _ = SIGNALLED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
     for exit in &IMMEDIATE_EXITS {
         let exit = exit.load(Ordering::SeqCst);
         if !exit.is_null() {
@@ -42,15 +66,39 @@ extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c
     for thread in &VCPU_THREADS {
         let vcpu = thread.load(Ordering::SeqCst) as libc::pthread_t;
         if vcpu != 0 && vcpu != me {
-            // SAFETY: pthread_kill is async-signal-safe; the vCPU thread is
-            // alive while its slot is set (cleared by `detach`).
-            unsafe { libc::pthread_kill(vcpu, crate::host::watchdog::kick_signal()) };
+            crate::host::watchdog::kick_thread(vcpu);
         }
     }
 }
 
-/// The signals that stop a run.
-pub const STOP_SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+/// The standard signals that stop a run (the real-time ones are added by
+/// `stop_signals`).
+const STANDARD_STOP_SIGNALS: [(i32, &str); 13] = [
+    (libc::SIGHUP, "SIGHUP"),
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGXCPU, "SIGXCPU"),
+    (libc::SIGIO, "SIGIO"),
+    (libc::SIGPWR, "SIGPWR"),
+    (libc::SIGSTKFLT, "SIGSTKFLT"),
+];
+
+/// Every signal that stops a run: the standard ones above and every
+/// real-time signal (SIGRTMIN..=SIGRTMAX as the C library numbers them).
+pub fn stop_signals() -> Vec<i32> {
+    let rt = vmm_sys_util::signal::SIGRTMIN()..=vmm_sys_util::signal::SIGRTMAX();
+    STANDARD_STOP_SIGNALS
+        .iter()
+        .map(|&(s, _)| s)
+        .chain(rt)
+        .collect()
+}
 
 /// True when `sig` was ignored by whoever started us (`nohup` ignores
 /// SIGHUP; a shell ignores SIGINT and SIGQUIT for background jobs).
@@ -63,22 +111,29 @@ fn inherited_ignore(sig: i32) -> bool {
     }
 }
 
-/// Installs the stop-signal handlers (the `vmm` command does, first
-/// thing; a library user keeps its own) and unblocks those signals, so a
-/// signal that arrived before (pending while blocked by our parent) is
-/// acted on at once. SIGHUP, SIGINT and SIGQUIT stay ignored if they were
-/// ignored when we started. Returns why not, if they cannot be installed.
+/// Installs the signal policy (the `vmm` command does, first thing; a
+/// library user keeps its own): the stop-signal handlers, SIGXFSZ
+/// ignored, the kick handler; then unblocks those signals, so a signal
+/// that arrived before (pending while blocked by our parent) is acted on
+/// at once. Returns why not, if a handler cannot be installed.
 pub fn install() -> Result<(), vmm_sys_util::errno::Error> {
     crate::host::watchdog::install_kick_handler();
     // SAFETY: a zeroed sigset_t is valid storage for sigemptyset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t.
     unsafe { libc::sigemptyset(&mut set) };
-    for sig in STOP_SIGNALS {
+    // SAFETY: ignoring SIGXFSZ installs no handler; every write past the
+    // file-size limit then fails with EFBIG, which the outputs report.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let mut first_error = None;
+    for sig in stop_signals() {
         if sig != libc::SIGTERM && inherited_ignore(sig) {
             continue;
         }
-        vmm_sys_util::signal::register_signal_handler(sig, on_stop)?;
+        if let Err(e) = vmm_sys_util::signal::register_signal_handler(sig, on_stop) {
+            first_error.get_or_insert(e);
+            continue;
+        }
         // SAFETY: `set` is a valid, initialised sigset_t.
         unsafe { libc::sigaddset(&mut set, sig) };
     }
@@ -91,7 +146,7 @@ pub fn install() -> Result<(), vmm_sys_util::errno::Error> {
     if rc != 0 {
         return Err(vmm_sys_util::errno::Error::new(rc));
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Tells the handler which thread runs vCPU `index` and where its
@@ -134,13 +189,49 @@ pub fn pending() -> Option<i32> {
     }
 }
 
-/// Name of a stop signal for messages and reports.
-pub fn name(sig: i32) -> &'static str {
+/// Name of a signal for messages and reports: `SIGTERM`, `SIGRTMIN+3`.
+pub fn name(sig: i32) -> String {
+    if let Some((_, n)) = STANDARD_STOP_SIGNALS.iter().find(|&&(s, _)| s == sig) {
+        return (*n).to_string();
+    }
+    let (min, max) = (
+        vmm_sys_util::signal::SIGRTMIN(),
+        vmm_sys_util::signal::SIGRTMAX(),
+    );
     match sig {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGQUIT => "SIGQUIT",
-        _ => "signal",
+        s if s == libc::SIGXFSZ => "SIGXFSZ".into(),
+        s if s == libc::SIGURG => "SIGURG".into(),
+        s if s == min => "SIGRTMIN".into(),
+        s if s > min && s <= max => format!("SIGRTMIN+{}", s - min),
+        s => format!("signal {s}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stop_signal_has_a_name_and_none_is_the_kick_or_a_fault() {
+        let all = stop_signals();
+        assert!(all.len() >= STANDARD_STOP_SIGNALS.len() + 30, "{all:?}");
+        for s in &all {
+            assert!(name(*s).starts_with("SIG"), "{s}: {}", name(*s));
+        }
+        for not in [
+            crate::host::watchdog::kick_signal(),
+            libc::SIGXFSZ,
+            libc::SIGBUS,
+            libc::SIGSEGV,
+            libc::SIGPIPE,
+            libc::SIGCHLD,
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGTSTP,
+        ] {
+            assert!(!all.contains(&not), "{} must not stop a run", name(not));
+        }
+        assert_eq!(name(libc::SIGUSR1), "SIGUSR1");
+        assert_eq!(name(vmm_sys_util::signal::SIGRTMIN() + 2), "SIGRTMIN+2");
     }
 }

@@ -11,6 +11,8 @@ pub enum SizeError {
     Malformed(String),
     #[error("size `{0}` does not fit in 64 bits")]
     Overflow(String),
+    #[error("size `{0}` is negative: sizes are positive byte counts (e.g. 512M, 4G)")]
+    Negative(String),
 }
 
 /// Parses a size: decimal digits, optionally followed by one of `K M G T`
@@ -18,6 +20,9 @@ pub enum SizeError {
 /// The grammar is the guests' (`abi::cmdline`); this adds host error texts.
 pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     use abi::cmdline::SizeError as E;
+    if text.trim_start().starts_with('-') {
+        return Err(SizeError::Negative(text.to_string()));
+    }
     abi::cmdline::parse_size(text).map_err(|e| match e {
         E::Empty => SizeError::Empty,
         E::Malformed => SizeError::Malformed(text.to_string()),
@@ -47,6 +52,7 @@ mod tests {
         assert_eq!(parse_size("4G"), Ok(4 << 30));
         assert_eq!(parse_size("1T"), Ok(1 << 40));
         assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("-1G"), Err(SizeError::Negative("-1G".into())));
         assert_eq!(parse_size("2gib"), Ok(2 << 30));
         assert_eq!(parse_size(" 8k "), Ok(8192));
     }
@@ -56,7 +62,7 @@ mod tests {
         assert_eq!(parse_size(""), Err(SizeError::Empty));
         assert!(matches!(parse_size("G"), Err(SizeError::Malformed(_))));
         assert!(matches!(parse_size("4X"), Err(SizeError::Malformed(_))));
-        assert!(matches!(parse_size("-4G"), Err(SizeError::Malformed(_))));
+        assert!(matches!(parse_size("-4G"), Err(SizeError::Negative(_))));
         assert!(matches!(parse_size("1.5G"), Err(SizeError::Malformed(_))));
         assert!(matches!(
             parse_size("99999999999T"),

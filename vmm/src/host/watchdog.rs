@@ -1,8 +1,9 @@
 //! The run timeout: a thread that, once the deadline passes, keeps kicking
 //! the TD's vCPU threads out of KVM_RUN with a signal until a run loop
-//! notices.
+//! notices; and the kick itself (the signal, its empty handler, the send
+//! and the count of sends that failed).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
@@ -13,9 +14,37 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
-/// The real-time signal that interrupts the vCPU thread's KVM_RUN.
+/// The signal that interrupts a vCPU thread's KVM_RUN: SIGURG, a
+/// standard signal. A real-time signal needs a slot in the user's signal
+/// queue (`ulimit -i`), and with none left `pthread_kill` fails with
+/// EAGAIN and the vCPU runs on; a standard signal is always delivered (a
+/// second one while the first is pending merges with it, which is all a
+/// kick needs). Its default action is to do nothing, so one sent from
+/// outside is harmless.
 pub fn kick_signal() -> libc::c_int {
-    vmm_sys_util::signal::SIGRTMIN() + 1
+    libc::SIGURG
+}
+
+static KICK_FAILURES: AtomicU64 = AtomicU64::new(0);
+static KICK_ERRNO: AtomicI32 = AtomicI32::new(0);
+
+/// Sends the kick to `thread` (async-signal-safe). A failed send is
+/// counted (`kick_failures`) and the caller's retries go on: the watchdog
+/// kicks every 20 ms, and `immediate_exit` stops a vCPU at its next entry.
+pub fn kick_thread(thread: libc::pthread_t) {
+    // SAFETY: pthread_kill is async-signal-safe; callers pass a vCPU
+    // thread that is alive while it is registered with them.
+    let rc = unsafe { libc::pthread_kill(thread, kick_signal()) };
+    if rc != 0 {
+        KICK_FAILURES.fetch_add(1, Ordering::SeqCst);
+        KICK_ERRNO.store(rc, Ordering::SeqCst);
+    }
+}
+
+/// Kicks that could not be sent since process start, and the last error.
+pub fn kick_failures() -> (u64, Option<i32>) {
+    let n = KICK_FAILURES.load(Ordering::SeqCst);
+    (n, (n > 0).then(|| KICK_ERRNO.load(Ordering::SeqCst)))
 }
 
 /// True when the kick signal's handler is in place (sending it is safe).

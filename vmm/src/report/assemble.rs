@@ -151,6 +151,8 @@ pub fn assemble<B: SlotBackend>(
             poisoned_chunks: poison.chunks,
             pages_poisoned: poison.pages_poisoned,
             pages_filled: poison.pages_filled,
+            // The run adds the kicks that failed while it ran.
+            kick_failures: 0,
         },
         exits,
         vcpus: vcpus.len() as u32,
@@ -161,11 +163,7 @@ pub fn assemble<B: SlotBackend>(
         trace: log.trace.take().map(|t| t.finish()),
         guest: log.guest_counters.totals(),
         guest_per_generation: log.guest_counters.per_generation(),
-        kexecs: log
-            .kexecs
-            .iter()
-            .filter(|k| k.next_entry_us.is_some())
-            .count(),
+        kexecs: log.kexecs_completed,
         kexec: log.kexecs.clone(),
         unaccepted_table: table,
         bitmap_state: bitmap.state().to_string(),
@@ -183,7 +181,11 @@ pub fn assemble<B: SlotBackend>(
             .map(|s| crate::host::signals::name(s).to_string()),
         signal_number: stop.signal,
         invariant_checks,
-        records_dropped: log.records_dropped,
+        records_dropped: log.truncated.total(),
+        truncated: crate::report::run_log::Truncated {
+            console_bytes: console.dropped(),
+            ..log.truncated
+        },
         inputs: facts.inputs,
     }
 }

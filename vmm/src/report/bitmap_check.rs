@@ -98,7 +98,13 @@ pub fn check(
         .saturating_sub(header.phys_base)
         .div_ceil(UNIT_SIZE);
     let read_bytes = header.size.min(ram_units.div_ceil(8));
-    let mut bitmap = vec![0u8; read_bytes as usize];
+    let mut bitmap = Vec::new();
+    if bitmap.try_reserve_exact(read_bytes as usize).is_err() {
+        return Err(bad(format!(
+            "the host cannot allocate {read_bytes} bytes to read its bitmap"
+        )));
+    }
+    bitmap.resize(read_bytes as usize, 0u8);
     if !mem.read_accepted(table_gpa + 24, &mut bitmap) {
         return Err(bad(format!(
             "its {}-byte bitmap is not readable accepted memory",

@@ -58,6 +58,11 @@ pub struct HostStats {
     pub pages_poisoned: u64,
     #[serde(default)]
     pub pages_filled: u64,
+    /// vCPU kicks (the signal that takes a vCPU out of KVM_RUN for a
+    /// stop or the timeout) that could not be sent; the watchdog retries
+    /// them, so a stop is late, never lost.
+    #[serde(default)]
+    pub kick_failures: u64,
 }
 
 /// vCPU exits by kind.
@@ -127,9 +132,10 @@ pub struct Report {
     pub trace: Option<crate::report::trace::TraceSummary>,
     /// Counters the guest kernel reported.
     pub guest: BTreeMap<String, u64>,
-    /// Completed kexecs (the new kernel reached its entry).
-    pub kexecs: usize,
-    /// One record per kexec started.
+    /// Completed kexecs (the new kernel reached its entry), all of them.
+    pub kexecs: u64,
+    /// One record per kexec started, the first `MAX_KEXEC_RECORDS` of
+    /// them (`truncated.kexec` counts the rest).
     pub kexec: Vec<KexecRecord>,
     /// Counters per reporting generation (null = the firmware), each as
     /// its last value; `guest` holds their sums.
@@ -154,8 +160,12 @@ pub struct Report {
     pub signal_number: Option<i32>,
     /// Private-memory invariant checks run (null when checking is off).
     pub invariant_checks: Option<u64>,
-    /// Phase marks and kexec records the guest sent past the report's caps.
+    /// Phase marks, kexec records and per-generation counters the guest
+    /// sent past the report's caps (the sum of `truncated`).
     pub records_dropped: u64,
+    /// What each capped list left out.
+    #[serde(default)]
+    pub truncated: crate::report::run_log::Truncated,
     /// What produced this report.
     pub inputs: Inputs,
 }
@@ -357,6 +367,7 @@ impl Report {
             signal_number: None,
             invariant_checks: None,
             records_dropped: 0,
+            truncated: Default::default(),
             inputs,
         }
     }

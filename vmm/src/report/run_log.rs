@@ -71,8 +71,37 @@ pub struct RunLog {
     pub bench: Option<Bench>,
     /// The accept trace, when asked for.
     pub trace: Option<Trace>,
-    /// Marks, kexec records and counter generations past their caps.
-    pub records_dropped: u64,
+    /// kexecs whose next kernel reached its entry, every one counted
+    /// (the records above stop at `MAX_KEXEC_RECORDS`).
+    pub kexecs_completed: u64,
+    /// The last record in `kexecs` is the kexec in progress (false when
+    /// the one in progress came past the cap and has no record).
+    kexec_open: bool,
+    /// What the capped lists left out.
+    pub truncated: Truncated,
+}
+
+/// Entries each capped list of the report left out (all zero when
+/// nothing was capped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Truncated {
+    /// Phase marks past `MAX_MARKS` (not in `timing_us`).
+    pub timing_us: u64,
+    /// kexec records past `MAX_KEXEC_RECORDS` (not in `kexec`).
+    pub kexec: u64,
+    /// Counter updates of generations past the per-generation cap (not in
+    /// `guest_per_generation`; still in the `guest` totals).
+    pub guest_per_generation: u64,
+    /// Console bytes past the capture's cap (not in `console`).
+    #[serde(default)]
+    pub console_bytes: u64,
+}
+
+impl Truncated {
+    /// Records left out of the lists (the console's bytes apart).
+    pub fn total(&self) -> u64 {
+        self.timing_us + self.kexec + self.guest_per_generation
+    }
 }
 
 impl RunLog {
@@ -90,7 +119,18 @@ impl RunLog {
             bench_start: None,
             bench: None,
             trace,
-            records_dropped: 0,
+            kexecs_completed: 0,
+            kexec_open: false,
+            truncated: Truncated::default(),
+        }
+    }
+
+    /// The record of the kexec in progress, if it has one.
+    fn open_kexec(&mut self) -> Option<&mut KexecRecord> {
+        if self.kexec_open {
+            self.kexecs.last_mut()
+        } else {
+            None
         }
     }
 
@@ -102,9 +142,9 @@ impl RunLog {
     /// Records a guest counter for the running generation.
     pub fn counter(&mut self, counter: Counter, value: u64) {
         if !self.guest_counters.record(self.generation, counter, value) {
-            self.records_dropped += 1;
+            self.truncated.guest_per_generation += 1;
         }
-        if let Some(k) = self.kexecs.last_mut() {
+        if let Some(k) = self.open_kexec() {
             match counter {
                 Counter::KexecDest => k.dest_gpa = Some(value),
                 Counter::KexecDestAccepted => k.dest_bytes_accepted = value,
@@ -124,7 +164,7 @@ impl RunLog {
     ) {
         self.trace(Kind::Accept, req.gpa_bits(), req.level_bits(), status, vcpu);
         if let Some(AcceptResult::Accepted { gpa, level }) = result {
-            if let Some(k) = self.kexecs.last_mut().filter(|k| k.jump_us.is_none()) {
+            if let Some(k) = self.open_kexec().filter(|k| k.jump_us.is_none()) {
                 k.vmm_bytes_accepted += level.size();
                 k.vmm_lowest_gpa_accepted =
                     Some(k.vmm_lowest_gpa_accepted.map_or(gpa, |g| g.min(gpa)));
@@ -175,7 +215,7 @@ impl RunLog {
         if self.marks.len() < MAX_MARKS || self.marks.contains_key(&key) {
             self.marks.insert(key, now);
         } else {
-            self.records_dropped += 1;
+            self.truncated.timing_us += 1;
         }
         match mark {
             Mark::FwStart => self.phase = Phase::Firmware,
@@ -184,29 +224,30 @@ impl RunLog {
                 self.generation = Some(arg);
                 self.phase = Phase::Kernel;
                 self.table_filled = false;
-                if let Some(k) = self
-                    .kexecs
-                    .last_mut()
-                    .filter(|k| k.from_generation + 1 == arg)
-                {
+                if arg > 0 {
+                    self.kexecs_completed += 1;
+                }
+                if let Some(k) = self.open_kexec().filter(|k| k.from_generation + 1 == arg) {
                     k.next_entry_us = Some(now);
                 }
+                self.kexec_open = false;
             }
             Mark::KexecLoad => {
                 self.phase = Phase::KexecLoad;
-                if self.kexecs.len() < MAX_KEXEC_RECORDS {
+                self.kexec_open = self.kexecs.len() < MAX_KEXEC_RECORDS;
+                if self.kexec_open {
                     self.kexecs.push(KexecRecord {
                         from_generation: arg,
                         load_us: now,
                         ..Default::default()
                     });
                 } else {
-                    self.records_dropped += 1;
+                    self.truncated.kexec += 1;
                 }
             }
             Mark::KexecJump => {
                 self.phase = Phase::KexecCopy;
-                if let Some(k) = self.kexecs.last_mut() {
+                if let Some(k) = self.open_kexec() {
                     k.jump_us = Some(now);
                 }
             }
@@ -268,6 +309,28 @@ mod tests {
             log.mark(Mark::KernelEntry, g + 1);
         }
         assert_eq!(log.marks.len(), MAX_MARKS);
-        assert_eq!(log.records_dropped, 10);
+        assert_eq!(log.truncated.timing_us, 10);
+    }
+
+    #[test]
+    fn kexecs_past_the_record_cap_are_counted_and_leave_the_last_record_alone() {
+        let mut log = RunLog::new(Instant::now(), None);
+        log.mark(Mark::KernelEntry, 0);
+        let chain = MAX_KEXEC_RECORDS as u64 + 36;
+        for g in 0..chain {
+            log.mark(Mark::KexecLoad, g);
+            log.counter(Counter::KexecDest, 0x1000 * (g + 1));
+            log.mark(Mark::KexecJump, g);
+            log.mark(Mark::KernelEntry, g + 1);
+        }
+        assert_eq!(log.kexecs_completed, chain);
+        assert_eq!(log.kexecs.len(), MAX_KEXEC_RECORDS);
+        assert_eq!(log.truncated.kexec, 36);
+        // The last kept record is its own kexec's, not overwritten by
+        // the ones past the cap.
+        let last = log.kexecs[MAX_KEXEC_RECORDS - 1];
+        assert_eq!(last.from_generation, MAX_KEXEC_RECORDS as u64 - 1);
+        assert_eq!(last.dest_gpa, Some(0x1000 * MAX_KEXEC_RECORDS as u64));
+        assert_eq!(log.generation, Some(chain));
     }
 }

@@ -38,8 +38,12 @@ pub enum Exit {
         reason: u64,
         cpu: u32,
     },
-    /// KVM_RUN returned EINTR or EAGAIN (a kick): check stops, run again.
+    /// KVM_RUN returned EINTR (a kick): check stops, run again.
     Kicked,
+    /// KVM_RUN returned EAGAIN: the host could not get the vCPU running
+    /// this time (a resource KVM needs is short); retried a bounded number
+    /// of times.
+    Again,
     /// KVM_RUN failed.
     RunFailed(String),
     Unexpected(String),
@@ -78,7 +82,8 @@ impl Exit {
             Ok(VcpuExit::Hlt) => Exit::Hlt,
             Ok(VcpuExit::FailEntry(reason, cpu)) => Exit::FailEntry { reason, cpu },
             Ok(other) => Exit::Unexpected(format!("{other:?}")),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Kicked,
+            Err(e) if e.errno() == libc::EINTR => Exit::Kicked,
+            Err(e) if e.errno() == libc::EAGAIN => Exit::Again,
             Err(e) => Exit::RunFailed(e.to_string()),
         }
     }
@@ -98,12 +103,14 @@ pub enum Action {
     TripleFault,
     /// Was the instruction fetched from memory without a slot?
     CheckFetch,
+    /// KVM_RUN answered EAGAIN: run again, a bounded number of times.
+    RunAgain,
     Stop(Stop),
 }
 
 /// Decides what to do about `exit`, counting it.
 pub fn on_exit(exit: Exit, exits: &mut ExitStats) -> Action {
-    if exit != Exit::Kicked && !matches!(exit, Exit::RunFailed(_)) {
+    if !matches!(exit, Exit::Kicked | Exit::Again | Exit::RunFailed(_)) {
         exits.total += 1;
     }
     match exit {
@@ -143,6 +150,7 @@ pub fn on_exit(exit: Exit, exits: &mut ExitStats) -> Action {
             None,
         )),
         Exit::Kicked => Action::Resume,
+        Exit::Again => Action::RunAgain,
         Exit::RunFailed(e) => Action::Stop(Stop::error(format!("KVM_RUN failed: {e}"), None)),
         Exit::Unexpected(e) => Action::Stop(Stop::error(format!("unexpected vCPU exit {e}"), None)),
     }
@@ -232,6 +240,17 @@ mod tests {
         // A kick is not an exit of the guest's.
         let (a, s) = exit_counts(Exit::Kicked);
         assert_eq!((a, s.total), (Action::Resume, 0));
+        // Neither is an EAGAIN, which is retried a bounded number of times.
+        let (a, s) = exit_counts(Exit::Again);
+        assert_eq!((a, s.total), (Action::RunAgain, 0));
+        assert_eq!(
+            Exit::from_kvm(Err(vmm_sys_util::errno::Error::new(libc::EAGAIN))),
+            Exit::Again
+        );
+        assert_eq!(
+            Exit::from_kvm(Err(vmm_sys_util::errno::Error::new(libc::EINTR))),
+            Exit::Kicked
+        );
         for (exit, needle) in [
             (Exit::Hlt, "HLT"),
             (

@@ -114,9 +114,9 @@ impl StopBoard {
                 unsafe { a.immediate_exit.write_volatile(1) };
             }
             if a.thread != me && crate::host::watchdog::kick_installed() {
-                // SAFETY: the thread is alive: it detaches (under this
-                // lock) before it returns.
-                unsafe { libc::pthread_kill(a.thread, crate::host::watchdog::kick_signal()) };
+                // The thread is alive: it detaches (under this lock)
+                // before it returns.
+                crate::host::watchdog::kick_thread(a.thread);
             }
         }
     }

@@ -1,0 +1,131 @@
+//! The host's per-process limits as the VMM meets them: the thread stack
+//! sizes it asks for (never the `ulimit -s` default), the address space a
+//! run needs beyond what the TD has already reserved (`ulimit -v`, checked
+//! before any guest runs so a later allocation cannot abort the process),
+//! and the process limit (`ulimit -u`) named in diagnostics.
+
+use thiserror::Error;
+
+/// Stack of each vCPU thread the VMM starts (vCPU 0 runs on the caller's
+/// thread). Measured: the deepest path (a debug build's accept with the
+/// invariant check) uses under a quarter of it.
+pub const VCPU_STACK_BYTES: usize = 1 << 20;
+
+/// Stack of the thread the `vmm` command runs on (building the TD, vCPU 0,
+/// the report), so `ulimit -s` does not decide whether it overflows.
+pub const MAIN_STACK_BYTES: usize = 8 << 20;
+
+/// Address space a run needs beyond the TD's reservations and the vCPU
+/// stacks: the trace buffer, the report, the allocator's arenas of the
+/// vCPU threads and whatever a guest may make the VMM allocate (capped
+/// lists, a console capture of at most 1 MiB).
+pub const RUN_HEADROOM_BYTES: u64 = 256 << 20;
+
+/// A limit that would stop the run later, found before any guest runs.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LimitError {
+    #[error(
+        "the address-space limit (ulimit -v {limit_kib}) leaves less than {need_mib} MiB \
+         beyond the {used_mib} MiB this TD reserved (guest RAM included) for {vcpus} vCPU \
+         stacks and the run itself: raise ulimit -v to at least {want_kib} (KiB)"
+    )]
+    AddressSpace {
+        limit_kib: u64,
+        used_mib: u64,
+        need_mib: u64,
+        vcpus: u32,
+        want_kib: u64,
+    },
+}
+
+fn rlimit(resource: libc::__rlimit_resource_t) -> Option<u64> {
+    // SAFETY: a zeroed rlimit is valid storage for getrlimit to fill.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `r` is a valid out-parameter.
+    if unsafe { libc::getrlimit(resource, &mut r) } != 0 || r.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(r.rlim_cur)
+}
+
+/// The soft process limit (`ulimit -u`), if there is one.
+pub fn nproc_limit() -> Option<u64> {
+    rlimit(libc::RLIMIT_NPROC)
+}
+
+/// This process's virtual size (VmSize), from /proc/self/statm.
+fn virtual_size() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Address space the run of a TD with `vcpus` vCPUs needs beyond what is
+/// reserved when it is built.
+pub fn run_needs(vcpus: u32) -> u64 {
+    u64::from(vcpus.saturating_sub(1)) * VCPU_STACK_BYTES as u64 + RUN_HEADROOM_BYTES
+}
+
+/// Checks that `bytes` more of address space can be mapped now (with an
+/// address-space limit, by mapping and unmapping that much, inaccessible
+/// and unbacked: it costs no memory).
+pub fn ensure_address_space(bytes: u64, vcpus: u32) -> Result<(), LimitError> {
+    let Some(limit) = rlimit(libc::RLIMIT_AS) else {
+        return Ok(());
+    };
+    let len = usize::try_from(bytes).unwrap_or(usize::MAX);
+    // SAFETY: an anonymous, private, inaccessible mapping at an address
+    // the kernel picks touches no existing mapping.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p != libc::MAP_FAILED {
+        // SAFETY: `p` is the mapping of `len` bytes made just above.
+        unsafe { libc::munmap(p, len) };
+        return Ok(());
+    }
+    let used = virtual_size().unwrap_or(0);
+    Err(LimitError::AddressSpace {
+        limit_kib: limit / 1024,
+        used_mib: used >> 20,
+        need_mib: bytes.div_ceil(1 << 20),
+        vcpus,
+        want_kib: (used + bytes).div_ceil(1024),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_needs_grows_with_the_vcpus_started() {
+        assert_eq!(run_needs(1), RUN_HEADROOM_BYTES);
+        assert_eq!(run_needs(64) - run_needs(1), 63 * VCPU_STACK_BYTES as u64);
+    }
+
+    #[test]
+    fn the_address_space_message_names_the_limit_and_the_fix() {
+        let e = LimitError::AddressSpace {
+            limit_kib: 4096,
+            used_mib: 3,
+            need_mib: 256,
+            vcpus: 4,
+            want_kib: 265_216,
+        };
+        let m = e.to_string();
+        assert!(
+            m.contains("ulimit -v 4096") && m.contains("at least 265216"),
+            "{m}"
+        );
+    }
+}
