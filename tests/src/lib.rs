@@ -2,11 +2,14 @@
 //! visible message, or fail when `REQUIRE_KVM=1`), CPU profiles to cover,
 //! guests built once per test process, booting a TD in-process, scratch
 //! files, the PT_LOAD headers of an ELF image, and a `vmm run` process
-//! whose guest spins forever (for signal tests).
+//! whose guest spins forever (for signal tests); `process` has the rest of
+//! what process-level tests share.
 
 use std::sync::OnceLock;
 use vmm::boot::cpu::ProfileChoice;
 use vmm::{Report, Td, TdConfig};
+
+pub mod process;
 
 pub use xtask::GuestImages;
 

@@ -10,10 +10,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use tests::process::{err_text, expect_refused, json, run_bounded, wait_bounded};
 use tests::{guests, require_kvm, scratch};
 
 fn vmm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vmm-cli"))
+    Command::new(tests::process::vmm_binary(env!("CARGO_BIN_EXE_vmm-cli")))
 }
 
 fn fw() -> &'static Path {
@@ -24,38 +25,6 @@ fn kernel() -> &'static Path {
     &guests().kernel
 }
 
-/// Waits for `child` at most `limit`; a child still running then is
-/// killed and the test fails (the bug these tests guard against is a
-/// hang, so they must not hang themselves).
-fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("collect output");
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: the VMM was still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn run_bounded(cmd: &mut Command, what: &str) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the vmm");
-    wait_bounded(child, Duration::from_secs(60), what)
-}
-
-fn err_text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn mkfifo(name: &str) -> PathBuf {
     let p = scratch(name);
     let _ = std::fs::remove_file(&p);
@@ -63,24 +32,6 @@ fn mkfifo(name: &str) -> PathBuf {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
     p
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading report {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}): {text}"))
-}
-
-fn expect_refused(o: &Output, needles: &[&str]) {
-    let err = err_text(o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "expected {n:?} in: {err}");
-    }
-    assert!(
-        !err.contains("fw:") && !String::from_utf8_lossy(&o.stdout).contains("fw:"),
-        "no guest may run: {err}"
-    );
 }
 
 #[test]
@@ -373,7 +324,7 @@ fn host_allocation_failure_is_a_clean_refusal() {
         });
     }
     let o = run_bounded(&mut cmd, "64 TiB under RLIMIT_AS");
-    expect_refused(&o, &["cannot reserve"]);
+    expect_refused(&o, &["ulimit -v"]);
     assert!(!report.exists(), "a refused run leaves no report");
 }
 
@@ -385,7 +336,10 @@ fn spinning_guest(report: &Path) -> Child {
 
 /// The same, leaving a report already at the path where it is.
 fn spinning_guest_keeping(report: &Path) -> Child {
-    tests::spawn_spinning_guest(env!("CARGO_BIN_EXE_vmm-cli"), report)
+    tests::spawn_spinning_guest(
+        &tests::process::vmm_binary(env!("CARGO_BIN_EXE_vmm-cli")),
+        report,
+    )
 }
 
 #[test]

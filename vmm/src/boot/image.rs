@@ -125,8 +125,8 @@ impl ElfImage {
     }
 
     /// Checks what the firmware needs of a kernel payload: a static PIE
-    /// (it is relocated to wherever it is allocated) whose memory image
-    /// fits in `ram_bytes`.
+    /// (it is relocated to wherever it is allocated) whose relocations the
+    /// firmware can apply and whose memory image fits in `ram_bytes`.
     pub fn check_kernel(&self, ram_bytes: u64) -> Result<(), ElfError> {
         let what = if self.e_type != abi::elf::ET_DYN {
             Some("it is ET_EXEC (linked at a fixed address)")
@@ -141,6 +141,16 @@ impl ElfImage {
                 what,
             });
         }
+        // The firmware relocates the kernel where it allocates it: a
+        // relocation it would refuse (a type other than RELATIVE, a target
+        // outside the image, a dynamic tag it does not handle) is refused
+        // here, before any guest runs, with the same words.
+        abi::elf::Image::parse(&self.bytes)
+            .and_then(|i| i.check_relocations())
+            .map_err(|defect| ElfError::Elf {
+                path: self.path.clone(),
+                defect,
+            })?;
         let image = self.memory_image_bytes();
         if image > ram_bytes {
             return Err(ElfError::ImageTooLarge {
