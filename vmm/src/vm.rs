@@ -334,7 +334,7 @@ impl Td {
         // now, with the limit named, instead of aborting at whichever
         // allocation comes too late.
         let run_needs = crate::host::limits::run_needs(config.cpus);
-        let tables = config.mem_bytes / 256;
+        let tables = config.mem_bytes >> 19;
         crate::host::limits::ensure_address_space(
             config
                 .mem_bytes

@@ -4,6 +4,7 @@
 //! Used by the `xtask` binary and by the integration tests.
 
 pub mod bench;
+pub mod limits;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

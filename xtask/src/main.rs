@@ -10,7 +10,8 @@ const USAGE: &str = "usage: cargo xtask build
        cargo xtask bench --micro [--profiles auto,standard] [--out DIR]
        cargo xtask bench --vcpus [--quick] [--repeats N] [--profiles auto] [--out DIR]
        cargo xtask bench --sept [--quick] [--repeats N] [--profiles auto] [--out DIR]
-       cargo xtask bench --replot DIR";
+       cargo xtask bench --replot DIR
+       cargo xtask limits [--mems 1G,1T,64T] [--cpus 1,64]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,6 +19,7 @@ fn main() {
         Some("build") => build().map(|_| 0),
         Some("run") => run(&args[1..]),
         Some("bench") => bench(&args[1..]).map(|_| 0),
+        Some("limits") => limits(&args[1..]).map(|_| 0),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(0)
@@ -61,20 +63,23 @@ fn run(args: &[String]) -> Result<i32, String> {
         cmd.arg("--kernel").arg(&guests.kernel);
     }
     cmd.args(args);
-    // SIGINT/SIGTERM/SIGHUP/SIGQUIT go to the VMM, which stops the guest and still writes
+    // The stop signals (SIGINT, SIGTERM, SIGHUP, SIGUSR1... see the VMM's
+    // signal policy) go to the VMM, which stops the guest and still writes
     // its report; this process waits for it and returns its status.
-    forward_stop_signals();
+    let stop = vmm::host::signals::stop_signals();
+    forward_stop_signals(&stop);
     // The VMM starts with the stop signals blocked and unblocks them once
     // its handlers are in: a signal in its first instants is then held,
     // not fatal (its default action would leave no report).
     use std::os::unix::process::CommandExt;
     // SAFETY: sigemptyset, sigaddset and sigprocmask are async-signal-safe
     // and touch only this stack's set.
+    let blocked = stop.clone();
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            for &sig in &blocked {
                 libc::sigaddset(&mut set, sig);
             }
             libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -110,12 +115,34 @@ extern "C" fn on_stop(sig: libc::c_int) {
     STOP_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
 }
 
-fn forward_stop_signals() {
+fn forward_stop_signals(stop: &[i32]) {
     let handler = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+    for &sig in stop {
         // SAFETY: the handler only stores to an atomic (async-signal-safe).
         unsafe { libc::signal(sig, handler) };
     }
+}
+
+fn limits(args: &[String]) -> Result<(), String> {
+    let value = |flag: &str, default: &str| -> String {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    };
+    let mems = value("--mems", "1G,1T,64T");
+    let mems: Vec<&str> = mems.split(',').collect();
+    let cpus = value("--cpus", "1,64")
+        .split(',')
+        .map(|c| c.parse::<u32>().map_err(|e| format!("--cpus {c}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = xtask::limits::measure(&mems, &cpus)?;
+    print!("{}", xtask::limits::table(&rows));
+    if rows.iter().any(|r| !r.bad_statuses.is_empty()) {
+        return Err("some runs below the limits did not end in a clean refusal".into());
+    }
+    Ok(())
 }
 
 fn bench(args: &[String]) -> Result<(), String> {

@@ -39,6 +39,7 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     // of killing the process: a run stops at its next check, writes its
     // report and exits 128 + N (see `host::signals` for every signal).
     let handlers = crate::host::signals::install();
+    crate::host::limits::one_thread_arena();
     let args: Vec<std::ffi::OsString> = args.into_iter().collect();
     // The work runs on a thread whose stack size is ours to choose: the
     // main thread's is whatever `ulimit -s` says (32 KiB would overflow).

@@ -16,10 +16,27 @@ pub const VCPU_STACK_BYTES: usize = 1 << 20;
 pub const MAIN_STACK_BYTES: usize = 8 << 20;
 
 /// Address space a run needs beyond the TD's reservations and the vCPU
-/// stacks: the trace buffer, the report, the allocator's arenas of the
-/// vCPU threads and whatever a guest may make the VMM allocate (capped
-/// lists, a console capture of at most 1 MiB).
-pub const RUN_HEADROOM_BYTES: u64 = 256 << 20;
+/// stacks: the one malloc arena of the vCPU threads (64 MiB reserved, see
+/// `one_thread_arena`), the trace buffer, the report and whatever a guest
+/// may make the VMM allocate (capped lists, a console capture of at most
+/// 1 MiB). Measured with `cargo xtask limits`.
+pub const RUN_HEADROOM_BYTES: u64 = 96 << 20;
+
+/// Most malloc arenas: the main one and one that every other thread
+/// shares. glibc gives each new thread an arena of its own while there
+/// are fewer than 8 per core, each reserving 64 MiB of address space:
+/// with 64 vCPUs on two cores that was 1 GiB of `ulimit -v`, and the
+/// arenas were taken first, so vCPU threads could not start. The vCPUs
+/// allocate nothing on their accept path, so sharing one costs nothing.
+const MALLOC_ARENAS: libc::c_int = 2;
+
+/// Caps the malloc arenas (the `vmm` command does, before any thread
+/// starts; a library user keeps its own allocator settings).
+pub fn one_thread_arena() {
+    // SAFETY: mallopt only changes the allocator's tuning; called before
+    // any other thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+}
 
 /// A limit that would stop the run later, found before any guest runs.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -72,7 +89,7 @@ pub fn run_needs(vcpus: u32) -> u64 {
 /// address-space limit, by mapping and unmapping that much, inaccessible
 /// and unbacked: it costs no memory).
 pub fn ensure_address_space(bytes: u64, vcpus: u32) -> Result<(), LimitError> {
-    let Some(limit) = rlimit(libc::RLIMIT_AS) else {
+    let Some(limit) = rlimit(libc::RLIMIT_AS).filter(|_| bytes > 0) else {
         return Ok(());
     };
     let len = usize::try_from(bytes).unwrap_or(usize::MAX);

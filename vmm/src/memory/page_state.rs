@@ -215,6 +215,22 @@ impl PageStateTable {
         }
     }
 
+    /// Makes room, fallibly, for the 4 KiB map that an accept of `page` at
+    /// `level` adds when it splits a pending chunk: the guest decides how
+    /// many chunks it splits (64 bytes each), so the host's memory for
+    /// them may run out, and that must be an error, not an abort. After
+    /// it, `accept` of the same page allocates nothing.
+    pub fn reserve_for_accept(&mut self, page: u64, level: PageLevel) -> Result<(), ReserveError> {
+        let chunk = (page / PAGES_PER_CHUNK) as usize;
+        if level != PageLevel::L4K || self.chunks.get(chunk) != Some(&PENDING) {
+            return Ok(());
+        }
+        self.bitmaps.try_reserve(1).map_err(|_| ReserveError {
+            what: "the 4 KiB page states of a split 2 MiB page",
+            bytes: (self.bitmaps.len() as u64 + 1) * 64,
+        })
+    }
+
     /// Marks `[first, first + count)` accepted as 4 KiB pages, the way
     /// `TDH.MEM.PAGE.ADD` builds a TD's initial memory.
     pub fn add_initial(&mut self, first: u64, count: u64) {
@@ -377,6 +393,22 @@ mod tests {
                     AcceptOutcome::Accepted
                 }
             }
+        }
+    }
+
+    #[test]
+    fn an_accept_after_its_reservation_allocates_nothing() {
+        let mut t = PageStateTable::new(4 * PAGES_PER_CHUNK);
+        for chunk in 0..4 {
+            let page = chunk * PAGES_PER_CHUNK + 7;
+            t.reserve_for_accept(page, PageLevel::L4K).unwrap();
+            let cap = t.bitmaps.capacity();
+            assert!(cap > t.bitmaps.len());
+            assert_eq!(t.accept(page, PageLevel::L4K), AcceptOutcome::Accepted);
+            assert_eq!(t.bitmaps.capacity(), cap, "chunk {chunk}");
+            // A split chunk needs no more room.
+            t.reserve_for_accept(page + 1, PageLevel::L4K).unwrap();
+            assert_eq!(t.bitmaps.capacity(), cap);
         }
     }
 

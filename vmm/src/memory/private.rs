@@ -129,7 +129,8 @@ impl<B: SlotBackend> PrivateMemory<B> {
     }
 
     /// Before an accept of `[offset, offset + level)` that will succeed:
-    /// with `uffd-poison`, a 4 KiB accept (or any accept in a poisoned
+    /// room for its page states is reserved (fallibly); with
+    /// `uffd-poison`, a 4 KiB accept (or any accept in a poisoned
     /// chunk) registers and poisons its chunk first and returns the host
     /// side that fills the page; `None` means zero and back it as usual.
     pub fn prepare_accept(
@@ -138,6 +139,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
         level: PageLevel,
     ) -> Result<Option<Arc<PoisonedChunks>>, MemoryError> {
         let chunk = offset / PAGE_4K / PAGES_PER_CHUNK;
+        self.pages.reserve_for_accept(offset / PAGE_4K, level)?;
         match &self.poison {
             Some(p) if level == PageLevel::L4K || p.is_registered(chunk) => {
                 let p = p.clone();

@@ -227,7 +227,10 @@ fn fatal_error<B: SlotBackend>(mem: &PrivateMemory<B>, regs: &kvm_regs, input: &
             .collect();
         printable(&bytes)
     };
-    log::info!("guest reported a fatal error, code {code:#x}: {message}");
+    log::info!(
+        "guest reported a fatal error, code {code:#x}: {}",
+        crate::host::console::one_line(&message)
+    );
     // An exception handler names the faulting instruction (bit 62, R14);
     // otherwise the RIP is where the guest reported from.
     let rip = if input.r12 & ghci::FATAL_RIP_VALID != 0 && input.exposed & reg_bit(gpr::R14) != 0 {
