@@ -8,8 +8,8 @@
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 use tests::process::{err_text, expect_refused, json, run_bounded, wait_bounded};
 use tests::{guests, require_kvm, scratch};
 

@@ -72,9 +72,9 @@ fn run(args: &[String]) -> Result<i32, String> {
     // its handlers are in: a signal in its first instants is then held,
     // not fatal (its default action would leave no report).
     use std::os::unix::process::CommandExt;
-    // SAFETY: sigemptyset, sigaddset and sigprocmask are async-signal-safe
-    // and touch only this stack's set.
     let blocked = stop.clone();
+    // SAFETY: sigemptyset, sigaddset and sigprocmask are async-signal-safe
+    // and touch only this stack's set (`blocked` was built before the fork).
     unsafe {
         cmd.pre_exec(move || {
             let mut set: libc::sigset_t = std::mem::zeroed();

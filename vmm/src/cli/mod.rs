@@ -1,9 +1,10 @@
 //! The `vmm` command line: parsing and validation with clear messages
 //! (here), the run from checked outputs to exit status (`run.rs`), and the
-//! exit-status contract (0 = clean guest exit 0, 1 = the guest failed,
-//! 2 = bad input or setup failure before any guest code ran, 3 = the guest
-//! ran but the report or trace could not be written completely, 128 + N =
-//! stopped by signal N: 129 SIGHUP, 130 SIGINT, 131 SIGQUIT, 143 SIGTERM).
+//! exit-status contract (0 = clean guest exit 0, 1 = the guest failed or
+//! the VMM could not go on, 2 = bad input or setup failure before any guest
+//! code ran, 3 = the guest ran but the report or trace could not be written
+//! completely, 128 + N = stopped by signal N: 129 SIGHUP, 130 SIGINT, 143
+//! SIGTERM, 152 SIGXCPU... `host::signals` decides each signal).
 
 use crate::boot::cpu::ProfileChoice;
 use crate::host::size::parse_size;
