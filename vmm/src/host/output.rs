@@ -219,7 +219,14 @@ impl Output {
                 .create_new(true)
                 .mode(mode)
                 .open(&tmp)
-                .map_err(unwritable)?;
+                .map_err(|e| {
+                    // Say which file could not be created: not the
+                    // output itself (it may exist, as /proc/version does).
+                    unwritable(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot create {} to write it into: {e}", tmp.display()),
+                    ))
+                })?;
             return Ok(Output {
                 role,
                 path: path.to_owned(),
