@@ -214,7 +214,10 @@ fn a_chain_of_1000_kexecs_keeps_the_memory_map_the_same_size() {
     let mut c = config_with_kernel(p, 2 * GIB, "fw.accept=none kexec=1000");
     c.timeout = Some(std::time::Duration::from_secs(300));
     let r = boot(c);
-    let tail = &r.console[r.console.len().saturating_sub(4000)..];
+    let cut = (r.console.len().saturating_sub(4000)..r.console.len())
+        .find(|&i| r.console.is_char_boundary(i))
+        .unwrap_or(r.console.len());
+    let tail = &r.console[cut..];
     let ctx = format!("{}: {:?}\n{tail}", name(p), r.fatal);
     assert_eq!(r.outcome, "ok", "{ctx}");
     assert_eq!(r.exit_code, Some(0), "{ctx}");
