@@ -96,10 +96,14 @@ pub enum Counter {
     /// TDX_OPERAND_BUSY answers the chaos self-test got (on several CPUs
     /// each is one the model explained, or a disagreement).
     ChaosBusy = 18,
+    /// Descriptors in the memory map the kernel was booted with (the
+    /// firmware's at ExitBootServices, or the one the previous kernel
+    /// handed over with kexec).
+    MemoryMapEntries = 19,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 19] = [
         Counter::UnitsAccepted,
         Counter::BytesAcceptedImmediately,
         Counter::BlocksParked,
@@ -118,6 +122,7 @@ impl Counter {
         Counter::LockWaitTsc,
         Counter::ChaosRaced,
         Counter::ChaosBusy,
+        Counter::MemoryMapEntries,
     ];
 
     pub fn from_id(id: u64) -> Option<Self> {
@@ -145,6 +150,7 @@ impl Counter {
             Counter::FwAcceptRetries => "fw_accept_retries",
             Counter::ChaosRaced => "chaos_raced",
             Counter::ChaosBusy => "chaos_busy",
+            Counter::MemoryMapEntries => "memory_map_entries",
         }
     }
 }

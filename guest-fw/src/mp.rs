@@ -280,6 +280,11 @@ pub fn start_aps(vcpus: u32) {
     }
 }
 
+/// APs that came up and parked on the boot mailbox.
+pub fn aps_arrived() -> u64 {
+    boot(fw::ARRIVED).load(Ordering::Acquire)
+}
+
 /// vCPUs in the TD.
 pub fn vcpus() -> u32 {
     VCPUS.load(Ordering::Relaxed)

@@ -102,7 +102,7 @@ pub fn load_and_execute(info: &BootInfo, cmdline: &str, opts: Options) -> &'stat
 }
 
 /// The load's large buffers: the next command line, a copy of the memory
-/// map and the next kernel's map.
+/// map this kernel was booted with and the next kernel's map.
 struct Scratch {
     cmdline: [u8; abi::hob::MAX_CMDLINE_LEN + 32],
     ram: [MemoryDescriptor; stub::MAX_DESCRIPTORS],
@@ -187,7 +187,9 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
     ) else {
         return "the kernel image has too many segments";
     };
-    let ram_len = stub::MAP.with(|m| {
+    // The map this kernel was booted with: the RAM the checks see, and the
+    // base of the next kernel's map.
+    let ram_len = stub::BOOTED.with(|m| {
         let d = &m.descs[..m.len];
         ram[..d.len()].copy_from_slice(d);
         d.len()
@@ -232,22 +234,31 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
         );
     }
 
-    // The new kernel's memory map (abi::memmap::next_kernel_map): the EFI
-    // map with the running kernel's memory free again, the payload in use,
-    // and what the bitmap still marks unaccepted as type 15.
+    // The new kernel's memory map (abi::memmap::next_kernel_map): the map
+    // this kernel was booted with, loader memory free again, the payload
+    // in use, and what the bitmap still marks unaccepted as type 15. The
+    // same map every generation: nothing this kernel reserved for itself
+    // is handed on.
     let mut from = 0;
     let unaccepted_ranges = core::iter::from_fn(|| {
         let (a, b) = unaccepted::next_unaccepted(from)?;
         from = b;
         Some((a, b))
     });
-    let Some(entries) = abi::memmap::next_kernel_map(
+    let entries = match abi::memmap::next_kernel_map(
         map,
         (info.image, info.image + info.image_size),
         unaccepted_ranges,
         storage,
-    ) else {
-        return "the memory map for the new kernel does not fit";
+    ) {
+        Ok(entries) => entries,
+        Err(e) => {
+            println!(
+                "kexec: the new kernel's memory map: {}",
+                stub::MapErrorText(e)
+            );
+            return "the memory map for the new kernel does not fit";
+        }
     };
     let map_off = core::mem::size_of::<BootInfo>() as u64 + cmdline.len() as u64;
     let map_off = map_off.next_multiple_of(8);

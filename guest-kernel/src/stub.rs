@@ -3,11 +3,15 @@
 //! memory and install it under LINUX_EFI_UNACCEPTED_MEM_TABLE_GUID (or
 //! reuse one already installed), allocate what the allocator needs, exit
 //! boot services, then fill the bitmap like `process_unaccepted_memory`.
+//! Keeps two maps: the one the kernel was booted with (what a kexec hands
+//! on) and its own copy, in which it reserves what it uses.
 
 use crate::unaccepted::{accept_now, Table, TABLE};
 use abi::boot::{status, BootServices, SystemTable};
 use abi::efi::{memory_type, ConfigurationTable, MemoryDescriptor};
 use abi::guid::{Guid, LINUX_EFI_UNACCEPTED_MEM_TABLE};
+use abi::memmap::MapError;
+use abi::report::Counter;
 use abi::unaccepted::{bounds, fill_from_map, Header, UNIT_SIZE, VERSION};
 use guest_rt::fatal;
 use guest_rt::fatal::code;
@@ -16,16 +20,43 @@ use guest_rt::global::Global;
 /// Most descriptors the kernel keeps.
 pub const MAX_DESCRIPTORS: usize = 512;
 
-/// The memory map as of ExitBootServices.
+/// A memory map of at most `MAX_DESCRIPTORS` descriptors.
 pub struct MemoryMap {
     pub descs: [MemoryDescriptor; MAX_DESCRIPTORS],
     pub len: usize,
 }
 
-pub static MAP: Global<MemoryMap> = Global::new(MemoryMap {
-    descs: [MemoryDescriptor::ZERO; MAX_DESCRIPTORS],
-    len: 0,
-});
+impl MemoryMap {
+    const EMPTY: MemoryMap = MemoryMap {
+        descs: [MemoryDescriptor::ZERO; MAX_DESCRIPTORS],
+        len: 0,
+    };
+}
+
+/// The kernel's memory map: as of ExitBootServices, or for a kexec'd
+/// kernel the one it was handed with its own image and parameters and its
+/// allocator directory reserved.
+pub static MAP: Global<MemoryMap> = Global::new(MemoryMap::EMPTY);
+
+/// The memory map this kernel was booted with, unedited: the firmware's
+/// final one, or the one the previous kernel handed over. A kexec hands
+/// the next kernel this map (Linux passes on the EFI map it was booted
+/// with), never `MAP`, whose reservations would pile up from one
+/// generation to the next.
+pub static BOOTED: Global<MemoryMap> = Global::new(MemoryMap::EMPTY);
+
+/// Records `MAP` as the map the kernel was booted with, and reports its size.
+fn keep_booted_map() {
+    let len = MAP.with(|m| {
+        BOOTED.with(|b| {
+            b.descs[..m.len].copy_from_slice(&m.descs[..m.len]);
+            b.len = m.len;
+        });
+        m.len
+    });
+    guest_rt::tdcall::counter(Counter::MemoryMapEntries, len as u64);
+    guest_rt::println!("kernel: booted with a memory map of {len} descriptors");
+}
 
 /// Reads the memory map; returns the map key.
 fn get_map(bs: &BootServices) -> u64 {
@@ -165,6 +196,7 @@ pub fn run(st_gpa: u64, bs: &BootServices) -> StubResult {
             fatal!(code::PANIC, "ExitBootServices failed: {s:#x}");
         }
     }
+    keep_booted_map();
     // Now fill the bitmap from the final map. Like Linux's setup_e820 this
     // runs on a table found already installed too (Linux's
     // allocate_unaccepted_bitmap returns early for one, but
@@ -233,20 +265,23 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
         m.descs[..count].copy_from_slice(src);
         m.len = count;
     });
+    keep_booted_map();
     // Our own image and parameters, which the map does not show as in use.
     let params_end = (info.memory_map + info.memory_map_size).next_multiple_of(4096);
-    let reserved = MAP.with(|m| {
-        let mut map = abi::memmap::MemoryMap::new(&mut m.descs);
-        map.adopt(m.len);
-        let r = map.set(info.load_base, params_end, memory_type::LOADER_CODE);
-        m.len = map.entries().len();
-        r
-    });
-    if reserved.is_err() || params_end <= info.load_base {
+    let reserved = if params_end <= info.load_base {
+        Err(MapError::BadRange {
+            start: info.load_base,
+            end: params_end,
+        })
+    } else {
+        reserve(info.load_base, params_end, memory_type::LOADER_CODE)
+    };
+    if let Err(e) = reserved {
         fatal!(
             code::PANIC,
-            "kexec: cannot reserve the kernel at {:#x}..{params_end:#x}",
-            info.load_base
+            "kexec: cannot reserve the kernel at {:#x}..{params_end:#x}: {}",
+            info.load_base,
+            MapErrorText(e)
         );
     }
     // SAFETY: the system table persists in runtime-services memory.
@@ -264,22 +299,54 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
         top.div_ceil(guest_mm::buddy::BLOCK)
     });
     let pages = (dir_blocks * 8).div_ceil(4096);
-    let dir = MAP.with(|m| {
+    let found = MAP.with(|m| {
         let mut map = abi::memmap::MemoryMap::new(&mut m.descs);
         map.adopt(m.len);
-        let at = map.find_top_down(memory_type::CONVENTIONAL, pages, u64::MAX)?;
-        map.set(at, at + pages * 4096, memory_type::LOADER_DATA)
-            .ok()?;
-        m.len = map.entries().len();
-        Some(at)
+        map.find_top_down(memory_type::CONVENTIONAL, pages, u64::MAX)
     });
-    let Some(dir) = dir else {
+    let Some(dir) = found else {
         fatal!(
             code::PANIC,
-            "kexec: no conventional memory for the allocator directory"
+            "kexec: no conventional memory for the allocator directory ({pages} pages)"
         );
     };
+    if let Err(e) = reserve(dir, dir + pages * 4096, memory_type::LOADER_DATA) {
+        fatal!(
+            code::PANIC,
+            "kexec: cannot reserve the allocator directory at {dir:#x}: {}",
+            MapErrorText(e)
+        );
+    }
     StubResult { dir, dir_blocks }
+}
+
+/// Marks `[start, end)` as `ty` in the kernel's own map (`MAP`).
+fn reserve(start: u64, end: u64, ty: u32) -> Result<(), MapError> {
+    MAP.with(|m| {
+        let mut map = abi::memmap::MemoryMap::new(&mut m.descs);
+        map.adopt(m.len);
+        let r = map.set(start, end, ty);
+        m.len = map.entries().len();
+        r
+    })
+}
+
+/// A failed map edit spelled out for a message: a full map names its
+/// capacity.
+pub struct MapErrorText(pub MapError);
+
+impl core::fmt::Display for MapErrorText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            MapError::Full => write!(f, "memory map full ({MAX_DESCRIPTORS} entries)"),
+            MapError::BadRange { start, end } => write!(f, "bad range {start:#x}..{end:#x}"),
+            MapError::Fragmented { start, end } => write!(
+                f,
+                "unaccepted range {start:#x}..{end:#x} crosses more than {} conventional descriptors",
+                abi::memmap::MAX_PIECES_PER_RANGE
+            ),
+        }
+    }
 }
 
 /// Linux's `process_unaccepted_memory` over every type-15 descriptor of the

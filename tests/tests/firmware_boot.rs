@@ -115,6 +115,7 @@ fn guest_self_test_sees_every_accept_status() {
             "vmcall_unknown_subfunction_rax",
             "vmcall_unknown_subfunction_r10",
             "vp_info",
+            "vp_info_aps_parked",
         ] {
             let line = console_line(&r.console, &format!("selftest {check}:"));
             assert!(line.ends_with("ok"), "{line}");
@@ -137,6 +138,81 @@ fn guest_self_test_sees_every_accept_status() {
             "unknown leaf 99 was counted"
         );
     });
+}
+
+#[test]
+fn the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level() {
+    use abi::accept_model::SeptLevel;
+    in_each_profile(
+        "the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level",
+        |p| {
+            for cpus in [1, 2, 4] {
+                for sept in [SeptLevel::L2M, SeptLevel::L4K] {
+                    // Nothing accepted beyond the self-test's two chunks, so
+                    // the counts below are the self-test's alone (and a 4 KiB
+                    // run takes no 800,000 accepts).
+                    let mut c = config(p, GIB, "fw.selftest=1 fw.accept=none");
+                    c.cpus = cpus;
+                    c.sept_level = sept;
+                    let r = boot(c);
+                    let ctx = format!(
+                        "profile {} --cpus {cpus} --sept-level {}: {:?}\n{}",
+                        name(p),
+                        sept.as_str(),
+                        r.fatal,
+                        r.console
+                    );
+                    assert_eq!(r.outcome, Outcome::Ok.as_str(), "{ctx}");
+                    assert_eq!(r.exit_code, Some(0), "self-test failures: {ctx}");
+                    assert_eq!(r.vcpus, cpus, "{ctx}");
+                    assert_eq!(
+                        console_line(&r.console, "selftest: ").trim_end(),
+                        format!(
+                            "selftest: {cpus} vCPU(s), Secure-EPT leaf {}, chunks at 0x400000 and 0x600000",
+                            sept.as_str()
+                        ),
+                        "{ctx}"
+                    );
+                    assert!(r.console.contains("\nselftest: 0 failure(s)\n"), "{ctx}");
+                    assert!(!r.console.contains("FAIL"), "{ctx}");
+                    for check in ["vp_info", "vp_info_aps_parked", "accept_2m_zeroed"] {
+                        let line = console_line(&r.console, &format!("selftest {check}:"));
+                        assert!(line.ends_with("ok"), "{line}");
+                    }
+                    // With 4 KiB leaves the 2 MiB accept is a size mismatch
+                    // and the chunk is taken as 512 small pages.
+                    let want_2m = match sept {
+                        SeptLevel::L2M => 0,
+                        SeptLevel::L4K => 0xc0000b0b00000001u64,
+                    };
+                    let line = console_line(&r.console, "selftest accept_2m:");
+                    assert!(line.contains(&format!("want {want_2m:#018x} ok")), "{line}");
+                    assert_eq!(
+                        r.console.contains("selftest accept_2m_as_512_4k: ok"),
+                        sept == SeptLevel::L4K,
+                        "{ctx}"
+                    );
+                    // Every accept, counted by the VMM: the self-test's, then
+                    // the firmware finishing the two chunks (edk2's fallback
+                    // on the split one, and on both with 4 KiB leaves).
+                    let a = &r.accept;
+                    let got = (
+                        a.ok_4k,
+                        a.ok_2m,
+                        a.size_mismatch,
+                        a.already_accepted,
+                        a.invalid,
+                    );
+                    let want = match sept {
+                        SeptLevel::L2M => (512, 1, 2, 5, 7),
+                        SeptLevel::L4K => (1024, 0, 5, 515, 7),
+                    };
+                    assert_eq!(got, want, "{ctx}");
+                    assert_eq!(a.bytes_accepted, 2 * 2 * MIB, "{ctx}");
+                }
+            }
+        },
+    );
 }
 
 #[test]
