@@ -224,6 +224,11 @@ fn a_chain_of_1000_kexecs_keeps_the_memory_map_the_same_size() {
     assert_eq!(r.bitmap_state, "checked", "{ctx}");
     assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}");
     assert_eq!(r.accept.already_accepted, 0, "{ctx}");
+    // Counted whole; the records stop at their cap and say so.
+    assert_eq!(r.kexecs, 1000, "{ctx}");
+    let kept = vmm::report::run_log::MAX_KEXEC_RECORDS;
+    assert_eq!(r.kexec.len(), kept);
+    assert_eq!(r.truncated.kexec, 1000 - kept as u64);
     // Every generation booted, in order, and the last one is 1000.
     let generations: Vec<u64> = r
         .console
