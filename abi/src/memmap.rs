@@ -248,6 +248,17 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
+    /// A write-back descriptor of type `ty` over `[start, end)`.
+    fn d(ty: u32, start: u64, end: u64) -> MemoryDescriptor {
+        MemoryDescriptor {
+            memory_type: ty,
+            physical_start: start,
+            number_of_pages: (end - start) / 4096,
+            attribute: ATTR_WB,
+            ..MemoryDescriptor::ZERO
+        }
+    }
+
     #[test]
     fn set_splits_replaces_and_merges() {
         let mut storage = [MemoryDescriptor::default(); 16];
@@ -521,13 +532,6 @@ mod tests {
         ) {
             let unit = crate::unaccepted::UNIT_SIZE;
             let mib = 1u64 << 20;
-            let d = |ty, start: u64, end: u64| MemoryDescriptor {
-                memory_type: ty,
-                physical_start: start,
-                number_of_pages: (end - start) / 4096,
-                attribute: ATTR_WB,
-                ..MemoryDescriptor::ZERO
-            };
             // The firmware's map at ExitBootServices: low memory with the
             // firmware's tables, the first kernel, its payload and its
             // directory, then 240 MiB of unaccepted memory above 16 MiB.
@@ -612,13 +616,6 @@ mod tests {
     #[test]
     fn handing_over_the_edited_map_grew_two_descriptors_per_generation() {
         let mib = 1u64 << 20;
-        let d = |ty, start: u64, end: u64| MemoryDescriptor {
-            memory_type: ty,
-            physical_start: start,
-            number_of_pages: (end - start) / 4096,
-            attribute: ATTR_WB,
-            ..MemoryDescriptor::ZERO
-        };
         let firmware = [
             d(CONVENTIONAL, 0x10_0000, 0x30_0000),
             d(LOADER_DATA, 0x30_0000, 0x40_0000),
