@@ -192,7 +192,7 @@ pub fn measure(mems: &[&str], cpus: &[u32]) -> Result<Vec<LimitRow>, String> {
 /// The rows as the README's markdown table.
 pub fn table(rows: &[LimitRow]) -> String {
     let mut s = String::from(
-        "| RAM | vCPUs | smallest `ulimit -v` (KiB) | beyond guest RAM | smallest `ulimit -s` (KiB) | below them |\n|---|---|---|---|---|---|\n",
+        "| RAM | vCPUs | smallest `ulimit -v` (KiB) | beyond guest RAM | smallest `ulimit -s` (KiB) | below the `ulimit -v` minimum |\n|---|---|---|---|---|---|\n",
     );
     if let Some(r) = rows.first() {
         s.insert_str(

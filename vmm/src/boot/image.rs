@@ -141,17 +141,14 @@ impl ElfImage {
                 what,
             });
         }
-        // The firmware relocates the kernel where it allocates it: a
-        // relocation it would refuse (a type other than RELATIVE, a target
-        // outside the image, a dynamic tag it does not handle) is refused
-        // here, before any guest runs, with the same words.
-        abi::elf::Image::parse(&self.bytes)
-            .and_then(|i| i.check_relocations())
-            .map_err(|defect| ElfError::Elf {
-                path: self.path.clone(),
-                defect,
-            })?;
-        let image = self.memory_image_bytes();
+        let elf = |defect| ElfError::Elf {
+            path: self.path.clone(),
+            defect,
+        };
+        let parsed = abi::elf::Image::parse(&self.bytes).map_err(elf)?;
+        // The firmware allocates the whole span (first segment to last)
+        // and loads the kernel there.
+        let image = self.memory_image_bytes().max(parsed.span);
         if image > ram_bytes {
             return Err(ElfError::ImageTooLarge {
                 path: self.path.clone(),
@@ -159,7 +156,12 @@ impl ElfImage {
                 ram: ram_bytes,
             });
         }
-        Ok(())
+        // Then relocates it: a relocation it would refuse (a type other
+        // than RELATIVE, a target outside the image or in the relocation
+        // tables, a table the file does not hold, a dynamic tag it does
+        // not handle) is refused here, before any guest runs, with the
+        // same words.
+        parsed.check_relocations().map_err(elf)
     }
 
     /// Sum of the page-rounded spans of the loadable segments: the memory

@@ -157,7 +157,19 @@ pub struct RunArgs {
 /// The longest `--timeout`: 30 days.
 pub const MAX_TIMEOUT_S: u64 = 30 * 24 * 3600;
 
+/// A value that is the next flag (`--mem --report r.json`): the value is
+/// missing, whatever it would parse as.
+fn not_a_flag(s: &str) -> Result<(), String> {
+    match s.strip_prefix('-') {
+        Some(rest) if !rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') => Err(format!(
+            "the value is missing (found the flag `{s}` instead)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn parse_timeout(s: &str) -> Result<Duration, String> {
+    not_a_flag(s)?;
     let bad = || {
         format!(
             "`{s}` is not a number of seconds greater than 0 and at most {MAX_TIMEOUT_S} (30 days)"
@@ -165,13 +177,18 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     };
     match s.trim().parse::<f64>() {
         Ok(t) if t.is_finite() && t > 0.0 && t <= MAX_TIMEOUT_S as f64 => {
-            Duration::try_from_secs_f64(t).map_err(|_| bad())
+            // 1e-300 is more than 0 but rounds to no time at all.
+            Duration::try_from_secs_f64(t)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(bad)
         }
         _ => Err(bad()),
     }
 }
 
 fn parse_mem(s: &str) -> Result<u64, String> {
+    not_a_flag(s)?;
     let v = parse_size(s).map_err(|e| e.to_string())?;
     if v == 0 {
         return Err("memory size must not be zero".into());
@@ -286,6 +303,9 @@ mod tests {
             &["--timeout", "nan"],
             &["--timeout", "0"],
             &["--timeout", "1e300"],
+            &["--timeout", "1e-300"],
+            &["--timeout", "--quiet"],
+            &["--mem", "--quiet"],
             &["--timeout", "-1"],
             &["--timeout", "2592001"],
             &["--mem", "-1G"],

@@ -184,6 +184,13 @@ fn run(raw: &[std::ffi::OsString], args: &RunArgs) -> i32 {
             }
         },
     };
+    // The trace is opened when the TD is built; its path is checked now,
+    // with the report's, before KVM or guest RAM is touched.
+    if let Some(trace) = &args.trace {
+        if let Err(e) = crate::host::output_path::precheck("trace", trace) {
+            return refuse(args, &e.to_string());
+        }
+    }
     // A report on stdout would be interleaved with the console echo.
     if report_out.as_ref().is_some_and(Output::is_stdout) && config.echo_console {
         log::info!("the report goes to stdout: guest console echo turned off");

@@ -33,9 +33,20 @@ pub struct Capture {
     echo: bool,
 }
 
+/// Characters that are not control characters but change how a line
+/// reads without showing themselves: zero-width ones, bidirectional
+/// overrides and isolates (which reorder what follows), line and
+/// paragraph separators, the byte-order mark.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
 /// Makes guest output safe for a terminal: invalid UTF-8 becomes U+FFFD
 /// and every control character but newline and tab (C0, DEL, C1: escape
-/// sequences, carriage returns, bells) is shown as `\xNN` / `\u{NN}`.
+/// sequences, carriage returns, bells) and every invisible one
+/// (`invisible`) is shown as `\xNN` / `\u{NN}`.
 pub fn terminal_safe(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for c in String::from_utf8_lossy(bytes).chars() {
@@ -44,7 +55,7 @@ pub fn terminal_safe(bytes: &[u8]) -> String {
             c if c.is_control() && (c as u32) < 0x80 => {
                 out.push_str(&format!("\\x{:02x}", c as u32))
             }
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if c.is_control() || invisible(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
@@ -66,7 +77,7 @@ pub fn one_line(text: &str) -> String {
             c if c.is_control() && (c as u32) < 0x80 => {
                 out.push_str(&format!("\\x{:02x}", c as u32))
             }
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if c.is_control() || invisible(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
@@ -188,6 +199,7 @@ mod tests {
             "boom\\nvmm: outcome ok exit_code 0\\r\\x1b[2K\\tx\\\\n"
         );
         assert_eq!(one_line("\u{85}next"), "\\u{85}next");
+        assert_eq!(one_line("a\u{2028}b\u{202e}c"), "a\\u{2028}b\\u{202e}c");
     }
 
     #[test]
@@ -198,6 +210,11 @@ mod tests {
         );
         assert_eq!(echo_line(b"  vmm: x\n"), "guest:   vmm: x\n");
         assert_eq!(echo_line(b"fw: vmm: x\n"), "fw: vmm: x\n");
+        // A zero-width space before it hides nothing: it is shown.
+        assert_eq!(
+            echo_line("\u{200b}vmm: x\n".as_bytes()),
+            "\\u{200b}vmm: x\n"
+        );
     }
 
     #[test]

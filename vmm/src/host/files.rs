@@ -162,26 +162,46 @@ pub fn check_distinct(inputs: &[Named<'_>], outputs: &[Named<'_>]) -> Result<(),
     Ok(())
 }
 
+/// How every report of this VMM starts (`serde_json`'s pretty form of
+/// `Report`, whose first fields are `version` and `outcome`).
+const REPORT_START: &[u8] = b"{\n  \"version\": ";
+
+/// True when the file at `path` reads as a report of this VMM: it starts
+/// as one (`REPORT_START`, then `outcome` within its first line or two)
+/// and ends as one (`}` and a newline). Reads at most a few hundred bytes,
+/// whatever the file's size: a refused run must not allocate by a file.
+fn reads_as_report(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 64];
+    let mut tail = [0u8; 2];
+    let n = f.read(&mut head).unwrap_or(0);
+    let head = &head[..n];
+    let ends = f.seek(SeekFrom::End(-2)).is_ok() && f.read_exact(&mut tail).is_ok();
+    head.starts_with(REPORT_START)
+        && head.windows(11).any(|w| w == b"\"outcome\": ")
+        && ends
+        && tail == *b"}\n"
+}
+
 /// Removes a previous run's report at `path` after a refused run, so a
 /// script never reads a stale success: only a regular file that reads as
-/// a report of this VMM (a JSON object with `version` and `outcome`), and
-/// never one of `inputs` (compared by device and inode).
+/// a report of this VMM (`reads_as_report`), and never one of `inputs`
+/// (compared by device and inode).
 pub fn remove_stale_report(path: &Path, inputs: &[&Path]) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return false;
     };
-    if !meta.is_file() || meta.len() > 64 << 20 {
+    if !meta.is_file() {
         return false;
     }
     let me = identity(path);
     if inputs.iter().any(|p| identity(p) == me) {
         return false;
     }
-    let is_report = std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|v| v.get("version").is_some() && v.get("outcome").is_some());
-    is_report && std::fs::remove_file(path).is_ok()
+    reads_as_report(path) && std::fs::remove_file(path).is_ok()
 }
 
 #[cfg(test)]
@@ -215,13 +235,25 @@ mod tests {
     fn only_stale_reports_are_removed() {
         let d = dir();
         let old = d.join("old.json");
-        std::fs::write(&old, r#"{"version": 1, "outcome": "ok"}"#).unwrap();
+        // A report as the VMM writes it.
+        let inputs = crate::vm::TdConfig::new("fw".into()).inputs();
+        let report = crate::report::Report::refused("x".into(), inputs);
+        let mut text = serde_json::to_vec_pretty(&report).unwrap();
+        text.push(b'\n');
+        std::fs::write(&old, &text).unwrap();
         let other = d.join("notes.json");
         std::fs::write(&other, r#"{"mine": true}"#).unwrap();
+        // Our keys, but not our report: a user's file stays.
+        let compact = d.join("compact.json");
+        std::fs::write(&compact, r#"{"version": 1, "outcome": "ok"}"#).unwrap();
+        let cut = d.join("cut.json");
+        std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
         assert!(!remove_stale_report(&old, &[&old]));
-        assert!(!remove_stale_report(&other, &[]));
+        for keep in [&other, &compact, &cut] {
+            assert!(!remove_stale_report(keep, &[]), "{}", keep.display());
+        }
         assert!(remove_stale_report(&old, &[]));
-        assert!(!old.exists() && other.exists());
+        assert!(!old.exists() && other.exists() && compact.exists() && cut.exists());
     }
 
     #[test]

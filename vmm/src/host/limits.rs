@@ -30,16 +30,20 @@ pub const RUN_HEADROOM_BYTES: u64 = 96 << 20;
 /// allocate nothing on their accept path, so sharing one costs nothing.
 const MALLOC_ARENAS: libc::c_int = 2;
 
-/// Caps the malloc arenas (the `vmm` command does, before any thread
-/// starts; a library user keeps its own allocator settings).
+/// Caps the malloc arenas (the `vmm` command does, first thing; a library
+/// user keeps its own allocator settings). glibc only: other C libraries
+/// have no per-thread arenas to cap.
 pub fn one_thread_arena() {
-    // SAFETY: mallopt only changes the allocator's tuning; called before
-    // any other thread exists.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt is thread-safe and only changes the allocator's
+    // tuning; arenas made before it stay, later threads share.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS)
+    };
 }
 
 /// A limit that would stop the run later, found before any guest runs.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum LimitError {
     #[error(
         "the address-space limit (ulimit -v {limit_kib}) leaves less than {need_mib} MiB \
@@ -52,6 +56,14 @@ pub enum LimitError {
         need_mib: u64,
         vcpus: u32,
         want_kib: u64,
+    },
+    /// The limit is not what is short: the process's address space is
+    /// (a 47-bit user space holds at most 128 TiB) or the kernel refused.
+    #[error("cannot map {need_mib} MiB more of address space beyond the {used_mib} MiB in use: {source}")]
+    NoAddressSpace {
+        need_mib: u64,
+        used_mib: u64,
+        source: std::io::Error,
     },
 }
 
@@ -89,6 +101,7 @@ pub fn run_needs(vcpus: u32) -> u64 {
 /// address-space limit, by mapping and unmapping that much, inaccessible
 /// and unbacked: it costs no memory).
 pub fn ensure_address_space(bytes: u64, vcpus: u32) -> Result<(), LimitError> {
+    // Without a limit a failed reservation is its own error, later.
     let Some(limit) = rlimit(libc::RLIMIT_AS).filter(|_| bytes > 0) else {
         return Ok(());
     };
@@ -110,13 +123,25 @@ pub fn ensure_address_space(bytes: u64, vcpus: u32) -> Result<(), LimitError> {
         unsafe { libc::munmap(p, len) };
         return Ok(());
     }
+    let source = std::io::Error::last_os_error();
     let used = virtual_size().unwrap_or(0);
+    // What the VMM maps besides varies a little from run to run: the
+    // limit is to blame unless it clears the need by this much, and the
+    // advice asks for this much more.
+    const SLACK: u64 = 16 << 20;
+    if used.saturating_add(bytes).saturating_add(SLACK) <= limit {
+        return Err(LimitError::NoAddressSpace {
+            need_mib: bytes.div_ceil(1 << 20),
+            used_mib: used >> 20,
+            source,
+        });
+    }
     Err(LimitError::AddressSpace {
         limit_kib: limit / 1024,
         used_mib: used >> 20,
         need_mib: bytes.div_ceil(1 << 20),
         vcpus,
-        want_kib: (used + bytes).div_ceil(1024),
+        want_kib: (used + bytes + SLACK).div_ceil(1 << 20) * 1024,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod console;
 pub mod files;
 pub mod limits;
 pub mod output;
+pub mod output_path;
 pub mod poison_signal;
 pub mod signals;
 pub mod size;

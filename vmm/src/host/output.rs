@@ -6,6 +6,7 @@
 //! (a FIFO without a reader is refused) and probes that writes work.
 
 use crate::host::files::{io, FileError};
+use crate::host::output_path::{self, Place};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -42,30 +43,6 @@ fn same_file(a: &File, b: i32) -> bool {
     }
 }
 
-/// Refuses a regular-file output the rename could not replace, or that
-/// the user cannot write: caught before the guest runs.
-fn check_replaceable(target: &Path, dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let denied = || std::io::Error::from_raw_os_error(libc::EACCES);
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok();
-    if let Ok(meta) = std::fs::metadata(target) {
-        let t = c(target).ok_or_else(denied)?;
-        // SAFETY: a valid NUL-terminated path.
-        if unsafe { libc::access(t.as_ptr(), libc::W_OK) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // In a sticky directory only the owner of a file (or of the
-        // directory) may replace it.
-        let d = std::fs::metadata(dir)?;
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
-        if d.mode() & libc::S_ISVTX != 0 && me != 0 && meta.uid() != me && d.uid() != me {
-            return Err(denied());
-        }
-    }
-    Ok(())
-}
-
 /// An output checked before the guest runs.
 pub struct Output {
     role: &'static str,
@@ -83,62 +60,6 @@ enum Sink {
     },
     /// Anything else: written through the descriptor opened at the check.
     InPlace(File),
-}
-
-/// True when `path` as typed names a directory whatever is there: it
-/// ends in `/`, `/.` or `/..`, or is `.` or `..`.
-fn names_a_directory(path: &Path) -> bool {
-    let b = path.as_os_str().as_encoded_bytes();
-    b.ends_with(b"/") || b.ends_with(b"/.") || b.ends_with(b"/..") || b == b"." || b == b".."
-}
-
-/// `FS_IOC_GETFLAGS` (`_IOR('f', 1, long)`) and the inode flags that make
-/// a rename into a directory, or over a file, fail with EPERM whatever
-/// the permissions say (`chattr +a`, `chattr +i`).
-const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
-const FS_IMMUTABLE_FL: libc::c_long = 0x10;
-const FS_APPEND_FL: libc::c_long = 0x20;
-
-/// Why a rename into `dir`, or over `target`, is refused by their inode
-/// flags, if it is (filesystems without the flags refuse nothing here).
-fn rename_blocked(dir: &Path, target: &Path) -> Option<(String, &'static str)> {
-    use std::os::fd::AsRawFd;
-    let flags = |p: &Path| -> libc::c_long {
-        let Ok(f) = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-            .open(p)
-        else {
-            return 0;
-        };
-        let mut flags: libc::c_long = 0;
-        // SAFETY: FS_IOC_GETFLAGS writes at most a long into `flags`,
-        // a valid, writable long; `f` is an open descriptor.
-        let rc = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) };
-        if rc == 0 {
-            flags
-        } else {
-            0
-        }
-    };
-    let why = |f: libc::c_long| {
-        if f & FS_IMMUTABLE_FL != 0 {
-            Some("immutable (chattr +i)")
-        } else if f & FS_APPEND_FL != 0 {
-            Some("append-only (chattr +a)")
-        } else {
-            None
-        }
-    };
-    if let Some(w) = why(flags(dir)) {
-        return Some((format!("its directory {}", dir.display()), w));
-    }
-    if std::fs::symlink_metadata(target).is_ok_and(|m| m.is_file()) {
-        if let Some(w) = why(flags(target)) {
-            return Some((format!("the file {}", target.display()), w));
-        }
-    }
-    None
 }
 
 impl Output {
@@ -174,38 +95,10 @@ impl Output {
             return Ok(out);
         }
         let meta = std::fs::metadata(path).ok();
-        if names_a_directory(path) && !meta.as_ref().is_some_and(|m| m.is_dir()) {
-            return Err(FileError::DirectoryPath {
-                role,
-                path: path.to_owned(),
-            });
-        }
-        if meta.as_ref().is_none_or(|m| m.is_file()) {
-            let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-            let dir = match target.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-                _ => PathBuf::from("."),
-            };
-            let name = target
-                .file_name()
-                .ok_or_else(|| FileError::NotRegular {
-                    role,
-                    path: path.to_owned(),
-                    what: "a directory",
-                })?
-                .to_string_lossy()
-                .into_owned();
-            check_replaceable(&target, &dir).map_err(unwritable)?;
-            // Nothing is created where it could not be renamed, or
-            // removed again.
-            if let Some((what, why)) = rename_blocked(&dir, &target) {
-                return Err(FileError::NoRename {
-                    role,
-                    path: path.to_owned(),
-                    what,
-                    why,
-                });
-            }
+        if output_path::names_a_directory(path) || meta.as_ref().is_none_or(|m| m.is_file()) {
+            // Nothing is created where it could not be renamed into
+            // place, or removed again.
+            let Place { target, dir, name } = output_path::check(role, path)?;
             let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
             // A temporary file of ours left by a killed run with this pid.
             let _ = std::fs::remove_file(&tmp);

@@ -31,7 +31,7 @@
 //! One TD per process: a library user running several TDs at once does
 //! not install the handlers, and then `attach`/`detach` do nothing.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// Most vCPUs the handler tracks (`vmm run --cpus` allows at most this).
 pub const MAX_VCPUS: usize = 64;
@@ -42,11 +42,22 @@ static VCPU_THREADS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_
 static IMMEDIATE_EXITS: [AtomicPtr<u8>; MAX_VCPUS] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_VCPUS];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Handlers running now: `detach` waits for it to drop to zero after
+/// clearing a slot, so no handler still holds the thread or the byte it
+/// read from that slot when the vCPU goes away.
+static IN_HANDLER: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // Only async-signal-safe work: atomics, byte stores, pthread_kill.
-    // The first signal is the run's; later ones (SIGXCPU repeats every
-    // second) only kick again.
+    // Counted before any slot is read (see `detach`).
+    IN_HANDLER.fetch_add(1, Ordering::SeqCst);
+    stop_all(sig);
+    IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// The handler's work: only async-signal-safe calls (atomics, byte
+/// stores, pthread_kill). The first signal is the run's; later ones
+/// (SIGXCPU repeats every second) only kick again.
+fn stop_all(sig: libc::c_int) {
     let _ = SIGNALLED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
     for exit in &IMMEDIATE_EXITS {
         let exit = exit.load(Ordering::SeqCst);
@@ -172,6 +183,12 @@ pub fn detach(index: u32) {
     }
     VCPU_THREADS[i].store(0, Ordering::SeqCst);
     IMMEDIATE_EXITS[i].store(std::ptr::null_mut(), Ordering::SeqCst);
+    // A handler that read the slot before it was cleared finishes first.
+    // (One interrupting this very thread runs to its end before the loop
+    // goes on; handlers never wait, so this cannot deadlock.)
+    while IN_HANDLER.load(Ordering::SeqCst) != 0 {
+        std::hint::spin_loop();
+    }
 }
 
 /// Forgets the signal that stopped a run (the run's report carries it).

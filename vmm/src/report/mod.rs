@@ -161,7 +161,7 @@ pub struct Report {
     /// Private-memory invariant checks run (null when checking is off).
     pub invariant_checks: Option<u64>,
     /// Phase marks, kexec records and per-generation counters the guest
-    /// sent past the report's caps (the sum of `truncated`).
+    /// sent past the report's caps (`truncated` without its console bytes).
     pub records_dropped: u64,
     /// What each capped list left out.
     #[serde(default)]

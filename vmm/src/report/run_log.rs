@@ -77,6 +77,10 @@ pub struct RunLog {
     /// The last record in `kexecs` is the kexec in progress (false when
     /// the one in progress came past the cap and has no record).
     kexec_open: bool,
+    /// The generation a kexec in progress started from (its kexec_load
+    /// mark), record or not: only that generation's successor's entry
+    /// completes it.
+    kexec_from: Option<u64>,
     /// What the capped lists left out.
     pub truncated: Truncated,
 }
@@ -121,6 +125,7 @@ impl RunLog {
             trace,
             kexecs_completed: 0,
             kexec_open: false,
+            kexec_from: None,
             truncated: Truncated::default(),
         }
     }
@@ -224,7 +229,7 @@ impl RunLog {
                 self.generation = Some(arg);
                 self.phase = Phase::Kernel;
                 self.table_filled = false;
-                if arg > 0 {
+                if self.kexec_from.take().is_some_and(|from| from + 1 == arg) {
                     self.kexecs_completed += 1;
                 }
                 if let Some(k) = self.open_kexec().filter(|k| k.from_generation + 1 == arg) {
@@ -234,6 +239,7 @@ impl RunLog {
             }
             Mark::KexecLoad => {
                 self.phase = Phase::KexecLoad;
+                self.kexec_from = Some(arg);
                 self.kexec_open = self.kexecs.len() < MAX_KEXEC_RECORDS;
                 if self.kexec_open {
                     self.kexecs.push(KexecRecord {
@@ -332,5 +338,9 @@ mod tests {
         assert_eq!(last.from_generation, MAX_KEXEC_RECORDS as u64 - 1);
         assert_eq!(last.dest_gpa, Some(0x1000 * MAX_KEXEC_RECORDS as u64));
         assert_eq!(log.generation, Some(chain));
+        // A kernel entry no kexec led to counts nothing.
+        log.mark(Mark::KernelEntry, chain + 1);
+        log.mark(Mark::KernelEntry, 7);
+        assert_eq!(log.kexecs_completed, chain);
     }
 }

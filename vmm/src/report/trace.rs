@@ -19,7 +19,8 @@ use thiserror::Error;
 pub const MAGIC: &[u8; 8] = b"TDXTRACE";
 pub const VERSION: u32 = 2;
 pub const RECORD_BYTES: usize = 32;
-const HEADER_BYTES: usize = 16;
+/// Bytes before the first record: magic, version, record size.
+pub const HEADER_BYTES: usize = 16;
 /// Default cap on the file size.
 pub const DEFAULT_CAP_BYTES: u64 = 64 << 20;
 

@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod exit;
+pub mod run_again;
 pub mod stop_board;
 
 pub use events::{apply, check_invariants};
@@ -44,7 +45,7 @@ pub struct VcpuState {
     /// with no other exit between, is not a race.
     pub last_poisoned: Option<u64>,
     /// KVM_RUN calls in a row that answered EAGAIN.
-    pub again_streak: u32,
+    pub again: run_again::AgainStreak,
 }
 
 impl VcpuState {
@@ -70,34 +71,6 @@ impl VcpuState {
 
 /// The longest an emulated HLT parks a vCPU.
 pub const HLT_PARK: Duration = Duration::from_millis(1);
-
-/// KVM_RUN answers EAGAIN when the host is short of something it needs
-/// to run the vCPU; it is retried this many times in a row, `AGAIN_PAUSE`
-/// apart (one second in all), before the TD stops with outcome `error`.
-pub const AGAIN_LIMIT: u32 = 200;
-/// The pause between two KVM_RUN calls that answered EAGAIN.
-pub const AGAIN_PAUSE: Duration = Duration::from_millis(5);
-
-/// Why KVM_RUN keeps answering EAGAIN, and what to change. Recent Linux
-/// starts a per-VM KVM worker thread (NX huge-page recovery) at the first
-/// KVM_RUN; it counts against the user's process limit, so with the limit
-/// reached every KVM_RUN fails with EAGAIN before any guest instruction.
-fn again_message(index: u32, ran: bool) -> String {
-    let nproc =
-        crate::host::limits::nproc_limit().map_or("unlimited".to_string(), |n| n.to_string());
-    format!(
-        "KVM_RUN of vCPU {index} answered EAGAIN {AGAIN_LIMIT} times in a row over {} ms ({}): \
-         the host could not start what KVM needs to run the TD, most likely a per-VM KVM \
-         worker thread refused by the user's process limit (ulimit -u, RLIMIT_NPROC = {nproc}): \
-         raise ulimit -u or run fewer processes as this user",
-        AGAIN_LIMIT as u128 * AGAIN_PAUSE.as_millis(),
-        if ran {
-            "after the guest had run"
-        } else {
-            "no guest instruction ran"
-        }
-    )
-}
 
 /// The vCPUs (a bit per index) an IPI with interrupt command `icr`, sent
 /// by vCPU `me` of `vcpus`, reaches: the x2APIC destination (0xffff_ffff
@@ -180,6 +153,14 @@ impl Vcpu {
         if td.board.stopped() {
             return Some(Stop::error("stopped with the TD".into(), None));
         }
+        let ran = self.state.exits.total > 0;
+        if watchdog.is_some_and(|w| w.fired()) || crate::host::signals::pending().is_some() {
+            // KVM_RUN never got the vCPU running: that, not the timeout or
+            // the signal that came first, is what the report says.
+            if let Some(stop) = self.state.again.stop_instead(self.state.index, ran) {
+                return Some(stop);
+            }
+        }
         if watchdog.is_some_and(|w| w.fired()) {
             let secs = timeout.unwrap_or_default().as_secs_f64();
             let message = format!("guest still running after the {secs} s timeout");
@@ -211,19 +192,13 @@ impl Vcpu {
         }
         self.state.last_poisoned = None;
         if exit != Exit::Again {
-            self.state.again_streak = 0;
+            self.state.again.reset();
         }
         match on_exit(exit, &mut self.state.exits) {
             Action::Resume => None,
             Action::RunAgain => {
-                self.state.again_streak += 1;
-                if self.state.again_streak >= AGAIN_LIMIT {
-                    let ran = self.state.exits.total > 0;
-                    let message = again_message(self.state.index, ran);
-                    return Some(Stop::error(message, None));
-                }
-                std::thread::sleep(AGAIN_PAUSE);
-                None
+                let ran = self.state.exits.total > 0;
+                self.state.again.again(self.state.index, ran)
             }
             Action::Stop(stop) => Some(stop),
             Action::Tdcall => self.doorbell(td),
