@@ -2,8 +2,8 @@
 //! checks what came back against the accept model for this TD's
 //! configuration (RAM, GPAW, the host's Secure-EPT leaf size, its vCPUs),
 //! plus the other leaves' fixed answers.
-//! `fw.selftest=touch-pending`: reads one pending page above 4 GiB, which
-//! the host must answer by stopping the TD.
+//! The self-tests that stop the TD on purpose are `faults`; the accept
+//! benchmark's guest side is `bench`.
 
 use abi::accept_model::{Expect, Model, RamLayout};
 use abi::hob::{resource_type, HobList};
@@ -13,6 +13,12 @@ use abi::tdcall::{leaf, status, vp_info as info, PageLevel};
 use abi::{PAGE_1G, PAGE_2M, PAGE_4K};
 use guest_rt::println;
 use guest_rt::tdcall::{accept_page, accept_raw, finish_accept, raw_leaf, vp_info};
+
+mod bench;
+mod faults;
+
+pub use bench::bench_accept;
+pub use faults::{hang, invalid_opcode, touch_hole, touch_pending, touch_poisoned, triple_fault};
 
 const PATTERN: u64 = 0xa5a5_5a5a_dead_beef;
 
@@ -282,16 +288,6 @@ pub fn chaos(hobs: &HobList<'_>, gpaw: u64, seed: u64, count: u64) -> (u32, (u64
     (u32::from(out.disagreements > 0), (lo, hi))
 }
 
-/// Reads the start of the MMIO hole, where no device is mapped. The host
-/// stops the TD with `bad_gpa`.
-pub fn touch_hole() -> u32 {
-    let gpa = abi::layout::MMIO_HOLE_START;
-    println!("selftest touch-hole: reading GPA {gpa:#x}");
-    let v = read(gpa);
-    println!("selftest touch-hole: read {v:#x} and survived: FAIL");
-    1
-}
-
 /// `fw.selftest=accept-twice`: accepts every pending page of RAM, then
 /// asks for all of RAM again at every level: each 4 KiB page must answer
 /// TDX_PAGE_ALREADY_ACCEPTED, each 2 MiB page ALREADY_ACCEPTED or (over
@@ -357,144 +353,4 @@ pub fn accept_twice(hobs: &HobList<'_>) -> u32 {
     }
     println!("selftest accept-twice: {calls} repeated accepts, {wrong} wrong answer(s)");
     wrong
-}
-
-/// Spins forever without exiting to the host: only `--timeout` or a stop
-/// signal ends the TD.
-pub fn hang() -> ! {
-    println!("selftest hang: spinning until the host stops the TD");
-    loop {
-        core::hint::spin_loop();
-    }
-}
-
-/// Executes `ud2`: the firmware's own #UD handler must report it.
-pub fn invalid_opcode() -> u32 {
-    println!("selftest ud2: raising #UD");
-    // SAFETY: deliberately faulting; the exception handler never returns.
-    unsafe { core::arch::asm!("ud2", options(nostack)) };
-    1
-}
-
-/// Loads an empty IDT and raises #UD: with no handler, the CPU escalates
-/// to a double and then a triple fault.
-pub fn triple_fault() -> u32 {
-    println!("selftest triple-fault: loading an empty IDT and raising #UD");
-    #[repr(C, packed)]
-    struct Idtr {
-        limit: u16,
-        base: u64,
-    }
-    let empty = Idtr { limit: 0, base: 0 };
-    // SAFETY: deliberately fatal: the next exception cannot be delivered.
-    unsafe {
-        core::arch::asm!("lidt [{}]", "ud2", in(reg) &empty, options(nostack));
-    }
-    1
-}
-
-/// The first pending RAM above 4 GiB, as (GPA, length), if any.
-fn pending_above_4g(hobs: &HobList<'_>) -> Option<(u64, u64)> {
-    hobs.memory_resources()
-        .filter(|r| {
-            r.resource_type == resource_type::MEMORY_UNACCEPTED && r.physical_start >= FOUR_GIB
-        })
-        .map(|r| (r.physical_start, r.resource_length))
-        .next()
-}
-
-/// Reads the first pending page above 4 GiB. The host stops the TD.
-pub fn touch_pending(hobs: &HobList<'_>) -> u32 {
-    let Some((gpa, _)) = pending_above_4g(hobs) else {
-        println!(
-            "selftest touch-pending: no pending RAM above 4 GiB (give the guest more than 3G)"
-        );
-        return 1;
-    };
-    println!("selftest touch-pending: reading pending GPA {gpa:#x}");
-    let v = read(gpa);
-    println!("selftest touch-pending: read {v:#x} and survived: FAIL");
-    1
-}
-
-/// `fw.bench_accept=N`: the cost of a 4 KiB accept as an OS pays it on
-/// demand, against a plain doorbell round trip, with the same guest code
-/// around both (in the ring-0 profile every guest instruction is
-/// emulated, so the loops must match). First N no-op TDCALLs
-/// (`TDG.VP.INFO`), each followed by a write to an accepted page
-/// (`BenchStart`/`BenchEnd`), then N pending 4 KiB pages above 4 GiB
-/// accepted one by one, each written once right after its accept
-/// (`AcceptBenchStart`/`AcceptBenchEnd`); the host times both between
-/// the marks. Then the TD shuts down (the memory map would not know these
-/// pages).
-pub fn bench_accept(hobs: &HobList<'_>, n: u64) -> ! {
-    let Some((start, _)) = pending_above_4g(hobs).filter(|(_, len)| n * PAGE_4K <= *len) else {
-        guest_rt::fatal!(
-            guest_rt::fatal::code::BAD_CMDLINE,
-            "fw.bench_accept={n}: needs {n} pending pages above 4 GiB (give the guest more RAM)"
-        );
-    };
-    static SCRATCH: guest_rt::global::Global<[u64; 512]> = guest_rt::global::Global::new([0; 512]);
-    let scratch = SCRATCH.with(|s| s.as_mut_ptr() as u64);
-    guest_rt::tdcall::mark(abi::report::Mark::BenchStart, n);
-    for i in 0..n {
-        bench_step(leaf::VP_INFO as u64, 0, scratch + (i % 512) * 8, i);
-    }
-    guest_rt::tdcall::mark(abi::report::Mark::BenchEnd, n);
-    guest_rt::tdcall::mark(abi::report::Mark::AcceptBenchStart, n);
-    for i in 0..n {
-        let gpa = start + i * PAGE_4K;
-        bench_step(leaf::MEM_PAGE_ACCEPT as u64, gpa, gpa + 8, i);
-    }
-    guest_rt::tdcall::mark(abi::report::Mark::AcceptBenchEnd, n);
-    println!("fw: 4 KiB accept benchmark: {n} no-op TDCALLs, then {n} pages accepted and written");
-    guest_rt::tdcall::shutdown(0)
-}
-
-/// One step of `bench_accept`: TDCALL `rax` with `rcx`, which must
-/// succeed, then a write of `value` at `at`.
-#[inline(never)]
-fn bench_step(rax: u64, rcx: u64, at: u64, value: u64) {
-    let st = guest_rt::tdcall::tdcall(guest_rt::tdcall::Regs {
-        rax,
-        rcx,
-        ..Default::default()
-    })
-    .rax;
-    if st != status::SUCCESS {
-        guest_rt::fatal!(
-            guest_rt::fatal::code::ACCEPT_FAILED,
-            "fw.bench_accept: TDCALL {rax:#x} with RCX {rcx:#x} failed: {st:#x}"
-        );
-    }
-    // SAFETY: `at` is in the scratch array or in the page just accepted,
-    // identity-mapped.
-    unsafe { core::ptr::write_volatile(at as *mut u64, value) };
-}
-
-/// `fw.selftest=touch-poisoned`: accepts the first 4 KiB page of the
-/// pending RAM above 4 GiB (with `--pending uffd-poison` its 2 MiB chunk
-/// now sits in a memslot with its pending pages poisoned) and writes 8
-/// bytes at offset 8 of the next, pending page. The TD must stop there
-/// with that exact GPA, as a write.
-pub fn touch_poisoned(hobs: &HobList<'_>) -> u32 {
-    let Some((gpa, _)) = pending_above_4g(hobs) else {
-        println!(
-            "selftest touch-poisoned: no pending RAM above 4 GiB (give the guest more than 3G)"
-        );
-        return 1;
-    };
-    let st = accept_page(gpa, PageLevel::L4K);
-    if st != status::SUCCESS {
-        println!("selftest touch-poisoned: 4K accept at {gpa:#x} failed: {st:#x}");
-        return 1;
-    }
-    // SAFETY: the page was just accepted and is identity-mapped.
-    unsafe { core::ptr::write_volatile((gpa + 8) as *mut u64, 1) };
-    let pending = gpa + PAGE_4K + 8;
-    println!("selftest touch-poisoned: writing pending GPA {pending:#x}");
-    // SAFETY: deliberately a pending page: the VMM must stop the TD here.
-    unsafe { core::ptr::write_volatile(pending as *mut u64, 2) };
-    println!("selftest touch-poisoned: wrote {pending:#x} and survived: FAIL");
-    1
 }

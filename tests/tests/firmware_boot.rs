@@ -183,7 +183,10 @@ fn the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level() {
                     // and the chunk is taken as 512 small pages.
                     let want_2m = match sept {
                         SeptLevel::L2M => 0,
-                        SeptLevel::L4K => 0xc0000b0b00000001u64,
+                        SeptLevel::L4K => {
+                            abi::tdcall::status::PAGE_SIZE_MISMATCH
+                                | abi::tdcall::PageLevel::L2M as u64
+                        }
                     };
                     let line = console_line(&r.console, "selftest accept_2m:");
                     assert!(line.contains(&format!("want {want_2m:#018x} ok")), "{line}");

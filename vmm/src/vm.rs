@@ -329,21 +329,11 @@ impl Td {
         let board = Arc::new(StopBoard::new(config.cpus));
         // One vCPU needs no pause around memslot merges: it is the one merging.
         let pauser = (config.cpus > 1).then(|| board.clone());
-        // Under an address-space limit (ulimit -v), a run that cannot have
-        // its guest RAM, its tables and then what running needs is refused
-        // now, with the limit named, instead of aborting at whichever
-        // allocation comes too late.
-        let run_needs = crate::host::limits::run_needs(config.cpus);
-        let tables = config.mem_bytes >> 19;
-        crate::host::limits::ensure_address_space(
-            config
-                .mem_bytes
-                .saturating_add(tables)
-                .saturating_add(run_needs),
-            config.cpus,
-        )?;
+        // Under `ulimit -v`: refused now, with the limit named, rather
+        // than aborted at whichever allocation comes too late.
+        crate::host::limits::ensure_room_for_td(config.mem_bytes, config.cpus)?;
         let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit, pauser)?;
-        crate::host::limits::ensure_address_space(run_needs, config.cpus)?;
+        crate::host::limits::ensure_room_for_run(config.cpus)?;
         memory.set_map_on_touch(config.map_on_touch);
         memory.set_sept_level(config.sept_level);
         let pending_fallback = choose_pending(&mut memory, config.pending)?;

@@ -97,6 +97,22 @@ pub fn run_needs(vcpus: u32) -> u64 {
     u64::from(vcpus.saturating_sub(1)) * VCPU_STACK_BYTES as u64 + RUN_HEADROOM_BYTES
 }
 
+/// Before guest RAM is reserved: room for it, its page-state tables
+/// (about 2 MiB per TiB) and then what running needs.
+pub fn ensure_room_for_td(mem_bytes: u64, vcpus: u32) -> Result<(), LimitError> {
+    let tables = mem_bytes >> 19;
+    let bytes = mem_bytes
+        .saturating_add(tables)
+        .saturating_add(run_needs(vcpus));
+    ensure_address_space(bytes, vcpus)
+}
+
+/// Once guest RAM and its tables are reserved: room for what running
+/// needs.
+pub fn ensure_room_for_run(vcpus: u32) -> Result<(), LimitError> {
+    ensure_address_space(run_needs(vcpus), vcpus)
+}
+
 /// Checks that `bytes` more of address space can be mapped now (with an
 /// address-space limit, by mapping and unmapping that much, inaccessible
 /// and unbacked: it costs no memory).
