@@ -89,6 +89,11 @@ fn boot(offset: usize) -> &'static AtomicU64 {
 static IDT_READY: AtomicBool = AtomicBool::new(false);
 /// vCPUs in the TD (TDG.VP.INFO R8 bits 31:0), set by the BSP.
 static VCPUS: AtomicU32 = AtomicU32::new(1);
+/// A bit per AP that arrived, at the index it entered with (RSI): the
+/// self-test checks it holds exactly 1..NUM_VCPUS-1, each once.
+static ARRIVED_INDICES: AtomicU64 = AtomicU64::new(0);
+/// An AP found its bit set already (two vCPUs entered with one index).
+static DUPLICATE_INDEX: AtomicBool = AtomicBool::new(false);
 
 /// One AP's accept statistics for the current ACCEPT_PAGES command,
 /// written by that AP before it counts itself done.
@@ -150,6 +155,11 @@ extern "C" fn ap_main(index: u64) -> ! {
     }
     wait_until(|| IDT_READY.load(Ordering::Acquire));
     guest_rt::idt::init();
+    // index < MAX_VCPUS = 64 (checked above).
+    let bit = 1u64 << index;
+    if ARRIVED_INDICES.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+        DUPLICATE_INDEX.store(true, Ordering::Release);
+    }
     boot(fw::ARRIVED).fetch_add(1, Ordering::Release);
     // The BSP may be halted waiting for the APs to arrive.
     tdcall::send_ipi(0);
@@ -283,6 +293,15 @@ pub fn start_aps(vcpus: u32) {
 /// APs that came up and parked on the boot mailbox.
 pub fn aps_arrived() -> u64 {
     boot(fw::ARRIVED).load(Ordering::Acquire)
+}
+
+/// The indices the APs entered with, a bit each, and whether any index
+/// came twice.
+pub fn ap_indices() -> (u64, bool) {
+    (
+        ARRIVED_INDICES.load(Ordering::Acquire),
+        DUPLICATE_INDEX.load(Ordering::Acquire),
+    )
 }
 
 /// vCPUs in the TD.

@@ -175,19 +175,28 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> (u32, Option<(u64, u6
     c.accept("accept_4k_inside_2m", encode(b + PAGE_4K, PageLevel::L4K));
     let kept = c.read("double_accept_2m_not_zeroed", b + PAGE_4K) == Some(PATTERN);
     c.check("double_accept_2m_not_zeroed", kept);
-    c.accept("accept_1g", encode(PAGE_1G, PageLevel::L1G));
-    c.accept("accept_level_3", PAGE_1G | 3);
-    c.accept("accept_misaligned_2m", encode(b + PAGE_4K, PageLevel::L2M));
-    c.accept("accept_reserved_bits", (b + 2 * PAGE_4K) | 0x8);
-    c.accept("accept_beyond_ram", encode(ram_top, PageLevel::L4K));
-    c.accept(
-        "accept_in_mmio_hole",
-        encode(abi::layout::MMIO_HOLE_START, PageLevel::L4K),
-    );
-    c.accept(
-        "accept_shared_bit",
-        encode(a | 1 << (gpaw - 1), PageLevel::L4K),
-    );
+    // Bad operands answer the same in every configuration: checked
+    // against the model and against the TDX module's literal answer, so a
+    // mistake the model shares with the VMM is still caught.
+    let invalid = status::OPERAND_INVALID | status::OPERAND_RCX;
+    for (name, rcx) in [
+        ("accept_1g", encode(PAGE_1G, PageLevel::L1G)),
+        ("accept_level_3", PAGE_1G | 3),
+        ("accept_misaligned_2m", encode(b + PAGE_4K, PageLevel::L2M)),
+        ("accept_reserved_bits", (b + 2 * PAGE_4K) | 0x8),
+        ("accept_beyond_ram", encode(ram_top, PageLevel::L4K)),
+        (
+            "accept_in_mmio_hole",
+            encode(abi::layout::MMIO_HOLE_START, PageLevel::L4K),
+        ),
+        (
+            "accept_shared_bit",
+            encode(a | 1 << (gpaw - 1), PageLevel::L4K),
+        ),
+    ] {
+        let got = c.accept(name, rcx);
+        c.status(name, got, invalid);
+    }
     c.status(
         "unknown_leaf",
         raw_leaf(99),
@@ -227,7 +236,18 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> (u32, Option<(u64, u6
             && (1..=max).contains(&num)
             && vi.r9 == 0,
     );
-    c.check("vp_info_aps_parked", crate::mp::aps_arrived() == num - 1);
+    // Every AP came, each with its own index: exactly 1..num, once each
+    // (a count alone would pass two vCPUs entered with one index).
+    let (indices, duplicate) = crate::mp::ap_indices();
+    let want = if num >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << num) - 1
+    } & !1;
+    c.check(
+        "vp_info_aps_parked",
+        num >= 1 && crate::mp::aps_arrived() == num - 1 && indices == want && !duplicate,
+    );
     println!("selftest: {} failure(s)", c.failures);
     (c.failures, Some((a, a + 2 * PAGE_2M)))
 }
