@@ -11,7 +11,7 @@ use vmm::{Report, Td, TdConfig};
 
 pub mod process;
 
-pub use xtask::GuestImages;
+pub use guest_build::GuestImages;
 
 /// True when /dev/kvm can be opened read-write.
 pub fn kvm_available() -> bool {
@@ -78,7 +78,9 @@ pub fn in_each_profile(test: &str, mut f: impl FnMut(ProfileChoice)) {
 /// The guests, built once per test process.
 pub fn guests() -> &'static GuestImages {
     static GUESTS: OnceLock<GuestImages> = OnceLock::new();
-    GUESTS.get_or_init(|| xtask::build_guests().unwrap_or_else(|e| panic!("building guests: {e}")))
+    GUESTS.get_or_init(|| {
+        guest_build::build_guests().unwrap_or_else(|e| panic!("building guests: {e}"))
+    })
 }
 
 /// A configuration for the built firmware alone: it shuts the TD down
