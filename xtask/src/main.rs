@@ -197,7 +197,8 @@ fn bench(args: &[String]) -> Result<(), String> {
         return Err("bench needs at least one size, one repeat and one profile".into());
     }
     if micro {
-        return xtask::bench::micro(&cfg.out, &cfg.profiles);
+        xtask::bench::micro(&cfg.out, &cfg.profiles)?;
+        return xtask::bench::targets::write(&cfg.out);
     }
     if sept_only {
         // The host page-size axis alone (repeats follow --repeats when given).
@@ -207,7 +208,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             cfg.sept_repeats
         };
         xtask::bench::sept::sept(&cfg.out, &cfg.profiles, repeats, &cfg.sept_counts)?;
-        return xtask::bench::micro::rewrite_targets(&cfg.out);
+        return xtask::bench::targets::write(&cfg.out);
     }
     if vcpus_only {
         // The vCPU axis alone (its repeats follow --repeats when given).
@@ -217,7 +218,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             cfg.vcpu_repeats
         };
         xtask::bench::vcpus::vcpus(&cfg.out, &cfg.profiles[0], repeats, &cfg.vcpu_counts)?;
-        return xtask::bench::micro::rewrite_targets(&cfg.out);
+        return xtask::bench::targets::write(&cfg.out);
     }
     xtask::bench::run(&cfg)
 }

@@ -4,8 +4,8 @@
 //! trip, in each CPU profile (medians of 3 runs); and a 4 KiB accept as an
 //! OS pays it on demand (accept, then the first write) against a doorbell
 //! round trip with the same guest code around it (`fw.bench_accept`), with
-//! each pending mechanism, interleaved. Writes `micro.json` and
-//! `targets.md`.
+//! each pending mechanism, interleaved. Writes `micro.json` (`targets`
+//! turns it into `targets.md`).
 
 use super::{run_vmm, write, GIB};
 use serde::{Deserialize, Serialize};
@@ -172,11 +172,6 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
         &out.join("micro.json"),
         &serde_json::to_string_pretty(&micro).map_err(|e| e.to_string())?,
     )?;
-    write(
-        &out.join("targets.md"),
-        &super::targets::targets(out, &micro),
-    )?;
-    eprintln!("bench: wrote {}", out.join("targets.md").display());
     Ok(())
 }
 
@@ -256,19 +251,4 @@ fn memset_rate(bytes: usize) -> f64 {
     };
     once();
     once()
-}
-
-/// Rewrites `targets.md` in `out` from what is there (`micro.json`,
-/// `results.json`, `vcpus.json`), after a run of one part alone.
-pub fn rewrite_targets(out: &Path) -> Result<(), String> {
-    let micro = std::fs::read_to_string(out.join("micro.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Micro>(&t).ok())
-        .unwrap_or(Micro { micro: Vec::new() });
-    write(
-        &out.join("targets.md"),
-        &super::targets::targets(out, &micro),
-    )?;
-    eprintln!("bench: wrote {}", out.join("targets.md").display());
-    Ok(())
 }

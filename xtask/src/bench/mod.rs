@@ -1,10 +1,11 @@
 //! `cargo xtask bench`: the lazy-vs-eager matrix and the flatness series
 //! (this file: what runs, and in which order), their statistics
-//! (`stats`), the plots (`plots`, `trace_plots`), the micro-benchmarks
+//! (`stats`), the plots (`plots`, `trace_plots`, sharing `chart`), the micro-benchmarks
 //! (`micro`), the vCPU axis (`vcpus`), the host page-size axis (`sept`)
 //! and the targets they are held to
 //! (`targets`). Every report is read as the VMM's typed `Report`.
 
+pub mod chart;
 pub mod micro;
 pub mod plots;
 pub mod sept;
@@ -369,6 +370,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
             profiles.push("standard".into());
         }
         micro(&cfg.out, &profiles)?;
+        targets::write(&cfg.out)?;
     }
     Ok(())
 }

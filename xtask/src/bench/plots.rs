@@ -3,6 +3,7 @@
 //! peak RSS against guest RAM, from the typed scenario rows. The trace
 //! plots are in `trace_plots.rs`.
 
+use super::chart::{err, register_font};
 use super::stats::{Results, ScenarioRow, Stat};
 use super::trace_plots::{accepted_over_time, memory_map};
 use super::{read_trace, GIB};
@@ -75,20 +76,6 @@ pub fn replot(out: &Path) -> Result<(), String> {
     plots(out, &results.scenarios, &first)?;
     eprintln!("bench: redrew the plots in {}", out.display());
     Ok(())
-}
-
-pub(crate) fn err(e: impl std::fmt::Display) -> String {
-    format!("plotting: {e}")
-}
-
-/// Makes the embedded DejaVu Sans the plots' "sans-serif" (once per process).
-pub(crate) fn register_font() -> Result<(), String> {
-    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
-            .map_err(|_| "plotting: the embedded DejaVu Sans font does not parse".to_string())
-    })
-    .clone()
 }
 
 /// One line per (profile, accept_memory, fw policy, backing) over RAM

@@ -2,7 +2,7 @@
 //! eager), and which memory each actor (firmware, kernel, kexec)
 //! accepted, with a zoom where the kernel and kexec work.
 
-use super::plots::err;
+use super::chart::err;
 use super::GIB;
 use plotters::coord::Shift;
 use plotters::prelude::*;

@@ -8,7 +8,7 @@
 //! vCPUs than cores time-share). Writes `vcpus.json`, `vcpus.csv` and the
 //! `lock_wait` and `vcpu_scaling` plots; `targets.md` reads `vcpus.json`.
 
-use super::plots::{err, register_font};
+use super::chart::{err, register_font};
 use super::stats::Stat;
 use super::{progress_bar, run_vmm_any, write};
 use plotters::coord::Shift;
