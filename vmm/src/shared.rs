@@ -13,7 +13,7 @@ use crate::memory::memslots::{KvmSlots, SlotBackend};
 use crate::memory::private::PrivateMemory;
 use crate::memory::sept_locks::SeptLocks;
 use crate::report::run_log::RunLog;
-use crate::tdx::dispatch::TdxModule;
+use crate::tdx::module::TdxModule;
 use crate::vcpu::stop_board::StopBoard;
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -19,7 +19,7 @@ use crate::report::run_log::RunLog;
 use crate::report::{self, Report};
 use crate::shared::{Shared, TdShared};
 use crate::stop::{Fatal, Stop};
-use crate::tdx::dispatch::TdxModule;
+use crate::tdx::module::TdxModule;
 use crate::vcpu::stop_board::StopBoard;
 use crate::vcpu::{Vcpu, VcpuState};
 use abi::layout::{FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
@@ -328,7 +328,8 @@ impl Td {
         let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
         let board = Arc::new(StopBoard::new(config.cpus));
         // One vCPU needs no pause around memslot merges: it is the one merging.
-        let pauser = (config.cpus > 1).then(|| board.clone());
+        let pauser = (config.cpus > 1)
+            .then(|| board.clone() as Arc<dyn crate::memory::memslots::GuestPause>);
         // Under `ulimit -v`: refused now, with the limit named, rather
         // than aborted at whichever allocation comes too late.
         crate::host::limits::ensure_room_for_td(config.mem_bytes, config.cpus)?;

@@ -321,11 +321,21 @@ impl<B: SlotBackend> MemslotManager<B> {
     }
 }
 
+/// Whoever can keep the vCPUs out of the guest while a memslot is
+/// replaced (a vCPU walking its page tables through the gap would fault).
+/// The vCPU side implements it; memory knows no vCPUs.
+pub trait GuestPause: Send + Sync {
+    /// Gets every other vCPU out of the guest, and keeps it out.
+    fn pause_guests(&self);
+    /// Lets them run the guest again.
+    fn resume_guests(&self);
+}
+
 /// The real backend: `KVM_SET_USER_MEMORY_REGION` on a VM.
 pub struct KvmSlots {
     pub vm: kvm_ioctls::VmFd,
-    /// With several vCPUs: the board that pauses them around a merge.
-    pub board: Option<std::sync::Arc<crate::vcpu::stop_board::StopBoard>>,
+    /// With several vCPUs: what pauses them around a merge.
+    pub board: Option<std::sync::Arc<dyn GuestPause>>,
 }
 
 impl SlotBackend for KvmSlots {

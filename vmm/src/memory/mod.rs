@@ -3,7 +3,8 @@
 //! expose accepted memory to KVM, and the facade that keeps the three in
 //! step (`private`: accept side effects, first-touch mapping, checked
 //! reads and writes), with the invariants that must hold between them.
-//! It knows nothing of TDCALLs, vCPUs or reports.
+//! It knows nothing of TDCALLs, vCPUs or reports: pausing the vCPUs around
+//! a memslot merge is asked of whoever implements `memslots::GuestPause`.
 
 pub mod first_touch;
 pub mod guest_ram;

@@ -72,7 +72,7 @@ impl PrivateMemory<KvmSlots> {
         layout: RamLayout,
         backing: Backing,
         slot_limit: usize,
-        board: Option<std::sync::Arc<crate::vcpu::stop_board::StopBoard>>,
+        board: Option<std::sync::Arc<dyn crate::memory::memslots::GuestPause>>,
     ) -> Result<Self, MemoryError> {
         Self::with_backend(KvmSlots { vm, board }, layout, backing, slot_limit)
     }

@@ -9,7 +9,7 @@ use crate::report::bitmap_check::{self, CheckError, Checked};
 use crate::report::run_log::RunLog;
 use crate::report::{self, ExitStats, HostStats, PageStats, Report, REPORT_VERSION};
 use crate::stop::Stop;
-use crate::tdx::dispatch::TdxModule;
+use crate::tdx::module::TdxModule;
 use crate::vcpu::VcpuState;
 
 /// Where the bitmap cross-check stands (the report's `bitmap_state`).
@@ -128,7 +128,7 @@ pub fn assemble<B: SlotBackend>(
         cpu_profile: facts.cpu_profile.to_string(),
         backing: memory.backing().as_str().to_string(),
         sept_level: memory.sept_level().as_str().to_string(),
-        accept: crate::tdx::accept::AcceptStats {
+        accept: crate::tdx::counters::AcceptStats {
             handle_p50_ns: tdx.hist.quantile(0.5),
             handle_p99_ns: tdx.hist.quantile(0.99),
             ..tdx.stats

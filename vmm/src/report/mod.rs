@@ -10,7 +10,7 @@ pub mod guest_counters;
 pub mod run_log;
 pub mod trace;
 
-use crate::tdx::accept::AcceptStats;
+use crate::tdx::counters::AcceptStats;
 use abi::report::Outcome;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

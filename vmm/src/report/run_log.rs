@@ -7,7 +7,7 @@
 use crate::report::guest_counters::GuestCounters;
 use crate::report::trace::{Kind, Record, Trace, Who};
 use crate::report::{Bench, KexecRecord};
-use crate::tdx::accept::{AcceptRequest, AcceptResult};
+use crate::tdx::event::{AcceptRequest, AcceptResult};
 use abi::report::{Counter, Mark};
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -9,140 +9,18 @@
 //! decides: success (zeroed, backed, mapped), `TDX_PAGE_ALREADY_ACCEPTED |
 //! level` (nothing touched, nothing zeroed), or `TDX_PAGE_SIZE_MISMATCH | 1`.
 
-use crate::memory::layout::RamLayout;
 use crate::memory::memslots::SlotBackend;
 use crate::memory::page_state::{AcceptOutcome, PageStateTable};
 use crate::memory::private::{MemoryError, PrivateMemory};
 use crate::stop::Stop;
-use crate::tdx::dispatch::TdxModule;
 use crate::tdx::event::{Event, Handled};
+use crate::tdx::module::TdxModule;
 use abi::tdcall::{status, PageLevel};
 use abi::PAGE_4K;
-use serde::Serialize;
 use std::time::Instant;
 
-/// Accept statistics for the run report.
-#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct AcceptStats {
-    pub calls: u64,
-    pub ok_4k: u64,
-    pub ok_2m: u64,
-    pub already_accepted: u64,
-    pub size_mismatch: u64,
-    pub invalid: u64,
-    /// TDX_OPERAND_BUSY answers: another vCPU held the Secure-EPT entry.
-    #[serde(default)]
-    pub busy: u64,
-    /// TDX_OPERAND_BUSY answers from `--inject busy=P`.
-    pub busy_injected: u64,
-    pub bytes_accepted: u64,
-    /// Host time spent zeroing and backing accepted ranges.
-    pub zero_ns: u64,
-    /// Host time spent in the accept path, zeroing excluded.
-    pub handle_ns: u64,
-    /// Median and 99th percentile of that time per accept (100 ns buckets).
-    pub handle_p50_ns: u64,
-    pub handle_p99_ns: u64,
-}
-
-/// Per-accept handling times, in 100 ns buckets up to 200 us (fixed size).
-#[derive(Clone, Debug)]
-pub struct HandleHistogram {
-    buckets: Vec<u64>,
-}
-
-const BUCKET_NS: u64 = 100;
-const BUCKETS: usize = 2000;
-
-impl Default for HandleHistogram {
-    fn default() -> Self {
-        HandleHistogram {
-            buckets: vec![0; BUCKETS + 1],
-        }
-    }
-}
-
-impl HandleHistogram {
-    pub fn record(&mut self, ns: u64) {
-        let i = ((ns / BUCKET_NS) as usize).min(BUCKETS);
-        self.buckets[i] += 1;
-    }
-
-    /// The `q` quantile (0..=1), as the upper edge of its bucket.
-    pub fn quantile(&self, q: f64) -> u64 {
-        let total: u64 = self.buckets.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        let want = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= want {
-                return (i as u64 + 1) * BUCKET_NS;
-            }
-        }
-        (BUCKETS as u64 + 1) * BUCKET_NS
-    }
-}
-
-/// Why an accept request is invalid (all map to `TDX_OPERAND_INVALID | RCX`).
-pub use abi::accept_model::Invalid as InvalidAccept;
-
-/// The result of one accept, for logs and tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AcceptResult {
-    Accepted { gpa: u64, level: PageLevel },
-    AlreadyAccepted { gpa: u64, level: PageLevel },
-    SizeMismatch { gpa: u64 },
-    Invalid(InvalidAccept),
-}
-
-impl AcceptResult {
-    /// The TDX status the guest sees in RAX.
-    pub fn status(self) -> u64 {
-        match self {
-            AcceptResult::Accepted { .. } => status::SUCCESS,
-            AcceptResult::AlreadyAccepted { level, .. } => {
-                status::PAGE_ALREADY_ACCEPTED | level as u64
-            }
-            AcceptResult::SizeMismatch { .. } => status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64,
-            AcceptResult::Invalid(_) => status::OPERAND_INVALID | status::OPERAND_RCX,
-        }
-    }
-}
-
-/// A `TDG.MEM.PAGE.ACCEPT` operand, decoded once: RCX as the guest gave
-/// it, and the page it names (GPA, level, RAM offset) or why it is invalid
-/// (the rules of `abi::accept_model`, then "inside RAM").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AcceptRequest {
-    pub rcx: u64,
-    pub page: Result<(u64, PageLevel, u64), InvalidAccept>,
-}
-
-impl AcceptRequest {
-    /// Decodes `rcx` against `layout`.
-    pub fn decode(layout: &RamLayout, rcx: u64) -> Self {
-        let page = abi::accept_model::decode(&layout.model(), rcx).and_then(|(gpa, level)| {
-            let offset = layout
-                .ram_offset(gpa, level.size())
-                .ok_or(InvalidAccept::NotRam)?;
-            Ok((gpa, level, offset))
-        });
-        AcceptRequest { rcx, page }
-    }
-
-    /// The level bits of RCX as the guest wrote them (for the trace).
-    pub fn level_bits(&self) -> u8 {
-        (self.rcx & abi::tdcall::accept::LEVEL_MASK) as u8
-    }
-
-    /// The GPA bits of RCX (for the trace).
-    pub fn gpa_bits(&self) -> u64 {
-        self.rcx & !0xfff
-    }
-}
+pub use crate::tdx::counters::{AcceptStats, HandleHistogram};
+pub use crate::tdx::event::{AcceptRequest, AcceptResult, InvalidAccept};
 
 /// The accept state machine alone (no host side effects): applies a
 /// decoded request to `pages` and returns the result.
@@ -341,7 +219,8 @@ pub(crate) fn host_failed(req: &AcceptRequest, rip: u64, e: MemoryError) -> Hand
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tdx::dispatch::TdxModule;
+    use crate::memory::layout::RamLayout;
+    use crate::tdx::module::TdxModule;
     use abi::accept_model::{Expect, Model, SeptLevel};
     use abi::tdcall::accept::encode;
     use abi::GIB;

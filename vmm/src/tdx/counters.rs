@@ -1,9 +1,77 @@
-//! TDCALL and VMCALL counters for the report: by leaf, and by (R10, R11)
-//! for VMCALLs, bounded because the keys are guest-chosen.
+//! The emulated TDX module's statistics for the report: the accept
+//! statistics and their handling-time histogram, and TDCALL and VMCALL
+//! counters by leaf and by (R10, R11) for VMCALLs, bounded because the
+//! keys are guest-chosen.
 
 use abi::tdcall::leaf;
 use abi::vmcall::{ghci, GHCI_STANDARD, VENDOR_EMU};
+use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+
+/// Accept statistics for the run report.
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct AcceptStats {
+    pub calls: u64,
+    pub ok_4k: u64,
+    pub ok_2m: u64,
+    pub already_accepted: u64,
+    pub size_mismatch: u64,
+    pub invalid: u64,
+    /// TDX_OPERAND_BUSY answers: another vCPU held the Secure-EPT entry.
+    #[serde(default)]
+    pub busy: u64,
+    /// TDX_OPERAND_BUSY answers from `--inject busy=P`.
+    pub busy_injected: u64,
+    pub bytes_accepted: u64,
+    /// Host time spent zeroing and backing accepted ranges.
+    pub zero_ns: u64,
+    /// Host time spent in the accept path, zeroing excluded.
+    pub handle_ns: u64,
+    /// Median and 99th percentile of that time per accept (100 ns buckets).
+    pub handle_p50_ns: u64,
+    pub handle_p99_ns: u64,
+}
+
+/// Per-accept handling times, in 100 ns buckets up to 200 us (fixed size).
+#[derive(Clone, Debug)]
+pub struct HandleHistogram {
+    buckets: Vec<u64>,
+}
+
+const BUCKET_NS: u64 = 100;
+const BUCKETS: usize = 2000;
+
+impl Default for HandleHistogram {
+    fn default() -> Self {
+        HandleHistogram {
+            buckets: vec![0; BUCKETS + 1],
+        }
+    }
+}
+
+impl HandleHistogram {
+    pub fn record(&mut self, ns: u64) {
+        let i = ((ns / BUCKET_NS) as usize).min(BUCKETS);
+        self.buckets[i] += 1;
+    }
+
+    /// The `q` quantile (0..=1), as the upper edge of its bucket.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return (i as u64 + 1) * BUCKET_NS;
+            }
+        }
+        (BUCKETS as u64 + 1) * BUCKET_NS
+    }
+}
 
 /// Counts TDCALLs by leaf and VMCALLs by (R10, R11).
 #[derive(Debug)]

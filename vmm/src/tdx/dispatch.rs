@@ -8,40 +8,11 @@
 use crate::host::console::Console;
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::PrivateMemory;
-use crate::tdx::accept::{
-    answered, host_failed, injected_busy, AcceptRequest, AcceptStats, HandleHistogram,
-};
-use crate::tdx::counters::TdcallCounters;
-pub use crate::tdx::event::{Event, Handled};
-use crate::tdx::inject::Injector;
+use crate::tdx::accept::{answered, host_failed, injected_busy};
+pub use crate::tdx::event::{AcceptRequest, Event, Handled};
+pub use crate::tdx::module::TdxModule;
 use abi::tdcall::{decode_rax, leaf, status, vp_info};
 use kvm_bindings::kvm_regs;
-
-/// The emulated TDX module's state, shared by every vCPU of the TD.
-#[derive(Debug)]
-pub struct TdxModule {
-    pub stats: AcceptStats,
-    pub hist: HandleHistogram,
-    pub counters: TdcallCounters,
-    pub inject: Option<Injector>,
-    /// Guest-physical address width (TDG.VP.INFO).
-    pub gpaw: u32,
-    /// vCPUs of the TD (TDG.VP.INFO).
-    pub vcpus: u32,
-}
-
-impl TdxModule {
-    pub fn new(gpaw: u32, vcpus: u32, inject: Option<Injector>) -> Self {
-        TdxModule {
-            vcpus,
-            stats: AcceptStats::default(),
-            hist: HandleHistogram::default(),
-            counters: TdcallCounters::default(),
-            inject,
-            gpaw,
-        }
-    }
-}
 
 /// Runs the TDCALL in `regs` (the registers at the doorbell exit of vCPU
 /// `vcpu_index`) and writes its outputs back into `regs`.

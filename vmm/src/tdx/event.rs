@@ -1,10 +1,12 @@
 //! What a TDCALL did, as data the run loop applies: an `Event` to record
 //! (an accept and its status, a mark, a counter, the system table, a port
-//! access with no device, a halt, an IPI) or a `Stop`.
+//! access with no device, a halt, an IPI) or a `Stop`; with the accept's
+//! request and result types, which the events carry.
 
+use crate::memory::layout::RamLayout;
 use crate::stop::Stop;
-use crate::tdx::accept::{AcceptRequest, AcceptResult};
 use abi::report::{Counter, Mark};
+use abi::tdcall::{status, PageLevel};
 
 /// Something a TDCALL did that the run loop records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,5 +54,63 @@ impl Handled {
             event: None,
             stop: Some(s),
         }
+    }
+}
+
+/// Why an accept request is invalid (all map to `TDX_OPERAND_INVALID | RCX`).
+pub use abi::accept_model::Invalid as InvalidAccept;
+
+/// The result of one accept, for logs and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptResult {
+    Accepted { gpa: u64, level: PageLevel },
+    AlreadyAccepted { gpa: u64, level: PageLevel },
+    SizeMismatch { gpa: u64 },
+    Invalid(InvalidAccept),
+}
+
+impl AcceptResult {
+    /// The TDX status the guest sees in RAX.
+    pub fn status(self) -> u64 {
+        match self {
+            AcceptResult::Accepted { .. } => status::SUCCESS,
+            AcceptResult::AlreadyAccepted { level, .. } => {
+                status::PAGE_ALREADY_ACCEPTED | level as u64
+            }
+            AcceptResult::SizeMismatch { .. } => status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64,
+            AcceptResult::Invalid(_) => status::OPERAND_INVALID | status::OPERAND_RCX,
+        }
+    }
+}
+
+/// A `TDG.MEM.PAGE.ACCEPT` operand, decoded once: RCX as the guest gave
+/// it, and the page it names (GPA, level, RAM offset) or why it is invalid
+/// (the rules of `abi::accept_model`, then "inside RAM").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptRequest {
+    pub rcx: u64,
+    pub page: Result<(u64, PageLevel, u64), InvalidAccept>,
+}
+
+impl AcceptRequest {
+    /// Decodes `rcx` against `layout`.
+    pub fn decode(layout: &RamLayout, rcx: u64) -> Self {
+        let page = abi::accept_model::decode(&layout.model(), rcx).and_then(|(gpa, level)| {
+            let offset = layout
+                .ram_offset(gpa, level.size())
+                .ok_or(InvalidAccept::NotRam)?;
+            Ok((gpa, level, offset))
+        });
+        AcceptRequest { rcx, page }
+    }
+
+    /// The level bits of RCX as the guest wrote them (for the trace).
+    pub fn level_bits(&self) -> u8 {
+        (self.rcx & abi::tdcall::accept::LEVEL_MASK) as u8
+    }
+
+    /// The GPA bits of RCX (for the trace).
+    pub fn gpa_bits(&self) -> u64 {
+        self.rcx & !0xfff
     }
 }

@@ -7,7 +7,7 @@ use crate::memory::invariants::InvariantError;
 use crate::memory::memslots::SlotBackend;
 use crate::shared::Shared;
 use crate::stop::Stop;
-use crate::tdx::dispatch::{Event, Handled};
+use crate::tdx::event::{Event, Handled};
 use crate::vcpu::VcpuState;
 
 /// Applies a TDCALL's event to the shared state; a failed invariant
@@ -32,7 +32,7 @@ pub fn apply<B: SlotBackend>(
             if status == abi::tdcall::status::OPERAND_BUSY | abi::tdcall::status::OPERAND_RCX {
                 vcpu.busy += 1;
             }
-            use crate::tdx::accept::AcceptResult as R;
+            use crate::tdx::event::AcceptResult as R;
             let checked = match result {
                 Some(R::Accepted { gpa, level }) => {
                     check_invariants(shared, gpa, level.size(), true)

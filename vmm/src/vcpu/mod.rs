@@ -254,7 +254,7 @@ impl Vcpu {
         let (leaf_no, version, rest) = abi::tdcall::decode_rax(regs.rax);
         let handled = if leaf_no == abi::tdcall::leaf::MEM_PAGE_ACCEPT && version == 0 && rest == 0
         {
-            let req = crate::tdx::accept::AcceptRequest::decode(&td.layout, regs.rcx);
+            let req = crate::tdx::event::AcceptRequest::decode(&td.layout, regs.rcx);
             let handled = crate::tdx::accept::accept_on_vcpu(td, &req, regs.rip);
             if let Some(Event::Accept { status, .. }) = handled.event {
                 regs.rax = status;

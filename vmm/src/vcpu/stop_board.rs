@@ -195,6 +195,16 @@ impl StopBoard {
     }
 }
 
+impl crate::memory::memslots::GuestPause for StopBoard {
+    fn pause_guests(&self) {
+        StopBoard::pause_guests(self);
+    }
+
+    fn resume_guests(&self) {
+        StopBoard::resume_guests(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
