@@ -6,7 +6,7 @@
 //! several CPUs online all of them fire into the one window at once.
 
 use crate::stub::MAP;
-use crate::{mm, smp, unaccepted};
+use crate::{cpu, mm, smp, unaccepted};
 use abi::accept_model::{Model, RamLayout};
 use abi::layout::MMIO_HOLE_START;
 use abi::report::Counter;
@@ -96,12 +96,12 @@ pub fn run(seed: u64, count: u64) -> u64 {
     };
     // Every online CPU fires into the one window; CPU 0 keeps the seed
     // (a one-CPU run is the same as before), the others derive theirs.
-    let cpus = smp::online();
+    let cpus = cpu::online();
     CHAOS.start(model, cpus);
     SEED.store(seed, Ordering::Relaxed);
     COUNT.store(count, Ordering::Relaxed);
     smp::run_on_all(|cpu| {
-        let n = smp::online() as u64;
+        let n = cpu::online() as u64;
         let count = COUNT.load(Ordering::Relaxed);
         let mine = count / n + u64::from(cpu == 0) * (count % n);
         let seed = SEED.load(Ordering::Relaxed) ^ (cpu as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);

@@ -7,8 +7,10 @@
 #![no_main]
 
 mod chaos;
+mod cpu;
 mod kexec;
 mod mm;
+mod selftest;
 mod smp;
 mod stack;
 mod stub;
@@ -109,8 +111,8 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     match cmdline::get(cmdline, "kernel.selftest") {
         None => {}
         Some("reaccept") => unaccepted::reaccept_selftest(),
-        Some("ap-touch-pending") => smp::touch_pending_from_last_cpu(),
-        Some("accept-race") => unaccepted::accept_race_selftest(cmdline),
+        Some("ap-touch-pending") => selftest::touch_pending_from_last_cpu(),
+        Some("accept-race") => selftest::accept_race_selftest(cmdline),
         Some("chaos") => {
             let (seed, count) = guest_rt::chaos::params(cmdline);
             failures += chaos::run(seed, count);

@@ -8,22 +8,13 @@
 //! APs to the firmware's reset vector (version 1), where they park on the
 //! mailbox again for the next kernel.
 
+use crate::cpu::{online, this_cpu, AP_STACK, AP_STACK_ORDER, MAX_CPUS, ONLINE, STACK_TOPS};
 use abi::acpi::{self, Mailbox};
 use abi::boot::SystemTable;
 use abi::guid::ACPI_20_TABLE;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use guest_rt::fatal::code;
 use guest_rt::{fatal, println, tdcall};
-
-/// Most CPUs the kernel runs (the VMM's limit too).
-pub const MAX_CPUS: usize = 64;
-/// Stack of each AP: 16 KiB from the allocator (order 2), taken when the
-/// AP is woken (a static array for 64 CPUs would grow the image by 1 MiB).
-const AP_STACK_ORDER: u32 = 2;
-const AP_STACK: u64 = 4096 << AP_STACK_ORDER;
-
-/// Top of each CPU's stack (0 = none: the boot CPU runs on the image's).
-static STACK_TOPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 core::arch::global_asm!(
     ".pushsection .text.ap_entry, \"ax\"",
@@ -36,25 +27,12 @@ core::arch::global_asm!(
     "call {main}",
     "ud2",
     ".popsection",
-    tops = sym STACK_TOPS,
+    tops = sym crate::cpu::STACK_TOPS,
     main = sym ap_main,
 );
 
 extern "C" {
     fn ap_entry();
-}
-
-/// The calling CPU's index (0 = the boot CPU), from its stack pointer.
-pub fn this_cpu() -> usize {
-    let rsp: u64;
-    // SAFETY: reading RSP has no side effects.
-    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
-    (1..MAX_CPUS)
-        .find(|i| {
-            let top = STACK_TOPS[*i].load(Ordering::Relaxed);
-            top != 0 && rsp <= top && rsp > top - AP_STACK
-        })
-        .unwrap_or(0)
 }
 
 /// What the firmware told us.
@@ -67,19 +45,12 @@ struct Topology {
 static CPUS: AtomicU32 = AtomicU32::new(1);
 static MAILBOX: AtomicU64 = AtomicU64::new(0);
 static RESET_VECTOR: AtomicU64 = AtomicU64::new(0);
-/// CPUs running this kernel (the boot CPU included).
-static ONLINE: AtomicU32 = AtomicU32::new(1);
 /// The job `run_on_all` posted: its generation and function.
 static JOB_GENERATION: AtomicU64 = AtomicU64::new(0);
 static JOB: AtomicU64 = AtomicU64::new(0);
 static JOB_DONE: AtomicU32 = AtomicU32::new(0);
 /// Set to send the APs to the reset vector.
 static OFFLINE: AtomicU32 = AtomicU32::new(0);
-
-/// CPUs online.
-pub fn online() -> u32 {
-    ONLINE.load(Ordering::Acquire)
-}
 
 fn topology(st: &SystemTable) -> Option<Topology> {
     let rsdp = crate::stub::config_table(st, ACPI_20_TABLE)?;
@@ -263,33 +234,3 @@ pub fn offline_all() -> bool {
     }
     true
 }
-
-/// `kernel.selftest=ap-touch-pending`: the last CPU reads the first
-/// unaccepted unit (the TD stops with that vCPU, GPA and RIP). Does not
-/// return.
-pub fn touch_pending_from_last_cpu() -> ! {
-    let Some((gpa, _)) = crate::unaccepted::next_unaccepted(0) else {
-        fatal!(code::PANIC, "ap-touch-pending: nothing is unaccepted");
-    };
-    TARGET.store(gpa, Ordering::Relaxed);
-    println!(
-        "kernel: selftest ap-touch-pending: CPU {} reads {gpa:#x}",
-        online() - 1
-    );
-    run_on_all(|cpu| {
-        if cpu as u32 == online() - 1 {
-            let at = TARGET.load(Ordering::Relaxed);
-            // SAFETY: deliberately reads pending memory: the host stops
-            // the TD at this access (that is the test).
-            let v = unsafe { (at as *const u64).read_volatile() };
-            fatal!(code::PANIC, "read pending memory at {at:#x}: {v:#x}");
-        }
-    });
-    fatal!(
-        code::PANIC,
-        "ap-touch-pending: the read on CPU {} returned",
-        online() - 1
-    )
-}
-
-static TARGET: AtomicU64 = AtomicU64::new(0);

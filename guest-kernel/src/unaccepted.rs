@@ -55,18 +55,18 @@ fn policy() -> LockPolicy {
 /// `accepting_list`: the unit range each CPU is accepting (end 0 = none).
 /// A fixed slot per CPU stands in for Linux's on-stack list entries.
 struct Accepting {
-    ranges: [(u64, u64); crate::smp::MAX_CPUS],
+    ranges: [(u64, u64); crate::cpu::MAX_CPUS],
 }
 
 /// Lives inside the lock's critical section with the table.
 static ACCEPTING: SpinLock<Accepting> = SpinLock::new(Accepting {
-    ranges: [(0, 0); crate::smp::MAX_CPUS],
+    ranges: [(0, 0); crate::cpu::MAX_CPUS],
 });
 
 /// TSC ticks each CPU waited for the accept lock (and for overlapping
 /// ranges on `accepting_list`).
-static LOCK_WAIT: [AtomicU64; crate::smp::MAX_CPUS] =
-    [const { AtomicU64::new(0) }; crate::smp::MAX_CPUS];
+static LOCK_WAIT: [AtomicU64; crate::cpu::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::cpu::MAX_CPUS];
 
 /// The calling CPU's lock wait so far, in TSC ticks.
 pub fn lock_wait_ticks(cpu: usize) -> u64 {
@@ -100,7 +100,7 @@ pub fn accept_now(start: u64, end: u64) {
 /// the guard unit; see `abi::unaccepted::accept_range`), SMP-safe under
 /// the `unaccepted_lock=` policy.
 pub fn accept_memory(start: u64, size: u64) {
-    let cpu = crate::smp::this_cpu();
+    let cpu = crate::cpu::this_cpu();
     let (mut table, waited) = TABLE.lock_timed();
     let mut wait = waited;
     let Some(t) = table.as_mut() else { return };
@@ -297,33 +297,4 @@ pub fn report() {
             guest_rt::tdcall::counter(Counter::BytesAcceptedImmediately, t.bytes_immediate);
         }
     });
-}
-
-static RACE: AtomicU64 = AtomicU64::new(0);
-static RACE_SIZE: AtomicU64 = AtomicU64::new(0);
-
-/// `kernel.selftest=accept-race`: every CPU calls `accept_memory` on the
-/// same unaccepted range (`race_size=`, default 256 MiB, from the first
-/// unaccepted unit) at once. Under `unaccepted_lock=list` or `global`
-/// each unit is accepted once and the kernel goes on; under `none` two
-/// CPUs accept the same unit and one of them panics on BUSY or
-/// ALREADY_ACCEPTED, as Linux would.
-pub fn accept_race_selftest(cmdline: &str) {
-    let Some((gpa, _)) = next_unaccepted(0) else {
-        guest_rt::fatal!(code::PANIC, "accept-race: nothing is unaccepted");
-    };
-    let size = guest_rt::param::number(cmdline, "race_size", 256 << 20);
-    RACE.store(gpa, Ordering::Relaxed);
-    RACE_SIZE.store(size, Ordering::Relaxed);
-    guest_rt::println!(
-        "kernel: selftest accept-race: {} CPUs accept {gpa:#x} (+{size:#x}) at once",
-        crate::smp::online()
-    );
-    crate::smp::run_on_all(|_| {
-        accept_memory(
-            RACE.load(Ordering::Relaxed),
-            RACE_SIZE.load(Ordering::Relaxed),
-        );
-    });
-    guest_rt::println!("kernel: accept-race: every CPU returned");
 }

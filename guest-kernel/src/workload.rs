@@ -22,7 +22,7 @@ static DONE: AtomicU64 = AtomicU64::new(0);
 /// (each CPU a share of whole pages, the boot CPU also the remainder);
 /// returns the bytes handled.
 pub fn run_parallel(size: u64) -> u64 {
-    let cpus = u64::from(crate::smp::online());
+    let cpus = u64::from(crate::cpu::online());
     if cpus == 1 {
         return run(size);
     }
