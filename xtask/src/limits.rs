@@ -4,7 +4,7 @@
 //! count asked for, found by bisection on the freshly built VMM. Every run
 //! below the minimum must be a clean refusal (exit 2, one line naming the
 //! limit), never an abort: any other status is reported as a failure. The
-//! README's "Host limits" table is this command's output.
+//! "Host limits" table of docs/failure-modes.md is this command's output.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -189,7 +189,7 @@ pub fn measure(mems: &[&str], cpus: &[u32]) -> Result<Vec<LimitRow>, String> {
     Ok(rows)
 }
 
-/// The rows as the README's markdown table.
+/// The rows as the markdown table of docs/failure-modes.md.
 pub fn table(rows: &[LimitRow]) -> String {
     let mut s = String::from(
         "| RAM | vCPUs | smallest `ulimit -v` (KiB) | beyond guest RAM | smallest `ulimit -s` (KiB) | below the `ulimit -v` minimum |\n|---|---|---|---|---|---|\n",

@@ -1,4 +1,4 @@
-//! The VMM's signal policy, decided per signal (the README's signal table
+//! The VMM's signal policy, decided per signal (the signal table of docs/failure-modes.md
 //! is this file in prose):
 //!
 //! - **Stop signals** (every catchable signal whose default action would

@@ -83,7 +83,7 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
     };
     let mut results = Vec::new();
     for profile in profiles {
-        // Warm the host's memory first (see the README on nested hosts).
+        // Warm the host's memory first (see docs/lazy-vs-eager.md on nested hosts).
         run(profile, "4G", "")?;
         let mut levels = Vec::new();
         for (level, mem, cmdline) in [

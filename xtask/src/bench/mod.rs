@@ -49,7 +49,7 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
-    /// The full matrix of the README.
+    /// The full matrix of docs/lazy-vs-eager.md.
     pub fn full(out: PathBuf) -> Self {
         BenchConfig {
             sizes_gib: vec![1, 4, 16, 64],

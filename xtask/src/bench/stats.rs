@@ -1,6 +1,6 @@
 //! Turning reports into numbers: typed per-scenario rows (median and
 //! min-max of each measure), the flatness rows, the CSV, and the summary
-//! table the README quotes. Reports are read as the VMM's typed `Report`,
+//! table docs/lazy-vs-eager.md quotes. Reports are read as the VMM's typed `Report`,
 //! so a missing field or mark is an error, never a zero.
 
 use super::{host_ram, BenchConfig, Scenario, GIB};
@@ -189,7 +189,7 @@ fn utc_date() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// The table the README quotes: lazy vs eager with `fw.accept=none` in
+/// The table docs/lazy-vs-eager.md quotes. lazy vs eager with `fw.accept=none` in
 /// the first profile, medians with min-max, plus the flatness series'
 /// largest row, headed by what produced it.
 pub fn summary(

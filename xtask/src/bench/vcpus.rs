@@ -178,7 +178,7 @@ pub fn vcpus(
         )
     };
     // Warm the host's memory first with the run that touches the most of
-    // it (see the README on nested hosts: idle host memory is several
+    // it (see docs/lazy-vs-eager.md on nested hosts: idle host memory is several
     // times slower at its first touch).
     if let Some(warm) = cases.iter().find(|c| c.series == "kernel-eager") {
         run(warm)?;
