@@ -35,25 +35,17 @@ fn profile_flags() -> Vec<&'static str> {
     v
 }
 
-/// A spinning firmware with a 2 s timeout and a report, under `profile`.
-fn hang_with_timeout(report: &Path, profile: &str) -> Command {
+/// A spinning firmware with a report, under `profile`, stopped after
+/// `timeout` seconds if given.
+fn hanging_guest(report: &Path, profile: &str, timeout: Option<&str>) -> Command {
     let mut cmd = vmm();
-    cmd.args([
-        "run",
-        "--quiet",
-        "--mem",
-        "1G",
-        "--cpu-profile",
-        profile,
-        "--cmdline",
-        "fw.accept=none fw.selftest=hang",
-        "--timeout",
-        "2",
-        "--report",
-    ])
-    .arg(report)
-    .arg("--firmware")
-    .arg(fw());
+    cmd.args(["run", "--quiet", "--mem", "1G", "--cpu-profile", profile])
+        .args(["--cmdline", "fw.accept=none fw.selftest=hang"])
+        .args(timeout.map(|t| ["--timeout", t]).into_iter().flatten())
+        .arg("--report")
+        .arg(report)
+        .arg("--firmware")
+        .arg(fw());
     cmd
 }
 
@@ -65,7 +57,7 @@ fn the_timeout_holds_with_no_signal_queue_left() {
     // ulimit -i 0: no real-time signal can be queued to any thread.
     for profile in profile_flags() {
         let report = scratch(&format!("sigpending-{profile}.json"));
-        let mut cmd = hang_with_timeout(&report, profile);
+        let mut cmd = hanging_guest(&report, profile, Some("2"));
         with_rlimit(&mut cmd, libc::RLIMIT_SIGPENDING, 0, 0);
         let o = run_within(&mut cmd, Duration::from_secs(30), profile);
         assert_eq!(o.status.code(), Some(1), "{profile}: {}", err_text(&o));
@@ -249,19 +241,7 @@ fn file_size_and_cpu_time_limits_end_the_run_cleanly() {
     }
     // ulimit -t 1 (soft; hard 30): SIGXCPU after a second of CPU.
     let report = scratch("xcpu.json");
-    let mut cmd = vmm();
-    cmd.args([
-        "run",
-        "--quiet",
-        "--mem",
-        "1G",
-        "--cmdline",
-        "fw.accept=none fw.selftest=hang",
-        "--report",
-    ])
-    .arg(&report)
-    .arg("--firmware")
-    .arg(fw());
+    let mut cmd = hanging_guest(&report, "auto", None);
     with_rlimit(&mut cmd, libc::RLIMIT_CPU, 1, 30);
     let o = run_within(&mut cmd, Duration::from_secs(30), "ulimit -t 1");
     assert_eq!(

@@ -153,15 +153,13 @@ impl Vcpu {
         if td.board.stopped() {
             return Some(Stop::error("stopped with the TD".into(), None));
         }
-        let ran = self.state.exits.total > 0;
-        if watchdog.is_some_and(|w| w.fired()) || crate::host::signals::pending().is_some() {
-            // KVM_RUN never got the vCPU running: that, not the timeout or
-            // the signal that came first, is what the report says.
+        if watchdog.is_some_and(|w| w.fired()) {
+            // KVM_RUN never got the vCPU running: that, not the timeout
+            // that came first, is what the report says.
+            let ran = self.state.exits.total > 0;
             if let Some(stop) = self.state.again.stop_instead(self.state.index, ran) {
                 return Some(stop);
             }
-        }
-        if watchdog.is_some_and(|w| w.fired()) {
             let secs = timeout.unwrap_or_default().as_secs_f64();
             let message = format!("guest still running after the {secs} s timeout");
             return Some(Stop::fatal(

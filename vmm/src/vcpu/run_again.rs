@@ -35,8 +35,9 @@ impl AgainStreak {
         self.0 = 0;
     }
 
-    /// A timeout or a stop signal came while the vCPU had never run
-    /// because KVM_RUN kept answering EAGAIN: the stop that says so.
+    /// The timeout came while the vCPU had never run because KVM_RUN
+    /// kept answering EAGAIN: the stop that says so. (A stop signal keeps
+    /// its own outcome, `interrupted`.)
     pub fn stop_instead(&self, index: u32, ran: bool) -> Option<Stop> {
         (self.0 > 0 && !ran).then(|| Stop::error(message(index, self.0, ran), None))
     }
