@@ -22,7 +22,7 @@
 //! (`Model::accept_concurrent`).
 
 use crate::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
-use crate::tdcall::{accept, status, PageLevel};
+use crate::tdcall::{accept, status, AcceptLevel, PageLevel};
 use crate::{PAGE_2M, PAGE_4K};
 
 /// Largest window the model tracks.
@@ -93,13 +93,13 @@ pub enum Invalid {
 }
 
 /// Validates an accept operand: `(gpa, level)` or why it is invalid.
-pub fn decode(layout: &RamLayout, rcx: u64) -> Result<(u64, PageLevel), Invalid> {
+pub fn decode(layout: &RamLayout, rcx: u64) -> Result<(u64, AcceptLevel), Invalid> {
     if rcx & accept::RESERVED_MASK != 0 {
         return Err(Invalid::ReservedBits);
     }
-    let level = match PageLevel::from_bits(rcx & accept::LEVEL_MASK) {
-        Some(l @ (PageLevel::L4K | PageLevel::L2M)) => l,
-        _ => return Err(Invalid::Level),
+    let Some(level) = PageLevel::from_bits(rcx & accept::LEVEL_MASK).and_then(AcceptLevel::of)
+    else {
+        return Err(Invalid::Level);
     };
     let gpa = rcx & !(PAGE_4K - 1);
     if !gpa.is_multiple_of(level.size()) {
@@ -254,9 +254,11 @@ impl Model {
         };
         let already = |level: PageLevel| status::PAGE_ALREADY_ACCEPTED | level as u64;
         match (level, self.state[c]) {
-            (PageLevel::L2M, Chunk::Pending) => (Expect::Status(status::SUCCESS), Some((c, None))),
+            (AcceptLevel::L2M, Chunk::Pending) => {
+                (Expect::Status(status::SUCCESS), Some((c, None)))
+            }
             (_, Chunk::Mapped2M) => (Expect::Status(already(PageLevel::L2M)), None),
-            (PageLevel::L2M, Chunk::Split) => (
+            (AcceptLevel::L2M, Chunk::Split) => (
                 Expect::Status(status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64),
                 None,
             ),

@@ -136,6 +136,122 @@ impl PageLevel {
     }
 }
 
+/// The page sizes an accept can succeed at: 4 KiB and 2 MiB (TDX module
+/// 1.5 rejects a 1 GiB accept as an invalid operand). This is what a page
+/// state, a status's level detail and the host's zeroing mean by a level;
+/// `PageLevel` is what a guest may write in RCX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum AcceptLevel {
+    /// 4 KiB.
+    L4K = 0,
+    /// 2 MiB.
+    L2M = 1,
+}
+
+impl AcceptLevel {
+    /// Bytes covered by one page of this level.
+    pub const fn size(self) -> u64 {
+        self.page_level().size()
+    }
+
+    /// The level number as TDX encodes it (RCX bits 2:0, status detail).
+    pub const fn bits(self) -> u64 {
+        self as u64
+    }
+
+    /// The same level as a Secure-EPT `PageLevel`.
+    pub const fn page_level(self) -> PageLevel {
+        match self {
+            AcceptLevel::L4K => PageLevel::L4K,
+            AcceptLevel::L2M => PageLevel::L2M,
+        }
+    }
+
+    /// The accept level of `level`; `None` for 1 GiB.
+    pub const fn of(level: PageLevel) -> Option<Self> {
+        match level {
+            PageLevel::L4K => Some(AcceptLevel::L4K),
+            PageLevel::L2M => Some(AcceptLevel::L2M),
+            PageLevel::L1G => None,
+        }
+    }
+
+    /// Name for logs and reports.
+    pub const fn name(self) -> &'static str {
+        self.page_level().name()
+    }
+}
+
+impl From<AcceptLevel> for PageLevel {
+    fn from(level: AcceptLevel) -> Self {
+        level.page_level()
+    }
+}
+
+/// The register a TDX status's operand detail names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operand {
+    /// RAX (the leaf and version).
+    Rax,
+    /// RCX.
+    Rcx,
+    /// RDX.
+    Rdx,
+    /// R8.
+    R8,
+}
+
+impl Operand {
+    /// The operand id TDX puts in a status's detail bits.
+    pub const fn id(self) -> u64 {
+        match self {
+            Operand::Rax => status::OPERAND_RAX,
+            Operand::Rcx => status::OPERAND_RCX,
+            Operand::Rdx => status::OPERAND_RDX,
+            Operand::R8 => status::OPERAND_R8,
+        }
+    }
+}
+
+/// A TDCALL's completion status as the emulated TDX module answers it,
+/// typed; `raw` is the RAX value the guest sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// `TDX_SUCCESS`.
+    Success,
+    /// `TDX_OPERAND_INVALID` naming the operand.
+    OperandInvalid(Operand),
+    /// `TDX_OPERAND_BUSY` naming the operand (nothing changed).
+    OperandBusy(Operand),
+    /// `TDX_PAGE_ALREADY_ACCEPTED` (a warning) with the level it was
+    /// accepted at.
+    PageAlreadyAccepted(AcceptLevel),
+    /// `TDX_PAGE_SIZE_MISMATCH` with the level asked for.
+    PageSizeMismatch(AcceptLevel),
+    /// `TDX_NO_VALID_VE_INFO`.
+    NoValidVeInfo,
+}
+
+impl Status {
+    /// The RAX value: the status code with its detail bits.
+    pub const fn raw(self) -> u64 {
+        match self {
+            Status::Success => status::SUCCESS,
+            Status::OperandInvalid(op) => status::OPERAND_INVALID | op.id(),
+            Status::OperandBusy(op) => status::OPERAND_BUSY | op.id(),
+            Status::PageAlreadyAccepted(level) => status::PAGE_ALREADY_ACCEPTED | level.bits(),
+            Status::PageSizeMismatch(level) => status::PAGE_SIZE_MISMATCH | level.bits(),
+            Status::NoValidVeInfo => status::NO_VALID_VE_INFO,
+        }
+    }
+
+    /// Whether this is `TDX_OPERAND_BUSY` (the guest retries).
+    pub const fn is_busy(self) -> bool {
+        matches!(self, Status::OperandBusy(_))
+    }
+}
+
 /// The RCX operand of `TDG.MEM.PAGE.ACCEPT`: GPA in bits 51:12, level in bits
 /// 2:0, bits 11:3 reserved (must be zero).
 pub mod accept {
@@ -204,5 +320,37 @@ mod tests {
         assert_eq!(accept::encode(0x20_0000, PageLevel::L2M), 0x20_0001);
         assert_eq!(decode_rax(0x0001_0006), (6, 1, 0));
         assert_eq!(decode_rax(1 << 24), (0, 0, 1));
+    }
+
+    #[test]
+    fn typed_statuses_are_the_raw_ones() {
+        assert_eq!(Status::Success.raw(), status::SUCCESS);
+        assert_eq!(
+            Status::OperandInvalid(Operand::Rcx).raw(),
+            status::OPERAND_INVALID | status::OPERAND_RCX
+        );
+        assert_eq!(
+            Status::OperandBusy(Operand::Rcx).raw(),
+            status::OPERAND_BUSY | status::OPERAND_RCX
+        );
+        assert_eq!(
+            Status::OperandInvalid(Operand::Rax).raw(),
+            status::OPERAND_INVALID
+        );
+        for level in [AcceptLevel::L4K, AcceptLevel::L2M] {
+            let page = PageLevel::from(level);
+            assert_eq!(level.size(), page.size());
+            assert_eq!(AcceptLevel::of(page), Some(level));
+            assert_eq!(
+                Status::PageAlreadyAccepted(level).raw(),
+                status::PAGE_ALREADY_ACCEPTED | page as u64
+            );
+            assert_eq!(
+                Status::PageSizeMismatch(level).raw(),
+                status::PAGE_SIZE_MISMATCH | page as u64
+            );
+        }
+        assert_eq!(AcceptLevel::of(PageLevel::L1G), None);
+        assert_eq!(Status::NoValidVeInfo.raw(), status::NO_VALID_VE_INFO);
     }
 }

@@ -28,7 +28,7 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
     let layout = RamLayout::new(mem, 48).unwrap();
     let mut pages = PageStateTable::new(mem / PAGE_4K);
     let base = if big { 4 * GIB } else { GIB };
-    let mut model = Model::new(layout.model(), base, WINDOW).unwrap();
+    let mut model = Model::new(*layout.model(), base, WINDOW).unwrap();
     for op in ops {
         let rcx = match op {
             Op::In4k(p) => encode(base + (p as u64 % 4096) * PAGE_4K, PageLevel::L4K),
@@ -42,7 +42,7 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
         };
         let req = vmm::tdx::accept::AcceptRequest::decode(&layout, rcx);
         let got = vmm::tdx::accept::transition(&mut pages, &req);
-        assert_eq!(got.status(), want, "rcx {rcx:#x}");
+        assert_eq!(got.status().raw(), want, "rcx {rcx:#x}");
     }
     let first = layout.ram_offset(base, 1).unwrap() / PAGE_4K;
     for p in 0..WINDOW / PAGE_4K {

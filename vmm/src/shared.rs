@@ -25,6 +25,32 @@ pub struct Shared<B: SlotBackend = KvmSlots> {
     pub log: RunLog,
     /// Invariant checks, when enabled: how many ran.
     pub invariant_checks: Option<u64>,
+    /// Acquisitions of the state lock (`TdShared::lock`) over the run: a
+    /// guest accept takes it twice at most, every other exit once.
+    pub lock_acquisitions: u64,
+}
+
+impl<B: SlotBackend> Shared<B> {
+    /// Runs the private-memory invariant checks over `[gpa, gpa + len)`
+    /// when they are enabled; `zeroed` also checks that the range reads
+    /// zero (just accepted).
+    pub fn check_invariants(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        zeroed: bool,
+    ) -> Result<(), crate::memory::invariants::InvariantError> {
+        use crate::memory::invariants::{check_range, check_zeroed};
+        let Some(n) = self.invariant_checks.as_mut() else {
+            return Ok(());
+        };
+        *n += 1;
+        check_range(&self.memory, gpa, len)?;
+        if zeroed {
+            check_zeroed(&self.memory, gpa, len)?;
+        }
+        Ok(())
+    }
 }
 
 /// What the vCPU threads of a running TD share.
@@ -64,7 +90,9 @@ impl<B: SlotBackend> TdShared<B> {
     /// make worse than stopping, so a poisoned lock is still used: the
     /// panic itself stops the TD.
     pub fn lock(&self) -> MutexGuard<'_, Shared<B>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.lock_acquisitions += 1;
+        s
     }
 
     /// The state, once every vCPU has stopped.

@@ -411,6 +411,7 @@ impl Td {
             console: Console::new(config.echo_console),
             log: RunLog::new(started, trace),
             invariant_checks: config.check_invariants.then_some(0),
+            lock_acquisitions: 0,
         };
         Ok(Td {
             shared: TdShared::new(shared, board)?,
@@ -529,6 +530,7 @@ impl Td {
             memory: &s.memory,
             tdx: &s.tdx,
             invariant_checks: s.invariant_checks,
+            state_lock_acquisitions: s.lock_acquisitions,
         };
         let states: Vec<VcpuState> = vcpus.iter().map(|v| v.state.clone()).collect();
         let mut report = assemble(parts, s.console, s.log, &states, stop, facts);

@@ -202,7 +202,7 @@ mod tests {
     use crate::memory::layout::RamLayout;
     use crate::memory::memslots::NoKvm;
     use crate::memory::pending_mechanism::PoisonedChunks;
-    use crate::tdx::accept::{accept, AcceptRequest, AcceptResult, AcceptStats, HandleHistogram};
+    use crate::tdx::accept::{accept_alone, AcceptRequest, AcceptResult};
     use abi::tdcall::{accept::encode, PageLevel};
     use proptest::prelude::*;
 
@@ -231,8 +231,7 @@ mod tests {
 
     fn do_accept(m: &mut PrivateMemory<NoKvm>, gpa: u64, level: PageLevel) -> AcceptResult {
         let req = AcceptRequest::decode(m.layout(), encode(gpa, level));
-        let (mut stats, mut hist) = (AcceptStats::default(), HandleHistogram::default());
-        accept(m, &req, &mut stats, &mut hist).unwrap()
+        accept_alone(m, &req).unwrap()
     }
 
     #[derive(Clone, Debug)]

@@ -56,6 +56,8 @@ pub struct RamLayout {
     low: RamRegion,
     high: Option<RamRegion>,
     gpaw: u32,
+    /// The same layout as the accept model reads it, built once.
+    model: abi::accept_model::RamLayout,
 }
 
 impl RamLayout {
@@ -86,11 +88,17 @@ impl RamLayout {
             size: mem_bytes - low_size,
             offset: low_size,
         });
+        let model = abi::accept_model::RamLayout {
+            low_end: low.end(),
+            high_end: high.map_or(0, |h| h.end()),
+            gpaw,
+        };
         let layout = RamLayout {
             mem_bytes,
             low,
             high,
             gpaw,
+            model,
         };
         let shared = layout.shared_bit();
         if layout.ram_top() > shared {
@@ -115,12 +123,8 @@ impl RamLayout {
     }
 
     /// The same layout as the accept model sees it.
-    pub fn model(&self) -> abi::accept_model::RamLayout {
-        abi::accept_model::RamLayout {
-            low_end: self.low.end(),
-            high_end: self.high.map_or(0, |h| h.end()),
-            gpaw: self.gpaw,
-        }
+    pub fn model(&self) -> &abi::accept_model::RamLayout {
+        &self.model
     }
 
     /// The shared bit (GPAW - 1) as a mask.

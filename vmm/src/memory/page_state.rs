@@ -9,7 +9,7 @@
 //! table costs 2 MiB per TiB of guest RAM, plus at most one bit per page.
 
 use abi::accept_model::SeptLevel;
-use abi::tdcall::PageLevel;
+use abi::tdcall::AcceptLevel;
 
 /// Pages in a 2 MiB chunk.
 pub const PAGES_PER_CHUNK: u64 = 512;
@@ -35,7 +35,7 @@ pub enum AcceptOutcome {
     /// The range went from pending to accepted.
     Accepted,
     /// The range was already accepted; the level of the existing mapping.
-    AlreadyAccepted(PageLevel),
+    AlreadyAccepted(AcceptLevel),
     /// A 2 MiB request over a range already split into 4 KiB state.
     SizeMismatch,
 }
@@ -141,77 +141,69 @@ impl PageStateTable {
         }
     }
 
-    /// What `accept(page, level)` would answer, without changing anything
-    /// (an accept decides under its Secure-EPT entry lock, zeroes outside
-    /// the table's lock, then commits).
-    pub fn peek_accept(&self, page: u64, level: PageLevel) -> AcceptOutcome {
+    /// What an accept of `page` at `level` answers, without changing
+    /// anything: the one decision table of `TDG.MEM.PAGE.ACCEPT` over the
+    /// Secure EPT's shape (`accept` applies it; an accept from a vCPU
+    /// decides under its Secure-EPT entry lock, zeroes outside the state
+    /// lock, then commits).
+    ///
+    /// The caller has validated the request: `page` is aligned to `level`
+    /// and the whole page is RAM.
+    pub fn decide(&self, page: u64, level: AcceptLevel) -> AcceptOutcome {
         let state = self.chunks[(page / PAGES_PER_CHUNK) as usize];
         match (level, state) {
-            (_, MAPPED_2M) => AcceptOutcome::AlreadyAccepted(PageLevel::L2M),
-            (PageLevel::L2M, PENDING) if self.sept == SeptLevel::L4K => AcceptOutcome::SizeMismatch,
+            (_, MAPPED_2M) => AcceptOutcome::AlreadyAccepted(AcceptLevel::L2M),
+            (AcceptLevel::L2M, PENDING) if self.sept == SeptLevel::L4K => {
+                AcceptOutcome::SizeMismatch
+            }
             (_, PENDING) => AcceptOutcome::Accepted,
-            (PageLevel::L4K, split) => {
+            (AcceptLevel::L2M, _split) => AcceptOutcome::SizeMismatch,
+            (AcceptLevel::L4K, split) => {
                 if bit(
                     &self.bitmaps[(split - SPLIT_BASE) as usize],
                     page % PAGES_PER_CHUNK,
                 ) {
-                    AcceptOutcome::AlreadyAccepted(PageLevel::L4K)
+                    AcceptOutcome::AlreadyAccepted(AcceptLevel::L4K)
                 } else {
                     AcceptOutcome::Accepted
                 }
             }
-            _ => AcceptOutcome::SizeMismatch,
         }
     }
 
-    /// Applies `TDG.MEM.PAGE.ACCEPT` at `page` and `level`.
-    ///
-    /// The caller has validated the request: `level` is 4K or 2M, `page` is
-    /// aligned to it, and the whole page is RAM.
-    pub fn accept(&mut self, page: u64, level: PageLevel) -> AcceptOutcome {
-        let chunk = page / PAGES_PER_CHUNK;
-        let state = self.chunks[chunk as usize];
-        match level {
-            PageLevel::L2M => {
-                debug_assert_eq!(page % PAGES_PER_CHUNK, 0);
-                debug_assert_eq!(self.chunk_pages(chunk), PAGES_PER_CHUNK);
-                match state {
-                    PENDING if self.sept == SeptLevel::L4K => AcceptOutcome::SizeMismatch,
-                    PENDING => {
-                        self.chunks[chunk as usize] = MAPPED_2M;
-                        self.count(page, PAGES_PER_CHUNK);
-                        AcceptOutcome::Accepted
-                    }
-                    MAPPED_2M => AcceptOutcome::AlreadyAccepted(PageLevel::L2M),
-                    _ => AcceptOutcome::SizeMismatch,
-                }
+    /// Applies `TDG.MEM.PAGE.ACCEPT` at `page` and `level`: `decide`, and
+    /// when that says `Accepted`, the pending page becomes accepted (a 4 KiB
+    /// accept in a pending chunk splits it into 4 KiB state).
+    pub fn accept(&mut self, page: u64, level: AcceptLevel) -> AcceptOutcome {
+        let outcome = self.decide(page, level);
+        if outcome == AcceptOutcome::Accepted {
+            self.mark_accepted(page, level);
+        }
+        outcome
+    }
+
+    /// Records pending `page` (at `level`) accepted; `decide` said so.
+    fn mark_accepted(&mut self, page: u64, level: AcceptLevel) {
+        let chunk = (page / PAGES_PER_CHUNK) as usize;
+        let index = page % PAGES_PER_CHUNK;
+        match (level, self.chunks[chunk]) {
+            (AcceptLevel::L2M, _) => {
+                debug_assert_eq!(index, 0);
+                debug_assert_eq!(self.chunk_pages(chunk as u64), PAGES_PER_CHUNK);
+                self.chunks[chunk] = MAPPED_2M;
+                self.count(page, PAGES_PER_CHUNK);
             }
-            PageLevel::L4K => {
-                debug_assert!(page < self.pages);
-                let index = page % PAGES_PER_CHUNK;
-                match state {
-                    MAPPED_2M => AcceptOutcome::AlreadyAccepted(PageLevel::L2M),
-                    PENDING => {
-                        let mut map = [0u64; 8];
-                        set_bit(&mut map, index);
-                        self.bitmaps.push(map);
-                        self.chunks[chunk as usize] = SPLIT_BASE + (self.bitmaps.len() - 1) as u32;
-                        self.count(page, 1);
-                        AcceptOutcome::Accepted
-                    }
-                    split => {
-                        let map = &mut self.bitmaps[(split - SPLIT_BASE) as usize];
-                        if bit(map, index) {
-                            AcceptOutcome::AlreadyAccepted(PageLevel::L4K)
-                        } else {
-                            set_bit(map, index);
-                            self.count(page, 1);
-                            AcceptOutcome::Accepted
-                        }
-                    }
-                }
+            (AcceptLevel::L4K, PENDING) => {
+                let mut map = [0u64; 8];
+                set_bit(&mut map, index);
+                self.bitmaps.push(map);
+                self.chunks[chunk] = SPLIT_BASE + (self.bitmaps.len() - 1) as u32;
+                self.count(page, 1);
             }
-            PageLevel::L1G => unreachable!("1 GiB accepts are rejected before the table"),
+            (AcceptLevel::L4K, split) => {
+                set_bit(&mut self.bitmaps[(split - SPLIT_BASE) as usize], index);
+                self.count(page, 1);
+            }
         }
     }
 
@@ -220,9 +212,13 @@ impl PageStateTable {
     /// many chunks it splits (64 bytes each), so the host's memory for
     /// them may run out, and that must be an error, not an abort. After
     /// it, `accept` of the same page allocates nothing.
-    pub fn reserve_for_accept(&mut self, page: u64, level: PageLevel) -> Result<(), ReserveError> {
+    pub fn reserve_for_accept(
+        &mut self,
+        page: u64,
+        level: AcceptLevel,
+    ) -> Result<(), ReserveError> {
         let chunk = (page / PAGES_PER_CHUNK) as usize;
-        if level != PageLevel::L4K || self.chunks.get(chunk) != Some(&PENDING) {
+        if level != AcceptLevel::L4K || self.chunks.get(chunk) != Some(&PENDING) {
             return Ok(());
         }
         self.bitmaps.try_reserve(1).map_err(|_| ReserveError {
@@ -235,7 +231,7 @@ impl PageStateTable {
     /// `TDH.MEM.PAGE.ADD` builds a TD's initial memory.
     pub fn add_initial(&mut self, first: u64, count: u64) {
         for page in first..first + count {
-            self.accept(page, PageLevel::L4K);
+            self.accept(page, AcceptLevel::L4K);
         }
     }
 
@@ -367,27 +363,27 @@ mod tests {
         was
     }
 
-    fn model_accept(model: &mut [Model], page: u64, level: PageLevel) -> AcceptOutcome {
+    fn model_accept(model: &mut [Model], page: u64, level: AcceptLevel) -> AcceptOutcome {
         let pages = chunk_of(model, page);
         if pages.contains(&Model::At2M) {
-            return AcceptOutcome::AlreadyAccepted(PageLevel::L2M);
+            return AcceptOutcome::AlreadyAccepted(AcceptLevel::L2M);
         }
         match level {
-            PageLevel::L2M
+            AcceptLevel::L2M
                 if pages
                     .iter()
                     .any(|m| matches!(m, Model::At4K | Model::Released)) =>
             {
                 AcceptOutcome::SizeMismatch
             }
-            PageLevel::L2M => {
+            AcceptLevel::L2M => {
                 pages.fill(Model::At2M);
                 AcceptOutcome::Accepted
             }
             _ => {
                 let p = &mut model[page as usize];
                 if *p == Model::At4K {
-                    AcceptOutcome::AlreadyAccepted(PageLevel::L4K)
+                    AcceptOutcome::AlreadyAccepted(AcceptLevel::L4K)
                 } else {
                     *p = Model::At4K;
                     AcceptOutcome::Accepted
@@ -401,13 +397,13 @@ mod tests {
         let mut t = PageStateTable::new(4 * PAGES_PER_CHUNK);
         for chunk in 0..4 {
             let page = chunk * PAGES_PER_CHUNK + 7;
-            t.reserve_for_accept(page, PageLevel::L4K).unwrap();
+            t.reserve_for_accept(page, AcceptLevel::L4K).unwrap();
             let cap = t.bitmaps.capacity();
             assert!(cap > t.bitmaps.len());
-            assert_eq!(t.accept(page, PageLevel::L4K), AcceptOutcome::Accepted);
+            assert_eq!(t.accept(page, AcceptLevel::L4K), AcceptOutcome::Accepted);
             assert_eq!(t.bitmaps.capacity(), cap, "chunk {chunk}");
             // A split chunk needs no more room.
-            t.reserve_for_accept(page + 1, PageLevel::L4K).unwrap();
+            t.reserve_for_accept(page + 1, AcceptLevel::L4K).unwrap();
             assert_eq!(t.bitmaps.capacity(), cap);
         }
     }
@@ -422,21 +418,21 @@ mod tests {
     #[test]
     fn statuses_follow_the_secure_ept_shape() {
         let mut t = PageStateTable::new(4 * PAGES_PER_CHUNK);
-        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::Accepted);
+        assert_eq!(t.accept(0, AcceptLevel::L2M), AcceptOutcome::Accepted);
         assert_eq!(
-            t.accept(0, PageLevel::L2M),
-            AcceptOutcome::AlreadyAccepted(PageLevel::L2M)
+            t.accept(0, AcceptLevel::L2M),
+            AcceptOutcome::AlreadyAccepted(AcceptLevel::L2M)
         );
         assert_eq!(
-            t.accept(7, PageLevel::L4K),
-            AcceptOutcome::AlreadyAccepted(PageLevel::L2M)
+            t.accept(7, AcceptLevel::L4K),
+            AcceptOutcome::AlreadyAccepted(AcceptLevel::L2M)
         );
-        assert_eq!(t.accept(512 + 3, PageLevel::L4K), AcceptOutcome::Accepted);
+        assert_eq!(t.accept(512 + 3, AcceptLevel::L4K), AcceptOutcome::Accepted);
         assert_eq!(
-            t.accept(512 + 3, PageLevel::L4K),
-            AcceptOutcome::AlreadyAccepted(PageLevel::L4K)
+            t.accept(512 + 3, AcceptLevel::L4K),
+            AcceptOutcome::AlreadyAccepted(AcceptLevel::L4K)
         );
-        assert_eq!(t.accept(512, PageLevel::L2M), AcceptOutcome::SizeMismatch);
+        assert_eq!(t.accept(512, AcceptLevel::L2M), AcceptOutcome::SizeMismatch);
         assert_eq!(t.state(512 + 3), PageState::Accepted);
         assert_eq!(t.state(512 + 4), PageState::Pending);
         assert_eq!(t.accepted_pages(), 513);
@@ -448,11 +444,11 @@ mod tests {
     fn a_chunk_filled_by_4k_accepts_is_full_but_stays_split() {
         let mut t = PageStateTable::new(PAGES_PER_CHUNK);
         for p in 0..PAGES_PER_CHUNK {
-            assert_eq!(t.accept(p, PageLevel::L4K), AcceptOutcome::Accepted);
+            assert_eq!(t.accept(p, AcceptLevel::L4K), AcceptOutcome::Accepted);
         }
         assert!(t.chunk_full(0));
         assert!(t.gib_full(0));
-        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::SizeMismatch);
+        assert_eq!(t.accept(0, AcceptLevel::L2M), AcceptOutcome::SizeMismatch);
     }
 
     #[test]
@@ -460,7 +456,7 @@ mod tests {
         let mut t = PageStateTable::new(PAGES_PER_CHUNK + 10);
         assert_eq!(t.chunk_pages(1), 10);
         for p in 512..522 {
-            t.accept(p, PageLevel::L4K);
+            t.accept(p, AcceptLevel::L4K);
         }
         assert!(t.chunk_full(1));
         let mut runs = vec![];
@@ -494,9 +490,9 @@ mod tests {
                     }
                     _ => {
                         let (page, level) = if op >= 5 && page / 512 < 5 {
-                            (page & !511, PageLevel::L2M)
+                            (page & !511, AcceptLevel::L2M)
                         } else {
-                            (page, PageLevel::L4K)
+                            (page, AcceptLevel::L4K)
                         };
                         prop_assert_eq!(t.accept(page, level), model_accept(&mut model, page, level));
                     }
@@ -546,25 +542,22 @@ mod tests {
         t.set_sept_level(SeptLevel::L4K);
         assert_eq!(t.sept_level(), SeptLevel::L4K);
         // Nothing changes on the mismatch; peek agrees with accept.
-        assert_eq!(
-            t.peek_accept(0, PageLevel::L2M),
-            AcceptOutcome::SizeMismatch
-        );
-        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::SizeMismatch);
+        assert_eq!(t.decide(0, AcceptLevel::L2M), AcceptOutcome::SizeMismatch);
+        assert_eq!(t.accept(0, AcceptLevel::L2M), AcceptOutcome::SizeMismatch);
         assert_eq!(t.accepted_pages(), 0);
         // 4 KiB accepts work, and a 2 MiB accept over them still mismatches.
         for p in 0..PAGES_PER_CHUNK {
-            assert_eq!(t.peek_accept(p, PageLevel::L4K), AcceptOutcome::Accepted);
-            assert_eq!(t.accept(p, PageLevel::L4K), AcceptOutcome::Accepted);
+            assert_eq!(t.decide(p, AcceptLevel::L4K), AcceptOutcome::Accepted);
+            assert_eq!(t.accept(p, AcceptLevel::L4K), AcceptOutcome::Accepted);
         }
         assert_eq!(t.accepted_pages(), PAGES_PER_CHUNK);
-        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::SizeMismatch);
+        assert_eq!(t.accept(0, AcceptLevel::L2M), AcceptOutcome::SizeMismatch);
         assert_eq!(
-            t.accept(7, PageLevel::L4K),
-            AcceptOutcome::AlreadyAccepted(PageLevel::L4K)
+            t.accept(7, AcceptLevel::L4K),
+            AcceptOutcome::AlreadyAccepted(AcceptLevel::L4K)
         );
         // With 2 MiB leaves (the default) the same request succeeds.
         let mut t = PageStateTable::new(4 * PAGES_PER_CHUNK);
-        assert_eq!(t.accept(0, PageLevel::L2M), AcceptOutcome::Accepted);
+        assert_eq!(t.accept(0, AcceptLevel::L2M), AcceptOutcome::Accepted);
     }
 }

@@ -75,6 +75,7 @@ pub struct Parts<'a, B: SlotBackend> {
     pub memory: &'a PrivateMemory<B>,
     pub tdx: &'a TdxModule,
     pub invariant_checks: Option<u64>,
+    pub state_lock_acquisitions: u64,
 }
 
 /// Builds the report of a run that ended with `stop`; `vcpus` has each
@@ -91,6 +92,7 @@ pub fn assemble<B: SlotBackend>(
         memory,
         tdx,
         invariant_checks,
+        state_lock_acquisitions,
     } = parts;
     let bitmap = BitmapCheck::run(memory, &log);
     let mut timing_us = std::mem::take(&mut log.marks);
@@ -153,6 +155,7 @@ pub fn assemble<B: SlotBackend>(
             pages_filled: poison.pages_filled,
             // The run adds the kicks that failed while it ran.
             kick_failures: 0,
+            state_lock_acquisitions,
         },
         exits,
         vcpus: vcpus.len() as u32,

@@ -63,6 +63,11 @@ pub struct HostStats {
     /// them, so a stop is late, never lost.
     #[serde(default)]
     pub kick_failures: u64,
+    /// Acquisitions of the TD's state lock over the run: an accept takes
+    /// it twice when it succeeds and once otherwise, every other TDCALL
+    /// and memory exit once (reports from before it read 0).
+    #[serde(default)]
+    pub state_lock_acquisitions: u64,
 }
 
 /// vCPU exits by kind.

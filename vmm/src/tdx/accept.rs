@@ -1,22 +1,37 @@
-//! The accept path: `TDG.MEM.PAGE.ACCEPT` (leaf 6) with the TDX module's
-//! status semantics, and what accepting does to the host (zero and back the
-//! range, map it into the guest, keep memslots merged).
+//! The accept path: `TDG.MEM.PAGE.ACCEPT` (leaf 6) from a vCPU of a running
+//! TD, with the TDX module's statuses, and what accepting does to the host
+//! (zero and back the page, map it into the guest, keep memslots merged).
 //!
-//! Checks, in order, each failing with `TDX_OPERAND_INVALID | RCX`:
-//! reserved bits 11:3, level (only 4 KiB and 2 MiB; 1 GiB is rejected as TDX
-//! module 1.5 does), alignment to the level, the shared bit and any bit at
-//! or above GPAW, and the whole page lying in RAM. Then the page-state table
-//! decides: success (zeroed, backed, mapped), `TDX_PAGE_ALREADY_ACCEPTED |
-//! level` (nothing touched, nothing zeroed), or `TDX_PAGE_SIZE_MISMATCH | 1`.
+//! The operand comes decoded (`tdcall::Tdcall::Accept`); an invalid one
+//! (reserved bits 11:3, a level other than 4 KiB or 2 MiB, misaligned, the
+//! shared bit or beyond GPAW, not wholly RAM) answers
+//! `TDX_OPERAND_INVALID | RCX`. A valid one runs as the TDX module runs it
+//! with several vCPUs (`tdg_mem_page_accept`):
+//!
+//! ```text
+//! try-lock the 2 MiB Secure-EPT entry ── held ──> finish: TDX_OPERAND_BUSY | RCX
+//!   │ state lock: begin (injected BUSY? the page-state table decides;
+//!   │             a page to accept is prepared: room reserved, chunk poisoned)
+//!   │   └─ not to be accepted ──> finish in the same acquisition:
+//!   │                             TDX_PAGE_ALREADY_ACCEPTED | level, TDX_PAGE_SIZE_MISMATCH | 2M
+//!   │ no state lock: fill (zero and back the page; other entries fill in parallel)
+//!   └ state lock: finish (commit the state, map, statistics, TDCALL counter,
+//!                 trace, invariants), then the entry lock is released
+//! ```
+//!
+//! So an accept takes the state lock twice when it succeeds and once
+//! otherwise, and its status is written back to RAX once, by the doorbell.
 
+use crate::memory::guest_ram::{Backing, GuestRam};
 use crate::memory::memslots::SlotBackend;
 use crate::memory::page_state::{AcceptOutcome, PageStateTable};
+use crate::memory::pending_mechanism::PoisonedChunks;
 use crate::memory::private::{MemoryError, PrivateMemory};
+use crate::shared::{Shared, TdShared};
 use crate::stop::Stop;
-use crate::tdx::event::{Event, Handled};
-use crate::tdx::module::TdxModule;
-use abi::tdcall::{status, PageLevel};
-use abi::PAGE_4K;
+use crate::tdx::event::{AcceptPage, Event, Handled};
+use abi::tdcall::{leaf, AcceptLevel, Operand, Status};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use crate::tdx::counters::{AcceptStats, HandleHistogram};
@@ -25,195 +40,273 @@ pub use crate::tdx::event::{AcceptRequest, AcceptResult, InvalidAccept};
 /// The accept state machine alone (no host side effects): applies a
 /// decoded request to `pages` and returns the result.
 pub fn transition(pages: &mut PageStateTable, req: &AcceptRequest) -> AcceptResult {
-    let (gpa, level, offset) = match req.page {
-        Ok(v) => v,
-        Err(why) => return AcceptResult::Invalid(why),
-    };
-    match pages.accept(offset / PAGE_4K, level) {
-        AcceptOutcome::AlreadyAccepted(reached) => AcceptResult::AlreadyAccepted {
+    match req.page {
+        Ok(page) => result_of(&page, pages.accept(page.first_page(), page.level)),
+        Err(why) => AcceptResult::Invalid(why),
+    }
+}
+
+/// The result an outcome of the page-state table gives `page`.
+fn result_of(page: &AcceptPage, outcome: AcceptOutcome) -> AcceptResult {
+    let gpa = page.gpa;
+    match outcome {
+        AcceptOutcome::Accepted => AcceptResult::Accepted {
             gpa,
-            level: reached,
+            level: page.level,
         },
+        AcceptOutcome::AlreadyAccepted(level) => AcceptResult::AlreadyAccepted { gpa, level },
         AcceptOutcome::SizeMismatch => AcceptResult::SizeMismatch { gpa },
-        AcceptOutcome::Accepted => AcceptResult::Accepted { gpa, level },
     }
 }
 
-/// Handles `TDG.MEM.PAGE.ACCEPT`: the state machine, then what accepting
-/// does to the host (`PrivateMemory::commit_accept`), with the statistics.
-/// `Err` is a VMM-side failure (the host could not back or map memory):
-/// the TD must stop. (One vCPU, or a caller holding everything; the
-/// vCPUs of a running TD use `accept_on_vcpu`.)
-pub fn accept<B: SlotBackend>(
-    mem: &mut PrivateMemory<B>,
-    req: &AcceptRequest,
-    stats: &mut AcceptStats,
-    hist: &mut HandleHistogram,
-) -> Result<AcceptResult, MemoryError> {
-    let started = Instant::now();
-    commit(mem, req, stats, hist, started, None)
+/// Where an accept stands when it takes the state lock to finish.
+enum Step {
+    /// The entry was busy (held by another vCPU, or an injected BUSY).
+    Busy { injected: bool },
+    /// Decided without accepting anything (invalid, already accepted,
+    /// size mismatch).
+    Answered(AcceptResult),
+    /// The page is filled (zeroed and backed in `zero_ns`); commit it.
+    Filled { page: AcceptPage, zero_ns: u64 },
 }
 
-/// The state machine and its host side effects for `req`, with the
-/// statistics; `zeroed` is the time already spent zeroing and backing
-/// the page outside the lock, if it was.
-fn commit<B: SlotBackend>(
-    mem: &mut PrivateMemory<B>,
-    req: &AcceptRequest,
-    stats: &mut AcceptStats,
-    hist: &mut HandleHistogram,
-    started: Instant,
-    zeroed: Option<u64>,
-) -> Result<AcceptResult, MemoryError> {
-    stats.calls += 1;
-    let result = transition(mem.pages_mut(), req);
-    let mut zero_ns = 0;
-    match result {
-        AcceptResult::Invalid(_) => stats.invalid += 1,
-        AcceptResult::AlreadyAccepted { .. } => stats.already_accepted += 1,
-        AcceptResult::SizeMismatch { .. } => stats.size_mismatch += 1,
-        AcceptResult::Accepted { gpa, level } => {
-            let offset = req.page.map_or(0, |p| p.2);
-            zero_ns = match zeroed {
-                Some(ns) => {
-                    mem.map_accepted(gpa, offset, level)?;
-                    ns
-                }
-                None => mem.commit_accept(gpa, offset, level)?,
-            };
-            stats.zero_ns += zero_ns;
-            match level {
-                PageLevel::L4K => stats.ok_4k += 1,
-                _ => stats.ok_2m += 1,
-            }
-            stats.bytes_accepted += level.size();
-        }
-    }
-    let ns = (started.elapsed().as_nanos() as u64).saturating_sub(zero_ns);
-    stats.handle_ns += ns;
-    hist.record(ns);
-    Ok(result)
+/// What `begin` found under the state lock.
+enum Begun {
+    /// Finish now, in the same acquisition.
+    Finish(Step),
+    /// Fill the page outside the state lock (through its poisoned chunk,
+    /// if it has one).
+    Fill(Option<Arc<PoisonedChunks>>),
 }
 
-/// `TDG.MEM.PAGE.ACCEPT` from one vCPU of a running TD, as the TDX module
-/// runs it with several vCPUs (`tdg_mem_page_accept`): take the guest-side
-/// lock of the 2 MiB Secure-EPT entry, or answer `TDX_OPERAND_BUSY | RCX`
-/// with nothing changed; look at the entry (under the TD's state lock);
-/// zero and back a page that will be accepted with only the entry lock
-/// held, so accepts of different entries zero in parallel; then commit
-/// the state and the mapping under the state lock, and release the entry.
+/// `TDG.MEM.PAGE.ACCEPT` of `req` from vCPU `vcpu` (at `rip`) of a running
+/// TD: the whole path of the module docs. Returns the status and the
+/// accept's event, or a stop when the host failed (the TD cannot go on).
 pub fn accept_on_vcpu<B: SlotBackend>(
-    td: &crate::shared::TdShared<B>,
+    td: &TdShared<B>,
     req: &AcceptRequest,
+    vcpu: u32,
     rip: u64,
 ) -> Handled {
     let started = Instant::now();
-    let done = |s: &mut crate::shared::Shared<B>, zeroed| {
-        let tdx = &mut s.tdx;
-        match commit(
-            &mut s.memory,
-            req,
-            &mut tdx.stats,
-            &mut tdx.hist,
-            started,
-            zeroed,
-        ) {
-            Ok(result) => answered(req, result),
-            Err(e) => host_failed(req, rip, e),
+    let at = Context {
+        req,
+        vcpu,
+        rip,
+        started,
+    };
+    let page = match req.page {
+        Ok(page) => page,
+        Err(why) => {
+            return finish(
+                &mut td.lock(),
+                &at,
+                Step::Answered(AcceptResult::Invalid(why)),
+            )
         }
     };
-    let Ok((_, level, offset)) = req.page else {
-        return done(&mut td.lock(), None);
-    };
-    let Some(_entry) = td.sept.try_lock(offset / abi::PAGE_2M) else {
-        let mut s = td.lock();
-        let tdx = &mut s.tdx;
-        tdx.stats.calls += 1;
-        tdx.stats.busy += 1;
-        tdx.hist
-            .record((started.elapsed().as_nanos() as u64).max(1));
-        log::trace!(
-            "accept {:#x}: TDX_OPERAND_BUSY (entry held by another vCPU)",
-            req.rcx
-        );
-        return busy(req);
+    let Some(_entry) = td.sept.try_lock(page.entry()) else {
+        return finish(&mut td.lock(), &at, Step::Busy { injected: false });
     };
     let poison = {
         let mut s = td.lock();
-        if let Some(h) = injected_busy(&mut s.tdx, req) {
-            return h;
-        }
-        if s.memory.pages().peek_accept(offset / PAGE_4K, level) != AcceptOutcome::Accepted {
-            return done(&mut s, None);
-        }
-        // With `uffd-poison`, a 4 KiB accept poisons its chunk first (once).
-        match s.memory.prepare_accept(offset, level) {
-            Ok(p) => p,
-            Err(e) => return host_failed(req, rip, e),
+        match begin(&mut s, &page) {
+            Ok(Begun::Finish(step)) => return finish(&mut s, &at, step),
+            Ok(Begun::Fill(poison)) => poison,
+            Err(e) => return host_failed(&at, e),
         }
     };
     // The entry lock keeps every other accept away from this page, and
     // pending memory is out of the guest's reach (no memslot, or
     // poisoned): nobody else touches these bytes.
     let zero_start = Instant::now();
-    let filled = match poison {
-        Some(p) => p
-            .fill(td.ram.host_addr(offset), level.size())
-            .map_err(MemoryError::Pending),
-        None => td
-            .ram
-            .zero_and_back(offset, level.size(), td.backing)
-            .map_err(MemoryError::Ram),
-    };
-    if let Err(e) = filled {
-        return host_failed(req, rip, e);
+    if let Err(e) = fill(&td.ram, td.backing, poison.as_deref(), &page) {
+        return host_failed(&at, e);
     }
-    let zero_ns = zero_start.elapsed().as_nanos() as u64;
-    let mut s = td.lock();
-    done(&mut s, Some(zero_ns))
+    let zero_ns = elapsed_ns(zero_start);
+    finish(&mut td.lock(), &at, Step::Filled { page, zero_ns })
+    // `_entry` is released here, after the state is committed.
 }
 
-/// The `TDX_OPERAND_BUSY | RCX` answer, nothing changed.
-fn busy(req: &AcceptRequest) -> Handled {
-    Handled::event(Event::Accept {
-        req: *req,
-        status: status::OPERAND_BUSY | status::OPERAND_RCX,
-        result: None,
+/// The accept being handled, for `finish` and its diagnostics.
+struct Context<'a> {
+    req: &'a AcceptRequest,
+    vcpu: u32,
+    rip: u64,
+    started: Instant,
+}
+
+/// Under the state lock, with the entry lock held: an injected BUSY, or
+/// the page-state table's decision; a page to be accepted is prepared
+/// (room for its 4 KiB states, its chunk poisoned with `uffd-poison`).
+fn begin<B: SlotBackend>(s: &mut Shared<B>, page: &AcceptPage) -> Result<Begun, MemoryError> {
+    if s.tdx.inject.as_mut().is_some_and(|i| i.busy()) {
+        return Ok(Begun::Finish(Step::Busy { injected: true }));
+    }
+    match s.memory.pages().decide(page.first_page(), page.level) {
+        AcceptOutcome::Accepted => {}
+        refused => return Ok(Begun::Finish(Step::Answered(result_of(page, refused)))),
+    }
+    let poison = s.memory.prepare_accept(page.offset, page.level)?;
+    Ok(Begun::Fill(poison))
+}
+
+/// Zeroes and backs `page` (outside the state lock).
+fn fill(
+    ram: &GuestRam,
+    backing: Backing,
+    poison: Option<&PoisonedChunks>,
+    page: &AcceptPage,
+) -> Result<(), MemoryError> {
+    crate::memory::accept_host::fill_accepted(ram, backing, poison, page.offset, page.level)
+}
+
+/// Records a filled page accepted and maps it. The entry lock was held
+/// since `begin` decided, so the table must still agree.
+fn commit<B: SlotBackend>(
+    mem: &mut PrivateMemory<B>,
+    page: &AcceptPage,
+) -> Result<AcceptResult, String> {
+    match mem.pages_mut().accept(page.first_page(), page.level) {
+        AcceptOutcome::Accepted => {}
+        other => {
+            return Err(format!(
+                "the state of GPA {:#x} changed while its Secure-EPT entry was locked ({other:?})",
+                page.gpa
+            ))
+        }
+    }
+    mem.map_accepted(page.gpa, page.offset, page.level)
+        .map_err(|e| format!("mapping accepted GPA {:#x} failed: {e}", page.gpa))?;
+    Ok(AcceptResult::Accepted {
+        gpa: page.gpa,
+        level: page.level,
     })
 }
 
-/// An injected busy answer (`--inject busy=P`), if one is due; only a
-/// valid request can meet a busy Secure-EPT entry.
-pub(crate) fn injected_busy(tdx: &mut TdxModule, req: &AcceptRequest) -> Option<Handled> {
-    if req.page.is_err() || !tdx.inject.as_mut().is_some_and(|i| i.busy()) {
-        return None;
+/// Counts an answered accept in the statistics.
+fn count(stats: &mut AcceptStats, result: AcceptResult) {
+    match result {
+        AcceptResult::Invalid(_) => stats.invalid += 1,
+        AcceptResult::AlreadyAccepted { .. } => stats.already_accepted += 1,
+        AcceptResult::SizeMismatch { .. } => stats.size_mismatch += 1,
+        AcceptResult::Accepted { level, .. } => {
+            match level {
+                AcceptLevel::L4K => stats.ok_4k += 1,
+                AcceptLevel::L2M => stats.ok_2m += 1,
+            }
+            stats.bytes_accepted += level.size();
+        }
     }
-    tdx.stats.calls += 1;
-    tdx.stats.busy_injected += 1;
-    log::trace!("accept {:#x}: TDX_OPERAND_BUSY injected", req.rcx);
-    Some(busy(req))
-}
-
-/// The event of an answered accept.
-pub(crate) fn answered(req: &AcceptRequest, result: AcceptResult) -> Handled {
-    if let AcceptResult::Invalid(why) = result {
-        log::debug!("accept {:#x}: invalid ({why:?})", req.rcx);
-    } else {
-        log::trace!("accept {:#x}: {result:?}", req.rcx);
-    }
-    Handled::event(Event::Accept {
-        req: *req,
-        status: result.status(),
-        result: Some(result),
-    })
 }
 
 /// The host could not back or map the page: the TD stops.
-pub(crate) fn host_failed(req: &AcceptRequest, rip: u64, e: MemoryError) -> Handled {
+fn host_failed(at: &Context<'_>, e: impl std::fmt::Display) -> Handled {
     Handled::stop(Stop::error(
-        format!("host failed to accept operand {:#x}: {e}", req.rcx),
-        Some(rip),
+        format!("host failed to accept operand {:#x}: {e}", at.req.rcx),
+        Some(at.rip),
     ))
+}
+
+fn elapsed_ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Accepts `req` with nothing else running (tests' setup): the same
+/// decision, fill and commit as a vCPU's accept, without locks, trace or
+/// statistics.
+#[cfg(test)]
+pub(crate) fn accept_alone<B: SlotBackend>(
+    mem: &mut PrivateMemory<B>,
+    req: &AcceptRequest,
+) -> Result<AcceptResult, String> {
+    let page = match req.page {
+        Ok(page) => page,
+        Err(why) => return Ok(AcceptResult::Invalid(why)),
+    };
+    match mem.pages().decide(page.first_page(), page.level) {
+        AcceptOutcome::Accepted => {}
+        refused => return Ok(result_of(&page, refused)),
+    }
+    let poison = mem
+        .prepare_accept(page.offset, page.level)
+        .map_err(|e| e.to_string())?;
+    fill(mem.ram(), mem.backing(), poison.as_deref(), &page).map_err(|e| e.to_string())?;
+    commit(mem, &page)
+}
+
+/// The one state-lock acquisition that ends an accept: commit a filled
+/// page, the statistics and the handling time, the TDCALL counter, the
+/// trace, and the invariant checks; the entry lock is still held.
+fn finish<B: SlotBackend>(s: &mut Shared<B>, at: &Context<'_>, step: Step) -> Handled {
+    let req = at.req;
+    s.tdx.counters.leaf(leaf::MEM_PAGE_ACCEPT);
+    let stats = &mut s.tdx.stats;
+    stats.calls += 1;
+    let (status, result, zero_ns) = match step {
+        Step::Busy { injected } => {
+            if injected {
+                stats.busy_injected += 1;
+            } else {
+                stats.busy += 1;
+            }
+            log::trace!(
+                "accept {:#x}: TDX_OPERAND_BUSY ({})",
+                req.rcx,
+                if injected {
+                    "injected"
+                } else {
+                    "entry held by another vCPU"
+                }
+            );
+            (Status::OperandBusy(Operand::Rcx), None, 0)
+        }
+        Step::Answered(result) => (result.status(), Some(result), 0),
+        Step::Filled { page, zero_ns } => match commit(&mut s.memory, &page) {
+            Ok(result) => (Status::Success, Some(result), zero_ns),
+            Err(e) => return host_failed(at, e),
+        },
+    };
+    let stats = &mut s.tdx.stats;
+    if let Some(r) = result {
+        count(stats, r);
+    }
+    stats.zero_ns += zero_ns;
+    let ns = elapsed_ns(at.started).saturating_sub(zero_ns).max(1);
+    stats.handle_ns += ns;
+    s.tdx.hist.record(ns);
+    match result {
+        Some(AcceptResult::Invalid(why)) => log::debug!("accept {:#x}: invalid ({why:?})", req.rcx),
+        Some(r) => log::trace!("accept {:#x}: {r:?}", req.rcx),
+        None => {}
+    }
+    s.log.accept(req, status.raw(), result, at.vcpu);
+    let checked = match result {
+        Some(AcceptResult::Accepted { gpa, level }) => s.check_invariants(gpa, level.size(), true),
+        Some(AcceptResult::AlreadyAccepted { gpa, .. } | AcceptResult::SizeMismatch { gpa }) => {
+            s.check_invariants(gpa, abi::PAGE_4K, false)
+        }
+        _ => Ok(()),
+    };
+    let event = Event::Accept {
+        req: *req,
+        status,
+        result,
+    };
+    match checked {
+        Ok(()) => Handled {
+            status,
+            event: Some(event),
+            stop: None,
+        },
+        Err(e) => Handled::stop(Stop::error(
+            format!(
+                "after accept {:#x}: private-memory invariant broken: {e}",
+                req.rcx
+            ),
+            Some(at.rip),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -223,7 +316,9 @@ mod tests {
     use crate::tdx::module::TdxModule;
     use abi::accept_model::{Expect, Model, SeptLevel};
     use abi::tdcall::accept::encode;
+    use abi::tdcall::{status, PageLevel};
     use abi::GIB;
+    use abi::PAGE_4K;
     use proptest::prelude::*;
 
     proptest! {
@@ -240,7 +335,7 @@ mod tests {
             let sept = if leaves_4k { SeptLevel::L4K } else { SeptLevel::L2M };
             pages.set_sept_level(sept);
             let base = 4 * GIB;
-            let mut model = Model::with_sept_level(layout.model(), base, 16 << 20, sept).unwrap();
+            let mut model = Model::with_sept_level(*layout.model(), base, 16 << 20, sept).unwrap();
             for (kind, page, word) in ops {
                 let gpa = base + page * PAGE_4K;
                 let rcx = match kind {
@@ -254,7 +349,7 @@ mod tests {
                     Expect::Unknown => continue,
                 };
                 let got = transition(&mut pages, &AcceptRequest::decode(&layout, rcx));
-                prop_assert_eq!(got.status(), want, "rcx {:#x}", rcx);
+                prop_assert_eq!(got.status().raw(), want, "rcx {:#x}", rcx);
             }
             // Same accepted pages in the window.
             let first = layout.ram_offset(base, 1).unwrap() / PAGE_4K;
@@ -281,6 +376,7 @@ mod tests {
             console: crate::host::console::Console::new(false),
             log: crate::report::run_log::RunLog::new(Instant::now(), None),
             invariant_checks: None,
+            lock_acquisitions: 0,
         };
         let board = std::sync::Arc::new(crate::vcpu::stop_board::StopBoard::new(vcpus));
         crate::shared::TdShared::new(state, board).unwrap()
@@ -288,7 +384,10 @@ mod tests {
 
     fn status_of(h: &Handled) -> u64 {
         match h.event {
-            Some(Event::Accept { status, .. }) => status,
+            Some(Event::Accept { status, .. }) => {
+                assert_eq!(status, h.status, "the event's status is the answer");
+                status.raw()
+            }
             _ => panic!("not an accept answer: {h:?}"),
         }
     }
@@ -304,12 +403,15 @@ mod tests {
             encode(gpa + 5 * PAGE_4K, PageLevel::L4K),
         ] {
             let req = AcceptRequest::decode(&td.layout, rcx);
-            let h = accept_on_vcpu(&td, &req, 0);
+            let h = accept_on_vcpu(&td, &req, 0, 0);
             assert_eq!(status_of(&h), status::OPERAND_BUSY | status::OPERAND_RCX);
         }
         // Another entry is not held.
         let other = AcceptRequest::decode(&td.layout, encode(gpa + abi::PAGE_2M, PageLevel::L2M));
-        assert_eq!(status_of(&accept_on_vcpu(&td, &other, 0)), status::SUCCESS);
+        assert_eq!(
+            status_of(&accept_on_vcpu(&td, &other, 0, 0)),
+            status::SUCCESS
+        );
         {
             let s = td.lock();
             assert_eq!(
@@ -320,9 +422,9 @@ mod tests {
         }
         drop(held);
         let req = AcceptRequest::decode(&td.layout, encode(gpa, PageLevel::L2M));
-        assert_eq!(status_of(&accept_on_vcpu(&td, &req, 0)), status::SUCCESS);
+        assert_eq!(status_of(&accept_on_vcpu(&td, &req, 0, 0)), status::SUCCESS);
         assert_eq!(
-            status_of(&accept_on_vcpu(&td, &req, 0)),
+            status_of(&accept_on_vcpu(&td, &req, 0, 0)),
             status::PAGE_ALREADY_ACCEPTED | PageLevel::L2M as u64
         );
         assert!(
@@ -360,7 +462,7 @@ mod tests {
                             (encode(gpa, PageLevel::L2M), PageLevel::L2M)
                         };
                         let req = AcceptRequest::decode(&td.layout, rcx);
-                        let st = status_of(&accept_on_vcpu(td, &req, 0));
+                        let st = status_of(&accept_on_vcpu(td, &req, 0, 0));
                         match st {
                             status::SUCCESS => {
                                 successes.fetch_add(1, Ordering::Relaxed);

@@ -1,83 +1,56 @@
-//! TDCALL dispatch: decodes RAX (and, for an accept, RCX) once at a
-//! doorbell exit and runs the leaf. `TDG.MEM.PAGE.ACCEPT` goes to the
-//! accept path, `TDG.VP.VMCALL` to `vmcall.rs`. Every other leaf, known or
-//! not, and any malformed RAX return `TDX_OPERAND_INVALID | RAX` without
-//! side effects. What happened is returned as a typed `Event` (or a
-//! `Stop`) for the run loop to apply; nothing here reaches back into it.
+//! Every TDCALL leaf but the accept, answered under the TD's state lock:
+//! `TDG.VP.INFO`, `TDG.VP.VEINFO.GET`, `TDG.VP.VMCALL` (to `vmcall.rs`);
+//! any other leaf, known or not, and any operand a leaf cannot take answer
+//! `TDX_OPERAND_INVALID` naming the operand, with no side effects. The
+//! leaf comes decoded (`tdcall::Leaf`); outputs other than RAX go into
+//! `regs`, the status and what happened (a typed `Event` or a `Stop`) are
+//! returned for the doorbell to write back and the run loop to apply.
 
 use crate::host::console::Console;
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::PrivateMemory;
-use crate::tdx::accept::{answered, host_failed, injected_busy};
-pub use crate::tdx::event::{AcceptRequest, Event, Handled};
-pub use crate::tdx::module::TdxModule;
-use abi::tdcall::{decode_rax, leaf, status, vp_info};
+use crate::tdx::event::Handled;
+use crate::tdx::module::TdxModule;
+use crate::tdx::tdcall::Leaf;
+use abi::tdcall::{leaf, vp_info, Operand, Status};
 use kvm_bindings::kvm_regs;
 
-/// Runs the TDCALL in `regs` (the registers at the doorbell exit of vCPU
-/// `vcpu_index`) and writes its outputs back into `regs`.
+/// Answers `call` from vCPU `vcpu_index`; its output registers but RAX go
+/// into `regs`.
 pub fn dispatch<B: SlotBackend>(
     tdx: &mut TdxModule,
-    mem: &mut PrivateMemory<B>,
+    mem: &PrivateMemory<B>,
     console: &mut Console,
     vcpu_index: u32,
+    call: &Leaf,
     regs: &mut kvm_regs,
 ) -> Handled {
-    let (leaf_no, version, rest) = decode_rax(regs.rax);
-    tdx.counters.leaf(leaf_no);
-    if rest != 0 || version != 0 {
-        log::debug!("TDCALL with RAX {:#x}: version/reserved bits set", regs.rax);
-        regs.rax = status::OPERAND_INVALID | status::OPERAND_RAX;
-        return Handled::default();
-    }
-    match leaf_no {
-        leaf::MEM_PAGE_ACCEPT => {
-            let req = AcceptRequest::decode(mem.layout(), regs.rcx);
-            accept(tdx, mem, &req, regs)
-        }
-        leaf::VP_INFO => {
-            regs.rax = status::SUCCESS;
-            regs.rcx = tdx.gpaw as u64;
+    tdx.counters.leaf(call.number());
+    match call {
+        Leaf::VpInfo => {
+            regs.rcx = u64::from(tdx.gpaw);
             regs.rdx = vp_info::ATTR_SEPT_VE_DISABLE;
             // NUM_VCPUS in bits 31:0, MAX_VCPUS in 63:32.
-            regs.r8 = tdx.vcpus as u64 | ((tdx.vcpus as u64) << 32);
-            regs.r9 = vcpu_index as u64;
+            regs.r8 = u64::from(tdx.vcpus) | (u64::from(tdx.vcpus) << 32);
+            regs.r9 = u64::from(vcpu_index);
             regs.r10 = 0;
             regs.r11 = 0;
-            Handled::default()
+            Handled::answer(Status::Success)
         }
-        leaf::VP_VEINFO_GET => {
+        Leaf::VeInfoGet => {
             // SEPT_VE_DISABLE is set: no #VE is ever pending.
-            regs.rax = status::NO_VALID_VE_INFO;
-            Handled::default()
+            Handled::answer(Status::NoValidVeInfo)
         }
-        leaf::VP_VMCALL => crate::tdx::vmcall::handle(&mut tdx.counters, mem, console, regs),
-        other => {
+        Leaf::VpVmcall(inputs) => {
+            crate::tdx::vmcall::handle(&mut tdx.counters, mem, console, inputs, regs)
+        }
+        Leaf::NotEmulated(n) => {
             log::debug!(
-                "TDCALL leaf {other} ({}) is not emulated: returning TDX_OPERAND_INVALID",
-                leaf::name(other)
+                "TDCALL leaf {n} ({}) is not emulated: returning TDX_OPERAND_INVALID",
+                leaf::name(*n)
             );
-            regs.rax = status::OPERAND_INVALID | status::OPERAND_RAX;
-            Handled::default()
+            Handled::answer(Status::OperandInvalid(Operand::Rax))
         }
+        Leaf::BadOperand { operand, .. } => Handled::answer(Status::OperandInvalid(*operand)),
     }
-}
-
-fn accept<B: SlotBackend>(
-    tdx: &mut TdxModule,
-    mem: &mut PrivateMemory<B>,
-    req: &AcceptRequest,
-    regs: &mut kvm_regs,
-) -> Handled {
-    let handled = match injected_busy(tdx, req) {
-        Some(h) => h,
-        None => match crate::tdx::accept::accept(mem, req, &mut tdx.stats, &mut tdx.hist) {
-            Ok(result) => answered(req, result),
-            Err(e) => host_failed(req, regs.rip, e),
-        },
-    };
-    if let Some(Event::Accept { status, .. }) = handled.event {
-        regs.rax = status;
-    }
-    handled
 }

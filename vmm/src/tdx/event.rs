@@ -6,7 +6,7 @@
 use crate::memory::layout::RamLayout;
 use crate::stop::Stop;
 use abi::report::{Counter, Mark};
-use abi::tdcall::{status, PageLevel};
+use abi::tdcall::{AcceptLevel, Operand, Status};
 
 /// Something a TDCALL did that the run loop records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub enum Event {
     /// answer was an injected TDX_OPERAND_BUSY.
     Accept {
         req: AcceptRequest,
-        status: u64,
+        status: Status,
         result: Option<AcceptResult>,
     },
     /// A guest phase mark.
@@ -34,23 +34,38 @@ pub enum Event {
     Ipi(u64),
 }
 
-/// What a TDCALL did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a TDCALL did: the completion status the guest sees in RAX
+/// (written back once, by the doorbell), and an event to record or a stop.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handled {
+    pub status: Status,
     pub event: Option<Event>,
     pub stop: Option<Stop>,
 }
 
 impl Handled {
+    /// Answered `status`, nothing else to record.
+    pub(crate) fn answer(status: Status) -> Self {
+        Handled {
+            status,
+            event: None,
+            stop: None,
+        }
+    }
+
+    /// Answered `TDX_SUCCESS`, with an event to record.
     pub(crate) fn event(e: Event) -> Self {
         Handled {
+            status: Status::Success,
             event: Some(e),
             stop: None,
         }
     }
 
+    /// The TD stops; no register is written back.
     pub(crate) fn stop(s: Stop) -> Self {
         Handled {
+            status: Status::Success,
             event: None,
             stop: Some(s),
         }
@@ -63,43 +78,62 @@ pub use abi::accept_model::Invalid as InvalidAccept;
 /// The result of one accept, for logs and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AcceptResult {
-    Accepted { gpa: u64, level: PageLevel },
-    AlreadyAccepted { gpa: u64, level: PageLevel },
+    Accepted { gpa: u64, level: AcceptLevel },
+    AlreadyAccepted { gpa: u64, level: AcceptLevel },
     SizeMismatch { gpa: u64 },
     Invalid(InvalidAccept),
 }
 
 impl AcceptResult {
     /// The TDX status the guest sees in RAX.
-    pub fn status(self) -> u64 {
+    pub fn status(self) -> Status {
         match self {
-            AcceptResult::Accepted { .. } => status::SUCCESS,
-            AcceptResult::AlreadyAccepted { level, .. } => {
-                status::PAGE_ALREADY_ACCEPTED | level as u64
-            }
-            AcceptResult::SizeMismatch { .. } => status::PAGE_SIZE_MISMATCH | PageLevel::L2M as u64,
-            AcceptResult::Invalid(_) => status::OPERAND_INVALID | status::OPERAND_RCX,
+            AcceptResult::Accepted { .. } => Status::Success,
+            AcceptResult::AlreadyAccepted { level, .. } => Status::PageAlreadyAccepted(level),
+            AcceptResult::SizeMismatch { .. } => Status::PageSizeMismatch(AcceptLevel::L2M),
+            AcceptResult::Invalid(_) => Status::OperandInvalid(Operand::Rcx),
         }
     }
 }
 
+/// The page a valid accept names: its GPA, its level, and where it lies
+/// in guest RAM (`offset`, whole inside RAM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptPage {
+    pub gpa: u64,
+    pub level: AcceptLevel,
+    pub offset: u64,
+}
+
+impl AcceptPage {
+    /// The page-state table's index of its first 4 KiB page.
+    pub fn first_page(&self) -> u64 {
+        self.offset / abi::PAGE_4K
+    }
+
+    /// The 2 MiB Secure-EPT entry (its lock) holding it.
+    pub fn entry(&self) -> u64 {
+        self.offset / abi::PAGE_2M
+    }
+}
+
 /// A `TDG.MEM.PAGE.ACCEPT` operand, decoded once: RCX as the guest gave
-/// it, and the page it names (GPA, level, RAM offset) or why it is invalid
-/// (the rules of `abi::accept_model`, then "inside RAM").
+/// it, and the page it names or why it is invalid (the rules of
+/// `abi::accept_model`, then "inside RAM").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AcceptRequest {
     pub rcx: u64,
-    pub page: Result<(u64, PageLevel, u64), InvalidAccept>,
+    pub page: Result<AcceptPage, InvalidAccept>,
 }
 
 impl AcceptRequest {
     /// Decodes `rcx` against `layout`.
     pub fn decode(layout: &RamLayout, rcx: u64) -> Self {
-        let page = abi::accept_model::decode(&layout.model(), rcx).and_then(|(gpa, level)| {
+        let page = abi::accept_model::decode(layout.model(), rcx).and_then(|(gpa, level)| {
             let offset = layout
                 .ram_offset(gpa, level.size())
                 .ok_or(InvalidAccept::NotRam)?;
-            Ok((gpa, level, offset))
+            Ok(AcceptPage { gpa, level, offset })
         });
         AcceptRequest { rcx, page }
     }

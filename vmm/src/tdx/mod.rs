@@ -17,4 +17,5 @@ pub mod dispatch;
 pub mod event;
 pub mod inject;
 pub mod module;
+pub mod tdcall;
 pub mod vmcall;

@@ -9,43 +9,11 @@ use crate::memory::private::{GpaKind, PrivateMemory};
 use crate::stop::{Fatal, Stop};
 use crate::tdx::counters::TdcallCounters;
 use crate::tdx::event::{Event, Handled};
+use crate::tdx::tdcall::VmcallInputs;
 use abi::report::{Counter, Mark, Outcome};
-use abi::tdcall::status;
-use abi::vmcall::{
-    emu, ghci, gpr, reg_bit, vmcall_status, COM1_BASE, COM1_LEN, EXPOSABLE_MASK, GHCI_STANDARD,
-    VENDOR_EMU,
-};
+use abi::tdcall::Status;
+use abi::vmcall::{emu, ghci, gpr, vmcall_status, COM1_BASE, COM1_LEN, GHCI_STANDARD, VENDOR_EMU};
 use kvm_bindings::kvm_regs;
-
-/// The inputs of a VMCALL after masking by the RCX bitmap.
-struct Inputs {
-    exposed: u64,
-    r10: u64,
-    r11: u64,
-    r12: u64,
-    r13: u64,
-    r14: u64,
-    r15: u64,
-}
-
-fn gpr_value(regs: &kvm_regs, n: u32) -> u64 {
-    match n {
-        gpr::RDX => regs.rdx,
-        gpr::RBX => regs.rbx,
-        gpr::RBP => regs.rbp,
-        gpr::RSI => regs.rsi,
-        gpr::RDI => regs.rdi,
-        gpr::R8 => regs.r8,
-        gpr::R9 => regs.r9,
-        gpr::R10 => regs.r10,
-        gpr::R11 => regs.r11,
-        gpr::R12 => regs.r12,
-        gpr::R13 => regs.r13,
-        gpr::R14 => regs.r14,
-        gpr::R15 => regs.r15,
-        _ => 0,
-    }
-}
 
 /// What a VMCALL needs of the TD.
 struct Services<'a, B: SlotBackend> {
@@ -53,54 +21,34 @@ struct Services<'a, B: SlotBackend> {
     console: &'a mut Console,
 }
 
-/// Handles a VMCALL; sets RAX (TDCALL status) and the exposed outputs.
+/// Handles a VMCALL (the TDCALL itself succeeds: `TDX_SUCCESS`); sets the
+/// exposed outputs (R10, the VMCALL's status, and R11) in `regs`.
 pub fn handle<B: SlotBackend>(
     counters: &mut TdcallCounters,
     mem: &PrivateMemory<B>,
     console: &mut Console,
+    input: &VmcallInputs,
     regs: &mut kvm_regs,
 ) -> Handled {
-    let exposed = regs.rcx;
-    if exposed & !EXPOSABLE_MASK != 0 {
-        regs.rax = status::OPERAND_INVALID | status::OPERAND_RCX;
-        return Handled::default();
-    }
-    let get = |n: u32| {
-        if exposed & reg_bit(n) != 0 {
-            gpr_value(regs, n)
-        } else {
-            0
-        }
-    };
-    let input = Inputs {
-        exposed,
-        r10: get(gpr::R10),
-        r11: get(gpr::R11),
-        r12: get(gpr::R12),
-        r13: get(gpr::R13),
-        r14: get(gpr::R14),
-        r15: get(gpr::R15),
-    };
-    regs.rax = status::SUCCESS;
     counters.vmcall(input.r10, input.r11);
     let mut out = Outputs::default();
     let mut services = Services { mem, console };
     let handled = match input.r10 {
-        GHCI_STANDARD => standard(&mut services, regs, &input, &mut out),
-        VENDOR_EMU => vendor(&mut services, &input, &mut out),
+        GHCI_STANDARD => standard(&mut services, regs, input, &mut out),
+        VENDOR_EMU => vendor(&mut services, input, &mut out),
         other => {
             log::debug!(
                 "VMCALL with unknown R10 {other:#x}: returning TDG.VP.VMCALL_INVALID_OPERAND"
             );
             out.r10 = vmcall_status::OPERAND_INVALID;
-            Handled::default()
+            Handled::answer(Status::Success)
         }
     };
-    if exposed & reg_bit(gpr::R10) != 0 {
+    if input.exposes(gpr::R10) {
         regs.r10 = out.r10;
     }
     if let Some(v) = out.r11 {
-        if exposed & reg_bit(gpr::R11) != 0 {
+        if input.exposes(gpr::R11) {
             regs.r11 = v;
         }
     }
@@ -116,7 +64,7 @@ struct Outputs {
 fn standard<B: SlotBackend>(
     svc: &mut Services<'_, B>,
     regs: &kvm_regs,
-    input: &Inputs,
+    input: &VmcallInputs,
     out: &mut Outputs,
 ) -> Handled {
     match input.r11 {
@@ -128,12 +76,12 @@ fn standard<B: SlotBackend>(
         }
         ghci::GET_TD_VM_CALL_INFO => {
             out.r11 = Some(0);
-            Handled::default()
+            Handled::answer(Status::Success)
         }
         other => {
             log::debug!("GHCI sub-function {other:#x} is not provided: returning TDG.VP.VMCALL_INVALID_OPERAND");
             out.r10 = vmcall_status::OPERAND_INVALID;
-            Handled::default()
+            Handled::answer(Status::Success)
         }
     }
 }
@@ -161,11 +109,11 @@ fn console_write<B: SlotBackend>(svc: &mut Services<'_, B>, gpa: u64, len: u64, 
 }
 
 /// Instruction.IO: R12 = size, R13 = direction, R14 = port, R15 = data.
-fn instruction_io(console: &mut Console, input: &Inputs, out: &mut Outputs) -> Handled {
+fn instruction_io(console: &mut Console, input: &VmcallInputs, out: &mut Outputs) -> Handled {
     let (size, dir, port) = (input.r12, input.r13, input.r14);
     if !matches!(size, 1 | 2 | 4) || dir > ghci::IO_DIRECTION_WRITE || port > u16::MAX as u64 {
         out.r10 = vmcall_status::OPERAND_INVALID;
-        return Handled::default();
+        return Handled::answer(Status::Success);
     }
     let port = port as u16;
     let mask = if size == 4 {
@@ -180,7 +128,7 @@ fn instruction_io(console: &mut Console, input: &Inputs, out: &mut Outputs) -> H
         } else {
             out.r11 = Some(console.read(offset) as u64);
         }
-        return Handled::default();
+        return Handled::answer(Status::Success);
     }
     log::debug!("Instruction.IO to unassigned port {port:#x} (size {size}, dir {dir})");
     if dir == ghci::IO_DIRECTION_READ {
@@ -192,7 +140,11 @@ fn instruction_io(console: &mut Console, input: &Inputs, out: &mut Outputs) -> H
 /// ReportFatalError: R12 bits 31:0 = error code; if bit 63 is set, R13 is
 /// the GPA of a NUL-terminated message page. Linux instead puts up to 64
 /// message bytes in R14, R15, RBX, RDI, RSI, R8, R9, RDX.
-fn fatal_error<B: SlotBackend>(mem: &PrivateMemory<B>, regs: &kvm_regs, input: &Inputs) -> Stop {
+fn fatal_error<B: SlotBackend>(
+    mem: &PrivateMemory<B>,
+    regs: &kvm_regs,
+    input: &VmcallInputs,
+) -> Stop {
     let code = input.r12 & 0xffff_ffff;
     let message = if input.r12 & ghci::FATAL_GPA_VALID != 0 {
         let gpa = input.r13;
@@ -222,8 +174,8 @@ fn fatal_error<B: SlotBackend>(mem: &PrivateMemory<B>, regs: &kvm_regs, input: &
         ];
         let bytes: Vec<u8> = order
             .iter()
-            .filter(|n| input.exposed & reg_bit(**n) != 0)
-            .flat_map(|n| gpr_value(regs, *n).to_le_bytes())
+            .filter(|n| input.exposes(**n))
+            .flat_map(|n| crate::tdx::tdcall::gpr_value(regs, *n).to_le_bytes())
             .collect();
         printable(&bytes)
     };
@@ -233,7 +185,7 @@ fn fatal_error<B: SlotBackend>(mem: &PrivateMemory<B>, regs: &kvm_regs, input: &
     );
     // An exception handler names the faulting instruction (bit 62, R14);
     // otherwise the RIP is where the guest reported from.
-    let rip = if input.r12 & ghci::FATAL_RIP_VALID != 0 && input.exposed & reg_bit(gpr::R14) != 0 {
+    let rip = if input.r12 & ghci::FATAL_RIP_VALID != 0 && input.exposes(gpr::R14) {
         input.r14
     } else {
         regs.rip
@@ -257,11 +209,15 @@ fn printable(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn vendor<B: SlotBackend>(svc: &mut Services<'_, B>, input: &Inputs, out: &mut Outputs) -> Handled {
+fn vendor<B: SlotBackend>(
+    svc: &mut Services<'_, B>,
+    input: &VmcallInputs,
+    out: &mut Outputs,
+) -> Handled {
     let invalid = |out: &mut Outputs, what: &str| {
         log::debug!("{what} {} is not defined", input.r12);
         out.r10 = vmcall_status::OPERAND_INVALID;
-        Handled::default()
+        Handled::answer(Status::Success)
     };
     match input.r11 {
         emu::SHUTDOWN => Handled::stop(Stop::shutdown(input.r12 as u32 as i32 as i64)),
@@ -279,16 +235,16 @@ fn vendor<B: SlotBackend>(svc: &mut Services<'_, B>, input: &Inputs, out: &mut O
                 abi::accept_model::SeptLevel::L2M => 0,
                 abi::accept_model::SeptLevel::L4K => 1,
             });
-            Handled::default()
+            Handled::answer(Status::Success)
         }
         emu::CONSOLE_WRITE => {
             console_write(svc, input.r12, input.r13, out);
-            Handled::default()
+            Handled::answer(Status::Success)
         }
         other => {
             log::debug!("vendor VMCALL {other:#x} is not defined");
             out.r10 = vmcall_status::OPERAND_INVALID;
-            Handled::default()
+            Handled::answer(Status::Success)
         }
     }
 }
@@ -300,8 +256,10 @@ mod tests {
     use crate::memory::layout::RamLayout;
     use crate::memory::memslots::NoKvm;
     use crate::memory::private::PrivateMemory;
-    use crate::tdx::dispatch::{dispatch, TdxModule};
+    use crate::tdx::dispatch::dispatch;
     use crate::tdx::event::Event;
+    use crate::tdx::module::TdxModule;
+    use crate::tdx::tdcall::{Leaf, Tdcall};
     use abi::tdcall::{accept::encode, leaf, PageLevel};
     use abi::vmcall::{emu, ghci, vmcall_status, EXPOSE_R10_R15, GHCI_STANDARD, VENDOR_EMU};
     use abi::GIB;
@@ -320,13 +278,7 @@ mod tests {
             mem.layout(),
             encode(4 * GIB, PageLevel::L2M),
         );
-        crate::tdx::accept::accept(
-            &mut mem,
-            &req,
-            &mut Default::default(),
-            &mut Default::default(),
-        )
-        .unwrap();
+        crate::tdx::accept::accept_alone(&mut mem, &req).unwrap();
         Td {
             tdx: TdxModule::new(48, 2, None),
             mem,
@@ -344,7 +296,11 @@ mod tests {
             r13,
             ..Default::default()
         };
-        let h = dispatch(&mut td.tdx, &mut td.mem, &mut td.console, 0, &mut regs);
+        let Tdcall::Leaf(call) = Tdcall::decode(&regs, td.mem.layout()) else {
+            panic!("a VMCALL decodes as a leaf");
+        };
+        assert!(matches!(call, Leaf::VpVmcall(_)));
+        let h = dispatch(&mut td.tdx, &td.mem, &mut td.console, 0, &call, &mut regs);
         (regs, h.event)
     }
 

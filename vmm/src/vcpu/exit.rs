@@ -305,9 +305,7 @@ mod tests {
             m.layout(),
             abi::tdcall::accept::encode(4 * GIB, abi::tdcall::PageLevel::L2M),
         );
-        let mut stats = Default::default();
-        let mut hist = Default::default();
-        crate::tdx::accept::accept(&mut m, &req, &mut stats, &mut hist).unwrap();
+        crate::tdx::accept::accept_alone(&mut m, &req).unwrap();
         assert_eq!(on_memory(&m, pending), MemoryAction::FirstTouch);
         assert!(m.map_touched(pending).unwrap(), "the first touch maps");
         // A second vCPU's exit on the same run finds it mapped: no-op.
@@ -319,7 +317,7 @@ mod tests {
         );
         // Without first-touch mapping, accepted memory is mapped at accept.
         let mut m = memory(false);
-        crate::tdx::accept::accept(&mut m, &req, &mut stats, &mut hist).unwrap();
+        crate::tdx::accept::accept_alone(&mut m, &req).unwrap();
         assert_eq!(on_memory(&m, pending), MemoryAction::Bug);
     }
 }

@@ -8,12 +8,12 @@
 //! board: each vCPU runs this loop on its own thread, and the first stop
 //! of any of them stops them all.
 
+pub mod doorbell;
 pub mod events;
 pub mod exit;
 pub mod run_again;
 pub mod stop_board;
 
-pub use events::{apply, check_invariants};
 pub use exit::{on_exit, on_memory, on_memory_smp, Action, Exit, MemoryAction};
 
 use crate::host::watchdog::Watchdog;
@@ -22,7 +22,6 @@ use crate::report::trace::Kind;
 use crate::report::ExitStats;
 use crate::shared::{Shared, TdShared};
 use crate::stop::{Access, Fatal, Stop};
-use crate::tdx::dispatch::{dispatch, Event};
 use abi::report::Outcome;
 use kvm_ioctls::{SyncReg, VcpuFd};
 use std::time::Duration;
@@ -232,8 +231,8 @@ impl Vcpu {
     }
 
     /// A TDCALL: the registers (through kvm_run with KVM_CAP_SYNC_REGS, no
-    /// ioctl), the leaf (an accept takes its own locks, everything else
-    /// runs under the state lock), its event applied, the registers back.
+    /// ioctl), the doorbell (`doorbell::ring`: decoded once, answered,
+    /// recorded), the registers back.
     fn doorbell(&mut self, td: &TdShared) -> Option<Stop> {
         let mut regs = if self.sync_regs {
             self.fd.sync_regs().regs
@@ -248,29 +247,9 @@ impl Vcpu {
                 }
             }
         };
-        let index = self.state.index;
-        let (leaf_no, version, rest) = abi::tdcall::decode_rax(regs.rax);
-        let handled = if leaf_no == abi::tdcall::leaf::MEM_PAGE_ACCEPT && version == 0 && rest == 0
-        {
-            let req = crate::tdx::event::AcceptRequest::decode(&td.layout, regs.rcx);
-            let handled = crate::tdx::accept::accept_on_vcpu(td, &req, regs.rip);
-            if let Some(Event::Accept { status, .. }) = handled.event {
-                regs.rax = status;
-            }
-            td.lock().tdx.counters.leaf(leaf_no);
-            handled
-        } else {
-            let s = &mut *td.lock();
-            dispatch(&mut s.tdx, &mut s.memory, &mut s.console, index, &mut regs)
-        };
-        let halt = handled.event == Some(Event::Halt);
-        let ipi = match handled.event {
-            Some(Event::Ipi(icr)) => Some(icr),
-            _ => None,
-        };
-        let stop = apply(&mut td.lock(), &mut self.state, handled, regs.rip);
-        if stop.is_some() {
-            return stop;
+        let rung = doorbell::ring(td, &mut self.state, &mut regs);
+        if rung.stop.is_some() {
+            return rung.stop;
         }
         if self.sync_regs {
             self.fd.sync_regs_mut().regs = regs;
@@ -281,10 +260,11 @@ impl Vcpu {
                 Some(regs.rip),
             ));
         }
-        if let Some(icr) = ipi {
+        let index = self.state.index;
+        if let Some(icr) = rung.ipi {
             td.board.wake(ipi_targets(icr, index, td.vcpus));
         }
-        if halt {
+        if rung.halt {
             td.board.idle(index, HLT_PARK);
         }
         None
@@ -351,7 +331,8 @@ impl Vcpu {
                 ))
             }
         }
-        check_invariants(shared, gpa & !0xfff, abi::PAGE_4K, false)
+        shared
+            .check_invariants(gpa & !0xfff, abi::PAGE_4K, false)
             .err()
             .map(|e| Stop::error(format!("private-memory invariant broken: {e}"), self.rip()))
     }

@@ -1,7 +1,7 @@
 //! What every chart of the bench shares: the embedded font, and plotting
 //! errors as the bench's messages. The charts themselves are `plots`
 //! (time and RSS against RAM), `trace_plots` (from the accept traces) and
-//! `vcpus` (lock wait and scaling).
+//! `vcpu_plots` (lock wait and scaling).
 
 use plotters::style::FontStyle;
 

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the lazy-vs-eager matrix and the flatness series
 //! (this file: what runs, and in which order), their statistics
 //! (`stats`), the plots (`plots`, `trace_plots`, sharing `chart`), the micro-benchmarks
-//! (`micro`), the vCPU axis (`vcpus`), the host page-size axis (`sept`)
+//! (`micro`), the vCPU axis (`vcpus`, charts in `vcpu_plots`), the host
+//! page-size axis (`sept`)
 //! and the targets they are held to
 //! (`targets`). Every report is read as the VMM's typed `Report`.
 
@@ -12,6 +13,7 @@ pub mod sept;
 pub mod stats;
 pub mod targets;
 pub mod trace_plots;
+pub mod vcpu_plots;
 pub mod vcpus;
 
 pub use micro::micro;
