@@ -129,6 +129,7 @@ extern "C" {
 extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
     tdcall::mark(Mark::FwStart, 0);
     idt::init();
+    guest_rt::abi_check::check("fw");
     let info = tdcall::vp_info();
     if info.rax != 0 || info.rcx & vp_info::GPAW_MASK != gpaw || info.r9 != vcpu {
         fatal!(

@@ -25,6 +25,7 @@ use guest_rt::{fatal, println, tdcall};
 
 extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     guest_rt::idt::init();
+    guest_rt::abi_check::check("kernel");
     // SAFETY: the boot-info contract: RDI holds the GPA of a BootInfo in
     // accepted, identity-mapped memory (checked for its magic below).
     let info = unsafe { info.read() };

@@ -1,13 +1,14 @@
 //! The runtime both bare-metal guests share: the TDCALL doorbell and its
-//! typed wrappers (`tdcall`), console output through GHCI Instruction.IO
-//! (`console`, `println!`), fatal errors reported to the host (`fatal`,
-//! `fatal!`, the panic handler), an IDT that reports exceptions (`idt`) and
-//! the chaos self-test both guests can run (`chaos`), and numeric
-//! command-line words (`param`).
+//! typed wrappers (`tdcall`), the ABI version check (`abi_check`), console
+//! output through GHCI Instruction.IO (`console`, `println!`), fatal errors
+//! reported to the host (`fatal`, `fatal!`, the panic handler), an IDT that
+//! reports exceptions (`idt`) and the chaos self-test both guests can run
+//! (`chaos`), and numeric command-line words (`param`).
 //! Position-independent: it works in the fixed-address firmware and in the
 //! relocatable kernel, in ring 0 and in ring 3.
 #![no_std]
 
+pub mod abi_check;
 pub mod chaos;
 pub mod console;
 pub mod fatal;
