@@ -201,7 +201,7 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         tested = range;
     }
     if selftest == Some("chaos") {
-        let (seed, count) = guest_rt::chaos::params(cmdline);
+        let (seed, count) = guest_chaos::params(cmdline);
         let (f, range) = selftest::chaos(&hobs, gpaw, seed, count);
         failures += f;
         tested = Some(range);

@@ -115,7 +115,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         Some("ap-touch-pending") => selftest::touch_pending_from_last_cpu(),
         Some("accept-race") => selftest::accept_race_selftest(cmdline),
         Some("chaos") => {
-            let (seed, count) = guest_rt::chaos::params(cmdline);
+            let (seed, count) = guest_chaos::params(cmdline);
             failures += chaos::run(seed, count);
         }
         Some(other) => fatal!(code::BAD_CMDLINE, "unknown kernel.selftest={other}"),

@@ -76,7 +76,12 @@ fn every_vmm_run_flag_is_in_the_cli_reference_and_back() {
 /// `param::number(cmdline, "KEY", ..)` and the kernel's `on("KEY")`.
 fn guest_words() -> BTreeSet<String> {
     let mut words = BTreeSet::new();
-    for dir in ["guest-fw/src", "guest-kernel/src", "guest-rt/src"] {
+    for dir in [
+        "guest-fw/src",
+        "guest-kernel/src",
+        "guest-rt/src",
+        "guest-chaos/src",
+    ] {
         let mut files = vec![root().join(dir)];
         while let Some(p) = files.pop() {
             if p.is_dir() {
