@@ -98,6 +98,9 @@ pub mod fatal_code {
     pub const ACCEPT_FAILED: u32 = 4;
     pub const NOT_ZERO: u32 = 5;
     pub const BAD_CMDLINE: u32 = 6;
+    /// The host's ABI version (`emu::ABI_VERSION`) is not one the guest
+    /// was built for.
+    pub const ABI_VERSION: u32 = 7;
 
     /// Name of a code for reports.
     pub const fn name(code: u32) -> &'static str {
@@ -108,6 +111,7 @@ pub mod fatal_code {
             ACCEPT_FAILED => "accept failed",
             NOT_ZERO => "accepted memory not zero",
             BAD_CMDLINE => "bad command line",
+            ABI_VERSION => "ABI version mismatch",
             _ => "unknown",
         }
     }
@@ -150,9 +154,97 @@ pub mod emu {
     /// that predict accept statuses: R11 = 0 for 2 MiB, 1 for 4 KiB. (A
     /// real TD cannot ask; it learns it from the statuses.)
     pub const SEPT_LEVEL: u64 = 6;
+    /// The guest-visible ABI version the host implements: R11 =
+    /// `abi_version::CURRENT` (major in bits 31:16, minor in bits 15:0).
+    /// A host that answers R10 = `TDG.VP.VMCALL_INVALID_OPERAND` predates
+    /// versioning.
+    pub const ABI_VERSION: u64 = 7;
+}
+
+/// The version of the guest-visible ABI (`docs/guest-abi.md`): every leaf,
+/// VMCALL, status, register, layout and id a guest relies on. The major
+/// number changes when any of them changes meaning or goes away, the minor
+/// when something is added (a vendor call, a counter or mark id, a fatal
+/// code). A guest runs on a host with its own major number and uses only
+/// what the smaller of the two minor numbers includes.
+pub mod abi_version {
+    /// Major version.
+    pub const MAJOR: u16 = 1;
+    /// Minor version.
+    pub const MINOR: u16 = 0;
+    /// `MAJOR.MINOR` as `emu::ABI_VERSION` returns it in R11.
+    pub const CURRENT: u64 = encode(MAJOR, MINOR);
+
+    /// Encodes a version: major in bits 31:16, minor in bits 15:0.
+    pub const fn encode(major: u16, minor: u16) -> u64 {
+        (major as u64) << 16 | minor as u64
+    }
+
+    /// The major number of an encoded version.
+    pub const fn major(version: u64) -> u16 {
+        ((version >> 16) & 0xffff) as u16
+    }
+
+    /// The minor number of an encoded version.
+    pub const fn minor(version: u64) -> u16 {
+        (version & 0xffff) as u16
+    }
+
+    /// True when a guest built for `CURRENT` may run on a host reporting
+    /// `host`: same major number, and no bits set above bit 31.
+    pub const fn compatible(host: u64) -> bool {
+        host >> 32 == 0 && major(host) == MAJOR
+    }
 }
 
 /// The serial port the guests' console writes go to (COM1, a 16550).
 pub const COM1_BASE: u16 = 0x3f8;
 /// Number of registers of the 16550.
 pub const COM1_LEN: u16 = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_version_encoding() {
+        assert_eq!(abi_version::encode(1, 0), 0x1_0000);
+        assert_eq!(abi_version::encode(0xabcd, 0x1234), 0xabcd_1234);
+        let v = abi_version::CURRENT;
+        assert_eq!(
+            (abi_version::major(v), abi_version::minor(v)),
+            (abi_version::MAJOR, abi_version::MINOR)
+        );
+        assert!(abi_version::compatible(v));
+        assert!(abi_version::compatible(abi_version::encode(
+            abi_version::MAJOR,
+            abi_version::MINOR + 1
+        )));
+        assert!(!abi_version::compatible(abi_version::encode(
+            abi_version::MAJOR + 1,
+            0
+        )));
+        assert!(!abi_version::compatible(v | 1 << 32));
+        assert!(!abi_version::compatible(0));
+    }
+
+    #[test]
+    fn vendor_functions_and_fatal_codes_are_distinct() {
+        let f = [
+            emu::SHUTDOWN,
+            emu::MARK,
+            emu::SYSTEM_TABLE,
+            emu::COUNTER,
+            emu::CONSOLE_WRITE,
+            emu::SEPT_LEVEL,
+            emu::ABI_VERSION,
+        ];
+        for (i, n) in f.iter().enumerate() {
+            assert_eq!(*n, i as u64 + 1, "vendor functions are numbered from 1");
+        }
+        assert_eq!(
+            fatal_code::name(fatal_code::ABI_VERSION),
+            "ABI version mismatch"
+        );
+    }
+}

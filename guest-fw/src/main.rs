@@ -129,6 +129,7 @@ extern "C" {
 extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
     tdcall::mark(Mark::FwStart, 0);
     idt::init();
+    guest_rt::abi_check::check("fw");
     let info = tdcall::vp_info();
     if info.rax != 0 || info.rcx & vp_info::GPAW_MASK != gpaw || info.r9 != vcpu {
         fatal!(
@@ -200,7 +201,7 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
         tested = range;
     }
     if selftest == Some("chaos") {
-        let (seed, count) = guest_rt::chaos::params(cmdline);
+        let (seed, count) = guest_chaos::params(cmdline);
         let (f, range) = selftest::chaos(&hobs, gpaw, seed, count);
         failures += f;
         tested = Some(range);

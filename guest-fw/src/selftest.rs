@@ -253,7 +253,7 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> (u32, Option<(u64, u6
 }
 
 /// `fw.selftest=chaos seed=S count=N`: the chaos workload of
-/// `guest_rt::chaos` in a window at the top of the highest unaccepted RAM,
+/// `guest_chaos` in a window at the top of the highest unaccepted RAM,
 /// which is then accepted in full. Returns the failure count (1 when any
 /// answer disagreed with the model) and the window, now accepted.
 pub fn chaos(hobs: &HobList<'_>, gpaw: u64, seed: u64, count: u64) -> (u32, (u64, u64)) {
@@ -289,14 +289,14 @@ pub fn chaos(hobs: &HobList<'_>, gpaw: u64, seed: u64, count: u64) -> (u32, (u64
         );
     };
     // The boot vCPU alone (the APs stay parked).
-    static CHAOS: guest_rt::chaos::Chaos = guest_rt::chaos::Chaos::new();
+    static CHAOS: guest_chaos::Chaos = guest_chaos::Chaos::new();
     CHAOS.start(model, 1);
     let out = CHAOS.run(0, seed, count);
     let Some(mut model) = CHAOS.end() else {
         guest_rt::fatal!(code::PANIC, "fw.selftest=chaos: the run lost its model");
     };
-    guest_rt::chaos::summary(&out, &model);
-    if !guest_rt::chaos::finish(&mut model) {
+    guest_chaos::summary(&out, &model);
+    if !guest_chaos::finish(&mut model) {
         guest_rt::fatal!(
             code::ACCEPT_FAILED,
             "fw.selftest=chaos: could not accept the rest of the window"

@@ -1,5 +1,5 @@
 //! `kernel.selftest=chaos seed=S count=N`: the hostile-guest workload of
-//! `guest_rt::chaos` run by the kernel, in a window of parked (pending)
+//! `guest_chaos` run by the kernel, in a window of parked (pending)
 //! blocks taken from its allocator. Afterwards the window is accepted in
 //! full, its bitmap bits cleared and its blocks freed, so the rest of the
 //! boot and the host's bitmap cross-check see a consistent TD. With
@@ -12,7 +12,6 @@ use abi::layout::MMIO_HOLE_START;
 use abi::report::Counter;
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_mm::buddy::{BLOCK, MAX_ORDER};
-use guest_rt::chaos;
 use guest_rt::fatal::code;
 use guest_rt::spin::SpinLock;
 use guest_rt::{fatal, println, tdcall};
@@ -40,10 +39,10 @@ fn layout() -> RamLayout {
     }
 }
 
-static CHAOS: chaos::Chaos = chaos::Chaos::new();
+static CHAOS: guest_chaos::Chaos = guest_chaos::Chaos::new();
 static SEED: AtomicU64 = AtomicU64::new(0);
 static COUNT: AtomicU64 = AtomicU64::new(0);
-static TOTAL: SpinLock<chaos::Outcome> = SpinLock::new(chaos::Outcome::ZERO);
+static TOTAL: SpinLock<guest_chaos::Outcome> = SpinLock::new(guest_chaos::Outcome::ZERO);
 
 /// Runs the chaos workload on every online CPU; returns the number of
 /// disagreements.
@@ -112,14 +111,14 @@ pub fn run(seed: u64, count: u64) -> u64 {
     let Some(mut model) = CHAOS.end() else {
         fatal!(code::PANIC, "chaos: the run lost its model");
     };
-    chaos::summary(&out, &model);
+    guest_chaos::summary(&out, &model);
     if cpus > 1 {
         println!(
             "kernel: chaos on {cpus} CPUs: {} accepts raced another CPU's, {} BUSY answers",
             out.raced, out.busy_seen
         );
     }
-    if !chaos::finish(&mut model) {
+    if !guest_chaos::finish(&mut model) {
         fatal!(
             code::ACCEPT_FAILED,
             "chaos: could not accept the rest of the window"

@@ -25,6 +25,7 @@ use guest_rt::{fatal, println, tdcall};
 
 extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     guest_rt::idt::init();
+    guest_rt::abi_check::check("kernel");
     // SAFETY: the boot-info contract: RDI holds the GPA of a BootInfo in
     // accepted, identity-mapped memory (checked for its magic below).
     let info = unsafe { info.read() };
@@ -114,7 +115,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         Some("ap-touch-pending") => selftest::touch_pending_from_last_cpu(),
         Some("accept-race") => selftest::accept_race_selftest(cmdline),
         Some("chaos") => {
-            let (seed, count) = guest_rt::chaos::params(cmdline);
+            let (seed, count) = guest_chaos::params(cmdline);
             failures += chaos::run(seed, count);
         }
         Some(other) => fatal!(code::BAD_CMDLINE, "unknown kernel.selftest={other}"),

@@ -1,14 +1,15 @@
 //! The runtime both bare-metal guests share: the TDCALL doorbell and its
-//! typed wrappers (`tdcall`), console output through GHCI Instruction.IO
-//! (`console`, `println!`), fatal errors reported to the host (`fatal`,
-//! `fatal!`, the panic handler), an IDT that reports exceptions (`idt`) and
-//! the chaos self-test both guests can run (`chaos`), and numeric
-//! command-line words (`param`).
+//! typed wrappers (`tdcall`), the ABI version check (`abi_check`), console
+//! output through GHCI Instruction.IO (`console`, `println!`), fatal errors
+//! reported to the host (`fatal`, `fatal!`, the panic handler), an IDT that
+//! reports exceptions (`idt`), and numeric command-line words (`param`).
+//! (The chaos self-test both guests can run is its own crate,
+//! `guest-chaos`.)
 //! Position-independent: it works in the fixed-address firmware and in the
 //! relocatable kernel, in ring 0 and in ring 3.
 #![no_std]
 
-pub mod chaos;
+pub mod abi_check;
 pub mod console;
 pub mod fatal;
 pub mod global;

@@ -233,6 +233,14 @@ pub fn sept_level() -> abi::accept_model::SeptLevel {
     }
 }
 
+/// The guest-visible ABI version the host implements (`emu::ABI_VERSION`,
+/// decoded with `abi::vmcall::abi_version`), or `None` when the host
+/// refuses the call (it predates versioning).
+pub fn abi_version() -> Option<u64> {
+    let r = vmcall(VENDOR_EMU, emu::ABI_VERSION, 0, 0, 0, 0);
+    (r.r10 == 0).then_some(r.r11)
+}
+
 /// Records a phase mark with the host.
 pub fn mark(mark: Mark, arg: u64) {
     vmcall(VENDOR_EMU, emu::MARK, mark as u64, arg, 0, 0);

@@ -241,6 +241,10 @@ fn vendor<B: SlotBackend>(
             console_write(svc, input.r12, input.r13, out);
             Handled::answer(Status::Success)
         }
+        emu::ABI_VERSION => {
+            out.r11 = Some(abi::vmcall::abi_version::CURRENT);
+            Handled::answer(Status::Success)
+        }
         other => {
             log::debug!("vendor VMCALL {other:#x} is not defined");
             out.r10 = vmcall_status::OPERAND_INVALID;
@@ -326,6 +330,16 @@ mod tests {
             assert_eq!(r.r10, vmcall_status::OPERAND_INVALID, "{gpa:#x} + {len}");
         }
         assert_eq!(td.console.text(), "hello, console\n");
+    }
+
+    #[test]
+    fn the_abi_version_call_answers_the_current_version() {
+        let mut td = td();
+        let (r, event) = vmcall(&mut td, VENDOR_EMU, emu::ABI_VERSION, 0, 0);
+        assert_eq!((r.rax, r.r10, event), (0, 0, None));
+        assert_eq!(r.r11, abi::vmcall::abi_version::CURRENT);
+        let (r, _) = vmcall(&mut td, VENDOR_EMU, emu::ABI_VERSION + 1, 0, 0);
+        assert_eq!(r.r10, vmcall_status::OPERAND_INVALID);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! `selftest=chaos`: a hostile-guest workload both guests can run. It issues
-//! `count` random operations from a seed: accepts inside a window of
-//! pending RAM (4 KiB and 2 MiB, aligned or not), malformed accepts
-//! (reserved bits, bad levels, the shared bit, bits above GPAW, the MMIO
-//! hole, beyond RAM, random words), other TDCALL leaves (known, unknown,
-//! with version or reserved RAX bits), GHCI VMCALLs that do not end the TD,
-//! and port I/O to unassigned ports, both through GHCI and directly. Every
-//! answer is checked against `abi::accept_model` and the TDX/GHCI rules;
+//! `selftest=chaos`: a hostile-guest workload both guests can run
+//! (`fw.selftest=chaos`, `kernel.selftest=chaos`); a test of the host, so
+//! not part of the runtime they share. It issues `count` random operations
+//! from a seed: accepts inside a window of pending RAM (4 KiB and 2 MiB,
+//! aligned or not), malformed accepts (reserved bits, bad levels, the
+//! shared bit, bits above GPAW, the MMIO hole, beyond RAM, random words),
+//! other TDCALL leaves (known, unknown, with version or reserved RAX bits),
+//! GHCI VMCALLs that do not end the TD, and port I/O to unassigned ports,
+//! both through GHCI and directly. Every answer is checked against
+//! `abi::accept_model` and the TDX/GHCI rules;
 //! accepted pages must read zero, and pages accepted twice must keep their
 //! contents. Disagreements are counted and the first few printed.
 //!
@@ -17,16 +19,17 @@
 //! order the TDX module's entry lock allows, BUSY included
 //! (`Model::accept_concurrent`). Nothing is retried on several CPUs: a
 //! BUSY the model cannot explain is a disagreement.
+#![no_std]
 
-use crate::println;
-use crate::spin::SpinLock;
-use crate::tdcall::{accept_raw, tdcall, vmcall, Regs};
 use abi::accept_model::{decode, Expect, Model, RamLayout, Rng, INVALID, MAX_CHUNKS};
 use abi::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use abi::tdcall::{accept, leaf, status, PageLevel, DOORBELL_PORT};
 use abi::vmcall::{ghci, vmcall_status, COM1_BASE, COM1_LEN, GHCI_STANDARD, VENDOR_EMU};
 use abi::{PAGE_2M, PAGE_4K};
 use core::arch::asm;
+use guest_rt::println;
+use guest_rt::spin::SpinLock;
+use guest_rt::tdcall::{accept_raw, tdcall, vmcall, Regs};
 
 /// What a chaos run did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -225,7 +228,7 @@ impl Run<'_> {
     fn with<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
         self.shared.with(|s| match s.as_mut() {
             Some(s) => f(s),
-            None => crate::fatal!(crate::fatal::code::PANIC, "chaos state gone mid-run"),
+            None => guest_rt::fatal!(guest_rt::fatal::code::PANIC, "chaos state gone mid-run"),
         })
     }
 
@@ -718,8 +721,8 @@ impl Run<'_> {
 /// `seed=S count=N` from the command line (defaults 1 and 10,000).
 pub fn params(cmdline: &str) -> (u64, u64) {
     (
-        crate::param::number(cmdline, "seed", 1),
-        crate::param::number(cmdline, "count", 10_000),
+        guest_rt::param::number(cmdline, "seed", 1),
+        guest_rt::param::number(cmdline, "count", 10_000),
     )
 }
 
