@@ -16,6 +16,7 @@ pub mod hob;
 pub mod kexec;
 pub mod layout;
 pub mod memmap;
+pub mod named;
 pub mod pod;
 pub mod report;
 pub mod tdcall;
