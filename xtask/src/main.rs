@@ -217,7 +217,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         } else {
             cfg.vcpu_repeats
         };
-        xtask::bench::vcpus::vcpus(&cfg.out, &cfg.profiles[0], repeats, &cfg.vcpu_counts)?;
+        xtask::bench::vcpu_axis(&cfg.out, &cfg.profiles[0], repeats, &cfg.vcpu_counts)?;
         return xtask::bench::targets::write(&cfg.out);
     }
     xtask::bench::run(&cfg)

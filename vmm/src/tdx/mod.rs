@@ -1,15 +1,18 @@
-//! The emulated TDX module: what a TDCALL does. It decodes the doorbell's
-//! registers into a typed request, runs the accept state machine with the
-//! TDX module's statuses, answers the GHCI and vendor VMCALLs, and injects
-//! faults. Its state (`module`) holds the accept statistics and TDCALL
-//! counters (`counters`); requests, results and events are `event`. It
-//! reads and writes the guest's registers in KVM's layout (`kvm_regs`, as
-//! the vCPU hands them over) but never calls KVM, touches guest memory
-//! only through `memory::PrivateMemory`, and never the vCPU or the run's
-//! bookkeeping: a handler returns what happened (a typed event, or a stop)
-//! and the run loop applies it. The accept of a running TD's vCPU
-//! (`accept::accept_on_vcpu`) takes the TD's shared state to lock it as
-//! the TDX module locks its Secure-EPT entries.
+//! The emulated TDX module: what a TDCALL does. `tdcall` decodes the
+//! doorbell's registers once into a typed `Tdcall`; `accept` runs
+//! `TDG.MEM.PAGE.ACCEPT` with the TDX module's statuses and locking (the
+//! Secure-EPT entry lock, then the TD's state lock to begin and to
+//! finish, where it also records its statistics, trace and invariant
+//! checks); `dispatch` answers every other leaf under the state lock
+//! (`vmcall` the GHCI and vendor VMCALLs); `inject` injects faults. Its
+//! state (`module`) holds the accept statistics and TDCALL counters
+//! (`counters`); requests, results, events and the typed answer are
+//! `event`. It reads and writes the guest's registers in KVM's layout
+//! (`kvm_regs`, as the vCPU hands them over) but never calls KVM, touches
+//! guest memory only through `memory::PrivateMemory`, and never the vCPU:
+//! a handler returns a typed status and what happened (an event, or a
+//! stop), and the doorbell (`vcpu::doorbell`) writes RAX once and applies
+//! the rest.
 
 pub mod accept;
 pub mod counters;

@@ -354,7 +354,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
     )?;
     plots::plots(&cfg.out, &results.scenarios, &cfg.profiles[0])?;
     if cfg.vcpu_repeats > 0 && !cfg.vcpu_counts.is_empty() {
-        vcpus::vcpus(
+        vcpu_axis(
             &cfg.out,
             &cfg.profiles[0],
             cfg.vcpu_repeats,
@@ -425,6 +425,18 @@ fn flatness(
         }
     }
     Ok(rows)
+}
+
+/// The vCPU axis (`vcpus`) and its charts (`vcpu_plots`).
+pub fn vcpu_axis(
+    out: &Path,
+    profile: &str,
+    repeats: usize,
+    counts: &[u32],
+) -> Result<vcpus::VcpuResults, String> {
+    let results = vcpus::vcpus(out, profile, repeats, counts)?;
+    vcpu_plots::plots(out, &results)?;
+    Ok(results)
 }
 
 pub(crate) fn write(path: &Path, text: &str) -> Result<(), String> {

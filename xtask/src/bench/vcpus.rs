@@ -6,7 +6,8 @@
 //! while 2 vCPUs accept disjoint memory. Runs are interleaved, each point
 //! is a median, and every result carries the host's core count (more
 //! vCPUs than cores time-share). Writes `vcpus.json`, `vcpus.csv` and the
-//! `lock_wait` and `vcpu_scaling` plots (`vcpu_plots`); `targets.md` reads `vcpus.json`.
+//! `lock_wait` and `vcpu_scaling` plots (`vcpu_plots`, drawn by `bench::vcpu_axis`);
+//! `targets.md` reads `vcpus.json`.
 
 use super::stats::Stat;
 use super::{progress_bar, run_vmm_any, write};
@@ -248,7 +249,6 @@ pub fn vcpus(
         &serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?,
     )?;
     write(&out.join("vcpus.csv"), &csv(&results))?;
-    super::vcpu_plots::plots(out, &results)?;
     Ok(results)
 }
 
