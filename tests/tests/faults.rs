@@ -22,7 +22,7 @@ fn busy_accepts_panic_the_kernel_without_retries() {
         c.inject = Some(InjectSpec { busy: 0.2, seed: 1 });
         let r = boot(c);
         let ctx = name(p);
-        assert_eq!(r.outcome, "guest_panic", "{ctx}: {:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::GuestPanic, "{ctx}: {:?}", r.fatal);
         let f = r.fatal.expect("fatal");
         assert!(
             f.message.contains("TDX_OPERAND_BUSY"),
@@ -33,7 +33,7 @@ fn busy_accepts_panic_the_kernel_without_retries() {
         assert!(r.accept.busy_injected > 0);
         // The kernel panicked before it filled its table: the report says
         // so instead of counting every pending unit as a mismatch.
-        assert_eq!(r.bitmap_state, "not_filled", "{ctx}");
+        assert_eq!(r.bitmap_state, vmm::report::BitmapState::NotFilled, "{ctx}");
         assert_eq!(r.bitmap_mismatches, None, "{ctx}");
         assert_eq!(r.unaccepted_table.map(|t| t.bits_set), Some(0), "{ctx}");
         // The firmware got past its own busy accepts (td-shim style retries).
@@ -58,7 +58,7 @@ fn busy_accepts_are_retried_with_accept_retry() {
         c.inject = Some(InjectSpec { busy: 0.2, seed: 2 });
         let r = boot(c);
         let ctx = name(p);
-        assert_eq!(r.outcome, "ok", "{ctx}: {:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{ctx}: {:?}", r.fatal);
         assert_eq!(r.exit_code, Some(0));
         assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}");
         let retries = r.guest["accept_retries"] + r.guest["fw_accept_retries"];
@@ -80,7 +80,7 @@ fn a_guest_that_never_stops_times_out_with_its_rip() {
         c.timeout = Some(Duration::from_millis(500));
         let started = Instant::now();
         let r = boot(c);
-        assert_eq!(r.outcome, "timeout", "{:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Timeout, "{:?}", r.fatal);
         let f = r.fatal.expect("fatal");
         let rip = f.rip.expect("RIP");
         assert!(rip >= abi::layout::FIRMWARE_BASE, "{rip:#x}");

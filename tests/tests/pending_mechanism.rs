@@ -29,7 +29,13 @@ fn poison_available(test: &str) -> bool {
 }
 
 fn ok(r: &Report, ctx: &str) {
-    assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+    assert_eq!(
+        r.outcome,
+        vmm::Outcome::Ok,
+        "{ctx}: {:?}\n{}",
+        r.fatal,
+        r.console
+    );
     assert_eq!(r.exit_code, Some(0), "{ctx}: {}", r.console);
 }
 
@@ -52,12 +58,17 @@ fn a_poisoned_page_stops_the_td_at_its_exact_gpa() {
                 m,
             ));
             assert_eq!(r.host.pending_mechanism, m, "{ctx}");
-            assert_eq!(r.outcome, "pending_access", "{ctx}: {}", r.console);
+            assert_eq!(
+                r.outcome,
+                vmm::Outcome::PendingAccess,
+                "{ctx}: {}",
+                r.console
+            );
             let f = r.fatal.as_ref().expect("a fatal record");
             // The first pending page above 4 GiB is accepted; the write
             // goes 8 bytes into the next one.
             assert_eq!(f.gpa, Some(4 * GIB + PAGE_4K + 8), "{ctx}");
-            assert_eq!(f.access.as_deref(), Some("write"), "{ctx}");
+            assert_eq!(f.access, Some(vmm::report::Access::Write), "{ctx}");
             rips.push(f.rip.expect("a RIP"));
             assert_eq!(r.accept.ok_4k, 1, "{ctx}");
             if m == PendingMechanism::UffdPoison {

@@ -16,7 +16,13 @@ fn with_4k(mut c: vmm::TdConfig) -> vmm::TdConfig {
 }
 
 fn ok(r: &Report, ctx: &str) {
-    assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+    assert_eq!(
+        r.outcome,
+        vmm::Outcome::Ok,
+        "{ctx}: {:?}\n{}",
+        r.fatal,
+        r.console
+    );
     assert_eq!(r.exit_code, Some(0), "{ctx}: {}", r.console);
 }
 

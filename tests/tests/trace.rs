@@ -13,7 +13,7 @@ fn the_trace_records_every_accept_and_who_asked() {
         let mut c = config_with_kernel(p, 8 * GIB, "fw.accept=64M kexec=1 workload=128M");
         c.trace = Some(path.clone());
         let r = boot(c);
-        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{:?}", r.fatal);
         let records = read(std::fs::File::open(&path).unwrap()).unwrap();
         let accepts: Vec<_> = records.iter().filter(|r| r.kind == Kind::Accept).collect();
         assert_eq!(accepts.len() as u64, r.accept.calls);
@@ -51,7 +51,7 @@ fn the_trace_records_the_pending_access() {
         let mut c = config_with_kernel(p, 8 * GIB, "kexec=1 kexec_accept=off");
         c.trace = Some(path.clone());
         let r = boot(c);
-        assert_eq!(r.outcome, "pending_access");
+        assert_eq!(r.outcome, vmm::Outcome::PendingAccess);
         let records = read(std::fs::File::open(&path).unwrap()).unwrap();
         let last = records.last().unwrap();
         assert_eq!(last.kind, Kind::PendingAccess);

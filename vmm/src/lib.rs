@@ -26,5 +26,5 @@ pub mod tdx;
 pub mod vcpu;
 pub mod vm;
 
-pub use report::Report;
+pub use report::{Outcome, Report};
 pub use vm::{Td, TdConfig, TdError};

@@ -7,11 +7,12 @@
 pub mod assemble;
 pub mod bitmap_check;
 pub mod guest_counters;
+mod outcome;
 pub mod run_log;
 pub mod trace;
 
 use crate::tdx::counters::AcceptStats;
-use abi::report::Outcome;
+pub use outcome::{BitmapState, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -101,7 +102,7 @@ impl ExitStats {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub version: u32,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub exit_code: Option<i64>,
     pub fatal: Option<Fatal>,
     pub mem_bytes: u64,
@@ -146,7 +147,7 @@ pub struct Report {
     /// `no_system_table` (no kernel stub ran), `no_table` (none installed:
     /// nothing was left unaccepted), `not_filled` (installed, but the run
     /// stopped before the kernel filled it), `checked`, or `error`.
-    pub bitmap_state: String,
+    pub bitmap_state: BitmapState,
     /// Units whose bitmap bit disagrees with the VMM's page states (null
     /// unless `bitmap_state` is `checked`).
     pub bitmap_mismatches: Option<u64>,
@@ -317,13 +318,10 @@ pub struct Bench {
     pub accept_4k_ns: u64,
 }
 
-/// Outcome of a run refused before any guest code ran (bad input).
-pub const OUTCOME_REFUSED: &str = "refused";
-
 impl Report {
     /// True when the process should exit 0: clean shutdown with code 0.
     pub fn success(&self) -> bool {
-        self.outcome == Outcome::Ok.as_str() && self.exit_code == Some(0)
+        self.outcome == Outcome::Ok && self.exit_code == Some(0)
     }
 
     /// The report of a run refused before any guest ran: outcome
@@ -331,10 +329,10 @@ impl Report {
     pub fn refused(message: String, inputs: Inputs) -> Self {
         Report {
             version: REPORT_VERSION,
-            outcome: OUTCOME_REFUSED.to_string(),
+            outcome: Outcome::Refused,
             exit_code: None,
             fatal: Some(Fatal {
-                kind: OUTCOME_REFUSED.to_string(),
+                kind: Outcome::Refused,
                 ..Fatal::new(message)
             }),
             mem_bytes: inputs.mem_bytes,
@@ -359,7 +357,7 @@ impl Report {
             kexec: Vec::new(),
             guest_per_generation: Vec::new(),
             unaccepted_table: None,
-            bitmap_state: "no_system_table".to_string(),
+            bitmap_state: BitmapState::NoSystemTable,
             bitmap_mismatches: None,
             bitmap_error: None,
             console: String::new(),

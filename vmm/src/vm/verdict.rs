@@ -63,7 +63,7 @@ pub(super) fn report(done: Finished<'_>) -> Report {
     }
     if let Some(f) = stop.fatal.as_mut() {
         f.generation = s.log.generation;
-        f.phase = Some(s.log.phase.as_str().to_string());
+        f.phase = Some(s.log.phase);
     }
     let facts = RunFacts {
         mem_bytes,

@@ -146,7 +146,7 @@ pub(crate) fn run_vmm<S: AsRef<std::ffi::OsStr>>(
     what: &str,
 ) -> Result<Report, String> {
     let r = run_vmm_any(vmm, images, with_kernel, args, report, what)?;
-    if r.outcome != "ok" {
+    if r.outcome != vmm::Outcome::Ok {
         return Err(format!("{what}: outcome {} {:?}", r.outcome, r.fatal));
     }
     Ok(r)
