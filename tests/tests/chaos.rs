@@ -117,7 +117,7 @@ fn chaos_holds_under_busy_injection() {
             4 * GIB,
             "fw.accept=none fw.accept_retry=1000 fw.selftest=chaos seed=4 count=20000",
         );
-        c.inject = Some(vmm::tdx::inject::InjectSpec { busy: 0.1, seed: 4 });
+        c = c.inject_busy(0.1, 4);
         let r = boot(c);
         let ctx = name(p);
         assert_eq!(
@@ -205,7 +205,7 @@ fn chaos_on_four_vcpus_is_explained_by_the_entry_lock() {
                 "fw.accept=none accept_memory=lazy kernel.selftest=chaos seed=21 count={OPS} workload=16M"
             ),
         );
-        c.cpus = 4;
+        c = c.cpus(4);
         let r = boot(c);
         let ctx = format!("{} 4 vCPUs", name(p));
         chaos_ok(&r, &ctx);

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tests::{
     boot, config, config_with_kernel, guests, in_each_profile, name, require_kvm, scratch,
 };
-use vmm::tdx::inject::InjectSpec;
 
 #[test]
 fn busy_accepts_panic_the_kernel_without_retries() {
@@ -19,7 +18,7 @@ fn busy_accepts_panic_the_kernel_without_retries() {
             2 * GIB,
             "fw.accept=none fw.accept_retry=1000 accept_memory=lazy workload=64M",
         );
-        c.inject = Some(InjectSpec { busy: 0.2, seed: 1 });
+        c = c.inject_busy(0.2, 1);
         let r = boot(c);
         let ctx = name(p);
         assert_eq!(r.outcome, vmm::Outcome::GuestPanic, "{ctx}: {:?}", r.fatal);
@@ -55,7 +54,7 @@ fn busy_accepts_are_retried_with_accept_retry() {
             6 * GIB,
             "fw.accept=none fw.accept_retry=64 accept_memory=lazy accept_retry=64 workload=256M",
         );
-        c.inject = Some(InjectSpec { busy: 0.2, seed: 2 });
+        c = c.inject_busy(0.2, 2);
         let r = boot(c);
         let ctx = name(p);
         assert_eq!(r.outcome, vmm::Outcome::Ok, "{ctx}: {:?}", r.fatal);
@@ -77,7 +76,7 @@ fn busy_accepts_are_retried_with_accept_retry() {
 fn a_guest_that_never_stops_times_out_with_its_rip() {
     in_each_profile("a_guest_that_never_stops_times_out_with_its_rip", |p| {
         let mut c = config(p, GIB, "fw.accept=none fw.selftest=hang");
-        c.timeout = Some(Duration::from_millis(500));
+        c = c.timeout(Duration::from_millis(500));
         let started = Instant::now();
         let r = boot(c);
         assert_eq!(r.outcome, vmm::Outcome::Timeout, "{:?}", r.fatal);

@@ -5,9 +5,9 @@
 use abi::layout::{FOUR_GIB, MMIO_HOLE_START};
 use abi::{GIB, MIB};
 use tests::{boot, config, in_each_profile, name};
-use vmm::boot::cpu::ProfileChoice;
 use vmm::report::Fatal;
 use vmm::Outcome;
+use vmm::ProfileChoice;
 use vmm::Report;
 
 /// Boots `cmdline` and checks the TD stopped with `outcome`: no exit code,
@@ -137,7 +137,7 @@ fn guest_self_test_sees_every_accept_status() {
 
 #[test]
 fn the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level() {
-    use abi::accept_model::SeptLevel;
+    use vmm::SeptLevel;
     in_each_profile(
         "the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level",
         |p| {
@@ -147,8 +147,8 @@ fn the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level() {
                     // the counts below are the self-test's alone (and a 4 KiB
                     // run takes no 800,000 accepts).
                     let mut c = config(p, GIB, "fw.selftest=1 fw.accept=none");
-                    c.cpus = cpus;
-                    c.sept_level = sept;
+                    c = c.cpus(cpus);
+                    c = c.sept_level(sept);
                     let r = boot(c);
                     let ctx = format!(
                         "profile {} --cpus {cpus} --sept-level {}: {:?}\n{}",

@@ -124,7 +124,7 @@ fn both_memslot_policies_give_the_same_results() {
         let mut reports = Vec::new();
         for on_touch in [false, true] {
             let mut c = config_with_kernel(p, 8 * GIB, "kexec=1 workload=64M");
-            c.map_on_touch = on_touch;
+            c = c.map_on_touch(on_touch);
             let r = boot(c);
             assert_eq!(
                 r.outcome,
@@ -212,7 +212,7 @@ fn a_chain_of_1000_kexecs_keeps_the_memory_map_the_same_size() {
     // at the end. Each generation once added two descriptors to the map
     // it handed on, and the chain stopped at generation 251 (512 entries).
     let mut c = config_with_kernel(p, 2 * GIB, "fw.accept=none kexec=1000");
-    c.timeout = Some(std::time::Duration::from_secs(300));
+    c = c.timeout(std::time::Duration::from_secs(300));
     let r = boot(c);
     let cut = (r.console.len().saturating_sub(4000)..r.console.len())
         .find(|&i| r.console.is_char_boundary(i))

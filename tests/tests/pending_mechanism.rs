@@ -12,9 +12,8 @@ use vmm::Report;
 
 const MIB: u64 = 1 << 20;
 
-fn with(mut c: vmm::TdConfig, m: PendingMechanism) -> vmm::TdConfig {
-    c.pending = Some(m);
-    c
+fn with(c: vmm::TdConfig, m: PendingMechanism) -> vmm::TdConfig {
+    c.pending(Some(m))
 }
 
 /// True when this host offers `uffd-poison`; says so when it does not.
@@ -105,7 +104,7 @@ fn both_mechanisms_agree_and_uffd_poison_needs_no_slot_per_page() {
                 } else {
                     config_with_kernel(p, GIB, cmdline)
                 };
-                c.sept_level = abi::accept_model::SeptLevel::L4K;
+                c = c.sept_level(vmm::SeptLevel::L4K);
                 with(c, m)
             };
             let slots = boot(make(PendingMechanism::Memslots));

@@ -8,13 +8,12 @@ use abi::GIB;
 use tests::{boot, config, config_with_kernel, in_each_profile, name};
 use vmm::Report;
 
-fn ctx(p: vmm::boot::cpu::ProfileChoice, r: &Report) -> String {
+fn ctx(p: vmm::ProfileChoice, r: &Report) -> String {
     format!("{}: {:?}\n{}", name(p), r.fatal, r.console)
 }
 
-fn with_cpus(mut c: vmm::TdConfig, n: u32) -> vmm::TdConfig {
-    c.cpus = n;
-    c
+fn with_cpus(c: vmm::TdConfig, n: u32) -> vmm::TdConfig {
+    c.cpus(n)
 }
 
 #[test]

@@ -11,7 +11,7 @@ fn the_trace_records_every_accept_and_who_asked() {
     in_each_profile("the_trace_records_every_accept_and_who_asked", |p| {
         let path = scratch(&format!("{}.trace", name(p)));
         let mut c = config_with_kernel(p, 8 * GIB, "fw.accept=64M kexec=1 workload=128M");
-        c.trace = Some(path.clone());
+        c = c.trace(path.clone());
         let r = boot(c);
         assert_eq!(r.outcome, vmm::Outcome::Ok, "{:?}", r.fatal);
         let records = read(std::fs::File::open(&path).unwrap()).unwrap();
@@ -49,7 +49,7 @@ fn the_trace_records_the_pending_access() {
     in_each_profile("the_trace_records_the_pending_access", |p| {
         let path = scratch(&format!("pending-{}.trace", name(p)));
         let mut c = config_with_kernel(p, 8 * GIB, "kexec=1 kexec_accept=off");
-        c.trace = Some(path.clone());
+        c = c.trace(path.clone());
         let r = boot(c);
         assert_eq!(r.outcome, vmm::Outcome::PendingAccess);
         let records = read(std::fs::File::open(&path).unwrap()).unwrap();

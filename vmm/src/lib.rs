@@ -26,5 +26,9 @@ pub mod tdx;
 pub mod vcpu;
 pub mod vm;
 
+pub use abi::accept_model::SeptLevel;
+pub use boot::cpu::{CpuProfile, ProfileChoice};
+pub use memory::guest_ram::Backing;
+pub use memory::pending_mechanism::PendingMechanism;
 pub use report::{Outcome, Report};
-pub use vm::{Td, TdConfig, TdError};
+pub use vm::{StopHandle, Td, TdConfig, TdError, MAX_VCPUS};

@@ -237,6 +237,10 @@ impl RunArgs {
             check_invariants: self.check_invariants || cfg!(debug_assertions),
             inject: self.inject,
             command_line: Vec::new(),
+            // The command owns its process: stop signals end the run with
+            // its report (the handlers are in place from process start).
+            stop_on_signals: true,
+            stop: crate::vm::StopHandle::new(),
         })
     }
 }

@@ -62,6 +62,8 @@ pub enum TdError {
     Reserve(#[from] crate::memory::host_alloc::ReserveError),
     #[error(transparent)]
     Limit(#[from] crate::host::limits::LimitError),
+    #[error("busy injection probability {probability} is not between 0 and 1")]
+    InjectProbability { probability: f64 },
 }
 
 /// Sets up the pending mechanism `asked` for (`None`: the best this host
@@ -99,6 +101,13 @@ impl Td {
     /// Validates the inputs and builds the TD.
     pub fn build(config: TdConfig) -> Result<Self, TdError> {
         let started = Instant::now();
+        if let Some(spec) = config.inject {
+            if !(0.0..=1.0).contains(&spec.busy) {
+                return Err(TdError::InjectProbability {
+                    probability: spec.busy,
+                });
+            }
+        }
         let layout = RamLayout::new(config.mem_bytes, config.gpaw)?;
         let mut inputs = config.inputs();
         let firmware = ElfImage::read("firmware", &config.firmware)?;
@@ -205,6 +214,9 @@ impl Td {
         // The top slot ids stay free for short-lived VMM mappings (see cpu.rs).
         let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
         let board = Arc::new(StopBoard::new(config.cpus));
+        // A stop asked for while the TD was being built is posted now: the
+        // run then ends before any guest code runs.
+        config.stop.attach(&board);
         // One vCPU needs no pause around memslot merges: it is the one merging.
         let pauser = (config.cpus > 1)
             .then(|| board.clone() as Arc<dyn crate::memory::memslots::GuestPause>);

@@ -8,10 +8,12 @@
 mod build;
 mod config;
 mod run;
+mod stop_handle;
 mod verdict;
 
 pub use build::TdError;
 pub use config::TdConfig;
+pub use stop_handle::StopHandle;
 
 use crate::boot::cpu::CpuProfile;
 use crate::report;
@@ -37,8 +39,14 @@ pub struct Td {
 }
 
 impl Td {
-    /// The resolved CPU profile.
+    /// The CPU profile the TD runs with (`Auto` resolved for this host).
     pub fn profile(&self) -> CpuProfile {
         self.profile
+    }
+
+    /// A handle that ends this TD from another thread (see
+    /// [`StopHandle`]); take it before [`run`](Td::run).
+    pub fn stop_handle(&self) -> StopHandle {
+        self.config.stop.clone()
     }
 }

@@ -22,6 +22,11 @@ impl Td {
             inputs,
             _kvm,
         } = self;
+        if config.stop_on_signals && !crate::host::signals::installed() {
+            if let Err(e) = crate::host::signals::install() {
+                log::warn!("cannot install every stop-signal handler ({e}): such a signal kills the process without a report");
+            }
+        }
         crate::host::watchdog::install_kick_handler();
         let kicks_failed_before = crate::host::watchdog::kick_failures().0;
         let board = shared.board.clone();
