@@ -183,7 +183,7 @@ fn accepting_everything_twice_keeps_host_memory_bounded() {
         );
         let peak = r["host"]["memslots_peak"].as_u64().unwrap();
         assert!(
-            peak <= vmm::memory::memslots::DEFAULT_SOFT_CAP as u64,
+            peak <= vmm::internals::DEFAULT_SOFT_CAP as u64,
             "{ctx}: {peak} memslots"
         );
         // The trace stopped at its cap and said so; the report stays small.

@@ -57,7 +57,7 @@ fn without_the_fix_the_copy_touches_pending_memory() {
         assert_eq!(gpa, dest, "the copy starts with the first segment");
         assert_eq!(f.access, Some(vmm::report::Access::Write));
         assert_eq!(f.generation, Some(0));
-        assert_eq!(f.phase, Some(vmm::report::run_log::Phase::KexecCopy));
+        assert_eq!(f.phase, Some(vmm::report::Phase::KexecCopy));
         assert_eq!(r.kexecs, 0);
     });
 }
@@ -226,7 +226,7 @@ fn a_chain_of_1000_kexecs_keeps_the_memory_map_the_same_size() {
     assert_eq!(r.accept.already_accepted, 0, "{ctx}");
     // Counted whole; the records stop at their cap and say so.
     assert_eq!(r.kexecs, 1000, "{ctx}");
-    let kept = vmm::report::run_log::MAX_KEXEC_RECORDS;
+    let kept = vmm::internals::MAX_KEXEC_RECORDS;
     assert_eq!(r.kexec.len(), kept);
     assert_eq!(r.truncated.kexec, 1000 - kept as u64);
     // Every generation booted, in order, and the last one is 1000.

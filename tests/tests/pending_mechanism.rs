@@ -7,7 +7,8 @@
 
 use abi::{GIB, PAGE_4K};
 use tests::{boot, config, config_with_kernel, in_each_profile, name};
-use vmm::memory::pending_mechanism::{PendingMechanism, PoisonedChunks};
+use vmm::internals::PoisonedChunks;
+use vmm::PendingMechanism;
 use vmm::Report;
 
 const MIB: u64 = 1 << 20;

@@ -4,7 +4,7 @@
 use abi::layout::FOUR_GIB;
 use abi::GIB;
 use tests::{boot, config_with_kernel, in_each_profile, name, scratch};
-use vmm::report::trace::{read, Kind, Who};
+use vmm::trace::{read, Kind, Who};
 
 #[test]
 fn the_trace_records_every_accept_and_who_asked() {

@@ -20,7 +20,7 @@ use abi::PAGE_4K;
 use std::time::Instant;
 
 pub use crate::tdx::counters::{AcceptStats, HandleHistogram};
-pub use crate::tdx::event::{AcceptRequest, AcceptResult, InvalidAccept};
+pub use crate::tdx::event::{AcceptRequest, AcceptResult};
 
 /// The accept state machine alone (no host side effects): applies a
 /// decoded request to `pages` and returns the result.
