@@ -77,6 +77,9 @@ pub use memory::pending_mechanism::PendingMechanism;
 pub use report::{Outcome, Report};
 pub use vm::{StopHandle, Td, TdConfig, TdError, MAX_VCPUS};
 
+/// This crate's version, as reports record it (`inputs.vmm_version`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Reading an accept trace back (the file [`TdConfig::trace`] asks for):
 /// a header, then one fixed-size record per accept or pending access,
 /// as `docs/report.md` describes.

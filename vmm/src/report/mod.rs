@@ -307,7 +307,7 @@ impl InputFile {
 
 /// The VMM's version and commit.
 pub(crate) fn vmm_version() -> (&'static str, Option<&'static str>) {
-    (env!("CARGO_PKG_VERSION"), option_env!("VMM_GIT_COMMIT"))
+    (crate::VERSION, option_env!("VMM_GIT_COMMIT"))
 }
 
 /// Milliseconds since the Unix epoch.
