@@ -1,4 +1,4 @@
-//! Differential: the VMM's accept state machine (`vmm::tdx::accept::transition`
+//! Differential: the VMM's accept state machine (`vmm::internals::accept_transition`
 //! over its page-state table) against the reference model the guests use
 //! (`abi::accept_model`), for any sequence of RCX operands; afterwards the
 //! accepted pages of the window agree page by page.
@@ -9,8 +9,8 @@ use abi::tdcall::{accept::encode, PageLevel};
 use abi::{GIB, PAGE_2M, PAGE_4K};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use vmm::memory::layout::RamLayout;
-use vmm::memory::page_state::{PageState, PageStateTable};
+use vmm::internals::RamLayout;
+use vmm::internals::{PageState, PageStateTable};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -40,9 +40,8 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
             Expect::Status(s) => s,
             Expect::Unknown => continue,
         };
-        let req = vmm::tdx::accept::AcceptRequest::decode(&layout, rcx);
-        let got = vmm::tdx::accept::transition(&mut pages, &req);
-        assert_eq!(got.status().raw(), want, "rcx {rcx:#x}");
+        let got = vmm::internals::accept_transition(&layout, &mut pages, rcx);
+        assert_eq!(got, want, "rcx {rcx:#x}");
     }
     let first = layout.ram_offset(base, 1).unwrap() / PAGE_4K;
     for p in 0..WINDOW / PAGE_4K {

@@ -6,8 +6,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let _ = vmm::host::size::parse_size(&text);
+    let _ = vmm::internals::parse_size(&text);
     let mut args = vec!["vmm".to_string(), "run".into(), "--firmware".into(), "fw.elf".into()];
     args.extend(text.split('\0').take(16).map(String::from));
-    let _ = vmm::cli::parse_run_args(args);
+    let _ = vmm::internals::parse_run_args(args);
 });

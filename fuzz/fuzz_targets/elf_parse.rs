@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let path = std::path::Path::new("fuzz.elf");
-    if let Ok(image) = vmm::boot::image::ElfImage::parse(path, data.to_vec()) {
+    if let Ok(image) = vmm::internals::ElfImage::parse(path, data.to_vec()) {
         assert!(image.start() <= image.end());
         let _ = image.check_window(0x10_0000, 0x110_0000);
     }

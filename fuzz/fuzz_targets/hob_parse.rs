@@ -7,7 +7,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use vmm::boot::hob::{build_td_hob, TdHobSpec};
+use vmm::internals::{build_td_hob, TdHobSpec};
 
 #[derive(Arbitrary, Debug)]
 enum Input {

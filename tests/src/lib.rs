@@ -6,7 +6,7 @@
 //! what process-level tests share.
 
 use std::sync::OnceLock;
-use vmm::boot::cpu::ProfileChoice;
+use vmm::ProfileChoice;
 use vmm::{Report, Td, TdConfig};
 
 pub mod process;
@@ -86,21 +86,19 @@ pub fn guests() -> &'static GuestImages {
 /// A configuration for the built firmware alone: it shuts the TD down
 /// after its own work, so firmware behaviour is measured in isolation.
 pub fn config(profile: ProfileChoice, mem: u64, cmdline: &str) -> TdConfig {
-    let g = guests();
-    let mut c = TdConfig::new(g.firmware.clone());
-    c.profile = profile;
-    c.mem_bytes = mem;
-    c.cmdline = cmdline.to_string();
-    c.timeout = Some(std::time::Duration::from_secs(120));
-    c.pending = pending_from_env();
-    c
+    TdConfig::new(guests().firmware.clone())
+        .cpu_profile(profile)
+        .mem_bytes(mem)
+        .cmdline(cmdline)
+        .timeout(std::time::Duration::from_secs(120))
+        .pending(pending_from_env())
 }
 
 /// `TEST_PENDING=memslots|uffd-poison` runs every test with that pending
 /// mechanism (CI runs the core scenarios again with `memslots`, the
 /// fallback of hosts without UFFDIO_POISON); unset: the VMM's `auto`.
-pub fn pending_from_env() -> Option<vmm::memory::pending_mechanism::PendingMechanism> {
-    use vmm::memory::pending_mechanism::PendingMechanism;
+pub fn pending_from_env() -> Option<vmm::PendingMechanism> {
+    use vmm::PendingMechanism;
     match std::env::var("TEST_PENDING").ok()?.as_str() {
         "memslots" => Some(PendingMechanism::Memslots),
         "uffd-poison" => Some(PendingMechanism::UffdPoison),
@@ -111,9 +109,7 @@ pub fn pending_from_env() -> Option<vmm::memory::pending_mechanism::PendingMecha
 
 /// The same with the built kernel as payload: the firmware hands over.
 pub fn config_with_kernel(profile: ProfileChoice, mem: u64, cmdline: &str) -> TdConfig {
-    let mut c = config(profile, mem, cmdline);
-    c.kernel = Some(guests().kernel.clone());
-    c
+    config(profile, mem, cmdline).kernel(guests().kernel.clone())
 }
 
 /// Builds and runs a TD in-process.

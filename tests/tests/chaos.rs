@@ -10,7 +10,13 @@ use vmm::Report;
 const OPS: u64 = 100_000;
 
 fn chaos_ok(r: &Report, ctx: &str) {
-    assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+    assert_eq!(
+        r.outcome,
+        vmm::Outcome::Ok,
+        "{ctx}: {:?}\n{}",
+        r.fatal,
+        r.console
+    );
     assert_eq!(r.exit_code, Some(0), "{ctx}: {}", r.console);
     assert_eq!(r.guest["chaos_ops"], OPS, "{ctx}");
     assert_eq!(r.guest["chaos_disagreements"], 0, "{ctx}: {}", r.console);
@@ -74,7 +80,7 @@ fn chaos_is_reproducible_from_its_seed() {
                 4 * GIB,
                 &format!("fw.accept=none fw.selftest=chaos seed={seed} count=5000"),
             ));
-            assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+            assert_eq!(r.outcome, vmm::Outcome::Ok, "{:?}", r.fatal);
             (r.accept, r.exits.unassigned_io, r.pages.accepted_bytes)
         };
         let (a, b) = (run(5), run(5));
@@ -111,10 +117,16 @@ fn chaos_holds_under_busy_injection() {
             4 * GIB,
             "fw.accept=none fw.accept_retry=1000 fw.selftest=chaos seed=4 count=20000",
         );
-        c.inject = Some(vmm::tdx::inject::InjectSpec { busy: 0.1, seed: 4 });
+        c = c.inject_busy(0.1, 4);
         let r = boot(c);
         let ctx = name(p);
-        assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+        assert_eq!(
+            r.outcome,
+            vmm::Outcome::Ok,
+            "{ctx}: {:?}\n{}",
+            r.fatal,
+            r.console
+        );
         assert_eq!(r.guest["chaos_disagreements"], 0, "{ctx}: {}", r.console);
         assert!(r.accept.busy_injected > 0, "{ctx}");
         assert!(r.console.contains("busy retries"), "{ctx}");
@@ -135,7 +147,13 @@ fn firmware_then_kernel_chaos_with_a_half_accepted_top_block() {
             "fw.accept=none fw.selftest=chaos accept_memory=lazy kernel.selftest=chaos seed=9 count=5000",
         ));
             let ctx = name(p);
-            assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+            assert_eq!(
+                r.outcome,
+                vmm::Outcome::Ok,
+                "{ctx}: {:?}\n{}",
+                r.fatal,
+                r.console
+            );
             assert_eq!(r.exit_code, Some(0), "{ctx}: {}", r.console);
             assert_eq!(r.guest["chaos_disagreements"], 0, "{ctx}: {}", r.console);
             assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}: {:?}", r.bitmap_error);
@@ -157,7 +175,7 @@ fn chaos_counters_survive_kexec() {
             ),
         ));
         let ctx = format!("{}: {:?}\n{}", name(p), r.fatal, r.console);
-        assert_eq!(r.outcome, "ok", "{ctx}");
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{ctx}");
         assert_eq!(r.kexecs, 2, "{ctx}");
         assert_eq!(r.guest["chaos_ops"], 3 * count, "{ctx}");
         assert_eq!(r.guest["chaos_disagreements"], 0, "{ctx}");
@@ -187,7 +205,7 @@ fn chaos_on_four_vcpus_is_explained_by_the_entry_lock() {
                 "fw.accept=none accept_memory=lazy kernel.selftest=chaos seed=21 count={OPS} workload=16M"
             ),
         );
-        c.cpus = 4;
+        c = c.cpus(4);
         let r = boot(c);
         let ctx = format!("{} 4 vCPUs", name(p));
         chaos_ok(&r, &ctx);

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tests::{
     boot, config, config_with_kernel, guests, in_each_profile, name, require_kvm, scratch,
 };
-use vmm::tdx::inject::InjectSpec;
 
 #[test]
 fn busy_accepts_panic_the_kernel_without_retries() {
@@ -19,10 +18,10 @@ fn busy_accepts_panic_the_kernel_without_retries() {
             2 * GIB,
             "fw.accept=none fw.accept_retry=1000 accept_memory=lazy workload=64M",
         );
-        c.inject = Some(InjectSpec { busy: 0.2, seed: 1 });
+        c = c.inject_busy(0.2, 1);
         let r = boot(c);
         let ctx = name(p);
-        assert_eq!(r.outcome, "guest_panic", "{ctx}: {:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::GuestPanic, "{ctx}: {:?}", r.fatal);
         let f = r.fatal.expect("fatal");
         assert!(
             f.message.contains("TDX_OPERAND_BUSY"),
@@ -33,7 +32,7 @@ fn busy_accepts_panic_the_kernel_without_retries() {
         assert!(r.accept.busy_injected > 0);
         // The kernel panicked before it filled its table: the report says
         // so instead of counting every pending unit as a mismatch.
-        assert_eq!(r.bitmap_state, "not_filled", "{ctx}");
+        assert_eq!(r.bitmap_state, vmm::report::BitmapState::NotFilled, "{ctx}");
         assert_eq!(r.bitmap_mismatches, None, "{ctx}");
         assert_eq!(r.unaccepted_table.map(|t| t.bits_set), Some(0), "{ctx}");
         // The firmware got past its own busy accepts (td-shim style retries).
@@ -55,10 +54,10 @@ fn busy_accepts_are_retried_with_accept_retry() {
             6 * GIB,
             "fw.accept=none fw.accept_retry=64 accept_memory=lazy accept_retry=64 workload=256M",
         );
-        c.inject = Some(InjectSpec { busy: 0.2, seed: 2 });
+        c = c.inject_busy(0.2, 2);
         let r = boot(c);
         let ctx = name(p);
-        assert_eq!(r.outcome, "ok", "{ctx}: {:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{ctx}: {:?}", r.fatal);
         assert_eq!(r.exit_code, Some(0));
         assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}");
         let retries = r.guest["accept_retries"] + r.guest["fw_accept_retries"];
@@ -77,10 +76,10 @@ fn busy_accepts_are_retried_with_accept_retry() {
 fn a_guest_that_never_stops_times_out_with_its_rip() {
     in_each_profile("a_guest_that_never_stops_times_out_with_its_rip", |p| {
         let mut c = config(p, GIB, "fw.accept=none fw.selftest=hang");
-        c.timeout = Some(Duration::from_millis(500));
+        c = c.timeout(Duration::from_millis(500));
         let started = Instant::now();
         let r = boot(c);
-        assert_eq!(r.outcome, "timeout", "{:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Timeout, "{:?}", r.fatal);
         let f = r.fatal.expect("fatal");
         let rip = f.rip.expect("RIP");
         assert!(rip >= abi::layout::FIRMWARE_BASE, "{rip:#x}");
@@ -184,7 +183,7 @@ fn accepting_everything_twice_keeps_host_memory_bounded() {
         );
         let peak = r["host"]["memslots_peak"].as_u64().unwrap();
         assert!(
-            peak <= vmm::memory::memslots::DEFAULT_SOFT_CAP as u64,
+            peak <= vmm::internals::DEFAULT_SOFT_CAP as u64,
             "{ctx}: {peak} memslots"
         );
         // The trace stopped at its cap and said so; the report stays small.

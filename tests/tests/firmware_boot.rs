@@ -3,11 +3,11 @@
 //! guest's self-test, and the exact GPA of a pending access.
 
 use abi::layout::{FOUR_GIB, MMIO_HOLE_START};
-use abi::report::Outcome;
 use abi::{GIB, MIB};
 use tests::{boot, config, in_each_profile, name};
-use vmm::boot::cpu::ProfileChoice;
 use vmm::report::Fatal;
+use vmm::Outcome;
+use vmm::ProfileChoice;
 use vmm::Report;
 
 /// Boots `cmdline` and checks the TD stopped with `outcome`: no exit code,
@@ -21,13 +21,8 @@ fn stops_with(p: ProfileChoice, mem: u64, cmdline: &str, outcome: Outcome) -> (R
             r.outcome
         )
     });
-    assert_eq!(
-        r.outcome,
-        outcome.as_str(),
-        "{} `{cmdline}`: {f:?}",
-        name(p)
-    );
-    assert_eq!(f.kind, outcome.as_str());
+    assert_eq!(r.outcome, outcome, "{} `{cmdline}`: {f:?}", name(p));
+    assert_eq!(f.kind, outcome);
     assert_eq!(r.exit_code, None);
     (r, f)
 }
@@ -44,7 +39,7 @@ fn firmware_accepts_all_pending_ram_below_4g() {
     in_each_profile("firmware_accepts_all_pending_ram_below_4g", |p| {
         let r = boot(config(p, 4 * GIB, ""));
         let ctx = format!("profile {}: {:?}", name(p), r.fatal);
-        assert_eq!(r.outcome, Outcome::Ok.as_str(), "{ctx}");
+        assert_eq!(r.outcome, Outcome::Ok, "{ctx}");
         assert_eq!(r.exit_code, Some(0), "{ctx}");
         assert_eq!(r.cpu_profile, name(p));
         // Everything below 4 GiB except initial memory was pending.
@@ -89,7 +84,7 @@ fn guest_self_test_sees_every_accept_status() {
     in_each_profile("guest_self_test_sees_every_accept_status", |p| {
         let r = boot(config(p, 4 * GIB, "fw.selftest=1"));
         let ctx = format!("profile {}: {:?}\n{}", name(p), r.fatal, r.console);
-        assert_eq!(r.outcome, Outcome::Ok.as_str(), "{ctx}");
+        assert_eq!(r.outcome, Outcome::Ok, "{ctx}");
         assert_eq!(r.exit_code, Some(0), "self-test failures: {ctx}");
         for check in [
             "accept_4k",
@@ -142,7 +137,7 @@ fn guest_self_test_sees_every_accept_status() {
 
 #[test]
 fn the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level() {
-    use abi::accept_model::SeptLevel;
+    use vmm::SeptLevel;
     in_each_profile(
         "the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level",
         |p| {
@@ -152,8 +147,8 @@ fn the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level() {
                     // the counts below are the self-test's alone (and a 4 KiB
                     // run takes no 800,000 accepts).
                     let mut c = config(p, GIB, "fw.selftest=1 fw.accept=none");
-                    c.cpus = cpus;
-                    c.sept_level = sept;
+                    c = c.cpus(cpus);
+                    c = c.sept_level(sept);
                     let r = boot(c);
                     let ctx = format!(
                         "profile {} --cpus {cpus} --sept-level {}: {:?}\n{}",
@@ -162,7 +157,7 @@ fn the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level() {
                         r.fatal,
                         r.console
                     );
-                    assert_eq!(r.outcome, Outcome::Ok.as_str(), "{ctx}");
+                    assert_eq!(r.outcome, Outcome::Ok, "{ctx}");
                     assert_eq!(r.exit_code, Some(0), "self-test failures: {ctx}");
                     assert_eq!(r.vcpus, cpus, "{ctx}");
                     assert_eq!(
@@ -231,7 +226,7 @@ fn touching_pending_memory_stops_the_td_with_the_exact_gpa() {
             );
             let ctx = format!("profile {}: {f:?}", name(p));
             assert_eq!(f.gpa, Some(FOUR_GIB), "{ctx}");
-            assert_eq!(f.access.as_deref(), Some("read"), "{ctx}");
+            assert_eq!(f.access, Some(vmm::report::Access::Read), "{ctx}");
             let rip = f.rip.expect("RIP of the access");
             assert!(
                 (abi::layout::FIRMWARE_BASE
@@ -253,13 +248,13 @@ fn touching_pending_memory_stops_the_td_with_the_exact_gpa() {
 fn accept_policy_none_and_size() {
     in_each_profile("accept_policy_none_and_size", |p| {
         let r = boot(config(p, GIB, "fw.accept=none"));
-        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{:?}", r.fatal);
         assert_eq!(r.accept.calls, 0);
         assert_eq!(r.pages.pending_bytes, GIB - r.pages.initial_bytes);
         assert_eq!(r.host.memslots, 1, "only initial memory is mapped");
 
         let r = boot(config(p, GIB, "fw.accept=64M"));
-        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{:?}", r.fatal);
         assert_eq!(r.accept.bytes_accepted, 64 * MIB);
         assert_eq!(r.pages.accepted_bytes, 64 * MIB + r.pages.initial_bytes);
     });
@@ -269,7 +264,7 @@ fn accept_policy_none_and_size() {
 fn a_lazy_terabyte_guest_costs_almost_nothing() {
     in_each_profile("a_lazy_terabyte_guest_costs_almost_nothing", |p| {
         let r = boot(config(p, 1 << 40, "fw.accept=none"));
-        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{:?}", r.fatal);
         assert_eq!(r.pages.pending_bytes, (1 << 40) - r.pages.initial_bytes);
         assert!(r.host.guest_resident_bytes < 64 * MIB, "{:?}", r.host);
         assert!(r.host.page_state_bytes < 4 * MIB, "{:?}", r.host);
@@ -283,7 +278,7 @@ fn memory_size_not_a_multiple_of_2m_boots() {
     in_each_profile("memory_size_not_a_multiple_of_2m_boots", |p| {
         let mem = GIB + 3 * 4096;
         let r = boot(config(p, mem, ""));
-        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{:?}", r.fatal);
         assert_eq!(r.pages.pending_bytes, 0);
         assert_eq!(r.accept.bytes_accepted, mem - r.pages.initial_bytes);
     });
@@ -299,7 +294,7 @@ fn touching_the_mmio_hole_is_a_bad_gpa() {
             Outcome::BadGpa,
         );
         assert_eq!(f.gpa, Some(MMIO_HOLE_START));
-        assert_eq!(f.access.as_deref(), Some("read"));
+        assert_eq!(f.access, Some(vmm::report::Access::Read));
         assert!(f.message.contains("MMIO hole"), "{}", f.message);
     });
 }
@@ -389,7 +384,7 @@ fn triple_fault_is_reported_with_rip() {
 fn doorbell_benchmark_reports_a_round_trip_time() {
     in_each_profile("doorbell_benchmark_reports_a_round_trip_time", |p| {
         let r = boot(config(p, GIB, "fw.accept=none fw.bench=100"));
-        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{:?}", r.fatal);
         let b = r.bench.expect("bench result");
         assert_eq!(b.round_trips, 100);
         assert!(b.doorbell_rtt_ns > 0);

@@ -10,7 +10,7 @@ use tests::{boot, config_with_kernel, in_each_profile, name};
 fn both_guests_check_and_log_the_abi_version() {
     in_each_profile("both_guests_check_and_log_the_abi_version", |p| {
         let r = boot(config_with_kernel(p, GIB, ""));
-        assert_eq!(r.outcome, "ok", "{}: {:?}", name(p), r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{}: {:?}", name(p), r.fatal);
         let v = format!(
             "host ABI {0}.{1}, guest built for {0}.{1}",
             abi_version::MAJOR,

@@ -533,7 +533,7 @@ fn a_report_records_what_produced_it() {
         assert_eq!(i[key]["sha256"], want.as_str(), "{key}");
         assert_eq!(i[key]["path"], path.to_str().unwrap());
     }
-    assert_eq!(i["vmm_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(i["vmm_version"], vmm::VERSION);
     // Built from this checkout: the commit is known.
     assert!(
         i["vmm_git_commit"].as_str().is_some_and(|c| c.len() >= 40),

@@ -230,7 +230,7 @@ fn file_size_and_cpu_time_limits_end_the_run_cleanly() {
         assert!(!name.ends_with(".tmp"), "left behind: {name}");
     }
     if let Ok(m) = std::fs::metadata(&trace) {
-        use vmm::report::trace::{HEADER_BYTES, RECORD_BYTES};
+        use vmm::trace::{HEADER_BYTES, RECORD_BYTES};
         assert!(m.len() <= 4096, "{}", m.len());
         assert_eq!(
             (m.len() - HEADER_BYTES as u64) % RECORD_BYTES as u64,
@@ -541,7 +541,7 @@ fn a_long_kexec_chain_is_counted_whole() {
     let r = json(&report);
     assert_eq!(r["kexecs"], 100);
     let records = r["kexec"].as_array().unwrap();
-    let kept = vmm::report::run_log::MAX_KEXEC_RECORDS;
+    let kept = vmm::internals::MAX_KEXEC_RECORDS;
     assert_eq!(records.len(), kept);
     assert_eq!(r["truncated"]["kexec"], 100 - kept as u64);
     // The records kept are the first ones, each its own.

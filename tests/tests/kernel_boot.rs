@@ -8,7 +8,13 @@ use tests::{boot, config_with_kernel, in_each_profile, name};
 use vmm::Report;
 
 fn ok(r: &Report, ctx: &str) {
-    assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+    assert_eq!(
+        r.outcome,
+        vmm::Outcome::Ok,
+        "{ctx}: {:?}\n{}",
+        r.fatal,
+        r.console
+    );
     assert_eq!(r.exit_code, Some(0), "{ctx}");
     assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}: {:?}", r.bitmap_error);
     for mark in ["fw_done", "kernel_entry", "kernel_ready", "workload_done"] {
@@ -146,7 +152,7 @@ fn accepting_accepted_memory_is_a_kernel_panic() {
             "fw.accept=none kernel.selftest=reaccept",
         ));
         let f = r.fatal.as_ref().expect("a fatal diagnostic");
-        assert_eq!(r.outcome, "guest_panic", "{}: {f:?}", name(p));
+        assert_eq!(r.outcome, vmm::Outcome::GuestPanic, "{}: {f:?}", name(p));
         assert!(
             f.message.contains("TDX: Failed to accept memory"),
             "{}",

@@ -15,7 +15,7 @@ fn a_chain_of_three_kexecs_accepts_each_destination_once() {
         |p| {
             let r = boot(config_with_kernel(p, 8 * GIB, "kexec=3 workload=16M"));
             let ctx = format!("{}: {:?}\n{}", name(p), r.fatal, r.console);
-            assert_eq!(r.outcome, "ok", "{ctx}");
+            assert_eq!(r.outcome, vmm::Outcome::Ok, "{ctx}");
             assert_eq!(r.kexecs, 3, "{ctx}");
             assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}");
             assert_eq!(
@@ -46,7 +46,7 @@ fn without_the_fix_the_copy_touches_pending_memory() {
     in_each_profile("without_the_fix_the_copy_touches_pending_memory", |p| {
         let r = boot(config_with_kernel(p, 8 * GIB, "kexec=1 kexec_accept=off"));
         let f = r.fatal.as_ref().expect("a fatal diagnostic");
-        assert_eq!(r.outcome, "pending_access", "{}: {f:?}", name(p));
+        assert_eq!(r.outcome, vmm::Outcome::PendingAccess, "{}: {f:?}", name(p));
         let dest = r.kexec[0].dest_gpa.expect("destination");
         let gpa = f.gpa.expect("GPA");
         assert!(gpa >= FOUR_GIB, "{f:?}");
@@ -55,9 +55,9 @@ fn without_the_fix_the_copy_touches_pending_memory() {
             "{gpa:#x} not in the destination {dest:#x}"
         );
         assert_eq!(gpa, dest, "the copy starts with the first segment");
-        assert_eq!(f.access.as_deref(), Some("write"));
+        assert_eq!(f.access, Some(vmm::report::Access::Write));
         assert_eq!(f.generation, Some(0));
-        assert_eq!(f.phase.as_deref(), Some("kexec relocation copy"));
+        assert_eq!(f.phase, Some(vmm::report::Phase::KexecCopy));
         assert_eq!(r.kexecs, 0);
     });
 }
@@ -73,7 +73,7 @@ fn without_bitmap_reuse_the_second_kernel_accepts_twice_and_panics() {
                 "kexec=1 kexec_reuse_bitmap=off",
             ));
             let f = r.fatal.as_ref().expect("a fatal diagnostic");
-            assert_eq!(r.outcome, "guest_panic", "{}: {f:?}", name(p));
+            assert_eq!(r.outcome, vmm::Outcome::GuestPanic, "{}: {f:?}", name(p));
             assert!(
                 f.message.contains("TDX_PAGE_ALREADY_ACCEPTED"),
                 "{}",
@@ -104,7 +104,7 @@ fn bad_segment_lists_are_refused_and_the_kernel_carries_on() {
                     &format!("kexec=1 kexec_test={test}"),
                 ));
                 let ctx = format!("{} {test}: {:?}", name(p), r.fatal);
-                assert_eq!(r.outcome, "ok", "{ctx}");
+                assert_eq!(r.outcome, vmm::Outcome::Ok, "{ctx}");
                 assert_eq!(r.exit_code, Some(0), "{ctx}");
                 assert!(
                     r.console.contains(&format!("kernel: kexec refused: {why}")),
@@ -124,11 +124,11 @@ fn both_memslot_policies_give_the_same_results() {
         let mut reports = Vec::new();
         for on_touch in [false, true] {
             let mut c = config_with_kernel(p, 8 * GIB, "kexec=1 workload=64M");
-            c.map_on_touch = on_touch;
+            c = c.map_on_touch(on_touch);
             let r = boot(c);
             assert_eq!(
                 r.outcome,
-                "ok",
+                vmm::Outcome::Ok,
                 "{} on_touch={on_touch}: {:?}",
                 name(p),
                 r.fatal
@@ -158,11 +158,11 @@ fn kexec_works_without_an_unaccepted_table() {
         // and Linux's accept_memory is a no-op.
         let r = boot(config_with_kernel(p, 2 * GIB, "kexec=2 workload=16M"));
         let ctx = format!("{}: {:?}\n{}", name(p), r.fatal, r.console);
-        assert_eq!(r.outcome, "ok", "{ctx}");
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{ctx}");
         assert_eq!(r.exit_code, Some(0), "{ctx}");
         assert_eq!(r.kexecs, 2, "{ctx}");
         assert_eq!(r.pages.pending_bytes, 0, "{ctx}");
-        assert_eq!(r.bitmap_state, "no_table", "{ctx}");
+        assert_eq!(r.bitmap_state, vmm::report::BitmapState::NoTable, "{ctx}");
         assert_eq!(r.bitmap_mismatches, None, "{ctx}");
         assert_eq!(r.accept.already_accepted, 0, "{ctx}");
         assert!(r.timing_us.contains_key("gen2.workload_done"), "{ctx}");
@@ -184,7 +184,7 @@ fn kexec_destinations_stay_below_the_linux_limit() {
     // the destination is taken below it, as Linux's rule requires.
     let r = boot(config_with_kernel(p, 64 << 40, "fw.accept=none kexec=1"));
     let ctx = format!("{}: {:?}\n{}", name(p), r.fatal, r.console);
-    assert_eq!(r.outcome, "ok", "{ctx}");
+    assert_eq!(r.outcome, vmm::Outcome::Ok, "{ctx}");
     assert_eq!(r.kexecs, 1, "{ctx}");
     let dest = r.kexec[0].dest_gpa.expect("destination");
     assert!(
@@ -212,21 +212,21 @@ fn a_chain_of_1000_kexecs_keeps_the_memory_map_the_same_size() {
     // at the end. Each generation once added two descriptors to the map
     // it handed on, and the chain stopped at generation 251 (512 entries).
     let mut c = config_with_kernel(p, 2 * GIB, "fw.accept=none kexec=1000");
-    c.timeout = Some(std::time::Duration::from_secs(300));
+    c = c.timeout(std::time::Duration::from_secs(300));
     let r = boot(c);
     let cut = (r.console.len().saturating_sub(4000)..r.console.len())
         .find(|&i| r.console.is_char_boundary(i))
         .unwrap_or(r.console.len());
     let tail = &r.console[cut..];
     let ctx = format!("{}: {:?}\n{tail}", name(p), r.fatal);
-    assert_eq!(r.outcome, "ok", "{ctx}");
+    assert_eq!(r.outcome, vmm::Outcome::Ok, "{ctx}");
     assert_eq!(r.exit_code, Some(0), "{ctx}");
-    assert_eq!(r.bitmap_state, "checked", "{ctx}");
+    assert_eq!(r.bitmap_state, vmm::report::BitmapState::Checked, "{ctx}");
     assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}");
     assert_eq!(r.accept.already_accepted, 0, "{ctx}");
     // Counted whole; the records stop at their cap and say so.
     assert_eq!(r.kexecs, 1000, "{ctx}");
-    let kept = vmm::report::run_log::MAX_KEXEC_RECORDS;
+    let kept = vmm::internals::MAX_KEXEC_RECORDS;
     assert_eq!(r.kexec.len(), kept);
     assert_eq!(r.truncated.kexec, 1000 - kept as u64);
     // Every generation booted, in order, and the last one is 1000.

@@ -7,14 +7,14 @@
 
 use abi::{GIB, PAGE_4K};
 use tests::{boot, config, config_with_kernel, in_each_profile, name};
-use vmm::memory::pending_mechanism::{PendingMechanism, PoisonedChunks};
+use vmm::internals::PoisonedChunks;
+use vmm::PendingMechanism;
 use vmm::Report;
 
 const MIB: u64 = 1 << 20;
 
-fn with(mut c: vmm::TdConfig, m: PendingMechanism) -> vmm::TdConfig {
-    c.pending = Some(m);
-    c
+fn with(c: vmm::TdConfig, m: PendingMechanism) -> vmm::TdConfig {
+    c.pending(Some(m))
 }
 
 /// True when this host offers `uffd-poison`; says so when it does not.
@@ -29,7 +29,13 @@ fn poison_available(test: &str) -> bool {
 }
 
 fn ok(r: &Report, ctx: &str) {
-    assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+    assert_eq!(
+        r.outcome,
+        vmm::Outcome::Ok,
+        "{ctx}: {:?}\n{}",
+        r.fatal,
+        r.console
+    );
     assert_eq!(r.exit_code, Some(0), "{ctx}: {}", r.console);
 }
 
@@ -52,12 +58,17 @@ fn a_poisoned_page_stops_the_td_at_its_exact_gpa() {
                 m,
             ));
             assert_eq!(r.host.pending_mechanism, m, "{ctx}");
-            assert_eq!(r.outcome, "pending_access", "{ctx}: {}", r.console);
+            assert_eq!(
+                r.outcome,
+                vmm::Outcome::PendingAccess,
+                "{ctx}: {}",
+                r.console
+            );
             let f = r.fatal.as_ref().expect("a fatal record");
             // The first pending page above 4 GiB is accepted; the write
             // goes 8 bytes into the next one.
             assert_eq!(f.gpa, Some(4 * GIB + PAGE_4K + 8), "{ctx}");
-            assert_eq!(f.access.as_deref(), Some("write"), "{ctx}");
+            assert_eq!(f.access, Some(vmm::report::Access::Write), "{ctx}");
             rips.push(f.rip.expect("a RIP"));
             assert_eq!(r.accept.ok_4k, 1, "{ctx}");
             if m == PendingMechanism::UffdPoison {
@@ -94,7 +105,7 @@ fn both_mechanisms_agree_and_uffd_poison_needs_no_slot_per_page() {
                 } else {
                     config_with_kernel(p, GIB, cmdline)
                 };
-                c.sept_level = abi::accept_model::SeptLevel::L4K;
+                c = c.sept_level(vmm::SeptLevel::L4K);
                 with(c, m)
             };
             let slots = boot(make(PendingMechanism::Memslots));

@@ -10,13 +10,18 @@ use vmm::Report;
 
 const MIB: u64 = 1 << 20;
 
-fn with_4k(mut c: vmm::TdConfig) -> vmm::TdConfig {
-    c.sept_level = abi::accept_model::SeptLevel::L4K;
-    c
+fn with_4k(c: vmm::TdConfig) -> vmm::TdConfig {
+    c.sept_level(vmm::SeptLevel::L4K)
 }
 
 fn ok(r: &Report, ctx: &str) {
-    assert_eq!(r.outcome, "ok", "{ctx}: {:?}\n{}", r.fatal, r.console);
+    assert_eq!(
+        r.outcome,
+        vmm::Outcome::Ok,
+        "{ctx}: {:?}\n{}",
+        r.fatal,
+        r.console
+    );
     assert_eq!(r.exit_code, Some(0), "{ctx}: {}", r.console);
 }
 

@@ -8,13 +8,12 @@ use abi::GIB;
 use tests::{boot, config, config_with_kernel, in_each_profile, name};
 use vmm::Report;
 
-fn ctx(p: vmm::boot::cpu::ProfileChoice, r: &Report) -> String {
+fn ctx(p: vmm::ProfileChoice, r: &Report) -> String {
     format!("{}: {:?}\n{}", name(p), r.fatal, r.console)
 }
 
-fn with_cpus(mut c: vmm::TdConfig, n: u32) -> vmm::TdConfig {
-    c.cpus = n;
-    c
+fn with_cpus(c: vmm::TdConfig, n: u32) -> vmm::TdConfig {
+    c.cpus(n)
 }
 
 #[test]
@@ -26,7 +25,7 @@ fn four_vcpus_boot_lazy_and_eager_with_a_parallel_workload() {
                 let cmdline = format!("accept_memory={mode} workload=256M");
                 let r = boot(with_cpus(config_with_kernel(p, 8 * GIB, &cmdline), 4));
                 let c = ctx(p, &r);
-                assert_eq!(r.outcome, "ok", "{mode}: {c}");
+                assert_eq!(r.outcome, vmm::Outcome::Ok, "{mode}: {c}");
                 assert_eq!(r.vcpus, 4, "{c}");
                 assert_eq!(r.per_vcpu.len(), 4, "{c}");
                 assert!(r.console.contains("kernel: 4 CPUs online"), "{c}");
@@ -54,7 +53,7 @@ fn a_kexec_chain_keeps_all_cpus() {
             4,
         ));
         let c = ctx(p, &r);
-        assert_eq!(r.outcome, "ok", "{c}");
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{c}");
         assert_eq!(r.kexecs, 3, "{c}");
         assert_eq!(r.accept.already_accepted, 0, "{c}");
         assert_eq!(r.bitmap_mismatches, Some(0), "{c}");
@@ -73,7 +72,7 @@ fn without_accepting_list_two_cpus_accept_one_unit_and_the_kernel_panics() {
                 let cmdline = format!("kernel.selftest=accept-race unaccepted_lock={policy}");
                 let r = boot(with_cpus(config_with_kernel(p, 8 * GIB, &cmdline), 4));
                 let c = ctx(p, &r);
-                assert_eq!(r.outcome, "ok", "{policy}: {c}");
+                assert_eq!(r.outcome, vmm::Outcome::Ok, "{policy}: {c}");
                 assert!(r.console.contains("accept-race: every CPU returned"), "{c}");
                 assert_eq!(r.accept.already_accepted, 0, "{policy}: {c}");
                 assert_eq!(r.accept.busy, 0, "{policy}: {c}");
@@ -88,7 +87,7 @@ fn without_accepting_list_two_cpus_accept_one_unit_and_the_kernel_panics() {
                 4,
             ));
             let c = ctx(p, &r);
-            assert_eq!(r.outcome, "guest_panic", "{c}");
+            assert_eq!(r.outcome, vmm::Outcome::GuestPanic, "{c}");
             let f = r.fatal.as_ref().expect("a fatal diagnostic");
             assert!(f.message.contains("TDX: Failed to accept memory"), "{c}");
             assert!(
@@ -112,7 +111,7 @@ fn firmware_parallel_acceptance_gives_the_serial_page_states() {
             let serial = boot(with_cpus(config(p, 3 * GIB, "fw.accept_cpus=1"), 4));
             let parallel = boot(with_cpus(config(p, 3 * GIB, ""), 4));
             for r in [&serial, &parallel] {
-                assert_eq!(r.outcome, "ok", "{}", ctx(p, r));
+                assert_eq!(r.outcome, vmm::Outcome::Ok, "{}", ctx(p, r));
             }
             assert_eq!(serial.pages.accepted_bytes, parallel.pages.accepted_bytes);
             assert_eq!(serial.pages.pending_bytes, parallel.pages.pending_bytes);
@@ -143,10 +142,10 @@ fn a_stop_on_another_vcpu_names_it_with_the_exact_gpa() {
             3,
         ));
         let c = ctx(p, &r);
-        assert_eq!(r.outcome, "pending_access", "{c}");
+        assert_eq!(r.outcome, vmm::Outcome::PendingAccess, "{c}");
         let f = r.fatal.as_ref().expect("a fatal diagnostic");
         assert_eq!(f.vcpu, Some(2), "{c}");
-        assert_eq!(f.access.as_deref(), Some("read"), "{c}");
+        assert_eq!(f.access, Some(vmm::report::Access::Read), "{c}");
         let gpa = f.gpa.expect("a GPA");
         assert!(
             r.console.contains(&format!("reads {gpa:#x}")),

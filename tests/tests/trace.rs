@@ -4,16 +4,16 @@
 use abi::layout::FOUR_GIB;
 use abi::GIB;
 use tests::{boot, config_with_kernel, in_each_profile, name, scratch};
-use vmm::report::trace::{read, Kind, Who};
+use vmm::trace::{read, Kind, Who};
 
 #[test]
 fn the_trace_records_every_accept_and_who_asked() {
     in_each_profile("the_trace_records_every_accept_and_who_asked", |p| {
         let path = scratch(&format!("{}.trace", name(p)));
         let mut c = config_with_kernel(p, 8 * GIB, "fw.accept=64M kexec=1 workload=128M");
-        c.trace = Some(path.clone());
+        c = c.trace(path.clone());
         let r = boot(c);
-        assert_eq!(r.outcome, "ok", "{:?}", r.fatal);
+        assert_eq!(r.outcome, vmm::Outcome::Ok, "{:?}", r.fatal);
         let records = read(std::fs::File::open(&path).unwrap()).unwrap();
         let accepts: Vec<_> = records.iter().filter(|r| r.kind == Kind::Accept).collect();
         assert_eq!(accepts.len() as u64, r.accept.calls);
@@ -49,9 +49,9 @@ fn the_trace_records_the_pending_access() {
     in_each_profile("the_trace_records_the_pending_access", |p| {
         let path = scratch(&format!("pending-{}.trace", name(p)));
         let mut c = config_with_kernel(p, 8 * GIB, "kexec=1 kexec_accept=off");
-        c.trace = Some(path.clone());
+        c = c.trace(path.clone());
         let r = boot(c);
-        assert_eq!(r.outcome, "pending_access");
+        assert_eq!(r.outcome, vmm::Outcome::PendingAccess);
         let records = read(std::fs::File::open(&path).unwrap()).unwrap();
         let last = records.last().unwrap();
         assert_eq!(last.kind, Kind::PendingAccess);

@@ -3,6 +3,8 @@
 //! ended the run. Every mechanism that can end a run returns one of these;
 //! the report carries it.
 
+use crate::report::run_log::Phase;
+use crate::report::Outcome as ReportOutcome;
 use abi::report::Outcome;
 use serde::{Deserialize, Serialize};
 
@@ -28,10 +30,10 @@ impl Stop {
         }
     }
 
-    /// A fatal stop; `fatal.kind` is the outcome's name (set here, the one
-    /// place it is derived).
+    /// A fatal stop; `fatal.kind` is the outcome (set here, the one place
+    /// it is derived).
     pub fn fatal(outcome: Outcome, mut fatal: Fatal) -> Self {
-        fatal.kind = outcome.as_str().to_string();
+        fatal.kind = outcome.into();
         Stop {
             outcome,
             exit_code: None,
@@ -46,15 +48,21 @@ impl Stop {
     }
 }
 
-/// Kind of a guest memory access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Kind of a guest memory access (`read`, `write` or `execute` in the
+/// report).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Access {
+    /// A load.
     Read,
+    /// A store.
     Write,
+    /// An instruction fetch.
     Execute,
 }
 
 impl Access {
+    /// The name the report uses.
     pub fn as_str(self) -> &'static str {
         match self {
             Access::Read => "read",
@@ -67,16 +75,20 @@ impl Access {
 /// The diagnostic of a fatal stop.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Fatal {
-    pub kind: String,
+    /// The run's outcome (the report's `outcome`, repeated here).
+    pub kind: ReportOutcome,
+    /// The guest physical address involved, if one was.
     pub gpa: Option<u64>,
+    /// The vCPU's instruction pointer when it stopped, if KVM told it.
     pub rip: Option<u64>,
-    pub access: Option<String>,
+    /// The kind of guest access that stopped the TD, if one did.
+    pub access: Option<Access>,
+    /// What happened, in words (may quote the guest).
     pub message: String,
     /// Generation of the kernel that was running (0 = first), if any.
     pub generation: Option<u64>,
-    /// What the guest was doing (firmware, kernel, kexec_load, kexec
-    /// relocation copy).
-    pub phase: Option<String>,
+    /// What the guest was doing when it stopped.
+    pub phase: Option<Phase>,
     /// The vCPU whose stop stopped the TD.
     #[serde(default)]
     pub vcpu: Option<u32>,
@@ -87,7 +99,7 @@ impl Fatal {
     /// filled in by `Stop::fatal`).
     pub fn new(message: String) -> Self {
         Fatal {
-            kind: String::new(),
+            kind: ReportOutcome::Error,
             gpa: None,
             rip: None,
             access: None,
@@ -98,18 +110,21 @@ impl Fatal {
         }
     }
 
+    /// The same with the GPA involved.
     pub fn gpa(mut self, gpa: Option<u64>) -> Self {
         self.gpa = gpa;
         self
     }
 
+    /// The same with the vCPU's RIP.
     pub fn rip(mut self, rip: Option<u64>) -> Self {
         self.rip = rip;
         self
     }
 
+    /// The same with the kind of access.
     pub fn access(mut self, access: Access) -> Self {
-        self.access = Some(access.as_str().to_string());
+        self.access = Some(access);
         self
     }
 }

@@ -149,7 +149,7 @@ pub fn measure(mems: &[&str], cpus: &[u32]) -> Result<Vec<LimitRow>, String> {
     let floor = host_stack_floor();
     let mut rows = Vec::new();
     for mem in mems {
-        let mem_bytes = vmm::host::size::parse_size(mem).map_err(|e| e.to_string())?;
+        let mem_bytes = vmm::internals::parse_size(mem).map_err(|e| e.to_string())?;
         for &n in cpus {
             let mut bad = Vec::new();
             eprintln!("xtask limits: {mem} with {n} vCPUs");

@@ -66,7 +66,7 @@ fn run(args: &[String]) -> Result<i32, String> {
     // The stop signals (SIGINT, SIGTERM, SIGHUP, SIGUSR1... see the VMM's
     // signal policy) go to the VMM, which stops the guest and still writes
     // its report; this process waits for it and returns its status.
-    let stop = vmm::host::signals::stop_signals();
+    let stop = vmm::internals::stop_signals();
     forward_stop_signals(&stop);
     // The VMM starts with the stop signals blocked and unblocks them once
     // its handlers are in: a signal in its first instants is then held,

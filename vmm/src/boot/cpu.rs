@@ -59,8 +59,11 @@ pub enum CpuProfile {
 /// The `--cpu-profile` choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProfileChoice {
+    /// The pvm-native profile on a kvm_pvm host, the standard one elsewhere.
     Auto,
+    /// Guest code runs as on any KVM host (hardware virtualisation).
     Standard,
+    /// The kvm_pvm host's native profile (guest code in user mode).
     PvmNative,
 }
 

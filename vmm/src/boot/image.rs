@@ -52,9 +52,13 @@ pub use abi::elf::Segment;
 /// A validated ELF image held in memory.
 #[derive(Clone, Debug)]
 pub struct ElfImage {
+    /// The file it was read from.
     pub path: PathBuf,
+    /// The whole file.
     pub bytes: Vec<u8>,
+    /// The entry point (`e_entry`).
     pub entry: u64,
+    /// Its PT_LOAD segments.
     pub segments: Vec<Segment>,
     /// `e_type`: ET_EXEC (2) or ET_DYN (3).
     pub e_type: u16,

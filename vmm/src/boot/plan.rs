@@ -182,6 +182,8 @@ pub fn page_table_page(layout: &RamLayout, base: u64, leaf: MapLeaf, index: u64)
 }
 
 /// The whole identity map as bytes (for tests and small guests).
+// The identity map as one buffer: the unit tests compare it page by page.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn page_table_bytes(layout: &RamLayout, base: u64, leaf: MapLeaf) -> Vec<u8> {
     (0..page_table_pages(layout, leaf))
         .flat_map(|i| page_table_page(layout, base, leaf, i))

@@ -29,38 +29,38 @@ pub const EXIT_USAGE: i32 = 2;
     version,
     about = "KVM mini hypervisor emulating Intel TDX memory acceptance"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Boot a TD: firmware, optional kernel payload, and report.
     Run(RunArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ProfileArg {
+pub(crate) enum ProfileArg {
     Auto,
     Standard,
     PvmNative,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum BackingArg {
+pub(crate) enum BackingArg {
     Populate,
     OnTouch,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum MapArg {
+pub(crate) enum MapArg {
     OnAccept,
     OnTouch,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum SeptLevelArg {
+pub(crate) enum SeptLevelArg {
     #[value(name = "2m")]
     L2M,
     #[value(name = "4k")]
@@ -68,14 +68,14 @@ pub enum SeptLevelArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum PendingArg {
+pub(crate) enum PendingArg {
     Auto,
     Memslots,
     UffdPoison,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     Off,
     Error,
     Warn,
@@ -85,7 +85,7 @@ pub enum LogLevel {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Firmware ELF (TDVF role), linked inside the firmware window.
     #[arg(long)]
     pub firmware: PathBuf,
@@ -155,7 +155,7 @@ pub struct RunArgs {
 }
 
 /// The longest `--timeout`: 30 days.
-pub const MAX_TIMEOUT_S: u64 = 30 * 24 * 3600;
+pub(crate) const MAX_TIMEOUT_S: u64 = 30 * 24 * 3600;
 
 /// A value that is the next flag (`--mem --report r.json`): the value is
 /// missing, whatever it would parse as.
@@ -198,7 +198,7 @@ fn parse_mem(s: &str) -> Result<u64, String> {
 
 impl RunArgs {
     /// The TD configuration these arguments describe.
-    pub fn to_config(&self) -> Result<TdConfig, String> {
+    pub(crate) fn to_config(&self) -> Result<TdConfig, String> {
         let timeout = self.timeout;
         Ok(TdConfig {
             firmware: self.firmware.clone(),
@@ -237,12 +237,18 @@ impl RunArgs {
             check_invariants: self.check_invariants || cfg!(debug_assertions),
             inject: self.inject,
             command_line: Vec::new(),
+            // The command owns its process: stop signals end the run with
+            // its report (the handlers are in place from process start).
+            stop_on_signals: true,
+            stop: crate::vm::StopHandle::new(),
         })
     }
 }
 
 /// Parses a full `vmm run ...` argument list into the TD configuration, or
-/// the message a user would see (for tests and fuzzing).
+/// the message a user would see (for tests and fuzzing; not a stable
+/// API).
+#[doc(hidden)]
 pub fn parse_run_args(
     args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
 ) -> Result<TdConfig, String> {

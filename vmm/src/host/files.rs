@@ -236,7 +236,7 @@ mod tests {
         let d = dir();
         let old = d.join("old.json");
         // A report as the VMM writes it.
-        let inputs = crate::vm::TdConfig::new("fw".into()).inputs();
+        let inputs = crate::vm::TdConfig::new("fw").inputs();
         let report = crate::report::Report::refused("x".into(), inputs);
         let mut text = serde_json::to_vec_pretty(&report).unwrap();
         text.push(b'\n');

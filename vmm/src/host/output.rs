@@ -217,11 +217,13 @@ impl Output {
     }
 
     /// The path the user named.
+    #[allow(dead_code)] // part of the output's interface, unused for now
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// What this output is (for messages).
+    #[allow(dead_code)] // part of the output's interface, unused for now
     pub fn role(&self) -> &'static str {
         self.role
     }

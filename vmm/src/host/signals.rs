@@ -123,11 +123,25 @@ fn inherited_ignore(sig: i32) -> bool {
 }
 
 /// Installs the signal policy (the `vmm` command does, first thing; a
-/// library user keeps its own): the stop-signal handlers, SIGXFSZ
-/// ignored, the kick handler; then unblocks those signals, so a signal
-/// that arrived before (pending while blocked by our parent) is acted on
-/// at once. Returns why not, if a handler cannot be installed.
+/// library user only with `TdConfig::stop_on_signals`): the stop-signal
+/// handlers, SIGXFSZ ignored, the kick handler; then unblocks those
+/// signals, so a signal that arrived before (pending while blocked by our
+/// parent) is acted on at once. Returns why not, if a handler cannot be
+/// installed. Once per process: later calls return the first's result
+/// (installing again would take our own handlers for the dispositions
+/// inherited from the parent).
 pub fn install() -> Result<(), vmm_sys_util::errno::Error> {
+    static RESULT: std::sync::OnceLock<Result<(), vmm_sys_util::errno::Error>> =
+        std::sync::OnceLock::new();
+    *RESULT.get_or_init(install_now)
+}
+
+/// True once `install` ran.
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::SeqCst)
+}
+
+fn install_now() -> Result<(), vmm_sys_util::errno::Error> {
     crate::host::watchdog::install_kick_handler();
     // SAFETY: a zeroed sigset_t is valid storage for sigemptyset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };

@@ -1,18 +1,54 @@
 //! The run timeout: a thread that, once the deadline passes, keeps kicking
 //! the TD's vCPU threads out of KVM_RUN with a signal until a run loop
-//! notices; and the kick itself (the signal, its empty handler, the send
-//! and the count of sends that failed).
+//! notices; and the kick itself (the signal, its handler, the send and the
+//! count of sends that failed). The kick handler is process-wide and stays
+//! installed: it does nothing but interrupt the system call the thread is
+//! in, then hands the signal to the handler that was installed before it,
+//! if there was one (a program embedding the VMM keeps its own SIGURG
+//! handling, and sees a kick as one more SIGURG).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 static HANDLER: Once = Once::new();
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+/// The kick signal's action before ours: set once, before our handler is
+/// installed, and only read after.
+struct Previous(libc::sigaction);
+// SAFETY: plain data (a handler address, flags, a mask), never written
+// after it is set.
+unsafe impl Sync for Previous {}
+// SAFETY: as above.
+unsafe impl Send for Previous {}
+static PREVIOUS: OnceLock<Previous> = OnceLock::new();
+
+extern "C" fn on_kick(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // Interrupting KVM_RUN is the signal's whole work for us; a handler
+    // that was there before still gets it (SIG_DFL and SIG_IGN of SIGURG
+    // both mean nothing happens).
+    let Some(Previous(previous)) = PREVIOUS.get() else {
+        return;
+    };
+    let handler = previous.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        return;
+    }
+    if previous.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous action asked for SA_SIGINFO, so its address
+        // is such a handler; the arguments are the kernel's.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: without SA_SIGINFO the address is a plain handler.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(sig);
+    }
+}
 
 /// The signal that interrupts a vCPU thread's KVM_RUN: SIGURG, a
 /// standard signal. A real-time signal needs a slot in the user's signal
@@ -52,9 +88,18 @@ pub fn kick_installed() -> bool {
     INSTALLED.load(Ordering::SeqCst)
 }
 
-/// Installs the (empty) handler of the kick signal, once per process.
+/// Installs the handler of the kick signal, once per process (see the
+/// module's comment: it chains to the one it replaces).
 pub fn install_kick_handler() {
     HANDLER.call_once(|| {
+        // SAFETY: a zeroed sigaction is a valid out-parameter; a null new
+        // action only reads the current one.
+        let previous = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(kick_signal(), std::ptr::null(), &mut old);
+            old
+        };
+        let _ = PREVIOUS.set(Previous(previous));
         match vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
             Ok(()) => INSTALLED.store(true, Ordering::SeqCst),
             Err(e) => log::error!(

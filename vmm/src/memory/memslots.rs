@@ -104,6 +104,7 @@ impl<B: SlotBackend> MemslotManager<B> {
     }
 
     /// True when no slot is installed.
+    #[allow(dead_code)] // the pair of `len`, unused for now
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }

@@ -22,8 +22,10 @@ pub const FEATURE_POISON: u64 = 1 << 14;
 /// a handler to resolve it.
 pub const FEATURE_SIGBUS: u64 = 1 << 7;
 /// Feature bit: fault addresses are exact, not page-rounded.
+#[allow(dead_code)] // the kernel's feature bits, named for the reader
 pub const FEATURE_EXACT_ADDRESS: u64 = 1 << 11;
 /// Feature bit: fault messages carry the faulting thread's id.
+#[allow(dead_code)] // as above
 pub const FEATURE_THREAD_ID: u64 = 1 << 8;
 
 #[repr(C)]
@@ -146,6 +148,7 @@ impl Uffd {
     }
 
     /// The negotiated features.
+    #[allow(dead_code)] // what was negotiated, unused for now
     pub fn features(&self) -> u64 {
         self.features
     }
@@ -186,6 +189,7 @@ impl Uffd {
     }
 
     /// Unregisters a range registered before.
+    #[allow(dead_code)] // the pair of `register`, unused for now
     pub fn unregister(&self, addr: u64, len: u64) -> Result<(), UffdError> {
         let mut r = Range { start: addr, len };
         self.op("UFFDIO_UNREGISTER", UFFDIO_UNREGISTER(), &mut r, addr, len)

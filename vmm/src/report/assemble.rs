@@ -7,7 +7,7 @@ use crate::memory::memslots::SlotBackend;
 use crate::memory::private::PrivateMemory;
 use crate::report::bitmap_check::{self, CheckError, Checked};
 use crate::report::run_log::RunLog;
-use crate::report::{self, ExitStats, HostStats, PageStats, Report, REPORT_VERSION};
+use crate::report::{self, BitmapState, ExitStats, HostStats, PageStats, Report, REPORT_VERSION};
 use crate::stop::Stop;
 use crate::tdx::module::TdxModule;
 use crate::vcpu::VcpuState;
@@ -49,13 +49,14 @@ impl BitmapCheck {
         }
     }
 
-    pub fn state(&self) -> &'static str {
+    /// Where the check stands, as the report says it.
+    pub fn state(&self) -> BitmapState {
         match self {
-            BitmapCheck::NoSystemTable => "no_system_table",
-            BitmapCheck::NoTable => "no_table",
-            BitmapCheck::NotFilled(_) => "not_filled",
-            BitmapCheck::Checked(_) => "checked",
-            BitmapCheck::Error(_) => "error",
+            BitmapCheck::NoSystemTable => BitmapState::NoSystemTable,
+            BitmapCheck::NoTable => BitmapState::NoTable,
+            BitmapCheck::NotFilled(_) => BitmapState::NotFilled,
+            BitmapCheck::Checked(_) => BitmapState::Checked,
+            BitmapCheck::Error(_) => BitmapState::Error,
         }
     }
 }
@@ -123,7 +124,7 @@ pub fn assemble<B: SlotBackend>(
         .unwrap_or_default();
     Report {
         version: REPORT_VERSION,
-        outcome: stop.outcome.as_str().to_string(),
+        outcome: stop.outcome.into(),
         exit_code: stop.exit_code,
         fatal: stop.fatal,
         mem_bytes: facts.mem_bytes,
@@ -169,7 +170,7 @@ pub fn assemble<B: SlotBackend>(
         kexecs: log.kexecs_completed,
         kexec: log.kexecs.clone(),
         unaccepted_table: table,
-        bitmap_state: bitmap.state().to_string(),
+        bitmap_state: bitmap.state(),
         bitmap_mismatches: match &bitmap {
             BitmapCheck::Checked(c) => Some(c.mismatches),
             _ => None,

@@ -4,26 +4,31 @@
 //! guest's unaccepted bitmap (`bitmap_check`) and the guest's counters per
 //! generation (`guest_counters`).
 
-pub mod assemble;
-pub mod bitmap_check;
-pub mod guest_counters;
-pub mod run_log;
-pub mod trace;
+pub(crate) mod assemble;
+pub(crate) mod bitmap_check;
+pub(crate) mod guest_counters;
+mod outcome;
+pub(crate) mod run_log;
+pub(crate) mod trace;
 
-use crate::tdx::counters::AcceptStats;
-use abi::report::Outcome;
+pub use crate::tdx::counters::AcceptStats;
+pub use outcome::{BitmapState, Outcome};
+pub use run_log::{Phase, Truncated};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+pub use trace::TraceSummary;
 
 /// Report format version.
 pub const REPORT_VERSION: u32 = 1;
 
-pub use crate::stop::{Access, Fatal, Stop};
+pub use crate::stop::{Access, Fatal};
 
 /// Page-state totals.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct PageStats {
+    /// Guest RAM still pending (never accepted) at the end.
     pub pending_bytes: u64,
+    /// Guest RAM accepted at the end (initial memory included).
     pub accepted_bytes: u64,
     /// Initial memory (firmware, HOB, page tables, scratch, payload),
     /// accepted by construction.
@@ -39,9 +44,13 @@ pub struct HostStats {
     pub guest_resident_bytes: u64,
     /// Memory used by the page-state table.
     pub page_state_bytes: u64,
+    /// KVM memslots over guest RAM at the end.
     pub memslots: usize,
+    /// The most memslots at any time.
     pub memslots_peak: usize,
+    /// Memslots installed during the run.
     pub memslots_installed: u64,
+    /// Memslots removed during the run (merges, releases).
     pub memslots_removed: u64,
     /// How pending memory was kept out of the guest's reach (`memslots`
     /// or `uffd-poison`; reports from before it read as `memslots`).
@@ -54,8 +63,10 @@ pub struct HostStats {
     /// (pending) and pages filled by UFFDIO_COPY (accepted).
     #[serde(default)]
     pub poisoned_chunks: u64,
+    /// Pending 4 KiB pages poisoned (`uffd-poison`).
     #[serde(default)]
     pub pages_poisoned: u64,
+    /// Accepted 4 KiB pages filled by UFFDIO_COPY (`uffd-poison`).
     #[serde(default)]
     pub pages_filled: u64,
     /// vCPU kicks (the signal that takes a vCPU out of KVM_RUN for a
@@ -73,7 +84,9 @@ pub struct HostStats {
 /// vCPU exits by kind.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct ExitStats {
+    /// Port I/O exits.
     pub io: u64,
+    /// MMIO exits.
     pub mmio: u64,
     /// I/O exits that were TDCALLs.
     pub doorbell: u64,
@@ -86,12 +99,13 @@ pub struct ExitStats {
     /// First touches of accepted memory that installed a memslot
     /// (`--map on-touch`).
     pub first_touch_maps: u64,
+    /// Every exit.
     pub total: u64,
 }
 
 impl ExitStats {
     /// Adds another vCPU's exits.
-    pub fn add(&mut self, o: &ExitStats) {
+    pub(crate) fn add(&mut self, o: &ExitStats) {
         self.io += o.io;
         self.mmio += o.mmio;
         self.doorbell += o.doorbell;
@@ -105,26 +119,38 @@ impl ExitStats {
 /// The whole report.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
+    /// The report format's version (`REPORT_VERSION`).
     pub version: u32,
-    pub outcome: String,
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// The guest's exit code, for a clean shutdown.
     pub exit_code: Option<i64>,
+    /// The exact diagnostic, when the run did not end in a clean shutdown.
     pub fatal: Option<Fatal>,
+    /// Guest RAM in bytes.
     pub mem_bytes: u64,
+    /// The CPU profile that ran (`standard` or `pvm-native`).
     pub cpu_profile: String,
+    /// When accepted memory got host pages (`populate` or `on-touch`).
     pub backing: String,
     /// The host's Secure-EPT leaf size (`2m` or `4k`); with `4k` every 2 MiB
     /// accept of pending memory is counted in `accept.size_mismatch`.
     #[serde(default = "sept_2m")]
     pub sept_level: String,
+    /// What the emulated `TDG.MEM.PAGE.ACCEPT` did.
     pub accept: AcceptStats,
+    /// Page-state totals at the end.
     pub pages: PageStats,
+    /// What the run cost the host.
     pub host: HostStats,
+    /// vCPU exits of every vCPU, by kind.
     pub exits: ExitStats,
     /// The TD's vCPUs, and what each did. Reports written before several
     /// vCPUs existed have neither field: they read as one vCPU with no
     /// per-vCPU entries.
     #[serde(default = "one_vcpu")]
     pub vcpus: u32,
+    /// What each vCPU did, by index.
     #[serde(default)]
     pub per_vcpu: Vec<VcpuReport>,
     /// TDCALLs by leaf (and VMCALL sub-function) name.
@@ -151,12 +177,13 @@ pub struct Report {
     /// `no_system_table` (no kernel stub ran), `no_table` (none installed:
     /// nothing was left unaccepted), `not_filled` (installed, but the run
     /// stopped before the kernel filled it), `checked`, or `error`.
-    pub bitmap_state: String,
+    pub bitmap_state: BitmapState,
     /// Units whose bitmap bit disagrees with the VMM's page states (null
     /// unless `bitmap_state` is `checked`).
     pub bitmap_mismatches: Option<u64>,
     /// Why the table could not be checked, if it could not.
     pub bitmap_error: Option<String>,
+    /// The guest console's output (capped; `truncated.console_bytes` counts the rest).
     pub console: String,
     /// The stop signal that ended the run ("SIGINT", "SIGTERM"), if any.
     pub signal: Option<String>,
@@ -178,11 +205,13 @@ pub struct Report {
 /// One vCPU's share of the run.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VcpuReport {
+    /// The vCPU's index (0 = the bootstrap vCPU).
     pub index: u32,
     /// KVM exits of this vCPU.
     pub exits: u64,
-    /// Accepts it asked for, and how many were answered TDX_OPERAND_BUSY.
+    /// Accepts it asked for.
     pub accepts: u64,
+    /// How many of them were answered TDX_OPERAND_BUSY.
     pub busy: u64,
     /// Time its guest code spent waiting for the kernel's accept lock.
     pub lock_wait_ns: u64,
@@ -205,6 +234,7 @@ fn one_vcpu() -> u32 {
 pub struct GenerationCounters {
     /// Kernel generation (0 = first kernel), null for the firmware.
     pub generation: Option<u64>,
+    /// Each counter's last value.
     pub counters: BTreeMap<String, u64>,
 }
 
@@ -214,20 +244,27 @@ pub struct GenerationCounters {
 pub struct Inputs {
     /// The full command line, one word per element (lossy UTF-8).
     pub command_line: Vec<String>,
+    /// The VMM's version.
     pub vmm_version: String,
     /// The commit the VMM was built from (with `-dirty` for uncommitted
     /// changes), when built from a git checkout.
     pub vmm_git_commit: Option<String>,
+    /// The firmware file read.
     pub firmware: Option<InputFile>,
+    /// The kernel file read, if one was given.
     pub kernel: Option<InputFile>,
+    /// Guest RAM in bytes.
     pub mem_bytes: u64,
     /// vCPUs asked for (`--cpus`).
     #[serde(default)]
     pub cpus: u32,
+    /// The guest command line.
     pub cmdline: String,
     /// The profile asked for (`cpu_profile` is the one chosen).
     pub cpu_profile_requested: String,
+    /// When accepted memory got host pages (`populate` or `on-touch`).
     pub backing: String,
+    /// When accepted memory got its memslot (`on-touch` or `on-accept`).
     pub map: String,
     /// `--sept-level` (reports from before it read as `2m`).
     #[serde(default = "sept_2m")]
@@ -235,19 +272,26 @@ pub struct Inputs {
     /// `--pending` (reports from before it read as `memslots`).
     #[serde(default = "pending_memslots")]
     pub pending: String,
+    /// Fault injection asked for (`busy=P,seed=S`).
     pub inject: Option<String>,
+    /// The timeout in seconds, if one was set.
     pub timeout_s: Option<f64>,
+    /// The trace file asked for.
     pub trace: Option<String>,
+    /// Whether the private-memory invariants were checked.
     pub check_invariants: bool,
-    /// Process id and start time (ms since the Unix epoch) of this run.
+    /// Process id of this run.
     pub pid: u32,
+    /// Start time of this run (ms since the Unix epoch).
     pub started_unix_ms: u64,
 }
 
 /// An input file as the VMM read it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InputFile {
+    /// The path as given.
     pub path: String,
+    /// Its size in bytes.
     pub bytes: u64,
     /// SHA-256 of the bytes read, lowercase hex.
     pub sha256: String,
@@ -255,7 +299,7 @@ pub struct InputFile {
 
 impl InputFile {
     /// Describes `bytes` read from `path`.
-    pub fn new(path: &std::path::Path, bytes: &[u8]) -> Self {
+    pub(crate) fn new(path: &std::path::Path, bytes: &[u8]) -> Self {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(bytes);
         InputFile {
@@ -267,12 +311,12 @@ impl InputFile {
 }
 
 /// The VMM's version and commit.
-pub fn vmm_version() -> (&'static str, Option<&'static str>) {
-    (env!("CARGO_PKG_VERSION"), option_env!("VMM_GIT_COMMIT"))
+pub(crate) fn vmm_version() -> (&'static str, Option<&'static str>) {
+    (crate::VERSION, option_env!("VMM_GIT_COMMIT"))
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -281,10 +325,15 @@ pub fn unix_ms() -> u64 {
 /// Where the guest's unaccepted-memory table is and what it says.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UnacceptedTable {
+    /// Its guest physical address.
     pub gpa: u64,
+    /// The table's version.
     pub version: u32,
+    /// Bytes one bit stands for.
     pub unit_size: u32,
+    /// The GPA of the first unit.
     pub phys_base: u64,
+    /// Bytes of bitmap.
     pub size: u64,
     /// Units still marked unaccepted (in the part that describes RAM).
     pub bits_set: u64,
@@ -294,9 +343,13 @@ pub struct UnacceptedTable {
 /// entry.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KexecRecord {
+    /// The generation of the kernel that loaded it.
     pub from_generation: u64,
+    /// When `kexec_load` started (microseconds since the VMM started).
     pub load_us: u64,
+    /// When the loading kernel jumped to the relocation routine.
     pub jump_us: Option<u64>,
+    /// When the new kernel reached its entry.
     pub next_entry_us: Option<u64>,
     /// First destination GPA, as the guest reported it.
     pub dest_gpa: Option<u64>,
@@ -304,6 +357,7 @@ pub struct KexecRecord {
     pub dest_bytes_accepted: u64,
     /// What the VMM saw accepted between kexec_load and kexec_jump.
     pub vmm_bytes_accepted: u64,
+    /// The lowest GPA the VMM saw accepted in that time.
     pub vmm_lowest_gpa_accepted: Option<u64>,
 }
 
@@ -311,35 +365,35 @@ pub struct KexecRecord {
 /// host between the guest's two marks.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Bench {
+    /// TDCALL round trips timed.
     pub round_trips: u64,
+    /// Nanoseconds per round trip.
     pub doorbell_rtt_ns: u64,
     /// `fw.bench_accept=N`: pending 4 KiB pages accepted and then written
-    /// once each, and the time per page (doorbell, VMM handling and the
-    /// guest's first write).
+    /// once each.
     #[serde(default)]
     pub accept_pages: u64,
+    /// The time per page (doorbell, VMM handling and the guest's first
+    /// write).
     #[serde(default)]
     pub accept_4k_ns: u64,
 }
 
-/// Outcome of a run refused before any guest code ran (bad input).
-pub const OUTCOME_REFUSED: &str = "refused";
-
 impl Report {
     /// True when the process should exit 0: clean shutdown with code 0.
     pub fn success(&self) -> bool {
-        self.outcome == Outcome::Ok.as_str() && self.exit_code == Some(0)
+        self.outcome == Outcome::Ok && self.exit_code == Some(0)
     }
 
     /// The report of a run refused before any guest ran: outcome
     /// `refused`, the reason in `fatal.message`, everything else empty.
-    pub fn refused(message: String, inputs: Inputs) -> Self {
+    pub(crate) fn refused(message: String, inputs: Inputs) -> Self {
         Report {
             version: REPORT_VERSION,
-            outcome: OUTCOME_REFUSED.to_string(),
+            outcome: Outcome::Refused,
             exit_code: None,
             fatal: Some(Fatal {
-                kind: OUTCOME_REFUSED.to_string(),
+                kind: Outcome::Refused,
                 ..Fatal::new(message)
             }),
             mem_bytes: inputs.mem_bytes,
@@ -364,7 +418,7 @@ impl Report {
             kexec: Vec::new(),
             guest_per_generation: Vec::new(),
             unaccepted_table: None,
-            bitmap_state: "no_system_table".to_string(),
+            bitmap_state: BitmapState::NoSystemTable,
             bitmap_mismatches: None,
             bitmap_error: None,
             console: String::new(),
@@ -379,7 +433,7 @@ impl Report {
 }
 
 /// Peak resident set of this process, from /proc/self/status (VmHWM).
-pub fn rss_peak_bytes() -> u64 {
+pub(crate) fn rss_peak_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

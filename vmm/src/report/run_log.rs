@@ -17,16 +17,25 @@ pub const MAX_MARKS: usize = 256;
 /// Most kexec records a report keeps.
 pub const MAX_KEXEC_RECORDS: usize = 64;
 
-/// What the guest is doing, from its marks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the guest is doing, from its marks (`fatal.phase` in the report,
+/// spelt as `as_str` says).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum Phase {
     /// Before the firmware's first mark.
+    #[serde(rename = "boot")]
     Boot,
+    /// The firmware runs.
+    #[serde(rename = "firmware")]
     Firmware,
+    /// A kernel runs.
+    #[serde(rename = "kernel")]
     Kernel,
     /// Between a kernel's kexec_load and kexec_jump marks.
+    #[serde(rename = "kexec_load")]
     KexecLoad,
     /// After kexec_jump: the relocation routine copies the new kernel.
+    #[serde(rename = "kexec relocation copy")]
     KexecCopy,
 }
 
@@ -298,6 +307,10 @@ mod tests {
         log.counter(Counter::KexecDest, 0x1_0000_0000);
         log.mark(Mark::KexecJump, 0);
         assert_eq!(log.phase.as_str(), "kexec relocation copy");
+        assert_eq!(
+            serde_json::to_string(&log.phase).unwrap(),
+            "\"kexec relocation copy\""
+        );
         log.mark(Mark::KernelEntry, 1);
         assert_eq!((log.phase, log.generation), (Phase::Kernel, Some(1)));
         let k = log.kexecs[0];

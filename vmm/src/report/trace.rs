@@ -18,6 +18,7 @@ use thiserror::Error;
 
 pub const MAGIC: &[u8; 8] = b"TDXTRACE";
 pub const VERSION: u32 = 2;
+/// Bytes of one record.
 pub const RECORD_BYTES: usize = 32;
 /// Bytes before the first record: magic, version, record size.
 pub const HEADER_BYTES: usize = 16;
@@ -27,15 +28,21 @@ pub const DEFAULT_CAP_BYTES: u64 = 64 << 20;
 /// Why the trace could not be written or read.
 #[derive(Debug, Error)]
 pub enum TraceError {
+    /// The trace file could not be created.
     #[error(transparent)]
     Create(#[from] FileError),
+    /// Writing to the trace file failed.
     #[error("cannot write trace file {path}: {source}")]
     Write {
+        /// The trace file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not a trace (the message says what is wrong).
     #[error("trace file is not a version-{VERSION} trace ({0})")]
     Format(&'static str),
+    /// Reading the trace failed.
     #[error("cannot read trace: {0}")]
     Read(#[from] std::io::Error),
 }
@@ -44,7 +51,9 @@ pub enum TraceError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[repr(u8)]
 pub enum Kind {
+    /// An accept (`TDG.MEM.PAGE.ACCEPT`), whatever its status.
     Accept = 1,
+    /// A guest access to pending memory (the run stopped there).
     PendingAccess = 2,
 }
 
@@ -52,21 +61,30 @@ pub enum Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[repr(u8)]
 pub enum Who {
+    /// The firmware (or the boot before it).
     Firmware = 0,
+    /// A kernel.
     Kernel = 1,
+    /// A kernel loading or relocating the next one (kexec).
     Kexec = 2,
 }
 
 /// One record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Record {
+    /// Nanoseconds since the VMM started.
     pub t_ns: u64,
+    /// The guest physical address.
     pub gpa: u64,
+    /// The TDCALL status answered (0 = success).
     pub status: u64,
+    /// What happened.
     pub kind: Kind,
     /// Page level of an accept (0 = 4K, 1 = 2M, 2 = 1G), 0 for accesses.
     pub level: u8,
+    /// Who did it.
     pub who: Who,
+    /// The kernel generation (0 = first) when a kernel did it.
     pub generation: u8,
     /// The vCPU that asked (or touched).
     pub vcpu: u16,
@@ -113,11 +131,13 @@ impl Record {
 /// Trace totals for the report.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct TraceSummary {
+    /// The trace file.
     pub path: String,
     /// Records actually in the file.
     pub records: u64,
     /// Records not written: past the cap, or after a write failed.
     pub dropped: u64,
+    /// The largest file asked for.
     pub cap_bytes: u64,
     /// Why writing stopped, if it failed (the run then fails too).
     pub error: Option<String>,
@@ -131,6 +151,7 @@ const BUFFER_RECORDS: usize = 2048;
 /// failed write is reported exactly.
 pub struct Trace {
     out: Output,
+    /// The trace file.
     path: PathBuf,
     buf: Vec<u8>,
     /// Records that reached the file.

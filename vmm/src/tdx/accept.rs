@@ -34,8 +34,8 @@ use abi::tdcall::{leaf, AcceptLevel, Operand, Status};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use crate::tdx::counters::{AcceptStats, HandleHistogram};
-pub use crate::tdx::event::{AcceptRequest, AcceptResult, InvalidAccept};
+pub use crate::tdx::counters::AcceptStats;
+pub use crate::tdx::event::{AcceptRequest, AcceptResult};
 
 /// The accept state machine alone (no host side effects): applies a
 /// decoded request to `pages` and returns the result.
@@ -508,7 +508,7 @@ mod tests {
 
     #[test]
     fn quantiles_come_from_the_buckets() {
-        let mut h = HandleHistogram::default();
+        let mut h = crate::tdx::counters::HandleHistogram::default();
         assert_eq!(h.quantile(0.5), 0);
         for ns in 1..=100u64 {
             h.record(ns * 1000);

@@ -11,24 +11,32 @@ use std::collections::{BTreeMap, HashMap};
 /// Accept statistics for the run report.
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct AcceptStats {
+    /// Accept calls.
     pub calls: u64,
+    /// Successful 4 KiB accepts.
     pub ok_4k: u64,
+    /// Successful 2 MiB accepts.
     pub ok_2m: u64,
+    /// Answers `TDX_PAGE_ALREADY_ACCEPTED`.
     pub already_accepted: u64,
+    /// Answers `TDX_PAGE_SIZE_MISMATCH`.
     pub size_mismatch: u64,
+    /// Invalid operands (`TDX_OPERAND_INVALID`).
     pub invalid: u64,
     /// TDX_OPERAND_BUSY answers: another vCPU held the Secure-EPT entry.
     #[serde(default)]
     pub busy: u64,
     /// TDX_OPERAND_BUSY answers from `--inject busy=P`.
     pub busy_injected: u64,
+    /// Bytes accepted by successful calls.
     pub bytes_accepted: u64,
     /// Host time spent zeroing and backing accepted ranges.
     pub zero_ns: u64,
     /// Host time spent in the accept path, zeroing excluded.
     pub handle_ns: u64,
-    /// Median and 99th percentile of that time per accept (100 ns buckets).
+    /// Median of that time per accept (100 ns buckets).
     pub handle_p50_ns: u64,
+    /// Its 99th percentile.
     pub handle_p99_ns: u64,
 }
 

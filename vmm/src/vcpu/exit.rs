@@ -271,7 +271,11 @@ mod tests {
             };
             assert_eq!(stop.outcome, Outcome::Error);
             let f = stop.fatal.unwrap();
-            assert_eq!(f.kind, "error", "kind derived from the outcome");
+            assert_eq!(
+                f.kind,
+                crate::report::Outcome::Error,
+                "kind derived from the outcome"
+            );
             assert!(f.message.contains(needle), "{}", f.message);
         }
     }

@@ -15,7 +15,7 @@ pub mod memory_exit;
 pub mod run_again;
 pub mod stop_board;
 
-pub use exit::{on_exit, on_memory, on_memory_smp, Action, Exit, MemoryAction};
+pub use exit::{on_exit, on_memory_smp, Action, Exit, MemoryAction};
 
 use crate::host::watchdog::Watchdog;
 use crate::report::ExitStats;

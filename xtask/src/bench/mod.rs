@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use stats::{FlatRow, Results, RunEntry, Stat};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vmm::report::trace::Record;
+use vmm::trace::Record;
 use vmm::Report;
 
 const GIB: u64 = 1 << 30;
@@ -148,7 +148,7 @@ pub(crate) fn run_vmm<S: AsRef<std::ffi::OsStr>>(
     what: &str,
 ) -> Result<Report, String> {
     let r = run_vmm_any(vmm, images, with_kernel, args, report, what)?;
-    if r.outcome != "ok" {
+    if r.outcome != vmm::Outcome::Ok {
         return Err(format!("{what}: outcome {} {:?}", r.outcome, r.fatal));
     }
     Ok(r)
@@ -445,5 +445,5 @@ pub(crate) fn write(path: &Path, text: &str) -> Result<(), String> {
 
 pub(crate) fn read_trace(path: &Path) -> Result<Vec<Record>, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    vmm::report::trace::read(f).map_err(|e| format!("{}: {e}", path.display()))
+    vmm::trace::read(f).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_report_without_its_mark_is_an_error_not_a_zero() {
-        let mut report = Report::refused("no run".into(), Default::default());
+        let mut report = vmm::internals::refused_report("no run".into(), Default::default());
         report.timing_us.insert("kernel_ready".into(), 31_000);
         let text = serde_json::to_string(&report).unwrap();
         let mut r: Report = serde_json::from_str(&text).expect("a report parses back");

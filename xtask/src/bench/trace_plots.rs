@@ -6,7 +6,7 @@ use super::chart::err;
 use super::GIB;
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use vmm::report::trace::{Kind, Record, Who};
+use vmm::trace::{Kind, Record, Who};
 
 /// Cumulative bytes accepted over time, from traces, on a log scale so a
 /// lazy run's few MiB show beside an eager run's GiB; each legend entry

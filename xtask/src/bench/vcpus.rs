@@ -198,10 +198,13 @@ pub fn vcpus(
         .map_or_else(|| profile.to_string(), |r| r.cpu_profile.clone());
     let mut points = Vec::new();
     for (c, runs) in cases.iter().zip(reports) {
-        let ok: Vec<&Report> = runs.iter().filter(|r| r.outcome == "ok").collect();
+        let ok: Vec<&Report> = runs
+            .iter()
+            .filter(|r| r.outcome == vmm::Outcome::Ok)
+            .collect();
         let failed: Vec<String> = runs
             .iter()
-            .filter(|r| r.outcome != "ok")
+            .filter(|r| r.outcome != vmm::Outcome::Ok)
             .map(|r| {
                 format!(
                     "{}: {}",

@@ -1,172 +1,100 @@
-//! The TD as a VM, built once: checks the inputs, lays out initial memory,
-//! loads the images and the HOB, creates the VM and its vCPU, and holds
-//! the state every vCPU shares (`Shared`: private memory, the emulated TDX
-//! module, the console, the run's log) apart from each vCPU's own
-//! (`vcpu::VcpuState`). Running it is `vcpu.rs`; its report,
-//! `report::assemble`.
+//! Building a TD once, before any guest code runs: the inputs checked, the
+//! initial memory laid out, the images and the HOB loaded, the VM and its
+//! vCPUs created, the pending mechanism chosen; and why a build fails.
 
-use crate::boot::cpu::{self, CpuProfile, ProfileChoice};
+use super::{Td, TdConfig, MAX_VCPUS};
+use crate::boot::cpu;
 use crate::boot::hob::{build_td_hob, HobBuildError, TdHobSpec};
 use crate::boot::image::{ElfError, ElfImage};
 use crate::boot::plan::{self as boot, BootPlan};
 use crate::host::console::Console;
-use crate::memory::guest_ram::Backing;
 use crate::memory::layout::{LayoutError, RamLayout};
 use crate::memory::pending_mechanism::{PendingMechanism, PoisonedChunks};
 use crate::memory::private::{MemoryError, PrivateMemory};
-use crate::report::assemble::{assemble, Parts, RunFacts};
-use crate::report::run_log::RunLog;
-use crate::report::{self, Report};
+use crate::report::{self, run_log::RunLog};
 use crate::shared::{Shared, TdShared};
-use crate::stop::{Fatal, Stop};
 use crate::tdx::module::TdxModule;
 use crate::vcpu::stop_board::StopBoard;
 use crate::vcpu::{Vcpu, VcpuState};
 use abi::layout::{FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
-use abi::report::Outcome;
 use kvm_ioctls::{Cap, Kvm, SyncReg};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use thiserror::Error;
 
-/// What to run.
-#[derive(Clone, Debug)]
-pub struct TdConfig {
-    pub firmware: PathBuf,
-    pub kernel: Option<PathBuf>,
-    pub mem_bytes: u64,
-    /// vCPUs (`--cpus`, 1..=`MAX_VCPUS`).
-    pub cpus: u32,
-    pub cmdline: String,
-    pub profile: ProfileChoice,
-    pub backing: Backing,
-    pub gpaw: u32,
-    /// Echo the guest console to stdout.
-    pub echo_console: bool,
-    pub timeout: Option<Duration>,
-    /// Write an accept trace here.
-    pub trace: Option<PathBuf>,
-    /// Largest trace file.
-    pub trace_cap_bytes: u64,
-    /// Install memslots at first touch instead of at accept.
-    pub map_on_touch: bool,
-    /// The host's Secure-EPT leaf size (`--sept-level`).
-    pub sept_level: abi::accept_model::SeptLevel,
-    /// `--pending`: the mechanism asked for, or `None` to pick the best
-    /// this host offers.
-    pub pending: Option<PendingMechanism>,
-    /// Check the private-memory invariants after every accept and mapping
-    /// (`invariants.rs`); on by default in debug builds.
-    pub check_invariants: bool,
-    /// `--inject busy=P,seed=S`.
-    pub inject: Option<crate::tdx::inject::InjectSpec>,
-    /// The command line that asked for this run, for the report (empty
-    /// for library users).
-    pub command_line: Vec<String>,
-}
-
-impl TdConfig {
-    /// Defaults for everything but the firmware path.
-    pub fn new(firmware: PathBuf) -> Self {
-        TdConfig {
-            firmware,
-            kernel: None,
-            mem_bytes: 1 << 30,
-            cpus: 1,
-            cmdline: String::new(),
-            profile: ProfileChoice::Auto,
-            backing: Backing::Populate,
-            gpaw: abi::tdcall::vp_info::GPAW_48,
-            echo_console: false,
-            timeout: None,
-            trace: None,
-            trace_cap_bytes: crate::report::trace::DEFAULT_CAP_BYTES,
-            map_on_touch: true,
-            sept_level: abi::accept_model::SeptLevel::L2M,
-            pending: None,
-            check_invariants: cfg!(debug_assertions),
-            inject: None,
-            command_line: Vec::new(),
-        }
-    }
-
-    /// What the report records of this configuration (the input digests
-    /// are added when the files are read).
-    pub fn inputs(&self) -> report::Inputs {
-        let (vmm_version, vmm_git_commit) = report::vmm_version();
-        report::Inputs {
-            command_line: self.command_line.clone(),
-            vmm_version: vmm_version.to_string(),
-            vmm_git_commit: vmm_git_commit.map(str::to_string),
-            firmware: None,
-            kernel: None,
-            mem_bytes: self.mem_bytes,
-            cpus: self.cpus,
-            cmdline: self.cmdline.clone(),
-            cpu_profile_requested: self.profile.as_str().to_string(),
-            backing: self.backing.as_str().to_string(),
-            map: if self.map_on_touch {
-                "on-touch"
-            } else {
-                "on-accept"
-            }
-            .to_string(),
-            sept_level: self.sept_level.as_str().to_string(),
-            pending: self
-                .pending
-                .map_or("auto", PendingMechanism::as_str)
-                .to_string(),
-            inject: self.inject.map(|i| i.to_string()),
-            timeout_s: self.timeout.map(|t| t.as_secs_f64()),
-            trace: self.trace.as_ref().map(|p| p.display().to_string()),
-            check_invariants: self.check_invariants,
-            pid: std::process::id(),
-            started_unix_ms: report::unix_ms(),
-        }
-    }
-}
-
-/// Why a TD could not be built (before any guest code ran).
+/// Why a TD could not be built (before any guest code ran). The message
+/// says what failed and with which value.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum TdError {
+    /// The memory size cannot be laid out.
     #[error("invalid memory size: {0}")]
     Layout(#[from] LayoutError),
+    /// The firmware or the kernel is not a usable ELF image.
     #[error(transparent)]
     Elf(#[from] ElfError),
+    /// The TD HOB cannot be built.
     #[error(transparent)]
     Hob(#[from] HobBuildError),
+    /// Initial memory does not fit.
     #[error(transparent)]
     Boot(#[from] boot::BootError),
+    /// The kernel does not fit in initial memory.
     #[error("{path}: the kernel is {size} bytes, more than fits in initial memory below {low_end:#x}; give the guest more RAM")]
     KernelTooLarge {
+        /// The kernel file.
         path: String,
+        /// Its size.
         size: u64,
+        /// Where initial memory must end.
         low_end: u64,
     },
+    /// /dev/kvm cannot be opened.
     #[error("cannot open /dev/kvm: {0}")]
     NoKvm(vmm_sys_util::errno::Error),
+    /// A KVM call failed.
     #[error("{what} failed: {source}")]
     Kvm {
+        /// The call.
         what: &'static str,
+        /// Its error.
         source: vmm_sys_util::errno::Error,
     },
+    /// Guest memory cannot be set up.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// The pending mechanism asked for is not available.
     #[error("--pending uffd-poison: {0}")]
     Pending(crate::memory::pending_mechanism::PendingError),
+    /// A vCPU cannot be set up.
     #[error(transparent)]
     Cpu(#[from] cpu::CpuError),
+    /// The trace file cannot be created.
     #[error(transparent)]
     Trace(#[from] crate::report::trace::TraceError),
+    /// An input file cannot be read.
     #[error(transparent)]
     File(#[from] crate::host::files::FileError),
+    /// The number of vCPUs is out of range (`asked`; `why` says the range).
     #[error("{asked} vCPUs asked for: {why}")]
-    Cpus { asked: u32, why: String },
+    Cpus {
+        /// vCPUs asked for.
+        asked: u32,
+        /// The range allowed, and why.
+        why: String,
+    },
+    /// Host memory for the bookkeeping cannot be reserved.
     #[error(transparent)]
     Reserve(#[from] crate::memory::host_alloc::ReserveError),
+    /// A process limit (`ulimit`) leaves no room for the TD.
     #[error(transparent)]
     Limit(#[from] crate::host::limits::LimitError),
+    /// The busy-injection probability is not between 0 and 1.
+    #[error("busy injection probability {probability} is not between 0 and 1")]
+    InjectProbability {
+        /// The probability given.
+        probability: f64,
+    },
 }
 
 /// Sets up the pending mechanism `asked` for (`None`: the best this host
@@ -200,27 +128,17 @@ fn choose_pending(
     }
 }
 
-/// Most vCPUs a TD may have (`--cpus`).
-pub const MAX_VCPUS: u32 = crate::host::signals::MAX_VCPUS as u32;
-
-/// A built TD, ready to run.
-pub struct Td {
-    pub(crate) vcpus: Vec<Vcpu>,
-    pub(crate) shared: TdShared,
-    pub(crate) profile: CpuProfile,
-    pub(crate) config: TdConfig,
-    pub(crate) initial_bytes: u64,
-    /// Why `uffd-poison` was not chosen by `--pending auto`, if it was not.
-    pub(crate) pending_fallback: Option<String>,
-    /// What the report records of the inputs.
-    pub(crate) inputs: report::Inputs,
-    pub(crate) _kvm: Kvm,
-}
-
 impl Td {
     /// Validates the inputs and builds the TD.
     pub fn build(config: TdConfig) -> Result<Self, TdError> {
         let started = Instant::now();
+        if let Some(spec) = config.inject {
+            if !(0.0..=1.0).contains(&spec.busy) {
+                return Err(TdError::InjectProbability {
+                    probability: spec.busy,
+                });
+            }
+        }
         let layout = RamLayout::new(config.mem_bytes, config.gpaw)?;
         let mut inputs = config.inputs();
         let firmware = ElfImage::read("firmware", &config.firmware)?;
@@ -327,6 +245,9 @@ impl Td {
         // The top slot ids stay free for short-lived VMM mappings (see cpu.rs).
         let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
         let board = Arc::new(StopBoard::new(config.cpus));
+        // A stop asked for while the TD was being built is posted now: the
+        // run then ends before any guest code runs.
+        config.stop.attach(&board);
         // One vCPU needs no pause around memslot merges: it is the one merging.
         let pauser = (config.cpus > 1)
             .then(|| board.clone() as Arc<dyn crate::memory::memslots::GuestPause>);
@@ -423,118 +344,5 @@ impl Td {
             inputs,
             _kvm: kvm,
         })
-    }
-
-    /// The resolved CPU profile.
-    pub fn profile(&self) -> CpuProfile {
-        self.profile
-    }
-
-    /// Runs the TD until it stops, then reports. vCPU 0 runs on the
-    /// calling thread, every other vCPU on a thread of its own; the first
-    /// stop of any vCPU stops them all.
-    pub fn run(self) -> Report {
-        let Td {
-            mut vcpus,
-            shared,
-            profile,
-            config,
-            initial_bytes,
-            pending_fallback,
-            inputs,
-            _kvm,
-        } = self;
-        crate::host::watchdog::install_kick_handler();
-        let kicks_failed_before = crate::host::watchdog::kick_failures().0;
-        let board = shared.board.clone();
-        let watchdog = config
-            .timeout
-            .map(|t| crate::host::watchdog::Watchdog::arm(t, move || board.kick(false)));
-        let timeout = config.timeout;
-        std::thread::scope(|scope| {
-            let (first, others) = vcpus.split_first_mut().expect("a TD has at least one vCPU");
-            let mut threads = Vec::new();
-            for vcpu in others {
-                let index = vcpu.state.index;
-                let (td, wd) = (&shared, watchdog.as_ref());
-                let spawned = std::thread::Builder::new()
-                    .name(format!("vcpu{index}"))
-                    .stack_size(crate::host::limits::VCPU_STACK_BYTES)
-                    .spawn_scoped(scope, move || {
-                        vcpu.run(td, wd, timeout);
-                    });
-                match spawned {
-                    Ok(t) => threads.push(t),
-                    Err(e) => {
-                        shared.board.stop(
-                            index,
-                            Stop::error(
-                                format!("cannot start the thread of vCPU {index}: {e}"),
-                                None,
-                            ),
-                        );
-                        break;
-                    }
-                }
-            }
-            first.run(&shared, watchdog.as_ref(), timeout);
-            for t in threads {
-                if t.join().is_err() {
-                    shared
-                        .board
-                        .stop(u32::MAX, Stop::error("a vCPU thread panicked".into(), None));
-                }
-            }
-        });
-        drop(watchdog);
-        crate::host::signals::clear();
-        let mut stop = match shared.board.take() {
-            Some((index, mut stop)) => {
-                if let Some(f) = stop.fatal.as_mut() {
-                    f.vcpu = Some(index).filter(|i| (*i as usize) < vcpus.len());
-                }
-                stop
-            }
-            None => Stop::error("the vCPUs stopped without a reason".into(), None),
-        };
-        let mut s = shared.into_state();
-        if let Some(n) = s.invariant_checks.as_mut() {
-            *n += 1;
-            if let Err(e) = crate::memory::invariants::check_all(&s.memory) {
-                stop = Stop::error(
-                    format!("private-memory invariant broken at the end: {e}"),
-                    None,
-                );
-            }
-        }
-        if let Some(why) = s.log.guest_counters.chaos_failure() {
-            // A kernel that kexecs carries on after its chaos run: a
-            // disagreement in any generation fails the run.
-            if stop.outcome == Outcome::Ok && stop.exit_code == Some(0) {
-                let message = format!("{why} (the guest exited 0)");
-                stop = Stop::fatal(Outcome::GuestPanic, Fatal::new(message));
-            }
-        }
-        if let Some(f) = stop.fatal.as_mut() {
-            f.generation = s.log.generation;
-            f.phase = Some(s.log.phase.as_str().to_string());
-        }
-        let facts = RunFacts {
-            mem_bytes: config.mem_bytes,
-            cpu_profile: profile.as_str(),
-            initial_bytes,
-            pending_fallback,
-            inputs,
-        };
-        let parts = Parts {
-            memory: &s.memory,
-            tdx: &s.tdx,
-            invariant_checks: s.invariant_checks,
-            state_lock_acquisitions: s.lock_acquisitions,
-        };
-        let states: Vec<VcpuState> = vcpus.iter().map(|v| v.state.clone()).collect();
-        let mut report = assemble(parts, s.console, s.log, &states, stop, facts);
-        report.host.kick_failures = crate::host::watchdog::kick_failures().0 - kicks_failed_before;
-        report
     }
 }
