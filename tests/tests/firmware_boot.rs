@@ -142,7 +142,7 @@ fn guest_self_test_sees_every_accept_status() {
 
 #[test]
 fn the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level() {
-    use abi::accept_model::SeptLevel;
+    use abi::tdcall::SeptLevel;
     in_each_profile(
         "the_self_test_derives_its_expectations_from_the_vcpus_and_the_sept_level",
         |p| {

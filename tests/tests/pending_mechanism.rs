@@ -94,7 +94,7 @@ fn both_mechanisms_agree_and_uffd_poison_needs_no_slot_per_page() {
                 } else {
                     config_with_kernel(p, GIB, cmdline)
                 };
-                c.sept_level = abi::accept_model::SeptLevel::L4K;
+                c.sept_level = abi::tdcall::SeptLevel::L4K;
                 with(c, m)
             };
             let slots = boot(make(PendingMechanism::Memslots));

@@ -11,7 +11,7 @@ use vmm::Report;
 const MIB: u64 = 1 << 20;
 
 fn with_4k(mut c: vmm::TdConfig) -> vmm::TdConfig {
-    c.sept_level = abi::accept_model::SeptLevel::L4K;
+    c.sept_level = abi::tdcall::SeptLevel::L4K;
     c
 }
 

@@ -52,7 +52,7 @@ pub struct TdConfig {
     /// Install memslots at first touch instead of at accept.
     pub map_on_touch: bool,
     /// The host's Secure-EPT leaf size (`--sept-level`).
-    pub sept_level: abi::accept_model::SeptLevel,
+    pub sept_level: abi::tdcall::SeptLevel,
     /// `--pending`: the mechanism asked for, or `None` to pick the best
     /// this host offers.
     pub pending: Option<PendingMechanism>,
@@ -83,7 +83,7 @@ impl TdConfig {
             trace: None,
             trace_cap_bytes: crate::report::trace::DEFAULT_CAP_BYTES,
             map_on_touch: true,
-            sept_level: abi::accept_model::SeptLevel::L2M,
+            sept_level: abi::tdcall::SeptLevel::L2M,
             pending: None,
             check_invariants: cfg!(debug_assertions),
             inject: None,
