@@ -25,6 +25,10 @@ pub mod memory_type {
     pub const UNACCEPTED: u32 = 15;
 }
 
+/// `EFI_MEMORY_WB`: the attribute every RAM descriptor this project writes
+/// carries.
+pub const ATTR_WB: u64 = 0x8;
+
 /// EFI_MEMORY_DESCRIPTOR (version 1).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,4 +1,6 @@
-//! Guest-physical layout and CPU-state facts both sides rely on.
+//! Guest-physical layout and CPU-state facts both sides rely on: the MMIO
+//! hole, where a TD's RAM is (`RamLayout`), the firmware's place, the GDT
+//! selectors.
 
 use crate::GIB;
 
@@ -8,6 +10,57 @@ pub const MMIO_HOLE_START: u64 = 3 * GIB;
 pub const MMIO_HOLE_END: u64 = 4 * GIB;
 /// The firmware below this address is TDVF's job ("accept all below 4 GiB").
 pub const FOUR_GIB: u64 = 4 * GIB;
+
+/// Where the TD's RAM is: `[0, low_end)` and, with more than 3 GiB,
+/// `[4 GiB, high_end)`; and its guest-physical address width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamLayout {
+    pub low_end: u64,
+    /// 0 when there is no RAM above the hole.
+    pub high_end: u64,
+    pub gpaw: u32,
+}
+
+impl RamLayout {
+    /// The layout of a TD with `mem_bytes` of RAM.
+    pub const fn for_mem(mem_bytes: u64, gpaw: u32) -> Self {
+        if mem_bytes <= MMIO_HOLE_START {
+            RamLayout {
+                low_end: mem_bytes,
+                high_end: 0,
+                gpaw,
+            }
+        } else {
+            RamLayout {
+                low_end: MMIO_HOLE_START,
+                high_end: MMIO_HOLE_END + (mem_bytes - MMIO_HOLE_START),
+                gpaw,
+            }
+        }
+    }
+
+    /// One past the highest RAM address.
+    pub const fn ram_top(&self) -> u64 {
+        if self.high_end == 0 {
+            self.low_end
+        } else {
+            self.high_end
+        }
+    }
+
+    /// True when `[gpa, gpa + len)` lies inside one RAM region.
+    pub const fn is_ram(&self, gpa: u64, len: u64) -> bool {
+        let Some(end) = gpa.checked_add(len) else {
+            return false;
+        };
+        end <= self.low_end || (gpa >= MMIO_HOLE_END && end <= self.high_end)
+    }
+
+    /// The shared bit (GPAW - 1).
+    pub const fn shared_bit(&self) -> u64 {
+        1u64 << (self.gpaw - 1)
+    }
+}
 
 /// The firmware ELF must be linked (and is loaded) inside
 /// `[FIRMWARE_BASE, FIRMWARE_BASE + FIRMWARE_MAX_SIZE)`.
@@ -23,4 +76,32 @@ pub mod selector {
     pub const DATA_RING0: u16 = 0x10;
     pub const DATA_RING3: u16 = 0x2b;
     pub const CODE64_RING3: u16 = 0x33;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PAGE_2M, PAGE_4K};
+
+    fn layout() -> RamLayout {
+        RamLayout::for_mem(8 * GIB, 48)
+    }
+
+    #[test]
+    fn layout_splits_around_the_hole() {
+        let l = layout();
+        assert_eq!(l.low_end, 3 * GIB);
+        assert_eq!(l.high_end, 9 * GIB);
+        assert!(l.is_ram(0, PAGE_4K));
+        assert!(!l.is_ram(3 * GIB - PAGE_4K, 2 * PAGE_4K));
+        assert!(!l.is_ram(3 * GIB, PAGE_4K));
+        assert!(l.is_ram(4 * GIB, PAGE_2M));
+        assert!(!l.is_ram(9 * GIB, PAGE_4K));
+        assert!(!l.is_ram(u64::MAX - 10, PAGE_4K));
+        let small = RamLayout::for_mem(GIB, 48);
+        assert_eq!(
+            (small.low_end, small.high_end, small.ram_top()),
+            (GIB, 0, GIB)
+        );
+    }
 }

@@ -1,21 +1,33 @@
-//! The one source of truth for every number the VMM and the guests share.
+//! The one source of truth for every number the VMM and the guests share:
+//! the contract between them, and nothing else.
+//!
+//! `abi` owns the TDCALL leaves, statuses, page levels and the accept
+//! operand (`tdcall`), the GHCI calls (`vmcall`), the guest-physical layout
+//! (`layout`), the HOB list and its parser (`hob`), the boot handoff
+//! (`boot`), the EFI structures (`efi`), the ACPI layouts and AP mailbox
+//! (`acpi`), the unaccepted-memory table header (`unaccepted`), the GUIDs
+//! (`guid`), the command line (`cmdline`), the report numbers (`report`)
+//! and the macro that names their enums once (`named`).
+//!
+//! The rule for what goes where: a number, a layout, a GUID, a status, or
+//! the check a reader makes before trusting data crossing the host/guest
+//! boundary is contract and lives here; how anything is computed from it
+//! (reference models, builders, parsers of formats another spec owns,
+//! Linux's algorithms) lives in the `models` crate, which depends on this
+//! one. This crate re-exports nothing from `models`.
 //!
 //! `no_std`, no dependencies: the firmware and the kernel link it for
 //! `x86_64-unknown-none`, the VMM links it on the host. Nothing outside this
 //! crate re-declares a leaf number, a status code, a port, a GUID or a layout.
 #![no_std]
 
-pub mod accept_model;
 pub mod acpi;
 pub mod boot;
 pub mod cmdline;
 pub mod efi;
-pub mod elf;
 pub mod guid;
 pub mod hob;
-pub mod kexec;
 pub mod layout;
-pub mod memmap;
 pub mod named;
 pub mod pod;
 pub mod report;

@@ -189,6 +189,26 @@ impl From<AcceptLevel> for PageLevel {
     }
 }
 
+/// The host's mapping granularity for private memory: the leaf size of
+/// the Secure EPT. With 4 KiB leaves (KVM's TDX support today) a 2 MiB
+/// accept of a pending range answers `TDX_PAGE_SIZE_MISMATCH | 2M`, and
+/// only 4 KiB accepts succeed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SeptLevel {
+    #[default]
+    L2M,
+    L4K,
+}
+
+impl SeptLevel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SeptLevel::L2M => "2m",
+            SeptLevel::L4K => "4k",
+        }
+    }
+}
+
 /// The register a TDX status's operand detail names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operand {
@@ -255,7 +275,9 @@ impl Status {
 /// The RCX operand of `TDG.MEM.PAGE.ACCEPT`: GPA in bits 51:12, level in bits
 /// 2:0, bits 11:3 reserved (must be zero).
 pub mod accept {
-    use super::PageLevel;
+    use super::{AcceptLevel, PageLevel};
+    use crate::layout::RamLayout;
+    use crate::PAGE_4K;
 
     /// Level field.
     pub const LEVEL_MASK: u64 = 0x7;
@@ -265,6 +287,41 @@ pub mod accept {
     /// Encodes an accept operand.
     pub const fn encode(gpa: u64, level: PageLevel) -> u64 {
         gpa | level as u64
+    }
+
+    /// Why an operand is invalid.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Invalid {
+        ReservedBits,
+        Level,
+        Misaligned,
+        SharedOrBeyondGpaw,
+        NotRam,
+    }
+
+    /// Validates an accept operand against the TD's RAM: `(gpa, level)`,
+    /// or why it is invalid. The checks, in the order the emulated module
+    /// makes them (every failure answers `TDX_OPERAND_INVALID | RCX`):
+    /// reserved bits 11:3 zero; level 4 KiB or 2 MiB; the GPA aligned to
+    /// the level; below the shared bit; the whole page in RAM.
+    pub fn decode(layout: &RamLayout, rcx: u64) -> Result<(u64, AcceptLevel), Invalid> {
+        if rcx & RESERVED_MASK != 0 {
+            return Err(Invalid::ReservedBits);
+        }
+        let Some(level) = PageLevel::from_bits(rcx & LEVEL_MASK).and_then(AcceptLevel::of) else {
+            return Err(Invalid::Level);
+        };
+        let gpa = rcx & !(PAGE_4K - 1);
+        if !gpa.is_multiple_of(level.size()) {
+            return Err(Invalid::Misaligned);
+        }
+        if gpa >= layout.shared_bit() {
+            return Err(Invalid::SharedOrBeyondGpaw);
+        }
+        if !layout.is_ram(gpa, level.size()) {
+            return Err(Invalid::NotRam);
+        }
+        Ok((gpa, level))
     }
 }
 

@@ -1,10 +1,10 @@
 //! Differential: the VMM's accept state machine (`vmm::internals::accept_transition`
 //! over its page-state table) against the reference model the guests use
-//! (`abi::accept_model`), for any sequence of RCX operands; afterwards the
+//! (`models::accept`), for any sequence of RCX operands; afterwards the
 //! accepted pages of the window agree page by page.
 #![no_main]
 
-use abi::accept_model::{Expect, Model};
+use models::accept::{Expect, Model};
 use abi::tdcall::{accept::encode, PageLevel};
 use abi::{GIB, PAGE_2M, PAGE_4K};
 use arbitrary::Arbitrary;

@@ -1,4 +1,4 @@
-//! Both ELF readers: the guests' static-PIE loader (`abi::elf`, which the
+//! Both ELF readers: the guests' static-PIE loader (`models::elf`, which the
 //! firmware and kexec run on a payload) and the VMM's validation of the
 //! firmware and kernel files. Any bytes are refused with an error or load
 //! inside their destination.
@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(image) = abi::elf::Image::parse(data) {
+    if let Ok(image) = models::elf::Image::parse(data) {
         if image.span <= 16 << 20 {
             let mut dest = vec![0u8; image.span as usize];
             let base = 0x40_0000;

@@ -5,7 +5,7 @@
 #![no_main]
 
 use abi::efi::{memory_type, MemoryDescriptor};
-use abi::kexec::{inside_ram, linux_checks, total_ram_pages, Segment, DESTINATION_LIMIT_4LEVEL};
+use models::kexec::{inside_ram, linux_checks, total_ram_pages, Segment, DESTINATION_LIMIT_4LEVEL};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (Vec<(u64, u64)>, Vec<(u64, u64)>)| {

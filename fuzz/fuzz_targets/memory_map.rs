@@ -4,7 +4,7 @@
 #![no_main]
 
 use abi::efi::MemoryDescriptor;
-use abi::memmap::MemoryMap;
+use models::memmap::MemoryMap;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|ops: Vec<(u16, u16, u8)>| {

@@ -4,7 +4,8 @@
 //! `accept_memory`'s guard unit), and bits only ever cover that range.
 #![no_main]
 
-use abi::unaccepted::{accept_range, process_range, Bitmap, Header};
+use abi::unaccepted::Header;
+use models::unaccepted::{accept_range, process_range, Bitmap};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 

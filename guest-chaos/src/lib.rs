@@ -7,7 +7,7 @@
 //! other TDCALL leaves (known, unknown, with version or reserved RAX bits),
 //! GHCI VMCALLs that do not end the TD, and port I/O to unassigned ports,
 //! both through GHCI and directly. Every answer is checked against
-//! `abi::accept_model` and the TDX/GHCI rules;
+//! `models::accept` and the TDX/GHCI rules;
 //! accepted pages must read zero, and pages accepted twice must keep their
 //! contents. Disagreements are counted and the first few printed.
 //!
@@ -21,8 +21,9 @@
 //! BUSY the model cannot explain is a disagreement.
 #![no_std]
 
-use abi::accept_model::{decode, Expect, Model, RamLayout, Rng, INVALID, MAX_CHUNKS};
+use abi::layout::RamLayout;
 use abi::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
+use abi::tdcall::accept::decode;
 use abi::tdcall::{accept, leaf, status, PageLevel, DOORBELL_PORT};
 use abi::vmcall::{ghci, vmcall_status, COM1_BASE, COM1_LEN, GHCI_STANDARD, VENDOR_EMU};
 use abi::{PAGE_2M, PAGE_4K};
@@ -30,6 +31,7 @@ use core::arch::asm;
 use guest_rt::println;
 use guest_rt::spin::SpinLock;
 use guest_rt::tdcall::{accept_raw, tdcall, vmcall, Regs};
+use models::accept::{Expect, Model, Rng, INVALID, MAX_CHUNKS};
 
 /// What a chaos run did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -274,7 +276,7 @@ impl Run<'_> {
         match got {
             status::SUCCESS => self.check_fresh(rcx),
             INVALID => self.out.accepts_invalid += 1,
-            abi::accept_model::BUSY => self.out.busy_seen += 1,
+            models::accept::BUSY => self.out.busy_seen += 1,
             _ => {}
         }
         match claim {

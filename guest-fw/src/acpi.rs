@@ -1,7 +1,7 @@
 //! The hand-off of the APs to the OS: before the kernel starts, the BSP
 //! takes two pages of ACPI NVS memory (the wakeup mailbox and the AP loop,
 //! `aploop`), publishes RSDP -> XSDT -> MADT (one x2APIC entry per vCPU and
-//! a version-1 Multiprocessor Wakeup structure, built by `abi::acpi`) in
+//! a version-1 Multiprocessor Wakeup structure, built by `models::acpi`) in
 //! ACPI reclaim memory, installs the RSDP under the ACPI 2.0 GUID, and
 //! moves the APs from the firmware's boot mailbox into that loop, so that
 //! nothing of the firmware's boot-services memory is in use once the
@@ -13,12 +13,13 @@
 
 use crate::memory::MEMORY;
 use crate::{aploop, efi, mp};
-use abi::acpi::{build_tables, firmware_area as fw, tables_len};
+use abi::acpi::firmware_area as fw;
 use abi::efi::{memory_type, EFI_PAGE_SIZE};
 use abi::{boot, cmdline, guid};
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_rt::fatal::code;
 use guest_rt::{fatal, println};
+use models::acpi::{build_tables, tables_len};
 
 fn allocate(ty: u32, bytes: u64, what: &str) -> u64 {
     match MEMORY.with(|m| m.allocate(ty, bytes.div_ceil(EFI_PAGE_SIZE))) {

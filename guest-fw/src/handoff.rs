@@ -5,10 +5,10 @@
 use crate::memory::MEMORY;
 use abi::boot::{BootInfo, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
 use abi::efi::{memory_type, EFI_PAGE_SIZE};
-use abi::elf::Image;
 use abi::report::Mark;
 use guest_rt::fatal::code;
 use guest_rt::{println, tdcall};
+use models::elf::Image;
 
 fn allocate(ty: u32, bytes: u64, what: &str) -> u64 {
     match MEMORY.with(|m| m.allocate(ty, bytes.div_ceil(EFI_PAGE_SIZE))) {

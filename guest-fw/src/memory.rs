@@ -7,10 +7,10 @@ use crate::accept::{accept_range, Stats};
 use abi::efi::{memory_type, MemoryDescriptor, EFI_PAGE_SIZE};
 use abi::hob::{resource_type, HobList};
 use abi::layout::FOUR_GIB;
-use abi::memmap::{MapError, MemoryMap};
 use abi::PAGE_2M;
 use guest_rt::fatal::code;
 use guest_rt::global::Global;
+use models::memmap::{MapError, MemoryMap};
 
 /// Most descriptors the firmware's map holds.
 pub const MAX_DESCRIPTORS: usize = 256;

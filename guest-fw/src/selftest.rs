@@ -5,14 +5,15 @@
 //! The self-tests that stop the TD on purpose are `faults`; the accept
 //! benchmark's guest side is `bench`.
 
-use abi::accept_model::{Expect, Model, RamLayout};
 use abi::hob::{resource_type, HobList};
+use abi::layout::RamLayout;
 use abi::layout::FOUR_GIB;
 use abi::tdcall::accept::encode;
 use abi::tdcall::{leaf, status, vp_info as info, PageLevel};
 use abi::{PAGE_1G, PAGE_2M, PAGE_4K};
 use guest_rt::println;
 use guest_rt::tdcall::{accept_page, accept_raw, finish_accept, raw_leaf, vp_info};
+use models::accept::{Expect, Model};
 
 mod bench;
 mod faults;
@@ -107,7 +108,7 @@ impl Checker {
 
 /// Runs the accept self-test; returns the number of failed checks and the
 /// two 2 MiB chunks it accepted pages in. Every accept status is the one
-/// `abi::accept_model` predicts for this TD: its RAM (from the HOB), its
+/// `models::accept` predicts for this TD: its RAM (from the HOB), its
 /// GPAW and the host's Secure-EPT leaf size (asked of the host, as the
 /// chaos self-test does); with 4 KiB leaves the 2 MiB accept answers
 /// SIZE_MISMATCH and the chunk is accepted as 512 4 KiB pages, as edk2
@@ -257,10 +258,10 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> (u32, Option<(u64, u6
 /// which is then accepted in full. Returns the failure count (1 when any
 /// answer disagreed with the model) and the window, now accepted.
 pub fn chaos(hobs: &HobList<'_>, gpaw: u64, seed: u64, count: u64) -> (u32, (u64, u64)) {
-    use abi::accept_model::MAX_WINDOW;
     use abi::report::Counter;
     use guest_rt::fatal::code;
     use guest_rt::tdcall::counter;
+    use models::accept::MAX_WINDOW;
     let mem: u64 = hobs.memory_resources().map(|r| r.resource_length).sum();
     let layout = RamLayout::for_mem(mem, gpaw as u32);
     let window = hobs

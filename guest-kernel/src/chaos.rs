@@ -7,7 +7,7 @@
 
 use crate::stub::MAP;
 use crate::{cpu, mm, smp, unaccepted};
-use abi::accept_model::{Model, RamLayout};
+use abi::layout::RamLayout;
 use abi::layout::MMIO_HOLE_START;
 use abi::report::Counter;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +15,7 @@ use guest_mm::buddy::{BLOCK, MAX_ORDER};
 use guest_rt::fatal::code;
 use guest_rt::spin::SpinLock;
 use guest_rt::{fatal, println, tdcall};
+use models::accept::Model;
 
 /// Blocks (4 MiB each) the window takes at most.
 const WINDOW_BLOCKS: u64 = 8;

@@ -1,7 +1,7 @@
 //! kexec inside the TD: load the kernel image kept in memory (the payload)
 //! as segments at destinations taken top-down from RAM the running kernel
 //! does not use (on a lazy guest: parked, unaccepted blocks), check them
-//! like Linux's `sanity_check_segment_list` (`abi::kexec`), accept their destinations
+//! like Linux's `sanity_check_segment_list` (`models::kexec`), accept their destinations
 //! through the bitmap (`kexec_accept=on`, the upstream fix; `off`
 //! reproduces the bug), stage their contents, and jump to a relocation
 //! routine in a control page that copies them into place and enters the
@@ -10,15 +10,15 @@
 use crate::{mm, stub, unaccepted};
 use abi::boot::{BootInfo, BOOT_INFO_MAGIC, BOOT_INFO_VERSION};
 use abi::efi::MemoryDescriptor;
-use abi::elf::Image;
-use abi::kexec::{build_segments, MAX_SEGMENTS};
 use abi::report::{Counter, Mark};
 use guest_mm::buddy::{BLOCK, PAGE};
 use guest_mm::hold::{Held, Holder, Release};
 use guest_rt::spin::SpinLock;
 use guest_rt::{println, tdcall};
+use models::elf::Image;
+use models::kexec::{build_segments, MAX_SEGMENTS};
 
-pub use abi::kexec::Segment;
+pub use models::kexec::Segment;
 
 /// How kexec runs, from the command line.
 #[derive(Clone, Copy, Debug)]
@@ -145,7 +145,7 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
     let mut holder: Holder<Allocator, 4> = Holder::new(Allocator);
     // Destination: the highest block the running kernel does not use.
     // Destinations must end below KEXEC_DESTINATION_MEMORY_LIMIT.
-    let limit = abi::kexec::DESTINATION_LIMIT_4LEVEL & !(PAGE - 1);
+    let limit = models::kexec::DESTINATION_LIMIT_4LEVEL & !(PAGE - 1);
     let dest = match mm::take_parked_below(limit) {
         Some(block) => holder.hold(Held::Parked(block)).map(|()| block).ok(),
         None => mm::alloc(guest_mm::buddy::MAX_ORDER).and_then(|addr| {
@@ -204,12 +204,12 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
     }
     // Linux's sanity_check_segment_list rules, then this project's extra
     // "inside RAM" rule (Linux leaves that to kexec-tools).
-    let checked = abi::kexec::linux_checks(
+    let checked = models::kexec::linux_checks(
         &segs[..n],
-        abi::kexec::total_ram_pages(map),
-        abi::kexec::DESTINATION_LIMIT_4LEVEL,
+        models::kexec::total_ram_pages(map),
+        models::kexec::DESTINATION_LIMIT_4LEVEL,
     )
-    .and_then(|()| abi::kexec::inside_ram(&segs[..n], map));
+    .and_then(|()| models::kexec::inside_ram(&segs[..n], map));
     if let Err(why) = checked {
         return why.as_str();
     }
@@ -226,7 +226,7 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
     tdcall::counter(Counter::KexecDest, dest);
     if opts.accept {
         let before = unaccepted::units_accepted();
-        abi::kexec::accept_segments(&segs[..n], unaccepted::accept_memory);
+        models::kexec::accept_segments(&segs[..n], unaccepted::accept_memory);
         let units = unaccepted::units_accepted() - before;
         tdcall::counter(
             Counter::KexecDestAccepted,
@@ -234,7 +234,7 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
         );
     }
 
-    // The new kernel's memory map (abi::memmap::next_kernel_map): the map
+    // The new kernel's memory map (models::memmap::next_kernel_map): the map
     // this kernel was booted with, loader memory free again, the payload
     // in use, and what the bitmap still marks unaccepted as type 15. The
     // same map every generation: nothing this kernel reserved for itself
@@ -245,7 +245,7 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
         from = b;
         Some((a, b))
     });
-    let entries = match abi::memmap::next_kernel_map(
+    let entries = match models::memmap::next_kernel_map(
         map,
         (info.image, info.image + info.image_size),
         unaccepted_ranges,

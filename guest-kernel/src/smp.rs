@@ -68,7 +68,7 @@ fn topology(st: &SystemTable) -> Option<Topology> {
         unsafe { core::ptr::copy_nonoverlapping(gpa as *const u8, buf.as_mut_ptr(), buf.len()) };
         true
     };
-    match acpi::parse(rsdp, read) {
+    match models::acpi::parse(rsdp, read) {
         Ok(info) => {
             let w = info.wakeup?;
             Some(Topology {

@@ -10,12 +10,13 @@ use crate::unaccepted::{accept_now, Table, TABLE};
 use abi::boot::{status, BootServices, SystemTable};
 use abi::efi::{memory_type, ConfigurationTable, MemoryDescriptor};
 use abi::guid::{Guid, LINUX_EFI_UNACCEPTED_MEM_TABLE};
-use abi::memmap::MapError;
 use abi::report::Counter;
-use abi::unaccepted::{bounds, fill_from_map, Header, UNIT_SIZE, VERSION};
+use abi::unaccepted::{Header, UNIT_SIZE, VERSION};
 use guest_rt::fatal;
 use guest_rt::fatal::code;
 use guest_rt::global::Global;
+use models::memmap::MapError;
+use models::unaccepted::{bounds, fill_from_map};
 
 /// Most descriptors the kernel keeps.
 pub const MAX_DESCRIPTORS: usize = 512;
@@ -300,7 +301,7 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
     });
     let pages = (dir_blocks * 8).div_ceil(4096);
     let found = MAP.with(|m| {
-        let mut map = abi::memmap::MemoryMap::new(&mut m.descs);
+        let mut map = models::memmap::MemoryMap::new(&mut m.descs);
         map.adopt(m.len);
         map.find_top_down(memory_type::CONVENTIONAL, pages, u64::MAX)
     });
@@ -323,7 +324,7 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
 /// Marks `[start, end)` as `ty` in the kernel's own map (`MAP`).
 fn reserve(start: u64, end: u64, ty: u32) -> Result<(), MapError> {
     MAP.with(|m| {
-        let mut map = abi::memmap::MemoryMap::new(&mut m.descs);
+        let mut map = models::memmap::MemoryMap::new(&mut m.descs);
         map.adopt(m.len);
         let r = map.set(start, end, ty);
         m.len = map.entries().len();
@@ -343,7 +344,7 @@ impl core::fmt::Display for MapErrorText {
             MapError::Fragmented { start, end } => write!(
                 f,
                 "unaccepted range {start:#x}..{end:#x} crosses more than {} conventional descriptors",
-                abi::memmap::MAX_PIECES_PER_RANGE
+                models::memmap::MAX_PIECES_PER_RANGE
             ),
         }
     }

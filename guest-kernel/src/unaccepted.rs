@@ -10,12 +10,11 @@
 //! `accepting_list`: the race Linux's protocol prevents).
 
 use abi::report::Counter;
-use abi::unaccepted::{
-    accept_range, accept_range_stub, contains_range, kernel_units, Bitmap, Header,
-};
+use abi::unaccepted::Header;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use guest_rt::fatal::code;
 use guest_rt::spin::SpinLock;
+use models::unaccepted::{accept_range, accept_range_stub, contains_range, kernel_units, Bitmap};
 
 /// Where the table is, and what the kernel accepted so far.
 pub struct Table {
@@ -97,7 +96,7 @@ pub fn accept_now(start: u64, end: u64) {
 }
 
 /// Linux's kernel-proper `accept_memory(start, size)` (page aligned, with
-/// the guard unit; see `abi::unaccepted::accept_range`), SMP-safe under
+/// the guard unit; see `models::unaccepted::accept_range`), SMP-safe under
 /// the `unaccepted_lock=` policy.
 pub fn accept_memory(start: u64, size: u64) {
     let cpu = crate::cpu::this_cpu();
@@ -237,7 +236,7 @@ pub fn unaccepted_prefix(start: u64, end: u64) -> u64 {
 }
 
 /// Linux's `range_contains_unaccepted_memory(start, size)`, guard unit
-/// and unit-stride walk included (see `abi::unaccepted::contains_range`).
+/// and unit-stride walk included (see `models::unaccepted::contains_range`).
 pub fn contains_unaccepted(start: u64, size: u64) -> bool {
     TABLE.with(|t| {
         let Some(t) = t.as_mut() else { return false };

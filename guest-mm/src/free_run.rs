@@ -72,7 +72,8 @@ pub fn add_run(
 mod tests {
     use super::*;
     use crate::buddy::META_BYTES;
-    use abi::unaccepted::{accept_range, contains_range, Bitmap, Header, UNIT_SIZE};
+    use abi::unaccepted::{Header, UNIT_SIZE};
+    use models::unaccepted::{accept_range, contains_range, Bitmap};
     use std::collections::HashMap;
 
     const MIB: u64 = 1 << 20;

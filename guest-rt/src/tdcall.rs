@@ -224,12 +224,12 @@ fn write_icr(target: u64) -> u64 {
 
 /// The host's Secure-EPT leaf size (vendor call; 2 MiB if the host does
 /// not say), for self-tests that predict accept statuses.
-pub fn sept_level() -> abi::accept_model::SeptLevel {
+pub fn sept_level() -> abi::tdcall::SeptLevel {
     let r = vmcall(VENDOR_EMU, emu::SEPT_LEVEL, 0, 0, 0, 0);
     if r.r10 == 0 && r.r11 == 1 {
-        abi::accept_model::SeptLevel::L4K
+        abi::tdcall::SeptLevel::L4K
     } else {
-        abi::accept_model::SeptLevel::L2M
+        abi::tdcall::SeptLevel::L2M
     }
 }
 

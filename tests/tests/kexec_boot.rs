@@ -188,7 +188,7 @@ fn kexec_destinations_stay_below_the_linux_limit() {
     assert_eq!(r.kexecs, 1, "{ctx}");
     let dest = r.kexec[0].dest_gpa.expect("destination");
     assert!(
-        dest + BLOCK <= abi::kexec::DESTINATION_LIMIT_4LEVEL,
+        dest + BLOCK <= models::kexec::DESTINATION_LIMIT_4LEVEL,
         "{dest:#x}"
     );
     assert!(

@@ -70,7 +70,7 @@ mod tdx;
 mod vcpu;
 mod vm;
 
-pub use abi::accept_model::SeptLevel;
+pub use abi::tdcall::SeptLevel;
 pub use boot::cpu::{CpuProfile, ProfileChoice};
 pub use memory::guest_ram::Backing;
 pub use memory::pending_mechanism::PendingMechanism;

@@ -1,10 +1,9 @@
 //! ACPI as the firmware publishes it for several vCPUs: the RSDP (2.0), the
 //! XSDT and a MADT with one Processor Local x2APIC entry per vCPU and a
 //! Multiprocessor Wakeup structure (version 1), plus the wakeup mailbox the
-//! APs park on. Owns the layouts, a builder that writes the three tables
-//! into a caller's buffer, and a bounds-checked parser (for the kernel, on
-//! guest memory through a read closure, and the VMM) that never panics on
-//! hostile tables.
+//! APs park on: their layouts and the AP contract. The builder that writes
+//! the three tables and the bounds-checked parser that reads them are
+//! `models::acpi`.
 //!
 //! Layouts: ACPI 6.5 sections 5.2.5 (RSDP), 5.2.6 (SDT header), 5.2.8
 //! (XSDT), 5.2.12 (MADT), 5.2.12.12 (Processor Local x2APIC) and 5.2.12.19
@@ -41,18 +40,11 @@
 //! The firmware area of the mailbox ([`firmware_area`]) is the firmware's:
 //! the OS must not write it.
 //!
-//! Files: `tables.rs` (the layouts, constants and the checksum), `build.rs`
-//! (the builder), `parse.rs` (the parser); every public item is re-exported
-//! here, so users name them `abi::acpi::X`.
+//! This module owns the contract (`tables.rs`: the layouts, constants,
+//! mailbox commands and offsets, and the checksum); every public item is
+//! re-exported here, so users name them `abi::acpi::X`. The builder and the
+//! bounds-checked parser are algorithms over it and live in `models::acpi`.
 
-mod build;
-mod parse;
 mod tables;
 
-pub use build::*;
-pub use parse::*;
 pub use tables::*;
-
-#[cfg(test)]
-#[allow(clippy::cast_possible_truncation)] // small test values
-mod tests;

@@ -228,16 +228,18 @@ const _: () = assert!(core::mem::size_of::<LocalApic>() == 8);
 const _: () = assert!(core::mem::size_of::<LocalX2Apic>() == 16);
 const _: () = assert!(core::mem::size_of::<MpWakeup>() == 24);
 
-pub(super) const RSDP_LEN: usize = core::mem::size_of::<Rsdp>();
-pub(super) const SDT_LEN: usize = core::mem::size_of::<SdtHeader>();
-pub(super) const MADT_LEN: usize = core::mem::size_of::<MadtHeader>();
-pub(super) const X2APIC_LEN: usize = core::mem::size_of::<LocalX2Apic>();
-pub(super) const WAKEUP_LEN: usize = core::mem::size_of::<MpWakeup>();
-pub(super) const X2APIC_LEN_U8: u8 = 16;
-pub(super) const WAKEUP_LEN_U8: u8 = 24;
-pub(super) const RSDP_LEN_U32: u32 = 36;
-pub(super) const RSDP_V1_LEN_U32: u32 = 20;
-pub(super) const MADT_LEN_U32: u32 = 44;
+/// Sizes of the layouts above, and the same as the narrower types the
+/// tables' length fields use.
+pub const RSDP_LEN: usize = core::mem::size_of::<Rsdp>();
+pub const SDT_LEN: usize = core::mem::size_of::<SdtHeader>();
+pub const MADT_LEN: usize = core::mem::size_of::<MadtHeader>();
+pub const X2APIC_LEN: usize = core::mem::size_of::<LocalX2Apic>();
+pub const WAKEUP_LEN: usize = core::mem::size_of::<MpWakeup>();
+pub const X2APIC_LEN_U8: u8 = 16;
+pub const WAKEUP_LEN_U8: u8 = 24;
+pub const RSDP_LEN_U32: u32 = 36;
+pub const RSDP_V1_LEN_U32: u32 = 20;
+pub const MADT_LEN_U32: u32 = 44;
 const _: () = assert!(
     X2APIC_LEN_U8 as usize == X2APIC_LEN
         && WAKEUP_LEN_U8 as usize == WAKEUP_LEN
@@ -253,6 +255,6 @@ pub fn checksum_fix(bytes: &[u8]) -> u8 {
 }
 
 /// The sum of `bytes` (mod 256): zero for a table with a right checksum.
-pub(super) fn sum(bytes: &[u8]) -> u8 {
+pub fn sum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b))
 }

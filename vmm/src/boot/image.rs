@@ -1,6 +1,6 @@
 //! ELF images from the user (firmware, kernel payload): read without
 //! blocking and bounded by size, validated with the one ELF reader of the
-//! project (`abi::elf`, which the guests load with too), checked against
+//! project (`models::elf`, which the guests load with too), checked against
 //! where they must go, and loaded with linux-loader, which copies the
 //! `PT_LOAD` segments; this module zeroes their `.bss`.
 
@@ -27,7 +27,7 @@ pub enum ElfError {
     #[error("{path}: {defect}")]
     Elf {
         path: PathBuf,
-        defect: abi::elf::ElfError,
+        defect: models::elf::ElfError,
     },
     #[error("{path}: segment {index} at {start:#x}..{end:#x} lies outside the allowed window {lo:#x}..{hi:#x}")]
     OutsideWindow {
@@ -47,7 +47,7 @@ pub enum ElfError {
 }
 
 /// One `PT_LOAD` segment (identity-mapped: `vaddr` is its GPA).
-pub use abi::elf::Segment;
+pub use models::elf::Segment;
 
 /// A validated ELF image held in memory.
 #[derive(Clone, Debug)]
@@ -108,11 +108,11 @@ impl ElfImage {
         Self::parse(path, bytes)
     }
 
-    /// Validates an ELF image with `abi::elf::Image::parse` (header
+    /// Validates an ELF image with `models::elf::Image::parse` (header
     /// identity, program header table bounds, each `PT_LOAD`, overlap,
     /// entry in an executable segment) and keeps what loading needs.
     pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, ElfError> {
-        let image = abi::elf::Image::parse(&bytes).map_err(|defect| ElfError::Elf {
+        let image = models::elf::Image::parse(&bytes).map_err(|defect| ElfError::Elf {
             path: path.to_owned(),
             defect,
         })?;
@@ -132,7 +132,7 @@ impl ElfImage {
     /// (it is relocated to wherever it is allocated) whose relocations the
     /// firmware can apply and whose memory image fits in `ram_bytes`.
     pub fn check_kernel(&self, ram_bytes: u64) -> Result<(), ElfError> {
-        let what = if self.e_type != abi::elf::ET_DYN {
+        let what = if self.e_type != models::elf::ET_DYN {
             Some("it is ET_EXEC (linked at a fixed address)")
         } else if self.has_interp {
             Some("it names a program interpreter (PT_INTERP)")
@@ -149,7 +149,7 @@ impl ElfImage {
             path: self.path.clone(),
             defect,
         };
-        let parsed = abi::elf::Image::parse(&self.bytes).map_err(elf)?;
+        let parsed = models::elf::Image::parse(&self.bytes).map_err(elf)?;
         // The firmware allocates the whole span (first segment to last)
         // and loads the kernel there.
         let image = self.memory_image_bytes().max(parsed.span);
@@ -245,7 +245,7 @@ pub(crate) mod tests {
     const PHDR_SIZE: usize = 56;
     const EM_X86_64: u16 = 62;
     const PT_LOAD: u32 = 1;
-    use abi::elf::ET_EXEC;
+    use models::elf::ET_EXEC;
 
     /// A minimal valid ELF: one PT_LOAD (R+X) of `code` at `paddr`.
     pub(crate) fn tiny_elf(paddr: u64, code: &[u8], memsz: u64) -> Vec<u8> {
@@ -294,7 +294,7 @@ pub(crate) mod tests {
         assert!(matches!(
             parse(b"MZ\x90\x00".to_vec()),
             Err(ElfError::Elf {
-                defect: abi::elf::ElfError::NotElf,
+                defect: models::elf::ElfError::NotElf,
                 ..
             })
         ));
@@ -302,14 +302,14 @@ pub(crate) mod tests {
         assert!(matches!(
             parse(good[..40].to_vec()),
             Err(ElfError::Elf {
-                defect: abi::elf::ElfError::Truncated { .. },
+                defect: models::elf::ElfError::Truncated { .. },
                 ..
             })
         ));
         assert!(matches!(
             parse(good[..100].to_vec()),
             Err(ElfError::Elf {
-                defect: abi::elf::ElfError::Truncated { .. },
+                defect: models::elf::ElfError::Truncated { .. },
                 ..
             })
         ));

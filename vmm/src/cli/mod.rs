@@ -222,8 +222,8 @@ impl RunArgs {
             trace_cap_bytes: self.trace_cap,
             map_on_touch: matches!(self.map, MapArg::OnTouch),
             sept_level: match self.sept_level {
-                SeptLevelArg::L2M => abi::accept_model::SeptLevel::L2M,
-                SeptLevelArg::L4K => abi::accept_model::SeptLevel::L4K,
+                SeptLevelArg::L2M => abi::tdcall::SeptLevel::L2M,
+                SeptLevelArg::L4K => abi::tdcall::SeptLevel::L4K,
             },
             pending: match self.pending {
                 PendingArg::Auto => None,
@@ -290,11 +290,8 @@ mod tests {
             "4k",
         ])
         .unwrap();
-        assert_eq!(c.sept_level, abi::accept_model::SeptLevel::L4K);
-        assert_eq!(
-            parse(&[]).unwrap().sept_level,
-            abi::accept_model::SeptLevel::L2M
-        );
+        assert_eq!(c.sept_level, abi::tdcall::SeptLevel::L4K);
+        assert_eq!(parse(&[]).unwrap().sept_level, abi::tdcall::SeptLevel::L2M);
         assert_eq!(c.mem_bytes, 8 << 30);
         assert_eq!(c.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(

@@ -57,7 +57,7 @@ pub struct RamLayout {
     high: Option<RamRegion>,
     gpaw: u32,
     /// The same layout as the accept model reads it, built once.
-    model: abi::accept_model::RamLayout,
+    model: abi::layout::RamLayout,
 }
 
 impl RamLayout {
@@ -88,7 +88,7 @@ impl RamLayout {
             size: mem_bytes - low_size,
             offset: low_size,
         });
-        let model = abi::accept_model::RamLayout {
+        let model = abi::layout::RamLayout {
             low_end: low.end(),
             high_end: high.map_or(0, |h| h.end()),
             gpaw,
@@ -123,7 +123,7 @@ impl RamLayout {
     }
 
     /// The same layout as the accept model sees it.
-    pub fn model(&self) -> &abi::accept_model::RamLayout {
+    pub fn model(&self) -> &abi::layout::RamLayout {
         &self.model
     }
 

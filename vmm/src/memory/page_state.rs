@@ -8,8 +8,8 @@
 //! 64-byte bitmap for each chunk that has been split into 4 KiB state, so the
 //! table costs 2 MiB per TiB of guest RAM, plus at most one bit per page.
 
-use abi::accept_model::SeptLevel;
 use abi::tdcall::AcceptLevel;
+use abi::tdcall::SeptLevel;
 
 /// Pages in a 2 MiB chunk.
 pub const PAGES_PER_CHUNK: u64 = 512;

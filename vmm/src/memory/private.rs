@@ -135,12 +135,12 @@ impl<B: SlotBackend> PrivateMemory<B> {
 
     /// Sets the host's Secure-EPT leaf size (`--sept-level`), before any
     /// accept.
-    pub fn set_sept_level(&mut self, sept: abi::accept_model::SeptLevel) {
+    pub fn set_sept_level(&mut self, sept: abi::tdcall::SeptLevel) {
         self.pages.set_sept_level(sept);
     }
 
     /// The host's Secure-EPT leaf size.
-    pub fn sept_level(&self) -> abi::accept_model::SeptLevel {
+    pub fn sept_level(&self) -> abi::tdcall::SeptLevel {
         self.pages.sept_level()
     }
 

@@ -314,11 +314,12 @@ mod tests {
     use super::*;
     use crate::memory::layout::RamLayout;
     use crate::tdx::module::TdxModule;
-    use abi::accept_model::{Expect, Model, SeptLevel};
     use abi::tdcall::accept::encode;
+    use abi::tdcall::SeptLevel;
     use abi::tdcall::{status, PageLevel};
     use abi::GIB;
     use abi::PAGE_4K;
+    use models::accept::{Expect, Model};
     use proptest::prelude::*;
 
     proptest! {

@@ -73,7 +73,7 @@ impl Handled {
 }
 
 /// Why an accept request is invalid (all map to `TDX_OPERAND_INVALID | RCX`).
-pub use abi::accept_model::Invalid as InvalidAccept;
+pub use abi::tdcall::accept::Invalid as InvalidAccept;
 
 /// The result of one accept, for logs and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +119,7 @@ impl AcceptPage {
 
 /// A `TDG.MEM.PAGE.ACCEPT` operand, decoded once: RCX as the guest gave
 /// it, and the page it names or why it is invalid (the rules of
-/// `abi::accept_model`, then "inside RAM").
+/// `abi::tdcall::accept::decode`, then "inside RAM").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AcceptRequest {
     pub rcx: u64,
@@ -129,7 +129,7 @@ pub struct AcceptRequest {
 impl AcceptRequest {
     /// Decodes `rcx` against `layout`.
     pub fn decode(layout: &RamLayout, rcx: u64) -> Self {
-        let page = abi::accept_model::decode(layout.model(), rcx).and_then(|(gpa, level)| {
+        let page = abi::tdcall::accept::decode(layout.model(), rcx).and_then(|(gpa, level)| {
             let offset = layout
                 .ram_offset(gpa, level.size())
                 .ok_or(InvalidAccept::NotRam)?;

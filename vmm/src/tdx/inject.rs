@@ -3,7 +3,7 @@
 //! another vCPU holds the Secure-EPT entry. An injected failure changes no
 //! state. The sequence is reproducible from the seed.
 
-use abi::accept_model::Rng;
+use models::accept::Rng;
 use thiserror::Error;
 
 /// Why an `--inject` specification was refused.

@@ -232,8 +232,8 @@ fn vendor<B: SlotBackend>(
         },
         emu::SEPT_LEVEL => {
             out.r11 = Some(match svc.mem.sept_level() {
-                abi::accept_model::SeptLevel::L2M => 0,
-                abi::accept_model::SeptLevel::L4K => 1,
+                abi::tdcall::SeptLevel::L2M => 0,
+                abi::tdcall::SeptLevel::L4K => 1,
             });
             Handled::answer(Status::Success)
         }

@@ -5,7 +5,7 @@ use crate::boot::cpu::ProfileChoice;
 use crate::memory::guest_ram::Backing;
 use crate::memory::pending_mechanism::PendingMechanism;
 use crate::report;
-use abi::accept_model::SeptLevel;
+use abi::tdcall::SeptLevel;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ pub struct TdConfig {
     /// Install memslots at first touch instead of at accept.
     pub(crate) map_on_touch: bool,
     /// The host's Secure-EPT leaf size (`--sept-level`).
-    pub(crate) sept_level: abi::accept_model::SeptLevel,
+    pub(crate) sept_level: abi::tdcall::SeptLevel,
     /// `--pending`: the mechanism asked for, or `None` to pick the best
     /// this host offers.
     pub(crate) pending: Option<PendingMechanism>,
@@ -87,7 +87,7 @@ impl TdConfig {
             trace: None,
             trace_cap_bytes: crate::report::trace::DEFAULT_CAP_BYTES,
             map_on_touch: true,
-            sept_level: abi::accept_model::SeptLevel::L2M,
+            sept_level: abi::tdcall::SeptLevel::L2M,
             pending: None,
             check_invariants: cfg!(debug_assertions),
             inject: None,

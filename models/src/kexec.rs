@@ -8,8 +8,8 @@
 //! copied. `inside_ram` is this project's own extra rule, not Linux's:
 //! Linux leaves it to kexec-tools to pick destinations in System RAM.
 
-use crate::efi::{memory_type, MemoryDescriptor};
-use crate::PAGE_4K;
+use abi::efi::{memory_type, MemoryDescriptor};
+use abi::PAGE_4K;
 
 /// Linux's `-EINVAL`.
 pub const EINVAL: i32 = -22;

@@ -3,8 +3,8 @@
 
 extern crate std;
 use super::build::MADT_OFFSET;
-use super::tables::{sum, MADT_LEN, WAKEUP_LEN};
 use super::*;
+use abi::acpi::*;
 use std::vec;
 use std::vec::Vec;
 
@@ -392,7 +392,7 @@ fn mailbox_layout() {
 #[test]
 fn acpi_20_guid() {
     assert_eq!(
-        std::format!("{}", crate::guid::ACPI_20_TABLE),
+        std::format!("{}", abi::guid::ACPI_20_TABLE),
         "8868e871-e4f1-11d3-bc22-0080c73c8881"
     );
 }

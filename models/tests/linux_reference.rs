@@ -13,10 +13,10 @@
 #![allow(clippy::cast_possible_truncation)]
 
 use abi::efi::{memory_type, MemoryDescriptor};
-use abi::kexec::{self, Segment, SegmentError, DESTINATION_LIMIT_4LEVEL};
-use abi::unaccepted::{
+use abi::unaccepted::{Header, UNIT_SIZE, VERSION};
+use models::kexec::{self, Segment, SegmentError, DESTINATION_LIMIT_4LEVEL};
+use models::unaccepted::{
     accept_range, accept_range_stub, bounds, contains_range, fill_from_map, process_range, Bitmap,
-    Header, UNIT_SIZE, VERSION,
 };
 
 const PAGE_SIZE: u64 = 4096;
@@ -754,7 +754,7 @@ fn sanity_check_segment_list_matches_linux() {
         let nr_pages = rng.pick(&[0, 1, 2, 512, 4096, 1 << 20, 1 << 36]);
         let limit = rng.pick(&[
             DESTINATION_LIMIT_4LEVEL,
-            abi::kexec::DESTINATION_LIMIT_5LEVEL,
+            models::kexec::DESTINATION_LIMIT_5LEVEL,
         ]);
         let segs: Vec<Segment> = (0..rng.below(5))
             .map(|_| {

@@ -3,10 +3,7 @@
 //! a kernel keeps one for kexec. No allocation, sorted, adjacent ranges of
 //! one type merged.
 
-use crate::efi::{MemoryDescriptor, EFI_PAGE_SIZE};
-
-/// `EFI_MEMORY_WB`: what every RAM descriptor here carries.
-pub const ATTR_WB: u64 = 0x8;
+use abi::efi::{MemoryDescriptor, ATTR_WB, EFI_PAGE_SIZE};
 
 /// Why an edit failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +198,7 @@ pub fn next_kernel_map<'a>(
     unaccepted: impl Iterator<Item = (u64, u64)>,
     storage: &'a mut [MemoryDescriptor],
 ) -> Result<&'a [MemoryDescriptor], MapError> {
-    use crate::efi::memory_type;
+    use abi::efi::memory_type;
     let mut map = MemoryMap::new(storage);
     for d in booted.iter().filter(|d| d.number_of_pages > 0) {
         let ty = match d.memory_type {
@@ -213,7 +210,7 @@ pub fn next_kernel_map<'a>(
         };
         map.set(d.physical_start, d.end(), ty)?;
     }
-    let page = crate::PAGE_4K;
+    let page = abi::PAGE_4K;
     let (lo, hi) = (payload.0 & !(page - 1), payload.1.next_multiple_of(page));
     map.set(lo, hi, memory_type::LOADER_DATA)?;
     for (a, b) in unaccepted {
@@ -243,7 +240,7 @@ pub fn next_kernel_map<'a>(
 mod tests {
     extern crate std;
     use super::*;
-    use crate::efi::memory_type::*;
+    use abi::efi::memory_type::*;
     use proptest::prelude::*;
     use std::vec;
     use std::vec::Vec;
@@ -323,7 +320,7 @@ mod tests {
 
     #[test]
     fn the_next_kernel_map_frees_loader_memory_and_marks_what_is_unaccepted() {
-        use crate::efi::memory_type as t;
+        use abi::efi::memory_type as t;
         let d = |ty, start: u64, pages: u64| MemoryDescriptor {
             memory_type: ty,
             physical_start: start,
@@ -530,7 +527,7 @@ mod tests {
             dests in proptest::collection::vec(0u64..60, 1..80),
             span_pages in 1u64..600,
         ) {
-            let unit = crate::unaccepted::UNIT_SIZE;
+            let unit = abi::unaccepted::UNIT_SIZE;
             let mib = 1u64 << 20;
             // The firmware's map at ExitBootServices: low memory with the
             // firmware's tables, the first kernel, its payload and its

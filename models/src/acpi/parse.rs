@@ -2,8 +2,8 @@
 //! guest memory, the VMM and the tests a buffer): bounds-checked, so
 //! hostile tables are an error, never a panic.
 
-use super::tables::*;
-use crate::pod::Pod;
+use abi::acpi::*;
+use abi::pod::Pod;
 
 /// The wakeup structure as found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

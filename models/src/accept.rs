@@ -4,11 +4,12 @@
 //! the VMM's property tests hold its accept path to it. No allocation: the
 //! window's state lives in fixed arrays (`MAX_WINDOW` bytes at most).
 //!
-//! The rules (the VMM's `accept.rs` implements them, in this order, all
-//! invalid cases answering `TDX_OPERAND_INVALID | RCX`): reserved bits 11:3;
-//! level 4 KiB or 2 MiB (1 GiB is rejected as TDX module 1.5 does); the GPA
-//! aligned to the level; below the shared bit; the whole page in RAM. A
-//! valid request then succeeds on a pending page, answers
+//! The rules (the VMM's `accept.rs` implements them): an operand is first
+//! checked by the contract's own reader, `abi::tdcall::accept::decode`
+//! (reserved bits 11:3; level 4 KiB or 2 MiB, 1 GiB being rejected as TDX
+//! module 1.5 does; the GPA aligned to the level; below the shared bit; the
+//! whole page in RAM), every invalid case answering
+//! `TDX_OPERAND_INVALID | RCX`. A valid request then succeeds on a pending page, answers
 //! `TDX_PAGE_ALREADY_ACCEPTED | level of the existing mapping` on an
 //! accepted one, and `TDX_PAGE_SIZE_MISMATCH | 2M` for a 2 MiB request over
 //! a range already split into 4 KiB pages.
@@ -21,9 +22,10 @@
 //! two, the second of which may have found the entry held
 //! (`Model::accept_concurrent`).
 
-use crate::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
-use crate::tdcall::{accept, status, AcceptLevel, PageLevel};
-use crate::{PAGE_2M, PAGE_4K};
+use abi::layout::RamLayout;
+use abi::tdcall::accept::decode;
+use abi::tdcall::{status, AcceptLevel, PageLevel, SeptLevel};
+use abi::{PAGE_2M, PAGE_4K};
 
 /// Largest window the model tracks.
 pub const MAX_WINDOW: u64 = 256 << 20;
@@ -31,111 +33,8 @@ pub const MAX_WINDOW: u64 = 256 << 20;
 pub const MAX_CHUNKS: usize = (MAX_WINDOW / PAGE_2M) as usize;
 const WORDS_PER_CHUNK: usize = 8;
 
-/// Where the TD's RAM is: `[0, low_end)` and, with more than 3 GiB,
-/// `[4 GiB, high_end)`; and its guest-physical address width.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RamLayout {
-    pub low_end: u64,
-    /// 0 when there is no RAM above the hole.
-    pub high_end: u64,
-    pub gpaw: u32,
-}
-
-impl RamLayout {
-    /// The layout of a TD with `mem_bytes` of RAM.
-    pub const fn for_mem(mem_bytes: u64, gpaw: u32) -> Self {
-        if mem_bytes <= MMIO_HOLE_START {
-            RamLayout {
-                low_end: mem_bytes,
-                high_end: 0,
-                gpaw,
-            }
-        } else {
-            RamLayout {
-                low_end: MMIO_HOLE_START,
-                high_end: MMIO_HOLE_END + (mem_bytes - MMIO_HOLE_START),
-                gpaw,
-            }
-        }
-    }
-
-    /// One past the highest RAM address.
-    pub const fn ram_top(&self) -> u64 {
-        if self.high_end == 0 {
-            self.low_end
-        } else {
-            self.high_end
-        }
-    }
-
-    /// True when `[gpa, gpa + len)` lies inside one RAM region.
-    pub const fn is_ram(&self, gpa: u64, len: u64) -> bool {
-        let Some(end) = gpa.checked_add(len) else {
-            return false;
-        };
-        end <= self.low_end || (gpa >= MMIO_HOLE_END && end <= self.high_end)
-    }
-
-    /// The shared bit (GPAW - 1).
-    pub const fn shared_bit(&self) -> u64 {
-        1u64 << (self.gpaw - 1)
-    }
-}
-
-/// Why an operand is invalid.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Invalid {
-    ReservedBits,
-    Level,
-    Misaligned,
-    SharedOrBeyondGpaw,
-    NotRam,
-}
-
-/// Validates an accept operand: `(gpa, level)` or why it is invalid.
-pub fn decode(layout: &RamLayout, rcx: u64) -> Result<(u64, AcceptLevel), Invalid> {
-    if rcx & accept::RESERVED_MASK != 0 {
-        return Err(Invalid::ReservedBits);
-    }
-    let Some(level) = PageLevel::from_bits(rcx & accept::LEVEL_MASK).and_then(AcceptLevel::of)
-    else {
-        return Err(Invalid::Level);
-    };
-    let gpa = rcx & !(PAGE_4K - 1);
-    if !gpa.is_multiple_of(level.size()) {
-        return Err(Invalid::Misaligned);
-    }
-    if gpa >= layout.shared_bit() {
-        return Err(Invalid::SharedOrBeyondGpaw);
-    }
-    if !layout.is_ram(gpa, level.size()) {
-        return Err(Invalid::NotRam);
-    }
-    Ok((gpa, level))
-}
-
 /// The status for an invalid operand.
 pub const INVALID: u64 = status::OPERAND_INVALID | status::OPERAND_RCX;
-
-/// The host's mapping granularity for private memory: the leaf size of
-/// the Secure EPT. With 4 KiB leaves (KVM's TDX support today) a 2 MiB
-/// accept of a pending range answers `TDX_PAGE_SIZE_MISMATCH | 2M`, and
-/// only 4 KiB accepts succeed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SeptLevel {
-    #[default]
-    L2M,
-    L4K,
-}
-
-impl SeptLevel {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SeptLevel::L2M => "2m",
-            SeptLevel::L4K => "4k",
-        }
-    }
-}
 
 /// The status for a request whose Secure-EPT entry another vCPU holds.
 pub const BUSY: u64 = status::OPERAND_BUSY | status::OPERAND_RCX;
@@ -393,28 +292,11 @@ impl Rng {
 #[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
     use super::*;
-    use crate::GIB;
+    use abi::tdcall::accept;
+    use abi::GIB;
 
     fn layout() -> RamLayout {
         RamLayout::for_mem(8 * GIB, 48)
-    }
-
-    #[test]
-    fn layout_splits_around_the_hole() {
-        let l = layout();
-        assert_eq!(l.low_end, 3 * GIB);
-        assert_eq!(l.high_end, 9 * GIB);
-        assert!(l.is_ram(0, PAGE_4K));
-        assert!(!l.is_ram(3 * GIB - PAGE_4K, 2 * PAGE_4K));
-        assert!(!l.is_ram(3 * GIB, PAGE_4K));
-        assert!(l.is_ram(4 * GIB, PAGE_2M));
-        assert!(!l.is_ram(9 * GIB, PAGE_4K));
-        assert!(!l.is_ram(u64::MAX - 10, PAGE_4K));
-        let small = RamLayout::for_mem(GIB, 48);
-        assert_eq!(
-            (small.low_end, small.high_end, small.ram_top()),
-            (GIB, 0, GIB)
-        );
     }
 
     #[test]

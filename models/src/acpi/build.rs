@@ -1,8 +1,8 @@
 //! Writing RSDP -> XSDT -> MADT into a caller's buffer for a number of
 //! CPUs and a wakeup mailbox (the firmware publishes them).
 
-use super::tables::*;
-use crate::pod::Pod;
+use abi::acpi::*;
+use abi::pod::Pod;
 
 /// Where `build_tables` put each table (GPAs) and how many bytes it used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
