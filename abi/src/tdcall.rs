@@ -337,6 +337,10 @@ pub mod vp_info {
     pub const GPAW_52: u32 = 52;
     /// RCX bits holding the GPAW.
     pub const GPAW_MASK: u64 = 0x3f;
+    /// Most vCPUs a TD of this VMM has (R8's MAX_VCPUS is at most this):
+    /// the firmware's AP stacks, the kernel's per-CPU arrays and the
+    /// VMM's per-vCPU bit masks (one `u64`) are sized by it.
+    pub const MAX_VCPUS: u32 = 64;
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use guest_rt::{fatal, tdcall};
 
 /// Most vCPUs the firmware runs (indices 0..64; the AP stacks are sized for
 /// them).
-pub const MAX_VCPUS: u32 = 64;
+pub const MAX_VCPUS: u32 = abi::tdcall::vp_info::MAX_VCPUS;
 /// log2 of each AP's stack size (8 KiB: the AP runs the accept loop and,
 /// at worst, formats a fatal message; both need well under 4 KiB).
 const AP_STACK_SHIFT: u32 = 13;

@@ -5,7 +5,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Most CPUs the kernel runs (the VMM's limit too).
-pub const MAX_CPUS: usize = 64;
+pub const MAX_CPUS: usize = abi::tdcall::vp_info::MAX_VCPUS as usize;
 /// Stack of each AP: 16 KiB from the allocator (order 2), taken when the
 /// AP is woken (a static array for 64 CPUs would grow the image by 1 MiB).
 pub(crate) const AP_STACK_ORDER: u32 = 2;

@@ -8,10 +8,11 @@
 //!   their handler first thing, so from process start a signal stops the
 //!   guest at the next check (at once if none runs yet), the report is
 //!   still written with outcome `interrupted`, and the exit status is
-//!   128 + the signal number. The handler only records the first signal,
-//!   sets every vCPU's `immediate_exit` (so a KVM_RUN about to start
-//!   returns at once) and kicks each vCPU thread out of a KVM_RUN in
-//!   progress; the run loops do the rest. A signal ignored by whoever
+//!   128 + the signal number. The handler only records the first signal
+//!   and kicks the vCPUs of every TD that `watch`es for it through its
+//!   stop board (each vCPU's `immediate_exit` set, so a KVM_RUN about to
+//!   start returns at once, and each vCPU thread kicked out of a KVM_RUN
+//!   in progress); the run loops do the rest. A signal ignored by whoever
 //!   started us (`nohup`, a shell's background job) stays ignored, except
 //!   SIGTERM.
 //! - **SIGXFSZ** (a write past `ulimit -f`) is ignored, so the write fails
@@ -28,23 +29,24 @@
 //!   faults of the VMM itself and keep their default; SIGKILL and SIGSTOP
 //!   cannot be caught.
 //!
-//! One TD per process: a library user running several TDs at once does
-//! not install the handlers, and then `attach`/`detach` do nothing.
+//! A library user running several TDs with the handlers installed has
+//! each TD stopped by a signal (up to `MAX_WATCHED` running at once).
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use crate::vcpu::stop_board::StopBoard;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
-/// Most vCPUs the handler tracks (`vmm run --cpus` allows at most this).
-pub const MAX_VCPUS: usize = 64;
+/// Most TDs a stop signal reaches at once (a slot each).
+pub const MAX_WATCHED: usize = 64;
 
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
-/// Per vCPU index: its thread (0 = none) and its `immediate_exit` byte.
-static VCPU_THREADS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
-static IMMEDIATE_EXITS: [AtomicPtr<u8>; MAX_VCPUS] =
-    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_VCPUS];
+/// The stop boards of the running TDs that watch for stop signals (null
+/// = free); the vCPUs are the boards' own register.
+static BOARDS: [AtomicPtr<StopBoard>; MAX_WATCHED] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_WATCHED];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
-/// Handlers running now: `detach` waits for it to drop to zero after
-/// clearing a slot, so no handler still holds the thread or the byte it
-/// read from that slot when the vCPU goes away.
+/// Handlers running now: a `Watch` ending waits for it to drop to zero
+/// after clearing its slot, so no handler still uses the board it read.
 static IN_HANDLER: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -59,25 +61,13 @@ extern "C" fn on_stop(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c
 /// (SIGXCPU repeats every second) only kick again.
 fn stop_all(sig: libc::c_int) {
     let _ = SIGNALLED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-    for exit in &IMMEDIATE_EXITS {
-        let exit = exit.load(Ordering::SeqCst);
-        if !exit.is_null() {
-            // SAFETY: the pointer is the `immediate_exit` byte of a running
-            // vCPU's kvm_run mapping; `detach` clears it before the vCPU goes.
-            unsafe { exit.write_volatile(1) };
-        }
-    }
-    // Without a kick handler the kick's default action would kill us;
-    // `immediate_exit` and the next exit still stop the run.
-    if !crate::host::watchdog::kick_installed() {
-        return;
-    }
-    // SAFETY: pthread_self is async-signal-safe.
-    let me = unsafe { libc::pthread_self() };
-    for thread in &VCPU_THREADS {
-        let vcpu = thread.load(Ordering::SeqCst) as libc::pthread_t;
-        if vcpu != 0 && vcpu != me {
-            crate::host::watchdog::kick_thread(vcpu);
+    for board in &BOARDS {
+        let board = board.load(Ordering::SeqCst);
+        if !board.is_null() {
+            // SAFETY: a set slot points to the stop board of a running TD;
+            // its `Watch` clears the slot and waits for this handler
+            // before the board can go. `kick` is async-signal-safe.
+            unsafe { (*board).kick(true) };
         }
     }
 }
@@ -174,34 +164,54 @@ fn install_now() -> Result<(), vmm_sys_util::errno::Error> {
     first_error.map_or(Ok(()), Err)
 }
 
-/// Tells the handler which thread runs vCPU `index` and where its
-/// `immediate_exit` byte is. Valid until `detach(index)`.
-pub fn attach(index: u32, immediate_exit: *mut u8) {
-    let i = index as usize;
-    if !INSTALLED.load(Ordering::SeqCst) || i >= MAX_VCPUS {
-        return;
-    }
-    // SAFETY: pthread_self has no preconditions.
-    let me = unsafe { libc::pthread_self() };
-    IMMEDIATE_EXITS[i].store(immediate_exit, Ordering::SeqCst);
-    VCPU_THREADS[i].store(me as u64, Ordering::SeqCst);
-    // A signal that came before we were attached still stops this vCPU
-    // before it runs (the run loop checks `pending` first).
+/// A TD's stop board watching for stop signals: while it lives, a stop
+/// signal kicks the TD's vCPUs out of the guest (they then see
+/// `pending`). Without the handlers installed, or with `MAX_WATCHED`
+/// TDs watching already, it does nothing (the vCPUs still see `pending`
+/// at their next exit).
+pub struct Watch<'a> {
+    slot: Option<usize>,
+    board: PhantomData<&'a StopBoard>,
 }
 
-/// Forgets vCPU `index` (before it is dropped).
-pub fn detach(index: u32) {
-    let i = index as usize;
-    if !INSTALLED.load(Ordering::SeqCst) || i >= MAX_VCPUS {
-        return;
+/// Starts watching for stop signals on behalf of `board`'s TD.
+pub fn watch(board: &StopBoard) -> Watch<'_> {
+    let mut slot = None;
+    if INSTALLED.load(Ordering::SeqCst) {
+        let ptr = std::ptr::from_ref(board).cast_mut();
+        slot = BOARDS.iter().position(|b| {
+            b.compare_exchange(
+                std::ptr::null_mut(),
+                ptr,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+        });
+        if slot.is_none() {
+            log::warn!(
+                "{MAX_WATCHED} TDs watch stop signals already: a signal reaches this one at its next exit"
+            );
+        }
     }
-    VCPU_THREADS[i].store(0, Ordering::SeqCst);
-    IMMEDIATE_EXITS[i].store(std::ptr::null_mut(), Ordering::SeqCst);
-    // A handler that read the slot before it was cleared finishes first.
-    // (One interrupting this very thread runs to its end before the loop
-    // goes on; handlers never wait, so this cannot deadlock.)
-    while IN_HANDLER.load(Ordering::SeqCst) != 0 {
-        std::hint::spin_loop();
+    Watch {
+        slot,
+        board: PhantomData,
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot else {
+            return;
+        };
+        BOARDS[slot].store(std::ptr::null_mut(), Ordering::SeqCst);
+        // A handler that read the slot before it was cleared finishes
+        // first. (One interrupting this very thread runs to its end
+        // before the loop goes on; handlers never wait.)
+        while IN_HANDLER.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
     }
 }
 

@@ -121,13 +121,11 @@ impl Vcpu {
         let index = self.state.index;
         let immediate_exit: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
         td.board.attach(index, immediate_exit);
-        crate::host::signals::attach(index, immediate_exit);
         let mut stop = loop {
             if let Some(stop) = self.step(td, watchdog, timeout) {
                 break stop;
             }
         };
-        crate::host::signals::detach(index);
         td.board.detach(index);
         if let Some(f) = stop.fatal.as_mut() {
             f.rip = f.rip.or_else(|| self.rip());

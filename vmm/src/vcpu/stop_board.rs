@@ -4,25 +4,32 @@
 //! KVM_RUN (`immediate_exit` plus the kick signal), and each of them sees
 //! `stopped()` before it runs the guest again. vCPUs idling in the
 //! emulated HLT wait on the board, so a stop wakes them at once.
+//!
+//! The board's register of vCPU threads and their `immediate_exit` bytes
+//! is the only one: it is lock-free (atomics, and a count of kickers a
+//! leaving vCPU waits for), so the stop-signal handler kicks through it
+//! too (`host::signals::watch`).
 
 use crate::stop::Stop;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// A vCPU thread the board can kick out of KVM_RUN.
-#[derive(Clone, Copy)]
-struct Attached {
-    thread: libc::pthread_t,
-    /// `kvm_run.immediate_exit` of the vCPU.
-    immediate_exit: *mut u8,
+/// A vCPU thread the board can kick out of KVM_RUN: its thread (0 when
+/// none) and its `kvm_run.immediate_exit` byte (null when none).
+struct Slot {
+    thread: AtomicU64,
+    immediate_exit: AtomicPtr<u8>,
 }
 
 /// The stop state shared by the vCPUs of one TD.
 pub struct StopBoard {
     stopped: AtomicBool,
     first: Mutex<Option<(u32, Stop)>>,
-    attached: Mutex<Vec<Option<Attached>>>,
+    slots: Box<[Slot]>,
+    /// Kicks reading `slots` now: `detach` waits for none after clearing
+    /// its slot, so no kick writes a byte that has gone.
+    kickers: AtomicU32,
     idle: Condvar,
     /// A memslot merge wants every vCPU out of the guest.
     pausing: AtomicBool,
@@ -32,14 +39,6 @@ pub struct StopBoard {
     /// set returns at once, as a pending interrupt ends HLT.
     wakes: AtomicU64,
 }
-
-// SAFETY: the raw `immediate_exit` pointers are only dereferenced under the
-// `attached` lock, and a vCPU detaches (under that lock) before its kvm_run
-// mapping can go away; writing the byte from another thread is how KVM
-// documents `immediate_exit` is used.
-unsafe impl Send for StopBoard {}
-// SAFETY: as above; every other field is Sync.
-unsafe impl Sync for StopBoard {}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -51,7 +50,13 @@ impl StopBoard {
         StopBoard {
             stopped: AtomicBool::new(false),
             first: Mutex::new(None),
-            attached: Mutex::new(vec![None; vcpus as usize]),
+            slots: (0..vcpus)
+                .map(|_| Slot {
+                    thread: AtomicU64::new(0),
+                    immediate_exit: AtomicPtr::new(std::ptr::null_mut()),
+                })
+                .collect(),
+            kickers: AtomicU32::new(0),
             idle: Condvar::new(),
             pausing: AtomicBool::new(false),
             in_guest: AtomicU32::new(0),
@@ -60,22 +65,29 @@ impl StopBoard {
     }
 
     /// Registers the calling thread as vCPU `index`, whose kvm_run has
-    /// `immediate_exit` at that address.
+    /// `immediate_exit` at that address; valid until `detach(index)`.
     pub fn attach(&self, index: u32, immediate_exit: *mut u8) {
-        // SAFETY: pthread_self has no preconditions.
-        let thread = unsafe { libc::pthread_self() };
-        if let Some(slot) = lock(&self.attached).get_mut(index as usize) {
-            *slot = Some(Attached {
-                thread,
-                immediate_exit,
-            });
+        if let Some(slot) = self.slots.get(index as usize) {
+            // SAFETY: pthread_self has no preconditions.
+            let thread = unsafe { libc::pthread_self() };
+            slot.immediate_exit.store(immediate_exit, Ordering::SeqCst);
+            slot.thread.store(thread as u64, Ordering::SeqCst);
         }
     }
 
-    /// Unregisters vCPU `index` (before its kvm_run mapping goes away).
+    /// Unregisters vCPU `index` before its kvm_run mapping goes away: its
+    /// slot is cleared, then every kick that may have read it finishes.
+    /// (A kick from a signal handler interrupting this very thread ends
+    /// before the loop goes on; kicks never wait, so this cannot
+    /// deadlock.)
     pub fn detach(&self, index: u32) {
-        if let Some(slot) = lock(&self.attached).get_mut(index as usize) {
-            *slot = None;
+        if let Some(slot) = self.slots.get(index as usize) {
+            slot.thread.store(0, Ordering::SeqCst);
+            slot.immediate_exit
+                .store(std::ptr::null_mut(), Ordering::SeqCst);
+            while self.kickers.load(Ordering::SeqCst) != 0 {
+                std::hint::spin_loop();
+            }
         }
     }
 
@@ -100,25 +112,36 @@ impl StopBoard {
 
     /// Makes every attached vCPU leave KVM_RUN (the watchdog's kick, and
     /// a stop's, which also sets `immediate_exit` so a vCPU about to enter
-    /// KVM_RUN returns at once).
+    /// KVM_RUN returns at once). Async-signal-safe (atomics, a byte store,
+    /// `pthread_kill`): the stop-signal handler calls it.
     pub fn kick(&self, immediate: bool) {
-        if !crate::host::watchdog::kick_installed() && !immediate {
+        let signal = crate::host::watchdog::kick_installed();
+        if !signal && !immediate {
             return;
         }
+        // Counted before any slot is read (see `detach`).
+        self.kickers.fetch_add(1, Ordering::SeqCst);
         // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
-        for a in lock(&self.attached).iter().flatten() {
+        let me = unsafe { libc::pthread_self() } as u64;
+        for slot in self.slots.iter() {
             if immediate {
-                // SAFETY: attached vCPUs' kvm_run mappings are live while
-                // they are in this list (they detach under this lock).
-                unsafe { a.immediate_exit.write_volatile(1) };
+                let exit = slot.immediate_exit.load(Ordering::SeqCst);
+                if !exit.is_null() {
+                    // SAFETY: a set pointer is the `immediate_exit` byte of
+                    // an attached vCPU's live kvm_run mapping: `detach`
+                    // clears it and waits for this kick before the vCPU
+                    // goes. KVM documents writing it from another thread.
+                    unsafe { exit.write_volatile(1) };
+                }
             }
-            if a.thread != me && crate::host::watchdog::kick_installed() {
-                // The thread is alive: it detaches (under this lock)
-                // before it returns.
-                crate::host::watchdog::kick_thread(a.thread);
+            let thread = slot.thread.load(Ordering::SeqCst);
+            if signal && thread != 0 && thread != me {
+                // The thread is alive: it detaches, and waits for this
+                // kick, before it returns.
+                crate::host::watchdog::kick_thread(thread as libc::pthread_t);
             }
         }
+        self.kickers.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The emulated HLT of vCPU `index`: parks it for at most `max`, until

@@ -22,7 +22,7 @@ use crate::vcpu::Vcpu;
 use kvm_ioctls::Kvm;
 
 /// Most vCPUs a TD may have (`--cpus`).
-pub const MAX_VCPUS: u32 = crate::host::signals::MAX_VCPUS as u32;
+pub const MAX_VCPUS: u32 = abi::tdcall::vp_info::MAX_VCPUS;
 
 /// A built TD, ready to run.
 pub struct Td {

@@ -34,6 +34,7 @@ impl Td {
             .timeout
             .map(|t| crate::host::watchdog::Watchdog::arm(t, move || board.kick(false)));
         let timeout = config.timeout;
+        let watch = crate::host::signals::watch(&shared.board);
         std::thread::scope(|scope| {
             let (first, others) = vcpus.split_first_mut().expect("a TD has at least one vCPU");
             let mut threads = Vec::new();
@@ -69,6 +70,7 @@ impl Td {
                 }
             }
         });
+        drop(watch);
         drop(watchdog);
         crate::host::signals::clear();
         let mut report = verdict::report(Finished {
