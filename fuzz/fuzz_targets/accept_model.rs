@@ -25,10 +25,10 @@ const WINDOW: u64 = 16 << 20;
 fuzz_target!(|input: (bool, Vec<Op>)| {
     let (big, ops) = input;
     let mem = if big { 6 * GIB } else { 2 * GIB };
-    let layout = RamLayout::new(mem, 48).unwrap();
+    let layout = vmm::internals::ram_layout(mem, 48).unwrap();
     let mut pages = PageStateTable::new(mem / PAGE_4K);
     let base = if big { 4 * GIB } else { GIB };
-    let mut model = Model::new(*layout.model(), base, WINDOW).unwrap();
+    let mut model = Model::new(layout, base, WINDOW).unwrap();
     for op in ops {
         let rcx = match op {
             Op::In4k(p) => encode(base + (p as u64 % 4096) * PAGE_4K, PageLevel::L4K),

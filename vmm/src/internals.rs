@@ -9,7 +9,7 @@ pub use crate::boot::hob::{build_td_hob, TdHobSpec};
 pub use crate::boot::image::ElfImage;
 pub use crate::host::signals::stop_signals;
 pub use crate::host::size::parse_size;
-pub use crate::memory::layout::RamLayout;
+pub use crate::memory::layout::{checked as ram_layout, RamLayout};
 pub use crate::memory::memslots::DEFAULT_SOFT_CAP;
 pub use crate::memory::page_state::{PageState, PageStateTable};
 pub use crate::memory::pending_mechanism::PoisonedChunks;

@@ -202,10 +202,10 @@ mod tests {
     #[test]
     fn gib_leaves_need_no_directories() {
         // 64 TiB of RAM plus the 1 GiB MMIO hole below 4 GiB: 65,537 GiB.
-        let layout = RamLayout::new(64 << 40, 48).unwrap();
+        let layout = crate::memory::layout::checked(64 << 40, 48).unwrap();
         assert_eq!(page_table_pages(&layout, MapLeaf::Gib1), 1 + 129);
         assert_eq!(page_table_pages(&layout, MapLeaf::Mib2), 1 + 129 + 65537);
-        let layout = RamLayout::new(600 * GIB, 48).unwrap();
+        let layout = crate::memory::layout::checked(600 * GIB, 48).unwrap();
         let base = 0x40_0000;
         let bytes = page_table_bytes(&layout, base, MapLeaf::Gib1);
         for va in [
@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn identity_map_translates_every_gib() {
-        let layout = RamLayout::new(600 * GIB, 48).unwrap();
+        let layout = crate::memory::layout::checked(600 * GIB, 48).unwrap();
         let base = 0x40_0000;
         let bytes = page_table_bytes(&layout, base, MapLeaf::Mib2);
         assert_eq!(
@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn plan_is_contiguous_and_checked() {
-        let layout = RamLayout::new(4 * GIB, 48).unwrap();
+        let layout = crate::memory::layout::checked(4 * GIB, 48).unwrap();
         let p = BootPlan::new(
             &layout,
             FIRMWARE_BASE,
@@ -284,7 +284,7 @@ mod tests {
             assert_eq!(p.page_tables & PAGE_4K, PAGE_4K);
         }
         assert_eq!(p.payload.0 + 0x5000, p.initial.1);
-        let small = RamLayout::new(64 << 20, 48).unwrap();
+        let small = crate::memory::layout::checked(64 << 20, 48).unwrap();
         assert!(matches!(
             BootPlan::new(
                 &small,

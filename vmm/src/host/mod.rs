@@ -1,5 +1,6 @@
 //! Host glue: the files a user names (`files`), stop signals and the
-//! vCPU kick (`signals`, `watchdog`), per-process limits (`limits`), the SIGBUS of a poisoned guest
+//! vCPU kick (`signals`, `watchdog`, and the register of vCPU threads it
+//! reaches, `vcpu_threads`), per-process limits (`limits`), the SIGBUS of a poisoned guest
 //! page (`poison_signal`), the guest console (`console`) and
 //! the size grammar of the command line (`size`). Nothing here knows
 //! about TDX.
@@ -12,4 +13,5 @@ pub mod output_path;
 pub mod poison_signal;
 pub mod signals;
 pub mod size;
+pub mod vcpu_threads;
 pub mod watchdog;

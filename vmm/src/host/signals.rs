@@ -10,7 +10,7 @@
 //!   still written with outcome `interrupted`, and the exit status is
 //!   128 + the signal number. The handler only records the first signal
 //!   and kicks the vCPUs of every TD that `watch`es for it through its
-//!   stop board (each vCPU's `immediate_exit` set, so a KVM_RUN about to
+//!   vCPU register (`vcpu_threads`: each vCPU's `immediate_exit` set, so a KVM_RUN about to
 //!   start returns at once, and each vCPU thread kicked out of a KVM_RUN
 //!   in progress); the run loops do the rest. A signal ignored by whoever
 //!   started us (`nohup`, a shell's background job) stays ignored, except
@@ -32,7 +32,7 @@
 //! A library user running several TDs with the handlers installed has
 //! each TD stopped by a signal (up to `MAX_WATCHED` running at once).
 
-use crate::vcpu::stop_board::StopBoard;
+use crate::host::vcpu_threads::VcpuThreads;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
@@ -40,9 +40,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 pub const MAX_WATCHED: usize = 64;
 
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
-/// The stop boards of the running TDs that watch for stop signals (null
-/// = free); the vCPUs are the boards' own register.
-static BOARDS: [AtomicPtr<StopBoard>; MAX_WATCHED] =
+/// The vCPU registers of the running TDs that watch for stop signals
+/// (null = free): each TD's one register, its stop board's.
+static BOARDS: [AtomicPtr<VcpuThreads>; MAX_WATCHED] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_WATCHED];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// Handlers running now: a `Watch` ending waits for it to drop to zero
@@ -64,9 +64,9 @@ fn stop_all(sig: libc::c_int) {
     for board in &BOARDS {
         let board = board.load(Ordering::SeqCst);
         if !board.is_null() {
-            // SAFETY: a set slot points to the stop board of a running TD;
-            // its `Watch` clears the slot and waits for this handler
-            // before the board can go. `kick` is async-signal-safe.
+            // SAFETY: a set slot points to the vCPU register of a running
+            // TD; its `Watch` clears the slot and waits for this handler
+            // before the register can go. `kick` is async-signal-safe.
             unsafe { (*board).kick(true) };
         }
     }
@@ -164,18 +164,19 @@ fn install_now() -> Result<(), vmm_sys_util::errno::Error> {
     first_error.map_or(Ok(()), Err)
 }
 
-/// A TD's stop board watching for stop signals: while it lives, a stop
+/// A TD's vCPU register watching for stop signals: while it lives, a stop
 /// signal kicks the TD's vCPUs out of the guest (they then see
 /// `pending`). Without the handlers installed, or with `MAX_WATCHED`
 /// TDs watching already, it does nothing (the vCPUs still see `pending`
 /// at their next exit).
 pub struct Watch<'a> {
     slot: Option<usize>,
-    board: PhantomData<&'a StopBoard>,
+    board: PhantomData<&'a VcpuThreads>,
 }
 
-/// Starts watching for stop signals on behalf of `board`'s TD.
-pub fn watch(board: &StopBoard) -> Watch<'_> {
+/// Starts watching for stop signals on behalf of the TD whose vCPUs
+/// `board` holds (`StopBoard::threads`).
+pub fn watch(board: &VcpuThreads) -> Watch<'_> {
     let mut slot = None;
     if INSTALLED.load(Ordering::SeqCst) {
         let ptr = std::ptr::from_ref(board).cast_mut();

@@ -199,7 +199,6 @@ fn check_total(mem: &PrivateMemory<impl SlotBackend>) -> Result<(), InvariantErr
 mod tests {
     use super::*;
     use crate::memory::guest_ram::Backing;
-    use crate::memory::layout::RamLayout;
     use crate::memory::memslots::NoKvm;
     use crate::memory::pending_mechanism::PoisonedChunks;
     use crate::tdx::accept::{accept_alone, AcceptRequest, AcceptResult};
@@ -215,7 +214,7 @@ mod tests {
     }
 
     fn memory_backed(poison: bool, backing: Backing) -> Option<PrivateMemory<NoKvm>> {
-        let layout = RamLayout::new(MEM, 48).unwrap();
+        let layout = crate::memory::layout::checked(MEM, 48).unwrap();
         let mut m = PrivateMemory::with_backend(NoKvm, layout, backing, 4096).unwrap();
         if poison {
             match PoisonedChunks::open(MEM / abi::PAGE_2M) {

@@ -312,7 +312,6 @@ fn finish<B: SlotBackend>(s: &mut Shared<B>, at: &Context<'_>, step: Step) -> Ha
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::layout::RamLayout;
     use crate::tdx::module::TdxModule;
     use abi::tdcall::accept::encode;
     use abi::tdcall::SeptLevel;
@@ -331,12 +330,12 @@ mod tests {
             ops in proptest::collection::vec((0u8..10, 0u64..4096, any::<u64>()), 1..400),
             leaves_4k in any::<bool>(),
         ) {
-            let layout = RamLayout::new(6 * GIB, 48).unwrap();
+            let layout = crate::memory::layout::checked(6 * GIB, 48).unwrap();
             let mut pages = PageStateTable::new(layout.mem_bytes() / PAGE_4K);
             let sept = if leaves_4k { SeptLevel::L4K } else { SeptLevel::L2M };
             pages.set_sept_level(sept);
             let base = 4 * GIB;
-            let mut model = Model::with_sept_level(*layout.model(), base, 16 << 20, sept).unwrap();
+            let mut model = Model::with_sept_level(layout, base, 16 << 20, sept).unwrap();
             for (kind, page, word) in ops {
                 let gpa = base + page * PAGE_4K;
                 let rcx = match kind {
@@ -363,7 +362,7 @@ mod tests {
 
     fn shared_td(vcpus: u32) -> crate::shared::TdShared<crate::memory::memslots::NoKvm> {
         use crate::memory::guest_ram::Backing;
-        let layout = RamLayout::new(5 * GIB, 48).unwrap();
+        let layout = crate::memory::layout::checked(5 * GIB, 48).unwrap();
         let memory = PrivateMemory::with_backend(
             crate::memory::memslots::NoKvm,
             layout,

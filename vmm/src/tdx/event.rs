@@ -129,7 +129,7 @@ pub struct AcceptRequest {
 impl AcceptRequest {
     /// Decodes `rcx` against `layout`.
     pub fn decode(layout: &RamLayout, rcx: u64) -> Self {
-        let page = abi::tdcall::accept::decode(layout.model(), rcx).and_then(|(gpa, level)| {
+        let page = abi::tdcall::accept::decode(layout, rcx).and_then(|(gpa, level)| {
             let offset = layout
                 .ram_offset(gpa, level.size())
                 .ok_or(InvalidAccept::NotRam)?;

@@ -148,7 +148,7 @@ mod tests {
     use abi::GIB;
 
     fn decode(rax: u64, rcx: u64) -> Tdcall {
-        let layout = RamLayout::new(5 * GIB, 48).unwrap();
+        let layout = crate::memory::layout::checked(5 * GIB, 48).unwrap();
         let regs = kvm_regs {
             rax,
             rcx,

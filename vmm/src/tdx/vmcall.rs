@@ -257,7 +257,6 @@ fn vendor<B: SlotBackend>(
 mod tests {
     use crate::host::console::Console;
     use crate::memory::guest_ram::Backing;
-    use crate::memory::layout::RamLayout;
     use crate::memory::memslots::NoKvm;
     use crate::memory::private::PrivateMemory;
     use crate::tdx::dispatch::dispatch;
@@ -276,7 +275,7 @@ mod tests {
     }
 
     fn td() -> Td {
-        let layout = RamLayout::new(5 * GIB, 48).unwrap();
+        let layout = crate::memory::layout::checked(5 * GIB, 48).unwrap();
         let mut mem = PrivateMemory::with_backend(NoKvm, layout, Backing::OnTouch, 64).unwrap();
         let req = crate::tdx::accept::AcceptRequest::decode(
             mem.layout(),

@@ -74,7 +74,6 @@ mod tests {
     use super::*;
     use crate::host::console::Console;
     use crate::memory::guest_ram::Backing;
-    use crate::memory::layout::RamLayout;
     use crate::memory::memslots::NoKvm;
     use crate::memory::private::PrivateMemory;
     use crate::report::run_log::RunLog;
@@ -86,7 +85,7 @@ mod tests {
     use abi::GIB;
 
     fn td(vcpus: u32) -> TdShared<NoKvm> {
-        let layout = RamLayout::new(5 * GIB, 48).unwrap();
+        let layout = crate::memory::layout::checked(5 * GIB, 48).unwrap();
         let mut memory = PrivateMemory::with_backend(NoKvm, layout, Backing::OnTouch, 64).unwrap();
         memory.set_map_on_touch(true);
         let state = Shared {

@@ -200,7 +200,6 @@ pub fn on_memory_smp<B: SlotBackend>(
 mod tests {
     use super::*;
     use crate::memory::guest_ram::Backing;
-    use crate::memory::layout::RamLayout;
     use crate::memory::memslots::NoKvm;
     use abi::GIB;
 
@@ -281,7 +280,7 @@ mod tests {
     }
 
     fn memory(map_on_touch: bool) -> PrivateMemory<NoKvm> {
-        let layout = RamLayout::new(5 * GIB, 48).unwrap();
+        let layout = crate::memory::layout::checked(5 * GIB, 48).unwrap();
         let mut m = PrivateMemory::with_backend(NoKvm, layout, Backing::OnTouch, 64).unwrap();
         m.set_map_on_touch(map_on_touch);
         m

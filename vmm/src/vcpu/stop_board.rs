@@ -6,30 +6,21 @@
 //! emulated HLT wait on the board, so a stop wakes them at once.
 //!
 //! The board's register of vCPU threads and their `immediate_exit` bytes
-//! is the only one: it is lock-free (atomics, and a count of kickers a
-//! leaving vCPU waits for), so the stop-signal handler kicks through it
-//! too (`host::signals::watch`).
+//! (`host::vcpu_threads`) is the only one: the stop-signal handler kicks
+//! through it too (`host::signals::watch`).
 
+use crate::host::vcpu_threads::VcpuThreads;
 use crate::stop::Stop;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
-
-/// A vCPU thread the board can kick out of KVM_RUN: its thread (0 when
-/// none) and its `kvm_run.immediate_exit` byte (null when none).
-struct Slot {
-    thread: AtomicU64,
-    immediate_exit: AtomicPtr<u8>,
-}
 
 /// The stop state shared by the vCPUs of one TD.
 pub struct StopBoard {
     stopped: AtomicBool,
     first: Mutex<Option<(u32, Stop)>>,
-    slots: Box<[Slot]>,
-    /// Kicks reading `slots` now: `detach` waits for none after clearing
-    /// its slot, so no kick writes a byte that has gone.
-    kickers: AtomicU32,
+    /// The vCPU threads, to kick out of KVM_RUN.
+    threads: VcpuThreads,
     idle: Condvar,
     /// A memslot merge wants every vCPU out of the guest.
     pausing: AtomicBool,
@@ -50,13 +41,7 @@ impl StopBoard {
         StopBoard {
             stopped: AtomicBool::new(false),
             first: Mutex::new(None),
-            slots: (0..vcpus)
-                .map(|_| Slot {
-                    thread: AtomicU64::new(0),
-                    immediate_exit: AtomicPtr::new(std::ptr::null_mut()),
-                })
-                .collect(),
-            kickers: AtomicU32::new(0),
+            threads: VcpuThreads::new(vcpus),
             idle: Condvar::new(),
             pausing: AtomicBool::new(false),
             in_guest: AtomicU32::new(0),
@@ -67,28 +52,17 @@ impl StopBoard {
     /// Registers the calling thread as vCPU `index`, whose kvm_run has
     /// `immediate_exit` at that address; valid until `detach(index)`.
     pub fn attach(&self, index: u32, immediate_exit: *mut u8) {
-        if let Some(slot) = self.slots.get(index as usize) {
-            // SAFETY: pthread_self has no preconditions.
-            let thread = unsafe { libc::pthread_self() };
-            slot.immediate_exit.store(immediate_exit, Ordering::SeqCst);
-            slot.thread.store(thread as u64, Ordering::SeqCst);
-        }
+        self.threads.attach(index, immediate_exit);
     }
 
-    /// Unregisters vCPU `index` before its kvm_run mapping goes away: its
-    /// slot is cleared, then every kick that may have read it finishes.
-    /// (A kick from a signal handler interrupting this very thread ends
-    /// before the loop goes on; kicks never wait, so this cannot
-    /// deadlock.)
+    /// Unregisters vCPU `index` before its kvm_run mapping goes away.
     pub fn detach(&self, index: u32) {
-        if let Some(slot) = self.slots.get(index as usize) {
-            slot.thread.store(0, Ordering::SeqCst);
-            slot.immediate_exit
-                .store(std::ptr::null_mut(), Ordering::SeqCst);
-            while self.kickers.load(Ordering::SeqCst) != 0 {
-                std::hint::spin_loop();
-            }
-        }
+        self.threads.detach(index);
+    }
+
+    /// The vCPU threads (the stop-signal handler kicks them too).
+    pub fn threads(&self) -> &VcpuThreads {
+        &self.threads
     }
 
     /// True once any vCPU stopped the TD.
@@ -112,36 +86,9 @@ impl StopBoard {
 
     /// Makes every attached vCPU leave KVM_RUN (the watchdog's kick, and
     /// a stop's, which also sets `immediate_exit` so a vCPU about to enter
-    /// KVM_RUN returns at once). Async-signal-safe (atomics, a byte store,
-    /// `pthread_kill`): the stop-signal handler calls it.
+    /// KVM_RUN returns at once).
     pub fn kick(&self, immediate: bool) {
-        let signal = crate::host::watchdog::kick_installed();
-        if !signal && !immediate {
-            return;
-        }
-        // Counted before any slot is read (see `detach`).
-        self.kickers.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() } as u64;
-        for slot in self.slots.iter() {
-            if immediate {
-                let exit = slot.immediate_exit.load(Ordering::SeqCst);
-                if !exit.is_null() {
-                    // SAFETY: a set pointer is the `immediate_exit` byte of
-                    // an attached vCPU's live kvm_run mapping: `detach`
-                    // clears it and waits for this kick before the vCPU
-                    // goes. KVM documents writing it from another thread.
-                    unsafe { exit.write_volatile(1) };
-                }
-            }
-            let thread = slot.thread.load(Ordering::SeqCst);
-            if signal && thread != 0 && thread != me {
-                // The thread is alive: it detaches, and waits for this
-                // kick, before it returns.
-                crate::host::watchdog::kick_thread(thread as libc::pthread_t);
-            }
-        }
-        self.kickers.fetch_sub(1, Ordering::SeqCst);
+        self.threads.kick(immediate);
     }
 
     /// The emulated HLT of vCPU `index`: parks it for at most `max`, until

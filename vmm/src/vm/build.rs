@@ -8,7 +8,7 @@ use crate::boot::hob::{build_td_hob, HobBuildError, TdHobSpec};
 use crate::boot::image::{ElfError, ElfImage};
 use crate::boot::plan::{self as boot, BootPlan};
 use crate::host::console::Console;
-use crate::memory::layout::{LayoutError, RamLayout};
+use crate::memory::layout::LayoutError;
 use crate::memory::pending_mechanism::{PendingMechanism, PoisonedChunks};
 use crate::memory::private::{MemoryError, PrivateMemory};
 use crate::report::{self, run_log::RunLog};
@@ -139,7 +139,7 @@ impl Td {
                 });
             }
         }
-        let layout = RamLayout::new(config.mem_bytes, config.gpaw)?;
+        let layout = crate::memory::layout::checked(config.mem_bytes, config.gpaw)?;
         let mut inputs = config.inputs();
         let firmware = ElfImage::read("firmware", &config.firmware)?;
         firmware.check_window(FIRMWARE_BASE, FIRMWARE_BASE + FIRMWARE_MAX_SIZE)?;

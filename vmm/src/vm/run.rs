@@ -34,7 +34,7 @@ impl Td {
             .timeout
             .map(|t| crate::host::watchdog::Watchdog::arm(t, move || board.kick(false)));
         let timeout = config.timeout;
-        let watch = crate::host::signals::watch(&shared.board);
+        let watch = crate::host::signals::watch(shared.board.threads());
         std::thread::scope(|scope| {
             let (first, others) = vcpus.split_first_mut().expect("a TD has at least one vCPU");
             let mut threads = Vec::new();
