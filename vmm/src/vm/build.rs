@@ -1,101 +1,30 @@
-//! Building a TD once, before any guest code runs: the inputs checked, the
-//! initial memory laid out, the images and the HOB loaded, the VM and its
-//! vCPUs created, the pending mechanism chosen; and why a build fails.
+//! Building a TD once, before any guest code runs, step by step: the
+//! inputs checked (`Images`), initial memory laid out and the HOB built
+//! (`plan_boot`), the VM and its vCPUs created (`create_vm`), memory set
+//! up with its pending mechanism (`choose_pending`) and loaded
+//! (`load_initial`), the vCPUs set up (`make_vcpus`). Why a build fails is
+//! `error.rs`.
 
 use super::{Td, TdConfig, MAX_VCPUS};
 use crate::boot::cpu;
 use crate::boot::hob::{build_td_hob, HobBuildError, TdHobSpec};
-use crate::boot::image::{ElfError, ElfImage};
+use crate::boot::image::ElfImage;
 use crate::boot::plan::{self as boot, BootPlan};
 use crate::host::console::Console;
-use crate::memory::layout::LayoutError;
+use crate::memory::layout::RamLayout;
 use crate::memory::pending_mechanism::{PendingMechanism, PoisonedChunks};
-use crate::memory::private::{MemoryError, PrivateMemory};
+use crate::memory::private::PrivateMemory;
 use crate::report::{self, run_log::RunLog};
 use crate::shared::{Shared, TdShared};
 use crate::tdx::module::TdxModule;
 use crate::vcpu::stop_board::StopBoard;
 use crate::vcpu::{Vcpu, VcpuState};
 use abi::layout::{FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
-use kvm_ioctls::{Cap, Kvm, SyncReg};
+use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuFd, VmFd};
 use std::sync::Arc;
 use std::time::Instant;
-use thiserror::Error;
 
-/// Why a TD could not be built (before any guest code ran). The message
-/// says what failed and with which value.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum TdError {
-    /// The memory size cannot be laid out.
-    #[error("invalid memory size: {0}")]
-    Layout(#[from] LayoutError),
-    /// The firmware or the kernel is not a usable ELF image.
-    #[error(transparent)]
-    Elf(#[from] ElfError),
-    /// The TD HOB cannot be built.
-    #[error(transparent)]
-    Hob(#[from] HobBuildError),
-    /// Initial memory does not fit.
-    #[error(transparent)]
-    Boot(#[from] boot::BootError),
-    /// The kernel does not fit in initial memory.
-    #[error("{path}: the kernel is {size} bytes, more than fits in initial memory below {low_end:#x}; give the guest more RAM")]
-    KernelTooLarge {
-        /// The kernel file.
-        path: String,
-        /// Its size.
-        size: u64,
-        /// Where initial memory must end.
-        low_end: u64,
-    },
-    /// /dev/kvm cannot be opened.
-    #[error("cannot open /dev/kvm: {0}")]
-    NoKvm(vmm_sys_util::errno::Error),
-    /// A KVM call failed.
-    #[error("{what} failed: {source}")]
-    Kvm {
-        /// The call.
-        what: &'static str,
-        /// Its error.
-        source: vmm_sys_util::errno::Error,
-    },
-    /// Guest memory cannot be set up.
-    #[error(transparent)]
-    Memory(#[from] MemoryError),
-    /// The pending mechanism asked for is not available.
-    #[error("--pending uffd-poison: {0}")]
-    Pending(crate::memory::pending_mechanism::PendingError),
-    /// A vCPU cannot be set up.
-    #[error(transparent)]
-    Cpu(#[from] cpu::CpuError),
-    /// The trace file cannot be created.
-    #[error(transparent)]
-    Trace(#[from] crate::report::trace::TraceError),
-    /// An input file cannot be read.
-    #[error(transparent)]
-    File(#[from] crate::host::files::FileError),
-    /// The number of vCPUs is out of range (`asked`; `why` says the range).
-    #[error("{asked} vCPUs asked for: {why}")]
-    Cpus {
-        /// vCPUs asked for.
-        asked: u32,
-        /// The range allowed, and why.
-        why: String,
-    },
-    /// Host memory for the bookkeeping cannot be reserved.
-    #[error(transparent)]
-    Reserve(#[from] crate::memory::host_alloc::ReserveError),
-    /// A process limit (`ulimit`) leaves no room for the TD.
-    #[error(transparent)]
-    Limit(#[from] crate::host::limits::LimitError),
-    /// The busy-injection probability is not between 0 and 1.
-    #[error("busy injection probability {probability} is not between 0 and 1")]
-    InjectProbability {
-        /// The probability given.
-        probability: f64,
-    },
-}
+use super::error::TdError;
 
 /// Sets up the pending mechanism `asked` for (`None`: the best this host
 /// offers). Returns why `uffd-poison` is not used when it was not asked
@@ -128,18 +57,19 @@ fn choose_pending(
     }
 }
 
-impl Td {
-    /// Validates the inputs and builds the TD.
-    pub fn build(config: TdConfig) -> Result<Self, TdError> {
-        let started = Instant::now();
-        if let Some(spec) = config.inject {
-            if !(0.0..=1.0).contains(&spec.busy) {
-                return Err(TdError::InjectProbability {
-                    probability: spec.busy,
-                });
-            }
-        }
-        let layout = crate::memory::layout::checked(config.mem_bytes, config.gpaw)?;
+/// The images a TD boots, read and checked, and what the report says of
+/// them.
+struct Images {
+    firmware: ElfImage,
+    /// The kernel file, opened (its size known) but read only once it is
+    /// known to fit.
+    kernel_file: Option<(std::fs::File, u64)>,
+    inputs: report::Inputs,
+}
+
+impl Images {
+    /// Reads the firmware (inside its window) and opens the kernel.
+    fn open(config: &TdConfig) -> Result<Self, TdError> {
         let mut inputs = config.inputs();
         let firmware = ElfImage::read("firmware", &config.firmware)?;
         firmware.check_window(FIRMWARE_BASE, FIRMWARE_BASE + FIRMWARE_MAX_SIZE)?;
@@ -151,97 +81,200 @@ impl Td {
             .as_deref()
             .map(|p| crate::host::files::open_input("kernel", p))
             .transpose()?;
-        let payload_len = kernel_file.as_ref().map_or(0, |(_, size)| *size);
+        Ok(Images {
+            firmware,
+            kernel_file,
+            inputs,
+        })
+    }
 
-        let ram: Vec<(u64, u64)> = layout.regions().map(|r| (r.gpa, r.size)).collect();
-        // First pass sizes the list: initial memory starts at the firmware,
-        // so this splits RAM exactly as the final list will.
-        let fw_start = firmware.start() & !(abi::PAGE_4K - 1);
-        let mut spec = TdHobSpec {
-            base: 0,
-            ram,
-            initial: (fw_start, abi::PAGE_4K),
-            free: (0, 0),
-            payload: (0, 0),
-            cmdline: &config.cmdline,
+    fn payload_len(&self) -> u64 {
+        self.kernel_file.as_ref().map_or(0, |(_, size)| *size)
+    }
+
+    /// Reads the kernel, now that `plan` has room for it.
+    fn read_kernel(
+        &mut self,
+        config: &TdConfig,
+        plan: &BootPlan,
+    ) -> Result<Option<ElfImage>, TdError> {
+        let (Some((file, size)), Some(path)) = (self.kernel_file.take(), &config.kernel) else {
+            return Ok(None);
         };
-        let hob_len = build_td_hob(&spec)?.len() as u64;
+        let image = ElfImage::read_file(path, file, size)?;
+        image.check_kernel(config.mem_bytes.saturating_sub(plan.initial_len()))?;
+        self.inputs.kernel = Some(report::InputFile::new(path, &image.bytes));
+        Ok(Some(image))
+    }
+}
+
+/// Lays out initial memory (firmware, HOB, page tables, payload) and
+/// builds the TD HOB for it. A first HOB sizes the list: initial memory
+/// starts at the firmware, so it splits RAM exactly as the final list
+/// will.
+fn plan_boot<'a>(
+    config: &'a TdConfig,
+    layout: &RamLayout,
+    images: &Images,
+    leaf: boot::MapLeaf,
+) -> Result<(BootPlan, TdHobSpec<'a>), TdError> {
+    let firmware = &images.firmware;
+    let payload_len = images.payload_len();
+    let fw_start = firmware.start() & !(abi::PAGE_4K - 1);
+    let spec = TdHobSpec {
+        base: 0,
+        ram: layout.regions().map(|r| (r.gpa, r.size)).collect(),
+        initial: (fw_start, abi::PAGE_4K),
+        free: (0, 0),
+        payload: (0, 0),
+        cmdline: &config.cmdline,
+    };
+    let hob_len = u64::try_from(build_td_hob(&spec)?.len()).unwrap_or(u64::MAX);
+    let plan = |payload| {
+        BootPlan::new(
+            layout,
+            firmware.start(),
+            firmware.end(),
+            hob_len,
+            payload,
+            leaf,
+        )
+    };
+    let plan = plan(payload_len).map_err(|e| match (&config.kernel, &e) {
+        // Name the kernel when it is what does not fit.
+        (Some(path), boot::BootError::DoesNotFit { have, .. }) if plan(0).is_ok() => {
+            TdError::KernelTooLarge {
+                path: path.display().to_string(),
+                size: payload_len,
+                low_end: *have,
+            }
+        }
+        _ => TdError::Boot(e),
+    })?;
+    let spec = TdHobSpec {
+        base: plan.hob,
+        initial: (plan.initial.0, plan.initial_len()),
+        free: plan.scratch,
+        payload: plan.payload,
+        ..spec
+    };
+    Ok((plan, spec))
+}
+
+/// The VM and its vCPUs, `cpus` of them if KVM allows that many.
+fn create_vm(kvm: &Kvm, cpus: u32) -> Result<(VmFd, Vec<VcpuFd>), TdError> {
+    let max_vcpus = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
+    if cpus == 0 || cpus > MAX_VCPUS || cpus > max_vcpus {
+        return Err(TdError::Cpus {
+            asked: cpus,
+            why: format!(
+                "a TD has 1 to {} vCPUs here (this VMM allows {MAX_VCPUS}, KVM_CAP_MAX_VCPUS is {max_vcpus})",
+                MAX_VCPUS.min(max_vcpus)
+            ),
+        });
+    }
+    let vm = kvm.create_vm().map_err(|source| TdError::Kvm {
+        what: "KVM_CREATE_VM",
+        source,
+    })?;
+    let fds = (0..cpus)
+        .map(|i| {
+            vm.create_vcpu(u64::from(i)).map_err(|source| TdError::Kvm {
+                what: "KVM_CREATE_VCPU",
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((vm, fds))
+}
+
+/// Writes initial memory: the firmware, the HOB, the GDT, the identity
+/// map's page tables and the payload.
+fn load_initial(
+    memory: &mut PrivateMemory,
+    layout: &RamLayout,
+    plan: &BootPlan,
+    firmware: &ElfImage,
+    hob: &[u8],
+    payload: Option<&ElfImage>,
+) -> Result<(), TdError> {
+    memory.add_initial(plan.initial.0, plan.initial_len())?;
+    firmware.load(memory.ram().memory())?;
+    memory.write("TD HOB", plan.hob, hob)?;
+    memory.write("GDT", plan.gdt, &boot::gdt_bytes())?;
+    for i in 0..plan.page_table_pages {
+        let page = boot::page_table_page(layout, plan.page_tables, plan.map_leaf, i);
+        let mut bytes = [0u8; abi::PAGE_4K as usize];
+        for (chunk, e) in bytes.chunks_exact_mut(8).zip(page) {
+            chunk.copy_from_slice(&e.to_le_bytes());
+        }
+        memory.write("page tables", plan.page_tables + i * abi::PAGE_4K, &bytes)?;
+    }
+    if let Some(p) = payload {
+        memory.write("payload", plan.payload.0, &p.bytes)?;
+    }
+    Ok(())
+}
+
+/// The vCPUs' run-loop halves: their file descriptors with registers
+/// through kvm_run where KVM offers it, and each one's own state.
+fn make_vcpus(kvm: &Kvm, fds: Vec<VcpuFd>) -> Vec<Vcpu> {
+    let sync_regs = kvm.check_extension(Cap::SyncRegs);
+    if !sync_regs {
+        log::info!("KVM_CAP_SYNC_REGS missing: TDCALLs use KVM_GET/SET_REGS");
+    }
+    (0u32..)
+        .zip(fds)
+        .map(|(i, mut fd)| {
+            if sync_regs {
+                fd.set_sync_valid_reg(SyncReg::Register);
+            }
+            let mut state = VcpuState::new(i);
+            state.tsc_khz = fd.get_tsc_khz().ok();
+            Vcpu {
+                fd,
+                state,
+                sync_regs,
+            }
+        })
+        .collect()
+}
+
+impl Td {
+    /// Validates the inputs and builds the TD: every input is checked
+    /// before /dev/kvm is touched, then the VM, its memory and its vCPUs.
+    pub fn build(config: TdConfig) -> Result<Self, TdError> {
+        let started = Instant::now();
+        if let Some(spec) = config.inject {
+            if !(0.0..=1.0).contains(&spec.busy) {
+                return Err(TdError::InjectProbability {
+                    probability: spec.busy,
+                });
+            }
+        }
+        let layout = crate::memory::layout::checked(config.mem_bytes, config.gpaw)?;
+        let mut images = Images::open(&config)?;
         // The identity map uses 1 GiB leaves where the vCPU will offer them
-        // (without /dev/kvm the build fails below, at the same point as
-        // before).
+        // (without /dev/kvm the build fails below, after the inputs are
+        // checked).
         let kvm = Kvm::new();
         let leaf = match &kvm {
             Ok(k) if cpu::gib_pages_supported(k) => boot::MapLeaf::Gib1,
             _ => boot::MapLeaf::Mib2,
         };
-        let plan = BootPlan::new(
-            &layout,
-            firmware.start(),
-            firmware.end(),
-            hob_len,
-            payload_len,
-            leaf,
-        )
-        .map_err(|e| match (&config.kernel, &e) {
-            // Name the kernel when it is what does not fit.
-            (Some(path), boot::BootError::DoesNotFit { have, .. })
-                if BootPlan::new(&layout, firmware.start(), firmware.end(), hob_len, 0, leaf)
-                    .is_ok() =>
-            {
-                TdError::KernelTooLarge {
-                    path: path.display().to_string(),
-                    size: payload_len,
-                    low_end: *have,
-                }
-            }
-            _ => TdError::Boot(e),
-        })?;
-        let payload = match (kernel_file, &config.kernel) {
-            (Some((file, size)), Some(path)) => {
-                let image = ElfImage::read_file(path, file, size)?;
-                image.check_kernel(config.mem_bytes.saturating_sub(plan.initial_len()))?;
-                inputs.kernel = Some(report::InputFile::new(path, &image.bytes));
-                Some(image)
-            }
-            _ => None,
-        };
-        spec.base = plan.hob;
-        spec.initial = (plan.initial.0, plan.initial_len());
-        spec.free = plan.scratch;
-        spec.payload = plan.payload;
-        let hob = build_td_hob(&spec)?;
-        if hob.len() as u64 > plan.hob_len {
+        let (plan, hob_spec) = plan_boot(&config, &layout, &images, leaf)?;
+        let payload = images.read_kernel(&config, &plan)?;
+        let hob = build_td_hob(&hob_spec)?;
+        let built = u64::try_from(hob.len()).unwrap_or(u64::MAX);
+        if built > plan.hob_len {
             return Err(TdError::Hob(HobBuildError::Grew {
                 planned: plan.hob_len,
-                built: hob.len() as u64,
+                built,
             }));
         }
 
         let kvm = kvm.map_err(TdError::NoKvm)?;
-        let max_vcpus = kvm.get_max_vcpus() as u32;
-        if config.cpus == 0 || config.cpus > MAX_VCPUS || config.cpus > max_vcpus {
-            return Err(TdError::Cpus {
-                asked: config.cpus,
-                why: format!(
-                    "a TD has 1 to {} vCPUs here (this VMM allows {MAX_VCPUS}, KVM_CAP_MAX_VCPUS is {max_vcpus})",
-                    MAX_VCPUS.min(max_vcpus)
-                ),
-            });
-        }
-        let vm = kvm.create_vm().map_err(|source| TdError::Kvm {
-            what: "KVM_CREATE_VM",
-            source,
-        })?;
-        let mut fds = Vec::with_capacity(config.cpus as usize);
-        for i in 0..config.cpus {
-            fds.push(
-                vm.create_vcpu(u64::from(i))
-                    .map_err(|source| TdError::Kvm {
-                        what: "KVM_CREATE_VCPU",
-                        source,
-                    })?,
-            );
-        }
+        let (vm, fds) = create_vm(&kvm, config.cpus)?;
         // The top slot ids stay free for short-lived VMM mappings (see cpu.rs).
         let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
         let board = Arc::new(StopBoard::new(config.cpus));
@@ -259,28 +292,24 @@ impl Td {
         memory.set_map_on_touch(config.map_on_touch);
         memory.set_sept_level(config.sept_level);
         let pending_fallback = choose_pending(&mut memory, config.pending)?;
-        memory.add_initial(plan.initial.0, plan.initial_len())?;
-        firmware.load(memory.ram().memory())?;
-        memory.write("TD HOB", plan.hob, &hob)?;
-        memory.write("GDT", plan.gdt, &boot::gdt_bytes())?;
-        for i in 0..plan.page_table_pages {
-            let page = boot::page_table_page(&layout, plan.page_tables, plan.map_leaf, i);
-            let mut bytes = [0u8; abi::PAGE_4K as usize];
-            for (chunk, e) in bytes.chunks_exact_mut(8).zip(page) {
-                chunk.copy_from_slice(&e.to_le_bytes());
-            }
-            memory.write("page tables", plan.page_tables + i * abi::PAGE_4K, &bytes)?;
-        }
-        if let Some(p) = &payload {
-            memory.write("payload", plan.payload.0, &p.bytes)?;
-        }
+        let firmware = &images.firmware;
+        load_initial(
+            &mut memory,
+            &layout,
+            &plan,
+            firmware,
+            &hob,
+            payload.as_ref(),
+        )?;
+
         let profile = cpu::resolve_profile(config.profile, &fds[0])?;
+        let slots = u32::try_from(slot_limit).unwrap_or(u32::MAX);
         for (i, fd) in (0u32..).zip(&fds) {
             cpu::setup_vcpu(
                 &kvm,
                 memory.vm(),
                 fd,
-                slot_limit as u32,
+                slots,
                 profile,
                 &plan,
                 firmware.entry,
@@ -298,25 +327,7 @@ impl Td {
             plan.hob,
             firmware.entry
         );
-        let sync_regs = kvm.check_extension(Cap::SyncRegs);
-        if !sync_regs {
-            log::info!("KVM_CAP_SYNC_REGS missing: TDCALLs use KVM_GET/SET_REGS");
-        }
-        let vcpus = (0u32..)
-            .zip(fds)
-            .map(|(i, mut fd)| {
-                if sync_regs {
-                    fd.set_sync_valid_reg(SyncReg::Register);
-                }
-                let mut state = VcpuState::new(i);
-                state.tsc_khz = fd.get_tsc_khz().ok();
-                Vcpu {
-                    fd,
-                    state,
-                    sync_regs,
-                }
-            })
-            .collect();
+        let vcpus = make_vcpus(&kvm, fds);
         let trace = config
             .trace
             .as_deref()
@@ -341,7 +352,7 @@ impl Td {
             config,
             initial_bytes: plan.initial_len(),
             pending_fallback,
-            inputs,
+            inputs: images.inputs,
             _kvm: kvm,
         })
     }

@@ -2,17 +2,18 @@
 //! checks the inputs, lays out initial memory, loads the images and the
 //! HOB, creates the VM and its vCPUs), running it (`run`: one thread per
 //! vCPU until the first stop) and deciding what the run's outcome is
-//! (`verdict`). The state every vCPU shares is `shared::Shared`, each
+//! (`verdict`); why a build fails is `error`. The state every vCPU shares is `shared::Shared`, each
 //! vCPU's own `vcpu::VcpuState`; the report is `report::assemble`'s.
 
 mod build;
 mod config;
+mod error;
 mod run;
 mod stop_handle;
 mod verdict;
 
-pub use build::TdError;
 pub use config::TdConfig;
+pub use error::TdError;
 pub use stop_handle::StopHandle;
 
 use crate::boot::cpu::CpuProfile;

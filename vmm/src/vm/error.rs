@@ -1,0 +1,85 @@
+//! Why a TD could not be built, before any guest code ran: one variant per
+//! failing step, each message saying what failed and with which value.
+
+use crate::boot::cpu;
+use crate::boot::hob::HobBuildError;
+use crate::boot::image::ElfError;
+use crate::boot::plan as boot;
+use crate::memory::layout::LayoutError;
+use crate::memory::private::MemoryError;
+use thiserror::Error;
+
+/// Why a TD could not be built (before any guest code ran). The message
+/// says what failed and with which value.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TdError {
+    /// The memory size cannot be laid out.
+    #[error("invalid memory size: {0}")]
+    Layout(#[from] LayoutError),
+    /// The firmware or the kernel is not a usable ELF image.
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    /// The TD HOB cannot be built.
+    #[error(transparent)]
+    Hob(#[from] HobBuildError),
+    /// Initial memory does not fit.
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    /// The kernel does not fit in initial memory.
+    #[error("{path}: the kernel is {size} bytes, more than fits in initial memory below {low_end:#x}; give the guest more RAM")]
+    KernelTooLarge {
+        /// The kernel file.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// Where initial memory must end.
+        low_end: u64,
+    },
+    /// /dev/kvm cannot be opened.
+    #[error("cannot open /dev/kvm: {0}")]
+    NoKvm(vmm_sys_util::errno::Error),
+    /// A KVM call failed.
+    #[error("{what} failed: {source}")]
+    Kvm {
+        /// The call.
+        what: &'static str,
+        /// Its error.
+        source: vmm_sys_util::errno::Error,
+    },
+    /// Guest memory cannot be set up.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The pending mechanism asked for is not available.
+    #[error("--pending uffd-poison: {0}")]
+    Pending(crate::memory::pending_mechanism::PendingError),
+    /// A vCPU cannot be set up.
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuError),
+    /// The trace file cannot be created.
+    #[error(transparent)]
+    Trace(#[from] crate::report::trace::TraceError),
+    /// An input file cannot be read.
+    #[error(transparent)]
+    File(#[from] crate::host::files::FileError),
+    /// The number of vCPUs is out of range (`asked`; `why` says the range).
+    #[error("{asked} vCPUs asked for: {why}")]
+    Cpus {
+        /// vCPUs asked for.
+        asked: u32,
+        /// The range allowed, and why.
+        why: String,
+    },
+    /// Host memory for the bookkeeping cannot be reserved.
+    #[error(transparent)]
+    Reserve(#[from] crate::memory::host_alloc::ReserveError),
+    /// A process limit (`ulimit`) leaves no room for the TD.
+    #[error(transparent)]
+    Limit(#[from] crate::host::limits::LimitError),
+    /// The busy-injection probability is not between 0 and 1.
+    #[error("busy injection probability {probability} is not between 0 and 1")]
+    InjectProbability {
+        /// The probability given.
+        probability: f64,
+    },
+}
