@@ -50,8 +50,9 @@ pub const MIB: u64 = 1 << 20;
 /// memory converts to `usize` without loss.
 const _: () = assert!(usize::BITS == 64);
 
-/// `v` as an index (lossless: see the assertion above).
+/// `v` as an index or a length in memory (lossless: see the assertion
+/// above). Every host and guest crate converts through it.
 #[allow(clippy::cast_possible_truncation)]
-pub(crate) const fn to_usize(v: u64) -> usize {
+pub const fn to_usize(v: u64) -> usize {
     v as usize
 }

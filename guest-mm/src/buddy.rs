@@ -282,7 +282,7 @@ impl<'a> Buddy<'a> {
     /// every block of a terabyte of unaccepted memory: one store each).
     pub fn park_blocks(&mut self, addr: u64, n: u64) {
         let first = (addr / BLOCK) as usize;
-        self.dir[first..first + n as usize].fill(PARKED);
+        self.dir[first..first + abi::to_usize(n)].fill(PARKED);
         self.stats.parked_blocks += n;
         self.stats.blocks_parked += n;
     }
@@ -536,7 +536,7 @@ mod tests {
                     prop_assert_eq!(a % len, 0);
                     // Adjacent usable ranges may together hold one block.
                     let inside_usable = (a..a + len)
-                        .step_by(PAGE as usize)
+                        .step_by(abi::to_usize(PAGE))
                         .all(|pg| usable.range(..=pg).next_back().is_some_and(|(_, e)| pg < *e));
                     let inside_parked = parked.contains(&(a / BLOCK));
                     prop_assert!(inside_usable || inside_parked, "{:#x} order {} outside usable memory", a, order);

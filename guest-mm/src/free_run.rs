@@ -95,7 +95,7 @@ mod tests {
             Table {
                 header: Header {
                     version: 1,
-                    unit_size: UNIT_SIZE as u32,
+                    unit_size: u32::try_from(UNIT_SIZE).unwrap(),
                     phys_base: 0,
                     size: 4,
                 },
@@ -190,7 +190,7 @@ mod tests {
             }
             // Nothing the allocator handed out as free is unaccepted.
             for (s, e) in [(MIB, 4 * MIB), (12 * MIB, 16 * MIB), (20 * MIB, 22 * MIB)] {
-                for a in (s..e).step_by(UNIT_SIZE as usize / 2) {
+                for a in (s..e).step_by(abi::to_usize(UNIT_SIZE / 2)) {
                     assert!(!t.unaccepted(a), "{a:#x} free but unaccepted (lazy {lazy})");
                 }
             }

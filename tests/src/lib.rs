@@ -138,7 +138,7 @@ pub fn name(p: ProfileChoice) -> &'static str {
 /// Offsets of the PT_LOAD program headers of a 64-bit ELF image.
 pub fn pt_load_headers(image: &[u8]) -> Vec<usize> {
     let u16_at = |o: usize| u16::from_le_bytes(image[o..o + 2].try_into().unwrap()) as usize;
-    let phoff = u64::from_le_bytes(image[0x20..0x28].try_into().unwrap()) as usize;
+    let phoff = abi::to_usize(u64::from_le_bytes(image[0x20..0x28].try_into().unwrap()));
     let (size, count) = (u16_at(0x36), u16_at(0x38));
     (0..count)
         .map(|i| phoff + i * size)

@@ -175,7 +175,7 @@ pub fn first_relocation_info(image: &[u8]) -> usize {
     let u64_at = |o: usize| u64::from_le_bytes(image[o..o + 8].try_into().unwrap());
     let u32_at = |o: usize| u32::from_le_bytes(image[o..o + 4].try_into().unwrap());
     let u16_at = |o: usize| u16::from_le_bytes(image[o..o + 2].try_into().unwrap()) as usize;
-    let phoff = u64_at(0x20) as usize;
+    let phoff = abi::to_usize(u64_at(0x20));
     let headers: Vec<usize> = (0..u16_at(0x38))
         .map(|i| phoff + i * u16_at(0x36))
         .collect();
@@ -186,13 +186,13 @@ pub fn first_relocation_info(image: &[u8]) -> usize {
                 u32_at(h) == 1 && vaddr >= u64_at(h + 16) && vaddr < u64_at(h + 16) + u64_at(h + 32)
             })
             .expect("a PT_LOAD holds the address");
-        (u64_at(h + 8) + vaddr - u64_at(h + 16)) as usize
+        abi::to_usize(u64_at(h + 8) + vaddr - u64_at(h + 16))
     };
     let dynamic = *headers
         .iter()
         .find(|&&h| u32_at(h) == 2)
         .expect("PT_DYNAMIC");
-    let mut at = u64_at(dynamic + 8) as usize;
+    let mut at = abi::to_usize(u64_at(dynamic + 8));
     loop {
         match u64_at(at) {
             0 => panic!("no DT_RELA"),

@@ -348,7 +348,7 @@ fn exceptions_reach_the_firmware_handler_in_every_profile() {
             let entry_file_offset = |rip: u64| {
                 // The firmware is linked at FIRMWARE_BASE; find the bytes
                 // of the instruction through its PT_LOAD headers.
-                let phoff = u64::from_le_bytes(fw[0x20..0x28].try_into().unwrap()) as usize;
+                let phoff = abi::to_usize(u64::from_le_bytes(fw[0x20..0x28].try_into().unwrap()));
                 let n = u16::from_le_bytes(fw[0x38..0x3a].try_into().unwrap()) as usize;
                 (0..n).find_map(|i| {
                     let h = phoff + i * 56;
@@ -357,7 +357,7 @@ fn exceptions_reach_the_firmware_handler_in_every_profile() {
                     let (off, paddr, filesz) = (word(8), word(24), word(32));
                     (u32::from_le_bytes(fw[h..h + 4].try_into().unwrap()) == 1
                         && (paddr..paddr + filesz).contains(&rip))
-                    .then(|| (off + rip - paddr) as usize)
+                    .then(|| abi::to_usize(off + rip - paddr))
                 })
             };
             let at = entry_file_offset(named).expect("RIP inside the firmware image");

@@ -433,11 +433,11 @@ fn forging_firmware(console: &[u8], message: &[u8; 64]) -> std::path::PathBuf {
     let code = |data_gpa: u64| {
         let mut c = tests::process::Code::default();
         c.zero_rax()
-            .mov32(rcx, abi::vmcall::EXPOSE_R10_R15 as u32)
-            .mov32(r10, VENDOR_EMU as u32)
-            .mov32(r11, emu::CONSOLE_WRITE as u32)
-            .mov32(r12, data_gpa as u32)
-            .mov32(r13, console.len() as u32)
+            .mov32(rcx, u32::try_from(abi::vmcall::EXPOSE_R10_R15).unwrap())
+            .mov32(r10, u32::try_from(VENDOR_EMU).unwrap())
+            .mov32(r11, u32::try_from(emu::CONSOLE_WRITE).unwrap())
+            .mov32(r12, u32::try_from(data_gpa).unwrap())
+            .mov32(r13, u32::try_from(console.len()).unwrap())
             .out(abi::tdcall::DOORBELL_PORT);
         // ReportFatalError with the message in R14, R15, RBX, RDI, RSI, R8,
         // R9, RDX (as Linux sends it): expose those and R10..R12.
@@ -447,8 +447,8 @@ fn forging_firmware(console: &[u8], message: &[u8; 64]) -> std::path::PathBuf {
             .sum();
         c.zero_rax()
             .mov32(rcx, exposed)
-            .mov32(r10, GHCI_STANDARD as u32)
-            .mov32(r11, ghci::REPORT_FATAL_ERROR as u32)
+            .mov32(r10, u32::try_from(GHCI_STANDARD).unwrap())
+            .mov32(r11, u32::try_from(ghci::REPORT_FATAL_ERROR).unwrap())
             .mov32(r12, 1);
         for (reg, word) in [14u8, 15, 3, 7, 6, 8, 9, 2].iter().zip(message.chunks(8)) {
             c.mov64(*reg, u64::from_le_bytes(word.try_into().unwrap()));

@@ -262,7 +262,7 @@ fn a_chain_of_1000_kexecs_keeps_the_memory_map_the_same_size() {
         if let Some(gen) = g.generation {
             assert_eq!(
                 g.counters.get("memory_map_entries"),
-                Some(&entries[gen as usize]),
+                Some(&entries[abi::to_usize(gen)]),
                 "generation {gen}"
             );
         }

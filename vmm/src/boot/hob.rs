@@ -55,7 +55,7 @@ impl HobBuilder {
         let r = ResourceDescriptor {
             header: Header {
                 hob_type: hob_type::RESOURCE_DESCRIPTOR,
-                hob_length: core::mem::size_of::<ResourceDescriptor>() as u16,
+                hob_length: hob_length::<ResourceDescriptor>(),
                 reserved: 0,
             },
             owner: guid::ZERO,
@@ -86,14 +86,14 @@ impl HobBuilder {
         let end_offset = self.bytes.len() as u64;
         let end = Header {
             hob_type: hob_type::END_OF_HOB_LIST,
-            hob_length: core::mem::size_of::<Header>() as u16,
+            hob_length: hob_length::<Header>(),
             reserved: 0,
         };
         self.bytes.extend_from_slice(end.as_bytes());
         let phit = HandoffInfoTable {
             header: Header {
                 hob_type: hob_type::HANDOFF,
-                hob_length: core::mem::size_of::<HandoffInfoTable>() as u16,
+                hob_length: hob_length::<HandoffInfoTable>(),
                 reserved: 0,
             },
             version: hob::HANDOFF_VERSION,
@@ -163,7 +163,9 @@ pub fn build_td_hob(spec: &TdHobSpec<'_>) -> Result<Vec<u8>, HobBuildError> {
     let info = PayloadInfo {
         image_base: spec.payload.0,
         image_size: spec.payload.1,
-        cmdline_len: spec.cmdline.len() as u32,
+        // A line too long for a u32 is too long for its HOB too: `guid`
+        // below refuses it.
+        cmdline_len: u32::try_from(spec.cmdline.len()).unwrap_or(u32::MAX),
         reserved: 0,
     };
     let mut data = info.as_bytes().to_vec();
@@ -174,6 +176,16 @@ pub fn build_td_hob(spec: &TdHobSpec<'_>) -> Result<Vec<u8>, HobBuildError> {
         (init_start, init_end),
         (spec.free.0, spec.free.0 + spec.free.1),
     ))
+}
+
+/// The HOB length of a fixed-size HOB structure (checked at compile time:
+/// each is far below 64 KiB).
+const fn hob_length<T>() -> u16 {
+    let n = core::mem::size_of::<T>();
+    assert!(n <= u16::MAX as usize);
+    #[allow(clippy::cast_possible_truncation)] // asserted above
+    let n = n as u16;
+    n
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ impl ElfImage {
             });
         }
         let mut bytes = Vec::new();
-        bytes.try_reserve_exact(size as usize).map_err(|_| {
+        bytes.try_reserve_exact(abi::to_usize(size)).map_err(|_| {
             read_err(std::io::Error::new(
                 std::io::ErrorKind::OutOfMemory,
                 format!("cannot reserve {size} bytes to read it"),
@@ -223,7 +223,7 @@ impl ElfImage {
         for s in &self.segments {
             let (mut at, end) = (s.vaddr + s.filesz, s.vaddr + s.memsz);
             while at < end {
-                let n = (end - at).min(ZEROS.len() as u64) as usize;
+                let n = abi::to_usize((end - at).min(ZEROS.len() as u64));
                 memory
                     .write_slice(&ZEROS[..n], GuestAddress(at))
                     .map_err(|e| ElfError::Load {
@@ -258,8 +258,8 @@ pub(crate) mod tests {
         b[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
         b[24..32].copy_from_slice(&paddr.to_le_bytes());
         b[32..40].copy_from_slice(&(EHDR_SIZE as u64).to_le_bytes());
-        b[52..54].copy_from_slice(&(EHDR_SIZE as u16).to_le_bytes());
-        b[54..56].copy_from_slice(&(PHDR_SIZE as u16).to_le_bytes());
+        b[52..54].copy_from_slice(&u16::try_from(EHDR_SIZE).unwrap().to_le_bytes());
+        b[54..56].copy_from_slice(&u16::try_from(PHDR_SIZE).unwrap().to_le_bytes());
         b[56..58].copy_from_slice(&1u16.to_le_bytes());
         let o = EHDR_SIZE;
         b[o..o + 4].copy_from_slice(&PT_LOAD.to_le_bytes());

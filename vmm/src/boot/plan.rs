@@ -217,7 +217,7 @@ mod tests {
         ] {
             let pml4e = entry(&bytes, ((va >> 39) & 511) as usize);
             assert_eq!(pml4e & 7, 7, "U/S, RW, P at PML4");
-            let pdpt = ((pml4e & !0xfff) - base) as usize / 8;
+            let pdpt = abi::to_usize((pml4e & !0xfff) - base) / 8;
             let pdpte = entry(&bytes, pdpt + ((va >> 30) & 511) as usize);
             assert_eq!(pdpte & 0x87, 0x87, "1 GiB leaf with U/S");
             assert_eq!((pdpte & !(GIB - 1)) | (va & (GIB - 1)), va);
@@ -245,10 +245,10 @@ mod tests {
         ] {
             let pml4e = entry(&bytes, ((va >> 39) & 511) as usize);
             assert_eq!(pml4e & 7, 7, "U/S, RW, P at PML4");
-            let pdpt = ((pml4e & !0xfff) - base) as usize / 8;
+            let pdpt = abi::to_usize((pml4e & !0xfff) - base) / 8;
             let pdpte = entry(&bytes, pdpt + ((va >> 30) & 511) as usize);
             assert_eq!(pdpte & 7, 7);
-            let pd = ((pdpte & !0xfff) - base) as usize / 8;
+            let pd = abi::to_usize((pdpte & !0xfff) - base) / 8;
             let pde = entry(&bytes, pd + ((va >> 21) & 511) as usize);
             assert_eq!(pde & 0x87, 0x87, "2 MiB leaf with U/S");
             assert_eq!((pde & !0x1f_ffff) | (va & 0x1f_ffff), va);

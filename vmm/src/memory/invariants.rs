@@ -96,7 +96,7 @@ pub fn check_zeroed(
     let mut buf = [0u8; 4096];
     let mut at = 0;
     while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
+        let n = abi::to_usize((len - at).min(buf.len() as u64));
         mem.ram().read(offset + at, &mut buf[..n]);
         if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
             let word = (i & !7).min(n.saturating_sub(8));

@@ -10,7 +10,7 @@ impl PageStateTable {
     /// The run of accepted pages around accepted `page`, clipped to
     /// `[lo, hi)`: scans outwards, whole chunks at a time where it can.
     pub fn accepted_run_around(&self, page: u64, lo: u64, hi: u64) -> (u64, u64) {
-        let whole = |chunk: u64| self.chunks[chunk as usize] == MAPPED_2M;
+        let whole = |chunk: u64| self.chunks[abi::to_usize(chunk)] == MAPPED_2M;
         let mut s = page;
         while s > lo {
             let p = s - 1;

@@ -197,7 +197,7 @@ impl PageStateTable {
                 let mut map = [0u64; 8];
                 set_bit(&mut map, index);
                 self.bitmaps.push(map);
-                self.chunks[chunk] = SPLIT_BASE + (self.bitmaps.len() - 1) as u32;
+                self.chunks[chunk] = split_entry(self.bitmaps.len() - 1);
                 self.count(page, 1);
             }
             (AcceptLevel::L4K, split) => {
@@ -250,7 +250,7 @@ impl PageStateTable {
                 let mut map = [u64::MAX; 8];
                 clear_bit(&mut map, index);
                 self.bitmaps.push(map);
-                self.chunks[chunk] = SPLIT_BASE + (self.bitmaps.len() - 1) as u32;
+                self.chunks[chunk] = split_entry(self.bitmaps.len() - 1);
                 self.uncount(page, 1);
                 return true;
             }
@@ -274,23 +274,23 @@ impl PageStateTable {
         }
         // A split chunk's bitmap stays allocated (unreferenced), like the
         // rest of the table's history: at most 64 bytes per chunk.
-        self.chunks[chunk as usize] = PENDING;
+        self.chunks[abi::to_usize(chunk)] = PENDING;
         accepted
     }
 
     fn uncount(&mut self, page: u64, n: u64) {
         self.accepted_pages -= n;
-        self.gib_accepted[(page / PAGES_PER_GIB) as usize] -= n as u32;
+        self.gib_accepted[abi::to_usize(page / PAGES_PER_GIB)] -= gib_count(n);
     }
 
     fn count(&mut self, page: u64, n: u64) {
         self.accepted_pages += n;
-        self.gib_accepted[(page / PAGES_PER_GIB) as usize] += n as u32;
+        self.gib_accepted[abi::to_usize(page / PAGES_PER_GIB)] += gib_count(n);
     }
 
     /// Number of accepted pages in chunk `chunk`.
     pub fn chunk_accepted(&self, chunk: u64) -> u64 {
-        match self.chunks[chunk as usize] {
+        match self.chunks[abi::to_usize(chunk)] {
             PENDING => 0,
             MAPPED_2M => PAGES_PER_CHUNK,
             split => self.bitmaps[(split - SPLIT_BASE) as usize]
@@ -302,7 +302,7 @@ impl PageStateTable {
 
     /// Accepted pages counted for 1 GiB block `gib`.
     pub fn gib_accepted(&self, gib: u64) -> u64 {
-        self.gib_accepted[gib as usize] as u64
+        u64::from(self.gib_accepted[abi::to_usize(gib)])
     }
 
     /// True when every page of chunk `chunk` is accepted.
@@ -312,8 +312,26 @@ impl PageStateTable {
 
     /// True when every page of 1 GiB block `gib` is accepted.
     pub fn gib_full(&self, gib: u64) -> bool {
-        self.gib_accepted[gib as usize] as u64 == self.gib_pages(gib)
+        u64::from(self.gib_accepted[abi::to_usize(gib)]) == self.gib_pages(gib)
     }
+}
+
+/// The chunk entry naming bitmap `index`. A table has at most 2^25 chunks
+/// (`MAX_MEM_BYTES` / 2 MiB) and a chunk gets a new bitmap only when it is
+/// split again after a release; 2^32 bitmaps would be 256 GiB of host
+/// memory, so the entry fits in a `u32` on any host that can hold them.
+#[allow(clippy::cast_possible_truncation)] // bounded above
+fn split_entry(index: usize) -> u32 {
+    debug_assert!(index <= (u32::MAX - SPLIT_BASE) as usize);
+    SPLIT_BASE + index as u32
+}
+
+/// `n` pages of one GiB block as its count's type: at most
+/// `PAGES_PER_GIB` (2^18), so it always fits in a `u32`.
+#[allow(clippy::cast_possible_truncation)] // bounded above
+fn gib_count(n: u64) -> u32 {
+    debug_assert!(n <= PAGES_PER_GIB);
+    n as u32
 }
 
 pub(super) fn bit(map: &[u64; 8], index: u64) -> bool {
@@ -344,14 +362,14 @@ mod tests {
     }
 
     fn chunk_of(model: &mut [Model], page: u64) -> &mut [Model] {
-        let chunk = (page / PAGES_PER_CHUNK) as usize * PAGES_PER_CHUNK as usize;
-        let chunk_end = (chunk + PAGES_PER_CHUNK as usize).min(model.len());
+        let chunk = abi::to_usize(page / PAGES_PER_CHUNK) * abi::to_usize(PAGES_PER_CHUNK);
+        let chunk_end = (chunk + abi::to_usize(PAGES_PER_CHUNK)).min(model.len());
         &mut model[chunk..chunk_end]
     }
 
     /// Release of one page: a 2 MiB leaf splits into 4 KiB leaves.
     fn model_release(model: &mut [Model], page: u64) -> bool {
-        let index = (page % PAGES_PER_CHUNK) as usize;
+        let index = abi::to_usize(page % PAGES_PER_CHUNK);
         let pages = chunk_of(model, page);
         if pages[index] == Model::At2M {
             pages.fill(Model::At4K);
@@ -381,7 +399,7 @@ mod tests {
                 AcceptOutcome::Accepted
             }
             _ => {
-                let p = &mut model[page as usize];
+                let p = &mut model[abi::to_usize(page)];
                 if *p == Model::At4K {
                     AcceptOutcome::AlreadyAccepted(AcceptLevel::L4K)
                 } else {
@@ -475,7 +493,7 @@ mod tests {
         fn matches_the_model(ops in proptest::collection::vec((0u64..6 * 512, 0u8..8), 1..400)) {
             let pages = 5 * 512 + 100;
             let mut t = PageStateTable::new(pages);
-            let mut model = vec![Model::Pending; pages as usize];
+            let mut model = vec![Model::Pending; abi::to_usize(pages)];
             let pending = |m: &Model| matches!(m, Model::Pending | Model::Released);
             for (page, op) in ops {
                 let page = page % pages;
@@ -499,8 +517,8 @@ mod tests {
                 }
             }
             for g in 0..pages.div_ceil(PAGES_PER_GIB) {
-                let lo = (g * PAGES_PER_GIB) as usize;
-                let hi = ((g + 1) * PAGES_PER_GIB).min(pages) as usize;
+                let lo = abi::to_usize(g * PAGES_PER_GIB);
+                let hi = abi::to_usize(((g + 1) * PAGES_PER_GIB).min(pages));
                 prop_assert_eq!(t.gib_accepted(g), model[lo..hi].iter().filter(|m| !pending(m)).count() as u64);
             }
             let accepted = model.iter().filter(|m| !pending(m)).count() as u64;
@@ -509,14 +527,14 @@ mod tests {
                 let want = if pending(m) { PageState::Pending } else { PageState::Accepted };
                 prop_assert_eq!(t.state(i as u64), want);
             }
-            let mut covered = vec![false; pages as usize];
+            let mut covered = vec![false; abi::to_usize(pages)];
             let mut last_end = None;
             let mut runs = Vec::new();
             t.for_each_accepted_run(0, pages, |s, n| {
                 assert!(last_end.is_none_or(|e| e < s), "runs must be maximal and ordered");
                 last_end = Some(s + n);
                 runs.push((s, s + n));
-                for p in s..s + n { covered[p as usize] = true; }
+                for p in s..s + n { covered[abi::to_usize(p)] = true; }
             });
             // The outward scan finds the same runs, from any page inside.
             for (s, e) in runs {
@@ -529,8 +547,8 @@ mod tests {
                 prop_assert_eq!(covered[i], !pending(m));
             }
             for c in 0..pages.div_ceil(512) {
-                let lo = (c * 512) as usize;
-                let hi = ((c + 1) * 512).min(pages) as usize;
+                let lo = abi::to_usize(c * 512);
+                let hi = abi::to_usize(((c + 1) * 512).min(pages));
                 prop_assert_eq!(t.chunk_full(c), model[lo..hi].iter().all(|m| !pending(m)));
             }
         }

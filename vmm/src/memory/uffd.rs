@@ -107,8 +107,13 @@ fn open_fd() -> Result<OwnedFd, UffdError> {
     if fd < 0 {
         return Err(UffdError::Unavailable(std::io::Error::last_os_error()));
     }
+    let Ok(fd) = i32::try_from(fd) else {
+        return Err(UffdError::Unavailable(std::io::Error::other(format!(
+            "userfaultfd returned {fd}, not a file descriptor"
+        ))));
+    };
     // SAFETY: `fd` is a descriptor the kernel just created for us alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn handshake(fd: &OwnedFd, features: u64) -> Result<u64, UffdError> {

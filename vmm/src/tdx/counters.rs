@@ -69,6 +69,8 @@ impl HandleHistogram {
         if total == 0 {
             return 0;
         }
+        // A float-to-integer `as` saturates: `want` is in 1..=total.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let want = ((total as f64) * q).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, n) in self.buckets.iter().enumerate() {
@@ -116,7 +118,7 @@ impl TdcallCounters {
     pub fn to_map(&self) -> BTreeMap<String, u64> {
         let mut map = BTreeMap::new();
         for (l, n) in self.by_leaf.iter().enumerate().filter(|(_, n)| **n > 0) {
-            let name = match leaf::name(l as u16) {
+            let name = match leaf::name(u16::try_from(l).unwrap_or(u16::MAX)) {
                 "unknown" if l == 63 => "leaf>=63".to_string(),
                 "unknown" => format!("leaf{l}"),
                 known => known.to_string(),

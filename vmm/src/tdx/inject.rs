@@ -94,6 +94,8 @@ impl Injector {
     pub fn new(spec: InjectSpec) -> Self {
         Injector {
             // P scaled to the generator's range; P = 1 always fires.
+            // A float-to-integer `as` saturates, which is the scaling wanted.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             threshold: (spec.busy * u64::MAX as f64) as u64,
             always: spec.busy >= 1.0,
             rng: Rng::new(spec.seed),

@@ -96,8 +96,8 @@ fn console_write<B: SlotBackend>(svc: &mut Services<'_, B>, gpa: u64, len: u64, 
         out.r10 = vmcall_status::OPERAND_INVALID;
         return;
     }
-    let mut buf = [0u8; emu::CONSOLE_WRITE_MAX as usize];
-    let buf = &mut buf[..len as usize];
+    let mut buf = [0u8; abi::to_usize(emu::CONSOLE_WRITE_MAX)];
+    let buf = &mut buf[..abi::to_usize(len)];
     if !svc.mem.read_accepted(gpa, buf) {
         log::debug!("console write of {len} bytes at {gpa:#x}: not accepted RAM");
         out.r10 = vmcall_status::OPERAND_INVALID;
@@ -110,21 +110,29 @@ fn console_write<B: SlotBackend>(svc: &mut Services<'_, B>, gpa: u64, len: u64, 
 
 /// Instruction.IO: R12 = size, R13 = direction, R14 = port, R15 = data.
 fn instruction_io(console: &mut Console, input: &VmcallInputs, out: &mut Outputs) -> Handled {
-    let (size, dir, port) = (input.r12, input.r13, input.r14);
-    if !matches!(size, 1 | 2 | 4) || dir > ghci::IO_DIRECTION_WRITE || port > u16::MAX as u64 {
+    let (size, dir) = (input.r12, input.r13);
+    let port = u16::try_from(input.r14);
+    let (Ok(port), true, true) = (
+        port,
+        matches!(size, 1 | 2 | 4),
+        dir <= ghci::IO_DIRECTION_WRITE,
+    ) else {
         out.r10 = vmcall_status::OPERAND_INVALID;
         return Handled::answer(Status::Success);
-    }
-    let port = port as u16;
+    };
     let mask = if size == 4 {
         u32::MAX as u64
     } else {
         (1u64 << (size * 8)) - 1
     };
-    if (COM1_BASE..COM1_BASE + COM1_LEN).contains(&port) && size == 1 {
-        let offset = (port - COM1_BASE) as u8;
+    let com1 = port
+        .checked_sub(COM1_BASE)
+        .filter(|o| *o < COM1_LEN)
+        .and_then(|o| u8::try_from(o).ok());
+    if let (Some(offset), 1) = (com1, size) {
         if dir == ghci::IO_DIRECTION_WRITE {
-            console.write(offset, input.r15 as u8);
+            // A 1-byte write: the data is R15's low byte.
+            console.write(offset, input.r15.to_le_bytes()[0]);
         } else {
             out.r11 = Some(console.read(offset) as u64);
         }
@@ -220,7 +228,10 @@ fn vendor<B: SlotBackend>(
         Handled::answer(Status::Success)
     };
     match input.r11 {
-        emu::SHUTDOWN => Handled::stop(Stop::shutdown(input.r12 as u32 as i32 as i64)),
+        // The exit code is R12's low 32 bits, signed.
+        emu::SHUTDOWN => Handled::stop(Stop::shutdown(i64::from(
+            (input.r12 & 0xffff_ffff) as u32 as i32,
+        ))),
         emu::MARK => match Mark::from_id(input.r12) {
             Some(mark) => Handled::event(Event::Mark(mark, input.r13)),
             None => invalid(out, "guest phase mark"),

@@ -60,7 +60,7 @@ impl VcpuState {
     pub fn tsc_to_ns(&self, ticks: u64) -> u64 {
         match self.tsc_khz {
             Some(khz) if khz > 0 => {
-                (u128::from(ticks) * 1_000_000 / u128::from(khz)).min(u64::MAX as u128) as u64
+                u64::try_from(u128::from(ticks) * 1_000_000 / u128::from(khz)).unwrap_or(u64::MAX)
             }
             _ => 0,
         }

@@ -204,7 +204,7 @@ fn load_initial(
     memory.write("GDT", plan.gdt, &boot::gdt_bytes())?;
     for i in 0..plan.page_table_pages {
         let page = boot::page_table_page(layout, plan.page_tables, plan.map_leaf, i);
-        let mut bytes = [0u8; abi::PAGE_4K as usize];
+        let mut bytes = [0u8; abi::to_usize(abi::PAGE_4K)];
         for (chunk, e) in bytes.chunks_exact_mut(8).zip(page) {
             chunk.copy_from_slice(&e.to_le_bytes());
         }
