@@ -469,3 +469,44 @@ impl Truncated {
         self.timing_us + self.kexec + self.guest_per_generation
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_settings_keep_the_report_text() {
+        let r = Report::refused("bad".into(), Inputs::default());
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["outcome"], "refused");
+        assert_eq!(v["fatal"]["kind"], "refused");
+        assert_eq!(v["cpu_profile"], "none");
+        assert_eq!(r.cpu_profile_name(), "none");
+        assert_eq!(v["backing"], "populate");
+        assert_eq!(v["sept_level"], "2m");
+        let i = &v["inputs"];
+        assert_eq!(i["cpu_profile_requested"], "auto");
+        assert_eq!(i["map"], "on-touch");
+        assert_eq!(i["pending"], "auto");
+        let back: Report = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), v);
+    }
+
+    #[test]
+    fn older_reports_read_with_their_defaults() {
+        let mut v = serde_json::to_value(Report::refused("x".into(), Inputs::default())).unwrap();
+        v["cpu_profile"] = "pvm-native".into();
+        let o = v.as_object_mut().unwrap();
+        o.remove("sept_level");
+        let i = o["inputs"].as_object_mut().unwrap();
+        i.remove("sept_level");
+        i.remove("pending");
+        let r: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(r.cpu_profile, Some(CpuProfile::PvmNative));
+        assert_eq!(
+            (r.sept_level, r.inputs.sept_level),
+            (SeptLevel::L2M, SeptLevel::L2M)
+        );
+        assert_eq!(r.inputs.pending, Some(PendingMechanism::Memslots));
+    }
+}
