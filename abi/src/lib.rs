@@ -17,7 +17,9 @@
 //! one. This crate re-exports nothing from `models`.
 //!
 //! `no_std`, no dependencies: the firmware and the kernel link it for
-//! `x86_64-unknown-none`, the VMM links it on the host. Nothing outside this
+//! `x86_64-unknown-none`, the VMM links it on the host (with the optional
+//! `serde` feature, its only dependency, so that named enums serialise as
+//! their names in the run report). Nothing outside this
 //! crate re-declares a leaf number, a status code, a port, a GUID or a layout.
 #![no_std]
 

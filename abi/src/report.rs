@@ -2,8 +2,13 @@
 //! of a run and the phase marks a guest can record.
 
 crate::named_enum! {
-    /// How a run ended. The VMM's JSON report spells these with `as_str`.
+    /// How a run ended. The VMM's JSON report spells these with `as_str`
+    /// (and the VMM re-exports this enum as `vmm::Outcome`). Guests never
+    /// send an outcome; `Refused` is the report's own, for a run refused
+    /// before any guest code ran. More outcomes may come: matches need a
+    /// wildcard arm outside this crate.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
     pub enum Outcome {
         /// The guest shut down cleanly (its exit code is reported separately).
         Ok => "ok",
@@ -19,8 +24,11 @@ crate::named_enum! {
         Error => "error",
         /// The guest ran past the VMM's `--timeout`.
         Timeout => "timeout",
-        /// The VMM was asked to stop (SIGINT or SIGTERM).
+        /// The VMM was asked to stop (a stop signal, or the library's
+        /// `StopHandle::stop`).
         Interrupted => "interrupted",
+        /// The run was refused before any guest code ran (bad input).
+        Refused => "refused",
     }
 }
 

@@ -189,23 +189,19 @@ impl From<AcceptLevel> for PageLevel {
     }
 }
 
-/// The host's mapping granularity for private memory: the leaf size of
-/// the Secure EPT. With 4 KiB leaves (KVM's TDX support today) a 2 MiB
-/// accept of a pending range answers `TDX_PAGE_SIZE_MISMATCH | 2M`, and
-/// only 4 KiB accepts succeed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SeptLevel {
-    #[default]
-    L2M,
-    L4K,
-}
-
-impl SeptLevel {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SeptLevel::L2M => "2m",
-            SeptLevel::L4K => "4k",
-        }
+crate::named_enum! {
+    /// The host's mapping granularity for private memory: the leaf size of
+    /// the Secure EPT. With 4 KiB leaves (KVM's TDX support today) a 2 MiB
+    /// accept of a pending range answers `TDX_PAGE_SIZE_MISMATCH | 2M`, and
+    /// only 4 KiB accepts succeed. Named `2m` and `4k` (`--sept-level`, the
+    /// report), as `PageLevel` names its levels.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub enum SeptLevel {
+        /// 2 MiB leaves: accepts of either size succeed.
+        #[default]
+        L2M => PageLevel::L2M.name(),
+        /// 4 KiB leaves (KVM's TDX support today).
+        L4K => PageLevel::L4K.name(),
     }
 }
 

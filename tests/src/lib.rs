@@ -128,11 +128,7 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
 
 /// Name of a profile for messages.
 pub fn name(p: ProfileChoice) -> &'static str {
-    match p {
-        ProfileChoice::Auto => "auto",
-        ProfileChoice::Standard => "standard",
-        ProfileChoice::PvmNative => "pvm-native",
-    }
+    p.as_str()
 }
 
 /// Offsets of the PT_LOAD program headers of a 64-bit ELF image.

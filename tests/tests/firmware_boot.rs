@@ -41,7 +41,7 @@ fn firmware_accepts_all_pending_ram_below_4g() {
         let ctx = format!("profile {}: {:?}", name(p), r.fatal);
         assert_eq!(r.outcome, Outcome::Ok, "{ctx}");
         assert_eq!(r.exit_code, Some(0), "{ctx}");
-        assert_eq!(r.cpu_profile, name(p));
+        assert_eq!(r.cpu_profile_name(), name(p));
         // Everything below 4 GiB except initial memory was pending.
         assert_eq!(
             r.accept.bytes_accepted,

@@ -190,10 +190,10 @@ fn the_report_names_the_mechanism_that_ran() {
             r.host.pending_fallback.as_deref(),
             Some("--pending memslots")
         );
-        assert_eq!(r.inputs.pending, "memslots");
+        assert_eq!(r.inputs.pending, Some(PendingMechanism::Memslots));
         let auto = boot(config(p, 128 * MIB, ""));
         ok(&auto, name(p));
-        assert_eq!(auto.inputs.pending, "auto");
+        assert_eq!(auto.inputs.pending, None);
         if poison {
             assert_eq!(auto.host.pending_mechanism, PendingMechanism::UffdPoison);
             assert_eq!(auto.host.pending_fallback, None);

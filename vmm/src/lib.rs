@@ -63,6 +63,7 @@ mod host;
 #[doc(hidden)]
 pub mod internals;
 mod memory;
+mod named;
 pub mod report;
 mod shared;
 mod stop;
@@ -73,6 +74,7 @@ mod vm;
 pub use abi::tdcall::SeptLevel;
 pub use boot::cpu::{CpuProfile, ProfileChoice};
 pub use memory::guest_ram::Backing;
+pub use memory::memslots::Mapping;
 pub use memory::pending_mechanism::PendingMechanism;
 pub use report::{Outcome, Report};
 pub use vm::{StopHandle, Td, TdConfig, TdError, MAX_VCPUS};

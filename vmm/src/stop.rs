@@ -3,9 +3,7 @@
 //! ended the run. Every mechanism that can end a run returns one of these;
 //! the report carries it.
 
-use crate::report::run_log::Phase;
-use crate::report::Outcome as ReportOutcome;
-use abi::report::Outcome;
+use crate::report::outcome::{Outcome, Phase};
 use serde::{Deserialize, Serialize};
 
 /// How a TD stopped.
@@ -33,7 +31,7 @@ impl Stop {
     /// A fatal stop; `fatal.kind` is the outcome (set here, the one place
     /// it is derived).
     pub fn fatal(outcome: Outcome, mut fatal: Fatal) -> Self {
-        fatal.kind = outcome.into();
+        fatal.kind = outcome;
         Stop {
             outcome,
             exit_code: None,
@@ -48,27 +46,17 @@ impl Stop {
     }
 }
 
-/// Kind of a guest memory access (`read`, `write` or `execute` in the
-/// report).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Access {
-    /// A load.
-    Read,
-    /// A store.
-    Write,
-    /// An instruction fetch.
-    Execute,
-}
-
-impl Access {
-    /// The name the report uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::Read => "read",
-            Access::Write => "write",
-            Access::Execute => "execute",
-        }
+abi::named_enum! {
+    /// Kind of a guest memory access (`read`, `write` or `execute` in the
+    /// report).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Access {
+        /// A load.
+        Read => "read",
+        /// A store.
+        Write => "write",
+        /// An instruction fetch.
+        Execute => "execute",
     }
 }
 
@@ -76,7 +64,7 @@ impl Access {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Fatal {
     /// The run's outcome (the report's `outcome`, repeated here).
-    pub kind: ReportOutcome,
+    pub kind: Outcome,
     /// The guest physical address involved, if one was.
     pub gpa: Option<u64>,
     /// The vCPU's instruction pointer when it stopped, if KVM told it.
@@ -99,7 +87,7 @@ impl Fatal {
     /// filled in by `Stop::fatal`).
     pub fn new(message: String) -> Self {
         Fatal {
-            kind: ReportOutcome::Error,
+            kind: Outcome::Error,
             gpa: None,
             rip: None,
             access: None,

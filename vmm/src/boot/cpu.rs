@@ -47,44 +47,30 @@ fn kvm_err(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> Cpu
     move |source| CpuError::Kvm { what, source }
 }
 
-/// How the guest's code runs on this host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CpuProfile {
-    /// Ring 0, as on any VMX/SVM KVM (emulated, and slow, under kvm_pvm).
-    Standard,
-    /// Ring 3 with DPL-3 selectors on a kvm_pvm host: runs natively.
-    PvmNative,
-}
-
-/// The `--cpu-profile` choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProfileChoice {
-    /// The pvm-native profile on a kvm_pvm host, the standard one elsewhere.
-    Auto,
-    /// Guest code runs as on any KVM host (hardware virtualisation).
-    Standard,
-    /// The kvm_pvm host's native profile (guest code in user mode).
-    PvmNative,
-}
-
-impl ProfileChoice {
-    /// Name used on the command line and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProfileChoice::Auto => "auto",
-            ProfileChoice::Standard => "standard",
-            ProfileChoice::PvmNative => "pvm-native",
-        }
+abi::named_enum! {
+    /// How the guest's code runs on this host (the report's `cpu_profile`,
+    /// by these names).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum CpuProfile {
+        /// Ring 0, as on any VMX/SVM KVM (emulated, and slow, under kvm_pvm).
+        Standard => "standard",
+        /// Ring 3 with DPL-3 selectors on a kvm_pvm host: runs natively.
+        PvmNative => "pvm-native",
     }
 }
 
-impl CpuProfile {
-    /// Name used on the command line and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CpuProfile::Standard => "standard",
-            CpuProfile::PvmNative => "pvm-native",
-        }
+abi::named_enum! {
+    /// The `--cpu-profile` choice: `auto` (the default), or a profile by
+    /// its name.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub enum ProfileChoice {
+        /// The pvm-native profile on a kvm_pvm host, the standard one elsewhere.
+        #[default]
+        Auto => crate::named::AUTO,
+        /// Guest code runs as on any KVM host (hardware virtualisation).
+        Standard => CpuProfile::Standard.as_str(),
+        /// The kvm_pvm host's native profile (guest code in user mode).
+        PvmNative => CpuProfile::PvmNative.as_str(),
     }
 }
 

@@ -9,7 +9,12 @@
 use crate::boot::cpu::ProfileChoice;
 use crate::host::size::parse_size;
 use crate::memory::guest_ram::Backing;
+use crate::memory::memslots::Mapping;
+use crate::memory::pending_mechanism::PendingMechanism;
 use crate::vm::TdConfig;
+use abi::named::Named;
+use abi::tdcall::SeptLevel;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod run;
@@ -40,38 +45,20 @@ pub(crate) enum Command {
     Run(RunArgs),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub(crate) enum ProfileArg {
-    Auto,
-    Standard,
-    PvmNative,
+/// The value parser of a flag whose values are a named enum's names
+/// (`abi::named_enum!`): `--help` and the errors list them, in declaration
+/// order, and each parses to its variant.
+fn named<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::NAMES).try_map(|name| T::from_name(&name).ok_or("no such name"))
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub(crate) enum BackingArg {
-    Populate,
-    OnTouch,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub(crate) enum MapArg {
-    OnAccept,
-    OnTouch,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub(crate) enum SeptLevelArg {
-    #[value(name = "2m")]
-    L2M,
-    #[value(name = "4k")]
-    L4K,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub(crate) enum PendingArg {
-    Auto,
-    Memslots,
-    UffdPoison,
+/// The value parser of a flag that takes a named enum's names or `none`,
+/// which parses to `None` (listed first).
+fn named_or<T: Named + Send + Sync>(
+    none: &'static str,
+) -> impl TypedValueParser<Value = Option<T>> {
+    let names = std::iter::once(none).chain(T::NAMES.iter().copied());
+    PossibleValuesParser::new(names).map(|name| T::from_name(&name))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -103,28 +90,29 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "")]
     pub cmdline: String,
     /// How guest code runs: auto picks pvm-native on a kvm_pvm host.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub cpu_profile: ProfileArg,
+    #[arg(long, value_parser = named::<ProfileChoice>(), default_value_t = ProfileChoice::Auto)]
+    pub cpu_profile: ProfileChoice,
     /// When accepted memory gets host pages: at accept, or on first touch.
-    #[arg(long, value_enum, default_value = "populate")]
-    pub backing: BackingArg,
+    #[arg(long, value_parser = named::<Backing>(), default_value_t = Backing::Populate)]
+    pub backing: Backing,
     /// When accepted memory gets its KVM memslot: at accept, or at the
     /// guest's first touch (which then exits once and is completed by the VMM).
-    #[arg(long, value_enum, default_value = "on-touch")]
-    pub map: MapArg,
+    #[arg(long, value_parser = named::<Mapping>(), default_value_t = Mapping::OnTouch)]
+    pub map: Mapping,
     /// The host's mapping granularity for private memory (the Secure EPT's
     /// leaf size). With 4k, a 2 MiB accept of a pending range answers
     /// TDX_PAGE_SIZE_MISMATCH, as the TDX module does over 4 KiB leaves
     /// (KVM's TDX support today), and guests fall back to 4 KiB accepts.
-    #[arg(long, value_enum, default_value = "2m")]
-    pub sept_level: SeptLevelArg,
+    #[arg(long, value_parser = named::<SeptLevel>(), default_value_t = SeptLevel::L2M)]
+    pub sept_level: SeptLevel,
     /// How pending memory is kept out of the guest's reach: no memslot
     /// over it (every host), or, for chunks accepted in 4 KiB pages,
     /// userfaultfd-poisoned pages inside one memslot (4 KiB accepts without
     /// memslot changes; host kernel 6.6 or later). auto picks uffd-poison
     /// where the host offers it; the report says which ran.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub pending: PendingArg,
+    // A full path, so that clap takes the type as it is: `auto` is `None`.
+    #[arg(long, value_parser = named_or::<PendingMechanism>(crate::named::AUTO), default_value = crate::named::AUTO)]
+    pub pending: std::option::Option<PendingMechanism>,
     /// Write the JSON run report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -206,34 +194,16 @@ impl RunArgs {
             mem_bytes: self.mem,
             cpus: self.cpus,
             cmdline: self.cmdline.clone(),
-            profile: match self.cpu_profile {
-                ProfileArg::Auto => ProfileChoice::Auto,
-                ProfileArg::Standard => ProfileChoice::Standard,
-                ProfileArg::PvmNative => ProfileChoice::PvmNative,
-            },
-            backing: match self.backing {
-                BackingArg::Populate => Backing::Populate,
-                BackingArg::OnTouch => Backing::OnTouch,
-            },
+            profile: self.cpu_profile,
+            backing: self.backing,
             gpaw: abi::tdcall::vp_info::GPAW_48,
             echo_console: !self.quiet,
             timeout,
             trace: self.trace.clone(),
             trace_cap_bytes: self.trace_cap,
-            map_on_touch: matches!(self.map, MapArg::OnTouch),
-            sept_level: match self.sept_level {
-                SeptLevelArg::L2M => abi::tdcall::SeptLevel::L2M,
-                SeptLevelArg::L4K => abi::tdcall::SeptLevel::L4K,
-            },
-            pending: match self.pending {
-                PendingArg::Auto => None,
-                PendingArg::Memslots => {
-                    Some(crate::memory::pending_mechanism::PendingMechanism::Memslots)
-                }
-                PendingArg::UffdPoison => {
-                    Some(crate::memory::pending_mechanism::PendingMechanism::UffdPoison)
-                }
-            },
+            map_on_touch: self.map == Mapping::OnTouch,
+            sept_level: self.sept_level,
+            pending: self.pending,
             check_invariants: self.check_invariants || cfg!(debug_assertions),
             inject: self.inject,
             command_line: Vec::new(),

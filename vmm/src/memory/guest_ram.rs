@@ -26,22 +26,16 @@ pub enum GuestRamError {
 /// Host huge-page size the mapping is aligned to.
 const HUGE: u64 = 2 << 20;
 
-/// How accepted memory gets its host pages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backing {
-    /// Zero-fill and populate at accept time (TDX AUG at accept).
-    Populate,
-    /// Leave it to the guest's first touch.
-    OnTouch,
-}
-
-impl Backing {
-    /// Name used on the command line and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backing::Populate => "populate",
-            Backing::OnTouch => "on-touch",
-        }
+abi::named_enum! {
+    /// How accepted memory gets its host pages (`--backing`, and the
+    /// report, by these names). The default is `TdConfig::new`'s.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub enum Backing {
+        /// Zero-fill and populate at accept time (TDX AUG at accept).
+        #[default]
+        Populate => "populate",
+        /// Leave it to the guest's first touch.
+        OnTouch => "on-touch",
     }
 }
 

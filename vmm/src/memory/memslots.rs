@@ -12,9 +12,26 @@
 //!
 //! If the accepted memory is so fragmented that even maximal runs exceed
 //! KVM's slot limit, `map` fails and the TD is stopped with that diagnostic.
+//!
+//! `Mapping` names when accepted memory gets its slot (`--map`).
 
 use std::collections::BTreeMap;
 use thiserror::Error;
+
+abi::named_enum! {
+    /// When accepted memory gets its KVM memslot (`--map`, and the
+    /// report's `inputs.map`, by these names). The default is
+    /// `TdConfig::new`'s.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub enum Mapping {
+        /// At accept.
+        OnAccept => "on-accept",
+        /// At the guest's first touch, which exits once and is completed
+        /// by the VMM.
+        #[default]
+        OnTouch => "on-touch",
+    }
+}
 
 /// Largest slot the manager builds (KVM's limit is 2^31 - 1 pages).
 pub const MAX_SLOT_BYTES: u64 = 1 << 40;

@@ -19,28 +19,19 @@
 
 use crate::memory::uffd::{Uffd, UffdError, FEATURE_POISON, FEATURE_SIGBUS};
 use abi::PAGE_4K;
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Which mechanism keeps pending memory out of the guest's reach.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PendingMechanism {
-    /// Pending memory has no memslot (every host).
-    #[default]
-    Memslots,
-    /// Chunks accepted in 4 KiB pages hold poisoned pending pages inside
-    /// one memslot (userfaultfd with `UFFDIO_POISON`, host kernel 6.6+).
-    UffdPoison,
-}
-
-impl PendingMechanism {
-    /// Name used on the command line and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PendingMechanism::Memslots => "memslots",
-            PendingMechanism::UffdPoison => "uffd-poison",
-        }
+abi::named_enum! {
+    /// Which mechanism keeps pending memory out of the guest's reach
+    /// (`--pending`, and the report, by these names).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub enum PendingMechanism {
+        /// Pending memory has no memslot (every host).
+        #[default]
+        Memslots => "memslots",
+        /// Chunks accepted in 4 KiB pages hold poisoned pending pages inside
+        /// one memslot (userfaultfd with `UFFDIO_POISON`, host kernel 6.6+).
+        UffdPoison => "uffd-poison",
     }
 }
 

@@ -6,8 +6,11 @@ use crate::host::console::Console;
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::PrivateMemory;
 use crate::report::bitmap_check::{self, CheckError, Checked};
+use crate::report::outcome::BitmapState;
 use crate::report::run_log::RunLog;
-use crate::report::{self, BitmapState, ExitStats, HostStats, PageStats, Report, REPORT_VERSION};
+use crate::report::schema::{
+    self, ExitStats, HostStats, PageStats, Report, Truncated, REPORT_VERSION,
+};
 use crate::stop::Stop;
 use crate::tdx::module::TdxModule;
 use crate::vcpu::VcpuState;
@@ -64,11 +67,11 @@ impl BitmapCheck {
 /// What the report says about the run besides the shared state.
 pub struct RunFacts {
     pub mem_bytes: u64,
-    pub cpu_profile: &'static str,
+    pub cpu_profile: crate::boot::cpu::CpuProfile,
     pub initial_bytes: u64,
     /// Why `uffd-poison` did not run, when `--pending auto` fell back.
     pub pending_fallback: Option<String>,
-    pub inputs: report::Inputs,
+    pub inputs: schema::Inputs,
 }
 
 /// The state the report reads from.
@@ -106,7 +109,7 @@ pub fn assemble<B: SlotBackend>(
     }
     let per_vcpu = vcpus
         .iter()
-        .map(|v| report::VcpuReport {
+        .map(|v| schema::VcpuReport {
             index: v.index,
             exits: v.exits.total,
             accepts: v.accepts,
@@ -124,13 +127,13 @@ pub fn assemble<B: SlotBackend>(
         .unwrap_or_default();
     Report {
         version: REPORT_VERSION,
-        outcome: stop.outcome.into(),
+        outcome: stop.outcome,
         exit_code: stop.exit_code,
         fatal: stop.fatal,
         mem_bytes: facts.mem_bytes,
-        cpu_profile: facts.cpu_profile.to_string(),
-        backing: memory.backing().as_str().to_string(),
-        sept_level: memory.sept_level().as_str().to_string(),
+        cpu_profile: Some(facts.cpu_profile),
+        backing: memory.backing(),
+        sept_level: memory.sept_level(),
         accept: crate::tdx::counters::AcceptStats {
             handle_p50_ns: tdx.hist.quantile(0.5),
             handle_p99_ns: tdx.hist.quantile(0.99),
@@ -142,7 +145,7 @@ pub fn assemble<B: SlotBackend>(
             initial_bytes: facts.initial_bytes,
         },
         host: HostStats {
-            rss_peak_bytes: report::rss_peak_bytes(),
+            rss_peak_bytes: schema::rss_peak_bytes(),
             guest_resident_bytes: memory.ram().resident_bytes().unwrap_or(0),
             page_state_bytes: pages.footprint_bytes(),
             memslots: memory.slots().len(),
@@ -186,7 +189,7 @@ pub fn assemble<B: SlotBackend>(
         signal_number: stop.signal,
         invariant_checks,
         records_dropped: log.truncated.total(),
-        truncated: crate::report::run_log::Truncated {
+        truncated: Truncated {
             console_bytes: console.dropped(),
             ..log.truncated
         },

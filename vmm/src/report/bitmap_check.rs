@@ -9,7 +9,7 @@
 use crate::memory::memslots::SlotBackend;
 use crate::memory::page_state::PAGES_PER_CHUNK;
 use crate::memory::private::PrivateMemory;
-use crate::report::UnacceptedTable;
+use crate::report::schema::UnacceptedTable;
 use abi::boot::{SystemTable, SYSTEM_TABLE_SIGNATURE};
 use abi::efi::ConfigurationTable;
 use abi::guid::LINUX_EFI_UNACCEPTED_MEM_TABLE;

@@ -6,7 +6,7 @@
 //! listed one by one, but still summed and still checked for chaos
 //! disagreements.
 
-use crate::report::GenerationCounters;
+use crate::report::schema::GenerationCounters;
 use abi::report::Counter;
 use std::collections::BTreeMap;
 

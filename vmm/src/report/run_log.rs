@@ -5,8 +5,9 @@
 //! running. Bounded: a guest cannot grow it without limit.
 
 use crate::report::guest_counters::GuestCounters;
-use crate::report::trace::{Kind, Record, Trace, Who};
-use crate::report::{Bench, KexecRecord};
+use crate::report::outcome::Phase;
+use crate::report::schema::{Bench, KexecRecord, Truncated};
+use crate::report::trace::{Kind, Record, Trace};
 use crate::tdx::event::{AcceptRequest, AcceptResult};
 use abi::report::{Counter, Mark};
 use std::collections::BTreeMap;
@@ -16,50 +17,6 @@ use std::time::Instant;
 pub const MAX_MARKS: usize = 256;
 /// Most kexec records a report keeps.
 pub const MAX_KEXEC_RECORDS: usize = 64;
-
-/// What the guest is doing, from its marks (`fatal.phase` in the report,
-/// spelt as `as_str` says).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub enum Phase {
-    /// Before the firmware's first mark.
-    #[serde(rename = "boot")]
-    Boot,
-    /// The firmware runs.
-    #[serde(rename = "firmware")]
-    Firmware,
-    /// A kernel runs.
-    #[serde(rename = "kernel")]
-    Kernel,
-    /// Between a kernel's kexec_load and kexec_jump marks.
-    #[serde(rename = "kexec_load")]
-    KexecLoad,
-    /// After kexec_jump: the relocation routine copies the new kernel.
-    #[serde(rename = "kexec relocation copy")]
-    KexecCopy,
-}
-
-impl Phase {
-    /// The name reports use (`fatal.phase`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Phase::Boot => "boot",
-            Phase::Firmware => "firmware",
-            Phase::Kernel => "kernel",
-            Phase::KexecLoad => "kexec_load",
-            Phase::KexecCopy => "kexec relocation copy",
-        }
-    }
-
-    /// Who a trace record made in this phase is attributed to.
-    pub const fn who(self) -> Who {
-        match self {
-            Phase::Boot | Phase::Firmware => Who::Firmware,
-            Phase::KexecLoad | Phase::KexecCopy => Who::Kexec,
-            Phase::Kernel => Who::Kernel,
-        }
-    }
-}
 
 /// The log of one run.
 pub struct RunLog {
@@ -92,29 +49,6 @@ pub struct RunLog {
     kexec_from: Option<u64>,
     /// What the capped lists left out.
     pub truncated: Truncated,
-}
-
-/// Entries each capped list of the report left out (all zero when
-/// nothing was capped).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Truncated {
-    /// Phase marks past `MAX_MARKS` (not in `timing_us`).
-    pub timing_us: u64,
-    /// kexec records past `MAX_KEXEC_RECORDS` (not in `kexec`).
-    pub kexec: u64,
-    /// Counter updates of generations past the per-generation cap (not in
-    /// `guest_per_generation`; still in the `guest` totals).
-    pub guest_per_generation: u64,
-    /// Console bytes past the capture's cap (not in `console`).
-    #[serde(default)]
-    pub console_bytes: u64,
-}
-
-impl Truncated {
-    /// Records left out of the lists (the console's bytes apart).
-    pub fn total(&self) -> u64 {
-        self.timing_us + self.kexec + self.guest_per_generation
-    }
 }
 
 impl RunLog {
@@ -290,6 +224,7 @@ impl RunLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::trace::Who;
 
     #[test]
     fn marks_drive_the_phase_and_the_kexec_records() {

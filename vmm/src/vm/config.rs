@@ -3,6 +3,7 @@
 use super::StopHandle;
 use crate::boot::cpu::ProfileChoice;
 use crate::memory::guest_ram::Backing;
+use crate::memory::memslots::Mapping;
 use crate::memory::pending_mechanism::PendingMechanism;
 use crate::report;
 use abi::tdcall::SeptLevel;
@@ -237,19 +238,15 @@ impl TdConfig {
             mem_bytes: self.mem_bytes,
             cpus: self.cpus,
             cmdline: self.cmdline.clone(),
-            cpu_profile_requested: self.profile.as_str().to_string(),
-            backing: self.backing.as_str().to_string(),
+            cpu_profile_requested: self.profile,
+            backing: self.backing,
             map: if self.map_on_touch {
-                "on-touch"
+                Mapping::OnTouch
             } else {
-                "on-accept"
-            }
-            .to_string(),
-            sept_level: self.sept_level.as_str().to_string(),
-            pending: self
-                .pending
-                .map_or("auto", PendingMechanism::as_str)
-                .to_string(),
+                Mapping::OnAccept
+            },
+            sept_level: self.sept_level,
+            pending: self.pending,
             inject: self.inject.map(|i| i.to_string()),
             timeout_s: self.timeout.map(|t| t.as_secs_f64()),
             trace: self.trace.as_ref().map(|p| p.display().to_string()),

@@ -67,7 +67,7 @@ pub(super) fn report(done: Finished<'_>) -> Report {
     }
     let facts = RunFacts {
         mem_bytes,
-        cpu_profile: profile.as_str(),
+        cpu_profile: profile,
         initial_bytes,
         pending_fallback,
         inputs,

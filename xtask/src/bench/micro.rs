@@ -160,7 +160,7 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
         }
         results.push(ProfileMicro {
             profile: profile.clone(),
-            resolved_profile: r.cpu_profile.clone(),
+            resolved_profile: r.cpu_profile_name().to_string(),
             levels,
             doorbell_rtt_ns: rtt,
             accept_4k,

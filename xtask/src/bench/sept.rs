@@ -263,7 +263,8 @@ fn sept_in(
     bar.finish_with_message("done");
     let _ = std::fs::remove_file(&report);
     let first = reports.first().and_then(|r| r.first());
-    let resolved_profile = first.map_or_else(|| profile.to_string(), |r| r.cpu_profile.clone());
+    let resolved_profile =
+        first.map_or_else(|| profile.to_string(), |r| r.cpu_profile_name().to_string());
     let pending_mechanism = first.map_or_else(String::new, |r| {
         r.host.pending_mechanism.as_str().to_string()
     });

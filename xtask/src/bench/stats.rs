@@ -122,7 +122,7 @@ pub fn aggregate(runs: &[(Scenario, Report)]) -> Result<Vec<ScenarioRow>, String
                     .collect(),
             )?,
             bitmap_mismatches_max: rs.iter().filter_map(|r| r.1.bitmap_mismatches).max(),
-            cpu_profile: rs[0].1.cpu_profile.clone(),
+            cpu_profile: rs[0].1.cpu_profile_name().to_string(),
         });
     }
     Ok(rows)

@@ -195,7 +195,7 @@ pub fn vcpus(
     let resolved_profile = reports
         .first()
         .and_then(|r| r.first())
-        .map_or_else(|| profile.to_string(), |r| r.cpu_profile.clone());
+        .map_or_else(|| profile.to_string(), |r| r.cpu_profile_name().to_string());
     let mut points = Vec::new();
     for (c, runs) in cases.iter().zip(reports) {
         let ok: Vec<&Report> = runs
