@@ -209,8 +209,8 @@ pub fn setup_vcpu(
 /// private zero page is mapped there in slot `scratch_slot` (one the memslot
 /// manager never uses) just for the write.
 fn enable_pvm_native(vm: &VmFd, vcpu: &VcpuFd, scratch_slot: u32) -> Result<(), CpuError> {
-    let page =
-        vm_memory::MmapRegion::<()>::new(abi::PAGE_4K as usize).map_err(|_| CpuError::NotPvm)?;
+    let page = vm_memory::MmapRegion::<()>::new(abi::to_usize(abi::PAGE_4K))
+        .map_err(|_| CpuError::NotPvm)?;
     let mut region = kvm_bindings::kvm_userspace_memory_region {
         slot: scratch_slot,
         flags: 0,

@@ -74,7 +74,7 @@ impl GuestRam {
         let raw = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                reserve as usize,
+                abi::to_usize(reserve),
                 libc::PROT_READ | libc::PROT_WRITE,
                 flags,
                 -1,
@@ -93,12 +93,12 @@ impl GuestRam {
         // and nothing refers to them.
         unsafe {
             if aligned > raw {
-                libc::munmap(raw as *mut _, (aligned - raw) as usize);
+                libc::munmap(raw as *mut _, abi::to_usize(aligned - raw));
             }
             let tail = aligned + size;
             let end = raw + reserve;
             if end > tail {
-                libc::munmap(tail as *mut _, (end - tail) as usize);
+                libc::munmap(tail as *mut _, abi::to_usize(end - tail));
             }
         }
         let base = aligned as *mut u8;
@@ -111,7 +111,7 @@ impl GuestRam {
         // SAFETY: `[base, base + size)` is the mapping created above. The
         // advice only changes how the kernel backs it; failure is harmless
         // (the default THP policy applies), so it is logged and ignored.
-        if unsafe { libc::madvise(base as *mut _, size as usize, advice) } != 0 {
+        if unsafe { libc::madvise(base as *mut _, abi::to_usize(size), advice) } != 0 {
             log::debug!("madvise({advice}) refused: {}", io::Error::last_os_error());
         }
         let memory = match describe(base, &layout, flags) {
@@ -119,7 +119,7 @@ impl GuestRam {
             Err(e) => {
                 // SAFETY: unmapping the mapping created above; the failed
                 // description holds no reference to it.
-                unsafe { libc::munmap(base as *mut _, size as usize) };
+                unsafe { libc::munmap(base as *mut _, abi::to_usize(size)) };
                 return Err(e);
             }
         };
@@ -173,8 +173,8 @@ impl GuestRam {
             // only faults pages in, it does not change their contents.
             let rc = unsafe {
                 libc::madvise(
-                    self.base.add(offset as usize) as *mut _,
-                    len as usize,
+                    self.base.add(abi::to_usize(offset)) as *mut _,
+                    abi::to_usize(len),
                     libc::MADV_POPULATE_WRITE,
                 )
             };
@@ -193,11 +193,11 @@ impl GuestRam {
             self.populate_supported
                 .store(false, std::sync::atomic::Ordering::Relaxed);
         }
-        for page in (offset..offset + len).step_by(abi::PAGE_4K as usize) {
+        for page in (offset..offset + len).step_by(abi::to_usize(abi::PAGE_4K)) {
             // SAFETY: in bounds as above. A volatile read-then-write of the
             // same value faults the page in without changing its contents.
             unsafe {
-                let p = self.base.add(page as usize);
+                let p = self.base.add(abi::to_usize(page));
                 std::ptr::write_volatile(p, std::ptr::read_volatile(p));
             }
         }
@@ -229,7 +229,7 @@ impl GuestRam {
         unsafe {
             std::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
-                self.base.add(offset as usize),
+                self.base.add(abi::to_usize(offset)),
                 bytes.len(),
             )
         }
@@ -245,7 +245,7 @@ impl GuestRam {
         // while it runs, and the VMM reads while the vCPU is stopped in an exit.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                self.base.add(offset as usize),
+                self.base.add(abi::to_usize(offset)),
                 buf.as_mut_ptr(),
                 buf.len(),
             )
@@ -296,8 +296,8 @@ fn describe(
         // `GuestRam`, whose `Drop` unmaps the memory afterwards.
         let mapping = unsafe {
             MmapRegion::build_raw(
-                base.add(r.offset as usize),
-                r.size as usize,
+                base.add(abi::to_usize(r.offset)),
+                abi::to_usize(r.size),
                 libc::PROT_READ | libc::PROT_WRITE,
                 flags,
             )
@@ -314,7 +314,7 @@ impl Drop for GuestRam {
     fn drop(&mut self) {
         // SAFETY: the mapping was created in `new` with this base and size,
         // and vm-memory's regions (built with `build_raw`) do not unmap it.
-        unsafe { libc::munmap(self.base as *mut _, self.size as usize) };
+        unsafe { libc::munmap(self.base as *mut _, abi::to_usize(self.size)) };
     }
 }
 

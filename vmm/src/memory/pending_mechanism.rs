@@ -107,7 +107,7 @@ impl PoisonedChunks {
         let zero = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                ZERO_SOURCE as usize,
+                abi::to_usize(ZERO_SOURCE),
                 libc::PROT_READ,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
@@ -206,7 +206,7 @@ impl Drop for PoisonedChunks {
     fn drop(&mut self) {
         // SAFETY: the zero source was mapped in `open` with this length and
         // nothing refers to it once its owner is dropped.
-        unsafe { libc::munmap(self.zero as *mut _, ZERO_SOURCE as usize) };
+        unsafe { libc::munmap(self.zero as *mut _, abi::to_usize(ZERO_SOURCE)) };
     }
 }
 
@@ -216,7 +216,7 @@ pub fn dontneed(addr: u64, len: u64) -> Result<(), PendingError> {
     // (derived from `RamLayout::ram_offset`); dropping its pages only
     // changes what the guest and the VMM read there next (zeros, or a stop
     // once poisoned), never any Rust object.
-    if unsafe { libc::madvise(addr as *mut _, len as usize, libc::MADV_DONTNEED) } != 0 {
+    if unsafe { libc::madvise(addr as *mut _, abi::to_usize(len), libc::MADV_DONTNEED) } != 0 {
         return Err(PendingError::Dontneed {
             addr,
             len,

@@ -100,7 +100,7 @@ pub fn assemble<B: SlotBackend>(
     } = parts;
     let bitmap = BitmapCheck::run(memory, &log);
     let mut timing_us = std::mem::take(&mut log.marks);
-    timing_us.insert("total".into(), log.elapsed().as_micros() as u64);
+    timing_us.insert("total".into(), crate::host::clock::us(log.elapsed()));
     let pages = memory.pages();
     let slot_stats = memory.slots().stats();
     let mut exits = ExitStats::default();
@@ -162,7 +162,7 @@ pub fn assemble<B: SlotBackend>(
             state_lock_acquisitions,
         },
         exits,
-        vcpus: vcpus.len() as u32,
+        vcpus: u32::try_from(vcpus.len()).unwrap_or(u32::MAX),
         per_vcpu,
         tdcalls: tdx.counters.to_map(),
         timing_us,

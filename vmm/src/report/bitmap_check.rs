@@ -99,12 +99,12 @@ pub fn check(
         .div_ceil(UNIT_SIZE);
     let read_bytes = header.size.min(ram_units.div_ceil(8));
     let mut bitmap = Vec::new();
-    if bitmap.try_reserve_exact(read_bytes as usize).is_err() {
+    if bitmap.try_reserve_exact(abi::to_usize(read_bytes)).is_err() {
         return Err(bad(format!(
             "the host cannot allocate {read_bytes} bytes to read its bitmap"
         )));
     }
-    bitmap.resize(read_bytes as usize, 0u8);
+    bitmap.resize(abi::to_usize(read_bytes), 0u8);
     if !mem.read_accepted(table_gpa + 24, &mut bitmap) {
         return Err(bad(format!(
             "its {}-byte bitmap is not readable accepted memory",

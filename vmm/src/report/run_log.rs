@@ -125,7 +125,7 @@ impl RunLog {
         if self.trace.is_none() {
             return;
         }
-        let t_ns = self.started.elapsed().as_nanos() as u64;
+        let t_ns = crate::host::clock::ns_since(self.started);
         let (who, generation) = (
             self.phase.who(),
             self.generation.unwrap_or(0).min(255) as u8,
@@ -139,14 +139,14 @@ impl RunLog {
                 level,
                 who,
                 generation,
-                vcpu: vcpu.min(u16::MAX as u32) as u16,
+                vcpu: u16::try_from(vcpu).unwrap_or(u16::MAX),
             });
         }
     }
 
     /// Records a guest phase mark (host time of arrival).
     pub fn mark(&mut self, mark: Mark, arg: u64) {
-        let now = self.started.elapsed().as_micros() as u64;
+        let now = crate::host::clock::us(self.started.elapsed());
         let per_generation = matches!(
             mark,
             Mark::KernelEntry
@@ -205,7 +205,7 @@ impl RunLog {
             }
             Mark::BenchEnd | Mark::AcceptBenchEnd => {
                 if let Some((t0, n)) = self.bench_start.take() {
-                    let ns = t0.elapsed().as_nanos() as u64 / n.max(1);
+                    let ns = crate::host::clock::ns_since(t0) / n.max(1);
                     let bench = self.bench.get_or_insert_with(Bench::default);
                     if mark == Mark::BenchEnd {
                         log::info!("doorbell round trip: {ns} ns over {n} TDCALLs");

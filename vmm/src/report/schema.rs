@@ -315,7 +315,7 @@ pub(crate) fn vmm_version() -> (&'static str, Option<&'static str>) {
 pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, crate::host::clock::ms)
 }
 
 /// Where the guest's unaccepted-memory table is and what it says.

@@ -20,6 +20,9 @@ pub const MAGIC: &[u8; 8] = b"TDXTRACE";
 pub const VERSION: u32 = 2;
 /// Bytes of one record.
 pub const RECORD_BYTES: usize = 32;
+/// `RECORD_BYTES` as the header stores it.
+#[allow(clippy::cast_possible_truncation)] // a small constant
+const RECORD_BYTES_U32: u32 = RECORD_BYTES as u32;
 /// Bytes before the first record: magic, version, record size.
 pub const HEADER_BYTES: usize = 16;
 /// Default cap on the file size.
@@ -167,7 +170,7 @@ fn header() -> [u8; HEADER_BYTES] {
     let mut header = [0u8; HEADER_BYTES];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&(RECORD_BYTES as u32).to_le_bytes());
+    header[12..16].copy_from_slice(&RECORD_BYTES_U32.to_le_bytes());
     header
 }
 
@@ -300,7 +303,7 @@ pub fn read(mut input: impl Read) -> Result<Vec<Record>, TraceError> {
         return Err(TraceError::Format("bad magic"));
     }
     if u32::from_le_bytes(header[8..12].try_into().unwrap_or_default()) != VERSION
-        || u32::from_le_bytes(header[12..16].try_into().unwrap_or_default()) != RECORD_BYTES as u32
+        || u32::from_le_bytes(header[12..16].try_into().unwrap_or_default()) != RECORD_BYTES_U32
     {
         return Err(TraceError::Format("version or record size"));
     }
@@ -397,7 +400,7 @@ mod tests {
         let header = |version: u32| {
             let mut h = MAGIC.to_vec();
             h.extend_from_slice(&version.to_le_bytes());
-            h.extend_from_slice(&(RECORD_BYTES as u32).to_le_bytes());
+            h.extend_from_slice(&RECORD_BYTES_U32.to_le_bytes());
             h
         };
         let mut h = header(VERSION);

@@ -209,7 +209,7 @@ fn host_failed(at: &Context<'_>, e: impl std::fmt::Display) -> Handled {
 }
 
 fn elapsed_ns(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    crate::host::clock::ns_since(since)
 }
 
 /// Accepts `req` with nothing else running (tests' setup): the same
