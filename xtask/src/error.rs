@@ -134,7 +134,9 @@ pub enum RunError {
         fatal: Option<String>,
     },
     /// The VMM wrote no report (it may have been refused, or crashed).
-    #[error("no report at {} (the VMM's stderr: {})", path.display(), stderr_text(stderr))]
+    /// The message quotes the io error before the VMM's stderr, which
+    /// may be several lines, so it reads first.
+    #[error("no report at {} ({source}); the VMM's stderr: {}", path.display(), stderr_text(stderr))]
     NoReport {
         path: PathBuf,
         stderr: String,
@@ -215,5 +217,15 @@ mod tests {
         };
         assert_eq!(e.chain(), format!("--sizes: bad value `x`: {bad}"));
         assert!(e.is_usage());
+        let e = RunError::NoReport {
+            path: "r.json".into(),
+            stderr: "error: refused\n".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        }
+        .of("warm-up");
+        assert_eq!(
+            e.chain(),
+            "warm-up: no report at r.json (entity not found); the VMM's stderr: error: refused"
+        );
     }
 }

@@ -79,7 +79,7 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<()> {
             false,
             ["--mem", mem, "--cpu-profile", profile, "--cmdline", cmdline],
             &report,
-            &format!("{profile} {cmdline}"),
+            format!("{profile} {cmdline}").trim_end(),
         )
     };
     let mut results = Vec::new();
