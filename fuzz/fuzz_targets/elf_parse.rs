@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(image) = models::elf::Image::parse(data) {
         if image.span <= 16 << 20 {
-            let mut dest = vec![0u8; image.span as usize];
+            let mut dest = vec![0u8; abi::to_usize(image.span)];
             let base = 0x40_0000;
             if let Ok(entry) = image.load(&mut dest, base) {
                 assert!(entry >= base && entry < base + image.span.max(1));

@@ -29,7 +29,7 @@ fuzz_target!(|input: Input| {
         return;
     }
     let unit = header.unit_size as u64;
-    let mut bytes = vec![0u8; header.size as usize];
+    let mut bytes = vec![0u8; abi::to_usize(header.size)];
     let mut bitmap = Bitmap::new(&mut bytes);
     for (start, len) in input.process {
         let end = start.saturating_add(len % (1 << 40));

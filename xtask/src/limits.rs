@@ -6,6 +6,7 @@
 //! limit), never an abort: any other status is reported as a failure. The
 //! "Host limits" table of docs/failure-modes.md is this command's output.
 
+use crate::error::{Result, XtaskError};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -38,7 +39,7 @@ fn run_under(
     cpus: u32,
     resource: libc::__rlimit_resource_t,
     limit: u64,
-) -> Result<(i32, String), String> {
+) -> Result<(i32, String)> {
     let mut cmd = Command::new(vmm);
     cmd.args(["run", "--quiet", "--mem", mem, "--cpus", &cpus.to_string()])
         .args(["--cmdline", "fw.accept=none", "--timeout", "120"])
@@ -63,9 +64,10 @@ fn run_under(
             Ok(())
         });
     }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
+    let out = cmd.output().map_err(|source| XtaskError::Spawn {
+        program: vmm.to_path_buf(),
+        source,
+    })?;
     use std::os::unix::process::ExitStatusExt;
     let code = out
         .status
@@ -89,13 +91,16 @@ fn bisect(
     mut hi: u64,
     step: u64,
     bad: &mut Vec<String>,
-) -> Result<u64, String> {
+) -> Result<u64> {
     let (code, err) = run_under(vmm, guests, mem, cpus, resource, hi)?;
     if code != 0 {
-        return Err(format!(
-            "{mem} x{cpus}: fails even under a limit of {hi} bytes (exit {code}): {}",
-            err.trim()
-        ));
+        return Err(XtaskError::LimitTooLow {
+            mem: mem.to_string(),
+            cpus,
+            limit: hi,
+            code,
+            stderr: err.trim().to_string(),
+        });
     }
     while hi - lo > step {
         let mid = (lo + (hi - lo) / 2) / step * step;
@@ -142,14 +147,24 @@ fn host_stack_floor() -> u64 {
         .unwrap_or(1 << 20)
 }
 
-/// Measures every (RAM, vCPUs) pair.
-pub fn measure(mems: &[&str], cpus: &[u32]) -> Result<Vec<LimitRow>, String> {
+/// Measures every (RAM, vCPUs) pair; the sizes are checked before
+/// anything is built.
+pub fn measure(mems: &[&str], cpus: &[u32]) -> Result<Vec<LimitRow>> {
+    let sizes = mems
+        .iter()
+        .map(|mem| {
+            vmm::internals::parse_size(mem).map_err(|e| XtaskError::BadValue {
+                flag: "--mems",
+                value: mem.to_string(),
+                source: Box::new(e),
+            })
+        })
+        .collect::<Result<Vec<u64>>>()?;
     let guests = crate::build_guests()?;
     let vmm = crate::build_vmm()?;
     let floor = host_stack_floor();
     let mut rows = Vec::new();
-    for mem in mems {
-        let mem_bytes = vmm::internals::parse_size(mem).map_err(|e| e.to_string())?;
+    for (mem, mem_bytes) in mems.iter().zip(sizes) {
         for &n in cpus {
             let mut bad = Vec::new();
             eprintln!("xtask limits: {mem} with {n} vCPUs");

@@ -3,6 +3,7 @@
 //! (unless the arguments name their own).
 
 use std::process::{exit, Command};
+use xtask::{Result, XtaskError};
 
 const USAGE: &str = "usage: cargo xtask build
        cargo xtask run -- [vmm run arguments]
@@ -24,18 +25,22 @@ fn main() {
             println!("{USAGE}");
             Ok(0)
         }
-        _ => Err(USAGE.to_string()),
+        Some(other) => Err(XtaskError::Usage(format!("unknown command `{other}`"))),
+        None => Err(XtaskError::Usage("no command given".into())),
     };
     match code {
         Ok(c) => exit(c),
         Err(e) => {
-            eprintln!("xtask: {e}");
+            eprintln!("xtask: {}", e.chain());
+            if e.is_usage() {
+                eprintln!("{USAGE}");
+            }
             exit(2);
         }
     }
 }
 
-fn build() -> Result<(xtask::GuestImages, std::path::PathBuf), String> {
+fn build() -> Result<(xtask::GuestImages, std::path::PathBuf)> {
     let guests = xtask::build_guests()?;
     let vmm = xtask::build_vmm()?;
     eprintln!(
@@ -47,7 +52,7 @@ fn build() -> Result<(xtask::GuestImages, std::path::PathBuf), String> {
     Ok((guests, vmm))
 }
 
-fn run(args: &[String]) -> Result<i32, String> {
+fn run(args: &[String]) -> Result<i32> {
     let (guests, vmm) = build()?;
     let args: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
     let mut cmd = Command::new(&vmm);
@@ -86,12 +91,17 @@ fn run(args: &[String]) -> Result<i32, String> {
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
+    let mut child = cmd.spawn().map_err(|source| XtaskError::Spawn {
+        program: vmm.clone(),
+        source,
+    })?;
     let mut forwarded = 0;
     loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+        let status = child.try_wait().map_err(|source| XtaskError::Wait {
+            program: vmm.clone(),
+            source,
+        })?;
+        if let Some(status) = status {
             // Killed by a signal (before its handlers were in): 128 + N.
             use std::os::unix::process::ExitStatusExt;
             return Ok(status
@@ -101,8 +111,11 @@ fn run(args: &[String]) -> Result<i32, String> {
         }
         let sig = STOP_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
         if sig != 0 && sig != forwarded {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+            // A pid always fits pid_t (the kernel hands out no larger ones).
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe { libc::kill(pid, sig) };
+            }
             forwarded = sig;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -123,7 +136,7 @@ fn forward_stop_signals(stop: &[i32]) {
     }
 }
 
-fn limits(args: &[String]) -> Result<(), String> {
+fn limits(args: &[String]) -> Result<()> {
     let value = |flag: &str, default: &str| -> String {
         args.iter()
             .position(|a| a == flag)
@@ -135,22 +148,29 @@ fn limits(args: &[String]) -> Result<(), String> {
     let mems: Vec<&str> = mems.split(',').collect();
     let cpus = value("--cpus", "1,64")
         .split(',')
-        .map(|c| c.parse::<u32>().map_err(|e| format!("--cpus {c}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|c| {
+            c.parse::<u32>().map_err(|e| XtaskError::BadValue {
+                flag: "--cpus",
+                value: c.to_string(),
+                source: Box::new(e),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let rows = xtask::limits::measure(&mems, &cpus)?;
     print!("{}", xtask::limits::table(&rows));
-    if rows.iter().any(|r| !r.bad_statuses.is_empty()) {
-        return Err("some runs below the limits did not end in a clean refusal".into());
+    let count = rows.iter().map(|r| r.bad_statuses.len()).sum();
+    if count > 0 {
+        return Err(XtaskError::NotCleanRefusal { count });
     }
     Ok(())
 }
 
-fn bench(args: &[String]) -> Result<(), String> {
+fn bench(args: &[String]) -> Result<()> {
     let root = xtask::workspace_root();
     if let Some(i) = args.iter().position(|a| a == "--replot") {
         let dir = args
             .get(i + 1)
-            .ok_or_else(|| format!("--replot needs a directory\n{USAGE}"))?;
+            .ok_or_else(|| XtaskError::Usage("--replot needs a directory".into()))?;
         return xtask::bench::replot(std::path::Path::new(dir));
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -169,7 +189,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         let mut value = || {
             it.next()
                 .cloned()
-                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+                .ok_or_else(|| XtaskError::Usage(format!("{a} needs a value")))
         };
         match a.as_str() {
             "--sizes" => {
@@ -179,22 +199,31 @@ fn bench(args: &[String]) -> Result<(), String> {
                         s.trim()
                             .trim_end_matches(['G', 'g'])
                             .parse::<u64>()
-                            .map_err(|_| format!("--sizes: bad size {s}"))
+                            .map_err(|e| XtaskError::BadValue {
+                                flag: "--sizes",
+                                value: s.to_string(),
+                                source: Box::new(e),
+                            })
                     })
-                    .collect::<Result<_, _>>()?
+                    .collect::<Result<_>>()?
             }
             "--repeats" => {
-                cfg.repeats = value()?
-                    .parse()
-                    .map_err(|_| "--repeats: not a number".to_string())?
+                let v = value()?;
+                cfg.repeats = v.parse().map_err(|e| XtaskError::BadValue {
+                    flag: "--repeats",
+                    value: v.clone(),
+                    source: Box::new(e),
+                })?
             }
             "--profiles" => cfg.profiles = value()?.split(',').map(str::to_string).collect(),
             "--out" => cfg.out = value()?.into(),
-            other => return Err(format!("unknown bench argument {other}\n{USAGE}")),
+            other => return Err(XtaskError::Usage(format!("unknown bench argument {other}"))),
         }
     }
     if cfg.sizes_gib.is_empty() || cfg.repeats == 0 || cfg.profiles.is_empty() {
-        return Err("bench needs at least one size, one repeat and one profile".into());
+        return Err(XtaskError::Usage(
+            "bench needs at least one size, one repeat and one profile".into(),
+        ));
     }
     if micro {
         xtask::bench::micro(&cfg.out, &cfg.profiles)?;

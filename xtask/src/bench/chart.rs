@@ -1,21 +1,32 @@
-//! What every chart of the bench shares: the embedded font, and plotting
-//! errors as the bench's messages. The charts themselves are `plots`
+//! What every chart of the bench shares: the embedded font, and plotters'
+//! errors as one typed `PlotError`. The charts themselves are `plots`
 //! (time and RSS against RAM), `trace_plots` (from the accept traces) and
 //! `vcpu_plots` (lock wait and scaling).
 
+use crate::error::{Result, XtaskError};
 use plotters::style::FontStyle;
 
-/// A plotting error as the bench's message.
-pub(crate) fn err(e: impl std::fmt::Display) -> String {
-    format!("plotting: {e}")
+/// A plotters error, whatever the drawing backend (SVG or bitmap) it
+/// came from; `XtaskError::Plot` says which file was being drawn.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PlotError(Box<dyn std::error::Error + Send + Sync>);
+
+/// A plotters error as a `PlotError` (for `map_err`).
+pub(crate) fn err(e: impl std::error::Error + Send + Sync + 'static) -> PlotError {
+    PlotError(Box::new(e))
 }
 
 /// Makes the embedded DejaVu Sans the plots' "sans-serif" (once per process).
-pub(crate) fn register_font() -> Result<(), String> {
-    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
+pub(crate) fn register_font() -> Result<()> {
+    static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let parsed = ONCE.get_or_init(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
-            .map_err(|_| "plotting: the embedded DejaVu Sans font does not parse".to_string())
-    })
-    .clone()
+            .is_ok()
+    });
+    if *parsed {
+        Ok(())
+    } else {
+        Err(XtaskError::Font)
+    }
 }

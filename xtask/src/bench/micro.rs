@@ -7,7 +7,8 @@
 //! each pending mechanism, interleaved. Writes `micro.json` (`targets`
 //! turns it into `targets.md`).
 
-use super::{run_vmm, write, GIB};
+use super::{create_dir, run_vmm, write_json, GIB};
+use crate::error::{Result, RunError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -66,10 +67,10 @@ pub struct Micro {
 const RUNS: usize = 3;
 
 /// Runs the micro-benchmarks in `profiles`, writing into `out`.
-pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
+pub fn micro(out: &Path, profiles: &[String]) -> Result<()> {
     let images = crate::build_guests()?;
     let vmm = crate::build_vmm()?;
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    create_dir(out)?;
     let report = out.join("micro-report.json");
     let run = |profile: &str, mem: &str, cmdline: &str| {
         run_vmm(
@@ -78,7 +79,7 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
             false,
             ["--mem", mem, "--cpu-profile", profile, "--cmdline", cmdline],
             &report,
-            &format!("{profile} {cmdline}"),
+            format!("{profile} {cmdline}").trim_end(),
         )
     };
     let mut results = Vec::new();
@@ -95,11 +96,14 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
             let mut runs = Vec::new();
             for _ in 0..RUNS {
                 let r = run(profile, mem, cmdline)?;
-                let mark = |m: &str| {
-                    r.timing_us
-                        .get(m)
-                        .copied()
-                        .ok_or_else(|| format!("{profile} {cmdline}: no {m} mark"))
+                let mark = |m: &'static str| {
+                    r.timing_us.get(m).copied().ok_or_else(|| {
+                        RunError::NoMark {
+                            mark: m,
+                            outcome: r.outcome,
+                        }
+                        .of(format!("{profile} {cmdline}"))
+                    })
                 };
                 let secs = mark("fw_accept_done")?.saturating_sub(mark("fw_start")?) as f64 / 1e6;
                 runs.push((secs, r));
@@ -107,7 +111,7 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
             runs.sort_by(|a, b| a.0.total_cmp(&b.0));
             let (secs, r) = runs.swap_remove(RUNS / 2);
             let bytes = r.accept.bytes_accepted;
-            let mut memsets: Vec<f64> = (0..RUNS).map(|_| memset_rate(bytes as usize)).collect();
+            let mut memsets: Vec<f64> = (0..RUNS).map(|_| memset_rate(bytes)).collect();
             memsets.sort_by(f64::total_cmp);
             let memset = memsets[RUNS / 2];
             let rate = bytes as f64 / GIB as f64 / secs.max(1e-9);
@@ -130,7 +134,7 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
         let r = run(profile, "1G", "fw.accept=none fw.bench=20000")?;
         let rtt = r
             .bench
-            .ok_or_else(|| format!("{profile}: the doorbell benchmark did not report"))?
+            .ok_or_else(|| RunError::NoBench("doorbell").of(format!("{profile} doorbell")))?
             .doorbell_rtt_ns;
         eprintln!("micro [{profile}] doorbell round trip {rtt} ns");
         let accept_4k = accept_4k(&|mechanism: &str| {
@@ -168,16 +172,12 @@ pub fn micro(out: &Path, profiles: &[String]) -> Result<(), String> {
     }
     let _ = std::fs::remove_file(&report);
     let micro = Micro { micro: results };
-    write(
-        &out.join("micro.json"),
-        &serde_json::to_string_pretty(&micro).map_err(|e| e.to_string())?,
-    )?;
-    Ok(())
+    write_json(&out.join("micro.json"), &micro)
 }
 
 /// The 4 KiB accept benchmark with each mechanism, `RUNS` interleaved
 /// rounds; a mechanism this host lacks (the run is refused) is left out.
-fn accept_4k(run: &dyn Fn(&str) -> Result<vmm::Report, String>) -> Result<Vec<Accept4k>, String> {
+fn accept_4k(run: &dyn Fn(&str) -> Result<vmm::Report>) -> Result<Vec<Accept4k>> {
     let mechanisms = ["memslots", "uffd-poison"];
     let mut samples: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); mechanisms.len()];
     for _ in 0..RUNS {
@@ -185,14 +185,14 @@ fn accept_4k(run: &dyn Fn(&str) -> Result<vmm::Report, String>) -> Result<Vec<Ac
             let r = match run(m) {
                 Ok(r) => r,
                 Err(e) if *m != "memslots" => {
-                    eprintln!("micro: {m} unavailable here, left out: {e}");
+                    eprintln!("micro: {m} unavailable here, left out: {}", e.chain());
                     continue;
                 }
                 Err(e) => return Err(e),
             };
             let b = r
                 .bench
-                .ok_or_else(|| format!("{m}: the 4 KiB accept benchmark did not report"))?;
+                .ok_or_else(|| RunError::NoBench("4 KiB accept").of(format!("{m} 4 KiB accept")))?;
             samples[i].push((
                 b.doorbell_rtt_ns as f64,
                 b.accept_4k_ns as f64,
@@ -222,8 +222,12 @@ fn accept_4k(run: &dyn Fn(&str) -> Result<vmm::Report, String>) -> Result<Vec<Ac
 
 /// Zero-fill rate of fresh memory set up like guest RAM (anonymous,
 /// 2 MiB aligned, THP-advised): what an accept's zeroing competes with.
-/// The first pass warms the host's backing and is discarded.
-fn memset_rate(bytes: usize) -> f64 {
+/// The first pass warms the host's backing and is discarded. 0 when the
+/// memory cannot be mapped (or `bytes` exceeds the address space).
+fn memset_rate(bytes: u64) -> f64 {
+    let Ok(bytes) = usize::try_from(bytes) else {
+        return 0.0;
+    };
     let once = || {
         let len = bytes + (2 << 20);
         // SAFETY: a fresh private anonymous mapping, used only here and

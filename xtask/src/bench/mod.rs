@@ -19,6 +19,7 @@ pub mod vcpus;
 pub use micro::micro;
 pub use plots::replot;
 
+use crate::error::{Result, RunError, XtaskError};
 use indicatif::{ProgressBar, ProgressStyle};
 use stats::{FlatRow, Results, RunEntry, Stat};
 use std::path::{Path, PathBuf};
@@ -146,12 +147,35 @@ pub(crate) fn run_vmm<S: AsRef<std::ffi::OsStr>>(
     args: impl IntoIterator<Item = S>,
     report: &Path,
     what: &str,
-) -> Result<Report, String> {
+) -> Result<Report> {
     let r = run_vmm_any(vmm, images, with_kernel, args, report, what)?;
     if r.outcome != vmm::Outcome::Ok {
-        return Err(format!("{what}: outcome {} {:?}", r.outcome, r.fatal));
+        return Err(RunError::Outcome {
+            outcome: r.outcome,
+            fatal: r.fatal.as_ref().map(fatal_text),
+        }
+        .of(what));
     }
     Ok(r)
+}
+
+/// A report's fatal stop in words: its message, and where when known.
+fn fatal_text(f: &vmm::report::Fatal) -> String {
+    let mut s = f.message.clone();
+    let mut at = Vec::new();
+    if let Some(v) = f.vcpu {
+        at.push(format!("vCPU {v}"));
+    }
+    if let Some(gpa) = f.gpa {
+        at.push(format!("gpa {gpa:#x}"));
+    }
+    if let Some(rip) = f.rip {
+        at.push(format!("rip {rip:#x}"));
+    }
+    if !at.is_empty() {
+        s.push_str(&format!(" ({})", at.join(", ")));
+    }
+    s
 }
 
 /// The same, returning the report whatever its outcome (an error only
@@ -165,7 +189,7 @@ pub(crate) fn run_vmm_any<S: AsRef<std::ffi::OsStr>>(
     args: impl IntoIterator<Item = S>,
     report: &Path,
     what: &str,
-) -> Result<Report, String> {
+) -> Result<Report> {
     let _ = std::fs::remove_file(report);
     let mut cmd = Command::new(vmm);
     cmd.arg("run").arg("--firmware").arg(&images.firmware);
@@ -175,16 +199,25 @@ pub(crate) fn run_vmm_any<S: AsRef<std::ffi::OsStr>>(
     cmd.args(["--quiet", "--timeout", "600", "--report"])
         .arg(report)
         .args(args);
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", vmm.display()))?;
-    let text = std::fs::read_to_string(report).map_err(|e| {
-        format!(
-            "{what}: no report ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
+    let out = cmd.output().map_err(|source| XtaskError::Spawn {
+        program: vmm.to_path_buf(),
+        source,
     })?;
-    serde_json::from_str(&text).map_err(|e| format!("{what}: bad report: {e}"))
+    let text = std::fs::read_to_string(report).map_err(|source| {
+        RunError::NoReport {
+            path: report.to_path_buf(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            source,
+        }
+        .of(what)
+    })?;
+    serde_json::from_str(&text).map_err(|source| {
+        RunError::BadReport {
+            path: report.to_path_buf(),
+            source,
+        }
+        .of(what)
+    })
 }
 
 /// One run of a matrix scenario (with a trace when `trace` is given).
@@ -194,7 +227,7 @@ fn run_one(
     s: &Scenario,
     report: &Path,
     trace: Option<&Path>,
-) -> Result<Report, String> {
+) -> Result<Report> {
     let mut args: Vec<std::ffi::OsString> = [
         "--mem".to_string(),
         format!("{}G", s.mem_gib),
@@ -216,11 +249,10 @@ fn run_one(
 }
 
 /// Runs the matrix and writes results and plots into `cfg.out`.
-pub fn run(cfg: &BenchConfig) -> Result<(), String> {
+pub fn run(cfg: &BenchConfig) -> Result<()> {
     let images = crate::build_guests()?;
     let vmm = crate::build_vmm()?;
-    std::fs::create_dir_all(&cfg.out)
-        .map_err(|e| format!("cannot create {}: {e}", cfg.out.display()))?;
+    create_dir(&cfg.out)?;
     let host = host_ram();
     let mut scenarios = Vec::new();
     for profile in &cfg.profiles {
@@ -251,7 +283,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
     let total = scenarios.len() * cfg.repeats;
     let mut runs: Vec<(Scenario, Report)> = Vec::new();
     let scratch = cfg.out.join("reports");
-    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    create_dir(&scratch)?;
     // Warm-up (discarded): on nested hosts the first touch of idle host
     // memory is several times slower than later ones.
     if let Some(warm) = scenarios
@@ -289,10 +321,7 @@ pub fn run(cfg: &BenchConfig) -> Result<(), String> {
             })
             .collect(),
     };
-    write(
-        &cfg.out.join("results.json"),
-        &serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?,
-    )?;
+    write_json(&cfg.out.join("results.json"), &results)?;
     write(
         &cfg.out.join("results.csv"),
         &stats::csv(&results.scenarios),
@@ -386,7 +415,7 @@ fn flatness(
     vmm: &Path,
     images: &crate::GuestImages,
     scratch: &Path,
-) -> Result<Vec<FlatRow>, String> {
+) -> Result<Vec<FlatRow>> {
     let mut rows = Vec::new();
     for profile in &cfg.profiles {
         let scenarios: Vec<Scenario> = cfg
@@ -408,7 +437,7 @@ fn flatness(
             for (i, s) in scenarios.iter().enumerate() {
                 bar.set_message(s.key());
                 let r = run_one(vmm, images, s, &scratch.join("flat.json"), None)?;
-                times[i].push(stats::kernel_ready_ms(&r)?);
+                times[i].push(stats::kernel_ready_ms(&r).map_err(|e| e.of(s.key()))?);
                 rss[i].push(stats::rss_mib(&r));
                 bar.inc(1);
             }
@@ -433,17 +462,49 @@ pub fn vcpu_axis(
     profile: &str,
     repeats: usize,
     counts: &[u32],
-) -> Result<vcpus::VcpuResults, String> {
+) -> Result<vcpus::VcpuResults> {
     let results = vcpus::vcpus(out, profile, repeats, counts)?;
     vcpu_plots::plots(out, &results)?;
     Ok(results)
 }
 
-pub(crate) fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+/// Writes `text` to `path`.
+pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|source| XtaskError::File {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-pub(crate) fn read_trace(path: &Path) -> Result<Vec<Record>, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    vmm::trace::read(f).map_err(|e| format!("{}: {e}", path.display()))
+/// Writes `value` to `path` as pretty JSON.
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|source| XtaskError::Json {
+        action: "encode",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write(path, &text)
+}
+
+/// Creates `dir` and its parents.
+pub(crate) fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| XtaskError::File {
+        action: "create",
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads the accept trace at `path`.
+pub(crate) fn read_trace(path: &Path) -> Result<Vec<Record>> {
+    let f = std::fs::File::open(path).map_err(|source| XtaskError::File {
+        action: "open",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    vmm::trace::read(f).map_err(|source| XtaskError::Trace {
+        path: path.to_path_buf(),
+        source,
+    })
 }

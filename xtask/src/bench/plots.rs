@@ -3,10 +3,11 @@
 //! peak RSS against guest RAM, from the typed scenario rows. The trace
 //! plots are in `trace_plots.rs`.
 
-use super::chart::{err, register_font};
+use super::chart::{err, register_font, PlotError};
 use super::stats::{Results, ScenarioRow, Stat};
 use super::trace_plots::{accepted_over_time, memory_map};
 use super::{read_trace, GIB};
+use crate::error::{Result, XtaskError};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -15,14 +16,18 @@ use std::path::{Path, PathBuf};
 macro_rules! plot {
     ($stem:expr, $size:expr, $f:ident($($arg:expr),*)) => {{
         let stem: PathBuf = $stem;
-        $f(SVGBackend::new(&stem.with_extension("svg"), $size).into_drawing_area(), $($arg),*)?;
-        $f(BitMapBackend::new(&stem.with_extension("png"), $size).into_drawing_area(), $($arg),*)?;
+        let svg = stem.with_extension("svg");
+        $f(SVGBackend::new(&svg, $size).into_drawing_area(), $($arg),*)
+            .map_err(|source| XtaskError::Plot { path: svg, source })?;
+        let png = stem.with_extension("png");
+        $f(BitMapBackend::new(&png, $size).into_drawing_area(), $($arg),*)
+            .map_err(|source| XtaskError::Plot { path: png, source })?;
     }};
 }
 
 /// Draws every plot of `out` from its rows (`results.json`'s scenarios)
 /// and its traces (`trace-lazy.bin`, `trace-eager.bin`, `trace-kexec.bin`).
-pub fn plots(out: &Path, rows: &[ScenarioRow], first_profile: &str) -> Result<(), String> {
+pub fn plots(out: &Path, rows: &[ScenarioRow], first_profile: &str) -> Result<()> {
     register_font()?;
     plot!(
         out.join("boot_time_vs_ram"),
@@ -46,7 +51,7 @@ pub fn plots(out: &Path, rows: &[ScenarioRow], first_profile: &str) -> Result<()
     let traces = ["lazy", "eager"]
         .into_iter()
         .map(|mode| Ok((mode, read_trace(&out.join(format!("trace-{mode}.bin")))?)))
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>>>()?;
     plot!(
         out.join("accepted_over_time"),
         (900, 500),
@@ -63,16 +68,21 @@ pub fn plots(out: &Path, rows: &[ScenarioRow], first_profile: &str) -> Result<()
 
 /// `cargo xtask bench --replot DIR`: redraws the plots of a finished run
 /// from its `results.json` and traces, without running anything.
-pub fn replot(out: &Path) -> Result<(), String> {
+pub fn replot(out: &Path) -> Result<()> {
     let path = out.join("results.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let results: Results =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let first = results
-        .scenarios
-        .first()
-        .map(|r| r.profile.clone())
-        .ok_or("results.json has no scenarios")?;
+    let text = std::fs::read_to_string(&path).map_err(|source| XtaskError::File {
+        action: "read",
+        path: path.clone(),
+        source,
+    })?;
+    let results: Results = serde_json::from_str(&text).map_err(|source| XtaskError::Json {
+        action: "parse",
+        path: path.clone(),
+        source,
+    })?;
+    let Some(first) = results.scenarios.first().map(|r| r.profile.clone()) else {
+        return Err(XtaskError::NoScenarios { path });
+    };
     plots(out, &results.scenarios, &first)?;
     eprintln!("bench: redrew the plots in {}", out.display());
     Ok(())
@@ -88,7 +98,7 @@ fn line_plot<DB: DrawingBackend>(
     y_label: &str,
     rows: &[ScenarioRow],
     metric: impl Fn(&ScenarioRow) -> Stat,
-) -> Result<(), String>
+) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
 {

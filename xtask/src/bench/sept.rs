@@ -11,7 +11,8 @@
 //! medians. Writes `sept.json` and `sept.csv`; `targets.md` reads them.
 
 use super::stats::Stat;
-use super::{progress_bar, run_vmm, write};
+use super::{create_dir, progress_bar, run_vmm, write, write_json};
+use crate::error::{Result, RunError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use vmm::Report;
@@ -129,13 +130,8 @@ fn time_of(series: &str, r: &Report) -> Option<f64> {
 /// Runs the axis in each of `profiles` (`counts` vCPU counts in the
 /// first, one vCPU in the others), `repeats` interleaved times, and writes
 /// `sept.json` and `sept.csv`.
-pub fn sept(
-    out: &Path,
-    profiles: &[String],
-    repeats: usize,
-    counts: &[u32],
-) -> Result<SeptAxis, String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+pub fn sept(out: &Path, profiles: &[String], repeats: usize, counts: &[u32]) -> Result<SeptAxis> {
+    create_dir(out)?;
     let mut axis = SeptAxis {
         profiles: Vec::new(),
     };
@@ -147,10 +143,7 @@ pub fn sept(
         };
         axis.profiles.push(sept_in(out, profile, repeats, counts)?);
     }
-    write(
-        &out.join("sept.json"),
-        &serde_json::to_string_pretty(&axis).map_err(|e| e.to_string())?,
-    )?;
+    write_json(&out.join("sept.json"), &axis)?;
     let mut csv = String::from(
         "series,sept_level,vcpus,host_cores,profile,pending_mechanism,runs,time_ms_median,time_ms_min,time_ms_max,accepts_median,size_mismatches_median,memslots_peak_median\n",
     );
@@ -179,12 +172,7 @@ pub fn sept(
 }
 
 /// The axis in one profile.
-fn sept_in(
-    out: &Path,
-    profile: &str,
-    repeats: usize,
-    counts: &[u32],
-) -> Result<SeptResults, String> {
+fn sept_in(out: &Path, profile: &str, repeats: usize, counts: &[u32]) -> Result<SeptResults> {
     let images = crate::build_guests()?;
     let vmm = crate::build_vmm()?;
     let report = out.join("sept-report.json");
@@ -256,7 +244,7 @@ fn sept_in(
         )?;
         let rtt = r
             .bench
-            .ok_or("the doorbell benchmark did not report")?
+            .ok_or_else(|| RunError::NoBench("doorbell").of("doorbell"))?
             .doorbell_rtt_ns;
         rtts.push(rtt as f64);
     }

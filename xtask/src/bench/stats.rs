@@ -4,6 +4,7 @@
 //! so a missing field or mark is an error, never a zero.
 
 use super::{host_ram, BenchConfig, Scenario, GIB};
+use crate::error::{Result, RunError, XtaskError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use vmm::Report;
@@ -18,9 +19,9 @@ pub struct Stat {
 
 impl Stat {
     /// The statistic of `v` (at least one value).
-    pub fn of(mut v: Vec<f64>) -> Result<Stat, String> {
+    pub fn of(mut v: Vec<f64>) -> Result<Stat> {
         if v.is_empty() {
-            return Err("no runs to summarise".into());
+            return Err(XtaskError::NoRuns);
         }
         v.sort_by(f64::total_cmp);
         Ok(Stat {
@@ -80,11 +81,14 @@ pub struct Results {
 }
 
 /// Milliseconds from VMM start to the kernel's `kernel_ready` mark.
-pub fn kernel_ready_ms(r: &Report) -> Result<f64, String> {
+pub fn kernel_ready_ms(r: &Report) -> Result<f64, RunError> {
     r.timing_us
         .get("kernel_ready")
         .map(|us| *us as f64 / 1e3)
-        .ok_or_else(|| format!("report (outcome {}) has no kernel_ready mark", r.outcome))
+        .ok_or(RunError::NoMark {
+            mark: "kernel_ready",
+            outcome: r.outcome,
+        })
 }
 
 /// Peak RSS in MiB.
@@ -93,7 +97,7 @@ pub fn rss_mib(r: &Report) -> f64 {
 }
 
 /// Aggregates the runs of each scenario.
-pub fn aggregate(runs: &[(Scenario, Report)]) -> Result<Vec<ScenarioRow>, String> {
+pub fn aggregate(runs: &[(Scenario, Report)]) -> Result<Vec<ScenarioRow>> {
     let mut groups: BTreeMap<String, Vec<&(Scenario, Report)>> = BTreeMap::new();
     for r in runs {
         groups.entry(r.0.key()).or_default().push(r);
@@ -105,7 +109,7 @@ pub fn aggregate(runs: &[(Scenario, Report)]) -> Result<Vec<ScenarioRow>, String
             .iter()
             .map(|r| kernel_ready_ms(&r.1))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{key}: {e}"))?;
+            .map_err(|e| e.of(key.clone()))?;
         rows.push(ScenarioRow {
             scenario: key.clone(),
             mem_gib: s.mem_gib,
@@ -292,6 +296,7 @@ mod tests {
         r.timing_us.remove("kernel_ready");
         assert!(kernel_ready_ms(&r)
             .unwrap_err()
+            .to_string()
             .contains("no kernel_ready mark"));
         // A renamed or missing field fails to parse instead of reading as 0.
         let renamed = text.replacen("\"rss_peak_bytes\"", "\"rss_peak\"", 1);

@@ -4,19 +4,19 @@
 
 use super::micro::Micro;
 use super::stats::Results;
+use crate::error::Result;
 use std::path::Path;
 
 /// Writes `targets.md` in `out` from what is there (`micro.json`,
 /// `results.json`, `vcpus.json`, `sept.json`): after a full run, or after
 /// a run of one part alone. The one writer of that file.
-pub fn write(out: &Path) -> Result<(), String> {
+pub fn write(out: &Path) -> Result<()> {
     let micro = std::fs::read_to_string(out.join("micro.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Micro>(&t).ok())
         .unwrap_or(Micro { micro: Vec::new() });
     let path = out.join("targets.md");
-    std::fs::write(&path, targets(out, &micro))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    super::write(&path, &targets(out, &micro))?;
     eprintln!("bench: wrote {}", path.display());
     Ok(())
 }

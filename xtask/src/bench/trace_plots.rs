@@ -2,7 +2,7 @@
 //! eager), and which memory each actor (firmware, kernel, kexec)
 //! accepted, with a zoom where the kernel and kexec work.
 
-use super::chart::err;
+use super::chart::{err, PlotError};
 use super::GIB;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -14,7 +14,7 @@ use vmm::trace::{Kind, Record, Who};
 pub fn accepted_over_time<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     traces: &[(&str, Vec<Record>)],
-) -> Result<(), String>
+) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
 {
@@ -99,7 +99,7 @@ pub fn memory_map<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     recs: &[Record],
     mem: u64,
-) -> Result<(), String>
+) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
 {
@@ -144,7 +144,7 @@ where
                  hi: u64,
                  unit: (f64, &str),
                  legend: bool|
-     -> Result<(), String> {
+     -> Result<(), PlotError> {
         let (scale, unit_name) = unit;
         let width_px = area.dim_in_pixel().0.saturating_sub(60).max(1) as f64;
         let min_width = (hi - lo) as f64 / scale * 2.0 / width_px;

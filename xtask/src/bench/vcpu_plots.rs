@@ -3,32 +3,35 @@
 //! `vcpu_scaling` (each series' time and the VMM's handling time per
 //! accept over the vCPU count), as SVG and PNG.
 
-use super::chart::{err, register_font};
+use super::chart::{err, register_font, PlotError};
 use super::stats::Stat;
 use super::vcpus::{Point, VcpuResults, ASTERINAS_8G_SECONDS};
+use crate::error::{Result, XtaskError};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// Draws both charts of `r` into `out`.
-pub(crate) fn plots(out: &Path, r: &VcpuResults) -> Result<(), String> {
+pub(crate) fn plots(out: &Path, r: &VcpuResults) -> Result<()> {
     register_font()?;
     for ext in ["svg", "png"] {
         let path: PathBuf = out.join(format!("lock_wait.{ext}"));
         if ext == "svg" {
-            lock_plot(SVGBackend::new(&path, (1000, 460)).into_drawing_area(), r)?;
+            lock_plot(SVGBackend::new(&path, (1000, 460)).into_drawing_area(), r)
         } else {
             lock_plot(
                 BitMapBackend::new(&path, (1000, 460)).into_drawing_area(),
                 r,
-            )?;
+            )
         }
+        .map_err(|source| XtaskError::Plot { path, source })?;
         let path: PathBuf = out.join(format!("vcpu_scaling.{ext}"));
         if ext == "svg" {
-            scaling_plot(SVGBackend::new(&path, (900, 460)).into_drawing_area(), r)?;
+            scaling_plot(SVGBackend::new(&path, (900, 460)).into_drawing_area(), r)
         } else {
-            scaling_plot(BitMapBackend::new(&path, (900, 460)).into_drawing_area(), r)?;
+            scaling_plot(BitMapBackend::new(&path, (900, 460)).into_drawing_area(), r)
         }
+        .map_err(|source| XtaskError::Plot { path, source })?;
     }
     Ok(())
 }
@@ -49,7 +52,7 @@ const SERIES_COLORS: [(&str, RGBColor); 3] = [
 fn lock_plot<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     r: &VcpuResults,
-) -> Result<(), String>
+) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
 {
@@ -140,7 +143,7 @@ where
 fn scaling_plot<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     r: &VcpuResults,
-) -> Result<(), String>
+) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
 {

@@ -10,7 +10,8 @@
 //! `targets.md` reads `vcpus.json`.
 
 use super::stats::Stat;
-use super::{progress_bar, run_vmm_any, write};
+use super::{create_dir, progress_bar, run_vmm_any, write, write_json};
+use crate::error::{Result, RunError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use vmm::Report;
@@ -143,15 +144,10 @@ fn time_of(series: &str, r: &Report) -> Option<f64> {
 
 /// Runs the vCPU axis in `profile`, `repeats` interleaved times, over
 /// `counts` vCPUs, writing into `out`.
-pub fn vcpus(
-    out: &Path,
-    profile: &str,
-    repeats: usize,
-    counts: &[u32],
-) -> Result<VcpuResults, String> {
+pub fn vcpus(out: &Path, profile: &str, repeats: usize, counts: &[u32]) -> Result<VcpuResults> {
     let images = crate::build_guests()?;
     let vmm = crate::build_vmm()?;
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    create_dir(out)?;
     let host_cores = super::host_cores();
     let cases = cases(counts);
     let report = out.join("vcpus-report.json");
@@ -214,10 +210,9 @@ pub fn vcpus(
             })
             .collect();
         if ok.is_empty() && c.series != "lock-none" {
-            return Err(format!(
-                "{} on {} vCPUs: no run ended ok: {failed:?}",
-                c.series, c.vcpus
-            ));
+            return Err(
+                RunError::NoneOk { failed }.of(format!("{} on {} vCPUs", c.series, c.vcpus))
+            );
         }
         let times: Vec<f64> = ok.iter().filter_map(|r| time_of(c.series, r)).collect();
         let lock: Vec<f64> = ok
@@ -247,10 +242,7 @@ pub fn vcpus(
         repeats,
         points,
     };
-    write(
-        &out.join("vcpus.json"),
-        &serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?,
-    )?;
+    write_json(&out.join("vcpus.json"), &results)?;
     write(&out.join("vcpus.csv"), &csv(&results))?;
     Ok(results)
 }
