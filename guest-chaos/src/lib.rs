@@ -430,7 +430,7 @@ impl Run<'_> {
         let gpa = self.window_gpa();
         let rcx = match self.rng.below(8) {
             0 => gpa | (1 + self.rng.below(511)) << 3,
-            1 => gpa | [2, 3, 4, 5, 6, 7][self.rng.below(6) as usize],
+            1 => gpa | [2, 3, 4, 5, 6, 7][abi::to_usize(self.rng.below(6))],
             2 => {
                 MMIO_HOLE_START
                     + self.rng.below((MMIO_HOLE_END - MMIO_HOLE_START) / PAGE_4K) * PAGE_4K
@@ -440,7 +440,7 @@ impl Run<'_> {
                 top + self.rng.below((layout.shared_bit() - top) / PAGE_4K) * PAGE_4K
             }
             4 => gpa | layout.shared_bit(),
-            5 => gpa | 1 << (layout.gpaw + self.rng.below(64 - layout.gpaw as u64) as u32),
+            5 => gpa | 1 << (u64::from(layout.gpaw) + self.rng.below(64 - u64::from(layout.gpaw))),
             6 => accept::encode(gpa & !(PAGE_2M - 1), PageLevel::L1G),
             _ => self.rng.next_u64(),
         };
@@ -497,7 +497,7 @@ impl Run<'_> {
             2 => {
                 // Any leaf the emulator does not provide.
                 let l = loop {
-                    let l = self.rng.below(0x1_0000) as u16;
+                    let l = self.random_u16();
                     if !matches!(
                         l,
                         leaf::VP_VMCALL
@@ -518,7 +518,7 @@ impl Run<'_> {
             }
             3 => {
                 let known = [leaf::VP_INFO, leaf::MEM_PAGE_ACCEPT, leaf::VP_VMCALL]
-                    [self.rng.below(3) as usize];
+                    [abi::to_usize(self.rng.below(3))];
                 let rax = known as u64 | (1 + self.rng.below(255)) << 16;
                 let got = tdcall(Regs {
                     rax,
@@ -539,9 +539,16 @@ impl Run<'_> {
         }
     }
 
+    /// A uniformly random 16-bit number (a TDCALL leaf, a port).
+    fn random_u16(&mut self) -> u16 {
+        #[allow(clippy::cast_possible_truncation)] // below(0x1_0000) < 2^16
+        let v = self.rng.below(0x1_0000) as u16;
+        v
+    }
+
     fn unassigned_port(&mut self) -> u16 {
         loop {
-            let p = self.rng.below(0x1_0000) as u16;
+            let p = self.random_u16();
             if p != DOORBELL_PORT as u16 && !(COM1_BASE..COM1_BASE + COM1_LEN).contains(&p) {
                 return p;
             }
@@ -584,7 +591,7 @@ impl Run<'_> {
                 }
             }
             2 => {
-                let size = [1u64, 2, 4][self.rng.below(3) as usize];
+                let size = [1u64, 2, 4][abi::to_usize(self.rng.below(3))];
                 let port = self.unassigned_port() as u64;
                 let write = self.rng.percent(50);
                 let dir = if write {
@@ -615,7 +622,7 @@ impl Run<'_> {
                 }
             }
             3 => {
-                let size = [0u64, 3, 5, 8, u64::MAX][self.rng.below(5) as usize];
+                let size = [0u64, 3, 5, 8, u64::MAX][abi::to_usize(self.rng.below(5))];
                 let o = vmcall(GHCI_STANDARD, ghci::INSTRUCTION_IO, size, 0, 0x80, 0);
                 if o.rax != 0 || o.r10 != vmcall_status::OPERAND_INVALID {
                     self.disagree(format_args!(
@@ -641,7 +648,8 @@ impl Run<'_> {
             }
             _ => {
                 // RCX exposing registers the GHCI forbids (RSP, RAX, RCX...).
-                let bad = [1u64 << 0, 1 << 1, 1 << 4, 1 << 16, 1 << 63][self.rng.below(5) as usize];
+                let bad =
+                    [1u64 << 0, 1 << 1, 1 << 4, 1 << 16, 1 << 63][abi::to_usize(self.rng.below(5))];
                 let o = tdcall(Regs {
                     rax: leaf::VP_VMCALL as u64,
                     rcx: abi::vmcall::EXPOSE_R10_R15 | bad,
@@ -663,13 +671,13 @@ impl Run<'_> {
             unsafe {
                 match size {
                     0 => {
-                        asm!("out dx, al", in("dx") port, in("al") v as u8, options(nomem, nostack, preserves_flags))
+                        asm!("out dx, al", in("dx") port, in("al") v.to_le_bytes()[0], options(nomem, nostack, preserves_flags))
                     }
                     1 => {
-                        asm!("out dx, ax", in("dx") port, in("ax") v as u16, options(nomem, nostack, preserves_flags))
+                        asm!("out dx, ax", in("dx") port, in("ax") (v & 0xffff) as u16, options(nomem, nostack, preserves_flags))
                     }
                     _ => {
-                        asm!("out dx, eax", in("dx") port, in("eax") v as u32, options(nomem, nostack, preserves_flags))
+                        asm!("out dx, eax", in("dx") port, in("eax") (v & 0xffff_ffff) as u32, options(nomem, nostack, preserves_flags))
                     }
                 }
             }

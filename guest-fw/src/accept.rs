@@ -80,7 +80,7 @@ impl Fresh {
     /// Checks every recorded page (its first and last word) and forgets it.
     fn check(&mut self) {
         for &(start, end, size) in &self.runs[..self.len] {
-            for page in (start..end).step_by(size as usize) {
+            for page in (start..end).step_by(abi::to_usize(size)) {
                 check_zero(page, size);
             }
         }

@@ -118,8 +118,8 @@ pub fn install(mailbox: u64) -> Installed {
     // SAFETY: the caller owns both pages (fresh firmware allocations); the
     // source is the firmware's own code, `len` bytes long.
     unsafe {
-        core::ptr::write_bytes(mailbox as *mut u8, 0, 2 * MAILBOX_SIZE as usize);
-        core::ptr::copy_nonoverlapping(start as *const u8, code as *mut u8, len as usize);
+        core::ptr::write_bytes(mailbox as *mut u8, 0, 2 * abi::to_usize(MAILBOX_SIZE));
+        core::ptr::copy_nonoverlapping(start as *const u8, code as *mut u8, abi::to_usize(len));
     }
     Installed {
         mailbox,

@@ -38,7 +38,7 @@ fn entries() -> &'static mut [ConfigurationTable] {
     unsafe {
         core::slice::from_raw_parts_mut(
             t.configuration_table as *mut ConfigurationTable,
-            t.table_capacity as usize,
+            abi::to_usize(t.table_capacity),
         )
     }
 }
@@ -54,9 +54,11 @@ pub fn init() -> u64 {
     const _: () = assert!(
         core::mem::size_of::<SystemTable>()
             + 8
-            + TABLE_CAPACITY as usize * core::mem::size_of::<ConfigurationTable>()
+            + abi::to_usize(TABLE_CAPACITY) * core::mem::size_of::<ConfigurationTable>()
             <= 4096
     );
+    #[allow(clippy::cast_possible_truncation)] // under 4096 (asserted above)
+    let header_size = header as u32;
     // SAFETY: `at` is a fresh, accepted, identity-mapped page owned by the
     // firmware; the table and its array fit in it (asserted above).
     unsafe {
@@ -64,7 +66,7 @@ pub fn init() -> u64 {
         (at as *mut SystemTable).write(SystemTable {
             signature: boot::SYSTEM_TABLE_SIGNATURE,
             revision: 1,
-            header_size: header as u32,
+            header_size,
             boot_services: &BOOT_SERVICES as *const BootServices as u64,
             number_of_table_entries: 0,
             configuration_table: array,
@@ -137,7 +139,7 @@ extern "efiapi" fn install_configuration_table(guid: *const Guid, table_gpa: u64
     // SAFETY: checked non-null; a GUID is plain data.
     let guid = unsafe { *guid };
     let t = table();
-    let n = t.number_of_table_entries as usize;
+    let n = abi::to_usize(t.number_of_table_entries);
     let list = entries();
     match list[..n].iter().position(|e| e.vendor_guid == guid) {
         Some(i) if table_gpa == 0 => {

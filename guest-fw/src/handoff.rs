@@ -21,7 +21,7 @@ fn allocate(ty: u32, bytes: u64, what: &str) -> u64 {
 pub fn start_kernel(image: u64, size: u64, cmdline: &str, system_table: u64) -> ! {
     // SAFETY: the payload is initial memory the host loaded and described
     // in the HOB; it is accepted, identity-mapped and not written by anyone.
-    let file = unsafe { core::slice::from_raw_parts(image as *const u8, size as usize) };
+    let file = unsafe { core::slice::from_raw_parts(image as *const u8, abi::to_usize(size)) };
     let elf = match Image::parse(file) {
         Ok(e) => e,
         Err(e) => guest_rt::fatal!(code::PANIC, "kernel payload: {e}"),
@@ -29,7 +29,7 @@ pub fn start_kernel(image: u64, size: u64, cmdline: &str, system_table: u64) -> 
     let base = allocate(memory_type::LOADER_CODE, elf.span, "the kernel image");
     // SAFETY: `base` is a fresh allocation of `span` bytes of accepted,
     // identity-mapped memory that nothing else uses.
-    let dest = unsafe { core::slice::from_raw_parts_mut(base as *mut u8, elf.span as usize) };
+    let dest = unsafe { core::slice::from_raw_parts_mut(base as *mut u8, abi::to_usize(elf.span)) };
     let entry = match elf.load(dest, base) {
         Ok(e) => e,
         Err(e) => guest_rt::fatal!(code::PANIC, "loading the kernel: {e}"),

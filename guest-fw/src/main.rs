@@ -114,7 +114,7 @@ fn hob_list(hob: u64) -> HobList<'static> {
         fatal!(code::BAD_HOB, "HOB list at {hob:#x} claims {len} bytes");
     }
     // SAFETY: the length was bounded above; the whole list is in initial memory.
-    let bytes = unsafe { core::slice::from_raw_parts(hob as *const u8, len as usize) };
+    let bytes = unsafe { core::slice::from_raw_parts(hob as *const u8, abi::to_usize(len)) };
     match HobList::parse(bytes, hob) {
         Ok(list) => list,
         Err(e) => fatal!(code::BAD_HOB, "invalid TD HOB at {hob:#x}: {e}"),

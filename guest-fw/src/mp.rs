@@ -188,7 +188,7 @@ fn park(index: u64) -> ! {
                 let mut stats = Stats::default();
                 let use_2m = flags & fw::ACCEPT_4K_ONLY == 0;
                 accept::accept_share(index, cpus, start, end, use_2m, &mut stats);
-                AP_STATS[index as usize].store(&stats);
+                AP_STATS[abi::to_usize(index)].store(&stats);
                 boot(fw::DONE).fetch_add(1, Ordering::Release);
                 tdcall::send_ipi(0);
             }
@@ -352,7 +352,7 @@ pub fn accept_range(start: u64, end: u64, use_2m: bool, cpus: u64, stats: &mut S
     send(command::ACCEPT_PAGES, APIC_ID_BROADCAST, 0);
     accept::accept_share(0, cpus, head, end, use_2m, stats);
     wait_until(|| boot(fw::DONE).load(Ordering::Acquire) == cpus - 1);
-    for ap in &AP_STATS[1..cpus as usize] {
+    for ap in &AP_STATS[1..abi::to_usize(cpus)] {
         ap.add_to(stats);
     }
     true

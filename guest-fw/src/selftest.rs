@@ -34,6 +34,16 @@ fn two_pending_chunks(hobs: &HobList<'_>) -> Option<u64> {
         })
 }
 
+/// The GPAW the host passed at entry as the layout's width. `fw_main`
+/// checked it against TDG.VP.INFO's 6-bit field; a wider value is still
+/// refused here rather than truncated.
+fn gpaw_u32(gpaw: u64) -> u32 {
+    match u32::try_from(gpaw) {
+        Ok(w) => w,
+        Err(_) => guest_rt::fatal!(guest_rt::fatal::code::BAD_HOB, "GPAW {gpaw} out of range"),
+    }
+}
+
 fn read(gpa: u64) -> u64 {
     // SAFETY: only called on accepted pages, identity-mapped.
     unsafe { core::ptr::read_volatile(gpa as *const u64) }
@@ -121,7 +131,7 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> (u32, Option<(u64, u6
     };
     let b = a + PAGE_2M;
     let mem: u64 = hobs.memory_resources().map(|r| r.resource_length).sum();
-    let layout = RamLayout::for_mem(mem, gpaw as u32);
+    let layout = RamLayout::for_mem(mem, gpaw_u32(gpaw));
     let sept = guest_rt::tdcall::sept_level();
     let Some(model) = Model::with_sept_level(layout, a, 2 * PAGE_2M, sept) else {
         println!(
@@ -152,7 +162,7 @@ pub fn run(hobs: &HobList<'_>, gpaw: u64, ram_top: u64) -> (u32, Option<(u64, u6
         // The host maps 4 KiB leaves: edk2's TdAcceptPages falls back to
         // 512 4 KiB accepts, each of which must succeed.
         let mut wrong = 0;
-        for page in (b..b + PAGE_2M).step_by(PAGE_4K as usize) {
+        for page in (b..b + PAGE_2M).step_by(abi::to_usize(PAGE_4K)) {
             let rcx = encode(page, PageLevel::L4K);
             let got = finish_accept(rcx, accept_raw(rcx));
             let want = c.model.accept(rcx);
@@ -263,7 +273,7 @@ pub fn chaos(hobs: &HobList<'_>, gpaw: u64, seed: u64, count: u64) -> (u32, (u64
     use guest_rt::tdcall::counter;
     use models::accept::MAX_WINDOW;
     let mem: u64 = hobs.memory_resources().map(|r| r.resource_length).sum();
-    let layout = RamLayout::for_mem(mem, gpaw as u32);
+    let layout = RamLayout::for_mem(mem, gpaw_u32(gpaw));
     let window = hobs
         .memory_resources()
         .filter(|r| r.resource_type == resource_type::MEMORY_UNACCEPTED)
@@ -346,7 +356,7 @@ pub fn accept_twice(hobs: &HobList<'_>) -> u32 {
     };
     for r in hobs.memory_resources() {
         let (start, end) = (r.physical_start, r.physical_start + r.resource_length);
-        for gpa in (start..end).step_by(PAGE_4K as usize) {
+        for gpa in (start..end).step_by(abi::to_usize(PAGE_4K)) {
             let st = accept_page(gpa, PageLevel::L4K);
             check(
                 "4K",
@@ -355,7 +365,8 @@ pub fn accept_twice(hobs: &HobList<'_>) -> u32 {
                 status::code(st) == status::PAGE_ALREADY_ACCEPTED,
             );
         }
-        for gpa in (start.next_multiple_of(PAGE_2M)..end & !(PAGE_2M - 1)).step_by(PAGE_2M as usize)
+        for gpa in
+            (start.next_multiple_of(PAGE_2M)..end & !(PAGE_2M - 1)).step_by(abi::to_usize(PAGE_2M))
         {
             let st = accept_page(gpa, PageLevel::L2M);
             let code = status::code(st);
@@ -366,7 +377,8 @@ pub fn accept_twice(hobs: &HobList<'_>) -> u32 {
                 code == status::PAGE_ALREADY_ACCEPTED || code == status::PAGE_SIZE_MISMATCH,
             );
         }
-        for gpa in (start.next_multiple_of(PAGE_1G)..end & !(PAGE_1G - 1)).step_by(PAGE_1G as usize)
+        for gpa in
+            (start.next_multiple_of(PAGE_1G)..end & !(PAGE_1G - 1)).step_by(abi::to_usize(PAGE_1G))
         {
             let st = accept_page(gpa, PageLevel::L1G);
             check("1G", gpa, st, st == invalid);

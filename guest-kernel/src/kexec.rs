@@ -128,8 +128,9 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
     };
     let cmdline = &next_cmd[..len];
     // SAFETY: the payload is loader data the kernel keeps for kexec.
-    let file =
-        unsafe { core::slice::from_raw_parts(info.image as *const u8, info.image_size as usize) };
+    let file = unsafe {
+        core::slice::from_raw_parts(info.image as *const u8, abi::to_usize(info.image_size))
+    };
     let image = match Image::parse(file) {
         Ok(i) => i,
         Err(_) => return "the kernel image does not parse",
@@ -169,9 +170,9 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
     };
     // SAFETY: a fresh allocation of at least span + params_len bytes.
     let stage = unsafe {
-        core::slice::from_raw_parts_mut(staging as *mut u8, (image.span + params_len) as usize)
+        core::slice::from_raw_parts_mut(staging as *mut u8, abi::to_usize(image.span + params_len))
     };
-    let Ok(entry) = image.load(&mut stage[..image.span as usize], dest) else {
+    let Ok(entry) = image.load(&mut stage[..abi::to_usize(image.span)], dest) else {
         return "the kernel image does not load";
     };
 
@@ -303,7 +304,7 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
         core::ptr::copy_nonoverlapping(
             code_start as *const u8,
             control as *mut u8,
-            code_len as usize,
+            abi::to_usize(code_len),
         );
         for (i, s) in segs[..n].iter().enumerate() {
             let e = (table + i as u64 * 24) as *mut u64;

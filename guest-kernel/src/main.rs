@@ -36,7 +36,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     tdcall::mark(Mark::KernelEntry, generation);
     // SAFETY: the command line lies after the boot info in loader memory.
     let bytes = unsafe {
-        core::slice::from_raw_parts(info.cmdline as *const u8, info.cmdline_len as usize)
+        core::slice::from_raw_parts(info.cmdline as *const u8, abi::to_usize(info.cmdline_len))
     };
     let Ok(cmdline) = core::str::from_utf8(bytes) else {
         fatal!(code::BAD_CMDLINE, "command line is not UTF-8");

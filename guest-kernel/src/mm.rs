@@ -34,8 +34,8 @@ impl Phys for Identity {
 
 /// Maps for split blocks before the allocator has pages of its own.
 #[repr(C, align(4096))]
-struct Bootstrap([u8; 16 * META_BYTES as usize]);
-static mut BOOTSTRAP: Bootstrap = Bootstrap([0; 16 * META_BYTES as usize]);
+struct Bootstrap([u8; 16 * abi::to_usize(META_BYTES)]);
+static mut BOOTSTRAP: Bootstrap = Bootstrap([0; 16 * abi::to_usize(META_BYTES)]);
 
 pub static ALLOCATOR: SpinLock<Option<Buddy<'static>>> = SpinLock::new(None);
 
@@ -53,7 +53,8 @@ fn usable(ty: u32) -> bool {
 pub fn init(dir: u64, dir_blocks: u64, lazy: bool) {
     // SAFETY: the directory is a LOADER_DATA allocation of `dir_blocks`
     // words made for this purpose, used only by the allocator.
-    let dir = unsafe { core::slice::from_raw_parts_mut(dir as *mut u64, dir_blocks as usize) };
+    let dir =
+        unsafe { core::slice::from_raw_parts_mut(dir as *mut u64, abi::to_usize(dir_blocks)) };
     let boot = core::ptr::addr_of_mut!(BOOTSTRAP) as u64;
     let mut buddy = Buddy::new(dir, &mut Identity, boot, 16 * META_BYTES);
     MAP.with(|m| {

@@ -51,7 +51,7 @@ pub fn touch_pending_from_last_cpu() -> ! {
         online() - 1
     );
     run_on_all(|cpu| {
-        if cpu as u32 == online() - 1 {
+        if u32::try_from(cpu) == Ok(online() - 1) {
             let at = TARGET.load(Ordering::Relaxed);
             // SAFETY: deliberately reads pending memory: the host stops
             // the TD at this access (that is the test).

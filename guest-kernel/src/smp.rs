@@ -8,7 +8,7 @@
 //! APs to the firmware's reset vector (version 1), where they park on the
 //! mailbox again for the next kernel.
 
-use crate::cpu::{online, this_cpu, AP_STACK, AP_STACK_ORDER, MAX_CPUS, ONLINE, STACK_TOPS};
+use crate::cpu::{online, this_cpu, AP_STACK, AP_STACK_ORDER, ONLINE, STACK_TOPS};
 use abi::acpi::{self, Mailbox};
 use abi::boot::SystemTable;
 use abi::guid::ACPI_20_TABLE;
@@ -72,7 +72,8 @@ fn topology(st: &SystemTable) -> Option<Topology> {
         Ok(info) => {
             let w = info.wakeup?;
             Some(Topology {
-                cpus: info.cpus.clamp(1, MAX_CPUS as u32),
+                // MAX_CPUS (the per-CPU arrays' length), as a u32.
+                cpus: info.cpus.clamp(1, abi::tdcall::vp_info::MAX_VCPUS),
                 mailbox: w.mailbox,
                 reset_vector: w.reset_vector,
             })
@@ -124,8 +125,9 @@ fn wakeup_cpu(apic_id: u32, vector: u64) {
 /// Brings every CPU the MADT lists online (`maxcpus=N` caps them).
 pub fn bring_up(st: &SystemTable, cmdline: &str) {
     let Some(t) = topology(st) else { return };
-    let max =
-        guest_rt::param::number(cmdline, "maxcpus", t.cpus as u64).clamp(1, t.cpus as u64) as u32;
+    // A count beyond u32 is more than the MADT lists: clamped like one.
+    let max = guest_rt::param::number(cmdline, "maxcpus", u64::from(t.cpus));
+    let max = u32::try_from(max).unwrap_or(u32::MAX).clamp(1, t.cpus);
     CPUS.store(max, Ordering::Relaxed);
     MAILBOX.store(t.mailbox, Ordering::Relaxed);
     RESET_VECTOR.store(t.reset_vector.unwrap_or(0), Ordering::Relaxed);
@@ -184,7 +186,7 @@ extern "C" fn ap_main(apic_id: u64) -> ! {
         let job = JOB.load(Ordering::Acquire);
         // SAFETY: `run_on_all` stored a valid `fn(usize)` before bumping
         // the generation (release), and keeps it until every CPU is done.
-        let f: fn(usize) = unsafe { core::mem::transmute::<usize, fn(usize)>(job as usize) };
+        let f: fn(usize) = unsafe { core::mem::transmute::<usize, fn(usize)>(abi::to_usize(job)) };
         f(this_cpu());
         JOB_DONE.fetch_add(1, Ordering::AcqRel);
     }

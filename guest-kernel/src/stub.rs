@@ -77,7 +77,7 @@ fn get_map(bs: &BootServices) -> u64 {
                 "GetMemoryMap failed: status {st:#x}, descriptor size {desc_size}"
             );
         }
-        m.len = (size / desc_size) as usize;
+        m.len = abi::to_usize(size / desc_size);
         key
     })
 }
@@ -90,7 +90,7 @@ pub fn config_table(st: &SystemTable, guid: Guid) -> Option<u64> {
     let entries = unsafe {
         core::slice::from_raw_parts(
             st.configuration_table as *const ConfigurationTable,
-            st.number_of_table_entries as usize,
+            abi::to_usize(st.number_of_table_entries),
         )
     };
     entries
@@ -158,16 +158,19 @@ pub fn run(st_gpa: u64, bs: &BootServices) -> StubResult {
         });
     } else if let Some((phys_base, size)) = ranges {
         let gpa = allocate(memory_type::ACPI_RECLAIM, 24 + size, "the unaccepted table");
+        const _: () = assert!(UNIT_SIZE <= u32::MAX as u64);
+        #[allow(clippy::cast_possible_truncation)] // a constant, asserted above
+        let unit_size = UNIT_SIZE as u32;
         let header = Header {
             version: VERSION,
-            unit_size: UNIT_SIZE as u32,
+            unit_size,
             phys_base,
             size,
         };
         // SAFETY: a fresh ACPI-reclaim allocation of 24 + size bytes.
         unsafe {
             (gpa as *mut Header).write(header);
-            core::ptr::write_bytes((gpa + 24) as *mut u8, 0, size as usize);
+            core::ptr::write_bytes((gpa + 24) as *mut u8, 0, abi::to_usize(size));
         }
         let s = (bs.install_configuration_table)(&LINUX_EFI_UNACCEPTED_MEM_TABLE, gpa);
         if s != status::SUCCESS {
@@ -247,7 +250,7 @@ fn adopt_table(gpa: u64, reuse: bool) {
 }
 
 pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
-    let count = (info.memory_map_size / info.descriptor_size.max(1)) as usize;
+    let count = abi::to_usize(info.memory_map_size / info.descriptor_size.max(1));
     if info.descriptor_size != core::mem::size_of::<MemoryDescriptor>() as u64
         || count > MAX_DESCRIPTORS
     {

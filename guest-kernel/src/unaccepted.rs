@@ -79,7 +79,10 @@ impl Table {
         // (ACPI-reclaim memory the kernel owns), `size` bytes long; it is
         // only used through `TABLE`, one borrow at a time.
         Bitmap::new(unsafe {
-            core::slice::from_raw_parts_mut((self.gpa + 24) as *mut u8, self.header.size as usize)
+            core::slice::from_raw_parts_mut(
+                (self.gpa + 24) as *mut u8,
+                abi::to_usize(self.header.size),
+            )
         })
     }
 }

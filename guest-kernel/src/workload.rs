@@ -60,7 +60,7 @@ pub fn run(size: u64) -> u64 {
         unsafe {
             (at as *mut u64).write_volatile(head);
             ((at + 8) as *mut u64).write_volatile(order as u64);
-            for page in (at..at + len).step_by(PAGE as usize) {
+            for page in (at..at + len).step_by(abi::to_usize(PAGE)) {
                 ((page + 16) as *mut u64).write_volatile(pattern(page));
                 ((page + PAGE - 8) as *mut u64).write_volatile(!pattern(page));
             }
@@ -74,11 +74,14 @@ pub fn run(size: u64) -> u64 {
         let (next, order) = unsafe {
             (
                 (at as *const u64).read_volatile(),
-                ((at + 8) as *const u64).read_volatile() as u32,
+                ((at + 8) as *const u64).read_volatile(),
             )
         };
+        let Ok(order) = u32::try_from(order) else {
+            fatal!(code::PANIC, "workload: piece at {at:#x} has order {order}");
+        };
         let len = PAGE << order;
-        for page in (at..at + len).step_by(PAGE as usize) {
+        for page in (at..at + len).step_by(abi::to_usize(PAGE)) {
             // SAFETY: as above.
             let (a, b) = unsafe {
                 (

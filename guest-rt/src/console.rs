@@ -25,7 +25,7 @@ pub fn print(args: fmt::Arguments<'_>) {
 }
 
 /// Bytes a line is sent in (one vendor console write each).
-const LINE_BYTES: usize = emu::CONSOLE_WRITE_MAX as usize;
+const LINE_BYTES: usize = abi::to_usize(emu::CONSOLE_WRITE_MAX);
 
 /// A line being formatted: sent to the host in chunks of `LINE_BYTES`
 /// with one `emu::CONSOLE_WRITE` each (one TD exit instead of one per

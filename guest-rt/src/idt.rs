@@ -94,8 +94,8 @@ fn build() {
             | ((cs as u64) << 16)
             | (0xee00u64 << 32) // present, DPL 3, 64-bit interrupt gate, IST 0
             | ((handler >> 16 & 0xffff) << 48);
-        idt.0[(v * 2) as usize] = low;
-        idt.0[(v * 2 + 1) as usize] = handler >> 32;
+        idt.0[abi::to_usize(v * 2)] = low;
+        idt.0[abi::to_usize(v * 2 + 1)] = handler >> 32;
     }
 }
 
@@ -106,7 +106,7 @@ fn load() {
         base: u64,
     }
     let idtr = Idtr {
-        limit: (32 * 16 - 1) as u16,
+        limit: 32 * 16 - 1,
         base: core::ptr::addr_of!(IDT) as u64,
     };
     // SAFETY: the IDT is static and its gates point at the stubs above.
