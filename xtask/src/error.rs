@@ -78,7 +78,7 @@ pub enum XtaskError {
     Plot {
         path: PathBuf,
         #[source]
-        source: crate::bench::chart::PlotError,
+        source: PlotError,
     },
     /// The plots' embedded font.
     #[error("plotting: the embedded DejaVu Sans font does not parse")]
@@ -229,3 +229,9 @@ mod tests {
         );
     }
 }
+
+/// A plotters error, whatever the drawing backend (SVG or bitmap) it
+/// came from; `XtaskError::Plot` says which file was being drawn.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PlotError(pub(crate) Box<dyn std::error::Error + Send + Sync>);

@@ -71,7 +71,7 @@ pub struct RunFacts {
     pub initial_bytes: u64,
     /// Why `uffd-poison` did not run, when `--pending auto` fell back.
     pub pending_fallback: Option<String>,
-    pub inputs: schema::Inputs,
+    pub inputs: crate::report::inputs::Inputs,
 }
 
 /// The state the report reads from.

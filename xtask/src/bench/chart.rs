@@ -1,16 +1,10 @@
 //! What every chart of the bench shares: the embedded font, and plotters'
-//! errors as one typed `PlotError`. The charts themselves are `plots`
+//! errors made one typed `error::PlotError`. The charts themselves are `plots`
 //! (time and RSS against RAM), `trace_plots` (from the accept traces) and
 //! `vcpu_plots` (lock wait and scaling).
 
-use crate::error::{Result, XtaskError};
+use crate::error::{PlotError, Result, XtaskError};
 use plotters::style::FontStyle;
-
-/// A plotters error, whatever the drawing backend (SVG or bitmap) it
-/// came from; `XtaskError::Plot` says which file was being drawn.
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct PlotError(Box<dyn std::error::Error + Send + Sync>);
 
 /// A plotters error as a `PlotError` (for `map_err`).
 pub(crate) fn err(e: impl std::error::Error + Send + Sync + 'static) -> PlotError {

@@ -3,10 +3,11 @@
 //! peak RSS against guest RAM, from the typed scenario rows. The trace
 //! plots are in `trace_plots.rs`.
 
-use super::chart::{err, register_font, PlotError};
+use super::chart::{err, register_font};
 use super::stats::{Results, ScenarioRow, Stat};
 use super::trace_plots::{accepted_over_time, memory_map};
 use super::{read_trace, GIB};
+use crate::error::PlotError;
 use crate::error::{Result, XtaskError};
 use plotters::coord::Shift;
 use plotters::prelude::*;

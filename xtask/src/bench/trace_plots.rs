@@ -2,8 +2,9 @@
 //! eager), and which memory each actor (firmware, kernel, kexec)
 //! accepted, with a zoom where the kernel and kexec work.
 
-use super::chart::{err, PlotError};
+use super::chart::err;
 use super::GIB;
+use crate::error::PlotError;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use vmm::trace::{Kind, Record, Who};

@@ -3,9 +3,10 @@
 //! `vcpu_scaling` (each series' time and the VMM's handling time per
 //! accept over the vCPU count), as SVG and PNG.
 
-use super::chart::{err, register_font, PlotError};
+use super::chart::{err, register_font};
 use super::stats::Stat;
 use super::vcpus::{Point, VcpuResults, ASTERINAS_8G_SECONDS};
+use crate::error::PlotError;
 use crate::error::{Result, XtaskError};
 use plotters::coord::Shift;
 use plotters::prelude::*;
