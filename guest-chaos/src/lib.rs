@@ -25,7 +25,10 @@ use abi::layout::RamLayout;
 use abi::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use abi::tdcall::accept::decode;
 use abi::tdcall::{accept, leaf, status, PageLevel, DOORBELL_PORT};
-use abi::vmcall::{ghci, vmcall_status, COM1_BASE, COM1_LEN, GHCI_STANDARD, VENDOR_EMU};
+use abi::vmcall::{
+    ghci, vmcall_status, CMOS_DATA_PORT, CMOS_INDEX_PORT, COM1_BASE, COM1_LEN, GHCI_STANDARD,
+    VENDOR_EMU,
+};
 use abi::{PAGE_2M, PAGE_4K};
 use core::arch::asm;
 use guest_rt::println;
@@ -504,6 +507,9 @@ impl Run<'_> {
                             | leaf::VP_INFO
                             | leaf::VP_VEINFO_GET
                             | leaf::MEM_PAGE_ACCEPT
+                            | leaf::MR_RTMR_EXTEND
+                            | leaf::MR_REPORT
+                            | leaf::MR_VERIFYREPORT
                     ) {
                         break l;
                     }
@@ -549,7 +555,12 @@ impl Run<'_> {
     fn unassigned_port(&mut self) -> u16 {
         loop {
             let p = self.random_u16();
-            if p != DOORBELL_PORT as u16 && !(COM1_BASE..COM1_BASE + COM1_LEN).contains(&p) {
+            // Nor a port from which a 4-byte access reaches the CMOS.
+            let cmos = CMOS_INDEX_PORT - 3..=CMOS_DATA_PORT;
+            if p != DOORBELL_PORT as u16
+                && !(COM1_BASE..COM1_BASE + COM1_LEN).contains(&p)
+                && !cmos.contains(&p)
+            {
                 return p;
             }
         }
@@ -569,6 +580,10 @@ impl Run<'_> {
                             | ghci::GET_TD_VM_CALL_INFO
                             | ghci::INSTRUCTION_HLT
                             | ghci::INSTRUCTION_WRMSR
+                            | ghci::INSTRUCTION_RDMSR
+                            | ghci::INSTRUCTION_CPUID
+                            | ghci::SETUP_EVENT_NOTIFY_INTERRUPT
+                            | ghci::GET_QUOTE
                     ) {
                         break s;
                     }
