@@ -2,7 +2,8 @@
 //! the contract between them, and nothing else.
 //!
 //! `abi` owns the TDCALL leaves, statuses, page levels and the accept
-//! operand (`tdcall`), the GHCI calls (`vmcall`), the guest-physical layout
+//! operand (`tdcall`), the TDREPORT layout and the measurement leaves'
+//! operands (`tdreport`), the GHCI calls (`vmcall`), the guest-physical layout
 //! (`layout`), the HOB list and its parser (`hob`), the boot handoff
 //! (`boot`), the EFI structures (`efi`), the ACPI layouts and AP mailbox
 //! (`acpi`), the unaccepted-memory table header (`unaccepted`), the GUIDs
@@ -34,6 +35,7 @@ pub mod named;
 pub mod pod;
 pub mod report;
 pub mod tdcall;
+pub mod tdreport;
 pub mod unaccepted;
 pub mod vmcall;
 

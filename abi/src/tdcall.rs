@@ -24,6 +24,7 @@ pub mod leaf {
     pub const VP_RD: u16 = 9;
     pub const VP_WR: u16 = 10;
     pub const SYS_RD: u16 = 11;
+    pub const MR_VERIFYREPORT: u16 = 22;
     pub const MEM_PAGE_ATTR_WR: u16 = 24;
 
     /// Human-readable leaf name for logs and reports.
@@ -40,6 +41,7 @@ pub mod leaf {
             VP_RD => "TDG.VP.RD",
             VP_WR => "TDG.VP.WR",
             SYS_RD => "TDG.SYS.RD",
+            MR_VERIFYREPORT => "TDG.MR.VERIFYREPORT",
             MEM_PAGE_ATTR_WR => "TDG.MEM.PAGE.ATTR.WR",
             _ => "unknown",
         }
@@ -61,6 +63,8 @@ pub mod status {
     pub const PAGE_SIZE_MISMATCH: u64 = 0xC000_0B0B_0000_0000;
     pub const NO_VALID_VE_INFO: u64 = 0xC000_0704_0000_0000;
     pub const EPT_WALK_FAILED: u64 = 0xC000_0B00_0000_0000;
+    /// `TDG.MR.VERIFYREPORT`: the REPORTMACSTRUCT's MAC does not verify.
+    pub const INVALID_REPORTMACSTRUCT: u64 = 0xC000_1001_0000_0000;
 
     /// Mask selecting the class and code (the part callers compare).
     pub const CODE_MASK: u64 = 0xFFFF_FFFF_0000_0000;
@@ -93,6 +97,7 @@ pub mod status {
             PAGE_SIZE_MISMATCH => "TDX_PAGE_SIZE_MISMATCH",
             NO_VALID_VE_INFO => "TDX_NO_VALID_VE_INFO",
             EPT_WALK_FAILED => "TDX_EPT_WALK_FAILED",
+            INVALID_REPORTMACSTRUCT => "TDX_INVALID_REPORTMACSTRUCT",
             _ => "unknown",
         }
     }
@@ -247,6 +252,8 @@ pub enum Status {
     PageSizeMismatch(AcceptLevel),
     /// `TDX_NO_VALID_VE_INFO`.
     NoValidVeInfo,
+    /// `TDX_INVALID_REPORTMACSTRUCT` (no detail).
+    InvalidReportMacStruct,
 }
 
 impl Status {
@@ -259,6 +266,7 @@ impl Status {
             Status::PageAlreadyAccepted(level) => status::PAGE_ALREADY_ACCEPTED | level.bits(),
             Status::PageSizeMismatch(level) => status::PAGE_SIZE_MISMATCH | level.bits(),
             Status::NoValidVeInfo => status::NO_VALID_VE_INFO,
+            Status::InvalidReportMacStruct => status::INVALID_REPORTMACSTRUCT,
         }
     }
 
@@ -328,6 +336,9 @@ pub mod vp_info {
     pub const ATTR_SEPT_VE_DISABLE: u64 = 1 << 28;
     /// TD attribute bit 0: DEBUG.
     pub const ATTR_DEBUG: u64 = 1 << 0;
+    /// The attributes a TD has unless its VMM says otherwise (RDX of
+    /// TDG.VP.INFO, TDINFO.ATTRIBUTES of a report).
+    pub const DEFAULT_ATTRIBUTES: u64 = ATTR_SEPT_VE_DISABLE;
     /// GPAW values TDX reports in RCX bits 5:0.
     pub const GPAW_48: u32 = 48;
     pub const GPAW_52: u32 = 52;
@@ -409,5 +420,10 @@ mod tests {
         }
         assert_eq!(AcceptLevel::of(PageLevel::L1G), None);
         assert_eq!(Status::NoValidVeInfo.raw(), status::NO_VALID_VE_INFO);
+        assert_eq!(
+            Status::InvalidReportMacStruct.raw(),
+            0xC000100100000000,
+            "tdx_error_codes_defs.h"
+        );
     }
 }

@@ -88,6 +88,26 @@ pub mod ghci {
     pub const FATAL_RIP_VALID: u64 = 1 << 62;
     /// Largest message the host reads from a fatal-error page.
     pub const FATAL_MESSAGE_MAX: usize = 4096;
+
+    /// Instruction.RDMSR (R12 = MSR; R11 = value) and Instruction.WRMSR
+    /// also reach each vCPU's x2APIC spurious-interrupt vector register.
+    pub const X2APIC_SVR: u64 = 0x80f;
+    /// Its value at reset (vector 0xff, APIC software-disabled).
+    pub const X2APIC_SVR_RESET: u64 = 0xff;
+    /// The SVR bits a write may set: vector (7:0), APIC enable (8),
+    /// focus checking (9), EOI-broadcast suppression (12). Any other bit
+    /// set is a #GP on hardware, `OPERAND_INVALID` here.
+    pub const X2APIC_SVR_WRITABLE: u64 = 0x13ff;
+
+    /// Instruction.CPUID: R12 = leaf (EAX), R13 = subleaf (ECX), both
+    /// 32-bit; R12-R15 return EAX, EBX, ECX, EDX. In the topology leaves
+    /// EDX is the vCPU's x2APIC ID, which is its index.
+    pub const CPUID_LEAF_TOPOLOGY: u32 = 0xb;
+    pub const CPUID_LEAF_TOPOLOGY_V2: u32 = 0x1f;
+
+    /// SetupEventNotifyInterrupt: R12 = the vector, 32 to 255.
+    pub const EVENT_NOTIFY_VECTOR_MIN: u64 = 32;
+    pub const EVENT_NOTIFY_VECTOR_MAX: u64 = 255;
 }
 
 /// Error codes the guests put in ReportFatalError's R12 (bits 31:0).
@@ -124,6 +144,9 @@ pub mod vmcall_status {
     pub const OPERAND_INVALID: u64 = 0x8000_0000_0000_0000;
     pub const GPA_INUSE: u64 = 0x8000_0000_0000_0001;
     pub const ALIGN_ERROR: u64 = 0x8000_0000_0000_0002;
+    /// The host does not provide this sub-function (GHCI 1.5: tells it
+    /// apart from a bad operand of one it provides).
+    pub const SUBFUNC_UNSUPPORTED: u64 = 0x8000_0000_0000_0003;
 }
 
 /// R10 value selecting this emulator's vendor-specific calls ("EMU").
@@ -171,7 +194,7 @@ pub mod abi_version {
     /// Major version.
     pub const MAJOR: u16 = 1;
     /// Minor version.
-    pub const MINOR: u16 = 0;
+    pub const MINOR: u16 = 1;
     /// `MAJOR.MINOR` as `emu::ABI_VERSION` returns it in R11.
     pub const CURRENT: u64 = encode(MAJOR, MINOR);
 
@@ -201,6 +224,14 @@ pub mod abi_version {
 pub const COM1_BASE: u16 = 0x3f8;
 /// Number of registers of the 16550.
 pub const COM1_LEN: u16 = 8;
+
+/// The CMOS/RTC index port (bits 6:0 select a byte of CMOS RAM; bit 7,
+/// NMI disable, is ignored).
+pub const CMOS_INDEX_PORT: u16 = 0x70;
+/// The CMOS/RTC data port: the selected byte.
+pub const CMOS_DATA_PORT: u16 = 0x71;
+/// Bytes of CMOS RAM.
+pub const CMOS_LEN: usize = 128;
 
 #[cfg(test)]
 mod tests {

@@ -56,6 +56,9 @@ impl Run<'_> {
                             | leaf::VP_INFO
                             | leaf::VP_VEINFO_GET
                             | leaf::MEM_PAGE_ACCEPT
+                            | leaf::MR_RTMR_EXTEND
+                            | leaf::MR_REPORT
+                            | leaf::MR_VERIFYREPORT
                     ) {
                         break l;
                     }
@@ -101,7 +104,12 @@ impl Run<'_> {
     pub(super) fn unassigned_port(&mut self) -> u16 {
         loop {
             let p = self.random_u16();
-            if p != DOORBELL_PORT as u16 && !(COM1_BASE..COM1_BASE + COM1_LEN).contains(&p) {
+            // Nor a port from which a 4-byte access reaches the CMOS.
+            let cmos = CMOS_INDEX_PORT - 3..=CMOS_DATA_PORT;
+            if p != DOORBELL_PORT as u16
+                && !(COM1_BASE..COM1_BASE + COM1_LEN).contains(&p)
+                && !cmos.contains(&p)
+            {
                 return p;
             }
         }
@@ -121,6 +129,10 @@ impl Run<'_> {
                             | ghci::GET_TD_VM_CALL_INFO
                             | ghci::INSTRUCTION_HLT
                             | ghci::INSTRUCTION_WRMSR
+                            | ghci::INSTRUCTION_RDMSR
+                            | ghci::INSTRUCTION_CPUID
+                            | ghci::SETUP_EVENT_NOTIFY_INTERRUPT
+                            | ghci::GET_QUOTE
                     ) {
                         break s;
                     }

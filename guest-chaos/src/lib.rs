@@ -30,7 +30,10 @@ use abi::layout::RamLayout;
 use abi::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use abi::tdcall::accept::decode;
 use abi::tdcall::{accept, leaf, status, PageLevel, DOORBELL_PORT};
-use abi::vmcall::{ghci, vmcall_status, COM1_BASE, COM1_LEN, GHCI_STANDARD, VENDOR_EMU};
+use abi::vmcall::{
+    ghci, vmcall_status, CMOS_DATA_PORT, CMOS_INDEX_PORT, COM1_BASE, COM1_LEN, GHCI_STANDARD,
+    VENDOR_EMU,
+};
 use abi::{PAGE_2M, PAGE_4K};
 use core::arch::asm;
 use guest_rt::println;

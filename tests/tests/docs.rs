@@ -210,6 +210,7 @@ fn same_table(doc: &str, heading: &str, want: BTreeSet<(u64, String)>) {
 fn the_guest_abi_page_has_the_numbers_of_abi() {
     use abi::report::{Counter, Mark};
     use abi::tdcall::{leaf, status};
+    use abi::tdreport::rtmr_offset;
     use abi::vmcall::{abi_version, emu, fatal_code, ghci, vmcall_status};
     let doc = read("docs/guest-abi.md");
 
@@ -225,6 +226,7 @@ fn the_guest_abi_page_has_the_numbers_of_abi() {
         leaf::VP_RD,
         leaf::VP_WR,
         leaf::SYS_RD,
+        leaf::MR_VERIFYREPORT,
         leaf::MEM_PAGE_ATTR_WR,
     ];
     assert_eq!(const_names("abi/src/tdcall.rs", "leaf").len(), leaves.len());
@@ -241,6 +243,7 @@ fn the_guest_abi_page_has_the_numbers_of_abi() {
         status::PAGE_SIZE_MISMATCH,
         status::NO_VALID_VE_INFO,
         status::EPT_WALK_FAILED,
+        status::INVALID_REPORTMACSTRUCT,
     ];
     let codes: BTreeSet<_> = const_names("abi/src/tdcall.rs", "status")
         .into_iter()
@@ -256,6 +259,7 @@ fn the_guest_abi_page_has_the_numbers_of_abi() {
         (vmcall_status::OPERAND_INVALID, "OPERAND_INVALID"),
         (vmcall_status::GPA_INUSE, "GPA_INUSE"),
         (vmcall_status::ALIGN_ERROR, "ALIGN_ERROR"),
+        (vmcall_status::SUBFUNC_UNSUPPORTED, "SUBFUNC_UNSUPPORTED"),
     ];
     let names: BTreeSet<_> = r10.iter().map(|(_, n)| n.to_string()).collect();
     assert_eq!(names, const_names("abi/src/vmcall.rs", "vmcall_status"));
@@ -278,7 +282,15 @@ fn the_guest_abi_page_has_the_numbers_of_abi() {
         ),
     ];
     // The module's other constants are arguments, not sub-functions.
-    let arguments = ["X2APIC_", "ICR_", "WAKE_", "IO_DIRECTION_", "FATAL_"];
+    let arguments = [
+        "X2APIC_",
+        "ICR_",
+        "WAKE_",
+        "IO_DIRECTION_",
+        "FATAL_",
+        "CPUID_",
+        "EVENT_NOTIFY_",
+    ];
     let names: BTreeSet<_> = const_names("abi/src/vmcall.rs", "ghci")
         .into_iter()
         .filter(|n| !arguments.iter().any(|a| n.starts_with(a)))
@@ -338,6 +350,33 @@ fn the_guest_abi_page_has_the_numbers_of_abi() {
         format!("RCX = `{:#x}`", abi::vmcall::EXPOSE_R10_R15),
         format!("ICR (`{:#x}`)", ghci::X2APIC_ICR),
         format!("vector `{:#x}`", ghci::WAKE_VECTOR),
+        format!("x2APIC SVR (`{:#x}`)", ghci::X2APIC_SVR),
+        format!("`{:#x}` at start", ghci::X2APIC_SVR_RESET),
+        format!("`{:#x}`), which", ghci::X2APIC_SVR_WRITABLE),
+        format!("index port `{:#x}`", abi::vmcall::CMOS_INDEX_PORT),
+        format!("data port `{:#x}`", abi::vmcall::CMOS_DATA_PORT),
+        format!("one of {} bytes", abi::vmcall::CMOS_LEN),
+        format!(
+            "leaves `{:#x}` and `{:#x}`",
+            ghci::CPUID_LEAF_TOPOLOGY,
+            ghci::CPUID_LEAF_TOPOLOGY_V2
+        ),
+        format!(
+            "vector, {} to {}",
+            ghci::EVENT_NOTIFY_VECTOR_MIN,
+            ghci::EVENT_NOTIFY_VECTOR_MAX
+        ),
+        format!(
+            "{}-byte aligned (`EXTEND_ALIGN`)",
+            abi::tdreport::EXTEND_ALIGN
+        ),
+        format!(
+            "| {}, {}, {}, {} |",
+            rtmr_offset(0),
+            rtmr_offset(1),
+            rtmr_offset(2),
+            rtmr_offset(3)
+        ),
         format!(
             "`{:#x}`-`{:#x}`",
             abi::vmcall::COM1_BASE,

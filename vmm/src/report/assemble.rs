@@ -165,6 +165,9 @@ pub fn assemble<B: SlotBackend>(
         vcpus: u32::try_from(vcpus.len()).unwrap_or(u32::MAX),
         per_vcpu,
         tdcalls: tdx.counters.to_map(),
+        td: schema::TdState {
+            rtmr: tdx.measure.rtmr_hex(),
+        },
         timing_us,
         bench: log.bench,
         trace: log.trace.take().map(|t| t.finish()),

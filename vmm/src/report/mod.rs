@@ -22,7 +22,7 @@ pub(crate) use inputs::{unix_ms, vmm_version};
 pub use inputs::{InputFile, Inputs};
 pub use outcome::{BitmapState, Outcome, Phase};
 pub use schema::{
-    Bench, ExitStats, GenerationCounters, HostStats, KexecRecord, PageStats, Report, Truncated,
-    UnacceptedTable, VcpuReport, REPORT_VERSION,
+    Bench, ExitStats, GenerationCounters, HostStats, KexecRecord, PageStats, Report, TdState,
+    Truncated, UnacceptedTable, VcpuReport, REPORT_VERSION,
 };
 pub use trace::TraceSummary;

@@ -154,6 +154,9 @@ pub struct Report {
     pub per_vcpu: Vec<VcpuReport>,
     /// TDCALLs by leaf (and VMCALL sub-function) name.
     pub tdcalls: BTreeMap<String, u64>,
+    /// The emulated TDX module's measurement state at the end.
+    #[serde(default)]
+    pub td: TdState,
     /// Microseconds since the VMM started: `total`, plus each guest phase mark.
     pub timing_us: BTreeMap<String, u64>,
     /// The guest's doorbell micro-benchmark (`fw.bench=N`), if it ran.
@@ -199,6 +202,14 @@ pub struct Report {
     pub truncated: Truncated,
     /// What produced this report.
     pub inputs: Inputs,
+}
+
+/// The emulated TDX module's measurement state at the end of the run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TdState {
+    /// RTMR[0..4] as 96 lower-case hex digits each (empty for a refused
+    /// run and in reports from before the RTMRs were emulated).
+    pub rtmr: Vec<String>,
 }
 
 /// One vCPU's share of the run.
@@ -324,6 +335,7 @@ impl Report {
             vcpus: 0,
             per_vcpu: Vec::new(),
             tdcalls: BTreeMap::new(),
+            td: TdState::default(),
             timing_us: BTreeMap::new(),
             bench: None,
             trace: None,

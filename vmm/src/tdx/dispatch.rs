@@ -1,5 +1,6 @@
 //! Every TDCALL leaf but the accept, answered under the TD's state lock:
-//! `TDG.VP.INFO`, `TDG.VP.VEINFO.GET`, `TDG.VP.VMCALL` (to `vmcall.rs`);
+//! `TDG.VP.INFO`, `TDG.VP.VEINFO.GET`, `TDG.VP.VMCALL` (to `vmcall.rs`),
+//! the measurement leaves (to `measure.rs`);
 //! any other leaf, known or not, and any operand a leaf cannot take answer
 //! `TDX_OPERAND_INVALID` naming the operand, with no side effects. The
 //! leaf comes decoded (`tdcall::Leaf`); outputs other than RAX go into
@@ -10,16 +11,17 @@ use crate::host::console::Console;
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::PrivateMemory;
 use crate::tdx::event::Handled;
+use crate::tdx::measure;
 use crate::tdx::module::TdxModule;
 use crate::tdx::tdcall::Leaf;
-use abi::tdcall::{leaf, vp_info, Operand, Status};
+use abi::tdcall::{leaf, Operand, Status};
 use kvm_bindings::kvm_regs;
 
 /// Answers `call` from vCPU `vcpu_index`; its output registers but RAX go
 /// into `regs`.
 pub fn dispatch<B: SlotBackend>(
     tdx: &mut TdxModule,
-    mem: &PrivateMemory<B>,
+    mem: &mut PrivateMemory<B>,
     console: &mut Console,
     vcpu_index: u32,
     call: &Leaf,
@@ -29,7 +31,7 @@ pub fn dispatch<B: SlotBackend>(
     match call {
         Leaf::VpInfo => {
             regs.rcx = u64::from(tdx.gpaw);
-            regs.rdx = vp_info::ATTR_SEPT_VE_DISABLE;
+            regs.rdx = tdx.attributes;
             // NUM_VCPUS in bits 31:0, MAX_VCPUS in 63:32.
             regs.r8 = u64::from(tdx.vcpus) | (u64::from(tdx.vcpus) << 32);
             regs.r9 = u64::from(vcpu_index);
@@ -38,12 +40,15 @@ pub fn dispatch<B: SlotBackend>(
             Handled::answer(Status::Success)
         }
         Leaf::VeInfoGet => {
-            // SEPT_VE_DISABLE is set: no #VE is ever pending.
+            // No #VE is ever raised, whatever SEPT_VE_DISABLE says.
             Handled::answer(Status::NoValidVeInfo)
         }
         Leaf::VpVmcall(inputs) => {
-            crate::tdx::vmcall::handle(&mut tdx.counters, mem, console, inputs, regs)
+            crate::tdx::vmcall::handle(tdx, mem, console, vcpu_index, inputs, regs)
         }
+        Leaf::RtmrExtend(req) => measure::rtmr_extend(tdx, mem, req, regs.rip),
+        Leaf::Report(req) => measure::report(tdx, mem, req, regs.rip),
+        Leaf::VerifyReport(mac) => measure::verify_report(tdx, mem, *mac, regs.rip),
         Leaf::NotEmulated(n) => {
             log::debug!(
                 "TDCALL leaf {n} ({}) is not emulated: returning TDX_OPERAND_INVALID",

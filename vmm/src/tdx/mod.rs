@@ -4,9 +4,11 @@
 //! Secure-EPT entry lock, then the TD's state lock to begin and to
 //! finish, where it also records its statistics, trace and invariant
 //! checks); `dispatch` answers every other leaf under the state lock
-//! (`vmcall` the GHCI and vendor VMCALLs); `inject` injects faults. Its
-//! state (`module`) holds the accept statistics and TDCALL counters
-//! (`counters`); requests, results, events and the typed answer are
+//! (`measure` the RTMR, report and verify-report leaves, `vmcall` the
+//! GHCI and vendor VMCALLs, with the CPUID table of `cpuid` and the CMOS
+//! device of `cmos`); `inject` injects faults. Its state (`module`) holds
+//! the accept statistics and TDCALL counters (`counters`), the TD's
+//! attributes and measurements; requests, results, events and the typed answer are
 //! `event`. It reads and writes the guest's registers in KVM's layout
 //! (`kvm_regs`, as the vCPU hands them over) but never calls KVM, touches
 //! guest memory only through `memory::PrivateMemory`, and never the vCPU:
@@ -15,10 +17,13 @@
 //! the rest.
 
 pub mod accept;
+pub mod cmos;
 pub mod counters;
+pub mod cpuid;
 pub mod dispatch;
 pub mod event;
 pub mod inject;
+pub mod measure;
 pub mod module;
 pub mod tdcall;
 pub mod vmcall;

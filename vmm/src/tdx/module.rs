@@ -1,9 +1,17 @@
 //! The emulated TDX module's state, one per TD and shared by its vCPUs:
-//! the accept statistics, the TDCALL counters, fault injection, and what
-//! TDG.VP.INFO reports (GPAW, the vCPU count).
+//! the accept statistics, the TDCALL counters, fault injection, what
+//! TDG.VP.INFO reports (GPAW, the vCPU count, the TD ATTRIBUTES), the
+//! measurement registers (`measure`), and the state the GHCI instruction
+//! services keep: the CPUID table (`cpuid`), the CMOS device (`cmos`),
+//! each vCPU's x2APIC SVR and the event-notify vector.
 
+use crate::tdx::cmos::Cmos;
 use crate::tdx::counters::{AcceptStats, HandleHistogram, TdcallCounters};
+use crate::tdx::cpuid::CpuidTable;
 use crate::tdx::inject::Injector;
+use crate::tdx::measure::Measurements;
+use abi::tdreport::SHA384_LEN;
+use abi::vmcall::ghci;
 
 /// The emulated TDX module's state, shared by every vCPU of the TD.
 #[derive(Debug)]
@@ -16,6 +24,23 @@ pub struct TdxModule {
     pub gpaw: u32,
     /// vCPUs of the TD (TDG.VP.INFO).
     pub vcpus: u32,
+    /// TD ATTRIBUTES: RDX of TDG.VP.INFO and TDINFO.ATTRIBUTES of a
+    /// report (`set_attributes`). No bit changes what the emulation does
+    /// otherwise: with SEPT_VE_DISABLE clear a real module would raise
+    /// #VE on a pending access, which this one does not emulate (the TD
+    /// stops either way), and DEBUG opens nothing to the host here.
+    pub attributes: u64,
+    /// MRTD, the RTMRs, XFAM and the report key.
+    pub measure: Measurements,
+    /// What Instruction.CPUID answers from (`set_cpuid`).
+    pub cpuid: CpuidTable,
+    /// The CMOS RAM behind ports 0x70/0x71 (Instruction.IO).
+    pub cmos: Cmos,
+    /// Each vCPU's x2APIC spurious-interrupt vector register, by index.
+    pub svr: Vec<u64>,
+    /// The vector SetupEventNotifyInterrupt registered (never raised:
+    /// no host event of this VMM notifies).
+    pub event_notify_vector: Option<u8>,
 }
 
 impl TdxModule {
@@ -27,6 +52,33 @@ impl TdxModule {
             counters: TdcallCounters::default(),
             inject,
             gpaw,
+            attributes: abi::tdcall::vp_info::DEFAULT_ATTRIBUTES,
+            measure: Measurements::new(),
+            cpuid: CpuidTable::default(),
+            cmos: Cmos::default(),
+            svr: vec![ghci::X2APIC_SVR_RESET; abi::to_usize(u64::from(vcpus))],
+            event_notify_vector: None,
         }
+    }
+
+    /// Sets the TD ATTRIBUTES the TD sees (`--td-attributes`); the
+    /// default is `vp_info::DEFAULT_ATTRIBUTES` (SEPT_VE_DISABLE).
+    #[cfg_attr(not(test), allow(dead_code))] // for the TDVF boot integration
+    pub fn set_attributes(&mut self, attributes: u64) {
+        self.attributes = attributes;
+    }
+
+    /// Sets MRTD, the build-time measurement, once the VMM has measured
+    /// the TD's initial image (zero until then).
+    #[cfg_attr(not(test), allow(dead_code))] // for the TDVF boot integration
+    pub fn set_mrtd(&mut self, mrtd: [u8; SHA384_LEN]) {
+        self.measure.mrtd = mrtd;
+    }
+
+    /// Sets the table Instruction.CPUID answers from (what the host's
+    /// KVM supports, `CpuidTable::from_kvm`).
+    #[cfg_attr(not(test), allow(dead_code))] // for the TDVF boot integration
+    pub fn set_cpuid(&mut self, table: CpuidTable) {
+        self.cpuid = table;
     }
 }

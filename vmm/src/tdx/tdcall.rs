@@ -1,7 +1,10 @@
 //! A TDCALL decoded once, at its doorbell exit: the leaf as an enum with
-//! typed operands. RAX (leaf, version, reserved bits), an accept's RCX and
-//! a VMCALL's exposed registers are read here and nowhere else; every
-//! later step matches on `Tdcall`.
+//! typed operands. RAX (leaf, version, reserved bits), an accept's RCX,
+//! the measurement leaves' RCX, RDX and R8 and a VMCALL's exposed
+//! registers are read here and nowhere else; every later step matches on
+//! `Tdcall`. An operand check the TDX module makes only after it has
+//! touched guest memory stays in the typed operand as a `Result`, so the
+//! handler answers in the module's order.
 //!
 //! `TDG.MEM.PAGE.ACCEPT` is apart from the other leaves because it runs
 //! its own locking (`accept::accept_on_vcpu`: the Secure-EPT entry lock,
@@ -11,6 +14,9 @@
 use crate::memory::layout::RamLayout;
 use crate::tdx::event::AcceptRequest;
 use abi::tdcall::{decode_rax, leaf, Operand};
+use abi::tdreport::{
+    EXTEND_ALIGN, NUM_RTMRS, REPORTDATA_LEN, REPORTMACSTRUCT_LEN, SUBTYPE_TDX, TDREPORT_LEN,
+};
 use abi::vmcall::{gpr, reg_bit, EXPOSABLE_MASK};
 use kvm_bindings::kvm_regs;
 
@@ -32,11 +38,57 @@ pub enum Leaf {
     VeInfoGet,
     /// `TDG.VP.VMCALL` with the registers RCX exposes to the host.
     VpVmcall(VmcallInputs),
+    /// `TDG.MR.RTMR.EXTEND`.
+    RtmrExtend(RtmrExtend),
+    /// `TDG.MR.REPORT`.
+    Report(ReportRequest),
+    /// `TDG.MR.VERIFYREPORT`: RCX, the REPORTMACSTRUCT (256-aligned,
+    /// private).
+    VerifyReport(GuestGpa),
     /// A leaf this module does not emulate (a TDX leaf or not).
     NotEmulated(u16),
     /// An operand the leaf cannot take: RAX with version or reserved
     /// bits set, or a VMCALL exposing registers GHCI does not allow.
     BadOperand { leaf: u16, operand: Operand },
+}
+
+/// A memory operand that passed the TDX module's checks on the number
+/// (`check_gpa_validity` and the leaf's alignment): aligned, below 2^GPAW,
+/// and private if the leaf takes only private memory. `gpa` is without
+/// the shared bit, which `shared` says was set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestGpa {
+    pub gpa: u64,
+    pub shared: bool,
+}
+
+/// An RTMR index, 0 to 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtmrIndex(u8);
+
+impl RtmrIndex {
+    /// The index, for `rtmr[..]`.
+    pub fn get(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// `TDG.MR.RTMR.EXTEND`: RCX = the 48-byte digest (64-aligned, private);
+/// RDX = the RTMR, checked by the module after it has read the digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtmrExtend {
+    pub digest: GuestGpa,
+    pub index: Result<RtmrIndex, Operand>,
+}
+
+/// `TDG.MR.REPORT`: RDX = the 64-byte REPORTDATA (64-aligned, private or
+/// shared); then, checked after REPORTDATA's memory, R8 = the subtype
+/// (0) and RCX = the 1024-byte TDREPORT_STRUCT output (1024-aligned,
+/// private or shared; its alignment is checked first of all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportRequest {
+    pub data: GuestGpa,
+    pub report: Result<GuestGpa, Operand>,
 }
 
 /// The inputs of a `TDG.VP.VMCALL`: the RCX bitmap of exposed registers
@@ -82,9 +134,65 @@ impl Tdcall {
                 operand: Operand::Rcx,
             },
             leaf::VP_VMCALL => Leaf::VpVmcall(vmcall_inputs(regs)),
+            leaf::MR_RTMR_EXTEND => rtmr_extend(regs, layout),
+            leaf::MR_REPORT => report(regs, layout),
+            leaf::MR_VERIFYREPORT => {
+                let mac = gpa_operand(layout, regs.rcx, REPORTMACSTRUCT_LEN as u64, true);
+                mac.map_or(bad(leaf_no, Operand::Rcx), Leaf::VerifyReport)
+            }
             other => Leaf::NotEmulated(other),
         })
     }
+}
+
+fn bad(leaf: u16, operand: Operand) -> Leaf {
+    Leaf::BadOperand { leaf, operand }
+}
+
+/// A memory operand as the TDX module checks the number (alignment to
+/// `align`, then `check_gpa_validity`: no bit at or above GPAW, and the
+/// shared bit clear when `private_only`); `None` answers
+/// `TDX_OPERAND_INVALID` naming the register.
+fn gpa_operand(layout: &RamLayout, gpa: u64, align: u64, private_only: bool) -> Option<GuestGpa> {
+    let shared_bit = layout.shared_bit();
+    let shared = gpa & shared_bit != 0;
+    let valid = gpa.is_multiple_of(align) && gpa >> 1 < shared_bit && !(shared && private_only);
+    valid.then_some(GuestGpa {
+        gpa: gpa & !shared_bit,
+        shared,
+    })
+}
+
+/// Leaf 2, in the order of the module's `tdg_mr_rtmr_extend`: RCX's
+/// alignment and validity; (the digest's memory, at the handler;) RDX.
+fn rtmr_extend(regs: &kvm_regs, layout: &RamLayout) -> Leaf {
+    let Some(digest) = gpa_operand(layout, regs.rcx, EXTEND_ALIGN, true) else {
+        return bad(leaf::MR_RTMR_EXTEND, Operand::Rcx);
+    };
+    let index = match u8::try_from(regs.rdx) {
+        Ok(i) if u64::from(i) < NUM_RTMRS => Ok(RtmrIndex(i)),
+        _ => Err(Operand::Rdx),
+    };
+    Leaf::RtmrExtend(RtmrExtend { digest, index })
+}
+
+/// Leaf 4, in the order of the module's `tdg_mr_report`: RCX's and RDX's
+/// alignment; RDX's validity; (REPORTDATA's memory, at the handler;) R8;
+/// RCX's validity; (the output's memory, at the handler).
+fn report(regs: &kvm_regs, layout: &RamLayout) -> Leaf {
+    let len = |n: usize| n as u64;
+    if !regs.rcx.is_multiple_of(len(TDREPORT_LEN)) {
+        return bad(leaf::MR_REPORT, Operand::Rcx);
+    }
+    let Some(data) = gpa_operand(layout, regs.rdx, len(REPORTDATA_LEN), false) else {
+        return bad(leaf::MR_REPORT, Operand::Rdx);
+    };
+    let report = if regs.r8 != u64::from(SUBTYPE_TDX) {
+        Err(Operand::R8)
+    } else {
+        gpa_operand(layout, regs.rcx, len(TDREPORT_LEN), false).ok_or(Operand::Rcx)
+    };
+    Leaf::Report(ReportRequest { data, report })
 }
 
 impl Leaf {
@@ -94,6 +202,9 @@ impl Leaf {
             Leaf::VpInfo => leaf::VP_INFO,
             Leaf::VeInfoGet => leaf::VP_VEINFO_GET,
             Leaf::VpVmcall(_) => leaf::VP_VMCALL,
+            Leaf::RtmrExtend(_) => leaf::MR_RTMR_EXTEND,
+            Leaf::Report(_) => leaf::MR_REPORT,
+            Leaf::VerifyReport(_) => leaf::MR_VERIFYREPORT,
             Leaf::NotEmulated(n) | Leaf::BadOperand { leaf: n, .. } => *n,
         }
     }
@@ -173,12 +284,111 @@ mod tests {
         }
         assert_eq!(decode(1, 0), Tdcall::Leaf(Leaf::VpInfo));
         assert_eq!(decode(3, 0), Tdcall::Leaf(Leaf::VeInfoGet));
-        assert_eq!(decode(2, 0), Tdcall::Leaf(Leaf::NotEmulated(2)));
+        assert_eq!(decode(5, 0), Tdcall::Leaf(Leaf::NotEmulated(5)));
         assert_eq!(decode(0xffff, 0), Tdcall::Leaf(Leaf::NotEmulated(0xffff)));
         assert_eq!(Leaf::NotEmulated(0xffff).number(), 0xffff);
         assert_eq!(Leaf::VpInfo.number(), leaf::VP_INFO);
         // An invalid accept operand is still an accept.
         assert!(matches!(decode(6, 1 << 3), Tdcall::Accept(r) if r.page.is_err()));
+    }
+
+    fn decode3(rax: u16, rcx: u64, rdx: u64, r8: u64) -> Leaf {
+        let layout = crate::memory::layout::checked(5 * GIB, 48).unwrap();
+        let regs = kvm_regs {
+            rax: u64::from(rax),
+            rcx,
+            rdx,
+            r8,
+            ..Default::default()
+        };
+        match Tdcall::decode(&regs, &layout) {
+            Tdcall::Leaf(l) => l,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const SHARED: u64 = 1 << 47;
+
+    fn private(gpa: u64) -> GuestGpa {
+        GuestGpa { gpa, shared: false }
+    }
+
+    #[test]
+    fn rtmr_extend_operands() {
+        let l = leaf::MR_RTMR_EXTEND;
+        assert_eq!(
+            decode3(l, 0x1040, 3, 0),
+            Leaf::RtmrExtend(RtmrExtend {
+                digest: private(0x1040),
+                index: Ok(RtmrIndex(3))
+            })
+        );
+        // RCX: misaligned, shared, beyond GPAW.
+        for rcx in [0x1020, 0x1001, SHARED | 0x1000, 1 << 48] {
+            assert_eq!(decode3(l, rcx, 0, 0), bad(l, Operand::Rcx), "{rcx:#x}");
+        }
+        // RDX is checked after the digest is read.
+        for rdx in [4, 256, u64::MAX] {
+            assert_eq!(
+                decode3(l, 0x1000, rdx, 0),
+                Leaf::RtmrExtend(RtmrExtend {
+                    digest: private(0x1000),
+                    index: Err(Operand::Rdx)
+                })
+            );
+        }
+        assert_eq!(decode3(l, 0x1001, 9, 0), bad(l, Operand::Rcx), "RCX first");
+    }
+
+    #[test]
+    fn report_operands_in_the_modules_order() {
+        let l = leaf::MR_REPORT;
+        let ok = |data, report| Leaf::Report(ReportRequest { data, report });
+        assert_eq!(
+            decode3(l, 0x2000, 0x1040, 0),
+            ok(private(0x1040), Ok(private(0x2000)))
+        );
+        // Both may be shared.
+        assert_eq!(
+            decode3(l, SHARED | 0x2000, SHARED | 0x1040, 0),
+            ok(
+                GuestGpa {
+                    gpa: 0x1040,
+                    shared: true
+                },
+                Ok(GuestGpa {
+                    gpa: 0x2000,
+                    shared: true
+                })
+            )
+        );
+        // RCX's alignment before all else.
+        assert_eq!(decode3(l, 0x2200, 0x1001, 1), bad(l, Operand::Rcx));
+        // Then RDX's alignment and validity.
+        assert_eq!(decode3(l, 0x2000, 0x1020, 1), bad(l, Operand::Rdx));
+        assert_eq!(decode3(l, 0x2000, 1 << 48, 1), bad(l, Operand::Rdx));
+        // Then (after REPORTDATA's memory) R8, then RCX's validity.
+        assert_eq!(
+            decode3(l, 1 << 48, 0x1040, 1),
+            ok(private(0x1040), Err(Operand::R8))
+        );
+        assert_eq!(
+            decode3(l, 1 << 48, 0x1040, 0),
+            ok(private(0x1040), Err(Operand::Rcx))
+        );
+    }
+
+    #[test]
+    fn verifyreport_takes_an_aligned_private_gpa() {
+        let l = leaf::MR_VERIFYREPORT;
+        assert_eq!(
+            decode3(l, 0x1100, 0, 0),
+            Leaf::VerifyReport(private(0x1100))
+        );
+        for rcx in [0x1080, SHARED | 0x1000, 1 << 48] {
+            assert_eq!(decode3(l, rcx, 0, 0), bad(l, Operand::Rcx), "{rcx:#x}");
+        }
+        assert_eq!(Leaf::VerifyReport(private(0)).number(), 22);
     }
 
     #[test]

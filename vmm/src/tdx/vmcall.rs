@@ -1,14 +1,18 @@
 //! `TDG.VP.VMCALL`: the services a TD asks of its host, with GHCI register
-//! semantics (only registers exposed in RCX are seen or written), plus the
-//! vendor calls for shutdown, phase marks, counters and the system table,
-//! which come back to the run loop as events.
+//! semantics (only registers exposed in RCX are seen or written): the
+//! instruction services (CPUID from the TD's table, HLT, IO to COM1 and
+//! CMOS, RDMSR/WRMSR of the x2APIC SVR and ICR), GetTdVmCallInfo,
+//! SetupEventNotifyInterrupt, GetQuote (unsupported), ReportFatalError;
+//! plus the vendor calls for shutdown, phase marks, counters and the
+//! system table, which come back to the run loop as events.
 
 use crate::host::console::Console;
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::{GpaKind, PrivateMemory};
 use crate::stop::{Fatal, Stop};
-use crate::tdx::counters::TdcallCounters;
+use crate::tdx::cmos::Cmos;
 use crate::tdx::event::{Event, Handled};
+use crate::tdx::module::TdxModule;
 use crate::tdx::tdcall::VmcallInputs;
 use abi::report::{Counter, Mark, Outcome};
 use abi::tdcall::Status;
@@ -17,22 +21,32 @@ use kvm_bindings::kvm_regs;
 
 /// What a VMCALL needs of the TD.
 struct Services<'a, B: SlotBackend> {
+    tdx: &'a mut TdxModule,
     mem: &'a PrivateMemory<B>,
     console: &'a mut Console,
+    /// The calling vCPU's index (its x2APIC ID).
+    vcpu: u32,
 }
 
-/// Handles a VMCALL (the TDCALL itself succeeds: `TDX_SUCCESS`); sets the
-/// exposed outputs (R10, the VMCALL's status, and R11) in `regs`.
+/// Handles a VMCALL from vCPU `vcpu` (the TDCALL itself succeeds:
+/// `TDX_SUCCESS`); sets the exposed outputs (R10, the VMCALL's status,
+/// and R11, or R12-R15 for CPUID) in `regs`.
 pub fn handle<B: SlotBackend>(
-    counters: &mut TdcallCounters,
+    tdx: &mut TdxModule,
     mem: &PrivateMemory<B>,
     console: &mut Console,
+    vcpu: u32,
     input: &VmcallInputs,
     regs: &mut kvm_regs,
 ) -> Handled {
-    counters.vmcall(input.r10, input.r11);
+    tdx.counters.vmcall(input.r10, input.r11);
     let mut out = Outputs::default();
-    let mut services = Services { mem, console };
+    let mut services = Services {
+        tdx,
+        mem,
+        console,
+        vcpu,
+    };
     let handled = match input.r10 {
         GHCI_STANDARD => standard(&mut services, regs, input, &mut out),
         VENDOR_EMU => vendor(&mut services, input, &mut out),
@@ -52,6 +66,18 @@ pub fn handle<B: SlotBackend>(
             regs.r11 = v;
         }
     }
+    if let Some([eax, ebx, ecx, edx]) = out.cpuid {
+        for (n, reg, v) in [
+            (gpr::R12, &mut regs.r12, eax),
+            (gpr::R13, &mut regs.r13, ebx),
+            (gpr::R14, &mut regs.r14, ecx),
+            (gpr::R15, &mut regs.r15, edx),
+        ] {
+            if input.exposes(n) {
+                *reg = u64::from(v);
+            }
+        }
+    }
     handled
 }
 
@@ -59,6 +85,8 @@ pub fn handle<B: SlotBackend>(
 struct Outputs {
     r10: u64,
     r11: Option<u64>,
+    /// Instruction.CPUID's EAX-EDX, for R12-R15.
+    cpuid: Option<[u32; 4]>,
 }
 
 fn standard<B: SlotBackend>(
@@ -68,14 +96,45 @@ fn standard<B: SlotBackend>(
     out: &mut Outputs,
 ) -> Handled {
     match input.r11 {
-        ghci::INSTRUCTION_IO => instruction_io(svc.console, input, out),
+        ghci::INSTRUCTION_IO => instruction_io(svc.console, &mut svc.tdx.cmos, input, out),
         ghci::REPORT_FATAL_ERROR => Handled::stop(fatal_error(svc.mem, regs, input)),
         ghci::INSTRUCTION_HLT => Handled::event(Event::Halt),
         ghci::INSTRUCTION_WRMSR if input.r12 == ghci::X2APIC_ICR => {
             Handled::event(Event::Ipi(input.r13))
         }
+        ghci::INSTRUCTION_WRMSR | ghci::INSTRUCTION_RDMSR if input.r12 == ghci::X2APIC_SVR => {
+            x2apic_svr(svc, input, out);
+            Handled::answer(Status::Success)
+        }
+        ghci::INSTRUCTION_CPUID => {
+            match (u32::try_from(input.r12), u32::try_from(input.r13)) {
+                (Ok(leaf), Ok(subleaf)) => {
+                    out.cpuid = Some(svc.tdx.cpuid.answer(leaf, subleaf, svc.vcpu));
+                }
+                _ => out.r10 = vmcall_status::OPERAND_INVALID,
+            }
+            Handled::answer(Status::Success)
+        }
         ghci::GET_TD_VM_CALL_INFO => {
             out.r11 = Some(0);
+            Handled::answer(Status::Success)
+        }
+        ghci::SETUP_EVENT_NOTIFY_INTERRUPT => {
+            let vector = (ghci::EVENT_NOTIFY_VECTOR_MIN..=ghci::EVENT_NOTIFY_VECTOR_MAX)
+                .contains(&input.r12)
+                .then(|| u8::try_from(input.r12).ok())
+                .flatten();
+            match vector {
+                Some(v) => svc.tdx.event_notify_vector = Some(v),
+                None => out.r10 = vmcall_status::OPERAND_INVALID,
+            }
+            Handled::answer(Status::Success)
+        }
+        ghci::GET_QUOTE => {
+            log::debug!(
+                "GetQuote: no quoting service; returning TDG.VP.VMCALL_SUBFUNC_UNSUPPORTED"
+            );
+            out.r10 = vmcall_status::SUBFUNC_UNSUPPORTED;
             Handled::answer(Status::Success)
         }
         other => {
@@ -108,8 +167,55 @@ fn console_write<B: SlotBackend>(svc: &mut Services<'_, B>, gpa: u64, len: u64, 
     }
 }
 
+/// Instruction.RDMSR / WRMSR of the calling vCPU's x2APIC SVR: a read
+/// returns it in R11; a write of R13 with a reserved bit set is refused
+/// (a #GP on hardware).
+fn x2apic_svr<B: SlotBackend>(svc: &mut Services<'_, B>, input: &VmcallInputs, out: &mut Outputs) {
+    let Some(svr) = svc.tdx.svr.get_mut(abi::to_usize(u64::from(svc.vcpu))) else {
+        out.r10 = vmcall_status::OPERAND_INVALID;
+        return;
+    };
+    if input.r11 == ghci::INSTRUCTION_RDMSR {
+        out.r11 = Some(*svr);
+    } else if input.r13 & !ghci::X2APIC_SVR_WRITABLE != 0 {
+        log::debug!("WRMSR x2APIC SVR {:#x}: reserved bits set", input.r13);
+        out.r10 = vmcall_status::OPERAND_INVALID;
+    } else {
+        *svr = input.r13;
+    }
+}
+
+/// An access of `size` bytes at `port` to the CMOS device: byte `i` goes
+/// to port `port + i` (little-endian), as the bus splits it for a device
+/// with byte-wide registers; bytes at ports with no device read as 0xff
+/// and are dropped on a write. `None` when no byte reaches the device.
+fn cmos_io(cmos: &mut Cmos, port: u16, size: u64, write: Option<u64>) -> Option<u64> {
+    let ports: Vec<Option<u16>> = (0..size)
+        .map(|i| u16::try_from(i).ok().and_then(|i| port.checked_add(i)))
+        .collect();
+    if !ports.iter().flatten().any(|p| Cmos::claims(*p)) {
+        return None;
+    }
+    let mut value = 0u64;
+    for (i, p) in (0u32..).zip(ports) {
+        let p = p.filter(|p| Cmos::claims(*p));
+        match (p, write) {
+            (Some(p), Some(data)) => cmos.write(p, (data >> (8 * i)).to_le_bytes()[0]),
+            (None, Some(_)) => {}
+            (Some(p), None) => value |= u64::from(cmos.read(p)) << (8 * i),
+            (None, None) => value |= 0xff << (8 * i),
+        }
+    }
+    Some(value)
+}
+
 /// Instruction.IO: R12 = size, R13 = direction, R14 = port, R15 = data.
-fn instruction_io(console: &mut Console, input: &VmcallInputs, out: &mut Outputs) -> Handled {
+fn instruction_io(
+    console: &mut Console,
+    cmos: &mut Cmos,
+    input: &VmcallInputs,
+    out: &mut Outputs,
+) -> Handled {
     let (size, dir) = (input.r12, input.r13);
     let port = u16::try_from(input.r14);
     let (Ok(port), true, true) = (
@@ -135,6 +241,13 @@ fn instruction_io(console: &mut Console, input: &VmcallInputs, out: &mut Outputs
             console.write(offset, input.r15.to_le_bytes()[0]);
         } else {
             out.r11 = Some(console.read(offset) as u64);
+        }
+        return Handled::answer(Status::Success);
+    }
+    let write = (dir == ghci::IO_DIRECTION_WRITE).then_some(input.r15);
+    if let Some(value) = cmos_io(cmos, port, size, write) {
+        if write.is_none() {
+            out.r11 = Some(value);
         }
         return Handled::answer(Status::Success);
     }
@@ -314,7 +427,14 @@ mod tests {
             panic!("a VMCALL decodes as a leaf");
         };
         assert!(matches!(call, Leaf::VpVmcall(_)));
-        let h = dispatch(&mut td.tdx, &td.mem, &mut td.console, 0, &call, &mut regs);
+        let h = dispatch(
+            &mut td.tdx,
+            &mut td.mem,
+            &mut td.console,
+            0,
+            &call,
+            &mut regs,
+        );
         (regs, h.event)
     }
 

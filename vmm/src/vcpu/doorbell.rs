@@ -36,7 +36,7 @@ pub fn ring<B: SlotBackend>(td: &TdShared<B>, vcpu: &mut VcpuState, regs: &mut k
             let s = &mut *td.lock();
             let handled = dispatch(
                 &mut s.tdx,
-                &s.memory,
+                &mut s.memory,
                 &mut s.console,
                 vcpu.index,
                 &leaf,
@@ -70,6 +70,9 @@ pub fn ring<B: SlotBackend>(td: &TdShared<B>, vcpu: &mut VcpuState, regs: &mut k
 }
 
 #[cfg(test)]
+mod leaf_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::console::Console;
@@ -84,7 +87,7 @@ mod tests {
     use abi::vmcall::{emu, ghci, gpr, reg_bit, GHCI_STANDARD, VENDOR_EMU};
     use abi::GIB;
 
-    fn td(vcpus: u32) -> TdShared<NoKvm> {
+    pub(super) fn td(vcpus: u32) -> TdShared<NoKvm> {
         let layout = crate::memory::layout::checked(5 * GIB, 48).unwrap();
         let mut memory = PrivateMemory::with_backend(NoKvm, layout, Backing::OnTouch, 64).unwrap();
         memory.set_map_on_touch(true);
@@ -100,7 +103,7 @@ mod tests {
         TdShared::new(state, board).unwrap()
     }
 
-    fn accept(rcx: u64) -> kvm_regs {
+    pub(super) fn accept(rcx: u64) -> kvm_regs {
         kvm_regs {
             rax: u64::from(leaf::MEM_PAGE_ACCEPT),
             rcx,
@@ -189,7 +192,7 @@ mod tests {
             (0, 48, 2 | 2 << 32, 1)
         );
         // A leaf that is not emulated, and RAX with a version: invalid RAX.
-        for rax in [u64::from(leaf::MR_REPORT), 1 | 1 << 16] {
+        for rax in [u64::from(leaf::VM_RD), 1 | 1 << 16] {
             let mut regs = kvm_regs {
                 rax,
                 ..Default::default()
