@@ -6,7 +6,8 @@
 //! operands (`tdreport`), the GHCI calls (`vmcall`), the guest-physical layout
 //! (`layout`), the HOB list and its parser (`hob`), the boot handoff
 //! (`boot`), the EFI structures (`efi`), the ACPI layouts and AP mailbox
-//! (`acpi`), the unaccepted-memory table header (`unaccepted`), the GUIDs
+//! (`acpi`), the unaccepted-memory table header (`unaccepted`), the TDVF
+//! firmware image's metadata and MRTD buffers (`tdvf`), the GUIDs
 //! (`guid`), the command line (`cmdline`), the report numbers (`report`)
 //! and the macro that names their enums once (`named`).
 //!
@@ -36,6 +37,7 @@ pub mod pod;
 pub mod report;
 pub mod tdcall;
 pub mod tdreport;
+pub mod tdvf;
 pub mod unaccepted;
 pub mod vmcall;
 

@@ -9,7 +9,9 @@
 //!   layouts are `abi::acpi`;
 //! - `unaccepted`: Linux's algorithms over the unaccepted-memory bitmap;
 //! - `kexec`: Linux's kexec segment rules, with its errno numbers and limits;
-//! - `memmap`: the editable EFI memory map and the next kernel's map.
+//! - `memmap`: the editable EFI memory map and the next kernel's map;
+//! - `tdvf`: the TDVF firmware image's metadata reader and validator, the
+//!   TDCALL patch of its boot firmware volume, and its MRTD byte stream.
 //!
 //! The rule for what goes where: a number, a layout, a GUID, a status, or
 //! the check a reader makes before trusting data crossing the host/guest
@@ -28,6 +30,7 @@ pub mod acpi;
 pub mod elf;
 pub mod kexec;
 pub mod memmap;
+pub mod tdvf;
 pub mod unaccepted;
 
 /// Every target of this project has 64-bit pointers: a `u64` that indexes
