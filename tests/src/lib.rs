@@ -42,6 +42,28 @@ pub fn require_kvm(test: &str) -> bool {
     false
 }
 
+/// The td-shim image `name` from the shared test data (`../shared/tdshim/`
+/// beside the repository), or `None` with a visible message when it is
+/// absent; absent is a failure when `REQUIRE_TDSHIM=1`.
+pub fn tdshim_image(test: &str, name: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/tdshim")
+        .join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        !env_flag("REQUIRE_TDSHIM"),
+        "{test}: {} is missing and REQUIRE_TDSHIM=1",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED {test}: no td-shim image at {} (set REQUIRE_TDSHIM=1 to make this a failure)",
+        path.display()
+    );
+    None
+}
+
 /// True when this host's KVM is kvm_pvm (the pvm-native profile exists).
 pub fn host_is_pvm() -> bool {
     std::path::Path::new("/sys/module/kvm_pvm").exists()

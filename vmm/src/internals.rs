@@ -7,7 +7,6 @@
 
 pub use crate::boot::hob::{build_td_hob, TdHobSpec};
 pub use crate::boot::image::ElfImage;
-pub use crate::boot::mrtd::mrtd as tdvf_mrtd;
 pub use crate::host::signals::stop_signals;
 pub use crate::host::size::parse_size;
 pub use crate::memory::layout::{checked as ram_layout, RamLayout};

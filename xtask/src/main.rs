@@ -61,11 +61,13 @@ fn run(args: &[String]) -> Result<i32> {
         args.iter()
             .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
     };
+    // Our kernel goes with our firmware; a firmware of the user's (a TDVF
+    // image such as td-shim's carries its own payload) runs as given.
     if !names("--firmware") {
         cmd.arg("--firmware").arg(&guests.firmware);
-    }
-    if !names("--kernel") {
-        cmd.arg("--kernel").arg(&guests.kernel);
+        if !names("--kernel") {
+            cmd.arg("--kernel").arg(&guests.kernel);
+        }
     }
     cmd.args(args);
     // The stop signals (SIGINT, SIGTERM, SIGHUP, SIGUSR1... see the VMM's

@@ -1,7 +1,9 @@
 //! vCPU setup: host-profile detection (standard VMX/SVM-style ring 0, or the
-//! pvm-native ring-3 profile of a kvm_pvm host), and the 64-bit start state
-//! with TDX's register contract (RCX = R8 = TD HOB, RBX = GPAW, RSI = vCPU
-//! index, RDX = CPUID(1).EAX).
+//! pvm-native ring-3 profile of a kvm_pvm host), the 64-bit start state our
+//! ELF firmware gets, and the TDX module's own initial state (TDH.VP.INIT:
+//! 32-bit flat protected mode at the reset vector) that TDVF firmware gets;
+//! both with TDX's register contract (RCX = R8 = TD HOB, RBX = GPAW, RSI =
+//! vCPU index, RDX = CPUID(1).EAX), and the CPUID a vCPU sees.
 
 use crate::boot::plan::BootPlan;
 use abi::layout::selector;
@@ -26,6 +28,7 @@ const CR4_PAE: u64 = 1 << 5;
 const CR4_PGE: u64 = 1 << 7;
 const CR4_OSFXSR: u64 = 1 << 9;
 const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const CR4_MCE: u64 = 1 << 6;
 const EFER_SCE: u64 = 1;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
@@ -41,6 +44,10 @@ pub enum CpuError {
     },
     #[error("the pvm-native profile was requested but this host's KVM is not kvm_pvm")]
     NotPvm,
+    #[error("cannot build the MSR list for KVM_SET_MSRS")]
+    Msrs,
+    #[error("KVM refused to set MSR {msr:#x}")]
+    MsrRefused { msr: u32 },
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> CpuError {
@@ -197,6 +204,124 @@ pub fn setup_vcpu(
     if profile == CpuProfile::PvmNative {
         enable_pvm_native(vm, vcpu, scratch_slot)?;
     }
+    Ok(())
+}
+
+/// The TDX reset vector: where TDH.VP.INIT starts every vCPU.
+pub const RESET_VECTOR: u64 = 0xFFFF_FFF0;
+/// IA32_PAT as the TDX module initialises it.
+const TDX_INITIAL_PAT: u64 = 0x0007_0406_0007_0406;
+const MSR_IA32_PAT: u32 = 0x277;
+
+/// The CPUID vCPU `index` of a TD sees when it executes CPUID itself: KVM's
+/// supported CPUID with the TDX module's edits, the same `table` that
+/// answers TDG.VP.VMCALL<Instruction.CPUID> (the topology leaves' x2APIC
+/// ID, CET hidden).
+fn tdx_cpuid(
+    kvm: &Kvm,
+    table: &crate::tdx::cpuid::CpuidTable,
+    index: u32,
+) -> Result<kvm_bindings::CpuId, CpuError> {
+    let mut cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    for e in cpuid.as_mut_slice() {
+        [e.eax, e.ebx, e.ecx, e.edx] = table.answer(e.function, e.index, index);
+    }
+    Ok(cpuid)
+}
+
+/// Puts the vCPU in the TDX module's initial state (TDH.VP.INIT; the TDX
+/// facts of the reference, section 4): 32-bit flat protected mode with
+/// paging off at `RESET_VECTOR`, EFER = SCE|LME|NXE (long mode is entered
+/// by setting CR0.PG alone, which TDVF reset vectors rely on), PAT as the
+/// module sets it, and TDX's registers with `hob` in RCX and R8. CR4 is
+/// MCE only: the module's VMXE is not for a guest that is not a TD (and
+/// the reset vector rewrites CR4). CPUID is `table`'s. The standard
+/// profile only.
+pub fn setup_vcpu_reset(
+    kvm: &Kvm,
+    vcpu: &VcpuFd,
+    table: &crate::tdx::cpuid::CpuidTable,
+    gpaw: u32,
+    vcpu_index: u32,
+    hob: u64,
+) -> Result<(), CpuError> {
+    let cpuid = tdx_cpuid(kvm, table, vcpu_index)?;
+    let leaf1_eax = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 1)
+        .map_or(0, |e| e.eax);
+    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+
+    let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+    sregs.cr0 = CR0_NE | CR0_PE;
+    sregs.cr3 = 0;
+    sregs.cr4 = CR4_MCE;
+    sregs.efer = EFER_SCE | EFER_LME | EFER_NXE;
+    // Flat 4 GiB segments, 32-bit (D/B set, L clear): AR 0xC09B for code,
+    // 0xC093 for data, as the module sets them.
+    let flat = |code: bool| kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: 0,
+        type_: if code { 0xb } else { 0x3 },
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    sregs.cs = flat(true);
+    sregs.ds = flat(false);
+    sregs.es = flat(false);
+    sregs.fs = flat(false);
+    sregs.gs = flat(false);
+    sregs.ss = flat(false);
+    sregs.ldt = kvm_segment {
+        limit: 0xffff,
+        unusable: 1,
+        ..Default::default()
+    };
+    sregs.tr = kvm_segment {
+        limit: 0xffff,
+        type_: 11,
+        present: 1,
+        ..Default::default()
+    };
+    sregs.gdt.base = 0;
+    sregs.gdt.limit = 0xffff;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0;
+    vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+
+    let pat = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_IA32_PAT,
+        data: TDX_INITIAL_PAT,
+        ..Default::default()
+    }])
+    .map_err(|_| CpuError::Msrs)?;
+    let written = vcpu.set_msrs(&pat).map_err(kvm_err("KVM_SET_MSRS"))?;
+    if written != 1 {
+        return Err(CpuError::MsrRefused { msr: MSR_IA32_PAT });
+    }
+
+    let regs = kvm_regs {
+        rip: RESET_VECTOR,
+        rflags: 0x2,
+        rcx: hob,
+        r8: hob,
+        rbx: u64::from(gpaw),
+        rsi: u64::from(vcpu_index),
+        rdx: u64::from(leaf1_eax),
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
     Ok(())
 }
 

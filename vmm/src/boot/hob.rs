@@ -1,7 +1,10 @@
 //! Builds the TD HOB list: the PHIT, one resource descriptor per RAM range
 //! (initial memory as SYSTEM_MEMORY, everything else as MEMORY_UNACCEPTED,
-//! split around the MMIO hole), and the payload GUID HOB with the command
-//! line. It is the only thing the firmware is told about the machine.
+//! split around the MMIO hole), and, for our ELF firmware, the payload GUID
+//! HOB with the command line. It is the only thing the firmware is told
+//! about the machine. A TDVF firmware's list (`build_tdvf_hob`) is TDVF's:
+//! only the HOB types TDVF firmware accepts (td-shim refuses any other),
+//! and `EfiEndOfHobList` just past the END HOB, where td-shim checks it.
 
 use abi::guid::{self, Guid};
 use abi::hob::{
@@ -82,8 +85,23 @@ impl HobBuilder {
     }
 
     /// Appends the END HOB and fills the PHIT, for a list placed at `base`.
-    pub fn finish(mut self, base: u64, memory: (u64, u64), free: (u64, u64)) -> Vec<u8> {
+    pub fn finish(self, base: u64, memory: (u64, u64), free: (u64, u64)) -> Vec<u8> {
+        self.finish_with(base, memory, free, EndOfList::AtEndHob)
+    }
+
+    /// `finish`, with `EfiEndOfHobList` where `end` says.
+    pub fn finish_with(
+        mut self,
+        base: u64,
+        memory: (u64, u64),
+        free: (u64, u64),
+        end: EndOfList,
+    ) -> Vec<u8> {
         let end_offset = self.bytes.len() as u64;
+        let end_of_list = match end {
+            EndOfList::AtEndHob => end_offset,
+            EndOfList::PastEndHob => end_offset + core::mem::size_of::<Header>() as u64,
+        };
         let end = Header {
             hob_type: hob_type::END_OF_HOB_LIST,
             hob_length: hob_length::<Header>(),
@@ -102,11 +120,72 @@ impl HobBuilder {
             efi_memory_top: memory.1,
             efi_free_memory_bottom: free.0,
             efi_free_memory_top: free.1,
-            efi_end_of_hob_list: base + end_offset,
+            efi_end_of_hob_list: base + end_of_list,
         };
         self.bytes[..core::mem::size_of::<HandoffInfoTable>()].copy_from_slice(phit.as_bytes());
         self.bytes
     }
+}
+
+/// Where the PHIT's `EfiEndOfHobList` points: edk2's PEI writes the
+/// address of the END HOB (our firmware reads that); td-shim checks that
+/// it points just past it (`td-shim-interface/src/td_uefi_pi/hob.rs`
+/// `check_hob_length`), as TDVF firmware expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndOfList {
+    /// The END HOB's address.
+    AtEndHob,
+    /// The byte after the END HOB.
+    PastEndHob,
+}
+
+/// The resource descriptors of `ram` (`(gpa, len)`, ascending): the parts
+/// inside `initial` (ascending, disjoint) as SYSTEM_MEMORY, every other
+/// byte as MEMORY_UNACCEPTED; each RAM byte described once.
+fn describe_ram(b: &mut HobBuilder, ram: &[(u64, u64)], initial: &[(u64, u64)]) {
+    for &(start, len) in ram {
+        let end = start + len;
+        let mut cursor = start;
+        for &(s, l) in initial {
+            let (s, e) = (s.max(cursor), (s + l).min(end));
+            if s >= e {
+                continue;
+            }
+            if s > cursor {
+                b.resource(
+                    resource_type::MEMORY_UNACCEPTED,
+                    resource_attr::RAM,
+                    cursor,
+                    s - cursor,
+                );
+            }
+            b.resource(resource_type::SYSTEM_MEMORY, resource_attr::RAM, s, e - s);
+            cursor = e;
+        }
+        if cursor < end {
+            b.resource(
+                resource_type::MEMORY_UNACCEPTED,
+                resource_attr::RAM,
+                cursor,
+                end - cursor,
+            );
+        }
+    }
+}
+
+/// Builds the TD HOB a TDVF firmware reads, at `base`: the PHIT (its
+/// memory range the accepted `initial` ranges' span, `EfiEndOfHobList`
+/// just past the END HOB) and the resource descriptors of `ram` with the
+/// `initial` ranges (the TD_HOB section and any other section in RAM,
+/// ascending and disjoint) accepted; no other HOB (td-shim fails on a
+/// memory-allocation, FV or CPU HOB, and its test payload on any ACPI
+/// table it did not build).
+pub fn build_tdvf_hob(base: u64, ram: &[(u64, u64)], initial: &[(u64, u64)]) -> Vec<u8> {
+    let mut b = HobBuilder::new();
+    describe_ram(&mut b, ram, initial);
+    let low = initial.first().map_or(0, |r| r.0);
+    let high = initial.last().map_or(0, |r| r.0 + r.1);
+    b.finish_with(base, (low, high), (0, 0), EndOfList::PastEndHob)
 }
 
 /// What the TD HOB describes.
@@ -134,32 +213,7 @@ pub fn build_td_hob(spec: &TdHobSpec<'_>) -> Result<Vec<u8>, HobBuildError> {
     let mut b = HobBuilder::new();
     let (init_start, init_len) = spec.initial;
     let init_end = init_start + init_len;
-    for &(start, len) in &spec.ram {
-        let end = start + len;
-        let mut cursor = start;
-        if init_start < end && init_end > start {
-            if init_start > start {
-                b.resource(
-                    resource_type::MEMORY_UNACCEPTED,
-                    resource_attr::RAM,
-                    start,
-                    init_start - start,
-                );
-            }
-            let s = init_start.max(start);
-            let e = init_end.min(end);
-            b.resource(resource_type::SYSTEM_MEMORY, resource_attr::RAM, s, e - s);
-            cursor = e;
-        }
-        if cursor < end {
-            b.resource(
-                resource_type::MEMORY_UNACCEPTED,
-                resource_attr::RAM,
-                cursor,
-                end - cursor,
-            );
-        }
-    }
+    describe_ram(&mut b, &spec.ram, &[spec.initial]);
     let info = PayloadInfo {
         image_base: spec.payload.0,
         image_size: spec.payload.1,
@@ -203,6 +257,54 @@ mod tests {
             payload: (0x38_0000, 0x1234),
             cmdline,
         }
+    }
+
+    /// td-shim's checks of a TD HOB (`td_uefi_pi/hob.rs`: every length
+    /// non-zero and `reserved` 0, the PHIT 56 bytes with a 4 KiB-aligned
+    /// memory top, resource descriptors 48 bytes, `EfiEndOfHobList` just
+    /// past the END HOB; `shim_info.rs`: only PHIT, resource, GUID and END
+    /// HOBs), and every RAM byte described once.
+    #[test]
+    fn a_tdvf_hob_passes_td_shims_checks() {
+        let base = 0x80_0000;
+        let ram = [(0, 3 * GIB), (4 * GIB, GIB)];
+        let initial = [(0x80_0000, 0x2_0000)];
+        let bytes = build_tdvf_hob(base, &ram, &initial);
+        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let (mut at, mut described, mut accepted) = (0usize, 0u64, Vec::new());
+        loop {
+            let (kind, len) = (u16_at(at), usize::from(u16_at(at + 2)));
+            assert!(len > 0 && bytes[at + 4..at + 8] == [0; 4], "HOB at {at}");
+            match kind {
+                hob_type::HANDOFF => {
+                    assert_eq!((at, len), (0, 56));
+                    assert_eq!(u64_at(at + 16) % 4096, 0, "EfiMemoryTop aligned");
+                }
+                hob_type::RESOURCE_DESCRIPTOR => {
+                    assert_eq!(len, 48);
+                    let (t, start, size) = (bytes[at + 24], u64_at(at + 32), u64_at(at + 40));
+                    described += size;
+                    if u32::from(t) == resource_type::SYSTEM_MEMORY {
+                        accepted.push((start, size));
+                    } else {
+                        assert_eq!(u32::from(t), resource_type::MEMORY_UNACCEPTED);
+                    }
+                }
+                hob_type::END_OF_HOB_LIST => {
+                    assert_eq!(u64_at(48), base + (at + len) as u64, "just past END");
+                    break;
+                }
+                other => panic!("HOB type {other} at {at}"),
+            }
+            at += len;
+        }
+        assert_eq!(described, 4 * GIB);
+        assert_eq!(accepted, initial);
+        // Our firmware's list keeps edk2's convention: the END HOB itself.
+        let ours = build_td_hob(&spec("")).unwrap();
+        let end = u64::from_le_bytes(ours[48..56].try_into().unwrap());
+        assert_eq!(end - 0x20_0000, (ours.len() - 8) as u64);
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub(crate) enum LogLevel {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct RunArgs {
-    /// Firmware ELF (TDVF role), linked inside the firmware window.
+    /// Firmware: an ELF (TDVF role) linked inside the firmware window, or a TDVF image (its TDX metadata says where its sections go; standard profile only).
     #[arg(long)]
     pub firmware: PathBuf,
     /// Kernel ELF handed to the firmware as the payload.

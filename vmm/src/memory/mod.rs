@@ -8,6 +8,7 @@
 //! a memslot merge is asked of whoever implements `memslots::GuestPause`.
 
 pub mod accept_host;
+pub mod firmware_window;
 pub mod first_touch;
 pub mod guest_ram;
 pub mod host_alloc;

@@ -63,6 +63,10 @@ pub struct PrivateMemory<B: SlotBackend = KvmSlots> {
     pub(crate) map_on_touch: bool,
     /// With `uffd-poison`: the chunks whose pending pages are poisoned.
     pub(crate) poison: Option<Arc<PoisonedChunks>>,
+    /// A TDVF firmware's window below 4 GiB: initial private memory
+    /// outside RAM, accepted for the TD's life (after `slots`, so the VM
+    /// is closed before the window is unmapped).
+    pub(crate) window: Option<crate::memory::firmware_window::FirmwareWindow>,
 }
 
 impl PrivateMemory<KvmSlots> {
@@ -80,6 +84,19 @@ impl PrivateMemory<KvmSlots> {
     /// The VM file descriptor.
     pub fn vm(&self) -> &kvm_ioctls::VmFd {
         &self.slots.backend().vm
+    }
+
+    /// Makes `window` part of the TD's private memory: exposed in memslot
+    /// `slot` (one the memslot manager never uses) and accepted for the
+    /// TD's life.
+    pub fn add_window(
+        &mut self,
+        window: crate::memory::firmware_window::FirmwareWindow,
+        slot: u32,
+    ) -> Result<(), crate::memory::firmware_window::WindowError> {
+        window.install(self.vm(), slot)?;
+        self.window = Some(window);
+        Ok(())
     }
 }
 
@@ -100,6 +117,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
             backing,
             map_on_touch: false,
             poison: None,
+            window: None,
         })
     }
 
@@ -227,6 +245,9 @@ impl<B: SlotBackend> PrivateMemory<B> {
 
     /// Classifies a GPA that a guest access reached without a memslot.
     pub fn classify(&self, gpa: u64) -> GpaKind {
+        if self.window.as_ref().is_some_and(|w| w.covers(gpa, 1)) {
+            return GpaKind::Accepted;
+        }
         match self.layout().ram_offset(gpa, 1) {
             None => GpaKind::NotRam,
             Some(offset) => match self.pages.state(offset / PAGE_4K) {
@@ -245,6 +266,9 @@ impl<B: SlotBackend> PrivateMemory<B> {
     /// Writes `bytes` at `gpa` for a guest access the VMM completes itself;
     /// the range must be accepted RAM.
     pub fn write_accepted(&mut self, gpa: u64, bytes: &[u8]) -> bool {
+        if let Some(w) = self.window.as_ref().filter(|w| w.covers(gpa, bytes.len())) {
+            return w.write_guest(gpa, bytes);
+        }
         let Some(offset) = self.layout().ram_offset(gpa, bytes.len() as u64) else {
             return false;
         };
@@ -257,6 +281,9 @@ impl<B: SlotBackend> PrivateMemory<B> {
 
     /// Reads guest bytes at `gpa` if the whole range is accepted RAM.
     pub fn read_accepted(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        if let Some(w) = self.window.as_ref().filter(|w| w.covers(gpa, buf.len())) {
+            return w.read(gpa, buf);
+        }
         let Some(offset) = self.layout().ram_offset(gpa, buf.len() as u64) else {
             return false;
         };

@@ -167,6 +167,7 @@ pub fn assemble<B: SlotBackend>(
         tdcalls: tdx.counters.to_map(),
         td: schema::TdState {
             rtmr: tdx.measure.rtmr_hex(),
+            mrtd: tdx.measure.mrtd_hex(),
         },
         timing_us,
         bench: log.bench,

@@ -57,6 +57,10 @@ pub struct Inputs {
     pub pid: u32,
     /// Start time of this run (ms since the Unix epoch).
     pub started_unix_ms: u64,
+    /// GPAs of the TDCALL instructions the VMM patched to the doorbell in
+    /// a TDVF firmware's boot volume (absent for our ELF firmware).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tdcall_sites: Vec<u64>,
 }
 
 /// An input file as the VMM read it.

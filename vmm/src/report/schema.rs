@@ -210,6 +210,12 @@ pub struct TdState {
     /// RTMR[0..4] as 96 lower-case hex digits each (empty for a refused
     /// run and in reports from before the RTMRs were emulated).
     pub rtmr: Vec<String>,
+    /// MRTD, the build-time measurement of a TDVF firmware's initial
+    /// pages as the TDX module takes it (TDH.MEM.PAGE.ADD and
+    /// TDH.MR.EXTEND, SHA-384) as 96 lower-case hex digits; absent for our
+    /// ELF firmware, which the VMM does not measure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mrtd: Option<String>,
 }
 
 /// One vCPU's share of the run.

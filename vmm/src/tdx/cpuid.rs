@@ -1,10 +1,14 @@
 //! The CPUID table TDG.VP.VMCALL<Instruction.CPUID> answers from: the
 //! entries the VMM provides (what the host's KVM supports), with the
 //! per-vCPU and TD-wide edits a TDX module makes: the topology leaves'
-//! EDX is the asking vCPU's x2APIC ID (its index), and CET is hidden.
+//! EDX and leaf 1's initial APIC ID are the asking vCPU's x2APIC ID (its
+//! index), and CET is hidden. The vCPU's own CPUID (KVM_SET_CPUID2) is
+//! built from the same table (`boot::cpu`), so both agree.
 
 use abi::vmcall::ghci::{CPUID_LEAF_TOPOLOGY, CPUID_LEAF_TOPOLOGY_V2};
 
+/// Leaf 1: EBX[31:24] is the initial APIC ID.
+const LEAF_FEATURES_1: u32 = 1;
 /// Leaf 7 subleaf 0: ECX bit 7 is CET_SS (shadow stacks), EDX bit 20
 /// CET_IBT (indirect-branch tracking).
 const LEAF_FEATURES_7: u32 = 7;
@@ -40,7 +44,6 @@ impl CpuidTable {
 
     /// The table of KVM's entries (`KVM_GET_SUPPORTED_CPUID`): an entry
     /// with `KVM_CPUID_FLAG_SIGNIFCANT_INDEX` has a subleaf.
-    #[cfg_attr(not(test), allow(dead_code))] // for the TDVF boot integration
     pub fn from_kvm(entries: &[kvm_bindings::kvm_cpuid_entry2]) -> Self {
         let entries = entries
             .iter()
@@ -65,6 +68,8 @@ impl CpuidTable {
             .map_or([0; 4], |e| e.regs);
         match (leaf, subleaf) {
             (CPUID_LEAF_TOPOLOGY | CPUID_LEAF_TOPOLOGY_V2, _) => regs[3] = x2apic_id,
+            // EBX[31:24]: the initial APIC ID (its low 8 bits).
+            (LEAF_FEATURES_1, _) => regs[1] = (regs[1] & 0x00ff_ffff) | ((x2apic_id & 0xff) << 24),
             (LEAF_FEATURES_7, 0) => {
                 regs[2] &= !CET_SS_ECX;
                 regs[3] &= !CET_IBT_EDX;
@@ -122,7 +127,9 @@ mod tests {
         // Missing leaf or subleaf: zero.
         assert_eq!(t.answer(0x4000_0000, 0, 0), [0; 4]);
         assert_eq!(t.answer(7, 2, 0), [0; 4]);
-        assert_eq!(CpuidTable::default().answer(1, 0, 3), [0; 4]);
+        assert_eq!(CpuidTable::default().answer(2, 0, 3), [0; 4]);
+        // Leaf 1's initial APIC ID is the vCPU's, like the topology EDX.
+        assert_eq!(CpuidTable::default().answer(1, 0, 3), [0, 3 << 24, 0, 0]);
     }
 
     #[test]

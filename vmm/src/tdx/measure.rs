@@ -79,7 +79,12 @@ impl Measurements {
         }
     }
 
-    /// The RTMRs as lower-case hex, for the report.
+    /// MRTD in hex for the report; `None` while it is unmeasured (zero).
+    pub fn mrtd_hex(&self) -> Option<String> {
+        (self.mrtd != [0; SHA384_LEN]).then(|| hex(&self.mrtd))
+    }
+
+    /// RTMR[0..4] in hex, for the report.
     pub fn rtmr_hex(&self) -> Vec<String> {
         self.rtmr.iter().map(|r| hex(r)).collect()
     }
@@ -135,7 +140,8 @@ fn put(r: &mut [u8], at: usize, bytes: &[u8]) {
     r[at..at + bytes.len()].copy_from_slice(bytes);
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` as lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

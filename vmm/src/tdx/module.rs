@@ -70,14 +70,12 @@ impl TdxModule {
 
     /// Sets MRTD, the build-time measurement, once the VMM has measured
     /// the TD's initial image (zero until then).
-    #[cfg_attr(not(test), allow(dead_code))] // for the TDVF boot integration
     pub fn set_mrtd(&mut self, mrtd: [u8; SHA384_LEN]) {
         self.measure.mrtd = mrtd;
     }
 
     /// Sets the table Instruction.CPUID answers from (what the host's
     /// KVM supports, `CpuidTable::from_kvm`).
-    #[cfg_attr(not(test), allow(dead_code))] // for the TDVF boot integration
     pub fn set_cpuid(&mut self, table: CpuidTable) {
         self.cpuid = table;
     }

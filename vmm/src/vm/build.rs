@@ -8,7 +8,7 @@
 use super::{Td, TdConfig, MAX_VCPUS};
 use crate::boot::cpu;
 use crate::boot::hob::{build_td_hob, HobBuildError, TdHobSpec};
-use crate::boot::image::ElfImage;
+use crate::boot::image::{ElfError, ElfImage};
 use crate::boot::plan::{self as boot, BootPlan};
 use crate::host::console::Console;
 use crate::memory::layout::RamLayout;
@@ -29,7 +29,7 @@ use super::error::TdError;
 /// Sets up the pending mechanism `asked` for (`None`: the best this host
 /// offers). Returns why `uffd-poison` is not used when it was not asked
 /// for by name; asking for it by name on a host without it is an error.
-fn choose_pending(
+pub(super) fn choose_pending(
     memory: &mut PrivateMemory,
     asked: Option<PendingMechanism>,
 ) -> Result<Option<String>, TdError> {
@@ -67,13 +67,57 @@ struct Images {
     inputs: report::Inputs,
 }
 
-impl Images {
-    /// Reads the firmware (inside its window) and opens the kernel.
+/// The firmware, by format.
+enum Firmware {
+    /// Our ELF firmware, entered in 64-bit mode.
+    Elf(Images),
+    /// A TDVF image (the whole file), entered at the reset vector.
+    Tdvf {
+        bytes: Vec<u8>,
+        inputs: report::Inputs,
+    },
+}
+
+/// Reads the firmware file: an ELF image (by its magic) or, otherwise, a
+/// TDVF image, whose metadata `tdvf_boot` checks.
+fn read_firmware(path: &std::path::Path) -> Result<(bool, Vec<u8>), TdError> {
+    use std::io::Read;
+    let (mut file, size) = crate::host::files::open_input("firmware", path)?;
+    if size > crate::boot::image::MAX_IMAGE_BYTES {
+        return Err(ElfError::TooBig {
+            path: path.to_owned(),
+            size,
+        }
+        .into());
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(abi::to_usize(size))
+        .map_err(|_| TdError::FirmwareFormat {
+            path: path.display().to_string(),
+            elf: format!("no host memory to read its {size} bytes"),
+            tdvf: "not read either".into(),
+        })?;
+    file.read_to_end(&mut bytes)
+        .map_err(|source| ElfError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok((bytes.starts_with(b"\x7fELF"), bytes))
+}
+
+impl Firmware {
+    /// Reads the firmware and, for an ELF firmware, checks it lies in its
+    /// window and opens the kernel.
     fn open(config: &TdConfig) -> Result<Self, TdError> {
         let mut inputs = config.inputs();
-        let firmware = ElfImage::read("firmware", &config.firmware)?;
+        let (elf, bytes) = read_firmware(&config.firmware)?;
+        inputs.firmware = Some(report::InputFile::new(&config.firmware, &bytes));
+        if !elf {
+            return Ok(Firmware::Tdvf { bytes, inputs });
+        }
+        let firmware = ElfImage::parse(&config.firmware, bytes)?;
         firmware.check_window(FIRMWARE_BASE, FIRMWARE_BASE + FIRMWARE_MAX_SIZE)?;
-        inputs.firmware = Some(report::InputFile::new(&config.firmware, &firmware.bytes));
         // The kernel file is copied whole into initial memory: one that
         // cannot fit is refused from its size, before it is read.
         let kernel_file = config
@@ -81,13 +125,15 @@ impl Images {
             .as_deref()
             .map(|p| crate::host::files::open_input("kernel", p))
             .transpose()?;
-        Ok(Images {
+        Ok(Firmware::Elf(Images {
             firmware,
             kernel_file,
             inputs,
-        })
+        }))
     }
+}
 
+impl Images {
     fn payload_len(&self) -> u64 {
         self.kernel_file.as_ref().map_or(0, |(_, size)| *size)
     }
@@ -162,7 +208,7 @@ fn plan_boot<'a>(
 }
 
 /// The VM and its vCPUs, `cpus` of them if KVM allows that many.
-fn create_vm(kvm: &Kvm, cpus: u32) -> Result<(VmFd, Vec<VcpuFd>), TdError> {
+pub(super) fn create_vm(kvm: &Kvm, cpus: u32) -> Result<(VmFd, Vec<VcpuFd>), TdError> {
     let max_vcpus = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
     if cpus == 0 || cpus > MAX_VCPUS || cpus > max_vcpus {
         return Err(TdError::Cpus {
@@ -218,7 +264,7 @@ fn load_initial(
 
 /// The vCPUs' run-loop halves: their file descriptors with registers
 /// through kvm_run where KVM offers it, and each one's own state.
-fn make_vcpus(kvm: &Kvm, fds: Vec<VcpuFd>) -> Vec<Vcpu> {
+pub(super) fn make_vcpus(kvm: &Kvm, fds: Vec<VcpuFd>) -> Vec<Vcpu> {
     let sync_regs = kvm.check_extension(Cap::SyncRegs);
     if !sync_regs {
         log::info!("KVM_CAP_SYNC_REGS missing: TDCALLs use KVM_GET/SET_REGS");
@@ -253,7 +299,12 @@ impl Td {
             }
         }
         let layout = crate::memory::layout::checked(config.mem_bytes, config.gpaw)?;
-        let mut images = Images::open(&config)?;
+        let mut images = match Firmware::open(&config)? {
+            Firmware::Elf(images) => images,
+            Firmware::Tdvf { bytes, inputs } => {
+                return super::tdvf_boot::build(config, layout, bytes, inputs, started)
+            }
+        };
         // The identity map uses 1 GiB leaves where the vCPU will offer them
         // (without /dev/kvm the build fails below, after the inputs are
         // checked).

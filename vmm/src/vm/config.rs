@@ -253,6 +253,7 @@ impl TdConfig {
             check_invariants: self.check_invariants,
             pid: std::process::id(),
             started_unix_ms: report::unix_ms(),
+            tdcall_sites: Vec::new(),
         }
     }
 }

@@ -76,6 +76,51 @@ pub enum TdError {
     /// A process limit (`ulimit`) leaves no room for the TD.
     #[error(transparent)]
     Limit(#[from] crate::host::limits::LimitError),
+    /// The firmware is neither an ELF image nor a TDVF image.
+    #[error("{path}: not an ELF file ({elf}), nor a TDVF image ({tdvf})")]
+    FirmwareFormat {
+        /// The firmware file.
+        path: String,
+        /// Why it is not an ELF image.
+        elf: String,
+        /// Why it is not a usable TDVF image.
+        tdvf: String,
+    },
+    /// The TDVF image's metadata is malformed.
+    #[error("TDVF image: {0}")]
+    Tdvf(#[from] models::tdvf::TdvfError),
+    /// A TDVF section cannot be placed.
+    #[error("TDVF {kind} section at {gpa:#x} (+{len:#x}): {why}")]
+    TdvfSection {
+        /// The section's type.
+        kind: &'static str,
+        /// Its GPA.
+        gpa: u64,
+        /// Its size.
+        len: u64,
+        /// Why.
+        why: &'static str,
+    },
+    /// The TDVF image has no TD_HOB section.
+    #[error("TDVF image: no TD_HOB section, so nowhere to put the TD HOB")]
+    TdvfNoHob,
+    /// The TDVF image has no section in the firmware window.
+    #[error("TDVF image: no section below 4 GiB above RAM, so no reset vector")]
+    TdvfNoWindow,
+    /// The TD HOB does not fit its section.
+    #[error("TDVF image: the TD HOB is {built} bytes, more than its section's {room}")]
+    TdvfHobTooLarge {
+        /// Its size.
+        built: u64,
+        /// The section's size.
+        room: u64,
+    },
+    /// TDVF firmware asked for with something it cannot have.
+    #[error("TDVF firmware: {0}")]
+    TdvfUnsupported(&'static str),
+    /// The firmware window cannot be set up.
+    #[error(transparent)]
+    Window(#[from] crate::memory::firmware_window::WindowError),
     /// The busy-injection probability is not between 0 and 1.
     #[error("busy injection probability {probability} is not between 0 and 1")]
     InjectProbability {

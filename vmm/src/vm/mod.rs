@@ -10,6 +10,7 @@ mod config;
 mod error;
 mod run;
 mod stop_handle;
+mod tdvf_boot;
 mod verdict;
 
 pub use config::TdConfig;

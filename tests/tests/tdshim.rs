@@ -1,0 +1,101 @@
+//! td-shim, a TD firmware written elsewhere, on this VMM: its TDVF image
+//! is parsed, measured and patched, and it boots at the reset vector in
+//! the TDX module's initial state, accepts every byte of RAM itself and
+//! starts its payload. (The payload's first act is MapGPA, which comes
+//! next: until then it stops there, with td-shim's work done.) The images
+//! are shared test data; without them the tests skip visibly, and fail
+//! under `REQUIRE_TDSHIM=1`.
+
+use tests::{require_kvm, tdshim_image};
+use vmm::{Outcome, ProfileChoice, Td, TdConfig, TdError};
+
+const GIB: u64 = 1 << 30;
+
+#[test]
+fn td_shim_boots_accepts_all_ram_and_starts_its_payload() {
+    let test = "td_shim_boots_accepts_all_ram_and_starts_its_payload";
+    if !require_kvm(test) {
+        return;
+    }
+    let Some(image) = tdshim_image(test, "example-2m-quiet.bin") else {
+        return;
+    };
+    let config = TdConfig::new(image)
+        .mem_bytes(GIB)
+        .cpu_profile(ProfileChoice::Standard)
+        .timeout(std::time::Duration::from_secs(600));
+    let r = Td::build(config).expect("building the td-shim TD").run();
+    // The TD HOB section (128 KiB at 8 MiB) is the only RAM the VMM adds;
+    // td-shim accepts every other byte, the reset vector's first 8 MiB in
+    // 4 KiB pages, the rest in 2 MiB pages.
+    assert_eq!(r.pages.initial_bytes - (16 << 20), 0x20000, "{r:?}");
+    assert_eq!(r.accept.bytes_accepted, GIB - 0x20000);
+    assert_eq!(r.pages.pending_bytes, 0);
+    // The reset vector accepts [0, 8 MiB) in 4 KiB pages, statuses
+    // ignored; td-shim then asks for those four chunks in 2 MiB pages, gets
+    // TDX_PAGE_SIZE_MISMATCH and falls back to 4 KiB accepts, each answered
+    // TDX_PAGE_ALREADY_ACCEPTED (the exact values it compares with).
+    assert_eq!(
+        (
+            r.accept.invalid,
+            r.accept.size_mismatch,
+            r.accept.already_accepted
+        ),
+        (0, 4, 4 * 512),
+        "{:?}",
+        r.accept
+    );
+    // Every TDCALL of td-shim's boot volume patched (2 in the reset
+    // vector, 5 in td-shim, 3 in the payload), each at its own GPA in the
+    // firmware window below 4 GiB.
+    let sites = &r.inputs.tdcall_sites;
+    assert_eq!(sites.len(), 10, "{sites:x?}");
+    assert!(sites.iter().all(|g| (0xff00_0000..1 << 32).contains(g)));
+    // MRTD measured, and td-shim's event log extended RTMR[0] (the HOB).
+    let mrtd = r.td.mrtd.as_deref().expect("MRTD of a TDVF image");
+    assert_eq!(mrtd.len(), 96);
+    assert_ne!(r.td.rtmr[0], "0".repeat(96));
+    assert!(r.tdcalls.get("TDG.MR.RTMR.EXTEND").is_some_and(|n| *n >= 1));
+    // The payload started and asked to share memory: its panic is
+    // ReportFatalError, not a fault of the VMM's emulation.
+    assert_eq!(r.outcome, Outcome::GuestPanic, "{:?}", r.fatal);
+}
+
+#[test]
+fn a_tdvf_image_is_refused_where_it_cannot_run() {
+    let test = "a_tdvf_image_is_refused_where_it_cannot_run";
+    let Some(image) = tdshim_image(test, "example-2m-quiet.bin") else {
+        return;
+    };
+    // pvm-native runs ring-3 code only: refused before /dev/kvm is used.
+    let err = Td::build(
+        TdConfig::new(&image)
+            .mem_bytes(GIB)
+            .cpu_profile(ProfileChoice::PvmNative),
+    )
+    .err()
+    .expect("pvm-native refused");
+    assert!(matches!(err, TdError::TdvfUnsupported(_)), "{err}");
+    assert!(err.to_string().contains("pvm-native"), "{err}");
+    // A payload of our own is refused: the image carries its payload.
+    let err = Td::build(TdConfig::new(&image).mem_bytes(GIB).kernel(&image))
+        .err()
+        .expect("--kernel refused");
+    assert!(err.to_string().contains("--kernel"), "{err}");
+    // A damaged image: the descriptor the metadata pointer at the end of
+    // the image names no longer reads TDVF.
+    let mut bytes = std::fs::read(&image).unwrap();
+    let end = bytes.len();
+    let at = u32::from_le_bytes(bytes[end - 0x20..end - 0x1c].try_into().unwrap());
+    let at = usize::try_from(at).unwrap();
+    assert_eq!(&bytes[at..at + 4], b"TDVF");
+    bytes[at] ^= 0xff;
+    let bad = tests::scratch("tdvf-bad-signature.bin");
+    std::fs::write(&bad, &bytes).unwrap();
+    let err = Td::build(TdConfig::new(&bad).mem_bytes(GIB))
+        .err()
+        .expect("a bad signature refused");
+    assert!(matches!(err, TdError::FirmwareFormat { .. }), "{err}");
+    assert!(err.to_string().contains("signature"), "{err}");
+    let _ = std::fs::remove_file(bad);
+}
