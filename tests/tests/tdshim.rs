@@ -23,8 +23,11 @@ fn td_shim_boots_accepts_all_ram_and_starts_its_payload() {
     let config = TdConfig::new(image)
         .mem_bytes(GIB)
         .cpu_profile(ProfileChoice::Standard)
+        // What td-shim's own tests expect (no SEPT_VE_DISABLE).
+        .td_attributes(0)
         .timeout(std::time::Duration::from_secs(600));
     let r = Td::build(config).expect("building the td-shim TD").run();
+    assert_eq!(r.inputs.td_attributes, 0);
     // The TD HOB section (128 KiB at 8 MiB) is the only RAM the VMM adds;
     // td-shim accepts every other byte, the reset vector's first 8 MiB in
     // 4 KiB pages, the rest in 2 MiB pages.

@@ -126,6 +126,11 @@ pub(crate) struct RunArgs {
     /// TDX_OPERAND_BUSY with probability P (no state changes).
     #[arg(long)]
     pub inject: Option<crate::tdx::inject::InjectSpec>,
+    /// TD ATTRIBUTES TDG.VP.INFO and the TD report give the guest (hex
+    /// with 0x, or decimal): 0x10000000 (SEPT_VE_DISABLE, as Linux
+    /// requires) by default; td-shim's tests expect 0.
+    #[arg(long, value_parser = parse_attributes, default_value = "0x10000000")]
+    pub td_attributes: u64,
     /// Check the private-memory invariants after every accept and mapping
     /// (always on in debug builds).
     #[arg(long)]
@@ -206,6 +211,7 @@ impl RunArgs {
             pending: self.pending,
             check_invariants: self.check_invariants || cfg!(debug_assertions),
             inject: self.inject,
+            td_attributes: self.td_attributes,
             command_line: Vec::new(),
             // The command owns its process: stop signals end the run with
             // its report (the handlers are in place from process start).
@@ -229,6 +235,15 @@ pub fn parse_run_args(
 
 pub use run::{main_with, EXIT_OUTPUT_FAILED};
 
+/// `--td-attributes`: a 64-bit value, hex with `0x` or decimal.
+fn parse_attributes(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("`{s}` is not a 64-bit number (hex with 0x, or decimal): {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +253,16 @@ mod tests {
         let mut all = vec!["vmm", "run", "--firmware", "fw.elf"];
         all.extend_from_slice(args);
         parse_run_args(all)
+    }
+
+    #[test]
+    fn td_attributes_read_as_hex_or_decimal() {
+        assert_eq!(parse_attributes("0x10000000"), Ok(1 << 28));
+        assert_eq!(parse_attributes("0"), Ok(0));
+        assert_eq!(parse_attributes("0XfF"), Ok(255));
+        assert!(parse_attributes("0x").is_err());
+        assert!(parse_attributes("-1").is_err());
+        assert!(parse_attributes("0x1_0000_0000_0000_0000").is_err());
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Inputs {
     pub pid: u32,
     /// Start time of this run (ms since the Unix epoch).
     pub started_unix_ms: u64,
+    /// The TD ATTRIBUTES the guest was given (reports from before the
+    /// setting read as the default, SEPT_VE_DISABLE).
+    #[serde(default = "default_attributes")]
+    pub td_attributes: u64,
     /// GPAs of the TDCALL instructions the VMM patched to the doorbell in
     /// a TDVF firmware's boot volume (absent for our ELF firmware).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -101,4 +105,8 @@ pub(crate) fn unix_ms() -> u64 {
 
 fn pending_memslots() -> Option<PendingMechanism> {
     Some(PendingMechanism::Memslots)
+}
+
+fn default_attributes() -> u64 {
+    abi::tdcall::vp_info::DEFAULT_ATTRIBUTES
 }

@@ -63,7 +63,6 @@ impl TdxModule {
 
     /// Sets the TD ATTRIBUTES the TD sees (`--td-attributes`); the
     /// default is `vp_info::DEFAULT_ATTRIBUTES` (SEPT_VE_DISABLE).
-    #[cfg_attr(not(test), allow(dead_code))] // for the TDVF boot integration
     pub fn set_attributes(&mut self, attributes: u64) {
         self.attributes = attributes;
     }

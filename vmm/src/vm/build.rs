@@ -384,13 +384,15 @@ impl Td {
             .as_deref()
             .map(|p| crate::report::trace::Trace::create(p, config.trace_cap_bytes))
             .transpose()?;
+        let mut tdx = TdxModule::new(
+            config.gpaw,
+            config.cpus,
+            config.inject.map(crate::tdx::inject::Injector::new),
+        );
+        tdx.set_attributes(config.td_attributes);
         let shared = Shared {
             memory,
-            tdx: TdxModule::new(
-                config.gpaw,
-                config.cpus,
-                config.inject.map(crate::tdx::inject::Injector::new),
-            ),
+            tdx,
             console: Console::new(config.echo_console),
             log: RunLog::new(started, trace),
             invariant_checks: config.check_invariants.then_some(0),

@@ -57,6 +57,8 @@ pub struct TdConfig {
     pub(crate) check_invariants: bool,
     /// `--inject busy=P,seed=S`.
     pub(crate) inject: Option<crate::tdx::inject::InjectSpec>,
+    /// TD ATTRIBUTES (`--td-attributes`).
+    pub(crate) td_attributes: u64,
     /// The command line that asked for this run, for the report (empty
     /// for library users).
     pub(crate) command_line: Vec<String>,
@@ -92,6 +94,7 @@ impl TdConfig {
             pending: None,
             check_invariants: cfg!(debug_assertions),
             inject: None,
+            td_attributes: abi::tdcall::vp_info::DEFAULT_ATTRIBUTES,
             command_line: Vec::new(),
             stop_on_signals: false,
             stop: StopHandle::new(),
@@ -206,6 +209,14 @@ impl TdConfig {
         self
     }
 
+    /// The TD ATTRIBUTES TDG.VP.INFO and the TD report give the guest
+    /// (default: SEPT_VE_DISABLE only, which Linux requires; td-shim's
+    /// tests expect 0). What each bit changes is in `docs/guest-abi.md`.
+    pub fn td_attributes(mut self, attributes: u64) -> Self {
+        self.td_attributes = attributes;
+        self
+    }
+
     /// Let stop signals (SIGINT, SIGTERM, SIGHUP and the others listed in
     /// `docs/failure-modes.md`) end the run with outcome `interrupted`
     /// (default: off). This installs process-wide signal handlers when
@@ -248,6 +259,7 @@ impl TdConfig {
             sept_level: self.sept_level,
             pending: self.pending,
             inject: self.inject.map(|i| i.to_string()),
+            td_attributes: self.td_attributes,
             timeout_s: self.timeout.map(|t| t.as_secs_f64()),
             trace: self.trace.as_ref().map(|p| p.display().to_string()),
             check_invariants: self.check_invariants,

@@ -274,6 +274,7 @@ pub(super) fn build(
     );
     tdx.set_mrtd(mrtd);
     tdx.set_cpuid(cpuid);
+    tdx.set_attributes(config.td_attributes);
     let shared = Shared {
         memory,
         tdx,
