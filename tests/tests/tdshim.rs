@@ -102,3 +102,36 @@ fn a_tdvf_image_is_refused_where_it_cannot_run() {
     assert!(err.to_string().contains("signature"), "{err}");
     let _ = std::fs::remove_file(bad);
 }
+
+#[test]
+fn upstream_td_shim_on_a_host_without_gib_pages_is_diagnosed_by_name() {
+    let test = "upstream_td_shim_on_a_host_without_gib_pages_is_diagnosed_by_name";
+    if !require_kvm(test) {
+        return;
+    }
+    let Some(image) = tdshim_image(test, "example-upstream.bin") else {
+        return;
+    };
+    let config = TdConfig::new(image)
+        .mem_bytes(GIB)
+        .td_attributes(0)
+        .echo_console(false)
+        .timeout(std::time::Duration::from_secs(600));
+    let r = Td::build(config).expect("building the td-shim TD").run();
+    match r.outcome {
+        // This host's KVM offers no 1 GiB pages: td-shim's 1 GiB leaves
+        // fault at its first fetch after loading CR3, and the VMM says so.
+        Outcome::TripleFault => {
+            let m = &r.fatal.as_ref().expect("a diagnostic").message;
+            assert!(
+                m.contains("maps 1 GiB pages") && m.contains("no Page1GB"),
+                "{m}"
+            );
+        }
+        // A host with 1 GiB guest pages runs it as far as the 2 MiB build.
+        Outcome::GuestPanic => {
+            eprintln!("{test}: this host offers 1 GiB guest pages; td-shim ran to its payload");
+        }
+        other => panic!("{test}: outcome {other}: {:?}", r.fatal),
+    }
+}

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod memory_exit;
 pub mod run_again;
 pub mod stop_board;
+pub mod triple_fault;
 
 pub use exit::{on_exit, on_memory_smp, Action, Exit, MemoryAction};
 
@@ -106,6 +107,8 @@ pub struct Vcpu {
     pub state: VcpuState,
     /// Registers travel through kvm_run (KVM_CAP_SYNC_REGS) at exits.
     pub sync_regs: bool,
+    /// KVM offers the guest 1 GiB pages (CPUID 0x80000001 EDX bit 26).
+    pub gib_pages: bool,
 }
 
 impl Vcpu {
@@ -132,6 +135,20 @@ impl Vcpu {
         }
         td.board.stop(index, stop.clone());
         stop
+    }
+
+    /// A triple fault, explained when the VMM can tell why
+    /// (`triple_fault.rs`: 1 GiB pages on a host without them).
+    fn triple_fault(&self, td: &TdShared) -> Stop {
+        let mut message = "vCPU triple-faulted (KVM shutdown exit)".to_string();
+        if let Ok(sregs) = self.fd.get_sregs() {
+            let paging = sregs.cr0 & (1 << 31) != 0;
+            let s = td.lock();
+            if let Some(why) = triple_fault::explain(&s.memory, paging, sregs.cr3, self.gib_pages) {
+                message = format!("{message}: {why}");
+            }
+        }
+        Stop::fatal(Outcome::TripleFault, Fatal::new(message).rip(self.rip()))
     }
 
     /// The vCPU's RIP, if KVM tells it.
@@ -219,10 +236,7 @@ impl Vcpu {
                     )),
                 }
             }
-            Action::TripleFault => Some(Stop::fatal(
-                Outcome::TripleFault,
-                Fatal::new("vCPU triple-faulted (KVM shutdown exit)".into()).rip(self.rip()),
-            )),
+            Action::TripleFault => Some(self.triple_fault(td)),
             Action::CheckFetch => self.internal_error(&mut td.lock(), td.vcpus > 1),
         }
     }

@@ -266,6 +266,7 @@ fn load_initial(
 /// through kvm_run where KVM offers it, and each one's own state.
 pub(super) fn make_vcpus(kvm: &Kvm, fds: Vec<VcpuFd>) -> Vec<Vcpu> {
     let sync_regs = kvm.check_extension(Cap::SyncRegs);
+    let gib_pages = crate::boot::cpu::gib_pages_supported(kvm);
     if !sync_regs {
         log::info!("KVM_CAP_SYNC_REGS missing: TDCALLs use KVM_GET/SET_REGS");
     }
@@ -281,6 +282,7 @@ pub(super) fn make_vcpus(kvm: &Kvm, fds: Vec<VcpuFd>) -> Vec<Vcpu> {
                 fd,
                 state,
                 sync_regs,
+                gib_pages,
             }
         })
         .collect()
