@@ -51,6 +51,9 @@ pub mod ghci {
     pub const INSTRUCTION_WRMSR: u64 = 32;
     pub const VE_REQUEST_MMIO: u64 = 48;
     pub const GET_TD_VM_CALL_INFO: u64 = 0x10000;
+    /// MapGPA: R12 = start GPA (shared bit set: convert to shared; clear:
+    /// to private), R13 = length, both 4 KiB aligned. RETRY comes back
+    /// with R11 = the GPA (shared bit as in R12) to call again from.
     pub const MAP_GPA: u64 = 0x10001;
     pub const GET_QUOTE: u64 = 0x10002;
     pub const REPORT_FATAL_ERROR: u64 = 0x10003;
@@ -194,7 +197,7 @@ pub mod abi_version {
     /// Major version.
     pub const MAJOR: u16 = 1;
     /// Minor version.
-    pub const MINOR: u16 = 1;
+    pub const MINOR: u16 = 2;
     /// `MAJOR.MINOR` as `emu::ABI_VERSION` returns it in R11.
     pub const CURRENT: u64 = encode(MAJOR, MINOR);
 

@@ -1,8 +1,9 @@
 //! td-shim, a TD firmware written elsewhere, on this VMM: its TDVF image
 //! is parsed, measured and patched, and it boots at the reset vector in
 //! the TDX module's initial state, accepts every byte of RAM itself and
-//! starts its payload. (The payload's first act is MapGPA, which comes
-//! next: until then it stops there, with td-shim's work done.) The images
+//! starts its payload, which converts its shared pool with MapGPA, writes
+//! through the shared alias, asks for a TD report and ends as it is
+//! written to: a panic reported with ReportFatalError, code 0. The images
 //! are shared test data; without them the tests skip visibly, and fail
 //! under `REQUIRE_TDSHIM=1`.
 
@@ -12,8 +13,8 @@ use vmm::{Outcome, ProfileChoice, Td, TdConfig, TdError};
 const GIB: u64 = 1 << 30;
 
 #[test]
-fn td_shim_boots_accepts_all_ram_and_starts_its_payload() {
-    let test = "td_shim_boots_accepts_all_ram_and_starts_its_payload";
+fn td_shim_boots_and_its_example_payload_runs_to_its_end() {
+    let test = "td_shim_boots_and_its_example_payload_runs_to_its_end";
     if !require_kvm(test) {
         return;
     }
@@ -33,7 +34,10 @@ fn td_shim_boots_accepts_all_ram_and_starts_its_payload() {
     // 4 KiB pages, the rest in 2 MiB pages.
     assert_eq!(r.pages.initial_bytes - (16 << 20), 0x20000, "{r:?}");
     assert_eq!(r.accept.bytes_accepted, GIB - 0x20000);
-    assert_eq!(r.pages.pending_bytes, 0);
+    // The payload's shared pool (1 MiB) is the only memory pending at the
+    // end: MapGPA released it to pending when it became shared.
+    assert_eq!(r.pages.pending_bytes, 1 << 20);
+    assert_eq!(r.tdcalls.get("vmcall.ghci.0x10001"), Some(&1));
     // The reset vector accepts [0, 8 MiB) in 4 KiB pages, statuses
     // ignored; td-shim then asks for those four chunks in 2 MiB pages, gets
     // TDX_PAGE_SIZE_MISMATCH and falls back to 4 KiB accepts, each answered
@@ -59,9 +63,25 @@ fn td_shim_boots_accepts_all_ram_and_starts_its_payload() {
     assert_eq!(mrtd.len(), 96);
     assert_ne!(r.td.rtmr[0], "0".repeat(96));
     assert!(r.tdcalls.get("TDG.MR.RTMR.EXTEND").is_some_and(|n| *n >= 1));
-    // The payload started and asked to share memory: its panic is
-    // ReportFatalError, not a fault of the VMM's emulation.
+    // The payload ran to its end: it printed its HOB and the TD report,
+    // then panicked as it always does when done, reported with
+    // ReportFatalError code 0 (no message page).
+    assert!(
+        r.console.contains("Starting td-payload hob - 0x"),
+        "{}",
+        r.console
+    );
+    assert!(r.console.contains("Ok(TdxReport {"), "{}", r.console);
+    assert!(
+        r.console
+            .contains("td-payload: all tests finished and enters dead loop"),
+        "{}",
+        r.console
+    );
+    assert_eq!(r.tdcalls.get("TDG.MR.REPORT"), Some(&1));
     assert_eq!(r.outcome, Outcome::GuestPanic, "{:?}", r.fatal);
+    let fatal = r.fatal.as_ref().expect("the fatal error");
+    assert_eq!(fatal.message, "guest fatal error 0x0 (unknown): ");
 }
 
 #[test]

@@ -7,7 +7,10 @@
 //!   the host address of its own RAM offset, and no two slots overlap;
 //! - the per-GiB accepted counts add up to the table's total and to the
 //!   counts of the chunks they hold;
-//! - a page accepted just now reads zero on the host.
+//! - a page accepted just now reads zero on the host;
+//! - a shared range (MapGPA) has no accepted private page, is in memslots
+//!   at `gpa | shared bit` over its shared mirror, and every memslot above
+//!   the shared bit exposes only shared ranges.
 
 use crate::memory::memslots::SlotBackend;
 use crate::memory::page_state::{PageState, PAGES_PER_CHUNK, PAGES_PER_GIB};
@@ -32,6 +35,12 @@ pub enum InvariantError {
     TotalCount { counted: u64, actual: u64 },
     #[error("page {gpa:#x} was just accepted but reads {value:#x} on the host")]
     NotZero { gpa: u64, value: u64 },
+    #[error("memslot at gpa {gpa:#x} (+{size:#x}) is above the shared bit but not shared memory")]
+    SlotNotShared { gpa: u64, size: u64 },
+    #[error("page {gpa:#x} is both shared and accepted private")]
+    SharedAccepted { gpa: u64 },
+    #[error("shared page {gpa:#x} has no memslot at its shared alias")]
+    SharedUnmapped { gpa: u64 },
 }
 
 /// Checks the slots overlapping `[gpa, gpa + len)` (only their part inside
@@ -42,6 +51,7 @@ pub fn check_range(
     len: u64,
 ) -> Result<(), InvariantError> {
     let end = gpa.saturating_add(len);
+    let shared_bit = mem.layout().shared_bit();
     let mut prev_end = 0;
     let mut prev_gpa = 0;
     for (slot_gpa, slot) in mem.slots().slots() {
@@ -53,6 +63,10 @@ pub fn check_range(
             });
         }
         (prev_gpa, prev_end) = (slot_gpa, slot_end);
+        if slot_gpa >= shared_bit {
+            check_shared_slot(mem, slot_gpa, slot.size, slot.host)?;
+            continue;
+        }
         if slot_end <= gpa || slot_gpa >= end {
             continue;
         }
@@ -65,6 +79,7 @@ pub fn check_range(
             end.min(slot_end),
         )?;
     }
+    check_shared(mem, gpa & !shared_bit, end)?;
     let layout = mem.layout();
     for g in [gpa, end.saturating_sub(1)] {
         if let Some(offset) = layout.ram_offset(g, 1) {
@@ -160,6 +175,66 @@ fn check_slot(
             });
         }
         page += 1;
+    }
+    Ok(())
+}
+
+/// A memslot above the shared bit: shared memory only, at its mirror's
+/// host address.
+fn check_shared_slot(
+    mem: &PrivateMemory<impl SlotBackend>,
+    slot_gpa: u64,
+    size: u64,
+    host: u64,
+) -> Result<(), InvariantError> {
+    let gpa = slot_gpa & !mem.layout().shared_bit();
+    let offset = mem.layout().ram_offset(gpa, size);
+    let (Some(offset), true) = (offset, mem.shared().contains(gpa, size)) else {
+        return Err(InvariantError::SlotNotShared {
+            gpa: slot_gpa,
+            size,
+        });
+    };
+    let want = mem.shared().host_addr(offset).unwrap_or(0);
+    if host != want {
+        return Err(InvariantError::SlotHost {
+            gpa: slot_gpa,
+            host,
+            want,
+        });
+    }
+    Ok(())
+}
+
+/// The shared ranges that meet `[gpa, end)` (private GPAs): no page both
+/// shared and accepted, every page in a memslot at its shared alias.
+fn check_shared(
+    mem: &PrivateMemory<impl SlotBackend>,
+    gpa: u64,
+    end: u64,
+) -> Result<(), InvariantError> {
+    let shared_bit = mem.layout().shared_bit();
+    for (s, e) in mem.shared().ranges() {
+        let (from, to) = (s.max(gpa), e.min(end));
+        if from >= to {
+            continue;
+        }
+        let Some(offset) = mem.layout().ram_offset(from, to - from) else {
+            return Err(InvariantError::SlotNotRam {
+                gpa: from,
+                size: to - from,
+            });
+        };
+        let first = offset / PAGE_4K;
+        for (i, page) in (first..first + (to - from) / PAGE_4K).enumerate() {
+            let at = from + i as u64 * PAGE_4K;
+            if mem.pages().state(page) == PageState::Accepted {
+                return Err(InvariantError::SharedAccepted { gpa: at });
+            }
+            if !mem.slots().covers(at | shared_bit) {
+                return Err(InvariantError::SharedUnmapped { gpa: at });
+            }
+        }
     }
     Ok(())
 }

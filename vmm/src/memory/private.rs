@@ -55,6 +55,9 @@ pub enum GpaKind {
 /// Ground truth and mappings of the TD's private memory.
 pub struct PrivateMemory<B: SlotBackend = KvmSlots> {
     pub(crate) slots: MemslotManager<B>,
+    /// The ranges converted to shared and their host mapping (after
+    /// `slots`, so the VM is closed before the mirror is unmapped).
+    pub(crate) shared: crate::memory::shared_alias::SharedAlias,
     pub(crate) ram: std::sync::Arc<GuestRam>,
     pub(crate) pages: PageStateTable,
     pub(crate) backing: Backing,
@@ -112,6 +115,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
         let pages = PageStateTable::try_new(layout.mem_bytes() / PAGE_4K)?;
         Ok(PrivateMemory {
             slots: MemslotManager::new(backend, slot_limit, DEFAULT_SOFT_CAP),
+            shared: Default::default(),
             ram,
             pages,
             backing,

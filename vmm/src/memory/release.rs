@@ -21,9 +21,8 @@ impl<B: SlotBackend> PrivateMemory<B> {
     /// to pending: their host memory is freed and the guest's next access
     /// stops the TD, as for memory never accepted. In a poisoned chunk
     /// (`uffd-poison`) the pages are poisoned again; elsewhere they leave
-    /// their slots. Returns the pages released. The groundwork of MapGPA;
+    /// their slots. Returns the pages released. Used by MapGPA;
     /// the caller keeps vCPUs out of the range.
-    #[cfg_attr(not(test), allow(dead_code))] // tested; MapGPA (next) is its first caller
     pub fn release(&mut self, gpa: u64, len: u64) -> Result<u64, MemoryError> {
         let offset = self
             .layout()

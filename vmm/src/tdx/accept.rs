@@ -167,6 +167,13 @@ fn commit<B: SlotBackend>(
     mem: &mut PrivateMemory<B>,
     page: &AcceptPage,
 ) -> Result<AcceptResult, String> {
+    // A page the guest made shared and now accepts without a MapGPA back:
+    // the host converts it to private first, as QEMU does on KVM's memory
+    // fault for a private access to a shared GPA, so no GPA is both
+    // accepted and shared (done here, under the state lock, so a MapGPA
+    // racing with the accept cannot leave it shared).
+    mem.convert_to_private(page.gpa, page.level.size())
+        .map_err(|e| format!("converting GPA {:#x} back to private failed: {e}", page.gpa))?;
     match mem.pages_mut().accept(page.first_page(), page.level) {
         AcceptOutcome::Accepted => {}
         other => {

@@ -110,6 +110,44 @@ impl VmcallInputs {
     pub fn exposes(&self, n: u32) -> bool {
         self.exposed & reg_bit(n) != 0
     }
+
+    /// `TDG.VP.VMCALL<MapGPA>`'s operands (R12 = start, with the shared
+    /// bit for a conversion to shared; R13 = length), checked as the GHCI
+    /// and KVM check them: no wrap, nothing at or above GPAW, no zero
+    /// length (`INVALID_OPERAND`); start and length 4 KiB aligned
+    /// (`ALIGN_ERROR`); and, this host's own rule, the range without the
+    /// shared bit inside one RAM region (`INVALID_OPERAND`). The error is
+    /// the VMCALL status.
+    pub fn map_gpa(&self, layout: &RamLayout) -> Result<MapGpa, u64> {
+        use abi::vmcall::vmcall_status::{ALIGN_ERROR, OPERAND_INVALID};
+        let (raw, len) = (self.r12, self.r13);
+        let shared_bit = layout.shared_bit();
+        let gpa_end = shared_bit << 1;
+        let Some(end) = raw.checked_add(len).filter(|e| *e > raw && *e <= gpa_end) else {
+            return Err(OPERAND_INVALID);
+        };
+        let shared = raw & shared_bit != 0;
+        // The whole range on one side of the shared bit.
+        if ((end - 1) & shared_bit != 0) != shared {
+            return Err(OPERAND_INVALID);
+        }
+        if !raw.is_multiple_of(abi::PAGE_4K) || !len.is_multiple_of(abi::PAGE_4K) {
+            return Err(ALIGN_ERROR);
+        }
+        let gpa = raw & !shared_bit;
+        layout.ram_offset(gpa, len).ok_or(OPERAND_INVALID)?;
+        Ok(MapGpa { gpa, len, shared })
+    }
+}
+
+/// `TDG.VP.VMCALL<MapGPA>`, checked (`VmcallInputs::map_gpa`): the
+/// 4 KiB-aligned RAM range `[gpa, gpa + len)` (without the shared bit)
+/// becomes shared (`shared`: R12 had the shared bit set) or private.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapGpa {
+    pub gpa: u64,
+    pub len: u64,
+    pub shared: bool,
 }
 
 impl Tdcall {

@@ -2,7 +2,8 @@
 //! semantics (only registers exposed in RCX are seen or written): the
 //! instruction services (CPUID from the TD's table, HLT, IO to COM1 and
 //! CMOS, RDMSR/WRMSR of the x2APIC SVR and ICR), GetTdVmCallInfo,
-//! SetupEventNotifyInterrupt, GetQuote (unsupported), ReportFatalError;
+//! SetupEventNotifyInterrupt, MapGPA (private <-> shared, in bounded
+//! steps with the GHCI retry), GetQuote (unsupported), ReportFatalError;
 //! plus the vendor calls for shutdown, phase marks, counters and the
 //! system table, which come back to the run loop as events.
 
@@ -19,10 +20,16 @@ use abi::tdcall::Status;
 use abi::vmcall::{emu, ghci, gpr, vmcall_status, COM1_BASE, COM1_LEN, GHCI_STANDARD, VENDOR_EMU};
 use kvm_bindings::kvm_regs;
 
+/// Most bytes one MapGPA converts. A longer range converts its first
+/// `MAP_GPA_STEP_BYTES` and answers `TDG.VP.VMCALL_RETRY` with R11 = the
+/// GPA (shared bit as in R12) to call again from, as Linux's `tdx_map_gpa`
+/// expects: each call holds the TD's state lock for a bounded time.
+pub const MAP_GPA_STEP_BYTES: u64 = 64 << 20;
+
 /// What a VMCALL needs of the TD.
 struct Services<'a, B: SlotBackend> {
     tdx: &'a mut TdxModule,
-    mem: &'a PrivateMemory<B>,
+    mem: &'a mut PrivateMemory<B>,
     console: &'a mut Console,
     /// The calling vCPU's index (its x2APIC ID).
     vcpu: u32,
@@ -33,7 +40,7 @@ struct Services<'a, B: SlotBackend> {
 /// and R11, or R12-R15 for CPUID) in `regs`.
 pub fn handle<B: SlotBackend>(
     tdx: &mut TdxModule,
-    mem: &PrivateMemory<B>,
+    mem: &mut PrivateMemory<B>,
     console: &mut Console,
     vcpu: u32,
     input: &VmcallInputs,
@@ -115,6 +122,7 @@ fn standard<B: SlotBackend>(
             }
             Handled::answer(Status::Success)
         }
+        ghci::MAP_GPA => map_gpa(svc, regs, input, out),
         ghci::GET_TD_VM_CALL_INFO => {
             out.r11 = Some(0);
             Handled::answer(Status::Success)
@@ -143,6 +151,48 @@ fn standard<B: SlotBackend>(
             Handled::answer(Status::Success)
         }
     }
+}
+
+/// MapGPA: R12 = start (the shared bit set converts to shared, clear to
+/// private), R13 = length. Converts at most `MAP_GPA_STEP_BYTES`; the
+/// rest is the guest's to ask again for (RETRY, R11 = where). A failure
+/// of the host itself stops the TD.
+fn map_gpa<B: SlotBackend>(
+    svc: &mut Services<'_, B>,
+    regs: &kvm_regs,
+    input: &VmcallInputs,
+    out: &mut Outputs,
+) -> Handled {
+    let req = match input.map_gpa(svc.mem.layout()) {
+        Ok(req) => req,
+        Err(status) => {
+            log::debug!(
+                "MapGPA of {:#x} (+{:#x}): refused with {status:#x}",
+                input.r12,
+                input.r13
+            );
+            out.r10 = status;
+            return Handled::answer(Status::Success);
+        }
+    };
+    let step = req.len.min(MAP_GPA_STEP_BYTES);
+    let (to, done) = if req.shared {
+        ("shared", svc.mem.convert_to_shared(req.gpa, step))
+    } else {
+        ("private", svc.mem.convert_to_private(req.gpa, step))
+    };
+    if let Err(e) = done {
+        return Handled::stop(Stop::error(
+            format!("MapGPA of {:#x} (+{step:#x}) to {to} failed: {e}", req.gpa),
+            Some(regs.rip),
+        ));
+    }
+    log::debug!("MapGPA: {:#x} (+{step:#x}) is {to}", req.gpa);
+    if step < req.len {
+        out.r10 = vmcall_status::RETRY;
+        out.r11 = Some(input.r12 + step);
+    }
+    Handled::answer(Status::Success)
 }
 
 /// The vendor console write: `len` bytes at `gpa`, all in accepted

@@ -71,6 +71,8 @@ pub fn ring<B: SlotBackend>(td: &TdShared<B>, vcpu: &mut VcpuState, regs: &mut k
 
 #[cfg(test)]
 mod leaf_tests;
+#[cfg(test)]
+mod map_gpa_tests;
 
 #[cfg(test)]
 mod tests {
