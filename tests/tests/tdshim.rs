@@ -155,3 +155,52 @@ fn upstream_td_shim_on_a_host_without_gib_pages_is_diagnosed_by_name() {
         other => panic!("{test}: outcome {other}: {:?}", r.fatal),
     }
 }
+
+/// td-shim's own in-TD test suite (`test-td-payload`, config 1: 1 vCPU,
+/// 1 GiB, TD attributes 0) passes here, judged as td-shim's CI judges it:
+/// the whole summary line (the payload then ends on purpose with a panic
+/// reported as ReportFatalError code 0).
+#[test]
+fn td_shims_own_test_suite_passes() {
+    let test = "td_shims_own_test_suite_passes";
+    if !require_kvm(test) {
+        return;
+    }
+    let Some(image) = tdshim_image(test, "test1-2m-quiet.bin") else {
+        return;
+    };
+    let config = TdConfig::new(image)
+        .mem_bytes(GIB)
+        .td_attributes(0)
+        .echo_console(false)
+        .timeout(std::time::Duration::from_secs(600));
+    let r = Td::build(config).expect("building the td-shim TD").run();
+    let summary = r
+        .console
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .find(|l| l.starts_with("Test Result: "))
+        .unwrap_or_else(|| panic!("no summary line; console ends {:?}", tail(&r.console)));
+    let n: u32 = summary
+        .strip_prefix("Test Result: Total run ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary:?}"));
+    assert_eq!(
+        summary,
+        format!("Test Result: Total run {n} tests; {n} passed; 0 failed"),
+        "console ends {:?}",
+        tail(&r.console)
+    );
+    assert!(n >= 9, "{summary}");
+    assert_eq!(r.outcome, Outcome::GuestPanic, "{:?}", r.fatal);
+    assert_eq!(r.accept.bytes_accepted, GIB - 0x20000);
+}
+
+fn tail(console: &str) -> &str {
+    let from = console.len().saturating_sub(600);
+    let from = (from..=console.len())
+        .find(|i| console.is_char_boundary(*i))
+        .unwrap_or(0);
+    &console[from..]
+}
