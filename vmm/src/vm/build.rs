@@ -262,6 +262,39 @@ fn load_initial(
     Ok(())
 }
 
+/// The TDX module's state for `config` (its TD ATTRIBUTES set).
+pub(super) fn module(config: &TdConfig) -> TdxModule {
+    let mut tdx = TdxModule::new(
+        config.gpaw,
+        config.cpus,
+        config.inject.map(crate::tdx::inject::Injector::new),
+    );
+    tdx.set_attributes(config.td_attributes);
+    tdx
+}
+
+/// The state the vCPUs share, with the trace file `config` asks for.
+pub(super) fn shared_state(
+    config: &TdConfig,
+    memory: PrivateMemory,
+    tdx: TdxModule,
+    started: Instant,
+) -> Result<Shared, TdError> {
+    let trace = config
+        .trace
+        .as_deref()
+        .map(|p| crate::report::trace::Trace::create(p, config.trace_cap_bytes))
+        .transpose()?;
+    Ok(Shared {
+        memory,
+        tdx,
+        console: Console::new(config.echo_console),
+        log: RunLog::new(started, trace),
+        invariant_checks: config.check_invariants.then_some(0),
+        lock_acquisitions: 0,
+    })
+}
+
 /// The vCPUs' run-loop halves: their file descriptors with registers
 /// through kvm_run where KVM offers it, and each one's own state.
 pub(super) fn make_vcpus(kvm: &Kvm, fds: Vec<VcpuFd>) -> Vec<Vcpu> {
@@ -381,25 +414,7 @@ impl Td {
             firmware.entry
         );
         let vcpus = make_vcpus(&kvm, fds);
-        let trace = config
-            .trace
-            .as_deref()
-            .map(|p| crate::report::trace::Trace::create(p, config.trace_cap_bytes))
-            .transpose()?;
-        let mut tdx = TdxModule::new(
-            config.gpaw,
-            config.cpus,
-            config.inject.map(crate::tdx::inject::Injector::new),
-        );
-        tdx.set_attributes(config.td_attributes);
-        let shared = Shared {
-            memory,
-            tdx,
-            console: Console::new(config.echo_console),
-            log: RunLog::new(started, trace),
-            invariant_checks: config.check_invariants.then_some(0),
-            lock_acquisitions: 0,
-        };
+        let shared = shared_state(&config, memory, module(&config), started)?;
         Ok(Td {
             shared: TdShared::new(shared, board)?,
             vcpus,

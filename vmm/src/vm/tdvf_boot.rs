@@ -199,12 +199,9 @@ pub(super) fn build(
     mut inputs: crate::report::Inputs,
     started: std::time::Instant,
 ) -> Result<super::Td, TdError> {
-    use super::build::{choose_pending, create_vm, make_vcpus};
+    use super::build::{choose_pending, create_vm, make_vcpus, module, shared_state};
     use crate::boot::cpu::{self, ProfileChoice};
-    use crate::host::console::Console;
-    use crate::report::run_log::RunLog;
-    use crate::shared::{Shared, TdShared};
-    use crate::tdx::module::TdxModule;
+    use crate::shared::TdShared;
     use crate::vcpu::stop_board::StopBoard;
     use std::sync::Arc;
 
@@ -262,27 +259,10 @@ pub(super) fn build(
         cpu::setup_vcpu_reset(&kvm, fd, &cpuid, config.gpaw, i, hob_gpa)?;
     }
     let vcpus = make_vcpus(&kvm, fds);
-    let trace = config
-        .trace
-        .as_deref()
-        .map(|p| crate::report::trace::Trace::create(p, config.trace_cap_bytes))
-        .transpose()?;
-    let mut tdx = TdxModule::new(
-        config.gpaw,
-        config.cpus,
-        config.inject.map(crate::tdx::inject::Injector::new),
-    );
+    let mut tdx = module(&config);
     tdx.set_mrtd(mrtd);
     tdx.set_cpuid(cpuid);
-    tdx.set_attributes(config.td_attributes);
-    let shared = Shared {
-        memory,
-        tdx,
-        console: Console::new(config.echo_console),
-        log: RunLog::new(started, trace),
-        invariant_checks: config.check_invariants.then_some(0),
-        lock_acquisitions: 0,
-    };
+    let shared = shared_state(&config, memory, tdx, started)?;
     log::debug!("TDVF TD built with {sites} TDCALL sites patched");
     Ok(super::Td {
         shared: TdShared::new(shared, board)?,
