@@ -22,6 +22,16 @@ pub fn kvm_available() -> bool {
         .is_ok()
 }
 
+/// Says a test (or part of one) was skipped, with `SKIPPED` and why, on
+/// the process's stderr itself: the test harness captures `eprintln!`
+/// and shows it only for failures, so a skip printed that way is not
+/// visible. CI's summary fails on any `SKIPPED` line it did not allow.
+pub fn skip(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let line = format!("SKIPPED {message}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v == "1")
 }
@@ -36,19 +46,22 @@ pub fn require_kvm(test: &str) -> bool {
         !env_flag("REQUIRE_KVM"),
         "{test}: /dev/kvm is not usable and REQUIRE_KVM=1"
     );
-    eprintln!(
-        "SKIPPED {test}: /dev/kvm is not available (set REQUIRE_KVM=1 to make this a failure)"
-    );
+    skip(format_args!(
+        "{test}: /dev/kvm is not available (set REQUIRE_KVM=1 to make this a failure)"
+    ));
     false
 }
 
-/// The td-shim image `name` from the shared test data (`../shared/tdshim/`
-/// beside the repository), or `None` with a visible message when it is
-/// absent; absent is a failure when `REQUIRE_TDSHIM=1`.
+/// The td-shim image `name` from the shared test data (`$TDSHIM_DIR`, by
+/// default `../shared/tdshim/` beside the repository), or `None` with a
+/// visible message when it is absent; absent is a failure when
+/// `REQUIRE_TDSHIM=1`.
 pub fn tdshim_image(test: &str, name: &str) -> Option<std::path::PathBuf> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/tdshim")
-        .join(name);
+    let dir = match std::env::var_os("TDSHIM_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tdshim"),
+    };
+    let path = dir.join(name);
     if path.is_file() {
         return Some(path);
     }
@@ -57,10 +70,10 @@ pub fn tdshim_image(test: &str, name: &str) -> Option<std::path::PathBuf> {
         "{test}: {} is missing and REQUIRE_TDSHIM=1",
         path.display()
     );
-    eprintln!(
-        "SKIPPED {test}: no td-shim image at {} (set REQUIRE_TDSHIM=1 to make this a failure)",
+    skip(format_args!(
+        "{test}: no td-shim image at {} (set TDSHIM_DIR, or REQUIRE_TDSHIM=1 to make this a failure)",
         path.display()
-    );
+    ));
     None
 }
 
@@ -81,7 +94,7 @@ pub fn profiles(test: &str) -> Vec<ProfileChoice> {
             !env_flag("REQUIRE_PVM"),
             "{test}: host is not kvm_pvm and REQUIRE_PVM=1"
         );
-        eprintln!("SKIPPED {test} [pvm-native]: host KVM is not kvm_pvm");
+        skip(format_args!("{test} [pvm-native]: host KVM is not kvm_pvm"));
     }
     v
 }

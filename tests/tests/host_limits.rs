@@ -81,7 +81,7 @@ fn kvm_run_refused_for_a_process_limit_stops_with_the_cause() {
     if unsafe { libc::geteuid() } != 0 {
         // The limit binds only a non-root user, and only root can hand
         // such a user a /dev/kvm of its own (below).
-        eprintln!("SKIPPED kvm_run_refused_for_a_process_limit_stops_with_the_cause: needs root to drop to an unprivileged user");
+        tests::skip(format_args!("kvm_run_refused_for_a_process_limit_stops_with_the_cause: needs root to drop to an unprivileged user"));
         return;
     }
     // An unprivileged user with `ulimit -u 2`: a uid no process has (so
@@ -392,7 +392,9 @@ fn outputs_that_name_directories_or_cannot_be_renamed_are_refused_up_front() {
             .is_ok_and(|s| s.success())
     };
     if !set("+a") {
-        eprintln!("SKIPPED the append-only case: chattr +a is not available here");
+        tests::skip(format_args!(
+            "the append-only case: chattr +a is not available here"
+        ));
         return;
     }
     // Whatever happens below, the directory is made removable again.

@@ -22,7 +22,7 @@ fn poison_available(test: &str) -> bool {
     match PoisonedChunks::open(1) {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("SKIPPED {test} (uffd-poison part): {e}");
+            tests::skip(format_args!("{test} (uffd-poison part): {e}"));
             false
         }
     }

@@ -156,6 +156,55 @@ fn upstream_td_shim_on_a_host_without_gib_pages_is_diagnosed_by_name() {
     }
 }
 
+#[test]
+fn lazy_td_shim_accepts_256_mib_and_its_payload_never_touches_the_rest() {
+    let test = "lazy_td_shim_accepts_256_mib_and_its_payload_never_touches_the_rest";
+    if !require_kvm(test) {
+        return;
+    }
+    let Some(image) = tdshim_image(test, "example-lazy-2m.bin") else {
+        return;
+    };
+    let config = TdConfig::new(image)
+        .mem_bytes(GIB)
+        .td_attributes(0)
+        .echo_console(false)
+        .timeout(std::time::Duration::from_secs(900));
+    let r = Td::build(config).expect("building the td-shim TD").run();
+    // The payload ran to its end: no access to memory never accepted
+    // stopped it (that would be outcome pending_access, with the GPA).
+    assert_eq!(r.outcome, Outcome::GuestPanic, "{:?}", r.fatal);
+    assert!(
+        r.console
+            .contains("td-payload: all tests finished and enters dead loop"),
+        "{}",
+        tail(&r.console)
+    );
+    // td-shim's lazy-accept build accepts exactly 0x10000000 bytes of the
+    // unaccepted resources (td-layout's TD_PAYLOAD_PARTIAL_ACCEPT_MEMORY_SIZE),
+    // from 0 up: past the TD HOB's 128 KiB of initial memory at 8 MiB, its
+    // accepted memory ends at 0x1002_0000.
+    const LAZY: u64 = 0x1000_0000;
+    const HOB: u64 = 0x20000;
+    let top = LAZY + HOB;
+    assert_eq!(r.accept.bytes_accepted, LAZY, "{:?}", r.accept);
+    // It hands the rest to its payload as RAM: the E820 it prints.
+    let e820 = format!(
+        "E820Entry {{ addr: {top:x}, size: {:x}, type: 1 }}",
+        GIB - top
+    );
+    assert!(r.console.contains(&e820), "no {e820} in the console");
+    // The page states at the end: everything below `top` accepted but the
+    // payload's 1 MiB shared pool (pending again since MapGPA shared it),
+    // everything from `top` to the end of RAM pending, never touched.
+    let ranges = &r.pages.accepted_ranges;
+    assert_eq!(ranges.len(), 2, "{ranges:x?}");
+    assert_eq!((ranges[0][0], ranges[1][1]), (0, top), "{ranges:x?}");
+    assert_eq!(ranges[1][0] - ranges[0][1], 1 << 20, "{ranges:x?}");
+    assert_eq!(r.pages.pending_bytes, GIB - top + (1 << 20));
+    assert_eq!(r.tdcalls.get("vmcall.ghci.0x10001"), Some(&1));
+}
+
 /// Runs td-shim's own in-TD test suite (`test-td-payload`) from `image`
 /// with the memory and vCPUs its configuration names, TD attributes 0,
 /// and judges it as td-shim's CI does: the whole summary line (the
@@ -194,6 +243,18 @@ fn suite_passes(test: &str, image: &str, mem: u64, cpus: u32) -> Option<u32> {
     // td-shim accepted every byte of RAM but its HOB (the payload's
     // shared pool went back to pending when it was shared).
     assert_eq!(r.accept.bytes_accepted, mem - 0x20000);
+    let accepted: u64 = r.pages.accepted_ranges.iter().map(|[s, e]| e - s).sum();
+    assert_eq!(accepted + r.pages.pending_bytes, mem);
+    // On several vCPUs, td-shim's APs accepted their share in parallel.
+    assert_eq!(r.per_vcpu.len(), abi::to_usize(u64::from(cpus)));
+    for v in &r.per_vcpu {
+        assert!(
+            v.accepts > 0,
+            "vCPU {} accepted nothing: {:?}",
+            v.index,
+            r.per_vcpu
+        );
+    }
     Some(n)
 }
 

@@ -1,6 +1,9 @@
 //! Runs of accepted pages in the page-state table, found whole chunks at a
 //! time where the table allows: the run around a touched page (first-touch
-//! mapping) and every run in a range (invariant checks).
+//! mapping), every run in a range (invariant checks), and the accepted
+//! GPA ranges a report lists.
+
+use abi::layout::RamLayout;
 
 use crate::memory::page_state::{
     bit, PageState, PageStateTable, MAPPED_2M, PAGES_PER_CHUNK, PENDING, SPLIT_BASE,
@@ -74,5 +77,31 @@ impl PageStateTable {
         if let Some(start) = run_start {
             f(start, to - start);
         }
+    }
+
+    /// The accepted RAM as coalesced `[start, end)` GPA ranges in ascending
+    /// order, a run that spans the MMIO hole split at it; at most `max`
+    /// ranges, with the count of those left out.
+    pub fn accepted_gpa_ranges(&self, layout: &RamLayout, max: usize) -> (Vec<[u64; 2]>, u64) {
+        let mut ranges = Vec::new();
+        let mut left_out = 0u64;
+        let mut push = |start: u64, end: u64| {
+            if ranges.len() < max {
+                ranges.push([start, end]);
+            } else {
+                left_out += 1;
+            }
+        };
+        self.for_each_accepted_run(0, self.pages, |first, count| {
+            let (from, to) = (first * abi::PAGE_4K, (first + count) * abi::PAGE_4K);
+            for region in layout.regions() {
+                let (lo, hi) = (from.max(region.offset), to.min(region.offset + region.size));
+                if lo < hi {
+                    let gpa = region.gpa + (lo - region.offset);
+                    push(gpa, gpa + (hi - lo));
+                }
+            }
+        });
+        (ranges, left_out)
     }
 }

@@ -483,6 +483,35 @@ mod tests {
     }
 
     #[test]
+    fn accepted_gpa_ranges_are_split_at_the_hole_and_capped() {
+        // 4 GiB of RAM: [0, 3 GiB) and [4 GiB, 5 GiB).
+        let layout = abi::layout::RamLayout::for_mem(4 << 30, 48);
+        let mut t = PageStateTable::new((4u64 << 30) / 4096);
+        let low_end = (3u64 << 30) / 4096;
+        // A run across the offset where low RAM ends, a 2 MiB page in
+        // high RAM, and one lone 4 KiB page.
+        for p in low_end - 2..low_end + 3 {
+            t.accept(p, AcceptLevel::L4K);
+        }
+        t.accept(low_end + 1024, AcceptLevel::L2M);
+        t.accept(7, AcceptLevel::L4K);
+        let (ranges, left_out) = t.accepted_gpa_ranges(&layout, 16);
+        let (g3, g4) = (3u64 << 30, 4u64 << 30);
+        assert_eq!(
+            ranges,
+            vec![
+                [0x7000, 0x8000],
+                [g3 - 0x2000, g3],
+                [g4, g4 + 0x3000],
+                [g4 + (4 << 20), g4 + (6 << 20)],
+            ]
+        );
+        assert_eq!(left_out, 0);
+        let (ranges, left_out) = t.accepted_gpa_ranges(&layout, 1);
+        assert_eq!((ranges, left_out), (vec![[0x7000, 0x8000]], 3));
+    }
+
+    #[test]
     fn one_tib_costs_a_few_mib() {
         let t = PageStateTable::new((1u64 << 40) / 4096);
         assert!(t.footprint_bytes() < 3 << 20, "{}", t.footprint_bytes());

@@ -102,6 +102,8 @@ pub fn assemble<B: SlotBackend>(
     let mut timing_us = std::mem::take(&mut log.marks);
     timing_us.insert("total".into(), crate::host::clock::us(log.elapsed()));
     let pages = memory.pages();
+    let (accepted_ranges, ranges_left_out) =
+        pages.accepted_gpa_ranges(memory.layout(), schema::MAX_ACCEPTED_RANGES);
     let slot_stats = memory.slots().stats();
     let mut exits = ExitStats::default();
     for v in vcpus {
@@ -143,6 +145,7 @@ pub fn assemble<B: SlotBackend>(
             pending_bytes: pages.pending_pages() * abi::PAGE_4K,
             accepted_bytes: pages.accepted_pages() * abi::PAGE_4K,
             initial_bytes: facts.initial_bytes,
+            accepted_ranges,
         },
         host: HostStats {
             rss_peak_bytes: schema::rss_peak_bytes(),
@@ -195,6 +198,7 @@ pub fn assemble<B: SlotBackend>(
         records_dropped: log.truncated.total(),
         truncated: Truncated {
             console_bytes: console.dropped(),
+            accepted_ranges: ranges_left_out,
             ..log.truncated
         },
         inputs: facts.inputs,

@@ -19,8 +19,11 @@ use std::collections::BTreeMap;
 /// Report format version.
 pub const REPORT_VERSION: u32 = 1;
 
-/// Page-state totals.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+/// The most accepted GPA ranges a report lists (`pages.accepted_ranges`).
+pub const MAX_ACCEPTED_RANGES: usize = 4096;
+
+/// Page-state totals, and where the accepted memory is.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PageStats {
     /// Guest RAM still pending (never accepted) at the end.
     pub pending_bytes: u64,
@@ -29,6 +32,12 @@ pub struct PageStats {
     /// Initial memory (firmware, HOB, page tables, scratch, payload),
     /// accepted by construction.
     pub initial_bytes: u64,
+    /// The accepted RAM at the end (initial memory included) as coalesced
+    /// `[start, end)` GPA ranges in ascending order; everything else in
+    /// RAM is pending. At most `MAX_ACCEPTED_RANGES`, the rest counted in
+    /// `truncated.accepted_ranges`.
+    #[serde(default)]
+    pub accepted_ranges: Vec<[u64; 2]>,
 }
 
 /// Host-side cost.
@@ -390,10 +399,15 @@ pub struct Truncated {
     /// Console bytes past the capture's cap (not in `console`).
     #[serde(default)]
     pub console_bytes: u64,
+    /// Accepted GPA ranges past `MAX_ACCEPTED_RANGES` (not in
+    /// `pages.accepted_ranges`).
+    #[serde(default)]
+    pub accepted_ranges: u64,
 }
 
 impl Truncated {
-    /// Records left out of the lists (the console's bytes apart).
+    /// Run-log records left out of the lists (the console bytes and the
+    /// accepted ranges apart).
     pub fn total(&self) -> u64 {
         self.timing_us + self.kexec + self.guest_per_generation
     }
