@@ -2,14 +2,30 @@
 //! `TDG.MEM.PAGE.ACCEPT` operand, and the doorbell that carries a TDCALL to
 //! the VMM.
 //!
-//! A guest issues a TDCALL by loading RAX (leaf in bits 15:0, version in bits
-//! 23:16) and the TDX input registers, then executing `out DOORBELL_PORT, al`.
-//! The immediate port form keeps RDX free for TDX inputs. The VMM reads and
-//! writes the vCPU's registers at that I/O exit and resumes the guest after
-//! the `out`, with the status in RAX and outputs in the TDX output registers.
+//! A guest issues a TDCALL as on TDX: RAX (leaf in bits 15:0, version in
+//! bits 23:16) and the TDX input registers, then the TDCALL instruction
+//! (`66 0F 01 CC`). KVM makes that #UD on a guest that is not a real TD, so
+//! before the TD starts the VMM's loader writes [`TDCALL_PATCH`] over every
+//! TDCALL in the guest's executable code: `out DOORBELL_PORT, al` and a
+//! 2-byte NOP. The immediate port form keeps RDX free for TDX inputs. The
+//! VMM reads and writes the vCPU's registers at that I/O exit and resumes
+//! the guest after the `out`, with the status in RAX and outputs in the TDX
+//! output registers; the NOP then runs and the code after it is unchanged.
 
 /// I/O port of the TDCALL doorbell (immediate form, so it must fit in 8 bits).
 pub const DOORBELL_PORT: u8 = 0xdc;
+
+/// The TDCALL instruction's encoding (`66 0F 01 CC`).
+pub const TDCALL_INSN: [u8; 4] = [0x66, 0x0f, 0x01, 0xcc];
+/// Opcode of `out imm8, al`.
+pub const OUT_IMM8_AL: u8 = 0xe6;
+/// A 2-byte NOP (`66 90`, `xchg ax, ax`).
+pub const NOP2: [u8; 2] = [0x66, 0x90];
+/// What the loader writes over each TDCALL: `out DOORBELL_PORT, al` then a
+/// 2-byte NOP, the same length, so the doorbell exit's RIP lands on the
+/// NOP and the code after it is unchanged.
+pub const TDCALL_PATCH: [u8; 4] = [OUT_IMM8_AL, DOORBELL_PORT, NOP2[0], NOP2[1]];
+const _: () = assert!(TDCALL_PATCH.len() == TDCALL_INSN.len());
 
 /// Leaf numbers (RAX bits 15:0).
 pub mod leaf {

@@ -162,18 +162,6 @@ pub const MR_EXTEND_CHUNK: u64 = 256;
 /// Size of an MRTD (SHA-384).
 pub const MRTD_LEN: usize = 48;
 
-/// The TDCALL instruction's encoding (`66 0F 01 CC`).
-pub const TDCALL_INSN: [u8; 4] = [0x66, 0x0f, 0x01, 0xcc];
-/// Opcode of `out imm8, al`.
-pub const OUT_IMM8_AL: u8 = 0xe6;
-/// A 2-byte NOP (`66 90`, `xchg ax, ax`).
-pub const NOP2: [u8; 2] = [0x66, 0x90];
-/// What the VMM writes over each TDCALL in a TDVF image's BFV: `out
-/// DOORBELL_PORT, al` then a 2-byte NOP, the same length, so the doorbell
-/// exit's RIP lands on the NOP and the code after it is unchanged.
-pub const TDCALL_PATCH: [u8; 4] = [OUT_IMM8_AL, crate::tdcall::DOORBELL_PORT, NOP2[0], NOP2[1]];
-const _: () = assert!(TDCALL_PATCH.len() == TDCALL_INSN.len());
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +192,5 @@ mod tests {
         assert_eq!(TdvfSectionType::from_id(8), Some(TdvfSectionType::TdParams));
         assert_eq!(TdvfSectionType::from_id(9), None);
         assert_eq!(TdvfSectionType::TdHob.as_str(), "TD_HOB");
-        assert_eq!(TDCALL_PATCH, [0xe6, 0xdc, 0x66, 0x90]);
     }
 }

@@ -197,7 +197,7 @@ pub mod abi_version {
     /// Major version.
     pub const MAJOR: u16 = 1;
     /// Minor version.
-    pub const MINOR: u16 = 2;
+    pub const MINOR: u16 = 3;
     /// `MAJOR.MINOR` as `emu::ABI_VERSION` returns it in R11.
     pub const CURRENT: u64 = encode(MAJOR, MINOR);
 

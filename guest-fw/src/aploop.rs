@@ -9,7 +9,7 @@
 
 use crate::mp::SPIN_POLLS;
 use abi::acpi::{command, firmware_area as fw, mailbox_offset, MAILBOX_SIZE};
-use abi::tdcall::{leaf, DOORBELL_PORT};
+use abi::tdcall::leaf;
 use abi::vmcall::{ghci, EXPOSE_R10_R15, GHCI_STANDARD};
 
 // Register use: RBX = mailbox, RDI = this AP's index (its APIC ID), EBP =
@@ -23,7 +23,7 @@ core::arch::global_asm!(
     // Reset vector: learn the index again (TDG.VP.INFO R9). If the call
     // fails, use an index no command can address and stay parked.
     "mov eax, {vp_info}",
-    "out {port}, al",
+    "tdcall",
     "mov rdi, r9",
     "test rax, rax",
     "jz 1f",
@@ -72,7 +72,6 @@ core::arch::global_asm!(
     "fw_ap_loop_end:",
     ".popsection",
     vp_info = const leaf::VP_INFO,
-    port = const DOORBELL_PORT,
     page = const MAILBOX_SIZE,
     arrived = const fw::ARRIVED,
     polls = const SPIN_POLLS,

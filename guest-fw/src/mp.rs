@@ -10,7 +10,6 @@
 
 use crate::accept::{self, Stats};
 use abi::acpi::{command, firmware_area as fw, mailbox_offset, APIC_ID_BROADCAST};
-use abi::tdcall::DOORBELL_PORT;
 use abi::vmcall::{ghci, EXPOSE_R10_R15, GHCI_STANDARD};
 use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use guest_rt::fatal::code;
@@ -68,7 +67,6 @@ core::arch::global_asm!(
     expose = const EXPOSE_R10_R15,
     standard = const GHCI_STANDARD,
     hlt = const ghci::INSTRUCTION_HLT,
-    port = const DOORBELL_PORT,
 );
 
 static OVERFLOW_SLOT_TAKEN: AtomicU32 = AtomicU32::new(0);

@@ -1,8 +1,10 @@
-//! The guest side of the doorbell: TDCALL through `out DOORBELL_PORT, al`,
-//! and typed wrappers for the leaves and VMCALLs the firmware uses.
+//! The guest's TDCALL: the real instruction (`66 0F 01 CC`), which the
+//! VMM's loader patches to its doorbell before the TD starts (see
+//! `abi::tdcall`), and typed wrappers for the leaves and VMCALLs the
+//! guests use.
 
 use abi::report::Mark;
-use abi::tdcall::{accept, leaf, PageLevel, DOORBELL_PORT};
+use abi::tdcall::{accept, leaf, PageLevel};
 use abi::vmcall::{emu, ghci, EXPOSE_R10_R15, GHCI_STANDARD, VENDOR_EMU};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -40,12 +42,12 @@ pub struct Regs {
 
 /// Issues a TDCALL with `regs`, returning the output registers.
 pub fn tdcall(mut regs: Regs) -> Regs {
-    // SAFETY: the `out` traps to the VMM, which only reads and writes the
-    // registers listed here; no memory is touched and the stack is not used.
+    // SAFETY: the TDCALL (patched to the doorbell) traps to the VMM, which
+    // only reads and writes the registers listed here; no memory is
+    // touched and the stack is not used.
     unsafe {
         asm!(
-            "out {port}, al",
-            port = const DOORBELL_PORT,
+            "tdcall",
             inout("rax") regs.rax,
             inout("rcx") regs.rcx,
             inout("rdx") regs.rdx,
@@ -91,13 +93,12 @@ pub fn finish_accept(rcx: u64, mut st: u64) -> u64 {
 #[inline(always)]
 pub fn accept_lean(rcx: u64) -> u64 {
     let mut rax = leaf::MEM_PAGE_ACCEPT as u64;
-    // SAFETY: the `out` traps to the VMM, which answers in RAX; the other
-    // registers a TDCALL may write are declared clobbered. No memory is
-    // touched and the stack is not used.
+    // SAFETY: the TDCALL (patched to the doorbell) traps to the VMM, which
+    // answers in RAX; the other registers a TDCALL may write are declared
+    // clobbered. No memory is touched and the stack is not used.
     unsafe {
         asm!(
-            "out {port}, al",
-            port = const DOORBELL_PORT,
+            "tdcall",
             inout("rax") rax,
             inout("rcx") rcx => _,
             lateout("rdx") _,
@@ -293,8 +294,7 @@ pub fn accept_memory_pages(start: u64, end: u64) -> Result<(), (u64, u64)> {
 /// `$r13` (operand placeholders or numbers), R14 = R15 = 0, R10-R15
 /// exposed. The caller passes the operands `expose = const
 /// abi::vmcall::EXPOSE_R10_R15`, `standard = const
-/// abi::vmcall::GHCI_STANDARD` and `port = const abi::tdcall::DOORBELL_PORT`.
-/// Clobbers RAX, RCX and R10-R15.
+/// abi::vmcall::GHCI_STANDARD`. Clobbers RAX, RCX and R10-R15.
 #[macro_export]
 macro_rules! ghci_vmcall_asm {
     ($r11:literal, $r12:literal, $r13:literal) => {
@@ -313,7 +313,7 @@ macro_rules! ghci_vmcall_asm {
             "\n",
             "xor r14d, r14d\n",
             "xor r15d, r15d\n",
-            "out {port}, al\n"
+            "tdcall\n"
         )
     };
 }

@@ -442,6 +442,36 @@ impl<'a> Image<'a> {
     }
 }
 
+/// Writes the doorbell over every TDCALL in the file bytes of `bytes`'
+/// executable `PT_LOAD` segments (`models::tdcall_patch`), calling
+/// `on_site` with each one's file offset and link-time address, in
+/// segment order; returns how many. The image is parsed (and so checked)
+/// first; nothing outside those segments' file bytes changes.
+pub fn patch_tdcalls(
+    bytes: &mut [u8],
+    mut on_site: impl FnMut(crate::tdcall_patch::TdcallSite),
+) -> Result<usize, ElfError> {
+    let mut code = [None::<Segment>; MAX_LOAD_SEGMENTS];
+    for (slot, s) in code.iter_mut().zip(
+        Image::parse(bytes)?
+            .segments()
+            .filter(|s| s.flags & PF_X != 0),
+    ) {
+        *slot = Some(s);
+    }
+    let mut count = 0;
+    for s in code.into_iter().flatten() {
+        let file = s.offset..s.offset + s.filesz;
+        count += crate::tdcall_patch::patch(bytes, file, |offset| {
+            on_site(crate::tdcall_patch::TdcallSite {
+                offset,
+                addr: s.vaddr + (offset - s.offset),
+            })
+        });
+    }
+    Ok(count)
+}
+
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
@@ -494,6 +524,33 @@ mod tests {
         b[0x2090..0x2098].copy_from_slice(&0x1000u64.to_le_bytes());
         b[0x20f8] = 0xee; // inside filesz: must survive; .bss after 0x2100 zeroed
         b
+    }
+
+    #[test]
+    fn tdcalls_are_patched_in_executable_segments_only() {
+        use abi::tdcall::{TDCALL_INSN, TDCALL_PATCH};
+        let mut file = pie();
+        // The data segment read-write, not executable.
+        file[64 + 56 + 4..64 + 56 + 8].copy_from_slice(&6u32.to_le_bytes());
+        // Two TDCALLs in the code's file bytes (the second ends at its
+        // end), one in the data, one in no segment.
+        for at in [0x1004usize, 0x100c, 0x20c0, 0x1800] {
+            file[at..at + 4].copy_from_slice(&TDCALL_INSN);
+        }
+        let before = file.clone();
+        let mut sites = vec![];
+        assert_eq!(patch_tdcalls(&mut file, |s| sites.push(s)), Ok(2));
+        let at = |offset, addr| crate::tdcall_patch::TdcallSite { offset, addr };
+        assert_eq!(sites, vec![at(0x1004, 0x1004), at(0x100c, 0x100c)]);
+        let changed: Vec<usize> = (0..file.len()).filter(|&i| file[i] != before[i]).collect();
+        assert_eq!(
+            changed,
+            vec![0x1004, 0x1005, 0x1006, 0x1007, 0x100c, 0x100d, 0x100e, 0x100f]
+        );
+        assert_eq!(file[0x1004..0x1008], TDCALL_PATCH);
+        // Not an ELF image: refused, untouched.
+        let mut junk = vec![0u8; 64];
+        assert_eq!(patch_tdcalls(&mut junk, |_| {}), Err(ElfError::NotElf));
     }
 
     #[test]

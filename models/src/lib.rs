@@ -30,6 +30,7 @@ pub mod acpi;
 pub mod elf;
 pub mod kexec;
 pub mod memmap;
+pub mod tdcall_patch;
 pub mod tdvf;
 pub mod unaccepted;
 

@@ -12,9 +12,8 @@ use abi::tdvf::{
     TdvfDescriptor, TdvfSectionEntry, TdvfSectionType, ATTR_MR_EXTEND, ATTR_PAGE_AUG,
     DESCRIPTOR_LEN, GUIDED_ENTRY_TRAILER, GUIDED_TABLE_FOOTER_FROM_END, GUIDED_TABLE_FOOTER_GUID,
     IMAGE_END, MRTD_BUFFER_LEN, MRTD_GPA_OFFSET, MRTD_TAG_MR_EXTEND, MRTD_TAG_PAGE_ADD,
-    MR_EXTEND_CHUNK, SECTION_ENTRY_LEN, TDCALL_INSN, TDCALL_PATCH, TDSHIM_METADATA_PTR_FROM_END,
-    TDVF_SIGNATURE, TDVF_VERSION, TDX_METADATA_GUID, TDX_METADATA_OFFSET_ENTRY_LEN,
-    TDX_METADATA_OFFSET_GUID,
+    MR_EXTEND_CHUNK, SECTION_ENTRY_LEN, TDSHIM_METADATA_PTR_FROM_END, TDVF_SIGNATURE, TDVF_VERSION,
+    TDX_METADATA_GUID, TDX_METADATA_OFFSET_ENTRY_LEN, TDX_METADATA_OFFSET_GUID,
 };
 use abi::PAGE_4K;
 
@@ -767,23 +766,7 @@ impl TdvfImage {
 }
 
 /// A TDCALL found (and replaced) in a BFV section.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TdcallSite {
-    /// File offset of the instruction.
-    pub offset: u64,
-    /// Its GPA in the section's memory.
-    pub gpa: u64,
-}
-
-/// The next TDCALL in `image[from..end]` (whole instructions only), as a
-/// file offset.
-fn next_tdcall(image: &[u8], from: u64, end: u64) -> Option<u64> {
-    let bytes = image.get(to_usize(from)..to_usize(end))?;
-    let at = bytes
-        .windows(TDCALL_INSN.len())
-        .position(|w| w == TDCALL_INSN)?;
-    Some(from + at as u64)
-}
+pub use crate::tdcall_patch::TdcallSite;
 
 /// Calls `on_site` for each TDCALL (`66 0F 01 CC`) in the BFV sections'
 /// raw data of `image` (the bytes `tdvf` was parsed from), in file order,
@@ -798,21 +781,19 @@ pub fn find_tdcalls(
     let mut count = 0;
     for bfv in tdvf.of_kind(TdvfSectionType::Bfv) {
         let r = bfv.file_range();
-        let mut from = r.start;
-        while let Some(at) = next_tdcall(image, from, r.end) {
+        for offset in crate::tdcall_patch::find(image, r.clone()) {
             on_site(TdcallSite {
-                offset: at,
-                gpa: bfv.gpa + (at - r.start),
+                offset,
+                addr: bfv.gpa + (offset - r.start),
             });
             count += 1;
-            from = at + TDCALL_INSN.len() as u64;
         }
     }
     Ok(count)
 }
 
 /// Replaces each TDCALL in the BFV sections' raw data of `image` with
-/// [`abi::tdvf::TDCALL_PATCH`] (`out DOORBELL_PORT, al` then a 2-byte
+/// [`abi::tdcall::TDCALL_PATCH`] (`out DOORBELL_PORT, al` then a 2-byte
 /// NOP), calling `on_site` for each; returns how many. Nothing outside the
 /// BFVs' raw data changes. Measure the image ([`mrtd_stream`]) first.
 pub fn patch_tdcalls(
@@ -824,17 +805,12 @@ pub fn patch_tdcalls(
     let mut count = 0;
     for bfv in tdvf.of_kind(TdvfSectionType::Bfv) {
         let r = bfv.file_range();
-        let mut from = r.start;
-        while let Some(at) = next_tdcall(image, from, r.end) {
-            let i = to_usize(at);
-            image[i..i + TDCALL_PATCH.len()].copy_from_slice(&TDCALL_PATCH);
+        count += crate::tdcall_patch::patch(image, r.clone(), |offset| {
             on_site(TdcallSite {
-                offset: at,
-                gpa: bfv.gpa + (at - r.start),
-            });
-            count += 1;
-            from = at + TDCALL_PATCH.len() as u64;
-        }
+                offset,
+                addr: bfv.gpa + (offset - r.start),
+            })
+        });
     }
     Ok(count)
 }

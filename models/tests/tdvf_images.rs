@@ -4,7 +4,8 @@
 //! skips, saying so, when the images are absent, fails instead under
 //! `REQUIRE_TDSHIM=1`.
 
-use abi::tdvf::{TdvfSectionType as T, ATTR_MR_EXTEND, TDCALL_INSN, TDCALL_PATCH};
+use abi::tdcall::{TDCALL_INSN, TDCALL_PATCH};
+use abi::tdvf::{TdvfSectionType as T, ATTR_MR_EXTEND};
 use models::tdvf::{find_tdcalls, patch_tdcalls, TdcallSite, TdvfImage};
 use std::path::PathBuf;
 
@@ -118,7 +119,7 @@ fn every_image_parses_and_has_ten_tdcalls_in_its_bfv() {
         assert_eq!(all, 10, "{name}");
         for s in &sites {
             assert_eq!(
-                s.gpa,
+                s.addr,
                 t.base_gpa() + s.offset,
                 "{name}: the BFV is in place"
             );

@@ -123,9 +123,22 @@ impl Code {
         self
     }
 
-    /// `out imm8, al`: the doorbell (a TDCALL of this VMM).
+    /// `out imm8, al`: the doorbell (what the loader patches a TDCALL to).
     pub fn out(&mut self, port: u8) -> &mut Self {
         self.0.extend_from_slice(&[0xe6, port]);
+        self
+    }
+
+    /// The TDCALL instruction (`66 0F 01 CC`), as a guest writes it; the
+    /// loader patches it to the doorbell.
+    pub fn tdcall(&mut self) -> &mut Self {
+        self.0.extend_from_slice(&abi::tdcall::TDCALL_INSN);
+        self
+    }
+
+    /// Instruction bytes not covered by a helper.
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(bytes);
         self
     }
 

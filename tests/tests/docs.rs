@@ -345,6 +345,18 @@ fn the_guest_abi_page_has_the_numbers_of_abi() {
         format!("host ABI {major}.{minor}, guest built for {major}.{minor}"),
         format!("port `{:#x}`", abi::tdcall::DOORBELL_PORT),
         format!("`out {:#x}, al`", abi::tdcall::DOORBELL_PORT),
+        format!(
+            "`{}` (`TDCALL_INSN`",
+            abi::tdcall::TDCALL_INSN
+                .map(|b| format!("{b:02X}"))
+                .join(" ")
+        ),
+        format!(
+            "`{}` (`TDCALL_PATCH`)",
+            abi::tdcall::TDCALL_PATCH
+                .map(|b| format!("{b:02X}"))
+                .join(" ")
+        ),
         format!("R10 = `{:#x}`", abi::vmcall::VENDOR_EMU),
         format!("bits of `{:#x}`", abi::vmcall::EXPOSABLE_MASK),
         format!("RCX = `{:#x}`", abi::vmcall::EXPOSE_R10_R15),

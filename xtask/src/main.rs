@@ -11,6 +11,7 @@ const USAGE: &str = "usage: cargo xtask build
        cargo xtask bench --micro [--profiles auto,standard] [--out DIR]
        cargo xtask bench --vcpus [--quick] [--repeats N] [--profiles auto] [--out DIR]
        cargo xtask bench --sept [--quick] [--repeats N] [--profiles auto] [--out DIR]
+       cargo xtask bench --leaves [--quick] [--profiles auto,standard] [--out DIR]
        cargo xtask bench --replot DIR
        cargo xtask limits [--mems 1G,1T,64T] [--cpus 1,64]";
 
@@ -179,14 +180,18 @@ fn bench(args: &[String]) -> Result<()> {
     let micro = args.iter().any(|a| a == "--micro");
     let vcpus_only = args.iter().any(|a| a == "--vcpus");
     let sept_only = args.iter().any(|a| a == "--sept");
+    let leaves_only = args.iter().any(|a| a == "--leaves");
     let mut cfg = if quick {
         xtask::bench::BenchConfig::quick(root.join("target").join("bench-quick"))
     } else {
         xtask::bench::BenchConfig::full(root.join("bench"))
     };
-    let mut it = args
-        .iter()
-        .filter(|a| !matches!(a.as_str(), "--quick" | "--micro" | "--vcpus" | "--sept"));
+    let mut it = args.iter().filter(|a| {
+        !matches!(
+            a.as_str(),
+            "--quick" | "--micro" | "--vcpus" | "--sept" | "--leaves"
+        )
+    });
     while let Some(a) = it.next() {
         let mut value = || {
             it.next()
@@ -230,6 +235,10 @@ fn bench(args: &[String]) -> Result<()> {
     if micro {
         xtask::bench::micro(&cfg.out, &cfg.profiles)?;
         return xtask::bench::targets::write(&cfg.out);
+    }
+    if leaves_only {
+        xtask::bench::leaves::leaves(&cfg.out, &cfg.profiles, !cfg.leaves_full)?;
+        return Ok(());
     }
     if sept_only {
         // The host page-size axis alone (repeats follow --repeats when given).

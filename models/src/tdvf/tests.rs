@@ -7,7 +7,8 @@ use std::vec::Vec;
 use std::{format, string::ToString};
 
 use super::*;
-use abi::tdvf::{TDCALL_INSN, TDX_METADATA_OFFSET_ENTRY_LEN};
+use abi::tdcall::TDCALL_INSN;
+use abi::tdvf::TDX_METADATA_OFFSET_ENTRY_LEN;
 
 const LEN: u64 = 0x10000;
 const BASE: u64 = IMAGE_END - LEN;
@@ -516,15 +517,15 @@ fn patches_only_whole_tdcalls_inside_the_bfv() {
         [
             TdcallSite {
                 offset: 0x4000,
-                gpa: BASE + 0x4000
+                addr: BASE + 0x4000
             },
             TdcallSite {
                 offset: 0x4004,
-                gpa: BASE + 0x4004
+                addr: BASE + 0x4004
             },
             TdcallSite {
                 offset: 0x9ffd,
-                gpa: BASE + 0x9ffd
+                addr: BASE + 0x9ffd
             },
         ]
     );

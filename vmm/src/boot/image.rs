@@ -2,7 +2,8 @@
 //! blocking and bounded by size, validated with the one ELF reader of the
 //! project (`models::elf`, which the guests load with too), checked against
 //! where they must go, and loaded with linux-loader, which copies the
-//! `PT_LOAD` segments; this module zeroes their `.bss`.
+//! `PT_LOAD` segments; this module zeroes their `.bss` and patches their
+//! TDCALLs to the doorbell.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -126,6 +127,22 @@ impl ElfImage {
             e_type,
             has_interp,
         })
+    }
+
+    /// Writes the doorbell over every TDCALL (`66 0F 01 CC`) in the file
+    /// bytes of its executable segments, before it is loaded (KVM makes a
+    /// TDCALL #UD on a guest that is not a real TD; see
+    /// `abi::tdcall::TDCALL_PATCH`); returns each site's link-time address,
+    /// in segment order.
+    pub fn patch_tdcalls(&mut self) -> Result<Vec<u64>, ElfError> {
+        let mut sites = Vec::new();
+        models::elf::patch_tdcalls(&mut self.bytes, |s| sites.push(s.addr)).map_err(|defect| {
+            ElfError::Elf {
+                path: self.path.clone(),
+                defect,
+            }
+        })?;
+        Ok(sites)
     }
 
     /// Checks what the firmware needs of a kernel payload: a static PIE

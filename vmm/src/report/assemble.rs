@@ -14,6 +14,7 @@ use crate::report::schema::{
 use crate::stop::Stop;
 use crate::tdx::module::TdxModule;
 use crate::vcpu::VcpuState;
+use std::collections::BTreeMap;
 
 /// Where the bitmap cross-check stands (the report's `bitmap_state`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,8 +118,12 @@ pub fn assemble<B: SlotBackend>(
             accepts: v.accepts,
             busy: v.busy,
             lock_wait_ns: v.lock_wait_ns,
+            kvm_run_ns: v.time.kvm_run_ns,
+            vmm_ns: v.time.vmm_ns,
+            idle_ns: v.time.idle_ns,
         })
         .collect();
+    let tdcall_time = tdcall_time(vcpus);
     let table = match &bitmap {
         BitmapCheck::NotFilled(c) | BitmapCheck::Checked(c) => Some(c.table),
         _ => None,
@@ -168,6 +173,7 @@ pub fn assemble<B: SlotBackend>(
         vcpus: u32::try_from(vcpus.len()).unwrap_or(u32::MAX),
         per_vcpu,
         tdcalls: tdx.counters.to_map(),
+        tdcall_time,
         td: schema::TdState {
             rtmr: tdx.measure.rtmr_hex(),
             mrtd: tdx.measure.mrtd_hex(),
@@ -203,4 +209,26 @@ pub fn assemble<B: SlotBackend>(
         },
         inputs: facts.inputs,
     }
+}
+
+/// Each TDCALL kind's handling time, the vCPUs' histograms merged.
+fn tdcall_time(vcpus: &[VcpuState]) -> BTreeMap<String, schema::TdcallTime> {
+    let mut merged: BTreeMap<String, crate::vcpu::timing::LogHistogram> = BTreeMap::new();
+    for v in vcpus {
+        for (kind, h) in &v.time.tdcalls {
+            merged.entry(kind.name()).or_default().merge(h);
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(name, h)| {
+            let t = schema::TdcallTime {
+                count: h.count(),
+                p50_ns: h.quantile(0.5),
+                p99_ns: h.quantile(0.99),
+                total_ns: h.total_ns(),
+            };
+            (name, t)
+        })
+        .collect()
 }

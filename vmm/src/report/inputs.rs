@@ -62,9 +62,15 @@ pub struct Inputs {
     #[serde(default = "default_attributes")]
     pub td_attributes: u64,
     /// GPAs of the TDCALL instructions the VMM patched to the doorbell in
-    /// a TDVF firmware's boot volume (absent for our ELF firmware).
+    /// the firmware: a TDVF image's boot volumes, or an ELF firmware's
+    /// executable segments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tdcall_sites: Vec<u64>,
+    /// Link-time addresses of the TDCALLs patched in the kernel's
+    /// executable segments (a PIE: add the offset the firmware loads it
+    /// at; every kexec'd copy is made from these patched bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_tdcall_sites: Vec<u64>,
 }
 
 /// An input file as the VMM read it.

@@ -23,6 +23,6 @@ pub use inputs::{InputFile, Inputs};
 pub use outcome::{BitmapState, Outcome, Phase};
 pub use schema::{
     Bench, ExitStats, GenerationCounters, HostStats, KexecRecord, PageStats, Report, TdState,
-    Truncated, UnacceptedTable, VcpuReport, REPORT_VERSION,
+    TdcallTime, Truncated, UnacceptedTable, VcpuReport, REPORT_VERSION,
 };
 pub use trace::TraceSummary;

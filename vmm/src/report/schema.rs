@@ -95,6 +95,11 @@ pub struct ExitStats {
     pub mmio: u64,
     /// I/O exits that were TDCALLs.
     pub doorbell: u64,
+    /// TDCALLs the loader had not patched (code written at run time),
+    /// reported by KVM as emulation failures with the instruction's bytes
+    /// and run as TDCALLs.
+    #[serde(default)]
+    pub unpatched_tdcalls: u64,
     /// Port I/O to ports with no device (reads all-ones, writes dropped).
     pub unassigned_io: u64,
     /// Guest accesses to poisoned pending pages (`uffd-poison`,
@@ -114,6 +119,7 @@ impl ExitStats {
         self.io += o.io;
         self.mmio += o.mmio;
         self.doorbell += o.doorbell;
+        self.unpatched_tdcalls += o.unpatched_tdcalls;
         self.unassigned_io += o.unassigned_io;
         self.first_touch_maps += o.first_touch_maps;
         self.poisoned += o.poisoned;
@@ -163,6 +169,12 @@ pub struct Report {
     pub per_vcpu: Vec<VcpuReport>,
     /// TDCALLs by leaf (and VMCALL sub-function) name.
     pub tdcalls: BTreeMap<String, u64>,
+    /// The VMM's handling time of each TDCALL kind (names as in
+    /// `tdcalls`), all vCPUs together: from the exit's registers read to
+    /// the outputs written back, an accept's zeroing included, a HLT's
+    /// park not. A TDCALL that stopped the TD is not timed.
+    #[serde(default)]
+    pub tdcall_time: BTreeMap<String, TdcallTime>,
     /// The emulated TDX module's measurement state at the end.
     #[serde(default)]
     pub td: TdState,
@@ -240,6 +252,29 @@ pub struct VcpuReport {
     pub busy: u64,
     /// Time its guest code spent waiting for the kernel's accept lock.
     pub lock_wait_ns: u64,
+    /// Time inside KVM_RUN: guest code, and what KVM handles without an
+    /// exit to the VMM (on kvm_pvm, emulating each ring-0 instruction).
+    #[serde(default)]
+    pub kvm_run_ns: u64,
+    /// Time in the VMM handling its exits (parked time excluded).
+    #[serde(default)]
+    pub vmm_ns: u64,
+    /// Time parked in an emulated HLT (TDG.VP.VMCALL<Instruction.HLT>).
+    #[serde(default)]
+    pub idle_ns: u64,
+}
+
+/// One TDCALL kind's handling time in the VMM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TdcallTime {
+    /// Calls timed.
+    pub count: u64,
+    /// Median, as the upper edge of its log-scale bucket (within 19%).
+    pub p50_ns: u64,
+    /// 99th percentile, likewise.
+    pub p99_ns: u64,
+    /// All of them.
+    pub total_ns: u64,
 }
 
 fn one_vcpu() -> u32 {
@@ -350,6 +385,7 @@ impl Report {
             vcpus: 0,
             per_vcpu: Vec::new(),
             tdcalls: BTreeMap::new(),
+            tdcall_time: BTreeMap::new(),
             td: TdState::default(),
             timing_us: BTreeMap::new(),
             bench: None,

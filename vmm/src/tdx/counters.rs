@@ -118,26 +118,32 @@ impl TdcallCounters {
     pub fn to_map(&self) -> BTreeMap<String, u64> {
         let mut map = BTreeMap::new();
         for (l, n) in self.by_leaf.iter().enumerate().filter(|(_, n)| **n > 0) {
-            let name = match leaf::name(u16::try_from(l).unwrap_or(u16::MAX)) {
-                "unknown" if l == 63 => "leaf>=63".to_string(),
-                "unknown" => format!("leaf{l}"),
-                known => known.to_string(),
-            };
-            map.insert(name, *n);
+            map.insert(leaf_name(u16::try_from(l).unwrap_or(u16::MAX)), *n);
         }
         for ((r10, r11), n) in &self.vmcalls {
-            let name = match (*r10, *r11) {
-                (GHCI_STANDARD, ghci::INSTRUCTION_IO) => "vmcall.instruction_io".to_string(),
-                (GHCI_STANDARD, ghci::REPORT_FATAL_ERROR) => {
-                    "vmcall.report_fatal_error".to_string()
-                }
-                (u64::MAX, u64::MAX) => "vmcall.other".to_string(),
-                (GHCI_STANDARD, f) => format!("vmcall.ghci.{f:#x}"),
-                (VENDOR_EMU, f) => format!("vmcall.emu.{f}"),
-                (v, f) => format!("vmcall.vendor{v:#x}.{f:#x}"),
-            };
-            map.insert(name, *n);
+            map.insert(vmcall_name(*r10, *r11), *n);
         }
         map
+    }
+}
+
+/// A leaf's name in the report (`leaf>=63` for the ones counted together).
+pub fn leaf_name(l: u16) -> String {
+    match leaf::name(l) {
+        "unknown" if l >= 63 => "leaf>=63".to_string(),
+        "unknown" => format!("leaf{l}"),
+        known => known.to_string(),
+    }
+}
+
+/// A TDG.VP.VMCALL's name in the report, by its (R10, R11).
+pub fn vmcall_name(r10: u64, r11: u64) -> String {
+    match (r10, r11) {
+        (GHCI_STANDARD, ghci::INSTRUCTION_IO) => "vmcall.instruction_io".to_string(),
+        (GHCI_STANDARD, ghci::REPORT_FATAL_ERROR) => "vmcall.report_fatal_error".to_string(),
+        (u64::MAX, u64::MAX) => "vmcall.other".to_string(),
+        (GHCI_STANDARD, f) => format!("vmcall.ghci.{f:#x}"),
+        (VENDOR_EMU, f) => format!("vmcall.emu.{f}"),
+        (v, f) => format!("vmcall.vendor{v:#x}.{f:#x}"),
     }
 }

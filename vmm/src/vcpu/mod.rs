@@ -14,7 +14,9 @@ pub mod exit;
 pub mod memory_exit;
 pub mod run_again;
 pub mod stop_board;
+pub mod timing;
 pub mod triple_fault;
+pub mod unpatched_tdcall;
 
 pub use exit::{on_exit, on_memory_smp, Action, Exit, MemoryAction};
 
@@ -23,6 +25,7 @@ use crate::report::ExitStats;
 use crate::shared::TdShared;
 use crate::stop::{Fatal, Stop};
 use abi::report::Outcome;
+use abi::tdcall::TDCALL_INSN;
 use kvm_ioctls::{SyncReg, VcpuFd};
 use std::time::Duration;
 
@@ -45,6 +48,8 @@ pub struct VcpuState {
     pub last_poisoned: Option<u64>,
     /// KVM_RUN calls in a row that answered EAGAIN.
     pub again: run_again::AgainStreak,
+    /// Where its time went, and each TDCALL kind's handling time.
+    pub time: timing::VcpuTime,
 }
 
 impl VcpuState {
@@ -195,7 +200,10 @@ impl Vcpu {
             td.board.leave_guest();
             return None;
         }
+        let entered = std::time::Instant::now();
+        self.state.time.enter(entered);
         let (run, poisoned) = crate::host::poison_signal::around_run(|| self.fd.run());
+        self.state.time.exit(entered, std::time::Instant::now());
         td.board.leave_guest();
         let exit = Exit::from_kvm(run);
         if let Some(host) = poisoned {
@@ -212,7 +220,7 @@ impl Vcpu {
                 self.state.again.again(self.state.index, ran)
             }
             Action::Stop(stop) => Some(stop),
-            Action::Tdcall => self.doorbell(td),
+            Action::Tdcall => self.doorbell(td, 0),
             Action::Memory {
                 gpa,
                 access,
@@ -237,14 +245,21 @@ impl Vcpu {
                 }
             }
             Action::TripleFault => Some(self.triple_fault(td)),
+            Action::CheckFetch if self.at_unpatched_tdcall() => {
+                self.state.exits.unpatched_tdcalls += 1;
+                self.doorbell(td, TDCALL_INSN.len() as u64)
+            }
             Action::CheckFetch => self.internal_error(&mut td.lock(), td.vcpus > 1),
         }
     }
 
     /// A TDCALL: the registers (through kvm_run with KVM_CAP_SYNC_REGS, no
     /// ioctl), the doorbell (`doorbell::ring`: decoded once, answered,
-    /// recorded), the registers back.
-    fn doorbell(&mut self, td: &TdShared) -> Option<Stop> {
+    /// recorded), the registers back with RIP moved `step` bytes on (0 at
+    /// the doorbell's I/O exit, where KVM completes the `out`; the
+    /// instruction's length at an unpatched TDCALL, which did not run).
+    fn doorbell(&mut self, td: &TdShared, step: u64) -> Option<Stop> {
+        let started = std::time::Instant::now();
         let mut regs = if self.sync_regs {
             self.fd.sync_regs().regs
         } else {
@@ -258,10 +273,12 @@ impl Vcpu {
                 }
             }
         };
+        let kind = timing::TdcallKind::of(regs.rax, regs.r10, regs.r11);
         let rung = doorbell::ring(td, &mut self.state, &mut regs);
         if rung.stop.is_some() {
             return rung.stop;
         }
+        regs.rip = regs.rip.wrapping_add(step);
         if self.sync_regs {
             self.fd.sync_regs_mut().regs = regs;
             self.fd.set_sync_dirty_reg(SyncReg::Register);
@@ -275,8 +292,15 @@ impl Vcpu {
         if let Some(icr) = rung.ipi {
             td.board.wake(ipi_targets(icr, index, td.vcpus));
         }
+        let handled = std::time::Instant::now();
+        self.state
+            .time
+            .tdcall(kind, crate::host::clock::ns(handled - started));
         if rung.halt {
             td.board.idle(index, HLT_PARK);
+            self.state
+                .time
+                .parked(crate::host::clock::ns_since(handled));
         }
         None
     }

@@ -116,8 +116,9 @@ impl Firmware {
         if !elf {
             return Ok(Firmware::Tdvf { bytes, inputs });
         }
-        let firmware = ElfImage::parse(&config.firmware, bytes)?;
+        let mut firmware = ElfImage::parse(&config.firmware, bytes)?;
         firmware.check_window(FIRMWARE_BASE, FIRMWARE_BASE + FIRMWARE_MAX_SIZE)?;
+        inputs.tdcall_sites = firmware.patch_tdcalls()?;
         // The kernel file is copied whole into initial memory: one that
         // cannot fit is refused from its size, before it is read.
         let kernel_file = config
@@ -147,9 +148,10 @@ impl Images {
         let (Some((file, size)), Some(path)) = (self.kernel_file.take(), &config.kernel) else {
             return Ok(None);
         };
-        let image = ElfImage::read_file(path, file, size)?;
+        let mut image = ElfImage::read_file(path, file, size)?;
         image.check_kernel(config.mem_bytes.saturating_sub(plan.initial_len()))?;
         self.inputs.kernel = Some(report::InputFile::new(path, &image.bytes));
+        self.inputs.kernel_tdcall_sites = image.patch_tdcalls()?;
         Ok(Some(image))
     }
 }

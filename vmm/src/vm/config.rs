@@ -266,6 +266,7 @@ impl TdConfig {
             pid: std::process::id(),
             started_unix_ms: report::unix_ms(),
             tdcall_sites: Vec::new(),
+            kernel_tdcall_sites: Vec::new(),
         }
     }
 }

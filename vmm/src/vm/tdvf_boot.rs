@@ -225,7 +225,7 @@ pub(super) fn build(
         boot.sites.len(),
         crate::tdx::measure::hex(&boot.mrtd)
     );
-    inputs.tdcall_sites = boot.sites.iter().map(|s| s.gpa).collect();
+    inputs.tdcall_sites = boot.sites.iter().map(|s| s.addr).collect();
 
     let kvm = kvm_ioctls::Kvm::new().map_err(TdError::NoKvm)?;
     let (vm, fds) = create_vm(&kvm, config.cpus)?;

@@ -3,10 +3,12 @@
 //! outputs written (`runner`), their statistics (`stats`), the plots
 //! (`plots`, `trace_plots`, sharing `chart`), the micro-benchmarks
 //! (`micro`), the vCPU axis (`vcpus`, charts in `vcpu_plots`), the host
-//! page-size axis (`sept`) and the targets they are held to (`targets`).
+//! page-size axis (`sept`), where a boot's time goes in the VMM
+//! (`leaves`) and the targets they are held to (`targets`).
 //! Every report is read as the VMM's typed `Report`.
 
 pub mod chart;
+pub mod leaves;
 pub mod micro;
 pub mod plots;
 pub mod runner;
@@ -51,6 +53,9 @@ pub struct BenchConfig {
     /// The host page-size axis: vCPU counts and repeats (0: skipped).
     pub sept_counts: Vec<u32>,
     pub sept_repeats: usize,
+    /// Where a boot's time goes in the VMM (`leaves`): our boot in every
+    /// profile and td-shim's (true), or our boot in the first only.
+    pub leaves_full: bool,
 }
 
 impl BenchConfig {
@@ -68,6 +73,7 @@ impl BenchConfig {
             vcpu_repeats: 5,
             sept_counts: vec![1, 2, 4],
             sept_repeats: 3,
+            leaves_full: true,
         }
     }
 
@@ -85,6 +91,7 @@ impl BenchConfig {
             vcpu_repeats: 1,
             sept_counts: vec![1],
             sept_repeats: 1,
+            leaves_full: false,
         }
     }
 }
@@ -282,6 +289,7 @@ pub fn run(cfg: &BenchConfig) -> Result<()> {
     if cfg.sept_repeats > 0 && !cfg.sept_counts.is_empty() {
         sept::sept(&cfg.out, &cfg.profiles, cfg.sept_repeats, &cfg.sept_counts)?;
     }
+    leaves::leaves(&cfg.out, &cfg.profiles, !cfg.leaves_full)?;
     eprintln!("bench: wrote {}", cfg.out.display());
     if cfg.micro {
         // The micro-benchmarks cover both profiles where the host has them.
