@@ -9,7 +9,6 @@ use abi::tdcall::{accept::encode, PageLevel};
 use abi::{GIB, PAGE_2M, PAGE_4K};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use vmm::internals::RamLayout;
 use vmm::internals::{PageState, PageStateTable};
 
 #[derive(Arbitrary, Debug)]

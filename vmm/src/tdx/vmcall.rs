@@ -171,7 +171,9 @@ fn map_gpa<B: SlotBackend>(
                 input.r12,
                 input.r13
             );
+            // R11 = the GPA that failed, as KVM's `tdx_map_gpa` answers.
             out.r10 = status;
+            out.r11 = Some(input.r12);
             return Handled::answer(Status::Success);
         }
     };
