@@ -122,8 +122,10 @@ pub(crate) struct RunArgs {
     /// Largest trace file (e.g. 64M); records past it are counted, not written.
     #[arg(long, default_value = "64M", value_parser = parse_mem, allow_hyphen_values = true)]
     pub trace_cap: u64,
-    /// Fault injection: `busy=P[,seed=S]` makes each valid accept answer
-    /// TDX_OPERAND_BUSY with probability P (no state changes).
+    /// Fault injection: `busy=P` makes each valid accept answer
+    /// TDX_OPERAND_BUSY with probability P (no state changes); `remove=Q`
+    /// makes the host take back one 4 KiB page of a successful accept with
+    /// probability Q (TDH.MEM.PAGE.REMOVE); `seed=S` seeds both.
     #[arg(long)]
     pub inject: Option<crate::tdx::inject::InjectSpec>,
     /// TD ATTRIBUTES TDG.VP.INFO and the TD report give the guest (hex
@@ -291,7 +293,11 @@ mod tests {
         assert_eq!(c.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(
             c.inject,
-            Some(crate::tdx::inject::InjectSpec { busy: 0.5, seed: 9 })
+            Some(crate::tdx::inject::InjectSpec {
+                busy: 0.5,
+                remove: 0.0,
+                seed: 9
+            })
         );
         assert!(c.check_invariants && !c.map_on_touch);
         assert_eq!(c.backing, Backing::OnTouch);

@@ -12,6 +12,7 @@ pub mod firmware_window;
 pub mod first_touch;
 pub mod guest_ram;
 pub mod host_alloc;
+pub mod host_remove;
 pub mod invariants;
 pub mod layout;
 pub mod memslots;

@@ -70,6 +70,9 @@ pub struct PrivateMemory<B: SlotBackend = KvmSlots> {
     /// outside RAM, accepted for the TD's life (after `slots`, so the VM
     /// is closed before the window is unmapped).
     pub(crate) window: Option<crate::memory::firmware_window::FirmwareWindow>,
+    /// Pages the host took back (`host_remove`) that are not accepted
+    /// again yet.
+    pub(crate) removed: crate::memory::host_remove::RemovedPages,
 }
 
 impl PrivateMemory<KvmSlots> {
@@ -122,6 +125,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
             map_on_touch: false,
             poison: None,
             window: None,
+            removed: Default::default(),
         })
     }
 

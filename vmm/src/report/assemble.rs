@@ -168,6 +168,7 @@ pub fn assemble<B: SlotBackend>(
             // The run adds the kicks that failed while it ran.
             kick_failures: 0,
             state_lock_acquisitions,
+            pages_removed: memory.pages_removed(),
         },
         exits,
         vcpus: u32::try_from(vcpus.len()).unwrap_or(u32::MAX),

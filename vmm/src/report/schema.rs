@@ -84,6 +84,10 @@ pub struct HostStats {
     /// and memory exit once (reports from before it read 0).
     #[serde(default)]
     pub state_lock_acquisitions: u64,
+    /// Accepted pages the host took back (`--inject remove=Q`,
+    /// TDH.MEM.PAGE.REMOVE).
+    #[serde(default)]
+    pub pages_removed: u64,
 }
 
 /// vCPU exits by kind.

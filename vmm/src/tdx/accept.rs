@@ -185,6 +185,7 @@ fn commit<B: SlotBackend>(
     }
     mem.map_accepted(page.gpa, page.offset, page.level)
         .map_err(|e| format!("mapping accepted GPA {:#x} failed: {e}", page.gpa))?;
+    mem.forget_removed(page.gpa, page.level.size());
     Ok(AcceptResult::Accepted {
         gpa: page.gpa,
         level: page.level,
@@ -295,6 +296,21 @@ fn finish<B: SlotBackend>(s: &mut Shared<B>, at: &Context<'_>, step: Step) -> Ha
         }
         _ => Ok(()),
     };
+    // A host that removes pages (`--inject remove=Q`) takes one page of
+    // a successful accept back at once: the guest's next access to it
+    // stops the TD.
+    if let (Ok(()), Some(AcceptResult::Accepted { gpa, level })) = (&checked, result) {
+        let removal = s
+            .tdx
+            .inject
+            .as_mut()
+            .and_then(|i| i.remove_after_accept(level.size()));
+        if let Some(offset) = removal {
+            if let Err(e) = s.memory.remove_by_host(gpa + offset) {
+                return host_failed(at, e);
+            }
+        }
+    }
     let event = Event::Accept {
         req: *req,
         status,

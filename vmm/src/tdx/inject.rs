@@ -1,7 +1,10 @@
-//! Fault injection (`--inject busy=P,seed=S`): valid accepts answer
-//! `TDX_OPERAND_BUSY | RCX` with probability P, as a TDX module does when
-//! another vCPU holds the Secure-EPT entry. An injected failure changes no
-//! state. The sequence is reproducible from the seed.
+//! Fault injection (`--inject busy=P,remove=Q,seed=S`): valid accepts
+//! answer `TDX_OPERAND_BUSY | RCX` with probability P, as a TDX module does
+//! when another vCPU holds the Secure-EPT entry (an injected failure
+//! changes no state); and after a successful accept, with probability Q,
+//! the host removes one 4 KiB page of what was just accepted
+//! (TDH.MEM.PAGE.REMOVE, `memory::host_remove`). The sequences are
+//! reproducible from the seed.
 
 use models::accept::Rng;
 use thiserror::Error;
@@ -9,10 +12,12 @@ use thiserror::Error;
 /// Why an `--inject` specification was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum InjectError {
-    #[error("--inject {spec:?}: expected busy=P[,seed=S] with P between 0 and 1")]
+    #[error(
+        "--inject {spec:?}: expected busy=P and/or remove=Q [,seed=S] with P and Q between 0 and 1"
+    )]
     Syntax { spec: String },
-    #[error("--inject: busy probability {value:?} is not a number between 0 and 1")]
-    Probability { value: String },
+    #[error("--inject: {key} probability {value:?} is not a number between 0 and 1")]
+    Probability { key: &'static str, value: String },
     #[error("--inject: seed {value:?} is not an unsigned 64-bit number")]
     Seed { value: String },
     #[error("--inject {spec:?}: {key} is given more than once")]
@@ -24,15 +29,31 @@ pub enum InjectError {
 pub struct InjectSpec {
     /// Probability that a valid accept answers TDX_OPERAND_BUSY.
     pub busy: f64,
+    /// Probability that the host removes a page of a successful accept.
+    pub remove: f64,
     pub seed: u64,
+}
+
+/// A probability in 0..=1 from its text.
+fn probability(key: &'static str, v: &str) -> Result<f64, InjectError> {
+    let p: f64 = v.parse().map_err(|_| InjectError::Probability {
+        key,
+        value: v.to_string(),
+    })?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(InjectError::Probability {
+            key,
+            value: v.to_string(),
+        });
+    }
+    Ok(p)
 }
 
 impl std::str::FromStr for InjectSpec {
     type Err = InjectError;
 
     fn from_str(spec: &str) -> Result<Self, InjectError> {
-        let mut busy = None;
-        let mut seed = None;
+        let (mut busy, mut remove, mut seed) = (None, None, None);
         let duplicate = |key| InjectError::Duplicate {
             spec: spec.to_string(),
             key,
@@ -40,18 +61,10 @@ impl std::str::FromStr for InjectSpec {
         for part in spec.split(',') {
             match part.split_once('=') {
                 Some(("busy", _)) if busy.is_some() => return Err(duplicate("busy")),
+                Some(("remove", _)) if remove.is_some() => return Err(duplicate("remove")),
                 Some(("seed", _)) if seed.is_some() => return Err(duplicate("seed")),
-                Some(("busy", v)) => {
-                    let p: f64 = v.parse().map_err(|_| InjectError::Probability {
-                        value: v.to_string(),
-                    })?;
-                    if !(0.0..=1.0).contains(&p) {
-                        return Err(InjectError::Probability {
-                            value: v.to_string(),
-                        });
-                    }
-                    busy = Some(p);
-                }
+                Some(("busy", v)) => busy = Some(probability("busy", v)?),
+                Some(("remove", v)) => remove = Some(probability("remove", v)?),
                 Some(("seed", v)) => {
                     seed = Some(v.parse().map_err(|_| InjectError::Seed {
                         value: v.to_string(),
@@ -64,11 +77,14 @@ impl std::str::FromStr for InjectSpec {
                 }
             }
         }
-        let busy = busy.ok_or_else(|| InjectError::Syntax {
-            spec: spec.to_string(),
-        })?;
+        if busy.is_none() && remove.is_none() {
+            return Err(InjectError::Syntax {
+                spec: spec.to_string(),
+            });
+        }
         Ok(InjectSpec {
-            busy,
+            busy: busy.unwrap_or(0.0),
+            remove: remove.unwrap_or(0.0),
             seed: seed.unwrap_or(0),
         })
     }
@@ -76,15 +92,42 @@ impl std::str::FromStr for InjectSpec {
 
 impl std::fmt::Display for InjectSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "busy={},seed={}", self.busy, self.seed)
+        write!(
+            f,
+            "busy={},remove={},seed={}",
+            self.busy, self.remove, self.seed
+        )
+    }
+}
+
+/// A probability as a threshold of the generator's range (P = 1 always
+/// fires; a float-to-integer `as` saturates, which is the scaling wanted).
+#[derive(Clone, Copy, Debug)]
+struct Chance {
+    threshold: u64,
+    always: bool,
+}
+
+impl Chance {
+    fn new(p: f64) -> Self {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let threshold = (p * u64::MAX as f64) as u64;
+        Chance {
+            threshold,
+            always: p >= 1.0,
+        }
+    }
+
+    fn fires(self, rng: &mut Rng) -> bool {
+        self.always || (self.threshold > 0 && rng.next_u64() < self.threshold)
     }
 }
 
 /// The injector of one run.
 #[derive(Clone, Debug)]
 pub struct Injector {
-    threshold: u64,
-    always: bool,
+    busy: Chance,
+    remove: Chance,
     rng: Rng,
     /// Busy answers given so far.
     pub busy_injected: u64,
@@ -93,11 +136,8 @@ pub struct Injector {
 impl Injector {
     pub fn new(spec: InjectSpec) -> Self {
         Injector {
-            // P scaled to the generator's range; P = 1 always fires.
-            // A float-to-integer `as` saturates, which is the scaling wanted.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            threshold: (spec.busy * u64::MAX as f64) as u64,
-            always: spec.busy >= 1.0,
+            busy: Chance::new(spec.busy),
+            remove: Chance::new(spec.remove),
             rng: Rng::new(spec.seed),
             busy_injected: 0,
         }
@@ -105,9 +145,18 @@ impl Injector {
 
     /// True when this (valid) accept must answer TDX_OPERAND_BUSY.
     pub fn busy(&mut self) -> bool {
-        let fire = self.always || self.rng.next_u64() < self.threshold;
+        let fire = self.busy.fires(&mut self.rng);
         self.busy_injected += u64::from(fire);
         fire
+    }
+
+    /// After a successful accept of `len` bytes: the offset of the 4 KiB
+    /// page the host removes, if it removes one.
+    pub fn remove_after_accept(&mut self, len: u64) -> Option<u64> {
+        if !self.remove.fires(&mut self.rng) {
+            return None;
+        }
+        Some(self.rng.below((len / abi::PAGE_4K).max(1)) * abi::PAGE_4K)
     }
 }
 
@@ -121,17 +170,31 @@ mod tests {
             "busy=0.25,seed=7".parse::<InjectSpec>(),
             Ok(InjectSpec {
                 busy: 0.25,
+                remove: 0.0,
                 seed: 7
             })
         );
         assert_eq!(
             "seed=3,busy=1".parse::<InjectSpec>(),
-            Ok(InjectSpec { busy: 1.0, seed: 3 })
+            Ok(InjectSpec {
+                busy: 1.0,
+                remove: 0.0,
+                seed: 3
+            })
+        );
+        assert_eq!(
+            "remove=0.5".parse::<InjectSpec>(),
+            Ok(InjectSpec {
+                busy: 0.0,
+                remove: 0.5,
+                seed: 0
+            })
         );
         for (bad, needle) in [
             ("", "expected busy=P"),
             ("seed=3", "expected busy=P"),
             ("busy", "expected busy=P"),
+            ("remove=1.5", "remove probability"),
             ("busy=2", "between 0 and 1"),
             ("busy=-0.1", "between 0 and 1"),
             ("busy=NaN", "between 0 and 1"),
@@ -149,6 +212,7 @@ mod tests {
         for (spec, key) in [
             ("busy=0.5,busy=0.1", "busy"),
             ("busy=1,seed=1,seed=2", "seed"),
+            ("remove=1,remove=0", "remove"),
         ] {
             assert_eq!(
                 spec.parse::<InjectSpec>(),
@@ -165,7 +229,11 @@ mod tests {
     #[test]
     fn rate_follows_the_probability_and_the_seed() {
         let count = |p: f64, seed: u64| {
-            let mut i = Injector::new(InjectSpec { busy: p, seed });
+            let mut i = Injector::new(InjectSpec {
+                busy: p,
+                remove: 0.0,
+                seed,
+            });
             (0..100_000).filter(|_| i.busy()).count()
         };
         assert_eq!(count(0.0, 1), 0);
@@ -174,5 +242,35 @@ mod tests {
         assert!((9_000..11_000).contains(&n), "{n}");
         assert_eq!(count(0.1, 1), n, "same seed, same sequence");
         assert_ne!(count(0.1, 2), n);
+    }
+
+    #[test]
+    fn removals_pick_a_page_of_the_accept() {
+        let spec = |remove| InjectSpec {
+            busy: 0.0,
+            remove,
+            seed: 5,
+        };
+        let mut never = Injector::new(spec(0.0));
+        assert!((0..1000).all(|_| never.remove_after_accept(abi::PAGE_2M).is_none()));
+        let mut always = Injector::new(spec(1.0));
+        assert_eq!(always.remove_after_accept(abi::PAGE_4K), Some(0));
+        let offsets: Vec<u64> = (0..1000)
+            .map(|_| always.remove_after_accept(abi::PAGE_2M).unwrap())
+            .collect();
+        assert!(offsets
+            .iter()
+            .all(|o| o % abi::PAGE_4K == 0 && *o < abi::PAGE_2M));
+        assert!(
+            offsets.iter().any(|o| *o != offsets[0]),
+            "spread over the 2 MiB"
+        );
+        // Busy and removal draw from one generator, reproducibly.
+        let mut again = Injector::new(spec(1.0));
+        again.remove_after_accept(abi::PAGE_4K);
+        let replay: Vec<u64> = (0..1000)
+            .map(|_| again.remove_after_accept(abi::PAGE_2M).unwrap())
+            .collect();
+        assert_eq!(offsets, replay);
     }
 }

@@ -186,6 +186,10 @@ pub fn on_memory_smp<B: SlotBackend>(
             MemoryAction::FirstTouch
         }
         GpaKind::Accepted => MemoryAction::Bug,
+        GpaKind::Pending if mem.removed_by_host(gpa) => MemoryAction::Fault(
+            Outcome::PendingAccess,
+            "private memory removed by the host (TDH.MEM.PAGE.REMOVE)",
+        ),
         GpaKind::Pending => {
             MemoryAction::Fault(Outcome::PendingAccess, "memory that was never accepted")
         }

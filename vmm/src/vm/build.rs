@@ -329,10 +329,13 @@ impl Td {
     pub fn build(config: TdConfig) -> Result<Self, TdError> {
         let started = Instant::now();
         if let Some(spec) = config.inject {
-            if !(0.0..=1.0).contains(&spec.busy) {
-                return Err(TdError::InjectProbability {
-                    probability: spec.busy,
-                });
+            for (what, p) in [("busy", spec.busy), ("remove", spec.remove)] {
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(TdError::InjectProbability {
+                        what,
+                        probability: p,
+                    });
+                }
             }
         }
         let layout = crate::memory::layout::checked(config.mem_bytes, config.gpaw)?;

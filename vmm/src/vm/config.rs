@@ -55,7 +55,7 @@ pub struct TdConfig {
     /// Check the private-memory invariants after every accept and mapping
     /// (`invariants.rs`); on by default in debug builds.
     pub(crate) check_invariants: bool,
-    /// `--inject busy=P,seed=S`.
+    /// `--inject busy=P,remove=Q,seed=S`.
     pub(crate) inject: Option<crate::tdx::inject::InjectSpec>,
     /// TD ATTRIBUTES (`--td-attributes`).
     pub(crate) td_attributes: u64,
@@ -202,8 +202,26 @@ impl TdConfig {
     /// [`Td::build`](crate::Td::build)), drawn from a generator seeded
     /// with `seed`.
     pub fn inject_busy(mut self, probability: f64, seed: u64) -> Self {
+        let remove = self.inject.map_or(0.0, |i| i.remove);
         self.inject = Some(crate::tdx::inject::InjectSpec {
             busy: probability,
+            remove,
+            seed,
+        });
+        self
+    }
+
+    /// A host that removes pages: after each successful accept, with
+    /// probability `probability` (0 to 1, checked by
+    /// [`Td::build`](crate::Td::build)), one random 4 KiB page of it is
+    /// taken back (TDH.MEM.PAGE.REMOVE); the guest's next access to it
+    /// stops the TD. Drawn from a generator seeded with `seed` (shared with
+    /// [`inject_busy`](Self::inject_busy)).
+    pub fn inject_remove(mut self, probability: f64, seed: u64) -> Self {
+        let busy = self.inject.map_or(0.0, |i| i.busy);
+        self.inject = Some(crate::tdx::inject::InjectSpec {
+            busy,
+            remove: probability,
             seed,
         });
         self

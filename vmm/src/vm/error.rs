@@ -121,9 +121,11 @@ pub enum TdError {
     /// The firmware window cannot be set up.
     #[error(transparent)]
     Window(#[from] crate::memory::firmware_window::WindowError),
-    /// The busy-injection probability is not between 0 and 1.
-    #[error("busy injection probability {probability} is not between 0 and 1")]
+    /// An injection probability is not between 0 and 1.
+    #[error("{what} injection probability {probability} is not between 0 and 1")]
     InjectProbability {
+        /// Which injection (`busy`, `remove`).
+        what: &'static str,
         /// The probability given.
         probability: f64,
     },
