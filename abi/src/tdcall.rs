@@ -345,6 +345,27 @@ pub mod accept {
     }
 }
 
+/// The virtualization exception (#VE) a TD without SEPT_VE_DISABLE takes
+/// on an access to private memory that is not accepted, and the VE info
+/// `TDG.VP.VEINFO.GET` returns for it: RCX = exit reason, RDX = exit
+/// qualification, R8 = guest linear address, R9 = GPA, R10 = instruction
+/// length (bits 31:0) and information (bits 63:32). Reading it clears it.
+pub mod ve {
+    /// The #VE exception vector.
+    pub const VECTOR: u8 = 20;
+    /// VE info exit reason of an EPT violation.
+    pub const EXIT_REASON_EPT_VIOLATION: u64 = 48;
+    /// EPT-violation exit qualification: the access was a data read.
+    pub const QUAL_READ: u64 = 1 << 0;
+    /// The access was a data write.
+    pub const QUAL_WRITE: u64 = 1 << 1;
+    /// The access was an instruction fetch.
+    pub const QUAL_FETCH: u64 = 1 << 2;
+    /// The guest linear address field is valid (never set by this VMM:
+    /// KVM's exit gives it only the GPA; R8 reads 0).
+    pub const QUAL_GLA_VALID: u64 = 1 << 7;
+}
+
 /// Outputs of `TDG.VP.INFO`.
 pub mod vp_info {
     /// TD attribute bit 28: SEPT_VE_DISABLE (an access to a pending page

@@ -124,6 +124,10 @@ pub mod fatal_code {
     /// The host's ABI version (`emu::ABI_VERSION`) is not one the guest
     /// was built for.
     pub const ABI_VERSION: u32 = 7;
+    /// A #VE reported an EPT violation on private memory (an access to
+    /// memory that is not accepted in a TD without SEPT_VE_DISABLE): fatal,
+    /// as Linux's `virt_exception_kernel` makes it.
+    pub const VIRT_EXCEPTION: u32 = 8;
 
     /// Name of a code for reports.
     pub const fn name(code: u32) -> &'static str {
@@ -135,6 +139,7 @@ pub mod fatal_code {
             NOT_ZERO => "accepted memory not zero",
             BAD_CMDLINE => "bad command line",
             ABI_VERSION => "ABI version mismatch",
+            VIRT_EXCEPTION => "#VE on private memory",
             _ => "unknown",
         }
     }

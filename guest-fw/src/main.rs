@@ -148,10 +148,19 @@ extern "C" fn fw_main(hob: u64, gpaw: u64, vcpu: u64) -> ! {
             mp::MAX_VCPUS
         );
     }
+    // As Linux (arch/x86/coco/tdx/tdx.c, `tdx_parse_tdinfo`): a TD must
+    // disable #VE on pending private memory, except a DEBUG TD, which is
+    // warned and goes on (an access to such memory is then a #VE).
     if info.rdx & vp_info::ATTR_SEPT_VE_DISABLE == 0 {
-        fatal!(
-            code::BAD_HOB,
-            "TD attributes {:#x} lack SEPT_VE_DISABLE",
+        if info.rdx & vp_info::ATTR_DEBUG == 0 {
+            fatal!(
+                code::BAD_HOB,
+                "TD attributes {:#x} lack SEPT_VE_DISABLE: TD misconfiguration: SEPT_VE_DISABLE attribute must be set",
+                info.rdx
+            );
+        }
+        println!(
+            "fw: TD attributes {:#x}: SEPT_VE_DISABLE clear in a DEBUG TD: pending private memory raises #VE",
             info.rdx
         );
     }

@@ -1,5 +1,7 @@
 //! Exception handling: an IDT whose 32 exception gates all report the vector,
-//! error code, RIP and CR2 as a fatal error. Gates are DPL 3 with IST 0 and
+//! error code, RIP and CR2 as a fatal error; a #VE (vector 20) first reads
+//! its VE info and reports an EPT violation on private memory with its GPA,
+//! as Linux's `virt_exception_kernel` panics on one. Gates are DPL 3 with IST 0 and
 //! the selector of the live `%cs`, so the same table works in ring 0
 //! (standard profile) and ring 3 (pvm-native profile) without a stack switch.
 
@@ -54,6 +56,9 @@ extern "C" fn exception(vector: u64, error: u64, rip: u64) -> ! {
         // A fault while reporting a fault: stop without touching more state.
         crate::tdcall::shutdown(254);
     }
+    if vector == u64::from(abi::tdcall::ve::VECTOR) {
+        virt_exception(rip);
+    }
     let mut cr2: u64 = 0;
     if vector == PAGE_FAULT {
         // SAFETY: reading CR2 has no side effects (trapped and emulated in
@@ -64,6 +69,49 @@ extern "C" fn exception(vector: u64, error: u64, rip: u64) -> ! {
         crate::fatal::code::EXCEPTION,
         Some(rip),
         format_args!("exception {vector} error {error:#x} at RIP {rip:#x} (CR2 {cr2:#x})"),
+    )
+}
+
+/// A #VE: its VE info (TDG.VP.VEINFO.GET, which clears it) says what
+/// happened. An EPT violation on private memory is fatal with its GPA
+/// (Linux: arch/x86/coco/tdx/tdx.c, `virt_exception_kernel`, "Unexpected
+/// EPT-violation on private memory"); our guests have no shared MMIO to
+/// emulate, so any other #VE is fatal too.
+fn virt_exception(rip: u64) -> ! {
+    use abi::tdcall::ve;
+    use abi::vmcall::fatal_code::VIRT_EXCEPTION;
+    let info = crate::tdcall::ve_info();
+    if info.rax != abi::tdcall::status::SUCCESS {
+        crate::fatal::fatal_at(
+            VIRT_EXCEPTION,
+            Some(rip),
+            format_args!(
+                "#VE at RIP {rip:#x}, but TDG.VP.VEINFO.GET answered {:#x}",
+                info.rax
+            ),
+        );
+    }
+    if info.rcx != ve::EXIT_REASON_EPT_VIOLATION {
+        crate::fatal::fatal_at(
+            VIRT_EXCEPTION,
+            Some(rip),
+            format_args!("#VE at RIP {rip:#x}: exit reason {}", info.rcx),
+        );
+    }
+    let access = if info.rdx & ve::QUAL_FETCH != 0 {
+        "fetch"
+    } else if info.rdx & ve::QUAL_WRITE != 0 {
+        "write"
+    } else {
+        "read"
+    };
+    crate::fatal::fatal_at(
+        VIRT_EXCEPTION,
+        Some(rip),
+        format_args!(
+            "#VE: EPT violation on private memory: {access} of GPA {:#x} at RIP {rip:#x}",
+            info.r9
+        ),
     )
 }
 

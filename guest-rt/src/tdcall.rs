@@ -122,6 +122,15 @@ pub fn accept_raw(rcx: u64) -> u64 {
     .rax
 }
 
+/// `TDG.VP.VEINFO.GET`: the VE info of the #VE being handled (RCX exit
+/// reason, RDX qualification, R8 GLA, R9 GPA), cleared by the read.
+pub fn ve_info() -> Regs {
+    tdcall(Regs {
+        rax: leaf::VP_VEINFO_GET as u64,
+        ..Default::default()
+    })
+}
+
 /// `TDG.VP.INFO`.
 pub fn vp_info() -> Regs {
     tdcall(Regs {

@@ -306,6 +306,7 @@ fn the_guest_abi_page_has_the_numbers_of_abi() {
         (fatal_code::NOT_ZERO, "NOT_ZERO"),
         (fatal_code::BAD_CMDLINE, "BAD_CMDLINE"),
         (fatal_code::ABI_VERSION, "ABI_VERSION"),
+        (fatal_code::VIRT_EXCEPTION, "VIRT_EXCEPTION"),
     ]
     .map(|(c, n)| (u64::from(c), n));
     let names: BTreeSet<_> = fatal.iter().map(|(_, n)| n.to_string()).collect();

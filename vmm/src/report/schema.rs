@@ -104,6 +104,10 @@ pub struct ExitStats {
     /// and run as TDCALLs.
     #[serde(default)]
     pub unpatched_tdcalls: u64,
+    /// Accesses to private memory that is not accepted which raised #VE in
+    /// the guest (SEPT_VE_DISABLE clear) instead of stopping the TD.
+    #[serde(default)]
+    pub ve_injected: u64,
     /// Port I/O to ports with no device (reads all-ones, writes dropped).
     pub unassigned_io: u64,
     /// Guest accesses to poisoned pending pages (`uffd-poison`,
@@ -124,6 +128,7 @@ impl ExitStats {
         self.mmio += o.mmio;
         self.doorbell += o.doorbell;
         self.unpatched_tdcalls += o.unpatched_tdcalls;
+        self.ve_injected += o.ve_injected;
         self.unassigned_io += o.unassigned_io;
         self.first_touch_maps += o.first_touch_maps;
         self.poisoned += o.poisoned;

@@ -40,8 +40,20 @@ pub fn dispatch<B: SlotBackend>(
             Handled::answer(Status::Success)
         }
         Leaf::VeInfoGet => {
-            // No #VE is ever raised, whatever SEPT_VE_DISABLE says.
-            Handled::answer(Status::NoValidVeInfo)
+            // The VE info of the last #VE raised on this vCPU, cleared by
+            // the read; none raised (or already read): no valid info.
+            let slot = tdx.ve_info.get_mut(abi::to_usize(u64::from(vcpu_index)));
+            match slot.and_then(Option::take) {
+                Some(ve) => {
+                    regs.rcx = abi::tdcall::ve::EXIT_REASON_EPT_VIOLATION;
+                    regs.rdx = ve.qualification;
+                    regs.r8 = 0;
+                    regs.r9 = ve.gpa;
+                    regs.r10 = 0;
+                    Handled::answer(Status::Success)
+                }
+                None => Handled::answer(Status::NoValidVeInfo),
+            }
         }
         Leaf::VpVmcall(inputs) => {
             crate::tdx::vmcall::handle(tdx, mem, console, vcpu_index, inputs, regs)

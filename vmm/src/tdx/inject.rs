@@ -92,11 +92,12 @@ impl std::str::FromStr for InjectSpec {
 
 impl std::fmt::Display for InjectSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "busy={},remove={},seed={}",
-            self.busy, self.remove, self.seed
-        )
+        // `remove` only when asked for, so a busy-only spec reads as before.
+        write!(f, "busy={}", self.busy)?;
+        if self.remove > 0.0 {
+            write!(f, ",remove={}", self.remove)?;
+        }
+        write!(f, ",seed={}", self.seed)
     }
 }
 
@@ -222,8 +223,21 @@ mod tests {
                 })
             );
         }
-        let s: InjectSpec = "busy=0.25,seed=7".parse().unwrap();
-        assert_eq!(s.to_string().parse::<InjectSpec>(), Ok(s));
+        for spec in [
+            "busy=0.25,seed=7",
+            "remove=0.5,seed=2",
+            "busy=1,remove=0.125",
+        ] {
+            let s: InjectSpec = spec.parse().unwrap();
+            assert_eq!(s.to_string().parse::<InjectSpec>(), Ok(s), "{spec}");
+        }
+        assert_eq!(
+            "busy=0.25,seed=7"
+                .parse::<InjectSpec>()
+                .unwrap()
+                .to_string(),
+            "busy=0.25,seed=7"
+        );
     }
 
     #[test]

@@ -25,10 +25,10 @@ pub struct TdxModule {
     /// vCPUs of the TD (TDG.VP.INFO).
     pub vcpus: u32,
     /// TD ATTRIBUTES: RDX of TDG.VP.INFO and TDINFO.ATTRIBUTES of a
-    /// report (`set_attributes`). No bit changes what the emulation does
-    /// otherwise: with SEPT_VE_DISABLE clear a real module would raise
-    /// #VE on a pending access, which this one does not emulate (the TD
-    /// stops either way), and DEBUG opens nothing to the host here.
+    /// report (`set_attributes`). With SEPT_VE_DISABLE clear, an access
+    /// to private memory that is not accepted raises #VE instead of
+    /// stopping the TD (`vcpu/virt_exception.rs`); DEBUG opens nothing to
+    /// the host here.
     pub attributes: u64,
     /// MRTD, the RTMRs, XFAM and the report key.
     pub measure: Measurements,
@@ -41,6 +41,16 @@ pub struct TdxModule {
     /// The vector SetupEventNotifyInterrupt registered (never raised:
     /// no host event of this VMM notifies).
     pub event_notify_vector: Option<u8>,
+    /// Each vCPU's VE info, by index: set when a #VE is raised, taken
+    /// (and so cleared) by TDG.VP.VEINFO.GET.
+    pub ve_info: Vec<Option<VeInfo>>,
+}
+
+/// The VE info of an EPT violation (`abi::tdcall::ve`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VeInfo {
+    pub qualification: u64,
+    pub gpa: u64,
 }
 
 impl TdxModule {
@@ -53,6 +63,7 @@ impl TdxModule {
             inject,
             gpaw,
             attributes: abi::tdcall::vp_info::DEFAULT_ATTRIBUTES,
+            ve_info: vec![None; abi::to_usize(u64::from(vcpus))],
             measure: Measurements::new(),
             cpuid: CpuidTable::default(),
             cmos: Cmos::default(),

@@ -49,15 +49,15 @@ impl Vcpu {
         // The access runs past the accepted page into memory that is not:
         // the first byte of the next page is where it faults.
         let end = gpa.max((gpa + len.max(1) as u64 - 1) & !0xfff);
-        Some(match on_memory(&shared.memory, end) {
+        match on_memory(&shared.memory, end) {
             MemoryAction::Fault(outcome, what) => {
                 self.memory_fault(shared, end, access, outcome, what)
             }
-            _ => Stop::error(
+            _ => Some(Stop::error(
                 format!("completing the {len}-byte access at {gpa:#x} failed"),
                 self.rip(),
-            ),
-        })
+            )),
+        }
     }
 
     /// Maps accepted memory at its first touch (a data access or an
@@ -131,7 +131,9 @@ impl Vcpu {
     }
 
     /// A guest access reached a GPA without a memslot that is not
-    /// accepted memory: stop with the exact GPA, RIP and access.
+    /// accepted memory: stop with the exact GPA, RIP and access; or, for
+    /// private memory that is not accepted in a TD without SEPT_VE_DISABLE,
+    /// raise #VE in the guest (`virt_exception`) and go on.
     pub(super) fn memory_fault(
         &mut self,
         shared: &mut Shared,
@@ -139,7 +141,11 @@ impl Vcpu {
         access: Access,
         outcome: Outcome,
         what: &str,
-    ) -> Stop {
+    ) -> Option<Stop> {
+        let ve_enabled = shared.tdx.attributes & abi::tdcall::vp_info::ATTR_SEPT_VE_DISABLE == 0;
+        if outcome == Outcome::PendingAccess && ve_enabled {
+            return self.raise_ve(shared, gpa, access).err();
+        }
         let rip = self.rip();
         if outcome == Outcome::PendingAccess {
             shared
@@ -152,10 +158,10 @@ impl Vcpu {
             rip.map_or("unknown".into(), |r| format!("{r:#x}"))
         );
         log::debug!("{message}");
-        Stop::fatal(
+        Some(Stop::fatal(
             outcome,
             Fatal::new(message).gpa(Some(gpa)).rip(rip).access(access),
-        )
+        ))
     }
 
     /// KVM could not emulate an instruction. If it was fetched from memory
@@ -169,7 +175,7 @@ impl Vcpu {
                 MemoryAction::FirstTouch => return self.map_first_touch(shared, rip),
                 MemoryAction::Fault(outcome, what) => {
                     self.state.exits.mmio += 1;
-                    return Some(self.memory_fault(shared, rip, Access::Execute, outcome, what));
+                    return self.memory_fault(shared, rip, Access::Execute, outcome, what);
                 }
                 MemoryAction::Bug => {}
             }

@@ -17,6 +17,7 @@ pub mod stop_board;
 pub mod timing;
 pub mod triple_fault;
 pub mod unpatched_tdcall;
+pub mod virt_exception;
 
 pub use exit::{on_exit, on_memory_smp, Action, Exit, MemoryAction};
 
@@ -233,7 +234,7 @@ impl Vcpu {
                         self.complete_first_touch(shared, gpa, access, len, data)
                     }
                     MemoryAction::Fault(outcome, what) => {
-                        Some(self.memory_fault(shared, gpa, access, outcome, what))
+                        self.memory_fault(shared, gpa, access, outcome, what)
                     }
                     MemoryAction::Bug => Some(Stop::error(
                         format!(

@@ -428,3 +428,41 @@ fn get_quote_is_unsupported() {
     let r = ghci_call(&td, 0, ghci::GET_QUOTE, SHARED | RAM, 4096, 0, 0);
     assert_eq!(r.r10, vmcall_status::SUBFUNC_UNSUPPORTED);
 }
+
+#[test]
+fn ve_info_is_the_vcpus_own_and_is_cleared_by_the_read() {
+    use crate::tdx::module::VeInfo;
+    use abi::tdcall::ve;
+    let td = accepted_td(2);
+    let get = |vcpu: u32| {
+        let mut regs = kvm_regs {
+            rax: u64::from(leaf::VP_VEINFO_GET),
+            rcx: 7,
+            ..Default::default()
+        };
+        ring(&td, &mut VcpuState::new(vcpu), &mut regs);
+        regs
+    };
+    // None raised: no valid info, nothing written.
+    let r = get(0);
+    assert_eq!((r.rax, r.rcx), (status::NO_VALID_VE_INFO, 7));
+    td.lock().tdx.ve_info[1] = Some(VeInfo {
+        qualification: ve::QUAL_WRITE,
+        gpa: PENDING + 0x123,
+    });
+    // vCPU 0 has none; vCPU 1 reads its own, once.
+    assert_eq!(get(0).rax, status::NO_VALID_VE_INFO);
+    let r = get(1);
+    assert_eq!(r.rax, status::SUCCESS);
+    assert_eq!(
+        (r.rcx, r.rdx, r.r8, r.r9, r.r10),
+        (
+            ve::EXIT_REASON_EPT_VIOLATION,
+            ve::QUAL_WRITE,
+            0,
+            PENDING + 0x123,
+            0
+        )
+    );
+    assert_eq!(get(1).rax, status::NO_VALID_VE_INFO);
+}
