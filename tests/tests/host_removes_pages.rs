@@ -107,3 +107,26 @@ fn our_guests_stop_at_a_removed_page_never_run_on_with_it() {
             .all(|[s, e]| gpa < *s || gpa >= *e));
     });
 }
+
+#[test]
+fn a_write_to_a_removed_page_is_reported_at_the_next_instruction() {
+    // KVM retires an emulated write before it exits: the stop's RIP is
+    // past the `mov [rbx], eax` (2 bytes), which the docs say.
+    let test = "a_write_to_a_removed_page_is_reported_at_the_next_instruction";
+    let firmware = accept_then_write_firmware();
+    tests::in_each_profile(test, |p| {
+        let config = TdConfig::new(&firmware)
+            .mem_bytes(1 << 30)
+            .cpu_profile(p)
+            .echo_console(false)
+            .inject_remove(1.0, 1)
+            .timeout(std::time::Duration::from_secs(60));
+        let r = Td::build(config).expect("building the TD").run();
+        let f = r.fatal.as_ref().unwrap();
+        // The code: mov ecx (5), mov eax (5), tdcall (4), movabs rbx (10),
+        // then the write.
+        let write_at = abi::layout::FIRMWARE_BASE + 64 + 56 + 5 + 5 + 4 + 10;
+        assert_eq!(f.rip, Some(write_at + 2), "{}", f.message);
+    });
+    let _ = std::fs::remove_file(firmware);
+}

@@ -53,7 +53,8 @@ fn a_pending_access_raises_ve_with_the_gpa_the_stop_would_name() {
                 v.message
             );
             assert_eq!(Some(ve_gpa(&ve)), f.gpa);
-            // The faulting instruction did not retire: the #VE came at its RIP.
+            // A read: the faulting instruction did not retire, and the #VE
+            // came at its RIP (a write's would come at the next one).
             assert!(
                 v.message
                     .ends_with(&format!("at RIP {:#x}", f.rip.unwrap())),

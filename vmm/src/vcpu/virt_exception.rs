@@ -2,10 +2,16 @@
 //! is not accepted (pending, removed by the host, or converted to shared)
 //! raises a virtualization exception in the guest instead of stopping the
 //! TD, with the VE info TDG.VP.VEINFO.GET returns (exit reason EPT
-//! violation, the access in the qualification, the GPA). The access has
-//! not retired: KVM's pending MMIO is completed without running guest code
-//! (`immediate_exit`), the registers and extended state from before it are
-//! put back, and vector 20 is injected at the faulting instruction.
+//! violation, the access in the qualification, the GPA). KVM's pending
+//! MMIO is completed without running guest code (`immediate_exit`), the
+//! registers and extended state from the exit are put back, and vector 20
+//! is injected at the exit's RIP. For a read or a fetch that is the
+//! faulting instruction, which has not run. For a write it is not: KVM
+//! retires an emulated MMIO write (RIP past it) before it exits, and the
+//! exit does not say how long the instruction was, so the #VE comes at the
+//! next instruction and the write is dropped. A guest that makes the #VE
+//! fatal (Linux, ours) sees only a RIP one instruction late; one that
+//! accepts the page and returns would lose the write.
 
 use super::Vcpu;
 use crate::shared::Shared;
