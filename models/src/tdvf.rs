@@ -768,10 +768,27 @@ impl TdvfImage {
 /// A TDCALL found (and replaced) in a BFV section.
 pub use crate::tdcall_patch::TdcallSite;
 
+impl TdvfImage {
+    /// Each BFV section's raw data in the file and the GPA it starts at:
+    /// where TDCALLs are looked for (a CFV holds data, keys for instance).
+    fn code_ranges(&self) -> impl Iterator<Item = (core::ops::Range<u64>, u64)> + '_ {
+        self.of_kind(TdvfSectionType::Bfv)
+            .map(|bfv| (bfv.file_range(), bfv.gpa))
+    }
+}
+
+/// A site at file `offset` inside the code range `file` that starts at
+/// GPA `gpa`.
+fn site(file: &core::ops::Range<u64>, gpa: u64, offset: u64) -> TdcallSite {
+    TdcallSite {
+        offset,
+        addr: gpa + (offset - file.start),
+    }
+}
+
 /// Calls `on_site` for each TDCALL (`66 0F 01 CC`) in the BFV sections'
 /// raw data of `image` (the bytes `tdvf` was parsed from), in file order,
-/// and nowhere else (a CFV holds data, keys for instance); returns how
-/// many.
+/// and nowhere else; returns how many.
 pub fn find_tdcalls(
     tdvf: &TdvfImage,
     image: &[u8],
@@ -779,13 +796,9 @@ pub fn find_tdcalls(
 ) -> Result<usize, TdvfError> {
     tdvf.check_len(image)?;
     let mut count = 0;
-    for bfv in tdvf.of_kind(TdvfSectionType::Bfv) {
-        let r = bfv.file_range();
-        for offset in crate::tdcall_patch::find(image, r.clone()) {
-            on_site(TdcallSite {
-                offset,
-                addr: bfv.gpa + (offset - r.start),
-            });
+    for (file, gpa) in tdvf.code_ranges() {
+        for offset in crate::tdcall_patch::find(image, file.clone()) {
+            on_site(site(&file, gpa, offset));
             count += 1;
         }
     }
@@ -803,13 +816,9 @@ pub fn patch_tdcalls(
 ) -> Result<usize, TdvfError> {
     tdvf.check_len(image)?;
     let mut count = 0;
-    for bfv in tdvf.of_kind(TdvfSectionType::Bfv) {
-        let r = bfv.file_range();
-        count += crate::tdcall_patch::patch(image, r.clone(), |offset| {
-            on_site(TdcallSite {
-                offset,
-                addr: bfv.gpa + (offset - r.start),
-            })
+    for (file, gpa) in tdvf.code_ranges() {
+        count += crate::tdcall_patch::patch(image, file.clone(), |offset| {
+            on_site(site(&file, gpa, offset))
         });
     }
     Ok(count)

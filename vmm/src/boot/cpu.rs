@@ -7,7 +7,7 @@
 
 use crate::boot::plan::BootPlan;
 use abi::layout::selector;
-use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 
@@ -48,6 +48,18 @@ pub enum CpuError {
     Msrs,
     #[error("KVM refused to set MSR {msr:#x}")]
     MsrRefused { msr: u32 },
+}
+
+/// Gives `vcpu` its CPUID table; returns leaf 1's EAX (family, model,
+/// stepping), which RDX holds at reset.
+fn set_cpuid(vcpu: &VcpuFd, cpuid: &CpuId) -> Result<u32, CpuError> {
+    let leaf1_eax = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 1)
+        .map_or(0, |e| e.eax);
+    vcpu.set_cpuid2(cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+    Ok(leaf1_eax)
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> CpuError {
@@ -148,12 +160,7 @@ pub fn setup_vcpu(
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-    let leaf1_eax = cpuid
-        .as_slice()
-        .iter()
-        .find(|e| e.function == 1)
-        .map_or(0, |e| e.eax);
-    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+    let leaf1_eax = set_cpuid(vcpu, &cpuid)?;
 
     let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
     sregs.cr0 = CR0_PG | CR0_WP | CR0_NE | CR0_ET | CR0_MP | CR0_PE;
@@ -248,12 +255,7 @@ pub fn setup_vcpu_reset(
     hob: u64,
 ) -> Result<(), CpuError> {
     let cpuid = tdx_cpuid(kvm, table, vcpu_index)?;
-    let leaf1_eax = cpuid
-        .as_slice()
-        .iter()
-        .find(|e| e.function == 1)
-        .map_or(0, |e| e.eax);
-    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+    let leaf1_eax = set_cpuid(vcpu, &cpuid)?;
 
     let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
     sregs.cr0 = CR0_NE | CR0_PE;

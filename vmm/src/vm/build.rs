@@ -29,7 +29,7 @@ use super::error::TdError;
 /// Sets up the pending mechanism `asked` for (`None`: the best this host
 /// offers). Returns why `uffd-poison` is not used when it was not asked
 /// for by name; asking for it by name on a host without it is an error.
-pub(super) fn choose_pending(
+fn choose_pending(
     memory: &mut PrivateMemory,
     asked: Option<PendingMechanism>,
 ) -> Result<Option<String>, TdError> {
@@ -55,6 +55,49 @@ pub(super) fn choose_pending(
         }
         Err(e) => Err(TdError::Pending(e)),
     }
+}
+
+/// A TD's private memory and the stop board its vCPUs share
+/// (`td_memory`).
+pub(super) struct TdMemory {
+    pub memory: PrivateMemory,
+    pub board: Arc<StopBoard>,
+    /// The memslot ids the memory may use; the ids above stay free for
+    /// short-lived VMM mappings and a firmware window.
+    pub slot_limit: usize,
+    /// Why `uffd-poison` is not used, when it is not.
+    pub pending_fallback: Option<String>,
+}
+
+/// The private memory of a TD on `vm` (both firmware formats): a stop
+/// asked for while the TD was being built is posted to the new board now,
+/// so the run ends before any guest code runs; one vCPU needs no pause
+/// around memslot merges (it is the one merging); under `ulimit -v` the
+/// reservation is refused with the limit named rather than aborted at
+/// whichever allocation comes too late.
+pub(super) fn td_memory(
+    config: &TdConfig,
+    kvm: &Kvm,
+    vm: VmFd,
+    layout: RamLayout,
+) -> Result<TdMemory, TdError> {
+    let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
+    let board = Arc::new(StopBoard::new(config.cpus));
+    config.stop.attach(&board);
+    let pauser =
+        (config.cpus > 1).then(|| board.clone() as Arc<dyn crate::memory::memslots::GuestPause>);
+    crate::host::limits::ensure_room_for_td(config.mem_bytes, config.cpus)?;
+    let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit, pauser)?;
+    crate::host::limits::ensure_room_for_run(config.cpus)?;
+    memory.set_map_on_touch(config.map_on_touch);
+    memory.set_sept_level(config.sept_level);
+    let pending_fallback = choose_pending(&mut memory, config.pending)?;
+    Ok(TdMemory {
+        memory,
+        board,
+        slot_limit,
+        pending_fallback,
+    })
 }
 
 /// The images a TD boots, read and checked, and what the report says of
@@ -366,23 +409,12 @@ impl Td {
 
         let kvm = kvm.map_err(TdError::NoKvm)?;
         let (vm, fds) = create_vm(&kvm, config.cpus)?;
-        // The top slot ids stay free for short-lived VMM mappings (see cpu.rs).
-        let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
-        let board = Arc::new(StopBoard::new(config.cpus));
-        // A stop asked for while the TD was being built is posted now: the
-        // run then ends before any guest code runs.
-        config.stop.attach(&board);
-        // One vCPU needs no pause around memslot merges: it is the one merging.
-        let pauser = (config.cpus > 1)
-            .then(|| board.clone() as Arc<dyn crate::memory::memslots::GuestPause>);
-        // Under `ulimit -v`: refused now, with the limit named, rather
-        // than aborted at whichever allocation comes too late.
-        crate::host::limits::ensure_room_for_td(config.mem_bytes, config.cpus)?;
-        let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit, pauser)?;
-        crate::host::limits::ensure_room_for_run(config.cpus)?;
-        memory.set_map_on_touch(config.map_on_touch);
-        memory.set_sept_level(config.sept_level);
-        let pending_fallback = choose_pending(&mut memory, config.pending)?;
+        let TdMemory {
+            mut memory,
+            board,
+            slot_limit,
+            pending_fallback,
+        } = td_memory(&config, &kvm, vm, layout)?;
         let firmware = &images.firmware;
         load_initial(
             &mut memory,

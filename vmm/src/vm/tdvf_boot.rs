@@ -199,11 +199,9 @@ pub(super) fn build(
     mut inputs: crate::report::Inputs,
     started: std::time::Instant,
 ) -> Result<super::Td, TdError> {
-    use super::build::{choose_pending, create_vm, make_vcpus, module, shared_state};
+    use super::build::{create_vm, make_vcpus, module, shared_state, td_memory, TdMemory};
     use crate::boot::cpu::{self, ProfileChoice};
     use crate::shared::TdShared;
-    use crate::vcpu::stop_board::StopBoard;
-    use std::sync::Arc;
 
     if config.kernel.is_some() {
         return Err(TdError::TdvfUnsupported(
@@ -229,20 +227,14 @@ pub(super) fn build(
 
     let kvm = kvm_ioctls::Kvm::new().map_err(TdError::NoKvm)?;
     let (vm, fds) = create_vm(&kvm, config.cpus)?;
-    // The top slot ids stay free for short-lived VMM mappings; the window
-    // takes the last of them for the TD's life.
-    let slot_limit = kvm.get_nr_memslots().saturating_sub(4).max(16);
+    let TdMemory {
+        mut memory,
+        board,
+        slot_limit,
+        pending_fallback,
+    } = td_memory(&config, &kvm, vm, layout)?;
+    // The window takes the last of the slot ids kept free, for the TD's life.
     let window_slot = u32::try_from(slot_limit + 3).unwrap_or(u32::MAX);
-    let board = Arc::new(StopBoard::new(config.cpus));
-    config.stop.attach(&board);
-    let pauser =
-        (config.cpus > 1).then(|| board.clone() as Arc<dyn crate::memory::memslots::GuestPause>);
-    crate::host::limits::ensure_room_for_td(config.mem_bytes, config.cpus)?;
-    let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit, pauser)?;
-    crate::host::limits::ensure_room_for_run(config.cpus)?;
-    memory.set_map_on_touch(config.map_on_touch);
-    memory.set_sept_level(config.sept_level);
-    let pending_fallback = choose_pending(&mut memory, config.pending)?;
     boot.load(&mut memory, &layout)?;
     let initial_bytes = boot.initial_bytes();
     let hob_gpa = boot.hob_gpa();
