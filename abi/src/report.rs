@@ -82,6 +82,12 @@ crate::named_enum! {
         /// firmware's at ExitBootServices, or the one the previous kernel
         /// handed over with kexec).
         MemoryMapEntries = 19 => "memory_map_entries",
+        /// Pages the kernel's #VE handler accepted (`ve_accept=on`).
+        VeAccepts = 20 => "ve_accepts",
+        /// Workload pages whose pattern read back as zeros (`ve_accept=on`
+        /// only: the host removed them after they were written, and the #VE
+        /// handler accepted them again, fresh and zeroed, without a word).
+        WorkloadZeroPages = 21 => "workload_zero_pages",
     }
 }
 

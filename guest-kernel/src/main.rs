@@ -15,6 +15,7 @@ mod smp;
 mod stack;
 mod stub;
 mod unaccepted;
+mod ve_stores;
 mod workload;
 
 use abi::boot::{BootInfo, BootServices, SystemTable, BOOT_INFO_MAGIC, SYSTEM_TABLE_SIGNATURE};
@@ -59,6 +60,31 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
             "accept_memory={other}: expected lazy or eager"
         ),
     };
+    // `ve_accept=on`: "access first" (order (a)): the allocator hands out
+    // unaccepted memory as it is, and a #VE accepts each page at its first
+    // touch. It needs a TD without SEPT_VE_DISABLE (else the first touch
+    // stops the TD) and keeps no unaccepted table true, so no kexec.
+    let ve_accept = match cmdline::get(cmdline, "ve_accept") {
+        None | Some("off") => false,
+        Some("on") => true,
+        Some(other) => fatal!(code::BAD_CMDLINE, "ve_accept={other}: expected on or off"),
+    };
+    if ve_accept {
+        let attributes = tdcall::vp_info().rdx;
+        if attributes & abi::tdcall::vp_info::ATTR_SEPT_VE_DISABLE != 0 {
+            fatal!(
+                code::BAD_CMDLINE,
+                "ve_accept=on needs #VE on pending memory, but the TD attributes {attributes:#x} set SEPT_VE_DISABLE"
+            );
+        }
+        if guest_rt::param::number(cmdline, "kexec", 0) > 0 {
+            fatal!(
+                code::BAD_CMDLINE,
+                "ve_accept=on keeps no unaccepted table true: kexec is refused"
+            );
+        }
+        guest_rt::idt::set_ve_accept(true);
+    }
     let workload = guest_rt::param::number(cmdline, "workload", 0);
     unaccepted::set_policy(match cmdline::get(cmdline, "unaccepted_lock") {
         None | Some("list") => unaccepted::LockPolicy::List,
@@ -79,9 +105,10 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         );
     }
     println!(
-        "kernel: generation {generation} at {:#x}, accept_memory={}",
+        "kernel: generation {generation} at {:#x}, accept_memory={}{}",
         info.load_base,
-        if lazy { "lazy" } else { "eager" }
+        if lazy { "lazy" } else { "eager" },
+        if ve_accept { ", ve_accept=on" } else { "" }
     );
     let on = |key: &str| match cmdline::get(cmdline, key) {
         None | Some("on") => true,
@@ -106,7 +133,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         // The bitmap now says what is accepted: the host may compare.
         tdcall::mark(Mark::TableFilled, generation);
     }
-    mm::init(stub.dir, stub.dir_blocks, lazy);
+    mm::init(stub.dir, stub.dir_blocks, lazy, ve_accept);
     smp::bring_up(st, cmdline);
     let mut failures = 0;
     match cmdline::get(cmdline, "kernel.selftest") {
@@ -114,6 +141,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         Some("reaccept") => unaccepted::reaccept_selftest(),
         Some("ap-touch-pending") => selftest::touch_pending_from_last_cpu(),
         Some("accept-race") => selftest::accept_race_selftest(cmdline),
+        Some("ve-stores") => ve_stores::run(),
         Some("chaos") => {
             let (seed, count) = guest_chaos::params(cmdline);
             failures += chaos::run(seed, count);
@@ -167,6 +195,8 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     tdcall::counter(Counter::WorkloadBytes, done);
     tdcall::counter(Counter::LazyAccept, u64::from(lazy));
     tdcall::counter(Counter::AcceptRetries, tdcall::accept_retries());
+    tdcall::counter(Counter::VeAccepts, guest_rt::idt::ve_accepts());
+    tdcall::counter(Counter::WorkloadZeroPages, workload::zero_pages());
     stack::check("shutdown");
     println!(
         "kernel: boot stack high-water {} of {} bytes",

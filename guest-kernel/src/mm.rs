@@ -49,8 +49,10 @@ fn usable(ty: u32) -> bool {
     )
 }
 
-/// Builds the allocator over the memory map.
-pub fn init(dir: u64, dir_blocks: u64, lazy: bool) {
+/// Builds the allocator over the memory map; with `ve_accept` all usable
+/// memory goes in as it is, accepted or not (a #VE accepts each page at
+/// its first touch).
+pub fn init(dir: u64, dir_blocks: u64, lazy: bool, ve_accept: bool) {
     // SAFETY: the directory is a LOADER_DATA allocation of `dir_blocks`
     // words made for this purpose, used only by the allocator.
     let dir =
@@ -76,7 +78,11 @@ pub fn init(dir: u64, dir_blocks: u64, lazy: bool) {
                 end = descs[i].end();
             }
             i += 1;
-            add_run(&mut buddy, start, end, lazy);
+            if ve_accept {
+                add_run_as_is(&mut buddy, start, end);
+            } else {
+                add_run(&mut buddy, start, end, lazy);
+            }
         }
     });
     ALLOCATOR.with(|a| *a = Some(buddy));
@@ -94,6 +100,31 @@ impl Acceptance for Table {
     }
     fn unaccepted_prefix(&mut self, start: u64, end: u64) -> u64 {
         unaccepted_prefix(start, end)
+    }
+}
+
+/// The allocator's view under `ve_accept=on`: nothing is unaccepted, so
+/// nothing is parked or accepted up front.
+struct AsIs;
+
+impl Acceptance for AsIs {
+    fn contains(&mut self, _start: u64, _size: u64) -> bool {
+        false
+    }
+    fn accept(&mut self, _start: u64, _size: u64) {}
+    fn unaccepted_prefix(&mut self, start: u64, _end: u64) -> u64 {
+        start
+    }
+}
+
+fn add_run_as_is(buddy: &mut Buddy<'static>, start: u64, end: u64) {
+    if let Err(e) = free_run::add_run(buddy, &mut Identity, &mut AsIs, start, end, false) {
+        fatal!(
+            code::PANIC,
+            "allocator out of metadata adding {:#x}..{:#x}",
+            e.start,
+            e.end
+        );
     }
 }
 

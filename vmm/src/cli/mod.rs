@@ -296,6 +296,7 @@ mod tests {
             Some(crate::tdx::inject::InjectSpec {
                 busy: 0.5,
                 remove: 0.0,
+                delay: 0,
                 seed: 9
             })
         );

@@ -10,12 +10,13 @@ use crate::memory::private::{GpaKind, MemoryError, PrivateMemory};
 use abi::PAGE_4K;
 use std::collections::BTreeSet;
 
-/// GPAs (4 KiB aligned) of the pages the host removed, and how many
-/// removals there were in all.
+/// GPAs (4 KiB aligned) of the pages the host removed, how many removals
+/// there were in all, and how many removed pages the guest accepted again.
 #[derive(Debug, Default)]
 pub struct RemovedPages {
     pages: BTreeSet<u64>,
     total: u64,
+    reaccepted: u64,
 }
 
 impl<B: SlotBackend> PrivateMemory<B> {
@@ -49,6 +50,13 @@ impl<B: SlotBackend> PrivateMemory<B> {
         self.removed.total
     }
 
+    /// Removed pages the guest accepted again: what it had written there
+    /// is zeros now, and nothing told it (a #VE that accepts, "access
+    /// first"), unless it accepted knowing the page was lost.
+    pub fn removed_pages_reaccepted(&self) -> u64 {
+        self.removed.reaccepted
+    }
+
     /// `[gpa, gpa + len)` was accepted: its pages are no longer removed.
     pub(crate) fn forget_removed(&mut self, gpa: u64, len: u64) {
         if self.removed.pages.is_empty() {
@@ -60,6 +68,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
             .range(gpa..gpa.saturating_add(len))
             .copied()
             .collect();
+        self.removed.reaccepted += gone.len() as u64;
         for g in gone {
             self.removed.pages.remove(&g);
         }
@@ -94,8 +103,13 @@ mod tests {
         assert_eq!(m.pages_removed(), 1);
         m.pages_mut()
             .accept((gpa + 0x3000) / PAGE_4K, AcceptLevel::L4K);
+        assert_eq!(m.removed_pages_reaccepted(), 0);
         m.forget_removed(gpa + 0x3000, PAGE_4K);
         assert!(!m.removed_by_host(gpa + 0x3000));
         assert_eq!(m.pages_removed(), 1);
+        assert_eq!(m.removed_pages_reaccepted(), 1);
+        // Accepting it again (ALREADY_ACCEPTED, say) counts nothing more.
+        m.forget_removed(gpa, abi::PAGE_2M);
+        assert_eq!(m.removed_pages_reaccepted(), 1);
     }
 }

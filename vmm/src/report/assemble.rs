@@ -169,6 +169,7 @@ pub fn assemble<B: SlotBackend>(
             kick_failures: 0,
             state_lock_acquisitions,
             pages_removed: memory.pages_removed(),
+            removed_pages_reaccepted: memory.removed_pages_reaccepted(),
         },
         exits,
         vcpus: u32::try_from(vcpus.len()).unwrap_or(u32::MAX),

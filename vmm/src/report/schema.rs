@@ -88,6 +88,10 @@ pub struct HostStats {
     /// TDH.MEM.PAGE.REMOVE).
     #[serde(default)]
     pub pages_removed: u64,
+    /// Of those, pages the guest accepted again: their content is zeros
+    /// (with `ve_accept=on`, silently).
+    #[serde(default)]
+    pub removed_pages_reaccepted: u64,
 }
 
 /// vCPU exits by kind.

@@ -296,17 +296,18 @@ fn finish<B: SlotBackend>(s: &mut Shared<B>, at: &Context<'_>, step: Step) -> Ha
         }
         _ => Ok(()),
     };
-    // A host that removes pages (`--inject remove=Q`) takes one page of
-    // a successful accept back at once: the guest's next access to it
-    // stops the TD.
+    // A host that removes pages (`--inject remove=Q[,delay=D]`) takes one
+    // page of a successful accept back, at once or D accepts later: with
+    // SEPT_VE_DISABLE the guest's next access to it stops the TD.
     if let (Ok(()), Some(AcceptResult::Accepted { gpa, level })) = (&checked, result) {
-        let removal = s
+        let removals = s
             .tdx
             .inject
             .as_mut()
-            .and_then(|i| i.remove_after_accept(level.size()));
-        if let Some(offset) = removal {
-            if let Err(e) = s.memory.remove_by_host(gpa + offset) {
+            .map(|i| i.removals_after_accept(gpa, level.size()))
+            .unwrap_or_default();
+        for page in removals {
+            if let Err(e) = s.memory.remove_by_host(page) {
                 return host_failed(at, e);
             }
         }

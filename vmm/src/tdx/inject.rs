@@ -1,25 +1,31 @@
-//! Fault injection (`--inject busy=P,remove=Q,seed=S`): valid accepts
-//! answer `TDX_OPERAND_BUSY | RCX` with probability P, as a TDX module does
-//! when another vCPU holds the Secure-EPT entry (an injected failure
-//! changes no state); and after a successful accept, with probability Q,
-//! the host removes one 4 KiB page of what was just accepted
-//! (TDH.MEM.PAGE.REMOVE, `memory::host_remove`). The sequences are
+//! Fault injection (`--inject busy=P,remove=Q,delay=D,seed=S`): valid
+//! accepts answer `TDX_OPERAND_BUSY | RCX` with probability P, as a TDX
+//! module does when another vCPU holds the Secure-EPT entry (an injected
+//! failure changes no state); and after a successful accept, with
+//! probability Q, the host removes one 4 KiB page of what was just accepted
+//! (TDH.MEM.PAGE.REMOVE, `memory::host_remove`): at once (D = 0), or, with
+//! D > 0, D successful accepts later, when the guest has had time to write
+//! it, and only for accepts made once the kernel is ready (the firmware's
+//! and the kernel's boot memory is left alone). The sequences are
 //! reproducible from the seed.
 
 use models::accept::Rng;
+use std::collections::VecDeque;
 use thiserror::Error;
 
 /// Why an `--inject` specification was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum InjectError {
     #[error(
-        "--inject {spec:?}: expected busy=P and/or remove=Q [,seed=S] with P and Q between 0 and 1"
+        "--inject {spec:?}: expected busy=P and/or remove=Q [,delay=D] [,seed=S] with P and Q between 0 and 1"
     )]
     Syntax { spec: String },
     #[error("--inject: {key} probability {value:?} is not a number between 0 and 1")]
     Probability { key: &'static str, value: String },
-    #[error("--inject: seed {value:?} is not an unsigned 64-bit number")]
-    Seed { value: String },
+    #[error("--inject: {key} {value:?} is not an unsigned 64-bit number")]
+    Number { key: &'static str, value: String },
+    #[error("--inject {spec:?}: delay needs remove")]
+    DelayWithoutRemove { spec: String },
     #[error("--inject {spec:?}: {key} is given more than once")]
     Duplicate { spec: String, key: &'static str },
 }
@@ -31,7 +37,18 @@ pub struct InjectSpec {
     pub busy: f64,
     /// Probability that the host removes a page of a successful accept.
     pub remove: f64,
+    /// Successful accepts between a page's accept and its removal (0: at
+    /// once; more: only for accepts once the kernel is ready).
+    pub delay: u64,
     pub seed: u64,
+}
+
+/// An unsigned number from its text.
+fn number(key: &'static str, v: &str) -> Result<u64, InjectError> {
+    v.parse().map_err(|_| InjectError::Number {
+        key,
+        value: v.to_string(),
+    })
 }
 
 /// A probability in 0..=1 from its text.
@@ -53,7 +70,7 @@ impl std::str::FromStr for InjectSpec {
     type Err = InjectError;
 
     fn from_str(spec: &str) -> Result<Self, InjectError> {
-        let (mut busy, mut remove, mut seed) = (None, None, None);
+        let (mut busy, mut remove, mut delay, mut seed) = (None, None, None, None);
         let duplicate = |key| InjectError::Duplicate {
             spec: spec.to_string(),
             key,
@@ -63,13 +80,11 @@ impl std::str::FromStr for InjectSpec {
                 Some(("busy", _)) if busy.is_some() => return Err(duplicate("busy")),
                 Some(("remove", _)) if remove.is_some() => return Err(duplicate("remove")),
                 Some(("seed", _)) if seed.is_some() => return Err(duplicate("seed")),
+                Some(("delay", _)) if delay.is_some() => return Err(duplicate("delay")),
                 Some(("busy", v)) => busy = Some(probability("busy", v)?),
                 Some(("remove", v)) => remove = Some(probability("remove", v)?),
-                Some(("seed", v)) => {
-                    seed = Some(v.parse().map_err(|_| InjectError::Seed {
-                        value: v.to_string(),
-                    })?);
-                }
+                Some(("delay", v)) => delay = Some(number("delay", v)?),
+                Some(("seed", v)) => seed = Some(number("seed", v)?),
                 _ => {
                     return Err(InjectError::Syntax {
                         spec: spec.to_string(),
@@ -82,9 +97,15 @@ impl std::str::FromStr for InjectSpec {
                 spec: spec.to_string(),
             });
         }
+        if delay.is_some() && remove.is_none() {
+            return Err(InjectError::DelayWithoutRemove {
+                spec: spec.to_string(),
+            });
+        }
         Ok(InjectSpec {
             busy: busy.unwrap_or(0.0),
             remove: remove.unwrap_or(0.0),
+            delay: delay.unwrap_or(0),
             seed: seed.unwrap_or(0),
         })
     }
@@ -96,6 +117,9 @@ impl std::fmt::Display for InjectSpec {
         write!(f, "busy={}", self.busy)?;
         if self.remove > 0.0 {
             write!(f, ",remove={}", self.remove)?;
+        }
+        if self.delay > 0 {
+            write!(f, ",delay={}", self.delay)?;
         }
         write!(f, ",seed={}", self.seed)
     }
@@ -129,7 +153,15 @@ impl Chance {
 pub struct Injector {
     busy: Chance,
     remove: Chance,
+    delay: u64,
     rng: Rng,
+    /// Removals are drawn (always with no delay; with one, once the kernel
+    /// is ready).
+    armed: bool,
+    /// Successful accepts seen.
+    accepts: u64,
+    /// Pages to remove: (the accept count when due, GPA), in due order.
+    due: VecDeque<(u64, u64)>,
     /// Busy answers given so far.
     pub busy_injected: u64,
 }
@@ -139,7 +171,11 @@ impl Injector {
         Injector {
             busy: Chance::new(spec.busy),
             remove: Chance::new(spec.remove),
+            delay: spec.delay,
             rng: Rng::new(spec.seed),
+            armed: spec.delay == 0,
+            accepts: 0,
+            due: VecDeque::new(),
             busy_injected: 0,
         }
     }
@@ -151,13 +187,29 @@ impl Injector {
         fire
     }
 
-    /// After a successful accept of `len` bytes: the offset of the 4 KiB
-    /// page the host removes, if it removes one.
-    pub fn remove_after_accept(&mut self, len: u64) -> Option<u64> {
-        if !self.remove.fires(&mut self.rng) {
-            return None;
+    /// The kernel's allocator is ready: delayed removals start.
+    pub fn kernel_ready(&mut self) {
+        self.armed = true;
+    }
+
+    /// After a successful accept of `len` bytes at `gpa`: the GPAs of the
+    /// 4 KiB pages the host removes now (one of this accept, with no
+    /// delay; those chosen `delay` accepts ago, with one).
+    pub fn removals_after_accept(&mut self, gpa: u64, len: u64) -> Vec<u64> {
+        self.accepts += 1;
+        if self.armed && self.remove.fires(&mut self.rng) {
+            let page = gpa + self.rng.below((len / abi::PAGE_4K).max(1)) * abi::PAGE_4K;
+            self.due.push_back((self.accepts + self.delay, page));
         }
-        Some(self.rng.below((len / abi::PAGE_4K).max(1)) * abi::PAGE_4K)
+        let mut now = Vec::new();
+        while let Some(&(when, page)) = self.due.front() {
+            if when > self.accepts {
+                break;
+            }
+            self.due.pop_front();
+            now.push(page);
+        }
+        now
     }
 }
 
@@ -172,6 +224,7 @@ mod tests {
             Ok(InjectSpec {
                 busy: 0.25,
                 remove: 0.0,
+                delay: 0,
                 seed: 7
             })
         );
@@ -180,6 +233,7 @@ mod tests {
             Ok(InjectSpec {
                 busy: 1.0,
                 remove: 0.0,
+                delay: 0,
                 seed: 3
             })
         );
@@ -188,6 +242,7 @@ mod tests {
             Ok(InjectSpec {
                 busy: 0.0,
                 remove: 0.5,
+                delay: 0,
                 seed: 0
             })
         );
@@ -202,6 +257,8 @@ mod tests {
             ("busy=x", "between 0 and 1"),
             ("busy=0.5,seed=-1", "seed"),
             ("busy=0.5,drop=1", "expected busy=P"),
+            ("remove=0.5,delay=-1", "delay"),
+            ("busy=0.5,delay=3", "delay needs remove"),
         ] {
             let e = bad.parse::<InjectSpec>().unwrap_err().to_string();
             assert!(e.contains(needle), "{bad}: {e}");
@@ -214,6 +271,7 @@ mod tests {
             ("busy=0.5,busy=0.1", "busy"),
             ("busy=1,seed=1,seed=2", "seed"),
             ("remove=1,remove=0", "remove"),
+            ("remove=1,delay=1,delay=2", "delay"),
         ] {
             assert_eq!(
                 spec.parse::<InjectSpec>(),
@@ -227,6 +285,7 @@ mod tests {
             "busy=0.25,seed=7",
             "remove=0.5,seed=2",
             "busy=1,remove=0.125",
+            "remove=0.5,delay=64,seed=1",
         ] {
             let s: InjectSpec = spec.parse().unwrap();
             assert_eq!(s.to_string().parse::<InjectSpec>(), Ok(s), "{spec}");
@@ -246,6 +305,7 @@ mod tests {
             let mut i = Injector::new(InjectSpec {
                 busy: p,
                 remove: 0.0,
+                delay: 0,
                 seed,
             });
             (0..100_000).filter(|_| i.busy()).count()
@@ -263,28 +323,63 @@ mod tests {
         let spec = |remove| InjectSpec {
             busy: 0.0,
             remove,
+            delay: 0,
             seed: 5,
         };
+        const AT: u64 = 0x4000_0000;
         let mut never = Injector::new(spec(0.0));
-        assert!((0..1000).all(|_| never.remove_after_accept(abi::PAGE_2M).is_none()));
+        assert!((0..1000).all(|_| never.removals_after_accept(AT, abi::PAGE_2M).is_empty()));
         let mut always = Injector::new(spec(1.0));
-        assert_eq!(always.remove_after_accept(abi::PAGE_4K), Some(0));
-        let offsets: Vec<u64> = (0..1000)
-            .map(|_| always.remove_after_accept(abi::PAGE_2M).unwrap())
+        assert_eq!(always.removals_after_accept(AT, abi::PAGE_4K), vec![AT]);
+        let pages: Vec<u64> = (0..1000)
+            .map(|_| always.removals_after_accept(AT, abi::PAGE_2M)[0])
             .collect();
-        assert!(offsets
+        assert!(pages
             .iter()
-            .all(|o| o % abi::PAGE_4K == 0 && *o < abi::PAGE_2M));
+            .all(|p| p % abi::PAGE_4K == 0 && (AT..AT + abi::PAGE_2M).contains(p)));
         assert!(
-            offsets.iter().any(|o| *o != offsets[0]),
+            pages.iter().any(|p| *p != pages[0]),
             "spread over the 2 MiB"
         );
         // Busy and removal draw from one generator, reproducibly.
         let mut again = Injector::new(spec(1.0));
-        again.remove_after_accept(abi::PAGE_4K);
+        again.removals_after_accept(AT, abi::PAGE_4K);
         let replay: Vec<u64> = (0..1000)
-            .map(|_| again.remove_after_accept(abi::PAGE_2M).unwrap())
+            .map(|_| again.removals_after_accept(AT, abi::PAGE_2M)[0])
             .collect();
-        assert_eq!(offsets, replay);
+        assert_eq!(pages, replay);
+    }
+
+    #[test]
+    fn delayed_removals_wait_for_the_kernel_and_then_for_delay_accepts() {
+        let mut i = Injector::new(InjectSpec {
+            busy: 0.0,
+            remove: 1.0,
+            delay: 3,
+            seed: 1,
+        });
+        // Before the kernel is ready nothing is chosen, ever.
+        for n in 0..10 {
+            assert!(i
+                .removals_after_accept(n * abi::PAGE_4K, abi::PAGE_4K)
+                .is_empty());
+        }
+        i.kernel_ready();
+        let page = |n: u64| 0x1_0000_0000 + n * abi::PAGE_4K;
+        // Accept k's page goes 3 accepts later, once each.
+        let got: Vec<Vec<u64>> = (0..6)
+            .map(|n| i.removals_after_accept(page(n), abi::PAGE_4K))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                vec![],
+                vec![],
+                vec![],
+                vec![page(0)],
+                vec![page(1)],
+                vec![page(2)]
+            ]
+        );
     }
 }

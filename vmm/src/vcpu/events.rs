@@ -10,12 +10,20 @@ use crate::memory::memslots::SlotBackend;
 use crate::shared::Shared;
 use crate::tdx::event::Event;
 use crate::vcpu::VcpuState;
-use abi::report::Counter;
+use abi::report::{Counter, Mark};
 
 /// Applies the shared part of `event` (under the state lock).
 pub fn apply_shared<B: SlotBackend>(shared: &mut Shared<B>, event: &Event) {
     match *event {
-        Event::Mark(mark, arg) => shared.log.mark(mark, arg),
+        Event::Mark(mark, arg) => {
+            if mark == Mark::KernelReady {
+                // A host that removes pages later starts once the kernel runs.
+                if let Some(i) = shared.tdx.inject.as_mut() {
+                    i.kernel_ready();
+                }
+            }
+            shared.log.mark(mark, arg);
+        }
         // Each CPU reports its own wait: kept per vCPU (`apply_own`).
         Event::Counter(Counter::LockWaitTsc, _) => {}
         Event::Counter(c, v) => shared.log.counter(c, v),

@@ -9,6 +9,7 @@ use crate::report::trace::Kind;
 use crate::shared::{Shared, TdShared};
 use crate::stop::{Access, Fatal, Stop};
 use crate::vcpu::exit::{on_memory, on_memory_smp, MemoryAction};
+use crate::vcpu::retired_write::Write;
 use crate::vcpu::Vcpu;
 use abi::report::Outcome;
 
@@ -51,7 +52,12 @@ impl Vcpu {
         let end = gpa.max((gpa + len.max(1) as u64 - 1) & !0xfff);
         match on_memory(&shared.memory, end) {
             MemoryAction::Fault(outcome, what) => {
-                self.memory_fault(shared, end, access, outcome, what)
+                let written = Write {
+                    gpa,
+                    bytes: &data[..len],
+                };
+                let written = (access == Access::Write).then_some(&written);
+                self.memory_fault(shared, end, access, written, outcome, what)
             }
             _ => Some(Stop::error(
                 format!("completing the {len}-byte access at {gpa:#x} failed"),
@@ -133,27 +139,33 @@ impl Vcpu {
     /// A guest access reached a GPA without a memslot that is not
     /// accepted memory: stop with the exact GPA, RIP and access; or, for
     /// private memory that is not accepted in a TD without SEPT_VE_DISABLE,
-    /// raise #VE in the guest (`virt_exception`) and go on.
+    /// raise #VE in the guest (`virt_exception`) and go on. `written` is
+    /// what KVM handed over for a write (it retired the instruction).
     pub(super) fn memory_fault(
         &mut self,
         shared: &mut Shared,
         gpa: u64,
         access: Access,
+        written: Option<&Write<'_>>,
         outcome: Outcome,
         what: &str,
     ) -> Option<Stop> {
         let ve_enabled = shared.tdx.attributes & abi::tdcall::vp_info::ATTR_SEPT_VE_DISABLE == 0;
         if outcome == Outcome::PendingAccess && ve_enabled {
-            return self.raise_ve(shared, gpa, access).err();
+            return self.raise_ve(shared, gpa, access, written).err();
         }
-        let rip = self.rip();
+        // KVM retired a write before it exited: find its instruction.
+        let (rip, note) = match written {
+            Some(w) => self.write_rip(&shared.memory, w),
+            None => (self.rip(), String::new()),
+        };
         if outcome == Outcome::PendingAccess {
             shared
                 .log
                 .trace(Kind::PendingAccess, gpa, 0, 0, self.state.index);
         }
         let message = format!(
-            "guest {} of {what} at GPA {gpa:#x} (RIP {})",
+            "guest {} of {what} at GPA {gpa:#x} (RIP {}{note})",
             access.as_str(),
             rip.map_or("unknown".into(), |r| format!("{r:#x}"))
         );
@@ -175,7 +187,7 @@ impl Vcpu {
                 MemoryAction::FirstTouch => return self.map_first_touch(shared, rip),
                 MemoryAction::Fault(outcome, what) => {
                     self.state.exits.mmio += 1;
-                    return self.memory_fault(shared, rip, Access::Execute, outcome, what);
+                    return self.memory_fault(shared, rip, Access::Execute, None, outcome, what);
                 }
                 MemoryAction::Bug => {}
             }

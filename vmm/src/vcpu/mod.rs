@@ -12,6 +12,7 @@ pub mod doorbell;
 pub mod events;
 pub mod exit;
 pub mod memory_exit;
+pub mod retired_write;
 pub mod run_again;
 pub mod stop_board;
 pub mod timing;
@@ -24,7 +25,7 @@ pub use exit::{on_exit, on_memory_smp, Action, Exit, MemoryAction};
 use crate::host::watchdog::Watchdog;
 use crate::report::ExitStats;
 use crate::shared::TdShared;
-use crate::stop::{Fatal, Stop};
+use crate::stop::{Access, Fatal, Stop};
 use abi::report::Outcome;
 use abi::tdcall::TDCALL_INSN;
 use kvm_ioctls::{SyncReg, VcpuFd};
@@ -234,7 +235,12 @@ impl Vcpu {
                         self.complete_first_touch(shared, gpa, access, len, data)
                     }
                     MemoryAction::Fault(outcome, what) => {
-                        self.memory_fault(shared, gpa, access, outcome, what)
+                        let written = retired_write::Write {
+                            gpa,
+                            bytes: &data[..len],
+                        };
+                        let written = (access == Access::Write).then_some(&written);
+                        self.memory_fault(shared, gpa, access, written, outcome, what)
                     }
                     MemoryAction::Bug => Some(Stop::error(
                         format!(

@@ -202,10 +202,11 @@ impl TdConfig {
     /// [`Td::build`](crate::Td::build)), drawn from a generator seeded
     /// with `seed`.
     pub fn inject_busy(mut self, probability: f64, seed: u64) -> Self {
-        let remove = self.inject.map_or(0.0, |i| i.remove);
+        let (remove, delay) = self.inject.map_or((0.0, 0), |i| (i.remove, i.delay));
         self.inject = Some(crate::tdx::inject::InjectSpec {
             busy: probability,
             remove,
+            delay,
             seed,
         });
         self
@@ -217,11 +218,21 @@ impl TdConfig {
     /// taken back (TDH.MEM.PAGE.REMOVE); the guest's next access to it
     /// stops the TD. Drawn from a generator seeded with `seed` (shared with
     /// [`inject_busy`](Self::inject_busy)).
-    pub fn inject_remove(mut self, probability: f64, seed: u64) -> Self {
+    pub fn inject_remove(self, probability: f64, seed: u64) -> Self {
+        self.inject_remove_later(probability, 0, seed)
+    }
+
+    /// A host that removes pages at random times: as
+    /// [`inject_remove`](Self::inject_remove), but only for accepts made
+    /// once the kernel is ready, and the chosen page is taken back `delay`
+    /// successful accepts later, when the guest has had time to write it
+    /// (`delay` 0 is `inject_remove`).
+    pub fn inject_remove_later(mut self, probability: f64, delay: u64, seed: u64) -> Self {
         let busy = self.inject.map_or(0.0, |i| i.busy);
         self.inject = Some(crate::tdx::inject::InjectSpec {
             busy,
             remove: probability,
+            delay,
             seed,
         });
         self
