@@ -12,6 +12,7 @@ const USAGE: &str = "usage: cargo xtask build
        cargo xtask bench --vcpus [--quick] [--repeats N] [--profiles auto] [--out DIR]
        cargo xtask bench --sept [--quick] [--repeats N] [--profiles auto] [--out DIR]
        cargo xtask bench --leaves [--quick] [--profiles auto,standard] [--out DIR]
+       cargo xtask bench --orders [--quick] [--sizes 4,64] [--repeats N] [--profiles auto] [--out DIR]
        cargo xtask bench --replot DIR
        cargo xtask limits [--mems 1G,1T,64T] [--cpus 1,64]";
 
@@ -181,6 +182,7 @@ fn bench(args: &[String]) -> Result<()> {
     let vcpus_only = args.iter().any(|a| a == "--vcpus");
     let sept_only = args.iter().any(|a| a == "--sept");
     let leaves_only = args.iter().any(|a| a == "--leaves");
+    let orders_only = args.iter().any(|a| a == "--orders");
     let mut cfg = if quick {
         xtask::bench::BenchConfig::quick(root.join("target").join("bench-quick"))
     } else {
@@ -189,7 +191,7 @@ fn bench(args: &[String]) -> Result<()> {
     let mut it = args.iter().filter(|a| {
         !matches!(
             a.as_str(),
-            "--quick" | "--micro" | "--vcpus" | "--sept" | "--leaves"
+            "--quick" | "--micro" | "--vcpus" | "--sept" | "--leaves" | "--orders"
         )
     });
     while let Some(a) = it.next() {
@@ -235,6 +237,23 @@ fn bench(args: &[String]) -> Result<()> {
     if micro {
         xtask::bench::micro(&cfg.out, &cfg.profiles)?;
         return xtask::bench::targets::write(&cfg.out);
+    }
+    if orders_only {
+        // Its own sizes (4 and 64 GiB) and repeats unless given.
+        let sizes = if args.iter().any(|a| a == "--sizes") {
+            cfg.sizes_gib.clone()
+        } else {
+            vec![4, 64]
+        };
+        let repeats = if args.iter().any(|a| a == "--repeats") {
+            cfg.repeats
+        } else if quick {
+            1
+        } else {
+            5
+        };
+        xtask::bench::orders::orders(&cfg.out, &cfg.profiles[0], repeats, &sizes)?;
+        return Ok(());
     }
     if leaves_only {
         xtask::bench::leaves::leaves(&cfg.out, &cfg.profiles, !cfg.leaves_full)?;

@@ -10,6 +10,7 @@
 pub mod chart;
 pub mod leaves;
 pub mod micro;
+pub mod orders;
 pub mod plots;
 pub mod runner;
 pub mod sept;
