@@ -88,6 +88,15 @@ crate::named_enum! {
         /// only: the host removed them after they were written, and the #VE
         /// handler accepted them again, fresh and zeroed, without a word).
         WorkloadZeroPages = 21 => "workload_zero_pages",
+        /// GPA of the kernel's bounce pool (its first 2 MiB chunk), shared
+        /// with the host (`bounce_pool=SIZE`).
+        BouncePool = 22 => "bounce_pool",
+        /// 4 KiB pages the kernel holds shared (Linux's `nr_shared`) when it
+        /// reports.
+        SharedPages = 23 => "shared_pages",
+        /// 4 KiB pages the kexec step converted back to private
+        /// (`tdx_kexec_finish`'s `found`), for the last kexec.
+        KexecUnsharedPages = 24 => "kexec_unshared_pages",
     }
 }
 

@@ -24,6 +24,9 @@ pub use models::kexec::Segment;
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub accept: bool,
+    /// `kexec_unshare` (default on): convert every shared page back to
+    /// private before the jump (`tdx_kexec_finish`).
+    pub unshare: bool,
     /// `kexec_test=overlap|outside`: corrupt the segment list to show the
     /// sanity check refusing it.
     pub corrupt: Option<Corruption>,
@@ -320,10 +323,23 @@ fn load(info: &BootInfo, cmdline: &str, opts: Options, scratch: &mut Scratch) ->
     );
     // From here the load cannot fail: keep what it holds.
     holder.commit();
-    // machine_shutdown: the other CPUs leave for the firmware's reset
-    // vector, where the next kernel wakes them again.
+    // machine_shutdown (native_machine_shutdown): no new private<->shared
+    // conversion while the other CPUs still run; they leave for the
+    // firmware's reset vector, where the next kernel wakes them again;
+    // then every shared page goes back to private.
+    crate::shared::kexec_begin();
     if !crate::smp::offline_all() {
         println!("kexec: no reset vector in the MADT: the other CPUs stay behind");
+    }
+    if opts.unshare {
+        let found = crate::shared::kexec_finish();
+        tdcall::counter(Counter::KexecUnsharedPages, found);
+        println!("kexec: {found} shared pages converted back to private and accepted");
+    } else {
+        let left = crate::shared::kexec_leave_shared();
+        println!(
+            "kexec: kexec_unshare=off: {left} pages stay shared; the next kernel's bitmap says they are accepted private memory"
+        );
     }
     crate::stack::check("the kexec jump");
     tdcall::mark(Mark::KexecJump, generation);

@@ -11,6 +11,7 @@ mod cpu;
 mod kexec;
 mod mm;
 mod selftest;
+mod shared;
 mod smp;
 mod stack;
 mod stub;
@@ -134,6 +135,9 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         tdcall::mark(Mark::TableFilled, generation);
     }
     mm::init(stub.dir, stub.dir_blocks, lazy, ve_accept);
+    // Linux's mem_encrypt_init -> swiotlb_update_mem_attributes: the
+    // bounce pool becomes shared before the other CPUs come up.
+    shared::init_bounce_pool(guest_rt::param::number(cmdline, "bounce_pool", 2 << 20));
     smp::bring_up(st, cmdline);
     let mut failures = 0;
     match cmdline::get(cmdline, "kernel.selftest") {
@@ -142,6 +146,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
         Some("ap-touch-pending") => selftest::touch_pending_from_last_cpu(),
         Some("accept-race") => selftest::accept_race_selftest(cmdline),
         Some("ve-stores") => ve_stores::run(),
+        Some("shared-roundtrip") => shared::roundtrip_selftest(),
         Some("chaos") => {
             let (seed, count) = guest_chaos::params(cmdline);
             failures += chaos::run(seed, count);
@@ -178,6 +183,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
             cmdline,
             kexec::Options {
                 accept: on("kexec_accept"),
+                unshare: on("kexec_unshare"),
                 corrupt,
             },
         );
@@ -197,6 +203,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     tdcall::counter(Counter::AcceptRetries, tdcall::accept_retries());
     tdcall::counter(Counter::VeAccepts, guest_rt::idt::ve_accepts());
     tdcall::counter(Counter::WorkloadZeroPages, workload::zero_pages());
+    tdcall::counter(Counter::SharedPages, shared::nr_shared());
     stack::check("shutdown");
     println!(
         "kernel: boot stack high-water {} of {} bytes",

@@ -1,11 +1,28 @@
 //! Console output: bytes to COM1's transmit register through GHCI
 //! Instruction.IO (a TD has no direct port access; `print`, which the
 //! fatal path uses), and `println!`, which sends each line in one vendor
-//! console write and whose lines from several CPUs never interleave.
+//! console write and whose lines from several CPUs never interleave. Once
+//! a kernel has shared memory (`use_shared_buffer`), a line goes through
+//! it, as a TD's I/O goes through its bounce buffers: the host reads
+//! only memory the guest shared.
 
 use abi::vmcall::{emu, COM1_BASE, VENDOR_EMU};
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The shared console buffer: its address (identity-mapped, shared) and
+/// its GPA with the shared bit; 0 when there is none.
+static SHARED_VA: AtomicU64 = AtomicU64::new(0);
+static SHARED_GPA: AtomicU64 = AtomicU64::new(0);
+
+/// From now on lines go through the `CONSOLE_WRITE_MAX` bytes of shared
+/// memory at `va`, whose GPA with the shared bit is `shared_gpa`; `(0, 0)`
+/// goes back to private lines (before the memory is made private again).
+pub fn use_shared_buffer(va: u64, shared_gpa: u64) {
+    SHARED_VA.store(0, Ordering::SeqCst);
+    SHARED_GPA.store(shared_gpa, Ordering::SeqCst);
+    SHARED_VA.store(va, Ordering::SeqCst);
+}
 
 /// Writes text to COM1.
 pub struct Console;
@@ -33,18 +50,32 @@ const LINE_BYTES: usize = abi::to_usize(emu::CONSOLE_WRITE_MAX);
 struct Line {
     buf: [u8; LINE_BYTES],
     len: usize,
+    /// This CPU holds the console lock.
+    owned: bool,
 }
 
 impl Line {
-    fn flush(&mut self) {
+    /// Sends the line: through the shared buffer when there is one and
+    /// this CPU holds the console (`owned`), else from where it is.
+    fn flush(&mut self, owned: bool) {
         if self.len == 0 {
             return;
         }
         let bytes = &self.buf[..self.len];
+        let shared = SHARED_VA.load(Ordering::SeqCst);
+        let gpa = if owned && shared != 0 {
+            // SAFETY: `shared` is the kernel's shared console buffer of
+            // CONSOLE_WRITE_MAX bytes, used only under the console lock
+            // (`owned`); `bytes` is at most that long.
+            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), shared as *mut u8, bytes.len()) };
+            SHARED_GPA.load(Ordering::SeqCst)
+        } else {
+            bytes.as_ptr() as u64
+        };
         let r10 = crate::tdcall::vmcall(
             VENDOR_EMU,
             emu::CONSOLE_WRITE,
-            bytes.as_ptr() as u64,
+            gpa,
             bytes.len() as u64,
             0,
             0,
@@ -63,7 +94,7 @@ impl Write for Line {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for &b in s.as_bytes() {
             if self.len == LINE_BYTES {
-                self.flush();
+                self.flush(self.owned);
             }
             self.buf[self.len] = b;
             self.len += 1;
@@ -99,10 +130,11 @@ pub fn print_line(args: fmt::Arguments<'_>) {
     let mut line = Line {
         buf: [0; LINE_BYTES],
         len: 0,
+        owned,
     };
     let _ = line.write_fmt(args);
     let _ = line.write_str("\n");
-    line.flush();
+    line.flush(owned);
     if owned {
         LINE.store(false, Ordering::Release);
     }

@@ -10,6 +10,8 @@
 //! - `unaccepted`: Linux's algorithms over the unaccepted-memory bitmap;
 //! - `kexec`: Linux's kexec segment rules, with its errno numbers and limits;
 //! - `memmap`: the editable EFI memory map and the next kernel's map;
+//! - `shared_memory`: Linux's MapGPA retry rule and the kexec walk over
+//!   the page tables that finds shared leaves to convert back;
 //! - `tdvf`: the TDVF firmware image's metadata reader and validator, the
 //!   TDCALL patch of its boot firmware volume, and its MRTD byte stream.
 //!
@@ -30,6 +32,7 @@ pub mod acpi;
 pub mod elf;
 pub mod kexec;
 pub mod memmap;
+pub mod shared_memory;
 pub mod tdcall_patch;
 pub mod tdvf;
 pub mod unaccepted;

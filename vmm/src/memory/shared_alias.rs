@@ -28,12 +28,33 @@ pub struct SharedAlias {
     ranges: BTreeMap<u64, u64>,
     /// The mirror of RAM holding shared memory; reserved on first use.
     mirror: Option<GuestRam>,
+    /// Bytes converted to shared and back over the run.
+    to_shared: u64,
+    to_private: u64,
+    /// Console bytes read from shared memory.
+    pub console_bytes: u64,
 }
 
 impl SharedAlias {
     /// The shared ranges, start and end, without the shared bit.
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.ranges.iter().map(|(s, e)| (*s, *e))
+    }
+
+    /// Shared bytes now.
+    pub fn bytes(&self) -> u64 {
+        self.ranges.iter().map(|(s, e)| e - s).sum()
+    }
+
+    /// Bytes converted to shared, and back to private, over the run.
+    pub fn converted(&self) -> (u64, u64) {
+        (self.to_shared, self.to_private)
+    }
+
+    /// The shared ranges, at most `max` of them, and how many more.
+    pub fn listed(&self, max: usize) -> (Vec<[u64; 2]>, u64) {
+        let list = self.ranges().take(max).map(|(s, e)| [s, e]).collect();
+        (list, self.ranges.len().saturating_sub(max) as u64)
     }
 
     /// True when all of `[gpa, gpa + len)` is shared.
@@ -121,6 +142,11 @@ impl<B: SlotBackend> PrivateMemory<B> {
         &self.shared
     }
 
+    /// Counts console bytes the host read from shared memory.
+    pub fn count_console_shared(&mut self, bytes: u64) {
+        self.shared.console_bytes += bytes;
+    }
+
     /// Makes the RAM range `[gpa, gpa + len)` (4 KiB aligned, without the
     /// shared bit) shared: its accepted private pages go back to pending
     /// (host memory freed), and the parts not yet shared get a memslot at
@@ -144,6 +170,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
                 .ok_or(MemoryError::NotRam { gpa: s, len: e - s })?;
             self.slots.map(s | shared_bit, e - s, host)?;
             self.shared.insert(s, e);
+            self.shared.to_shared += e - s;
         }
         self.slots
             .merge_range((gpa | shared_bit) - 1, ((gpa + len) | shared_bit) + 1)?;
@@ -167,6 +194,7 @@ impl<B: SlotBackend> PrivateMemory<B> {
                 crate::memory::pending_mechanism::dontneed(host, e - s)?;
             }
             self.shared.remove(s, e);
+            self.shared.to_private += e - s;
             bytes += e - s;
         }
         Ok(bytes)
@@ -174,7 +202,6 @@ impl<B: SlotBackend> PrivateMemory<B> {
 
     /// Reads shared memory at `gpa` (with or without the shared bit) if
     /// the whole range is shared.
-    #[cfg_attr(not(test), allow(dead_code))] // the VMM reads no shared memory yet; tests do
     pub fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> bool {
         let gpa = gpa & !self.layout().shared_bit();
         let len = buf.len() as u64;
@@ -202,7 +229,6 @@ impl<B: SlotBackend> PrivateMemory<B> {
         }
     }
 
-    #[cfg_attr(not(test), allow(dead_code))]
     fn shared_offset(&self, gpa: u64, len: u64) -> Option<u64> {
         self.shared
             .contains(gpa, len)

@@ -105,6 +105,8 @@ pub fn assemble<B: SlotBackend>(
     let pages = memory.pages();
     let (accepted_ranges, ranges_left_out) =
         pages.accepted_gpa_ranges(memory.layout(), schema::MAX_ACCEPTED_RANGES);
+    let (shared_ranges, shared_left_out) = memory.shared().listed(schema::MAX_ACCEPTED_RANGES);
+    let (converted_to_shared_bytes, converted_to_private_bytes) = memory.shared().converted();
     let slot_stats = memory.slots().stats();
     let mut exits = ExitStats::default();
     for v in vcpus {
@@ -151,6 +153,8 @@ pub fn assemble<B: SlotBackend>(
             accepted_bytes: pages.accepted_pages() * abi::PAGE_4K,
             initial_bytes: facts.initial_bytes,
             accepted_ranges,
+            shared_bytes: memory.shared().bytes(),
+            shared_ranges,
         },
         host: HostStats {
             rss_peak_bytes: schema::rss_peak_bytes(),
@@ -170,6 +174,9 @@ pub fn assemble<B: SlotBackend>(
             state_lock_acquisitions,
             pages_removed: memory.pages_removed(),
             removed_pages_reaccepted: memory.removed_pages_reaccepted(),
+            converted_to_shared_bytes,
+            converted_to_private_bytes,
+            console_shared_bytes: memory.shared().console_bytes,
         },
         exits,
         vcpus: u32::try_from(vcpus.len()).unwrap_or(u32::MAX),
@@ -207,6 +214,7 @@ pub fn assemble<B: SlotBackend>(
         truncated: Truncated {
             console_bytes: console.dropped(),
             accepted_ranges: ranges_left_out,
+            shared_ranges: shared_left_out,
             ..log.truncated
         },
         inputs: facts.inputs,

@@ -1,7 +1,8 @@
 //! The bitmap cross-check: finds the guest's unaccepted-memory table through
 //! the EFI system table it registered, and compares every unit with the
 //! page-state table. A set bit must cover only pending pages; a clear bit
-//! only accepted ones (RAM pages only: the hole is neither).
+//! only accepted ones, or pages the guest holds shared (RAM pages only: the
+//! hole is neither).
 //!
 //! Every guest structure is hostile input: reads go through
 //! `read_accepted`, sizes are bounded, and failures are reported, not fatal.
@@ -52,6 +53,16 @@ fn read<T: Pod>(mem: &PrivateMemory<impl SlotBackend>, gpa: u64) -> Result<T, Ch
         return Err(CheckError::Unreadable(gpa));
     }
     T::read_from_prefix(&buf).ok_or(CheckError::Unreadable(gpa))
+}
+
+/// The 4 KiB pages of the 2 MiB unit at `unit` that are shared.
+fn shared_pages(mem: &PrivateMemory<impl SlotBackend>, unit: u64) -> u64 {
+    let end = unit + UNIT_SIZE;
+    mem.shared()
+        .ranges()
+        .filter(|(s, e)| *s < end && *e > unit)
+        .map(|(s, e)| (e.min(end) - s.max(unit)) / PAGE_4K)
+        .sum()
 }
 
 /// Finds the table and counts the units whose bit disagrees with the
@@ -122,10 +133,14 @@ pub fn check(
         let wrong = layout.ram_offset(unit, PAGE_4K).is_some_and(|off| {
             let chunk = off / (PAGES_PER_CHUNK * PAGE_4K);
             let accepted = mem.pages().chunk_accepted(chunk);
+            // Pages the guest holds shared are not private memory: a clear
+            // bit over them is Linux's state while they are shared (they
+            // are accepted again when converted back).
+            let shared = shared_pages(mem, unit);
             if set {
                 accepted != 0
             } else {
-                accepted != mem.pages().chunk_pages(chunk)
+                accepted + shared != mem.pages().chunk_pages(chunk)
             }
         });
         if wrong {

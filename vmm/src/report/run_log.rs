@@ -74,6 +74,14 @@ impl RunLog {
     }
 
     /// The record of the kexec in progress, if it has one.
+    /// Records the RAM still shared as the open kexec jumps (call before
+    /// its `KexecJump` mark).
+    pub fn shared_at_jump(&mut self, bytes: u64) {
+        if let Some(k) = self.open_kexec() {
+            k.shared_bytes_at_jump = bytes;
+        }
+    }
+
     fn open_kexec(&mut self) -> Option<&mut KexecRecord> {
         if self.kexec_open {
             self.kexecs.last_mut()

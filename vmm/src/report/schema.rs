@@ -38,6 +38,15 @@ pub struct PageStats {
     /// `truncated.accepted_ranges`.
     #[serde(default)]
     pub accepted_ranges: Vec<[u64; 2]>,
+    /// RAM the guest holds shared (converted with MapGPA and not back) at
+    /// the end, without the shared bit.
+    #[serde(default)]
+    pub shared_bytes: u64,
+    /// The same as coalesced `[start, end)` GPA ranges (without the shared
+    /// bit), at most `MAX_ACCEPTED_RANGES`, the rest counted in
+    /// `truncated.shared_ranges`.
+    #[serde(default)]
+    pub shared_ranges: Vec<[u64; 2]>,
 }
 
 /// Host-side cost.
@@ -92,6 +101,17 @@ pub struct HostStats {
     /// (with `ve_accept=on`, silently).
     #[serde(default)]
     pub removed_pages_reaccepted: u64,
+    /// RAM converted to shared with MapGPA over the run (what was already
+    /// shared not counted again).
+    #[serde(default)]
+    pub converted_to_shared_bytes: u64,
+    /// Shared RAM converted back to private with MapGPA over the run.
+    #[serde(default)]
+    pub converted_to_private_bytes: u64,
+    /// Console bytes the host read from shared memory (`CONSOLE_WRITE`
+    /// with the shared bit), as a TD's I/O goes through bounce buffers.
+    #[serde(default)]
+    pub console_shared_bytes: u64,
 }
 
 /// vCPU exits by kind.
@@ -340,6 +360,10 @@ pub struct KexecRecord {
     pub vmm_bytes_accepted: u64,
     /// The lowest GPA the VMM saw accepted in that time.
     pub vmm_lowest_gpa_accepted: Option<u64>,
+    /// RAM still shared when the loading kernel jumped (0 when it
+    /// converted all of it back first, as `tdx_kexec_finish` does).
+    #[serde(default)]
+    pub shared_bytes_at_jump: u64,
 }
 
 /// Result of a doorbell micro-benchmark: N TDCALL round trips timed by the
@@ -452,6 +476,10 @@ pub struct Truncated {
     /// `pages.accepted_ranges`).
     #[serde(default)]
     pub accepted_ranges: u64,
+    /// Shared ranges past `MAX_ACCEPTED_RANGES` (not in
+    /// `pages.shared_ranges`).
+    #[serde(default)]
+    pub shared_ranges: u64,
 }
 
 impl Truncated {

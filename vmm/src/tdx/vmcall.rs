@@ -197,10 +197,13 @@ fn map_gpa<B: SlotBackend>(
     Handled::answer(Status::Success)
 }
 
-/// The vendor console write: `len` bytes at `gpa`, all in accepted
-/// memory, go to the UART's transmit register one by one. Anything else
-/// (no bytes, too many, memory that is not accepted RAM) is refused with
-/// nothing written.
+/// The vendor console write: `len` bytes at `gpa` go to the UART's
+/// transmit register one by one. With the shared bit in `gpa` they are
+/// read from shared memory, all of which the guest must have converted
+/// (what a TDX host can read); without it from accepted private memory (a
+/// convenience of this VMM for the firmware and the early kernel, which a
+/// TDX host could not offer). Anything else (no bytes, too many, memory
+/// that is neither) is refused with nothing written.
 fn console_write<B: SlotBackend>(svc: &mut Services<'_, B>, gpa: u64, len: u64, out: &mut Outputs) {
     if len == 0 || len > emu::CONSOLE_WRITE_MAX {
         log::debug!("console write of {len} bytes at {gpa:#x}: length out of range");
@@ -209,10 +212,26 @@ fn console_write<B: SlotBackend>(svc: &mut Services<'_, B>, gpa: u64, len: u64, 
     }
     let mut buf = [0u8; abi::to_usize(emu::CONSOLE_WRITE_MAX)];
     let buf = &mut buf[..abi::to_usize(len)];
-    if !svc.mem.read_accepted(gpa, buf) {
-        log::debug!("console write of {len} bytes at {gpa:#x}: not accepted RAM");
+    let shared = gpa & svc.mem.layout().shared_bit() != 0;
+    let read = if shared {
+        svc.mem.read_shared(gpa, buf)
+    } else {
+        svc.mem.read_accepted(gpa, buf)
+    };
+    if !read {
+        log::debug!(
+            "console write of {len} bytes at {gpa:#x}: not {}",
+            if shared {
+                "shared memory"
+            } else {
+                "accepted RAM"
+            }
+        );
         out.r10 = vmcall_status::OPERAND_INVALID;
         return;
+    }
+    if shared {
+        svc.mem.count_console_shared(len);
     }
     for &b in buf.iter() {
         svc.console.write(0, b);

@@ -16,6 +16,9 @@ use abi::report::{Counter, Mark};
 pub fn apply_shared<B: SlotBackend>(shared: &mut Shared<B>, event: &Event) {
     match *event {
         Event::Mark(mark, arg) => {
+            if mark == Mark::KexecJump {
+                shared.log.shared_at_jump(shared.memory.shared().bytes());
+            }
             if mark == Mark::KernelReady {
                 // A host that removes pages later starts once the kernel runs.
                 if let Some(i) = shared.tdx.inject.as_mut() {

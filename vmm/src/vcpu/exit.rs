@@ -186,6 +186,10 @@ pub fn on_memory_smp<B: SlotBackend>(
             MemoryAction::FirstTouch
         }
         GpaKind::Accepted => MemoryAction::Bug,
+        GpaKind::Pending if mem.shared().contains(gpa, 1) => MemoryAction::Fault(
+            Outcome::PendingAccess,
+            "private memory the guest converted to shared (MapGPA) and not back, reached through a private mapping",
+        ),
         GpaKind::Pending if mem.removed_by_host(gpa) => MemoryAction::Fault(
             Outcome::PendingAccess,
             "private memory removed by the host (TDH.MEM.PAGE.REMOVE)",
