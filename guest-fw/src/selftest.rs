@@ -282,7 +282,7 @@ pub fn chaos(hobs: &HobList<'_>, gpaw: u64, seed: u64, count: u64) -> (u32, (u64
             let start = r
                 .physical_start
                 .next_multiple_of(PAGE_2M)
-                .max(end.saturating_sub(MAX_WINDOW / 4));
+                .max(end.saturating_sub(MAX_WINDOW));
             (start < end).then_some((start, end))
         })
         .max_by_key(|w| w.1);

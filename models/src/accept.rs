@@ -27,8 +27,9 @@ use abi::tdcall::accept::decode;
 use abi::tdcall::{status, AcceptLevel, PageLevel, SeptLevel};
 use abi::{PAGE_2M, PAGE_4K};
 
-/// Largest window the model tracks.
-pub const MAX_WINDOW: u64 = 256 << 20;
+/// Largest window the model tracks (the guests keep the model on their
+/// stacks: three bits per page of it).
+pub const MAX_WINDOW: u64 = 64 << 20;
 /// 2 MiB entries in the largest window.
 pub const MAX_CHUNKS: usize = (MAX_WINDOW / PAGE_2M) as usize;
 const WORDS_PER_CHUNK: usize = 8;
@@ -64,6 +65,14 @@ pub struct Model {
     state: [Chunk; MAX_CHUNKS],
     bits: [[u64; WORDS_PER_CHUNK]; MAX_CHUNKS],
     accepted_pages: u64,
+    /// Pages converted to shared (MapGPA) and not back.
+    shared: [[u64; WORDS_PER_CHUNK]; MAX_CHUNKS],
+    /// Pages the host removed and the guest has not accepted since.
+    removed: [[u64; WORDS_PER_CHUNK]; MAX_CHUNKS],
+    /// The state a chunk goes back to when all of it is released.
+    released: Chunk,
+    /// Removed pages accepted again.
+    reaccepted_pages: u64,
 }
 
 impl Model {
@@ -100,6 +109,13 @@ impl Model {
             }; MAX_CHUNKS],
             bits: [[0; WORDS_PER_CHUNK]; MAX_CHUNKS],
             accepted_pages: 0,
+            shared: [[0; WORDS_PER_CHUNK]; MAX_CHUNKS],
+            removed: [[0; WORDS_PER_CHUNK]; MAX_CHUNKS],
+            released: match sept {
+                SeptLevel::L2M => Chunk::Pending,
+                SeptLevel::L4K => Chunk::Split,
+            },
+            reaccepted_pages: 0,
         })
     }
 
@@ -127,6 +143,126 @@ impl Model {
                 ((off % PAGE_2M) / PAGE_4K) as usize,
             )
         })
+    }
+
+    /// Removed pages the guest has accepted again (zeros where its data
+    /// was).
+    pub fn reaccepted_pages(&self) -> u64 {
+        self.reaccepted_pages
+    }
+
+    /// True when the 4 KiB page at `gpa` (inside the window) is shared.
+    pub fn is_shared(&self, gpa: u64) -> bool {
+        self.locate(gpa)
+            .is_some_and(|(c, p)| self.shared[c][p / 64] & (1 << (p % 64)) != 0)
+    }
+
+    /// True when the 4 KiB page at `gpa` was removed by the host and not
+    /// accepted since.
+    pub fn is_removed(&self, gpa: u64) -> bool {
+        self.locate(gpa)
+            .is_some_and(|(c, p)| self.removed[c][p / 64] & (1 << (p % 64)) != 0)
+    }
+
+    /// `[gpa, gpa + len)` (4 KiB aligned, inside the window) goes back to
+    /// pending, as the VMM's `release` does for MapGPA to shared and a
+    /// host's TDH.MEM.PAGE.REMOVE: a whole 2 MiB entry becomes pending
+    /// (a 2 MiB accept works there again); part of one leaves it split
+    /// into 4 KiB pages, the released ones pending.
+    pub fn release(&mut self, gpa: u64, len: u64) {
+        let mut at = gpa;
+        let end = gpa + len;
+        while at < end {
+            let Some((c, p)) = self.locate(at) else {
+                return;
+            };
+            let chunk_start = at - p as u64 * PAGE_4K;
+            let chunk_end = (chunk_start + PAGE_2M).min(end);
+            if p == 0 && chunk_end == chunk_start + PAGE_2M {
+                self.accepted_pages -= self.chunk_accepted(c);
+                self.state[c] = self.released;
+                self.bits[c] = [0; WORDS_PER_CHUNK];
+            } else {
+                for q in p..p + ((chunk_end - at) / PAGE_4K) as usize {
+                    match self.state[c] {
+                        Chunk::Pending => {}
+                        Chunk::Mapped2M => {
+                            self.state[c] = Chunk::Split;
+                            self.bits[c] = [u64::MAX; WORDS_PER_CHUNK];
+                            self.bits[c][q / 64] &= !(1 << (q % 64));
+                            self.accepted_pages -= 1;
+                        }
+                        Chunk::Split => {
+                            if self.bits[c][q / 64] & (1 << (q % 64)) != 0 {
+                                self.bits[c][q / 64] &= !(1 << (q % 64));
+                                self.accepted_pages -= 1;
+                            }
+                        }
+                    }
+                }
+            }
+            at = chunk_end;
+        }
+    }
+
+    fn chunk_accepted(&self, c: usize) -> u64 {
+        match self.state[c] {
+            Chunk::Pending => 0,
+            Chunk::Mapped2M => 512,
+            Chunk::Split => self.bits[c].iter().map(|w| u64::from(w.count_ones())).sum(),
+        }
+    }
+
+    /// Sets or clears `[gpa, gpa + len)` in a per-page bit set.
+    fn mark(
+        set: &mut [[u64; WORDS_PER_CHUNK]; MAX_CHUNKS],
+        model: &Model,
+        gpa: u64,
+        len: u64,
+        on: bool,
+    ) {
+        let mut at = gpa;
+        while at < gpa + len {
+            if let Some((c, p)) = model.locate(at) {
+                if on {
+                    set[c][p / 64] |= 1 << (p % 64);
+                } else {
+                    set[c][p / 64] &= !(1 << (p % 64));
+                }
+            }
+            at += PAGE_4K;
+        }
+    }
+
+    /// MapGPA to shared of `[gpa, gpa + len)`: released, then shared.
+    pub fn to_shared(&mut self, gpa: u64, len: u64) {
+        self.release(gpa, len);
+        let mut shared = self.shared;
+        Self::mark(&mut shared, self, gpa, len, true);
+        self.shared = shared;
+    }
+
+    /// MapGPA to private of `[gpa, gpa + len)`: the shared pages are
+    /// private again, still pending (the guest accepts them); accepted
+    /// private pages in the range stay accepted.
+    pub fn to_private(&mut self, gpa: u64, len: u64) {
+        let mut shared = self.shared;
+        Self::mark(&mut shared, self, gpa, len, false);
+        self.shared = shared;
+    }
+
+    /// The host removed the accepted 4 KiB page at `gpa`
+    /// (TDH.MEM.PAGE.REMOVE): pending again, and remembered as removed
+    /// until accepted.
+    pub fn remove(&mut self, gpa: u64) {
+        let page = gpa & !(PAGE_4K - 1);
+        if !self.is_accepted(page) {
+            return;
+        }
+        self.release(page, PAGE_4K);
+        let mut removed = self.removed;
+        Self::mark(&mut removed, self, page, PAGE_4K, true);
+        self.removed = removed;
     }
 
     /// True when the 4 KiB page at `gpa` (inside the window) is accepted.
@@ -185,17 +321,29 @@ impl Model {
     }
 
     fn apply(&mut self, change: Option<(usize, Option<usize>)>) {
-        match change {
+        // An accepted page is private (the VMM converts a shared one back
+        // first, as QEMU does on KVM's private fault) and no longer removed.
+        let (c, pages) = match change {
             Some((c, None)) => {
                 self.state[c] = Chunk::Mapped2M;
                 self.accepted_pages += 512;
+                (c, 0..512)
             }
             Some((c, Some(p))) => {
                 self.state[c] = Chunk::Split;
                 self.bits[c][p / 64] |= 1 << (p % 64);
                 self.accepted_pages += 1;
+                (c, p..p + 1)
             }
-            None => {}
+            None => return,
+        };
+        for p in pages {
+            let bit = 1u64 << (p % 64);
+            self.shared[c][p / 64] &= !bit;
+            if self.removed[c][p / 64] & bit != 0 {
+                self.removed[c][p / 64] &= !bit;
+                self.reaccepted_pages += 1;
+            }
         }
     }
 
@@ -240,12 +388,28 @@ impl Model {
         };
         Saved {
             accepted_pages: self.accepted_pages,
+            reaccepted_pages: self.reaccepted_pages,
             chunks: [chunk(rcxs[0]), chunk(rcxs[1])],
+            shared: [
+                chunk_bits(self, &self.shared, rcxs[0]),
+                chunk_bits(self, &self.shared, rcxs[1]),
+            ],
+            removed: [
+                chunk_bits(self, &self.removed, rcxs[0]),
+                chunk_bits(self, &self.removed, rcxs[1]),
+            ],
         }
     }
 
     fn restore(&mut self, saved: &Saved) {
         self.accepted_pages = saved.accepted_pages;
+        self.reaccepted_pages = saved.reaccepted_pages;
+        for &(c, bits) in saved.shared.iter().rev().flatten() {
+            self.shared[c] = bits;
+        }
+        for &(c, bits) in saved.removed.iter().rev().flatten() {
+            self.removed[c] = bits;
+        }
         // In reverse, so a chunk saved twice ends as first saved.
         for &(c, state, bits) in saved.chunks.iter().rev().flatten() {
             self.state[c] = state;
@@ -257,7 +421,21 @@ impl Model {
 /// What `Model::save` keeps.
 struct Saved {
     accepted_pages: u64,
+    reaccepted_pages: u64,
     chunks: [Option<(usize, Chunk, [u64; WORDS_PER_CHUNK])>; 2],
+    shared: [Option<(usize, [u64; WORDS_PER_CHUNK])>; 2],
+    removed: [Option<(usize, [u64; WORDS_PER_CHUNK])>; 2],
+}
+
+/// The chunk `rcx` names and its bits in `set`.
+fn chunk_bits(
+    m: &Model,
+    set: &[[u64; WORDS_PER_CHUNK]; MAX_CHUNKS],
+    rcx: u64,
+) -> Option<(usize, [u64; WORDS_PER_CHUNK])> {
+    let (gpa, _) = decode(&m.layout, rcx).ok()?;
+    let (c, _) = m.locate(gpa)?;
+    Some((c, set[c]))
 }
 
 /// A small, fast, seedable generator (SplitMix64) for reproducible chaos.

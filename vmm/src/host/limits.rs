@@ -91,10 +91,13 @@ fn virtual_size() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-/// Address space the run of a TD with `vcpus` vCPUs needs beyond what is
-/// reserved when it is built.
-pub fn run_needs(vcpus: u32) -> u64 {
-    u64::from(vcpus.saturating_sub(1)) * VCPU_STACK_BYTES as u64 + RUN_HEADROOM_BYTES
+/// Address space the run of a TD with `vcpus` vCPUs and `mem_bytes` of RAM
+/// needs beyond what is reserved when it is built: the vCPU stacks, the
+/// headroom, and the first block of shared memory (a kernel's bounce pool).
+pub fn run_needs(vcpus: u32, mem_bytes: u64) -> u64 {
+    u64::from(vcpus.saturating_sub(1)) * VCPU_STACK_BYTES as u64
+        + RUN_HEADROOM_BYTES
+        + mem_bytes.min(crate::memory::shared_alias::SHARED_BLOCK_BYTES)
 }
 
 /// Before guest RAM is reserved: room for it, its page-state tables
@@ -103,14 +106,14 @@ pub fn ensure_room_for_td(mem_bytes: u64, vcpus: u32) -> Result<(), LimitError> 
     let tables = mem_bytes >> 19;
     let bytes = mem_bytes
         .saturating_add(tables)
-        .saturating_add(run_needs(vcpus));
+        .saturating_add(run_needs(vcpus, mem_bytes));
     ensure_address_space(bytes, vcpus)
 }
 
 /// Once guest RAM and its tables are reserved: room for what running
 /// needs.
-pub fn ensure_room_for_run(vcpus: u32) -> Result<(), LimitError> {
-    ensure_address_space(run_needs(vcpus), vcpus)
+pub fn ensure_room_for_run(vcpus: u32, mem_bytes: u64) -> Result<(), LimitError> {
+    ensure_address_space(run_needs(vcpus, mem_bytes), vcpus)
 }
 
 /// Checks that `bytes` more of address space can be mapped now (with an
@@ -167,8 +170,12 @@ mod tests {
 
     #[test]
     fn run_needs_grows_with_the_vcpus_started() {
-        assert_eq!(run_needs(1), RUN_HEADROOM_BYTES);
-        assert_eq!(run_needs(64) - run_needs(1), 63 * VCPU_STACK_BYTES as u64);
+        assert_eq!(run_needs(1, 0), RUN_HEADROOM_BYTES);
+        assert_eq!(
+            run_needs(64, 0) - run_needs(1, 0),
+            63 * VCPU_STACK_BYTES as u64
+        );
+        assert_eq!(run_needs(1, 64 << 40) - run_needs(1, 0), 1 << 30);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum MemoryError {
     Pending(#[from] crate::memory::pending_mechanism::PendingError),
     #[error("range gpa {gpa:#x} (+{len:#x}) is not RAM")]
     NotRam { gpa: u64, len: u64 },
+    #[error("cannot reserve {bytes} bytes of host address space for shared memory: {source}")]
+    SharedReserve { bytes: u64, source: std::io::Error },
     #[error("refusing to write {what} into pending memory at gpa {gpa:#x}")]
     NotAccepted { what: &'static str, gpa: u64 },
     #[error("cannot write {what} at gpa {gpa:#x}: {source}")]

@@ -346,6 +346,70 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The VMM's private memory (accepts, MapGPA to shared and back,
+        /// a host's removals) against the reference model that knows
+        /// shared, removed and re-accepted pages: the same statuses, the
+        /// same accepted, shared and removed pages, re-accepts counted
+        /// alike, and the invariants (never accepted and shared at once;
+        /// every shared page in its alias's memslot) after every step.
+        #[test]
+        fn accepts_conversions_and_removals_follow_the_reference_model(
+            ops in proptest::collection::vec((0u8..12, 0u64..2048, 1u64..600), 1..200),
+        ) {
+            use crate::memory::guest_ram::Backing;
+            use crate::memory::memslots::NoKvm;
+            let layout = crate::memory::layout::checked(6 * GIB, 48).unwrap();
+            let mut mem = PrivateMemory::with_backend(NoKvm, layout, Backing::OnTouch, 64).unwrap();
+            let base = 4 * GIB;
+            let window = 8 << 20;
+            let mut model = Model::new(layout, base, window).unwrap();
+            for (kind, page, len) in ops {
+                let gpa = base + page * PAGE_4K;
+                let len = (len * PAGE_4K).min(base + window - gpa);
+                match kind {
+                    0..=4 => {
+                        let rcx = if kind < 3 {
+                            encode(gpa, PageLevel::L4K)
+                        } else {
+                            encode(gpa & !(abi::PAGE_2M - 1), PageLevel::L2M)
+                        };
+                        let want = model.accept(rcx);
+                        let got = accept_alone(&mut mem, &AcceptRequest::decode(&layout, rcx)).unwrap();
+                        prop_assert_eq!(Expect::Status(got.status().raw()), want, "accept {:#x}", rcx);
+                    }
+                    5..=7 => {
+                        // MapGPA to shared: a sub-range, or whole 2 MiB units.
+                        let (g, l) = if kind == 7 {
+                            (gpa & !(abi::PAGE_2M - 1), abi::PAGE_2M)
+                        } else {
+                            (gpa, len)
+                        };
+                        mem.convert_to_shared(g, l).unwrap();
+                        model.to_shared(g, l);
+                    }
+                    8 | 9 => {
+                        mem.convert_to_private(gpa, len).unwrap();
+                        model.to_private(gpa, len);
+                    }
+                    _ => {
+                        mem.remove_by_host(gpa).unwrap();
+                        model.remove(gpa);
+                    }
+                }
+                crate::memory::invariants::check_range(&mem, base, window).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            for p in 0..window / PAGE_4K {
+                let g = base + p * PAGE_4K;
+                prop_assert_eq!(mem.classify(g) == crate::memory::private::GpaKind::Accepted, model.is_accepted(g), "accepted {:#x}", g);
+                prop_assert_eq!(mem.shared().contains(g, PAGE_4K), model.is_shared(g), "shared {:#x}", g);
+                prop_assert_eq!(mem.removed_by_host(g), model.is_removed(g), "removed {:#x}", g);
+            }
+            prop_assert_eq!(mem.removed_pages_reaccepted(), model.reaccepted_pages());
+        }
+    }
+
+    proptest! {
         /// The VMM's accept state machine (decode, page-state table, status)
         /// gives exactly the statuses of the reference model, for requests
         /// inside a 16 MiB window at 4 GiB and malformed ones anywhere.

@@ -534,6 +534,30 @@ mod tests {
     }
 
     #[test]
+    fn a_console_write_with_the_shared_bit_reads_shared_memory_only() {
+        let mut td = td();
+        let bit = td.mem.layout().shared_bit();
+        let page = 4 * GIB + (4 << 20);
+        let (r, _) = vmcall(&mut td, GHCI_STANDARD, ghci::MAP_GPA, page | bit, 0x1000);
+        assert_eq!(r.r10, 0);
+        assert!(td.mem.write_shared(page, b"through the bounce pool\n"));
+        let (r, _) = vmcall(&mut td, VENDOR_EMU, emu::CONSOLE_WRITE, page | bit, 24);
+        assert_eq!(r.r10, 0);
+        assert_eq!(td.console.text(), "through the bounce pool\n");
+        assert_eq!(td.mem.shared().console_bytes, 24);
+        // The shared bit over private memory, the private alias of shared
+        // memory, a range running off the shared page: refused.
+        let private = 4 * GIB + 0x1000;
+        assert!(td.mem.write_accepted(private, b"secret"));
+        for gpa in [private | bit, page, (page + 0x1000 - 4) | bit] {
+            let (r, _) = vmcall(&mut td, VENDOR_EMU, emu::CONSOLE_WRITE, gpa, 6);
+            assert_eq!(r.r10, vmcall_status::OPERAND_INVALID, "{gpa:#x}");
+        }
+        assert_eq!(td.console.text(), "through the bounce pool\n");
+        assert_eq!(td.mem.shared().console_bytes, 24);
+    }
+
+    #[test]
     fn the_abi_version_call_answers_the_current_version() {
         let mut td = td();
         let (r, event) = vmcall(&mut td, VENDOR_EMU, emu::ABI_VERSION, 0, 0);

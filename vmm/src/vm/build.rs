@@ -88,7 +88,7 @@ pub(super) fn td_memory(
         (config.cpus > 1).then(|| board.clone() as Arc<dyn crate::memory::memslots::GuestPause>);
     crate::host::limits::ensure_room_for_td(config.mem_bytes, config.cpus)?;
     let mut memory = PrivateMemory::new(vm, layout, config.backing, slot_limit, pauser)?;
-    crate::host::limits::ensure_room_for_run(config.cpus)?;
+    crate::host::limits::ensure_room_for_run(config.cpus, config.mem_bytes)?;
     memory.set_map_on_touch(config.map_on_touch);
     memory.set_sept_level(config.sept_level);
     let pending_fallback = choose_pending(&mut memory, config.pending)?;
