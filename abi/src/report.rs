@@ -97,6 +97,13 @@ crate::named_enum! {
         /// 4 KiB pages the kexec step converted back to private
         /// (`tdx_kexec_finish`'s `found`), for the last kexec.
         KexecUnsharedPages = 24 => "kexec_unshared_pages",
+        /// MapGPA conversions (to shared or private) the chaos self-test made.
+        ChaosConversions = 25 => "chaos_conversions",
+        /// Pages the chaos self-test had the host remove (`REMOVE_PAGE`).
+        ChaosRemovals = 26 => "chaos_removals",
+        /// Removed pages the chaos self-test accepted again (its model's
+        /// count; the host's is `host.removed_pages_reaccepted`).
+        ChaosReaccepted = 27 => "chaos_reaccepted",
     }
 }
 

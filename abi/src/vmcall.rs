@@ -190,6 +190,12 @@ pub mod emu {
     /// A host that answers R10 = `TDG.VP.VMCALL_INVALID_OPERAND` predates
     /// versioning.
     pub const ABI_VERSION: u64 = 7;
+    /// A test hook for hostile-host chaos: the host removes the accepted
+    /// private 4 KiB page at R12 now (TDH.MEM.PAGE.REMOVE: content and host
+    /// memory gone, pending again), as `--inject remove` does at random.
+    /// R12 not an accepted private RAM page: `OPERAND_INVALID`, nothing
+    /// removed.
+    pub const REMOVE_PAGE: u64 = 8;
 }
 
 /// The version of the guest-visible ABI (`docs/guest-abi.md`): every leaf,
@@ -202,7 +208,7 @@ pub mod abi_version {
     /// Major version.
     pub const MAJOR: u16 = 1;
     /// Minor version.
-    pub const MINOR: u16 = 3;
+    pub const MINOR: u16 = 4;
     /// `MAJOR.MINOR` as `emu::ABI_VERSION` returns it in R11.
     pub const CURRENT: u64 = encode(MAJOR, MINOR);
 

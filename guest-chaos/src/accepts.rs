@@ -65,7 +65,7 @@ impl Run<'_> {
             if !e.held {
                 e.held = true;
                 Some(Claim::Holder(c))
-            } else if e.rogue == Rogue::Idle {
+            } else if e.rogue == Rogue::Idle && !e.exclusive {
                 e.rogue = Rogue::Running;
                 Some(Claim::Rogue(c))
             } else {
@@ -79,9 +79,11 @@ impl Run<'_> {
     /// takes the change only when the host's answers are explained, and
     /// releases the entry.
     pub(super) fn settle(&mut self, c: usize, rcx: u64, got: u64) {
-        // Waiting for the rogue, checking and releasing the entry happen in
-        // one critical section: a rogue can no longer join once the holder
-        // has seen the entry without one.
+        // Waiting for the rogue and checking happen in one critical
+        // section, which also closes the entry to rogues: none can join
+        // once the holder has seen the entry without one. The entry is
+        // released after the content checks below, so no other CPU can
+        // convert or remove the pages being read.
         let (rival, explained, want) = loop {
             let r = self.with(|s| {
                 let rival = match s.entries[c].rogue {
@@ -101,8 +103,9 @@ impl Run<'_> {
                     Some(r) => (s.model.accept_concurrent((rcx, got), r), None),
                 };
                 s.entries[c] = Entry {
-                    held: false,
+                    held: true,
                     rogue: Rogue::Idle,
+                    exclusive: true,
                 };
                 Some((rival, ok, want))
             });
@@ -114,6 +117,20 @@ impl Run<'_> {
         if rival.is_some() {
             self.out.raced += 1;
         }
+        self.check_settled(rcx, got, rival, explained, want);
+        self.release_exclusive(c);
+    }
+
+    /// What `settle` found: a disagreement if the model could not explain
+    /// the answers, else the contents of pages already accepted.
+    fn check_settled(
+        &mut self,
+        rcx: u64,
+        got: u64,
+        rival: Option<(u64, u64)>,
+        explained: bool,
+        want: Option<Expect>,
+    ) {
         if !explained {
             match (rival, want) {
                 (Some((r_rcx, r_got)), _) => self.disagree(format_args!(

@@ -283,11 +283,17 @@ impl Run<'_> {
 
     pub(super) fn check_memory(&mut self) {
         let gpa = self.window_gpa();
+        // Alone on the chunk: no CPU converts or removes the page between
+        // the model's word and the read.
+        let Some(c) = self.claim_exclusive(gpa) else {
+            return;
+        };
         if self.with(|s| s.model.is_accepted(gpa)) && read(gpa) != pattern(gpa) {
             self.disagree(format_args!(
                 "accepted page {gpa:#x} holds {:#x}",
                 read(gpa)
             ));
         }
+        self.release_exclusive(c);
     }
 }

@@ -8,8 +8,11 @@
 //! shared bit, bits above GPAW, the MMIO hole, beyond RAM, random words),
 //! other TDCALL leaves (known, unknown, with version or reserved RAX bits),
 //! GHCI VMCALLs that do not end the TD, and port I/O to unassigned ports,
-//! both through GHCI and directly. Every answer is checked against
-//! `models::accept` and the TDX/GHCI rules;
+//! both through GHCI and directly; MapGPA conversions of window ranges to
+//! shared and back, and pages the host removes at the guest's request
+//! (the `REMOVE_PAGE` hook), later accepted again. Every answer is checked
+//! against `models::accept` (which knows shared, removed and re-accepted
+//! pages) and the TDX/GHCI rules;
 //! accepted pages must read zero, and pages accepted twice must keep their
 //! contents. Disagreements are counted and the first few printed.
 //!
@@ -25,6 +28,7 @@
 
 mod accepts;
 mod calls;
+mod conversions;
 
 use abi::layout::RamLayout;
 use abi::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
@@ -56,6 +60,10 @@ pub struct Outcome {
     pub raced: u64,
     /// TDX_OPERAND_BUSY answers the model explained (several CPUs).
     pub busy_seen: u64,
+    /// MapGPA conversions of window ranges (to shared or private).
+    pub conversions: u64,
+    /// Pages the host removed at this run's request.
+    pub removals: u64,
 }
 
 impl Outcome {
@@ -69,6 +77,8 @@ impl Outcome {
         busy_retries: 0,
         raced: 0,
         busy_seen: 0,
+        conversions: 0,
+        removals: 0,
     };
 
     /// Adds another CPU's outcome.
@@ -81,6 +91,8 @@ impl Outcome {
         self.busy_retries += o.busy_retries;
         self.raced += o.raced;
         self.busy_seen += o.busy_seen;
+        self.conversions += o.conversions;
+        self.removals += o.removals;
     }
 }
 
@@ -96,6 +108,9 @@ enum Rogue {
 struct Entry {
     held: bool,
     rogue: Rogue,
+    /// Held by an operation no accept may race (a conversion, a removal,
+    /// a read of the chunk's pages).
+    exclusive: bool,
 }
 
 /// What the CPUs of one run share.
@@ -136,6 +151,7 @@ impl Chaos {
             entries: [Entry {
                 held: false,
                 rogue: Rogue::Idle,
+                exclusive: false,
             }; MAX_CHUNKS],
             vcpus,
             runners: runners.max(1),
@@ -244,12 +260,14 @@ impl Run<'_> {
 
     fn one(&mut self) {
         match self.rng.below(100) {
-            0..40 => self.accept_in_window(),
-            40..60 => self.accept_invalid(),
-            60..70 => self.other_leaf(),
-            70..80 => self.ghci(),
-            80..90 => self.port_io(),
-            _ => self.check_memory(),
+            0..38 => self.accept_in_window(),
+            38..55 => self.accept_invalid(),
+            55..64 => self.other_leaf(),
+            64..73 => self.ghci(),
+            73..82 => self.port_io(),
+            82..90 => self.check_memory(),
+            90..96 => self.convert(),
+            _ => self.remove_page(),
         }
     }
 }
@@ -275,6 +293,12 @@ pub fn summary(out: &Outcome, model: &Model) {
         out.raced,
         out.busy_seen,
         model.accepted_pages()
+    );
+    println!(
+        "chaos: {} MapGPA conversions, {} pages removed by the host, {} removed pages accepted again",
+        out.conversions,
+        out.removals,
+        model.reaccepted_pages()
     );
 }
 

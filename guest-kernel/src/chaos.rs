@@ -137,5 +137,8 @@ pub fn run(seed: u64, count: u64) -> u64 {
     tdcall::counter(Counter::ChaosUnassignedIo, out.unassigned_io);
     tdcall::counter(Counter::ChaosRaced, out.raced);
     tdcall::counter(Counter::ChaosBusy, out.busy_seen);
+    tdcall::counter(Counter::ChaosConversions, out.conversions);
+    tdcall::counter(Counter::ChaosRemovals, out.removals);
+    tdcall::counter(Counter::ChaosReaccepted, model.reaccepted_pages());
     out.disagreements
 }

@@ -1,7 +1,9 @@
 //! Hostile guests under KVM, in every CPU profile: the chaos self-test in
 //! the firmware and in the kernel (random TDCALLs, VMCALLs and port I/O,
-//! each answer checked by the guest against the accept model), with the
-//! VMM checking its private-memory invariants after every operation.
+//! MapGPA conversions to shared and back, pages the host removes and the
+//! guest accepts again; each answer checked by the guest against the
+//! accept model), with the VMM checking its private-memory invariants,
+//! shared alias included, after every operation.
 
 use abi::GIB;
 use tests::{boot, config, config_with_kernel, in_each_profile, name};
@@ -68,6 +70,7 @@ fn kernel_chaos_keeps_the_bitmap_consistent() {
         chaos_ok(&r, &ctx);
         assert_eq!(r.bitmap_mismatches, Some(0), "{ctx}: {:?}", r.bitmap_error);
         assert!(r.timing_us.contains_key("workload_done"), "{ctx}");
+        conversions_and_removals_agree(&r, &ctx);
     });
 }
 
@@ -230,5 +233,31 @@ fn chaos_on_four_vcpus_is_explained_by_the_entry_lock() {
             "{ctx}: {:?}",
             r.per_vcpu
         );
+        conversions_and_removals_agree(&r, &ctx);
     });
+}
+
+/// The chaos run converted window ranges to shared and back, had the host
+/// remove pages and accepted them again, and the guest's model and the VMM
+/// agree on all of it (no disagreement above; counts equal here).
+fn conversions_and_removals_agree(r: &Report, ctx: &str) {
+    let g = &r.guest;
+    assert!(g["chaos_conversions"] > 0, "{ctx}: {}", r.console);
+    assert!(g["chaos_removals"] > 0, "{ctx}: {}", r.console);
+    assert!(r.host.converted_to_shared_bytes > 2 << 20, "{ctx}");
+    // The host removed exactly what the guest asked, and the window's end
+    // (every page accepted) took every removed page back.
+    assert_eq!(r.host.pages_removed, g["chaos_removals"], "{ctx}");
+    assert_eq!(g["chaos_reaccepted"], g["chaos_removals"], "{ctx}");
+    assert_eq!(
+        r.host.removed_pages_reaccepted, g["chaos_reaccepted"],
+        "{ctx}"
+    );
+    // Only the kernel's bounce pool is shared at the end.
+    assert_eq!(
+        r.pages.shared_bytes,
+        2 << 20,
+        "{ctx}: {:?}",
+        r.pages.shared_ranges
+    );
 }

@@ -440,6 +440,28 @@ fn vendor<B: SlotBackend>(
             out.r11 = Some(abi::vmcall::abi_version::CURRENT);
             Handled::answer(Status::Success)
         }
+        emu::REMOVE_PAGE => {
+            let gpa = input.r12;
+            let accepted = gpa.is_multiple_of(abi::PAGE_4K)
+                && svc.mem.layout().ram_offset(gpa, abi::PAGE_4K).is_some()
+                && svc.mem.classify(gpa) == GpaKind::Accepted;
+            if !accepted {
+                log::debug!("REMOVE_PAGE {gpa:#x}: not an accepted private RAM page");
+                out.r10 = vmcall_status::OPERAND_INVALID;
+                return Handled::answer(Status::Success);
+            }
+            match svc.mem.remove_by_host(gpa) {
+                Ok(true) => Handled::answer(Status::Success),
+                Ok(false) => {
+                    out.r10 = vmcall_status::OPERAND_INVALID;
+                    Handled::answer(Status::Success)
+                }
+                Err(e) => Handled::stop(Stop::error(
+                    format!("removing GPA {gpa:#x} for the guest's REMOVE_PAGE failed: {e}"),
+                    None,
+                )),
+            }
+        }
         other => {
             log::debug!("vendor VMCALL {other:#x} is not defined");
             out.r10 = vmcall_status::OPERAND_INVALID;
