@@ -321,6 +321,7 @@ fn the_guest_abi_page_has_the_numbers_of_abi() {
         (emu::CONSOLE_WRITE, "CONSOLE_WRITE"),
         (emu::SEPT_LEVEL, "SEPT_LEVEL"),
         (emu::ABI_VERSION, "ABI_VERSION"),
+        (emu::REMOVE_PAGE, "REMOVE_PAGE"),
     ];
     let names: BTreeSet<_> = const_names("abi/src/vmcall.rs", "emu")
         .into_iter()

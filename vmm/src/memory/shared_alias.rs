@@ -405,4 +405,46 @@ mod tests {
         assert_eq!(m.shared().blocks(), 0);
         assert_eq!(m.shared().converted(), (0x2000, 0x2000));
     }
+
+    #[test]
+    fn an_accept_never_touches_shared_pages_it_does_not_convert() {
+        use crate::memory::guest_ram::Backing;
+        use crate::memory::memslots::NoKvm;
+        use crate::memory::private::PrivateMemory;
+        use crate::tdx::accept::{accept_alone, AcceptRequest, AcceptResult};
+        use abi::tdcall::{accept::encode, PageLevel};
+        const GIB: u64 = 1 << 30;
+        let layout = crate::memory::layout::checked(6 * GIB, 48).unwrap();
+        let mut m = PrivateMemory::with_backend(NoKvm, layout, Backing::OnTouch, 64).unwrap();
+        let p = 4 * GIB + (8 << 20);
+        let accept = |m: &mut PrivateMemory<NoKvm>, gpa, level| {
+            accept_alone(m, &AcceptRequest::decode(&layout, encode(gpa, level))).unwrap()
+        };
+        assert!(matches!(
+            accept(&mut m, p, PageLevel::L2M),
+            AcceptResult::Accepted { .. }
+        ));
+        m.convert_to_shared(p, 0x2000).unwrap();
+        assert!(m.write_shared(p + 0x1000, &[0xa5; 0x1000]));
+        // The neighbour in the same 2 MiB, accepted again (converted back
+        // implicitly); a 2 MiB accept over the split chunk (size mismatch);
+        // another chunk's 2 MiB accept: the shared page keeps its bytes.
+        assert!(matches!(
+            accept(&mut m, p, PageLevel::L4K),
+            AcceptResult::Accepted { .. }
+        ));
+        assert!(matches!(
+            accept(&mut m, p, PageLevel::L2M),
+            AcceptResult::SizeMismatch { .. }
+        ));
+        assert!(matches!(
+            accept(&mut m, p + (2 << 20), PageLevel::L2M),
+            AcceptResult::Accepted { .. }
+        ));
+        let mut back = [0u8; 0x1000];
+        assert!(m.read_shared(p + 0x1000, &mut back));
+        assert_eq!(back, [0xa5; 0x1000]);
+        assert!(!m.shared().contains(p, 0x1000));
+        crate::memory::invariants::check_range(&m, p, 4 << 20).unwrap();
+    }
 }
