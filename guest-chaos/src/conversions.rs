@@ -49,10 +49,11 @@ impl Run<'_> {
         };
         let shared = self.rng.percent(50);
         let bit = self.layout.shared_bit();
-        let ok = models::shared_memory::map_gpa(start, start + len, shared.then_some(bit), |g, n| {
-            let r = vmcall(GHCI_STANDARD, ghci::MAP_GPA, g, n, 0, 0);
-            (r.r10, r.r11)
-        });
+        let ok =
+            models::shared_memory::map_gpa(start, start + len, shared.then_some(bit), |g, n| {
+                let r = vmcall(GHCI_STANDARD, ghci::MAP_GPA, g, n, 0, 0);
+                (r.r10, r.r11)
+            });
         if ok {
             self.out.conversions += 1;
             self.with(|s| {

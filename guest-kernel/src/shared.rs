@@ -319,7 +319,8 @@ pub fn kexec_begin() {
 /// The shared leaves of the page tables (at most 64) and how many more.
 fn shared_leaves(bit: u64) -> ([Leaf; 64], usize, u64) {
     // get_max_mapped(): the end of the highest RAM the kernel was booted with.
-    let top = crate::stub::BOOTED.with(|m| m.descs[..m.len].iter().map(|d| d.end()).max().unwrap_or(0));
+    let top =
+        crate::stub::BOOTED.with(|m| m.descs[..m.len].iter().map(|d| d.end()).max().unwrap_or(0));
     let mut leaves = [Leaf {
         va: 0,
         size: 0,
@@ -413,11 +414,15 @@ pub fn roundtrip_selftest() {
     let before = nr_shared();
     guest_rt::console::use_shared_buffer(0, 0);
     if let Err(e) = set_memory_encrypted(va) {
-        guest_rt::fatal!(guest_rt::fatal::code::PANIC, "shared-roundtrip: to private: {e}");
+        guest_rt::fatal!(
+            guest_rt::fatal::code::PANIC,
+            "shared-roundtrip: to private: {e}"
+        );
     }
     // SAFETY: the chunk is private and accepted again, identity-mapped,
     // owned by the pool.
-    let nonzero = (0..CHUNK / 8).find(|i| unsafe { ((va + i * 8) as *const u64).read_volatile() } != 0);
+    let nonzero =
+        (0..CHUNK / 8).find(|i| unsafe { ((va + i * 8) as *const u64).read_volatile() } != 0);
     if let Some(i) = nonzero {
         guest_rt::fatal!(
             guest_rt::fatal::code::PANIC,
@@ -427,7 +432,10 @@ pub fn roundtrip_selftest() {
     }
     let private = nr_shared();
     if let Err(e) = set_memory_decrypted(va) {
-        guest_rt::fatal!(guest_rt::fatal::code::PANIC, "shared-roundtrip: to shared: {e}");
+        guest_rt::fatal!(
+            guest_rt::fatal::code::PANIC,
+            "shared-roundtrip: to shared: {e}"
+        );
     }
     guest_rt::console::use_shared_buffer(va, va | shared_bit());
     println!(

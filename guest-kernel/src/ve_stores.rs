@@ -118,11 +118,20 @@ pub fn run() {
     expect("the rest of page 1", page(1), read(page(1)), 0);
     expect("mov imm8", page(2), read(page(2)), 0x5a << 40);
     expect("mov r16", page(3), read(page(3)), 0xbeef);
-    expect("mov imm32", page(4) + 0x800, read(page(4) + 0x800), 0x1234_5678);
+    expect(
+        "mov imm32",
+        page(4) + 0x800,
+        read(page(4) + 0x800),
+        0x1234_5678,
+    );
     expect("mov ah", page(5), read(page(5)), 0xc3);
     for q in 0..PAGE / 8 {
         // rep stosb overwrote page 6's last 16 bytes after the copy.
-        let six = if q < PAGE / 8 - 2 { value } else { 0x7777_7777_7777_7777 };
+        let six = if q < PAGE / 8 - 2 {
+            value
+        } else {
+            0x7777_7777_7777_7777
+        };
         expect("rep stosq", page(6) + q * 8, read(page(6) + q * 8), six);
         expect("rep movsq", page(8) + q * 8, read(page(8) + q * 8), value);
     }
@@ -136,14 +145,14 @@ pub fn run() {
     }
     expect("after rep stosb", page(7) + 16, read(page(7) + 16), 0);
     expect("stosq", page(9) + 24, read(page(9) + 24), !value);
-    expect(
-        "mov across pages",
-        page(10) - 4,
-        read(page(10) - 4),
-        value,
-    );
+    expect("mov across pages", page(10) - 4, read(page(10) - 4), value);
     expect("movnti", page(11) + 16, read(page(11) + 16), !value);
     expect("sete", page(12), read(page(12)), 1 << 8);
-    expect("mov [b + i*8 + d]", page(13) + 0x28, read(page(13) + 0x28), 0xfeed_f00d);
+    expect(
+        "mov [b + i*8 + d]",
+        page(13) + 0x28,
+        read(page(13) + 0x28),
+        0xfeed_f00d,
+    );
     println!("kernel: ve-stores: 13 kinds of store into pending pages, each after one #VE accept, all exact");
 }

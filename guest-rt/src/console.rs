@@ -67,7 +67,9 @@ impl Line {
             // SAFETY: `shared` is the kernel's shared console buffer of
             // CONSOLE_WRITE_MAX bytes, used only under the console lock
             // (`owned`); `bytes` is at most that long.
-            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), shared as *mut u8, bytes.len()) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(bytes.as_ptr(), shared as *mut u8, bytes.len())
+            };
             SHARED_GPA.load(Ordering::SeqCst)
         } else {
             bytes.as_ptr() as u64
