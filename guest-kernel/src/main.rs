@@ -137,7 +137,15 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     mm::init(stub.dir, stub.dir_blocks, lazy, ve_accept);
     // Linux's mem_encrypt_init -> swiotlb_update_mem_attributes: the
     // bounce pool becomes shared before the other CPUs come up.
-    shared::init_bounce_pool(guest_rt::param::number(cmdline, "bounce_pool", 2 << 20));
+    let pool = guest_rt::param::number(cmdline, "bounce_pool", 2 << 20);
+    if pool > shared::MAX_POOL_BYTES {
+        fatal!(
+            code::BAD_CMDLINE,
+            "bounce_pool={pool:#x}: at most {:#x} (32 MiB)",
+            shared::MAX_POOL_BYTES
+        );
+    }
+    shared::init_bounce_pool(pool);
     smp::bring_up(st, cmdline);
     let mut failures = 0;
     match cmdline::get(cmdline, "kernel.selftest") {

@@ -32,8 +32,10 @@ use models::shared_memory::{self, pte, Leaf};
 
 const PAGE: u64 = 4096;
 const CHUNK: u64 = 2 << 20;
-/// Most 2 MiB chunks in the pool (`bounce_pool=` up to 32 MiB).
-pub const MAX_CHUNKS: usize = 16;
+/// Most 2 MiB chunks in the pool.
+const MAX_CHUNKS: usize = 16;
+/// The largest `bounce_pool=` (a size is rounded up to 2 MiB chunks).
+pub const MAX_POOL_BYTES: u64 = MAX_CHUNKS as u64 * CHUNK;
 /// Most 1 GiB leaves split at once.
 const MAX_SPLITS: usize = 8;
 
@@ -263,7 +265,7 @@ pub fn set_memory_encrypted(va: u64) -> Result<(), ConvertError> {
 /// shared and sends the console through its first bytes. Returns the
 /// pool's chunks converted.
 pub fn init_bounce_pool(size: u64) -> usize {
-    let chunks = abi::to_usize(size.div_ceil(CHUNK)).min(MAX_CHUNKS);
+    let chunks = abi::to_usize(size.div_ceil(CHUNK).min(MAX_CHUNKS as u64));
     let bit = shared_bit();
     let mut done = 0;
     for _ in 0..chunks {

@@ -149,3 +149,26 @@ fn without_the_kexec_step_the_next_kernel_stops_at_the_shared_page() {
         },
     );
 }
+
+#[test]
+fn the_pool_comes_in_2_mib_chunks_up_to_32_mib_and_larger_is_refused() {
+    in_each_profile(
+        "the_pool_comes_in_2_mib_chunks_up_to_32_mib_and_larger_is_refused",
+        |p| {
+            // 5 MiB: three chunks, each its own MapGPA.
+            let r = tests::boot(config_with_kernel(p, 2 * GIB, "bounce_pool=5M"));
+            assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.fatal);
+            assert_eq!(r.pages.shared_bytes, 3 * CHUNK);
+            assert_eq!(r.guest["shared_pages"], 3 * CHUNK / 4096);
+            // Over 32 MiB: refused by name, before anything is shared.
+            let r = tests::boot(config_with_kernel(p, 2 * GIB, "bounce_pool=64M"));
+            assert_eq!(r.outcome, Outcome::GuestPanic, "{:?}", r.fatal);
+            let m = &r.fatal.as_ref().unwrap().message;
+            assert!(
+                m.contains("bounce_pool=0x4000000: at most 0x2000000"),
+                "{m}"
+            );
+            assert_eq!(r.pages.shared_bytes, 0);
+        },
+    );
+}
