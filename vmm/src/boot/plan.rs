@@ -1,7 +1,9 @@
 //! Initial memory: where the firmware, the TD HOB, the GDT, the identity-map
 //! page tables, the firmware's scratch memory and the payload go, and the
 //! bytes of the GDT and page tables. All of it is accepted by construction,
-//! like pages added with `TDH.MEM.PAGE.ADD`.
+//! like pages added with `TDH.MEM.PAGE.ADD`, and it ends on a 2 MiB
+//! boundary whatever the page tables' size, so no 2 MiB unit after the
+//! firmware is part initial, part pending.
 
 use crate::memory::layout::RamLayout;
 use abi::layout::{selector, FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
@@ -108,7 +110,10 @@ impl BootPlan {
         } else {
             0
         };
-        let end = cursor;
+        // Initial memory ends on a 2 MiB boundary: no 2 MiB unit is part
+        // initial, part pending (the kernel would accept the rest of it
+        // page by page, and how much depends on the page tables' size).
+        let end = align_up(cursor, abi::PAGE_2M);
         if end > layout.low().end() {
             return Err(BootError::DoesNotFit {
                 need: end,
@@ -283,7 +288,18 @@ mod tests {
             let p = BootPlan::new(&layout, FIRMWARE_BASE, fw_end, 0x300, 0, MapLeaf::Gib1).unwrap();
             assert_eq!(p.page_tables & PAGE_4K, PAGE_4K);
         }
-        assert_eq!(p.payload.0 + 0x5000, p.initial.1);
+        // Initial memory ends at the first 2 MiB boundary after the
+        // payload: no 2 MiB unit is part initial, part pending.
+        let payload_end = p.payload.0 + 0x5000;
+        assert_eq!(p.initial.1, payload_end.next_multiple_of(abi::PAGE_2M));
+        for leaf in [MapLeaf::Mib2, MapLeaf::Gib1] {
+            for gib in [1, 4, 64, 1024] {
+                let l = crate::memory::layout::checked(gib * GIB, 48).unwrap();
+                let q = BootPlan::new(&l, FIRMWARE_BASE, FIRMWARE_BASE + 0x8000, 0x300, 0, leaf)
+                    .unwrap();
+                assert_eq!(q.initial.1 % abi::PAGE_2M, 0, "{gib} GiB {leaf:?}");
+            }
+        }
         let small = crate::memory::layout::checked(64 << 20, 48).unwrap();
         assert!(matches!(
             BootPlan::new(
