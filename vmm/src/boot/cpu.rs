@@ -332,10 +332,21 @@ pub fn setup_vcpu_reset(
 ///
 /// Measured on our kvm_pvm hosts: the write is refused (0 MSRs processed)
 /// unless GPA 0 is backed by a memslot at that moment, and the slot is not
-/// needed afterwards. GPA 0 is guest RAM that must stay pending, so a
-/// private zero page is mapped there in slot `scratch_slot` (one the memslot
-/// manager never uses) just for the write.
+/// needed afterwards. Our own boots start initial memory at GPA 0, so its
+/// memslot is there and the write goes through at once. Where GPA 0 is
+/// pending RAM (a TDVF image's layout), a private zero page is mapped
+/// there in slot `scratch_slot` (one the memslot manager never uses) just
+/// for the write.
 fn enable_pvm_native(vm: &VmFd, vcpu: &VcpuFd, scratch_slot: u32) -> Result<(), CpuError> {
+    let msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_PVM_CTL,
+        data: 1,
+        ..Default::default()
+    }])
+    .map_err(|_| CpuError::NotPvm)?;
+    if matches!(vcpu.set_msrs(&msrs), Ok(1)) {
+        return Ok(());
+    }
     let page = vm_memory::MmapRegion::<()>::new(abi::to_usize(abi::PAGE_4K))
         .map_err(|_| CpuError::NotPvm)?;
     let mut region = kvm_bindings::kvm_userspace_memory_region {
@@ -349,12 +360,6 @@ fn enable_pvm_native(vm: &VmFd, vcpu: &VcpuFd, scratch_slot: u32) -> Result<(), 
     // of this function, and the slot is removed below before it is dropped.
     unsafe { vm.set_user_memory_region(region) }
         .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION (PVM scratch)"))?;
-    let msrs = Msrs::from_entries(&[kvm_msr_entry {
-        index: MSR_PVM_CTL,
-        data: 1,
-        ..Default::default()
-    }])
-    .map_err(|_| CpuError::NotPvm)?;
     let written = vcpu.set_msrs(&msrs);
     region.memory_size = 0;
     // SAFETY: deleting the slot created above; no host memory is referenced.

@@ -1,9 +1,10 @@
 //! Initial memory: where the firmware, the TD HOB, the GDT, the identity-map
 //! page tables, the firmware's scratch memory and the payload go, and the
 //! bytes of the GDT and page tables. All of it is accepted by construction,
-//! like pages added with `TDH.MEM.PAGE.ADD`, and it ends on a 2 MiB
-//! boundary whatever the page tables' size, so no 2 MiB unit after the
-//! firmware is part initial, part pending.
+//! like pages added with `TDH.MEM.PAGE.ADD`. It starts at GPA 0 (the low
+//! 1 MiB below the firmware is zeroed, accepted and reserved, as Linux
+//! reserves it) and ends on a 2 MiB boundary whatever the page tables'
+//! size, so no 2 MiB unit is part initial, part pending.
 
 use crate::memory::layout::RamLayout;
 use abi::layout::{selector, FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
@@ -85,7 +86,11 @@ impl BootPlan {
         leaf: MapLeaf,
     ) -> Result<Self, BootError> {
         debug_assert!(fw_start >= FIRMWARE_BASE && fw_end <= FIRMWARE_BASE + FIRMWARE_MAX_SIZE);
-        let start = fw_start & !(PAGE_4K - 1);
+        // The 2 MiB unit that holds the firmware starts at 0: leaving the
+        // 1 MiB below the firmware pending would make the kernel accept it
+        // as 256 single 4 KiB pages (what Linux's EFI stub does with a part
+        // unit), and nothing there is worth that.
+        let start = 0;
         let mut cursor = align_up(fw_end, PAGE_4K);
         let mut take = |len: u64| {
             let at = cursor;
@@ -272,7 +277,10 @@ mod tests {
             MapLeaf::Mib2,
         )
         .unwrap();
-        assert_eq!(p.initial.0, FIRMWARE_BASE);
+        assert_eq!(
+            p.initial.0, 0,
+            "the firmware's 2 MiB unit is initial from 0"
+        );
         assert_eq!(p.hob, FIRMWARE_BASE + 0x1_3000);
         assert!(p.gdt > p.hob && p.page_tables > p.gdt && p.scratch.0 > p.page_tables);
         assert_eq!(

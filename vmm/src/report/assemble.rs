@@ -70,6 +70,7 @@ pub struct RunFacts {
     pub mem_bytes: u64,
     pub cpu_profile: crate::boot::cpu::CpuProfile,
     pub initial_bytes: u64,
+    pub initial_units: schema::UnitAccounting,
     /// Why `uffd-poison` did not run, when `--pending auto` fell back.
     pub pending_fallback: Option<String>,
     pub inputs: crate::report::inputs::Inputs,
@@ -155,6 +156,7 @@ pub fn assemble<B: SlotBackend>(
             accepted_ranges,
             shared_bytes: memory.shared().bytes(),
             shared_ranges,
+            units: facts.initial_units.clone(),
         },
         host: HostStats {
             rss_peak_bytes: schema::rss_peak_bytes(),

@@ -15,6 +15,7 @@ pub(crate) mod outcome;
 pub(crate) mod run_log;
 pub(crate) mod schema;
 pub(crate) mod trace;
+pub(crate) mod units;
 
 pub use crate::stop::{Access, Fatal};
 pub use crate::tdx::counters::AcceptStats;
@@ -22,7 +23,7 @@ pub(crate) use inputs::{unix_ms, vmm_version};
 pub use inputs::{InputFile, Inputs};
 pub use outcome::{BitmapState, Outcome, Phase};
 pub use schema::{
-    Bench, ExitStats, GenerationCounters, HostStats, KexecRecord, PageStats, Report, TdState,
-    TdcallTime, Truncated, UnacceptedTable, VcpuReport, REPORT_VERSION,
+    Bench, ExitStats, GenerationCounters, HostStats, KexecRecord, PageStats, PartialUnit, Report,
+    TdState, TdcallTime, Truncated, UnacceptedTable, UnitAccounting, VcpuReport, REPORT_VERSION,
 };
 pub use trace::TraceSummary;

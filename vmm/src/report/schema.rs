@@ -47,6 +47,37 @@ pub struct PageStats {
     /// `truncated.shared_ranges`.
     #[serde(default)]
     pub shared_ranges: Vec<[u64; 2]>,
+    /// How initial memory falls on RAM's 2 MiB units at the start.
+    #[serde(default)]
+    pub units: UnitAccounting,
+}
+
+/// RAM's 2 MiB units (the largest page a TD accepts here) as the TD starts:
+/// wholly initial, wholly pending, or partly pending. A partly pending
+/// unit can only be accepted 4 KiB at a time (up to 512 TDCALLs instead
+/// of one), so each is listed with the reason it is there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitAccounting {
+    /// Units of RAM that are initial memory as a whole (those RAM cuts
+    /// short included).
+    pub initial_units: u64,
+    /// Whole 2 MiB units of RAM with no initial memory.
+    pub pending_units: u64,
+    /// Units with pending RAM that a 2 MiB accept cannot take.
+    pub partial: Vec<PartialUnit>,
+}
+
+/// A 2 MiB unit whose pending RAM must be accepted page by page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialUnit {
+    /// First GPA of the unit (2 MiB aligned).
+    pub gpa: u64,
+    /// Bytes of RAM in the unit.
+    pub ram_bytes: u64,
+    /// Bytes of initial memory in the unit.
+    pub initial_bytes: u64,
+    /// Why the unit is partly pending.
+    pub why: String,
 }
 
 /// Host-side cost.

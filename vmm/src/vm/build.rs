@@ -201,8 +201,7 @@ impl Images {
 
 /// Lays out initial memory (firmware, HOB, page tables, payload) and
 /// builds the TD HOB for it. A first HOB sizes the list: initial memory
-/// starts at the firmware, so it splits RAM exactly as the final list
-/// will.
+/// starts at 0, so it splits RAM exactly as the final list will.
 fn plan_boot<'a>(
     config: &'a TdConfig,
     layout: &RamLayout,
@@ -211,11 +210,10 @@ fn plan_boot<'a>(
 ) -> Result<(BootPlan, TdHobSpec<'a>), TdError> {
     let firmware = &images.firmware;
     let payload_len = images.payload_len();
-    let fw_start = firmware.start() & !(abi::PAGE_4K - 1);
     let spec = TdHobSpec {
         base: 0,
         ram: layout.regions().map(|r| (r.gpa, r.size)).collect(),
-        initial: (fw_start, abi::PAGE_4K),
+        initial: (0, abi::PAGE_4K),
         free: (0, 0),
         payload: (0, 0),
         cmdline: &config.cmdline,
@@ -458,6 +456,7 @@ impl Td {
             profile,
             config,
             initial_bytes: plan.initial_len(),
+            initial_units: report::units::account(&layout, &[(plan.initial.0, plan.initial_len())]),
             pending_fallback,
             inputs: images.inputs,
             _kvm: kvm,

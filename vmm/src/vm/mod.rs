@@ -33,6 +33,8 @@ pub struct Td {
     pub(crate) profile: CpuProfile,
     pub(crate) config: TdConfig,
     pub(crate) initial_bytes: u64,
+    /// How initial memory falls on RAM's 2 MiB units.
+    pub(crate) initial_units: report::UnitAccounting,
     /// Why `uffd-poison` was not chosen by `--pending auto`, if it was not.
     pub(crate) pending_fallback: Option<String>,
     /// What the report records of the inputs.

@@ -18,6 +18,7 @@ impl Td {
             profile,
             config,
             initial_bytes,
+            initial_units,
             pending_fallback,
             inputs,
             _kvm,
@@ -79,6 +80,7 @@ impl Td {
             profile,
             mem_bytes: config.mem_bytes,
             initial_bytes,
+            initial_units,
             pending_fallback,
             inputs,
         });

@@ -237,6 +237,7 @@ pub(super) fn build(
     let window_slot = u32::try_from(slot_limit + 3).unwrap_or(u32::MAX);
     boot.load(&mut memory, &layout)?;
     let initial_bytes = boot.initial_bytes();
+    let initial_units = crate::report::units::account(&layout, &boot.in_ram);
     let hob_gpa = boot.hob_gpa();
     let (mrtd, sites) = (boot.mrtd, boot.sites.len());
     memory.add_window(boot.window, window_slot)?;
@@ -262,6 +263,7 @@ pub(super) fn build(
         profile: cpu::CpuProfile::Standard,
         config,
         initial_bytes,
+        initial_units,
         pending_fallback,
         inputs,
         _kvm: kvm,

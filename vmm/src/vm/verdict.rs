@@ -19,6 +19,7 @@ pub(super) struct Finished<'a> {
     pub profile: CpuProfile,
     pub mem_bytes: u64,
     pub initial_bytes: u64,
+    pub initial_units: crate::report::UnitAccounting,
     pub pending_fallback: Option<String>,
     pub inputs: Inputs,
 }
@@ -31,6 +32,7 @@ pub(super) fn report(done: Finished<'_>) -> Report {
         profile,
         mem_bytes,
         initial_bytes,
+        initial_units,
         pending_fallback,
         inputs,
     } = done;
@@ -69,6 +71,7 @@ pub(super) fn report(done: Finished<'_>) -> Report {
         mem_bytes,
         cpu_profile: profile,
         initial_bytes,
+        initial_units,
         pending_fallback,
         inputs,
     };
