@@ -104,6 +104,9 @@ crate::named_enum! {
         /// Removed pages the chaos self-test accepted again (its model's
         /// count; the host's is `host.removed_pages_reaccepted`).
         ChaosReaccepted = 27 => "chaos_reaccepted",
+        /// Bytes of the kernel allocator's sparse directory (top array,
+        /// section pages and spares) when the kernel is ready.
+        AllocatorDirectoryBytes = 28 => "allocator_directory_bytes",
     }
 }
 

@@ -208,7 +208,7 @@ pub mod abi_version {
     /// Major version.
     pub const MAJOR: u16 = 1;
     /// Minor version.
-    pub const MINOR: u16 = 4;
+    pub const MINOR: u16 = 5;
     /// `MAJOR.MINOR` as `emu::ABI_VERSION` returns it in R11.
     pub const CURRENT: u64 = encode(MAJOR, MINOR);
 

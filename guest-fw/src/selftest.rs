@@ -11,6 +11,8 @@ use abi::layout::FOUR_GIB;
 use abi::tdcall::accept::encode;
 use abi::tdcall::{leaf, status, vp_info as info, PageLevel};
 use abi::{PAGE_1G, PAGE_2M, PAGE_4K};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use guest_rt::global::Global;
 use guest_rt::println;
 use guest_rt::tdcall::{accept_page, accept_raw, finish_accept, raw_leaf, vp_info};
 use models::accept::{Expect, Model};
@@ -292,6 +294,7 @@ pub fn chaos(hobs: &HobList<'_>, gpaw: u64, seed: u64, count: u64) -> (u32, (u64
             "fw.selftest=chaos: no unaccepted 2 MiB chunk"
         );
     };
+    map_for_selftest(lo, hi);
     let Some(model) = Model::with_sept_level(layout, lo, hi - lo, guest_rt::tdcall::sept_level())
     else {
         guest_rt::fatal!(
@@ -386,4 +389,26 @@ pub fn accept_twice(hobs: &HobList<'_>) -> u32 {
     }
     println!("selftest accept-twice: {calls} repeated accepts, {wrong} wrong answer(s)");
     wrong
+}
+
+/// Page directories for the self-tests that touch RAM above 4 GiB, which
+/// the host does not map (`guest_rt::paging`): enough for 8 GiB.
+#[repr(C, align(4096))]
+struct Directories([[u8; 4096]; 8]);
+static DIRECTORIES: Global<Directories> = Global::new(Directories([[0; 4096]; 8]));
+static DIRECTORIES_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// Maps `[start, end)` for a self-test, with page directories from
+/// `DIRECTORIES`.
+pub(crate) fn map_for_selftest(start: u64, end: u64) {
+    let mut page = || {
+        let i = DIRECTORIES_USED.fetch_add(1, Ordering::Relaxed);
+        (i < 8).then(|| DIRECTORIES.with(|d| d.0[i].as_mut_ptr() as u64))
+    };
+    if let Err(e) = guest_rt::paging::map(start, end, &mut page) {
+        guest_rt::fatal!(
+            guest_rt::fatal::code::PANIC,
+            "self-test: cannot map {start:#x}..{end:#x}: {e:?}"
+        );
+    }
 }

@@ -206,6 +206,7 @@ extern "C" fn kernel_main(info: *const BootInfo) -> ! {
     tdcall::counter(Counter::BlocksAcceptedLazily, s.blocks_accepted_lazily);
     tdcall::counter(Counter::FreePagesAtReady, ready.free_pages);
     tdcall::counter(Counter::MetaPages, s.meta_pages);
+    tdcall::counter(Counter::AllocatorDirectoryBytes, mm::dir_bytes());
     tdcall::counter(Counter::WorkloadBytes, done);
     tdcall::counter(Counter::LazyAccept, u64::from(lazy));
     tdcall::counter(Counter::AcceptRetries, tdcall::accept_retries());

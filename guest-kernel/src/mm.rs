@@ -6,15 +6,20 @@
 //! (`guest_mm::free_run`). The allocator sits behind one lock (Linux's
 //! zone lock); a parked block is taken off under it, accepted with it
 //! dropped and freed under it again, as Linux's `__accept_page` does, so
-//! CPUs accept different blocks in parallel.
+//! CPUs accept different blocks in parallel. Memory above 4 GiB is
+//! mapped when it first leaves the parked state (`map_range`: a page
+//! directory per GiB, `guest_rt::paging`), not at boot.
 
 use crate::stub::MAP;
 use crate::unaccepted::{accept_memory, contains_unaccepted, unaccepted_prefix};
 use abi::efi::memory_type;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use guest_mm::buddy::{Buddy, Phys, META_BYTES};
+use guest_mm::directory::Directory;
 use guest_mm::free_run::{self, Acceptance};
 use guest_rt::fatal;
 use guest_rt::fatal::code;
+use guest_rt::paging;
 use guest_rt::spin::SpinLock;
 
 /// Identity-mapped physical memory.
@@ -51,13 +56,15 @@ fn usable(ty: u32) -> bool {
 
 /// Builds the allocator over the memory map; with `ve_accept` all usable
 /// memory goes in as it is, accepted or not (a #VE accepts each page at
-/// its first touch).
+/// its first touch). `dir` holds the directory's top array for
+/// `dir_blocks` blocks (`sections_for(dir_blocks)` words).
 pub fn init(dir: u64, dir_blocks: u64, lazy: bool, ve_accept: bool) {
-    // SAFETY: the directory is a LOADER_DATA allocation of `dir_blocks`
-    // words made for this purpose, used only by the allocator.
-    let dir =
-        unsafe { core::slice::from_raw_parts_mut(dir as *mut u64, abi::to_usize(dir_blocks)) };
+    let words = guest_mm::directory::sections_for(dir_blocks);
+    // SAFETY: the top array is a LOADER_DATA allocation of `words` words
+    // made for this purpose, used only by the allocator.
+    let top = unsafe { core::slice::from_raw_parts_mut(dir as *mut u64, abi::to_usize(words)) };
     let boot = core::ptr::addr_of_mut!(BOOTSTRAP) as u64;
+    let dir = Directory::new(top, abi::to_usize(dir_blocks));
     let mut buddy = Buddy::new(dir, &mut Identity, boot, 16 * META_BYTES);
     MAP.with(|m| {
         let descs = &m.descs[..m.len];
@@ -95,6 +102,15 @@ impl Acceptance for Table {
     fn contains(&mut self, start: u64, size: u64) -> bool {
         contains_unaccepted(start, size)
     }
+    fn reachable(
+        &mut self,
+        buddy: &mut Buddy<'_>,
+        _mem: &mut impl Phys,
+        start: u64,
+        end: u64,
+    ) -> bool {
+        map_at_init(buddy, start, end)
+    }
     fn accept(&mut self, start: u64, size: u64) {
         accept_memory(start, size)
     }
@@ -114,6 +130,57 @@ impl Acceptance for AsIs {
     fn accept(&mut self, _start: u64, _size: u64) {}
     fn unaccepted_prefix(&mut self, start: u64, _end: u64) -> u64 {
         start
+    }
+    fn reachable(
+        &mut self,
+        buddy: &mut Buddy<'_>,
+        _mem: &mut impl Phys,
+        start: u64,
+        end: u64,
+    ) -> bool {
+        map_at_init(buddy, start, end)
+    }
+}
+
+/// Pages for page directories when the allocator has none free (its
+/// first GiB above 4 GiB may need mapping before any memory is free).
+#[repr(C, align(4096))]
+struct TableReserve([[u8; 4096]; TABLE_RESERVE]);
+const TABLE_RESERVE: usize = 4;
+static mut TABLE_RESERVE_PAGES: TableReserve = TableReserve([[0; 4096]; TABLE_RESERVE]);
+static TABLE_RESERVE_USED: AtomicUsize = AtomicUsize::new(0);
+
+fn reserve_page() -> Option<u64> {
+    let i = TABLE_RESERVE_USED.fetch_add(1, Ordering::Relaxed);
+    (i < TABLE_RESERVE)
+        .then(|| core::ptr::addr_of_mut!(TABLE_RESERVE_PAGES) as u64 + i as u64 * 4096)
+}
+
+/// Maps `[start, end)` while the allocator is being built, with pages
+/// from it (or the reserve).
+fn map_at_init(buddy: &mut Buddy<'_>, start: u64, end: u64) -> bool {
+    let mut page = || buddy.alloc_free(&mut Identity, 0).or_else(reserve_page);
+    match paging::map(start, end, &mut page) {
+        Ok(_) => true,
+        Err(e) => fatal!(code::PANIC, "cannot map {start:#x}..{end:#x}: {e:?}"),
+    }
+}
+
+/// Maps `[start, start + len)` (memory the kernel is about to use), with
+/// page directories from the allocator's free pages. Must not be called
+/// with the allocator's lock held.
+pub fn map_range(start: u64, len: u64) {
+    let mut page = || {
+        ALLOCATOR
+            .with(|a| a.as_mut()?.alloc_free(&mut Identity, 0))
+            .or_else(reserve_page)
+    };
+    if let Err(e) = paging::map(start, start + len, &mut page) {
+        fatal!(
+            code::PANIC,
+            "cannot map {start:#x}..{:#x}: {e:?}",
+            start + len
+        );
     }
 }
 
@@ -153,20 +220,31 @@ pub fn alloc(order: u32) -> Option<u64> {
                 return Step::Empty;
             };
             if b.wants_accept(order) {
-                if let Some(block) = b.take_parked_next() {
+                if let Some(block) = b.take_parked_next(&mut Identity) {
                     return Step::Accept(block);
                 }
             }
             match b.alloc_free(&mut Identity, order) {
                 Some(at) => Step::Got(at),
-                None => b.take_parked_next().map_or(Step::Empty, Step::Accept),
+                None => b
+                    .take_parked_next(&mut Identity)
+                    .map_or(Step::Empty, Step::Accept),
             }
         });
         match step {
             Step::Got(at) => return Some(at),
-            Step::Empty => return None,
+            Step::Empty => {
+                if stats().dir_starved > 0 {
+                    fatal!(
+                        code::PANIC,
+                        "allocator: no page for a directory section (no free memory, no spare)"
+                    );
+                }
+                return None;
+            }
             Step::Accept(block) => {
                 accept_memory(block, guest_mm::buddy::BLOCK);
+                map_range(block, guest_mm::buddy::BLOCK);
                 ALLOCATOR.with(|a| {
                     if let Some(b) = a.as_mut() {
                         b.return_accepted(&mut Identity, block)
@@ -177,24 +255,28 @@ pub fn alloc(order: u32) -> Option<u64> {
     }
 }
 
-/// The highest parked block, taken without accepting it.
+/// The highest parked block, taken without accepting it (and mapped).
 pub fn take_parked_top() -> Option<u64> {
-    ALLOCATOR.with(|a| a.as_mut()?.take_parked_top())
+    let block = ALLOCATOR.with(|a| a.as_mut()?.take_parked_top(&mut Identity))?;
+    map_range(block, guest_mm::buddy::BLOCK);
+    Some(block)
 }
 
 /// The highest parked block ending at or below `limit`, taken without
-/// accepting it.
+/// accepting it (and mapped).
 pub fn take_parked_below(limit: u64) -> Option<u64> {
-    ALLOCATOR.with(|a| a.as_mut()?.take_parked_below(limit))
+    let block = ALLOCATOR.with(|a| a.as_mut()?.take_parked_below(&mut Identity, limit))?;
+    map_range(block, guest_mm::buddy::BLOCK);
+    Some(block)
 }
 
-/// Parks a block again (one taken with `take_parked_top` and not used).
+/// Parks a block again (one taken with `take_parked_top` and not used;
+/// its directory section has a page already, so this cannot fail).
 pub fn park(block: u64) {
-    ALLOCATOR.with(|a| {
-        if let Some(b) = a.as_mut() {
-            b.park(block)
-        }
-    })
+    let parked = ALLOCATOR.with(|a| a.as_mut().is_none_or(|b| b.park(&mut Identity, block)));
+    if !parked {
+        fatal!(code::PANIC, "allocator: cannot park {block:#x} again");
+    }
 }
 
 /// Frees what `alloc(order)` returned.
@@ -209,4 +291,9 @@ pub fn free(addr: u64, order: u32) {
 /// The allocator's counters.
 pub fn stats() -> guest_mm::buddy::Stats {
     ALLOCATOR.with(|a| a.as_ref().map(|b| b.stats).unwrap_or_default())
+}
+
+/// Bytes of the allocator's directory (top array, section pages, spares).
+pub fn dir_bytes() -> u64 {
+    ALLOCATOR.with(|a| a.as_ref().map_or(0, |b| b.dir_bytes()))
 }

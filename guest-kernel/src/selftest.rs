@@ -45,6 +45,7 @@ pub fn touch_pending_from_last_cpu() -> ! {
     let Some((gpa, _)) = next_unaccepted(0) else {
         fatal!(code::PANIC, "ap-touch-pending: nothing is unaccepted");
     };
+    crate::mm::map_range(gpa, 8);
     TARGET.store(gpa, Ordering::Relaxed);
     println!(
         "kernel: selftest ap-touch-pending: CPU {} reads {gpa:#x}",

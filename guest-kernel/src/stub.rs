@@ -188,7 +188,7 @@ pub fn run(st_gpa: u64, bs: &BootServices) -> StubResult {
     let dir_blocks = ram_top.div_ceil(guest_mm::buddy::BLOCK);
     let dir = allocate(
         memory_type::LOADER_DATA,
-        dir_blocks * 8,
+        guest_mm::directory::sections_for(dir_blocks) * 8,
         "the allocator directory",
     );
     // ExitBootServices wants the key of the latest map.
@@ -288,6 +288,7 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
             MapErrorText(e)
         );
     }
+    keep_page_tables();
     // SAFETY: the system table persists in runtime-services memory.
     let st = unsafe { &*(info.system_table as *const SystemTable) };
     // Without a table (nothing was left unaccepted when the first kernel
@@ -302,7 +303,7 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
         let top = m.descs[..m.len].iter().map(|d| d.end()).max().unwrap_or(0);
         top.div_ceil(guest_mm::buddy::BLOCK)
     });
-    let pages = (dir_blocks * 8).div_ceil(4096);
+    let pages = (guest_mm::directory::sections_for(dir_blocks) * 8).div_ceil(4096);
     let found = MAP.with(|m| {
         let mut map = models::memmap::MemoryMap::new(&mut m.descs);
         map.adopt(m.len);
@@ -322,6 +323,66 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
         );
     }
     StubResult { dir, dir_blocks }
+}
+
+/// Keeps the page tables this kernel runs on: the page directories and
+/// tables an earlier kernel added to the identity map (GiBs it mapped when
+/// it first used them, 1 GiB leaves it split) are in memory that earlier
+/// kernel owned, which the map hands on as free. Each table page in
+/// usable memory becomes LOADER_DATA, so the allocator never gives it out.
+fn keep_page_tables() {
+    use guest_rt::paging::{ADDR, HUGE, PRESENT};
+    let entry = |at: u64| {
+        // SAFETY: entries of the live page tables, identity-mapped.
+        unsafe { (at as *const u64).read_volatile() }
+    };
+    let mut kept = 0u64;
+    let mut keep = |table: u64| {
+        let free = MAP.with(|m| {
+            m.descs[..m.len].iter().any(|d| {
+                d.physical_start <= table
+                    && table < d.end()
+                    && d.memory_type == memory_type::CONVENTIONAL
+            })
+        });
+        if !free {
+            return;
+        }
+        if let Err(e) = reserve(table, table + 4096, memory_type::LOADER_DATA) {
+            fatal!(
+                code::PANIC,
+                "kexec: cannot keep the page table at {table:#x}: {}",
+                MapErrorText(e)
+            );
+        }
+        kept += 1;
+    };
+    let root = guest_rt::paging::root();
+    for i in 0..512 {
+        let pml4e = entry(root + i * 8);
+        if pml4e & PRESENT == 0 {
+            continue;
+        }
+        let pdpt = pml4e & ADDR;
+        keep(pdpt);
+        for j in 0..512 {
+            let pdpte = entry(pdpt + j * 8);
+            if pdpte & PRESENT == 0 || pdpte & HUGE != 0 {
+                continue;
+            }
+            let pd = pdpte & ADDR;
+            keep(pd);
+            for k in 0..512 {
+                let pde = entry(pd + k * 8);
+                if pde & PRESENT != 0 && pde & HUGE == 0 {
+                    keep(pde & ADDR);
+                }
+            }
+        }
+    }
+    if kept > 0 {
+        guest_rt::println!("kernel: kept {kept} page-table pages an earlier kernel added");
+    }
 }
 
 /// Marks `[start, end)` as `ty` in the kernel's own map (`MAP`).

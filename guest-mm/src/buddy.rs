@@ -3,12 +3,15 @@
 //!
 //! Metadata: a directory word per 4 MiB block (absent, parked, free whole,
 //! used whole, or the address of the block's 256-byte free-bit map when it
-//! is split), and the free lists, linked through the free blocks themselves.
+//! is split), kept sparse (`directory`: sections of blocks all absent or all
+//! parked cost no page), and the free lists, linked through the free blocks
+//! themselves.
 //! Bit maps come from a slot pool that grows a page at a time from the
 //! allocator (the first page of a 4 MiB block hosts that block's own map),
 //! so nothing is sized per 4 KiB page and nothing is written to parked
 //! (unaccepted) memory.
 
+use crate::directory::Directory;
 /// Bytes in a page.
 pub const PAGE: u64 = 4096;
 /// Highest order: 2^10 pages = 4 MiB.
@@ -18,10 +21,11 @@ pub const BLOCK: u64 = PAGE << MAX_ORDER;
 
 const ORDERS: usize = MAX_ORDER as usize + 1;
 const NIL: u64 = u64::MAX;
-const ABSENT: u64 = 0;
-const PARKED: u64 = 1;
 const FREE_WHOLE: u64 = 2;
 const USED_WHOLE: u64 = 3;
+/// Spare directory pages the allocator keeps at hand, so that taking a
+/// parked block never needs free memory (it is taken when there is none).
+const SPARE_DIR_PAGES: u64 = 4;
 /// Bytes of one block's free-bit map (2047 bits, rounded to 32 words).
 pub const META_BYTES: u64 = 256;
 /// First bit of each order inside a block's map.
@@ -49,11 +53,17 @@ pub struct Stats {
     pub blocks_accepted_lazily: u64,
     /// Pages used by free-bit maps.
     pub meta_pages: u64,
+    /// Pages the sparse directory took from free memory (section pages and
+    /// spares).
+    pub dir_pages: u64,
+    /// Times a block could not change state because the directory had no
+    /// page for its section and no free memory was left to make one.
+    pub dir_starved: u64,
 }
 
 /// The allocator. `dir` has one word per 4 MiB block from address 0.
 pub struct Buddy<'a> {
-    dir: &'a mut [u64],
+    dir: Directory<'a>,
     heads: [u64; ORDERS],
     free_meta: u64,
     parked_cursor: usize,
@@ -63,15 +73,15 @@ pub struct Buddy<'a> {
 }
 
 impl<'a> Buddy<'a> {
-    /// An empty allocator; `bootstrap` is memory for `bootstrap_len` bytes
-    /// of free-bit maps used before the allocator has pages of its own.
+    /// An empty allocator over `dir`'s blocks; `bootstrap` is memory for
+    /// `bootstrap_len` bytes of free-bit maps used before the allocator has
+    /// pages of its own (the directory's own first pages are its spares).
     pub fn new(
-        dir: &'a mut [u64],
+        dir: Directory<'a>,
         mem: &mut impl Phys,
         bootstrap: u64,
         bootstrap_len: u64,
     ) -> Self {
-        dir.fill(ABSENT);
         let mut b = Buddy {
             dir,
             heads: [NIL; ORDERS],
@@ -88,7 +98,47 @@ impl<'a> Buddy<'a> {
 
     /// Number of blocks the directory covers.
     pub fn blocks(&self) -> usize {
-        self.dir.len()
+        self.dir.blocks()
+    }
+
+    /// Bytes of the directory (top array, section pages, spares).
+    pub fn dir_bytes(&self) -> u64 {
+        self.dir.bytes()
+    }
+
+    /// Gives block `block`'s directory section a page if it has none: a
+    /// spare, else one page of free memory. False when neither is left.
+    fn section(&mut self, mem: &mut impl Phys, block: usize) -> bool {
+        if self.dir.is_materialized(block) {
+            return true;
+        }
+        if self.dir.spare_pages() == 0 && !self.spare_from_free(mem) {
+            self.stats.dir_starved += 1;
+            return false;
+        }
+        self.dir.materialize(mem, block)
+    }
+
+    /// Moves one free page to the directory's spares.
+    fn spare_from_free(&mut self, mem: &mut impl Phys) -> bool {
+        match self.alloc_free(mem, 0) {
+            Some(page) => {
+                self.dir.add_spare(mem, page);
+                self.stats.dir_pages += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps `SPARE_DIR_PAGES` spares while blocks are parked (taking one
+    /// may need a section page when no free memory is left) and free
+    /// memory allows.
+    fn top_up_spares(&mut self, mem: &mut impl Phys) {
+        while self.stats.parked_blocks > 0
+            && self.dir.spare_pages() < SPARE_DIR_PAGES
+            && self.spare_from_free(mem)
+        {}
     }
 
     fn push_meta(&mut self, mem: &mut impl Phys, slot: u64) {
@@ -134,7 +184,7 @@ impl<'a> Buddy<'a> {
         for w in 0..META_BYTES / 8 {
             mem.write(block + w * 8, 0);
         }
-        self.dir[(block / BLOCK) as usize] = block;
+        self.dir.set(mem, (block / BLOCK) as usize, block);
         // Everything but the first page goes back as pieces of order 0..9.
         for k in 0..MAX_ORDER {
             self.insert(mem, block + (PAGE << k), k);
@@ -143,8 +193,8 @@ impl<'a> Buddy<'a> {
         true
     }
 
-    fn meta_of(&self, addr: u64) -> u64 {
-        let m = self.dir[(addr / BLOCK) as usize];
+    fn meta_of(&self, mem: &impl Phys, addr: u64) -> u64 {
+        let m = self.dir.get(mem, (addr / BLOCK) as usize);
         debug_assert!(m > USED_WHOLE, "block {addr:#x} is not split");
         m
     }
@@ -155,12 +205,12 @@ impl<'a> Buddy<'a> {
 
     fn test(&self, mem: &impl Phys, addr: u64, order: u32) -> bool {
         let b = Self::bit(order, addr);
-        mem.read(self.meta_of(addr) + b / 64 * 8) & (1 << (b % 64)) != 0
+        mem.read(self.meta_of(mem, addr) + b / 64 * 8) & (1 << (b % 64)) != 0
     }
 
     fn flip(&self, mem: &mut impl Phys, addr: u64, order: u32, on: bool) {
         let b = Self::bit(order, addr);
-        let word = self.meta_of(addr) + b / 64 * 8;
+        let word = self.meta_of(mem, addr) + b / 64 * 8;
         let v = mem.read(word);
         mem.write(
             word,
@@ -230,32 +280,42 @@ impl<'a> Buddy<'a> {
             order += 1;
         }
         if order == MAX_ORDER {
-            let meta = self.dir[block];
+            let meta = self.dir.get(mem, block);
             if meta > USED_WHOLE {
                 self.push_meta(mem, meta);
             }
-            self.dir[block] = FREE_WHOLE;
+            self.dir.set(mem, block, FREE_WHOLE);
         }
         self.insert(mem, addr, order);
     }
 
     /// Adds accepted, usable `[start, end)` (page aligned) as free memory.
+    /// A block whose directory section has no page yet, with no spare and
+    /// no free memory to make one, gives the range's first page to the
+    /// directory.
     pub fn add_free_range(&mut self, mem: &mut impl Phys, start: u64, end: u64) -> bool {
         let mut at = start;
         while at < end {
             let block = at / BLOCK;
             let block_end = ((block + 1) * BLOCK).min(end);
+            if !self.dir.is_materialized(block as usize) && !self.section(mem, block as usize) {
+                self.stats.dir_starved -= 1;
+                self.dir.add_spare(mem, at);
+                self.stats.dir_pages += 1;
+                at += PAGE;
+                continue;
+            }
             if at.is_multiple_of(BLOCK) && block_end - at == BLOCK {
-                self.dir[block as usize] = USED_WHOLE;
+                self.dir.set(mem, block as usize, USED_WHOLE);
                 self.free(mem, at, MAX_ORDER);
                 at = block_end;
                 continue;
             }
-            if self.dir[block as usize] <= USED_WHOLE {
+            if self.dir.get(mem, block as usize) <= USED_WHOLE {
                 let Some(meta) = self.take_meta(mem) else {
                     return false;
                 };
-                self.dir[block as usize] = meta;
+                self.dir.set(mem, block as usize, meta);
             }
             while at < block_end {
                 let mut k = 0;
@@ -269,37 +329,52 @@ impl<'a> Buddy<'a> {
                 at += PAGE << k;
             }
         }
+        self.top_up_spares(mem);
         true
     }
 
     /// Parks the 4 MiB block at `addr`: it holds unaccepted memory and is
-    /// accepted only when needed. Nothing inside it is touched.
-    pub fn park(&mut self, addr: u64) {
-        self.park_blocks(addr, 1);
+    /// accepted only when needed. Nothing inside it is touched. False when
+    /// the directory needed a page and none was left (nothing parked).
+    pub fn park(&mut self, mem: &mut impl Phys, addr: u64) -> bool {
+        self.park_blocks(mem, addr, 1)
     }
 
     /// Parks the `n` whole blocks from `addr` in one step (a boot parks
-    /// every block of a terabyte of unaccepted memory: one store each).
-    pub fn park_blocks(&mut self, addr: u64, n: u64) {
+    /// every block of 64 TiB of unaccepted memory: one word per 2 GiB
+    /// section). The blocks must not be parked already. False when the
+    /// directory needed a page for a section and none was left (blocks
+    /// before that section may be parked, uncounted: the caller stops).
+    pub fn park_blocks(&mut self, mem: &mut impl Phys, addr: u64, n: u64) -> bool {
         let first = (addr / BLOCK) as usize;
-        self.dir[first..first + abi::to_usize(n)].fill(PARKED);
+        while !self.dir.park_range(mem, first, abi::to_usize(n)) {
+            if !self.spare_from_free(mem) {
+                self.stats.dir_starved += 1;
+                return false;
+            }
+        }
         self.stats.parked_blocks += n;
         self.stats.blocks_parked += n;
+        self.top_up_spares(mem);
+        true
     }
 
     /// Takes the highest parked block out of the allocator without
     /// accepting it (kexec picks destinations top-down in RAM the running
     /// kernel does not use). None when nothing is parked.
-    pub fn take_parked_top(&mut self) -> Option<u64> {
-        self.take_parked_below(u64::MAX)
+    pub fn take_parked_top(&mut self, mem: &mut impl Phys) -> Option<u64> {
+        self.take_parked_below(mem, u64::MAX)
     }
 
     /// The same, among blocks that end at or below `limit` (kexec
     /// destinations must end below `KEXEC_DESTINATION_MEMORY_LIMIT`).
-    pub fn take_parked_below(&mut self, limit: u64) -> Option<u64> {
-        let blocks = (limit / BLOCK).min(self.dir.len() as u64) as usize;
-        let i = (0..blocks).rev().find(|i| self.dir[*i] == PARKED)?;
-        self.dir[i] = USED_WHOLE;
+    pub fn take_parked_below(&mut self, mem: &mut impl Phys, limit: u64) -> Option<u64> {
+        let blocks = (limit / BLOCK).min(self.dir.blocks() as u64) as usize;
+        let i = self.dir.prev_parked(mem, blocks)?;
+        if !self.section(mem, i) {
+            return None;
+        }
+        self.dir.set(mem, i, USED_WHOLE);
         self.stats.parked_blocks -= 1;
         Some(i as u64 * BLOCK)
     }
@@ -307,7 +382,7 @@ impl<'a> Buddy<'a> {
     /// Linux's `try_to_accept_memory_one`: accepts the lowest parked block
     /// through `accept(start, len)` and frees it. False when none is left.
     pub fn accept_one(&mut self, mem: &mut impl Phys, accept: &mut impl FnMut(u64, u64)) -> bool {
-        let Some(addr) = self.take_parked_next() else {
+        let Some(addr) = self.take_parked_next(mem) else {
             return false;
         };
         accept(addr, BLOCK);
@@ -320,22 +395,26 @@ impl<'a> Buddy<'a> {
     /// CPUs this is Linux's `__accept_page` split: the block leaves the
     /// zone's unaccepted list under the zone lock, is accepted with that
     /// lock dropped, and is freed into the zone under it again.
-    pub fn take_parked_next(&mut self) -> Option<u64> {
+    pub fn take_parked_next(&mut self, mem: &mut impl Phys) -> Option<u64> {
         if self.stats.parked_blocks == 0 {
             return None;
         }
-        while self.dir[self.parked_cursor] != PARKED {
-            self.parked_cursor += 1;
+        let i = self.dir.next_parked(mem, self.parked_cursor)?;
+        self.parked_cursor = i;
+        if !self.section(mem, i) {
+            return None;
         }
         self.stats.parked_blocks -= 1;
-        self.dir[self.parked_cursor] = USED_WHOLE;
-        Some(self.parked_cursor as u64 * BLOCK)
+        self.dir.set(mem, i, USED_WHOLE);
+        Some(i as u64 * BLOCK)
     }
 
-    /// Frees a block taken with `take_parked_next` once it is accepted.
+    /// Frees a block taken with `take_parked_next` once it is accepted,
+    /// and refills the directory's spares from it if they ran low.
     pub fn return_accepted(&mut self, mem: &mut impl Phys, addr: u64) {
         self.stats.blocks_accepted_lazily += 1;
         self.free(mem, addr, MAX_ORDER);
+        self.top_up_spares(mem);
     }
 
     /// True when an allocation of `order` would take free memory below
@@ -380,10 +459,10 @@ impl<'a> Buddy<'a> {
         if k == MAX_ORDER {
             let block = (addr / BLOCK) as usize;
             if order == MAX_ORDER {
-                self.dir[block] = USED_WHOLE;
+                self.dir.set(mem, block, USED_WHOLE);
             } else {
                 let meta = self.take_meta(mem)?;
-                self.dir[block] = meta;
+                self.dir.set(mem, block, meta);
             }
         }
         self.split_down(mem, addr, k, order);
@@ -424,7 +503,12 @@ mod tests {
 
     const BOOT: u64 = 0x7000_0000;
 
-    fn setup<'a>(dir: &'a mut [u64], mem: &mut Mem) -> Buddy<'a> {
+    /// An allocator over `top.len()` blocks, with one spare directory
+    /// page outside them.
+    fn setup<'a>(top: &'a mut [u64], mem: &mut Mem) -> Buddy<'a> {
+        let blocks = top.len();
+        let mut dir = Directory::new(top, blocks);
+        dir.add_spare(mem, BOOT + 0x10_0000);
         Buddy::new(dir, mem, BOOT, 2 * META_BYTES)
     }
 
@@ -462,7 +546,7 @@ mod tests {
         b.watermark_pages = 512;
         b.add_free_range(&mut mem, 0, BLOCK);
         for blk in 1..16 {
-            b.park(blk * BLOCK);
+            assert!(b.park(&mut mem, blk * BLOCK));
             mem.unaccepted.insert(blk);
         }
         let mut accepted = Vec::new();
@@ -481,13 +565,51 @@ mod tests {
         // 600 pages + 512 watermark need two blocks: the first and one more.
         assert_eq!(accepted, vec![BLOCK]);
         assert_eq!(
-            b.take_parked_below(15 * BLOCK + BLOCK - 1),
+            b.take_parked_below(&mut mem, 15 * BLOCK + BLOCK - 1),
             Some(14 * BLOCK)
         );
-        b.park(14 * BLOCK);
-        assert_eq!(b.take_parked_top(), Some(15 * BLOCK));
+        assert!(b.park(&mut mem, 14 * BLOCK));
+        assert_eq!(b.take_parked_top(&mut mem), Some(15 * BLOCK));
         assert_eq!(b.stats.parked_blocks, 13);
         assert_eq!(b.stats.blocks_accepted_lazily, 1);
+    }
+
+    #[test]
+    fn a_lazy_64_tib_directory_holds_a_few_pages() {
+        let blocks = abi::to_usize((64u64 << 40) / BLOCK);
+        let mut top = vec![0; abi::to_usize(crate::directory::sections_for(blocks as u64))];
+        let mut mem = Mem::default();
+        let mut dir = Directory::new(&mut top, blocks);
+        dir.add_spare(&mut mem, BOOT + 0x10_0000);
+        let mut b = Buddy::new(dir, &mut mem, BOOT, 2 * META_BYTES);
+        // 16 MiB free at the bottom, then everything parked.
+        assert!(b.add_free_range(&mut mem, PAGE, 4 * BLOCK));
+        assert!(b.park_blocks(&mut mem, 4 * BLOCK, blocks as u64 - 4));
+        assert_eq!(b.stats.parked_blocks, blocks as u64 - 4);
+        // Section 0 (free and parked blocks) and the spares kept at hand.
+        assert_eq!(b.stats.dir_pages, SPARE_DIR_PAGES);
+        assert_eq!(b.dir_bytes(), 32768 * 8 + (1 + SPARE_DIR_PAGES) * PAGE);
+        // Taking the top block gives its section a spare page.
+        let top_block = (blocks as u64 - 1) * BLOCK;
+        assert_eq!(b.take_parked_top(&mut mem), Some(top_block));
+        assert_eq!(b.dir_bytes(), 32768 * 8 + (1 + SPARE_DIR_PAGES) * PAGE);
+        assert_eq!(b.take_parked_next(&mut mem), Some(4 * BLOCK));
+        assert!(b.park(&mut mem, top_block));
+        assert_eq!(b.take_parked_top(&mut mem), Some(top_block));
+    }
+
+    #[test]
+    fn a_directory_without_pages_refuses_to_take_and_says_so() {
+        let mut top = vec![0; 2];
+        let mut mem = Mem::default();
+        let dir = Directory::new(&mut top, 1024);
+        let mut b = Buddy::new(dir, &mut mem, BOOT, 2 * META_BYTES);
+        // Parking whole sections needs no page; taking from one does, and
+        // there is neither a spare nor free memory.
+        assert!(b.park_blocks(&mut mem, 0, 1024));
+        assert_eq!(b.take_parked_next(&mut mem), None);
+        assert_eq!(b.take_parked_top(&mut mem), None);
+        assert_eq!((b.stats.dir_starved, b.stats.parked_blocks), (2, 1024));
     }
 
     proptest! {
@@ -515,7 +637,7 @@ mod tests {
                 usable.insert(start, end);
             }
             for (s, e) in &usable { prop_assert!(b.add_free_range(&mut mem, *s, *e)); }
-            for p in &parked { b.park(p * BLOCK); mem.unaccepted.insert(*p); }
+            for p in &parked { prop_assert!(b.park(&mut mem, p * BLOCK)); mem.unaccepted.insert(*p); }
             let mut live: Vec<(u64, u32)> = Vec::new();
             let unacc = &mut mem.unaccepted as *mut HashSet<u64>;
             for (order, do_free, pick) in ops {
@@ -549,7 +671,7 @@ mod tests {
             for (a, o) in live.drain(..) { b.free(&mut mem, a, o); }
             let usable_pages: u64 = usable.iter().map(|(s, e)| (e - s) / PAGE).sum::<u64>()
                 + b.stats.blocks_accepted_lazily * 1024;
-            prop_assert_eq!(b.stats.free_pages + b.stats.meta_pages, usable_pages);
+            prop_assert_eq!(b.stats.free_pages + b.stats.meta_pages + b.stats.dir_pages, usable_pages);
         }
     }
 }

@@ -18,6 +18,18 @@ pub trait Acceptance {
     /// The end of the longest prefix of `[start, end)` whose units are all
     /// unaccepted (`start` when there is none).
     fn unaccepted_prefix(&mut self, start: u64, end: u64) -> u64;
+    /// Makes `[start, end)` reachable before it goes to the free lists
+    /// (the kernel maps it; pages for that may come from `buddy`). False
+    /// when it cannot be.
+    fn reachable(
+        &mut self,
+        _buddy: &mut Buddy<'_>,
+        _mem: &mut impl Phys,
+        _start: u64,
+        _end: u64,
+    ) -> bool {
+        true
+    }
 }
 
 /// Why a run could not be added.
@@ -41,7 +53,12 @@ pub fn add_run(
         if lazy && at.is_multiple_of(BLOCK) {
             let blocks = (acceptance.unaccepted_prefix(at, end) - at) / BLOCK;
             if blocks > 0 {
-                buddy.park_blocks(at, blocks);
+                if !buddy.park_blocks(mem, at, blocks) {
+                    return Err(OutOfMetadata {
+                        start: at,
+                        end: at + blocks * BLOCK,
+                    });
+                }
                 at += blocks * BLOCK;
                 continue;
             }
@@ -51,13 +68,20 @@ pub fn add_run(
         let whole = at.is_multiple_of(BLOCK) && piece_end == block_end;
         if acceptance.contains(at, piece_end - at) {
             if whole && lazy {
-                buddy.park(at);
+                if !buddy.park(mem, at) {
+                    return Err(OutOfMetadata {
+                        start: at,
+                        end: piece_end,
+                    });
+                }
                 at = piece_end;
                 continue;
             }
             acceptance.accept(at, piece_end - at);
         }
-        if !buddy.add_free_range(mem, at, piece_end) {
+        if !acceptance.reachable(buddy, mem, at, piece_end)
+            || !buddy.add_free_range(mem, at, piece_end)
+        {
             return Err(OutOfMetadata {
                 start: at,
                 end: piece_end,
@@ -151,8 +175,10 @@ mod tests {
     }
 
     fn run(table: &mut Table, start: u64, end: u64, lazy: bool) -> Buddy<'static> {
-        let dir = Box::leak(vec![0u64; 16].into_boxed_slice());
+        let top = Box::leak(vec![0u64; 1].into_boxed_slice());
         let mut mem = Mem::default();
+        let mut dir = crate::directory::Directory::new(top, 16);
+        dir.add_spare(&mut mem, 0x7010_0000);
         let mut b = Buddy::new(dir, &mut mem, 0x7000_0000, 8 * META_BYTES);
         add_run(&mut b, &mut mem, table, start, end, lazy).unwrap();
         b

@@ -16,5 +16,6 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod buddy;
+pub mod directory;
 pub mod free_run;
 pub mod hold;

@@ -14,6 +14,7 @@ pub mod console;
 pub mod fatal;
 pub mod global;
 pub mod idt;
+pub mod paging;
 pub mod param;
 pub mod spin;
 pub mod stack;

@@ -23,6 +23,7 @@ pub fn bench_accept(hobs: &HobList<'_>, n: u64) -> ! {
             "fw.bench_accept={n}: needs {n} pending pages above 4 GiB (give the guest more RAM)"
         );
     };
+    super::map_for_selftest(start, start + n * PAGE_4K);
     static SCRATCH: guest_rt::global::Global<[u64; 512]> = guest_rt::global::Global::new([0; 512]);
     let scratch = SCRATCH.with(|s| s.as_mut_ptr() as u64);
     guest_rt::tdcall::mark(abi::report::Mark::BenchStart, n);

@@ -73,6 +73,7 @@ pub fn touch_pending(hobs: &HobList<'_>) -> u32 {
         );
         return 1;
     };
+    super::map_for_selftest(gpa, gpa + PAGE_4K);
     println!("selftest touch-pending: reading pending GPA {gpa:#x}");
     let v = read(gpa);
     println!("selftest touch-pending: read {v:#x} and survived: FAIL");
@@ -91,6 +92,7 @@ pub fn touch_poisoned(hobs: &HobList<'_>) -> u32 {
         );
         return 1;
     };
+    super::map_for_selftest(gpa, gpa + 2 * PAGE_4K);
     let st = accept_page(gpa, PageLevel::L4K);
     if st != status::SUCCESS {
         println!("selftest touch-poisoned: 4K accept at {gpa:#x} failed: {st:#x}");

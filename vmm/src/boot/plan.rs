@@ -7,7 +7,7 @@
 //! size, so no 2 MiB unit is part initial, part pending.
 
 use crate::memory::layout::RamLayout;
-use abi::layout::{selector, FIRMWARE_BASE, FIRMWARE_MAX_SIZE};
+use abi::layout::{selector, FIRMWARE_BASE, FIRMWARE_MAX_SIZE, FOUR_GIB};
 use abi::{GIB, PAGE_4K};
 use thiserror::Error;
 
@@ -61,11 +61,21 @@ pub enum MapLeaf {
 }
 
 /// Number of page-table pages for an identity map of `[0, top)`: one PML4,
-/// one PDPT per 512 GiB, and with 2 MiB leaves one PD per GiB.
+/// one PDPT per 512 GiB, and with 2 MiB leaves one PD per GiB below
+/// 4 GiB. The GiBs above are left for the guest to map when it first
+/// needs them (`guest_rt::paging`): a PD per GiB of a 64 TiB TD would be
+/// 256 MiB of initial memory, almost all of it for parked memory.
 pub fn page_table_pages(layout: &RamLayout, leaf: MapLeaf) -> u64 {
     let gibs = map_top(layout) / GIB;
-    let pds = if leaf == MapLeaf::Mib2 { gibs } else { 0 };
-    1 + gibs.div_ceil(512) + pds
+    1 + gibs.div_ceil(512) + mapped_pds(gibs, leaf)
+}
+
+/// PDs the host builds: one per GiB below 4 GiB with 2 MiB leaves.
+fn mapped_pds(gibs: u64, leaf: MapLeaf) -> u64 {
+    match leaf {
+        MapLeaf::Mib2 => gibs.min(FOUR_GIB / GIB),
+        MapLeaf::Gib1 => 0,
+    }
 }
 
 /// Top of the identity map: all RAM and the MMIO hole, rounded up to 1 GiB.
@@ -157,7 +167,8 @@ pub fn gdt_bytes() -> Vec<u8> {
 }
 
 /// Page `index` of the identity map of `[0, map_top)` placed at `base`:
-/// the PML4 (index 0), then the PDPTs, then (2 MiB leaves) the PDs. Built
+/// the PML4 (index 0), then the PDPTs, then (2 MiB leaves) the PDs below
+/// 4 GiB. Built
 /// one page at a time, so the tables are written straight into guest
 /// memory and never held whole on the host.
 pub fn page_table_page(layout: &RamLayout, base: u64, leaf: MapLeaf, index: u64) -> [u64; 512] {
@@ -179,7 +190,9 @@ pub fn page_table_page(layout: &RamLayout, base: u64, leaf: MapLeaf, index: u64)
             }
             *e = match leaf {
                 MapLeaf::Gib1 => (g * GIB) | TABLE | PTE_PS,
-                MapLeaf::Mib2 => (pd_base + g * PAGE_4K) | TABLE,
+                MapLeaf::Mib2 if g < mapped_pds(gibs, leaf) => (pd_base + g * PAGE_4K) | TABLE,
+                // Not present: the guest maps it when it needs it.
+                MapLeaf::Mib2 => 0,
             };
         }
     } else {
@@ -214,7 +227,7 @@ mod tests {
         // 64 TiB of RAM plus the 1 GiB MMIO hole below 4 GiB: 65,537 GiB.
         let layout = crate::memory::layout::checked(64 << 40, 48).unwrap();
         assert_eq!(page_table_pages(&layout, MapLeaf::Gib1), 1 + 129);
-        assert_eq!(page_table_pages(&layout, MapLeaf::Mib2), 1 + 129 + 65537);
+        assert_eq!(page_table_pages(&layout, MapLeaf::Mib2), 1 + 129 + 4);
         let layout = crate::memory::layout::checked(600 * GIB, 48).unwrap();
         let base = 0x40_0000;
         let bytes = page_table_bytes(&layout, base, MapLeaf::Gib1);
@@ -237,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn identity_map_translates_every_gib() {
+    fn identity_map_translates_below_4_gib_and_leaves_the_rest_to_the_guest() {
         let layout = crate::memory::layout::checked(600 * GIB, 48).unwrap();
         let base = 0x40_0000;
         let bytes = page_table_bytes(&layout, base, MapLeaf::Mib2);
@@ -245,23 +258,24 @@ mod tests {
             bytes.len() as u64,
             page_table_pages(&layout, MapLeaf::Mib2) * PAGE_4K
         );
-        // Walk a few addresses, including above 512 GiB (second PDPT).
-        for va in [
-            0u64,
-            0x1234_5000,
-            3 * GIB + 0x20_0000,
-            513 * GIB + 0x60_0000,
-            600 * GIB + GIB - 1,
-        ] {
+        let pdpte_of = |va: u64| {
             let pml4e = entry(&bytes, ((va >> 39) & 511) as usize);
-            assert_eq!(pml4e & 7, 7, "U/S, RW, P at PML4");
+            assert_eq!(pml4e & 7, 7, "U/S, RW, P at PML4 for {va:#x}");
             let pdpt = abi::to_usize((pml4e & !0xfff) - base) / 8;
-            let pdpte = entry(&bytes, pdpt + ((va >> 30) & 511) as usize);
+            entry(&bytes, pdpt + ((va >> 30) & 511) as usize)
+        };
+        for va in [0u64, 0x1234_5000, 3 * GIB + 0x20_0000, 4 * GIB - 1] {
+            let pdpte = pdpte_of(va);
             assert_eq!(pdpte & 7, 7);
             let pd = abi::to_usize((pdpte & !0xfff) - base) / 8;
             let pde = entry(&bytes, pd + ((va >> 21) & 511) as usize);
             assert_eq!(pde & 0x87, 0x87, "2 MiB leaf with U/S");
             assert_eq!((pde & !0x1f_ffff) | (va & 0x1f_ffff), va);
+        }
+        // Above 4 GiB, including past 512 GiB (second PDPT): a PDPT
+        // exists, its entry is not present.
+        for va in [4 * GIB, 513 * GIB + 0x60_0000, 600 * GIB + GIB - 1] {
+            assert_eq!(pdpte_of(va), 0, "{va:#x}");
         }
     }
 

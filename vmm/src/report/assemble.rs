@@ -71,6 +71,8 @@ pub struct RunFacts {
     pub cpu_profile: crate::boot::cpu::CpuProfile,
     pub initial_bytes: u64,
     pub initial_units: schema::UnitAccounting,
+    /// vCPU 0's PML4 at the end, if it had 4-level paging on.
+    pub page_table_root: Option<u64>,
     /// Why `uffd-poison` did not run, when `--pending auto` fell back.
     pub pending_fallback: Option<String>,
     pub inputs: crate::report::inputs::Inputs,
@@ -161,6 +163,9 @@ pub fn assemble<B: SlotBackend>(
         host: HostStats {
             rss_peak_bytes: schema::rss_peak_bytes(),
             guest_resident_bytes: memory.ram().resident_bytes().unwrap_or(0),
+            guest_page_table_bytes: facts.page_table_root.map_or(0, |root| {
+                crate::report::page_tables::table_bytes(memory, root)
+            }),
             page_state_bytes: pages.footprint_bytes(),
             memslots: memory.slots().len(),
             memslots_peak: slot_stats.peak,

@@ -12,6 +12,7 @@ pub(crate) mod bitmap_check;
 pub(crate) mod guest_counters;
 pub(crate) mod inputs;
 pub(crate) mod outcome;
+pub(crate) mod page_tables;
 pub(crate) mod run_log;
 pub(crate) mod schema;
 pub(crate) mod trace;

@@ -87,6 +87,11 @@ pub struct HostStats {
     pub rss_peak_bytes: u64,
     /// Guest RAM resident in host memory at the end of the run.
     pub guest_resident_bytes: u64,
+    /// The guest's page tables at the end: every table page reachable
+    /// from vCPU 0's CR3, walked in guest memory (the host-built identity
+    /// map and what the guest added). 0 when vCPU 0 had paging off.
+    #[serde(default)]
+    pub guest_page_table_bytes: u64,
     /// Memory used by the page-state table.
     pub page_state_bytes: u64,
     /// KVM memslots over guest RAM at the end.

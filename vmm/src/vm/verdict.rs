@@ -72,6 +72,7 @@ pub(super) fn report(done: Finished<'_>) -> Report {
         cpu_profile: profile,
         initial_bytes,
         initial_units,
+        page_table_root: page_table_root(vcpus),
         pending_fallback,
         inputs,
     };
@@ -83,4 +84,12 @@ pub(super) fn report(done: Finished<'_>) -> Report {
     };
     let states: Vec<VcpuState> = vcpus.iter().map(|v| v.state.clone()).collect();
     assemble(parts, s.console, s.log, &states, stop, facts)
+}
+
+/// vCPU 0's PML4 (CR3) when it ended with long-mode paging on.
+fn page_table_root(vcpus: &[Vcpu]) -> Option<u64> {
+    const CR0_PG: u64 = 1 << 31;
+    const EFER_LMA: u64 = 1 << 10;
+    let sregs = vcpus.first()?.fd.get_sregs().ok()?;
+    (sregs.cr0 & CR0_PG != 0 && sregs.efer & EFER_LMA != 0).then_some(sregs.cr3)
 }
