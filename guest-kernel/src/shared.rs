@@ -33,7 +33,7 @@ use models::shared_memory::{self, pte, Leaf};
 const PAGE: u64 = 4096;
 const CHUNK: u64 = 2 << 20;
 /// Most 2 MiB chunks in the pool.
-const MAX_CHUNKS: usize = 16;
+pub const MAX_CHUNKS: usize = 16;
 /// The largest `bounce_pool=` (a size is rounded up to 2 MiB chunks).
 pub const MAX_POOL_BYTES: u64 = MAX_CHUNKS as u64 * CHUNK;
 /// Most 1 GiB leaves split at once.

@@ -251,12 +251,24 @@ pub fn contains_unaccepted(start: u64, size: u64) -> bool {
 /// `kernel.selftest=reaccept`: marks the first accepted unit as unaccepted
 /// again and accepts it, as a kernel that lost track of its bitmap would.
 /// The TDX module answers TDX_PAGE_ALREADY_ACCEPTED and, as in Linux, the
-/// kernel panics. Does not return.
+/// kernel panics. Does not return. (A unit of the bounce pool is clear in
+/// the bitmap too, but shared: accepting it converts it back to private,
+/// so it is not the unit to try.)
 pub fn reaccept_selftest() -> ! {
+    let mut pool = [u64::MAX; crate::shared::MAX_CHUNKS];
+    for (i, chunk) in pool.iter_mut().enumerate() {
+        *chunk = crate::shared::pool_chunk(i).unwrap_or(u64::MAX);
+    }
     let unit = TABLE.with(|t| {
         let t = t.as_mut()?;
+        let (base, size) = (t.header.phys_base, t.header.unit_size as u64);
         let mut bits = t.bitmap();
-        let clear = (0..bits.bits()).find(|b| !bits.test(*b))?;
+        let shared = |b: u64| {
+            let at = base + b * size;
+            pool.iter()
+                .any(|c| *c != u64::MAX && at < c + abi::PAGE_2M && *c < at + size)
+        };
+        let clear = (0..bits.bits()).find(|b| !bits.test(*b) && !shared(*b))?;
         bits.set_range(clear, clear + 1);
         Some(t.header.phys_base + clear * t.header.unit_size as u64)
     });

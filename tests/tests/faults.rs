@@ -30,11 +30,15 @@ fn busy_accepts_panic_the_kernel_without_retries() {
         );
         assert_eq!(f.generation, Some(0), "{ctx}: the kernel, not the firmware");
         assert!(r.accept.busy_injected > 0);
-        // The kernel panicked before it filled its table: the report says
-        // so instead of counting every pending unit as a mismatch.
-        assert_eq!(r.bitmap_state, vmm::report::BitmapState::NotFilled, "{ctx}");
-        assert_eq!(r.bitmap_mismatches, None, "{ctx}");
-        assert_eq!(r.unaccepted_table.map(|t| t.bits_set), Some(0), "{ctx}");
+        // The kernel filled its table (no unit is part initial, so its stub
+        // accepts nothing) and panicked in its first lazy accepts: a BUSY
+        // 2 MiB accept falls back to 4 KiB pages (Linux's try_accept_one),
+        // and a BUSY 4 KiB one panics. The units of the block it was
+        // accepting are part accepted, their bits still set, as in Linux.
+        assert_eq!(r.bitmap_state, vmm::report::BitmapState::Checked, "{ctx}");
+        let mismatches = r.bitmap_mismatches.expect("checked");
+        assert!((1..=2).contains(&mismatches), "{ctx}: {mismatches}");
+        assert!(r.unaccepted_table.map(|t| t.bits_set) > Some(0), "{ctx}");
         // The firmware got past its own busy accepts (td-shim style retries).
         assert!(r.timing_us.contains_key("kernel_entry"), "{ctx}");
         let a = r.accept;

@@ -87,10 +87,14 @@ fn the_next_access_to_a_removed_page_stops_the_td_with_its_gpa() {
 fn our_guests_stop_at_a_removed_page_never_run_on_with_it() {
     let test = "our_guests_stop_at_a_removed_page_never_run_on_with_it";
     tests::in_each_profile(test, |p| {
-        let config = tests::config_with_kernel(p, 2 << 30, "workload=64M").inject_remove(0.01, 3);
+        // The firmware accepts 16 MiB in 4 KiB pages and reads each one it
+        // accepted (its first and last word): with 4096 accepts, a page is
+        // removed behind it (the odds of none are 0.99^4096, about 1e-18),
+        // and it is found at once, by its exact GPA.
+        let config =
+            tests::config_with_kernel(p, 2 << 30, "fw.accept=16M fw.accept_page=4k workload=64M")
+                .inject_remove(0.01, 3);
         let r = tests::boot(config);
-        // The firmware reads what it accepts: a page removed behind it is
-        // found at once, by its exact GPA.
         assert_eq!(r.outcome, Outcome::PendingAccess, "{:?}", r.fatal);
         let fatal = r.fatal.as_ref().unwrap();
         assert!(

@@ -46,18 +46,22 @@ fn lazy_and_eager_boots_at_several_sizes() {
             assert_eq!(eager.guest["lazy_accept"], 0);
             assert_eq!(eager.guest["blocks_parked"], 0);
             let t = eager.unaccepted_table.expect("table");
+            // Linux's bounds: from the lowest unaccepted GPA (where initial
+            // memory ends: it starts at 0 and ends on a 2 MiB boundary) to
+            // the top of RAM rounded up to 2 MiB.
+            let base = eager.pages.initial_bytes;
+            assert_eq!(base % (2 << 20), 0, "{ctx}");
             assert_eq!(
                 (t.version, t.unit_size, t.phys_base),
-                (1, 2 << 20, 0),
+                (1, 2 << 20, base),
                 "{ctx}"
             );
-            // Linux's bounds: from 0 to the top of RAM rounded up to 2 MiB.
             let top = if mem > 3 * GIB {
                 FOUR_GIB + mem - 3 * GIB
             } else {
                 mem
             };
-            assert_eq!(t.size, top.div_ceil(2 << 20).div_ceil(8), "{ctx}");
+            assert_eq!(t.size, (top - base).div_ceil(2 << 20).div_ceil(8), "{ctx}");
             assert_eq!(t.bits_set, 0, "{ctx}");
 
             let lazy = boot(config_with_kernel(p, mem, "fw.accept=none"));

@@ -76,9 +76,11 @@ fn a_pending_access_raises_ve_with_the_gpa_the_stop_would_name() {
 #[test]
 fn a_page_removed_by_the_host_raises_ve_in_a_debug_td() {
     in_each_profile("a_page_removed_by_the_host_raises_ve_in_a_debug_td", |p| {
+        // The firmware accepts 16 MiB in 4 KiB pages and reads each one
+        // (a page is removed behind it among its 4096 accepts).
         let run = |attributes| {
             tests::boot(
-                config_with_kernel(p, 2 * GIB, "")
+                config_with_kernel(p, 2 * GIB, "fw.accept=16M fw.accept_page=4k")
                     .td_attributes(attributes)
                     .inject_remove(0.01, 3),
             )

@@ -13,6 +13,7 @@ const USAGE: &str = "usage: cargo xtask build
        cargo xtask bench --sept [--quick] [--repeats N] [--profiles auto] [--out DIR]
        cargo xtask bench --leaves [--quick] [--profiles auto,standard] [--out DIR]
        cargo xtask bench --orders [--quick] [--sizes 4,64] [--repeats N] [--profiles auto] [--out DIR]
+       cargo xtask bench --flat [--quick] [--sizes 1,4,...,65536] [--repeats N] [--profiles auto] [--baseline DIR] [--out DIR]
        cargo xtask bench --replot DIR
        cargo xtask limits [--mems 1G,1T,64T] [--cpus 1,64]";
 
@@ -183,6 +184,8 @@ fn bench(args: &[String]) -> Result<()> {
     let sept_only = args.iter().any(|a| a == "--sept");
     let leaves_only = args.iter().any(|a| a == "--leaves");
     let orders_only = args.iter().any(|a| a == "--orders");
+    let flat_only = args.iter().any(|a| a == "--flat");
+    let mut baseline: Option<std::path::PathBuf> = None;
     let mut cfg = if quick {
         xtask::bench::BenchConfig::quick(root.join("target").join("bench-quick"))
     } else {
@@ -191,7 +194,7 @@ fn bench(args: &[String]) -> Result<()> {
     let mut it = args.iter().filter(|a| {
         !matches!(
             a.as_str(),
-            "--quick" | "--micro" | "--vcpus" | "--sept" | "--leaves" | "--orders"
+            "--quick" | "--micro" | "--vcpus" | "--sept" | "--leaves" | "--orders" | "--flat"
         )
     });
     while let Some(a) = it.next() {
@@ -226,6 +229,7 @@ fn bench(args: &[String]) -> Result<()> {
             }
             "--profiles" => cfg.profiles = value()?.split(',').map(str::to_string).collect(),
             "--out" => cfg.out = value()?.into(),
+            "--baseline" if flat_only => baseline = Some(value()?.into()),
             other => return Err(XtaskError::Usage(format!("unknown bench argument {other}"))),
         }
     }
@@ -237,6 +241,31 @@ fn bench(args: &[String]) -> Result<()> {
     if micro {
         xtask::bench::micro(&cfg.out, &cfg.profiles)?;
         return xtask::bench::targets::write(&cfg.out);
+    }
+    if flat_only {
+        // Its own sizes (1 GiB to 64 TiB) and repeats unless given.
+        let sizes = if args.iter().any(|a| a == "--sizes") {
+            cfg.sizes_gib.clone()
+        } else if quick {
+            vec![1, 64]
+        } else {
+            xtask::bench::flat::SIZES_GIB.to_vec()
+        };
+        let repeats = if args.iter().any(|a| a == "--repeats") {
+            cfg.repeats
+        } else if quick {
+            1
+        } else {
+            7
+        };
+        xtask::bench::flat::flat(
+            &cfg.out,
+            &cfg.profiles,
+            repeats,
+            &sizes,
+            baseline.as_deref(),
+        )?;
+        return Ok(());
     }
     if orders_only {
         // Its own sizes (4 and 64 GiB) and repeats unless given.

@@ -8,6 +8,7 @@
 //! Every report is read as the VMM's typed `Report`.
 
 pub mod chart;
+pub mod flat;
 pub mod leaves;
 pub mod micro;
 pub mod orders;
