@@ -23,6 +23,16 @@ fn a_chain_of_three_kexecs_accepts_each_destination_once() {
                 "no page accepted twice: {ctx}"
             );
             assert!(r.timing_us.contains_key("gen3.kernel_entry"), "{ctx}");
+            // Each next kernel runs in the GiB above 4 GiB its predecessor
+            // mapped for it, and keeps that page directory out of its
+            // allocator (it is in memory the map hands on as free).
+            assert_eq!(
+                r.console
+                    .matches("kernel: kept 1 page-table pages an earlier kernel added")
+                    .count(),
+                3,
+                "{ctx}"
+            );
             for (i, k) in r.kexec.iter().enumerate() {
                 assert_eq!(k.from_generation, i as u64);
                 let dest = k.dest_gpa.expect("destination");

@@ -100,12 +100,13 @@ pub fn flat(
         );
     }
     let report = out.join("flat-report.json");
+    let n_builds = builds.len();
     let cases: Vec<(usize, &String, u64)> = profiles
         .iter()
         .flat_map(|p| {
             sizes_gib
                 .iter()
-                .flat_map(move |&g| (0..builds.len()).map(move |b| (b, p, g)))
+                .flat_map(move |&g| (0..n_builds).map(move |b| (b, p, g)))
         })
         .collect();
     let run = |(b, profile, gib): (usize, &String, u64)| {
