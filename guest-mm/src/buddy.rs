@@ -298,12 +298,16 @@ impl<'a> Buddy<'a> {
         while at < end {
             let block = at / BLOCK;
             let block_end = ((block + 1) * BLOCK).min(end);
-            if !self.dir.is_materialized(block as usize) && !self.section(mem, block as usize) {
-                self.stats.dir_starved -= 1;
-                self.dir.add_spare(mem, at);
-                self.stats.dir_pages += 1;
-                at += PAGE;
-                continue;
+            if !self.dir.is_materialized(block as usize) {
+                if self.dir.spare_pages() == 0 && !self.spare_from_free(mem) {
+                    // Neither a spare nor free memory: the range gives its
+                    // first page to the directory.
+                    self.dir.add_spare(mem, at);
+                    self.stats.dir_pages += 1;
+                    at += PAGE;
+                    continue;
+                }
+                self.dir.materialize(mem, block as usize);
             }
             if at.is_multiple_of(BLOCK) && block_end - at == BLOCK {
                 self.dir.set(mem, block as usize, USED_WHOLE);

@@ -265,7 +265,7 @@ fn bench(args: &[String]) -> Result<()> {
             &sizes,
             baseline.as_deref(),
         )?;
-        return Ok(());
+        return xtask::bench::targets::write(&cfg.out);
     }
     if orders_only {
         // Its own sizes (4 and 64 GiB) and repeats unless given.

@@ -10,8 +10,10 @@ use std::collections::HashSet;
 const PRESENT: u64 = 1;
 const HUGE: u64 = 1 << 7;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
-/// Most table pages walked (a 64 TiB map with 2 MiB leaves has 65,665).
-const MAX_TABLES: usize = 1 << 20;
+/// Most table pages walked: a 64 TiB map with 2 MiB leaves has 65,665;
+/// a guest's tables beyond this (512 MiB of them) are not all counted,
+/// and the walk stays bounded whatever the guest built.
+const MAX_TABLES: usize = 1 << 17;
 
 /// Bytes of the 4-level page tables rooted at `root` (a PML4's GPA):
 /// table pages counted once each, whatever points at them. Pages that are

@@ -38,11 +38,35 @@ pub struct FlatPoint {
     pub runs: usize,
     pub kernel_ready_ms: Stat,
     pub rss_peak_mib: Stat,
-    pub page_table_kib: Stat,
-    pub directory_kib: Stat,
+    /// The next three are `None` for a build whose reports lack them (a
+    /// baseline from before they existed): not measured, never zero.
+    pub page_table_kib: Option<Stat>,
+    pub directory_kib: Option<Stat>,
     pub accepts: Stat,
     /// 2 MiB units part initial, part pending (`pages.units.partial`).
-    pub partial_units: Stat,
+    pub partial_units: Option<Stat>,
+}
+
+/// Which of the newer report fields a run's report has.
+#[derive(Clone, Copy, Default)]
+struct Has {
+    page_tables: bool,
+    directory: bool,
+    units: bool,
+}
+
+impl Has {
+    fn of(report: &Path) -> Has {
+        let v: serde_json::Value = std::fs::read_to_string(report)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        Has {
+            page_tables: v["host"].get("guest_page_table_bytes").is_some(),
+            directory: v["guest"].get("allocator_directory_bytes").is_some(),
+            units: v["pages"].get("units").is_some(),
+        }
+    }
 }
 
 /// `flat.json`.
@@ -121,18 +145,22 @@ pub fn flat(
             "--cmdline",
             CMDLINE,
         ];
-        run_vmm(&build.vmm, &build.images, true, args, &report, &what)
+        let r = run_vmm(&build.vmm, &build.images, true, args, &report, &what)?;
+        Ok::<_, XtaskError>((r, Has::of(&report)))
     };
     // Warm-up: the first touch of cold host memory is slow on nested hosts.
     for &case in &cases {
         run(case)?;
     }
     let mut reports: Vec<Vec<Report>> = cases.iter().map(|_| Vec::new()).collect();
+    let mut has = vec![Has::default(); cases.len()];
     let bar = progress_bar(cases.len() * repeats, "flat");
     for _ in 0..repeats {
         for (i, &case) in cases.iter().enumerate() {
             bar.set_message(format!("{} {} {}G", builds[case.0].name, case.1, case.2));
-            reports[i].push(run(case)?);
+            let (r, h) = run(case)?;
+            reports[i].push(r);
+            has[i] = h;
             bar.inc(1);
         }
     }
@@ -140,7 +168,14 @@ pub fn flat(
     let _ = std::fs::remove_file(&report);
     let stat = |runs: &[Report], f: &dyn Fn(&Report) -> f64| Stat::of(runs.iter().map(f).collect());
     let mut points = Vec::new();
-    for ((b, _, gib), runs) in cases.iter().zip(&reports) {
+    for (((b, _, gib), runs), has) in cases.iter().zip(&reports).zip(&has) {
+        let directory = |r: &Report| {
+            kib(r
+                .guest
+                .get("allocator_directory_bytes")
+                .copied()
+                .unwrap_or(0))
+        };
         points.push(FlatPoint {
             build: builds[*b].name.clone(),
             profile: runs
@@ -154,16 +189,16 @@ pub fn flat(
                     .map_or(f64::NAN, |us| *us as f64 / 1e3)
             })?,
             rss_peak_mib: stat(runs, &|r| r.host.rss_peak_bytes as f64 / (1 << 20) as f64)?,
-            page_table_kib: stat(runs, &|r| kib(r.host.guest_page_table_bytes))?,
-            directory_kib: stat(runs, &|r| {
-                kib(r
-                    .guest
-                    .get("allocator_directory_bytes")
-                    .copied()
-                    .unwrap_or(0))
-            })?,
+            page_table_kib: has
+                .page_tables
+                .then(|| stat(runs, &|r| kib(r.host.guest_page_table_bytes)))
+                .transpose()?,
+            directory_kib: has.directory.then(|| stat(runs, &directory)).transpose()?,
             accepts: stat(runs, &|r| r.accept.calls as f64)?,
-            partial_units: stat(runs, &|r| r.pages.units.partial.len() as f64)?,
+            partial_units: has
+                .units
+                .then(|| stat(runs, &|r| r.pages.units.partial.len() as f64))
+                .transpose()?,
         });
     }
     let results = FlatResults {
@@ -221,13 +256,13 @@ pub fn markdown(r: &FlatResults) -> String {
         "Lazy boot, `{}`, {} host cores, medians of {} interleaved repeats after a warm-up at every point (min-max).\n",
         r.cmdline, r.host_cores, r.repeats
     );
-    type Measure = (&'static str, fn(&FlatPoint) -> Stat, &'static str);
+    type Measure = (&'static str, fn(&FlatPoint) -> Option<Stat>, &'static str);
     let measures: [Measure; 6] = [
-        ("kernel_ready", |p| p.kernel_ready_ms, "ms"),
-        ("peak RSS", |p| p.rss_peak_mib, "MiB"),
+        ("kernel_ready", |p| Some(p.kernel_ready_ms), "ms"),
+        ("peak RSS", |p| Some(p.rss_peak_mib), "MiB"),
         ("guest page tables", |p| p.page_table_kib, "KiB"),
         ("allocator directory", |p| p.directory_kib, "KiB"),
-        ("accepts", |p| p.accepts, ""),
+        ("accepts", |p| Some(p.accepts), ""),
         ("part-pending 2 MiB units", |p| p.partial_units, ""),
     ];
     for profile in &profiles {
@@ -255,7 +290,9 @@ pub fn markdown(r: &FlatResults) -> String {
                 ));
                 for g in &sizes {
                     let cell = point(b, *g).map_or("-".to_string(), |p| {
-                        let st = get(p);
+                        let Some(st) = get(p) else {
+                            return "not reported".to_string();
+                        };
                         if st.min == st.max {
                             format!("{:.1}", st.median)
                         } else {
@@ -269,9 +306,12 @@ pub fn markdown(r: &FlatResults) -> String {
             if builds.len() == 2 {
                 s.push_str(&format!("| {name} | ratio |"));
                 for g in &sizes {
-                    let cell = match (point(builds[1], *g), point(builds[0], *g)) {
-                        (Some(new), Some(old)) if get(old).median > 0.0 => {
-                            format!("x{:.2}", get(new).median / get(old).median)
+                    let cell = match (
+                        point(builds[1], *g).and_then(get),
+                        point(builds[0], *g).and_then(get),
+                    ) {
+                        (Some(new), Some(old)) if old.median > 0.0 => {
+                            format!("x{:.2}", new.median / old.median)
                         }
                         _ => "-".into(),
                     };
@@ -311,7 +351,8 @@ where
     root.fill(&WHITE).map_err(err)?;
     let (top, bottom) = root.split_vertically(450);
     type Get = fn(&FlatPoint) -> f64;
-    let panels: [(&DrawingArea<DB, Shift>, &str, Vec<(&str, Get)>); 2] = [
+    type Panel<'a, DB> = (&'a DrawingArea<DB, Shift>, &'a str, Vec<(&'a str, Get)>);
+    let panels: [Panel<'_, DB>; 2] = [
         (
             &top,
             "time to kernel_ready (ms)",
@@ -322,7 +363,9 @@ where
             "host memory (MiB)",
             vec![
                 ("peak RSS", |p| p.rss_peak_mib.median),
-                ("guest page tables", |p| p.page_table_kib.median / 1024.0),
+                ("guest page tables", |p| {
+                    p.page_table_kib.map_or(0.0, |s| s.median / 1024.0)
+                }),
             ],
         ),
     ];

@@ -1,6 +1,7 @@
 //! `targets.md`: the issue targets with the measured values and verdicts,
 //! from `results.json` (when a full run is in the same directory), the
-//! vCPU axis (`vcpus.json`) and the micro-benchmarks.
+//! lazy boot against RAM (`flat.json`, preferred for the flatness rows),
+//! the vCPU axis (`vcpus.json`) and the micro-benchmarks.
 
 use super::micro::Micro;
 use super::stats::Results;
@@ -33,7 +34,15 @@ pub fn targets(out: &Path, micro: &Micro) -> String {
     let full: Option<Results> = std::fs::read_to_string(out.join("results.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
-    if let Some(full) = &full {
+    let flat: Option<super::flat::FlatResults> = std::fs::read_to_string(out.join("flat.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    if let Some(flat) = &flat {
+        for (what, measured, ok) in flat_rows(flat) {
+            row(&what, measured, ok);
+        }
+    }
+    if let Some(full) = full.as_ref().filter(|_| flat.is_none()) {
         // Prefer the many-repeat flatness series; fall back to the matrix.
         let flat = |profile: &str, mem: u64, rss: bool| {
             full.flatness
@@ -174,4 +183,68 @@ pub fn targets(out: &Path, micro: &Micro) -> String {
         ));
     }
     md
+}
+
+/// The lazy-boot targets from `flat.json`'s rows of this build (not a
+/// baseline's): kernel_ready at 64 GiB within 1.2x and at 1 TiB within 2x
+/// of 1 GiB, and peak RSS at 64 TiB under 160 MiB.
+fn flat_rows(flat: &super::flat::FlatResults) -> Vec<(String, String, bool)> {
+    let mut rows = Vec::new();
+    let ours: Vec<&super::flat::FlatPoint> = flat
+        .points
+        .iter()
+        .filter(|p| p.build == "this build")
+        .collect();
+    let mut profiles: Vec<&str> = Vec::new();
+    for p in &ours {
+        if !profiles.contains(&p.profile.as_str()) {
+            profiles.push(&p.profile);
+        }
+    }
+    for profile in profiles {
+        let at = |gib: u64| {
+            ours.iter()
+                .find(|p| p.profile == profile && p.mem_gib == gib)
+                .copied()
+        };
+        let tag = format!("[{profile}] ");
+        let runs = format!(", medians of {}", flat.repeats);
+        if let Some(one) = at(1) {
+            let a = one.kernel_ready_ms.median;
+            for (gib, name, limit) in [(64, "64 GiB", 1.2), (1024, "1 TiB", 2.0)] {
+                if let Some(p) = at(gib) {
+                    let b = p.kernel_ready_ms.median;
+                    rows.push((
+                        format!(
+                            "{tag}lazy kernel_ready at {name} <= {limit} x 1 GiB (fw.accept=none)"
+                        ),
+                        format!("{b:.1} / {a:.1} ms = x{:.2}{runs}", b / a),
+                        b <= limit * a,
+                    ));
+                }
+            }
+            if let Some(p) = at(64) {
+                let (a, b) = (one.rss_peak_mib.median, p.rss_peak_mib.median);
+                rows.push((
+                    format!("{tag}lazy host RSS at 64 GiB <= 1.5 x 1 GiB"),
+                    format!("{b:.0} / {a:.0} MiB = x{:.2}", b / a),
+                    b <= 1.5 * a,
+                ));
+            }
+        }
+        if let Some(p) = at(65536) {
+            let rss = p.rss_peak_mib.median;
+            rows.push((
+                format!("{tag}lazy host RSS at 64 TiB < 160 MiB"),
+                format!(
+                    "{rss:.0} MiB (max {:.0}), guest page tables {:.0} KiB, allocator directory {:.0} KiB",
+                    p.rss_peak_mib.max,
+                    p.page_table_kib.map_or(0.0, |s| s.median),
+                    p.directory_kib.map_or(0.0, |s| s.median)
+                ),
+                p.rss_peak_mib.max < 160.0,
+            ));
+        }
+    }
+    rows
 }
