@@ -1,5 +1,5 @@
 //! Initial memory: where the firmware, the TD HOB, the GDT, the identity-map
-//! page tables, the firmware's scratch memory and the payload go, and the
+//! page tables, the payload and the firmware's scratch memory go, and the
 //! bytes of the GDT and page tables. All of it is accepted by construction,
 //! like pages added with `TDH.MEM.PAGE.ADD`. It starts at GPA 0 (the low
 //! 1 MiB below the firmware is zeroed, accepted and reserved, as Linux
@@ -119,7 +119,6 @@ impl BootPlan {
         }
         let pt_pages = page_table_pages(layout, leaf);
         let page_tables = take(pt_pages * PAGE_4K);
-        let scratch = take(FW_SCRATCH_BYTES);
         let payload = if payload_len > 0 {
             take(payload_len)
         } else {
@@ -128,7 +127,11 @@ impl BootPlan {
         // Initial memory ends on a 2 MiB boundary: no 2 MiB unit is part
         // initial, part pending (the kernel would accept the rest of it
         // page by page, and how much depends on the page tables' size).
-        let end = align_up(cursor, abi::PAGE_2M);
+        // The firmware's scratch memory, at least 1 MiB, runs to that
+        // boundary, so the padding is free memory the firmware hands on,
+        // not a reserved hole the kernel replaces with an accept.
+        let scratch = cursor;
+        let end = align_up(cursor + FW_SCRATCH_BYTES, abi::PAGE_2M);
         if end > layout.low().end() {
             return Err(BootError::DoesNotFit {
                 need: end,
@@ -144,7 +147,7 @@ impl BootPlan {
             page_tables,
             page_table_pages: pt_pages,
             map_leaf: leaf,
-            scratch: (scratch, FW_SCRATCH_BYTES),
+            scratch: (scratch, end - scratch),
             payload: (payload, payload_len),
         })
     }
@@ -296,7 +299,7 @@ mod tests {
             "the firmware's 2 MiB unit is initial from 0"
         );
         assert_eq!(p.hob, FIRMWARE_BASE + 0x1_3000);
-        assert!(p.gdt > p.hob && p.page_tables > p.gdt && p.scratch.0 > p.page_tables);
+        assert!(p.gdt > p.hob && p.page_tables > p.gdt && p.payload.0 > p.page_tables);
         assert_eq!(
             p.page_tables & PAGE_4K,
             PAGE_4K,
@@ -310,10 +313,17 @@ mod tests {
             let p = BootPlan::new(&layout, FIRMWARE_BASE, fw_end, 0x300, 0, MapLeaf::Gib1).unwrap();
             assert_eq!(p.page_tables & PAGE_4K, PAGE_4K);
         }
-        // Initial memory ends at the first 2 MiB boundary after the
-        // payload: no 2 MiB unit is part initial, part pending.
+        // The firmware's scratch (at least 1 MiB) follows the payload and
+        // initial memory ends with it, on a 2 MiB boundary: no 2 MiB unit
+        // is part initial, part pending.
         let payload_end = p.payload.0 + 0x5000;
-        assert_eq!(p.initial.1, payload_end.next_multiple_of(abi::PAGE_2M));
+        assert_eq!(p.scratch.0, payload_end);
+        assert!(p.scratch.1 >= FW_SCRATCH_BYTES);
+        assert_eq!(p.initial.1, p.scratch.0 + p.scratch.1);
+        assert_eq!(
+            p.initial.1,
+            (payload_end + FW_SCRATCH_BYTES).next_multiple_of(abi::PAGE_2M)
+        );
         for leaf in [MapLeaf::Mib2, MapLeaf::Gib1] {
             for gib in [1, 4, 64, 1024] {
                 let l = crate::memory::layout::checked(gib * GIB, 48).unwrap();

@@ -69,7 +69,7 @@ impl BenchConfig {
             profiles: vec!["auto".into(), "standard".into()],
             out,
             micro: true,
-            flat_sizes_gib: vec![1, 64, 1024],
+            flat_sizes_gib: flat::SIZES_GIB.to_vec(),
             flat_repeats: 11,
             vcpu_counts: vec![1, 2, 4],
             vcpu_repeats: 5,
