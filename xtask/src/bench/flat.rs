@@ -209,6 +209,12 @@ pub fn flat(
     };
     write_json(&out.join("flat.json"), &results)?;
     write(&out.join("flat.md"), &markdown(&results))?;
+    draw(out, &results)?;
+    Ok(results)
+}
+
+/// Draws `flat_vs_ram.svg` and `.png` in `out` from `results`.
+pub fn draw(out: &Path, results: &FlatResults) -> Result<()> {
     register_font()?;
     for (path, png) in [
         (out.join("flat_vs_ram.svg"), false),
@@ -216,16 +222,13 @@ pub fn flat(
     ] {
         let size = (1150, 900);
         let drawn = if png {
-            plot(
-                BitMapBackend::new(&path, size).into_drawing_area(),
-                &results,
-            )
+            plot(BitMapBackend::new(&path, size).into_drawing_area(), results)
         } else {
-            plot(SVGBackend::new(&path, size).into_drawing_area(), &results)
+            plot(SVGBackend::new(&path, size).into_drawing_area(), results)
         };
         drawn.map_err(|source| XtaskError::Plot { path, source })?;
     }
-    Ok(results)
+    Ok(())
 }
 
 fn size_name(gib: u64) -> String {
@@ -369,7 +372,16 @@ where
             ],
         ),
     ];
-    let colors = [RED, BLUE, GREEN, MAGENTA, RGBColor(255, 140, 0), BLACK];
+    let colors = [
+        RED,
+        BLUE,
+        GREEN,
+        MAGENTA,
+        RGBColor(255, 140, 0),
+        BLACK,
+        RGBColor(0, 150, 150),
+        RGBColor(120, 80, 0),
+    ];
     let mut series: Vec<(String, String)> = Vec::new();
     for p in &r.points {
         let k = (p.build.clone(), p.profile.clone());
@@ -377,7 +389,7 @@ where
             series.push(k);
         }
     }
-    for (area, label, lines) in panels {
+    for (panel, (area, label, lines)) in panels.into_iter().enumerate() {
         let ys: Vec<f64> = r
             .points
             .iter()
@@ -405,9 +417,12 @@ where
             .map_err(err)?;
         let mut n = 0;
         for (build, profile) in &series {
+            // Host memory does not depend on the CPU profile: the memory
+            // panel draws the first profile's lines only.
+            if panel == 1 && Some(profile) != series.first().map(|s| &s.1) {
+                continue;
+            }
             for (what, f) in &lines {
-                let c = colors[n % colors.len()];
-                n += 1;
                 let mut pts: Vec<(f64, f64)> = r
                     .points
                     .iter()
@@ -415,6 +430,12 @@ where
                     .map(|p| (p.mem_gib as f64, f(p)))
                     .filter(|(_, y)| *y > 0.0)
                     .collect();
+                if pts.is_empty() {
+                    // Not reported by this build (a baseline's reports).
+                    continue;
+                }
+                let c = colors[n % colors.len()];
+                n += 1;
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let name = [build.as_str(), profile.as_str(), what]
                     .iter()

@@ -70,6 +70,16 @@ pub fn plots(out: &Path, rows: &[ScenarioRow], first_profile: &str) -> Result<()
 /// `cargo xtask bench --replot DIR`: redraws the plots of a finished run
 /// from its `results.json` and traces, without running anything.
 pub fn replot(out: &Path) -> Result<()> {
+    // The lazy boot against RAM (`bench --flat`), when it ran here.
+    if let Ok(text) = std::fs::read_to_string(out.join("flat.json")) {
+        let flat: super::flat::FlatResults =
+            serde_json::from_str(&text).map_err(|source| XtaskError::Json {
+                action: "parse",
+                path: out.join("flat.json"),
+                source,
+            })?;
+        super::flat::draw(out, &flat)?;
+    }
     let path = out.join("results.json");
     let text = std::fs::read_to_string(&path).map_err(|source| XtaskError::File {
         action: "read",
