@@ -8,7 +8,7 @@
 use crate::boot::plan::BootPlan;
 use abi::layout::selector;
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd};
 use thiserror::Error;
 
 /// kvm_pvm: MSR whose bit 0 lets the hypervisor emulate privileged
@@ -48,6 +48,10 @@ pub enum CpuError {
     Msrs,
     #[error("KVM refused to set MSR {msr:#x}")]
     MsrRefused { msr: u32 },
+    #[error(
+        "kvm_pvm refused its control MSR (it takes it only while GPA 0 is backed by a memslot)"
+    )]
+    PvmControlRefused,
 }
 
 /// Gives `vcpu` its CPUID table; returns leaf 1's EAX (family, model,
@@ -145,12 +149,9 @@ fn segment(sel: u16, code: bool, dpl: u8) -> kvm_segment {
 }
 
 /// Puts the vCPU in 64-bit mode at `entry` with TDX's initial registers.
-#[allow(clippy::too_many_arguments)]
 pub fn setup_vcpu(
     kvm: &Kvm,
-    vm: &VmFd,
     vcpu: &VcpuFd,
-    scratch_slot: u32,
     profile: CpuProfile,
     plan: &BootPlan,
     entry: u64,
@@ -209,7 +210,7 @@ pub fn setup_vcpu(
     };
     vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
     if profile == CpuProfile::PvmNative {
-        enable_pvm_native(vm, vcpu, scratch_slot)?;
+        enable_pvm_native(vcpu)?;
     }
     Ok(())
 }
@@ -331,45 +332,21 @@ pub fn setup_vcpu_reset(
 /// for a ring-3 guest).
 ///
 /// Measured on our kvm_pvm hosts: the write is refused (0 MSRs processed)
-/// unless GPA 0 is backed by a memslot at that moment, and the slot is not
-/// needed afterwards. Our own boots start initial memory at GPA 0, so its
-/// memslot is there and the write goes through at once. Where GPA 0 is
-/// pending RAM (a TDVF image's layout), a private zero page is mapped
-/// there in slot `scratch_slot` (one the memslot manager never uses) just
-/// for the write.
-fn enable_pvm_native(vm: &VmFd, vcpu: &VcpuFd, scratch_slot: u32) -> Result<(), CpuError> {
+/// unless GPA 0 is backed by a memslot at that moment. Our initial memory
+/// starts at GPA 0 (`BootPlan`) and is mapped before the vCPUs are set up,
+/// so it is.
+fn enable_pvm_native(vcpu: &VcpuFd) -> Result<(), CpuError> {
     let msrs = Msrs::from_entries(&[kvm_msr_entry {
         index: MSR_PVM_CTL,
         data: 1,
         ..Default::default()
     }])
     .map_err(|_| CpuError::NotPvm)?;
-    if matches!(vcpu.set_msrs(&msrs), Ok(1)) {
-        return Ok(());
-    }
-    let page = vm_memory::MmapRegion::<()>::new(abi::to_usize(abi::PAGE_4K))
-        .map_err(|_| CpuError::NotPvm)?;
-    let mut region = kvm_bindings::kvm_userspace_memory_region {
-        slot: scratch_slot,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: abi::PAGE_4K,
-        userspace_addr: page.as_ptr() as u64,
-    };
-    // SAFETY: `page` is a 4 KiB anonymous mapping that lives until the end
-    // of this function, and the slot is removed below before it is dropped.
-    unsafe { vm.set_user_memory_region(region) }
-        .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION (PVM scratch)"))?;
-    let written = vcpu.set_msrs(&msrs);
-    region.memory_size = 0;
-    // SAFETY: deleting the slot created above; no host memory is referenced.
-    unsafe { vm.set_user_memory_region(region) }
-        .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION (PVM scratch removal)"))?;
-    match written {
+    match vcpu.set_msrs(&msrs) {
         Ok(1) => Ok(()),
         Ok(n) => {
             log::error!("KVM_SET_MSRS(PVM control) processed {n} MSRs");
-            Err(CpuError::NotPvm)
+            Err(CpuError::PvmControlRefused)
         }
         Err(e) => Err(kvm_err("KVM_SET_MSRS")(e)),
     }

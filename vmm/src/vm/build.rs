@@ -410,7 +410,7 @@ impl Td {
         let TdMemory {
             mut memory,
             board,
-            slot_limit,
+            slot_limit: _,
             pending_fallback,
         } = td_memory(&config, &kvm, vm, layout)?;
         let firmware = &images.firmware;
@@ -424,19 +424,8 @@ impl Td {
         )?;
 
         let profile = cpu::resolve_profile(config.profile, &fds[0])?;
-        let slots = u32::try_from(slot_limit).unwrap_or(u32::MAX);
         for (i, fd) in (0u32..).zip(&fds) {
-            cpu::setup_vcpu(
-                &kvm,
-                memory.vm(),
-                fd,
-                slots,
-                profile,
-                &plan,
-                firmware.entry,
-                config.gpaw,
-                i,
-            )?;
+            cpu::setup_vcpu(&kvm, fd, profile, &plan, firmware.entry, config.gpaw, i)?;
         }
         log::info!(
             "TD built: {} RAM, profile {}, identity map with {:?} leaves, initial memory {:#x}..{:#x}, HOB at {:#x}, entry {:#x}",
