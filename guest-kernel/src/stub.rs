@@ -105,7 +105,8 @@ fn find_table(st: &SystemTable) -> Option<u64> {
 
 /// What the stub hands the rest of the kernel.
 pub struct StubResult {
-    /// Allocator directory: GPA and number of 4 MiB blocks.
+    /// The allocator directory's top array (a word per 2 GiB section) and
+    /// the number of 4 MiB blocks it covers.
     pub dir: u64,
     pub dir_blocks: u64,
 }

@@ -61,7 +61,7 @@ pub struct Stats {
     pub dir_starved: u64,
 }
 
-/// The allocator. `dir` has one word per 4 MiB block from address 0.
+/// The allocator. `dir` has a state per 4 MiB block from address 0.
 pub struct Buddy<'a> {
     dir: Directory<'a>,
     heads: [u64; ORDERS],

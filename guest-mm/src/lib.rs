@@ -2,10 +2,12 @@
 //! host tests it against a model.
 //!
 //! - `buddy`: a buddy allocator over physical memory with orders 0 (4 KiB)
-//!   to 10 (4 MiB). Its metadata scales with 4 MiB blocks, not 4 KiB pages:
-//!   one directory word per block, plus 256 bytes of free bits only for
-//!   blocks currently split into smaller pieces. Free lists live inside the
-//!   free blocks, which are always accepted memory.
+//!   to 10 (4 MiB). Its metadata scales with 4 MiB blocks in use, not with
+//!   RAM: a directory word per block, kept in sections (`directory`) so
+//!   that a run of absent or parked blocks costs one word per 2 GiB, plus
+//!   256 bytes of free bits only for blocks currently split into smaller
+//!   pieces. Free lists live inside the free blocks, which are always
+//!   accepted memory.
 //! - Lazy acceptance (Linux's `__free_unaccepted`, `cond_accept_memory`,
 //!   `try_to_accept_memory_one`): 4 MiB blocks that contain unaccepted
 //!   memory are parked in the directory (never touched) and accepted one at
