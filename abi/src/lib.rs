@@ -34,6 +34,7 @@ pub mod hob;
 pub mod layout;
 pub mod named;
 pub mod pod;
+pub mod pte;
 pub mod report;
 pub mod tdcall;
 pub mod tdreport;

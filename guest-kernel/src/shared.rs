@@ -97,15 +97,6 @@ pub fn shared_bit() -> u64 {
     1 << (gpaw.clamp(32, 52) - 1)
 }
 
-/// The root of the page tables.
-fn cr3() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR3 has no side effect (trapped and emulated in the
-    // pvm-native profile).
-    unsafe { core::arch::asm!("mov {}, cr3", out(reg) v, options(nomem, nostack)) };
-    v & pte::ADDR
-}
-
 /// Flushes the TLB (reloads CR3): `__flush_tlb_all` / `cpa_flush` here.
 fn flush_tlb() {
     // SAFETY: writing CR3 back with its own value only flushes
@@ -137,7 +128,7 @@ fn pd_entry(va: u64, st: &mut State) -> Result<u64, ConvertError> {
     if !va.is_multiple_of(CHUNK) {
         return Err(ConvertError::NotALeaf(va));
     }
-    let pml4e = read_entry(cr3() + ((va >> 39) & 511) * 8);
+    let pml4e = read_entry(guest_rt::paging::root() + ((va >> 39) & 511) * 8);
     if pml4e & pte::PRESENT == 0 {
         return Err(ConvertError::NotALeaf(va));
     }
@@ -332,7 +323,7 @@ fn shared_leaves(bit: u64) -> ([Leaf; 64], usize, u64) {
     let mut n = 0;
     let mut more = 0u64;
     shared_memory::walk_leaves(
-        cr3(),
+        guest_rt::paging::root(),
         top,
         &mut |table, i| read_entry(table + i * 8),
         &mut |leaf: Leaf| {

@@ -332,7 +332,7 @@ pub fn run_kexec(info: &abi::boot::BootInfo, reuse: bool) -> StubResult {
 /// kernel owned, which the map hands on as free. Each table page in
 /// usable memory becomes LOADER_DATA, so the allocator never gives it out.
 fn keep_page_tables() {
-    use guest_rt::paging::{ADDR, HUGE, PRESENT};
+    use abi::pte::{ADDR, HUGE, PRESENT};
     let entry = |at: u64| {
         // SAFETY: entries of the live page tables, identity-mapped.
         unsafe { (at as *const u64).read_volatile() }

@@ -204,20 +204,8 @@ impl<'a> Directory<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_mem::Mem;
     use proptest::prelude::*;
-    use std::collections::HashMap;
-
-    #[derive(Default)]
-    struct Mem(HashMap<u64, u64>);
-
-    impl Phys for Mem {
-        fn read(&self, addr: u64) -> u64 {
-            self.0.get(&addr).copied().unwrap_or(0)
-        }
-        fn write(&mut self, addr: u64, value: u64) {
-            self.0.insert(addr, value);
-        }
-    }
 
     #[test]
     fn a_parked_terabyte_costs_no_section_page() {

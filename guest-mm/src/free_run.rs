@@ -96,9 +96,9 @@ pub fn add_run(
 mod tests {
     use super::*;
     use crate::buddy::META_BYTES;
+    use crate::test_mem::Mem;
     use abi::unaccepted::{Header, UNIT_SIZE};
     use models::unaccepted::{accept_range, contains_range, Bitmap};
-    use std::collections::HashMap;
 
     const MIB: u64 = 1 << 20;
 
@@ -159,18 +159,6 @@ mod tests {
                 at += UNIT_SIZE;
             }
             at.min(end)
-        }
-    }
-
-    #[derive(Default)]
-    struct Mem(HashMap<u64, u64>);
-
-    impl Phys for Mem {
-        fn read(&self, addr: u64) -> u64 {
-            self.0.get(&addr).copied().unwrap_or(0)
-        }
-        fn write(&mut self, addr: u64, value: u64) {
-            self.0.insert(addr, value);
         }
     }
 

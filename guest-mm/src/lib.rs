@@ -21,3 +21,22 @@ pub mod buddy;
 pub mod directory;
 pub mod free_run;
 pub mod hold;
+
+/// Memory for the tests: a sparse map of words, zero where never written.
+#[cfg(test)]
+pub(crate) mod test_mem {
+    use crate::buddy::Phys;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    pub struct Mem(HashMap<u64, u64>);
+
+    impl Phys for Mem {
+        fn read(&self, addr: u64) -> u64 {
+            self.0.get(&addr).copied().unwrap_or(0)
+        }
+        fn write(&mut self, addr: u64, value: u64) {
+            self.0.insert(addr, value);
+        }
+    }
+}

@@ -7,16 +7,8 @@
 //! host maps everything with 1 GiB leaves and `map` has nothing to do).
 
 use crate::spin::SpinLock;
+use abi::pte::{ADDR, HUGE, PRESENT, TABLE};
 use core::sync::atomic::{AtomicU64, Ordering};
-
-/// Entry bits: present, writable, user (U/S=1 at every level, as the
-/// pvm-native profile requires), page size; the address bits.
-pub const PRESENT: u64 = 1;
-pub const WRITABLE: u64 = 1 << 1;
-pub const USER: u64 = 1 << 2;
-pub const HUGE: u64 = 1 << 7;
-pub const ADDR: u64 = 0x000f_ffff_ffff_f000;
-const TABLE: u64 = PRESENT | WRITABLE | USER;
 
 const GIB: u64 = 1 << 30;
 const MIB2: u64 = 1 << 21;

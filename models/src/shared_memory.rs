@@ -48,14 +48,7 @@ pub fn map_gpa(
 }
 
 /// Page-table entry bits the walk reads.
-pub mod pte {
-    /// Present.
-    pub const PRESENT: u64 = 1;
-    /// A leaf above 4 KiB (PS).
-    pub const HUGE: u64 = 1 << 7;
-    /// The physical-address field (bits 12..51).
-    pub const ADDR: u64 = 0x000f_ffff_ffff_f000;
-}
+pub use abi::pte;
 
 /// A present leaf of the page tables: where it maps, how much, and the
 /// physical address of the entry (to rewrite it).

@@ -8,19 +8,12 @@
 
 use crate::memory::layout::RamLayout;
 use abi::layout::{selector, FIRMWARE_BASE, FIRMWARE_MAX_SIZE, FOUR_GIB};
+use abi::pte::{HUGE, TABLE};
 use abi::{GIB, PAGE_4K};
 use thiserror::Error;
 
 /// Firmware scratch memory handed over in the PHIT's free range.
 pub const FW_SCRATCH_BYTES: u64 = 1 << 20;
-
-/// Page-table entry bits: present, writable, user (U/S=1 at every level, as
-/// the pvm-native profile requires), page size.
-const PTE_P: u64 = 1;
-const PTE_RW: u64 = 1 << 1;
-const PTE_US: u64 = 1 << 2;
-const PTE_PS: u64 = 1 << 7;
-const TABLE: u64 = PTE_P | PTE_RW | PTE_US;
 
 /// Why initial memory could not be laid out.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -192,7 +185,7 @@ pub fn page_table_page(layout: &RamLayout, base: u64, leaf: MapLeaf, index: u64)
                 break;
             }
             *e = match leaf {
-                MapLeaf::Gib1 => (g * GIB) | TABLE | PTE_PS,
+                MapLeaf::Gib1 => (g * GIB) | TABLE | HUGE,
                 MapLeaf::Mib2 if g < mapped_pds(gibs, leaf) => (pd_base + g * PAGE_4K) | TABLE,
                 // Not present: the guest maps it when it needs it.
                 MapLeaf::Mib2 => 0,
@@ -201,7 +194,7 @@ pub fn page_table_page(layout: &RamLayout, base: u64, leaf: MapLeaf, index: u64)
     } else {
         let g = index - 1 - pdpts;
         for (i, e) in t.iter_mut().enumerate() {
-            *e = (g * GIB + ((i as u64) << 21)) | TABLE | PTE_PS;
+            *e = (g * GIB + ((i as u64) << 21)) | TABLE | HUGE;
         }
     }
     t

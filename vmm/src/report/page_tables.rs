@@ -5,11 +5,9 @@
 
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::PrivateMemory;
+use abi::pte::{ADDR, HUGE, PRESENT};
 use std::collections::HashSet;
 
-const PRESENT: u64 = 1;
-const HUGE: u64 = 1 << 7;
-const ADDR: u64 = 0x000f_ffff_ffff_f000;
 /// Most table pages walked: a 64 TiB map with 2 MiB leaves has 65,665;
 /// a guest's tables beyond this (512 MiB of them) are not all counted,
 /// and the walk stays bounded whatever the guest built.

@@ -7,12 +7,8 @@
 
 use crate::memory::memslots::SlotBackend;
 use crate::memory::private::PrivateMemory;
+use abi::pte::{ADDR, HUGE, PRESENT};
 
-/// Physical-address bits of a page-table entry (bits 51:12).
-const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
-const PRESENT: u64 = 1;
-/// A PDPTE with PS set maps a 1 GiB page.
-const PAGE_SIZE: u64 = 1 << 7;
 const ENTRIES: usize = 512;
 
 /// The GPA of the first present PDPTE that maps a 1 GiB page in the
@@ -29,13 +25,13 @@ pub fn first_gib_mapping<B: SlotBackend>(mem: &PrivateMemory<B>, cr3: u64) -> Op
             entries
         })
     };
-    let pml4 = read_table(cr3 & ADDR_MASK)?;
+    let pml4 = read_table(cr3 & ADDR)?;
     pml4.iter().filter(|e| *e & PRESENT != 0).find_map(|e| {
-        let pdpt = e & ADDR_MASK;
+        let pdpt = e & ADDR;
         let entries = read_table(pdpt)?;
         entries
             .iter()
-            .position(|pdpte| pdpte & (PRESENT | PAGE_SIZE) == PRESENT | PAGE_SIZE)
+            .position(|pdpte| pdpte & (PRESENT | HUGE) == PRESENT | HUGE)
             .map(|i| pdpt + 8 * i as u64)
     })
 }

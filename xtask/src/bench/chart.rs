@@ -4,7 +4,19 @@
 //! `vcpu_plots` (lock wait and scaling).
 
 use crate::error::{PlotError, Result, XtaskError};
-use plotters::style::FontStyle;
+use plotters::style::{FontStyle, RGBColor, BLACK, BLUE, GREEN, MAGENTA, RED};
+
+/// The line colours of the charts, in the order series take them.
+pub(crate) const COLORS: [RGBColor; 8] = [
+    RED,
+    BLUE,
+    GREEN,
+    MAGENTA,
+    RGBColor(255, 140, 0),
+    RGBColor(0, 150, 150),
+    RGBColor(120, 80, 0),
+    BLACK,
+];
 
 /// A plotters error as a `PlotError` (for `map_err`).
 pub(crate) fn err(e: impl std::error::Error + Send + Sync + 'static) -> PlotError {

@@ -9,7 +9,7 @@
 //! interleaved with this one's, and the table gives both and their ratio.
 //! Writes `flat.json`, `flat.md` and `flat_vs_ram.svg`/`.png`.
 
-use super::chart::{err, register_font};
+use super::chart::{err, register_font, COLORS};
 use super::stats::Stat;
 use super::{create_dir, progress_bar, run_vmm, write, write_json};
 use crate::error::{PlotError, Result, XtaskError};
@@ -372,16 +372,7 @@ where
             ],
         ),
     ];
-    let colors = [
-        RED,
-        BLUE,
-        GREEN,
-        MAGENTA,
-        RGBColor(255, 140, 0),
-        BLACK,
-        RGBColor(0, 150, 150),
-        RGBColor(120, 80, 0),
-    ];
+    let colors = COLORS;
     let mut series: Vec<(String, String)> = Vec::new();
     for p in &r.points {
         let k = (p.build.clone(), p.profile.clone());

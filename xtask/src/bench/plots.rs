@@ -3,7 +3,7 @@
 //! peak RSS against guest RAM, from the typed scenario rows. The trace
 //! plots are in `trace_plots.rs`.
 
-use super::chart::{err, register_font};
+use super::chart::{err, register_font, COLORS};
 use super::stats::{Results, ScenarioRow, Stat};
 use super::trace_plots::{accepted_over_time, memory_map};
 use super::{read_trace, GIB};
@@ -150,16 +150,7 @@ where
         .y_desc(format!("{y_label}, log scale; bars: min-max"))
         .draw()
         .map_err(err)?;
-    let colors = [
-        RED,
-        BLUE,
-        GREEN,
-        MAGENTA,
-        RGBColor(255, 140, 0),
-        RGBColor(0, 150, 150),
-        RGBColor(120, 80, 0),
-        BLACK,
-    ];
+    let colors = COLORS;
     let mut profiles: Vec<&str> = Vec::new();
     for r in rows {
         if !profiles.contains(&r.cpu_profile.as_str()) {
